@@ -1,0 +1,1 @@
+//! Kubernetes API client: kubeconfig, HTTPS, list+watch, back-off (see issue "Join a cluster").

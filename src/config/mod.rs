@@ -1,0 +1,1 @@
+//! Agent configuration: KubeletConfiguration-style file and board profiles.

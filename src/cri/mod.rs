@@ -1,0 +1,1 @@
+//! Trimmed CRI client (runtime.v1) over gRPC/h2c on a unix socket.

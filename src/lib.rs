@@ -1,0 +1,17 @@
+//! tinylet: a small Kubernetes node agent (kubelet + kube-proxy) for edge and ARM devices.
+//!
+//! The modules follow the data flow:
+//! sources of desired state (`manifest`, `api`, `store`) → `reconcile` (sans-I/O) →
+//! runtime (`cri`) and kernel (`netlink` via `proxy`) → status back out.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod cri;
+pub mod k8s;
+pub mod logging;
+pub mod manifest;
+pub mod netlink;
+pub mod proxy;
+pub mod reconcile;
+pub mod store;

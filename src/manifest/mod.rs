@@ -1,0 +1,1 @@
+//! Static pod manifests: loading YAML/JSON files, static pod names and UIDs.

@@ -1,0 +1,1 @@
+//! Netlink: wire format, generic netlink, IPVS and rtnetlink over one socket.

@@ -1,0 +1,1 @@
+//! kube-proxy: Services and EndpointSlices to a load-balancer backend (IPVS).

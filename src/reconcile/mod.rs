@@ -1,0 +1,1 @@
+//! Pod lifecycle engine: desired + observed + clock -> actions (sans-I/O).

@@ -1,0 +1,1 @@
+//! Crash-safe, wear-friendly record store on flash.
