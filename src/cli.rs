@@ -10,7 +10,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `tinylet run`: the node agent (the default when no subcommand is given).
-    Run(RunFlags),
+    Run(Box<RunFlags>),
     /// `tinylet status`: ask a running agent for its view of desired versus actual state.
     Status(StatusFlags),
     /// `tinylet proxy ...`: the service proxy alone; arguments are parsed by the proxy module.
@@ -102,16 +102,16 @@ FLAGS of run (kubelet names):
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let Some(first) = args.first() else {
-        return Ok(Command::Run(RunFlags::default()));
+        return Ok(Command::Run(Box::default()));
     };
     match first.as_str() {
-        "run" => parse_run(&args[1..]).map(Command::Run),
+        "run" => parse_run(&args[1..]).map(|f| Command::Run(Box::new(f))),
         "status" => parse_status(&args[1..]).map(Command::Status),
         "proxy" => Ok(Command::Proxy(args[1..].to_vec())),
         "ipvs" => Ok(Command::Ipvs(args[1..].to_vec())),
         "--version" | "version" => Ok(Command::Version),
         "--help" | "-h" | "help" => Ok(Command::Help),
-        s if s.starts_with('-') => parse_run(args).map(Command::Run),
+        s if s.starts_with('-') => parse_run(args).map(|f| Command::Run(Box::new(f))),
         other => Err(CliError(format!("unknown command {other:?}"))),
     }
 }
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn no_arguments_runs_the_agent_on_defaults() {
-        assert_eq!(parse(&[]).unwrap(), Command::Run(RunFlags::default()));
+        assert_eq!(parse(&[]).unwrap(), Command::Run(Box::default()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             print!("{}", cli::HELP);
             0
         }
-        Command::Run(flags) => tinylet::agent::run_main(flags),
+        Command::Run(flags) => tinylet::agent::run_main(*flags),
         Command::Status(flags) => tinylet::agent::status_main(flags),
         Command::Proxy(args) => tinylet::proxy::cmd::proxy_main(&args),
         Command::Ipvs(args) => tinylet::proxy::cmd::ipvs_main(&args),
