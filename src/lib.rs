@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod netlink;
 pub mod proxy;
 pub mod reconcile;
+pub mod runtime;
 pub mod store;
 
 /// `tinylet --version`: version, target triple and git commit.
