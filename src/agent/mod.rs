@@ -1,6 +1,8 @@
 //! The agent: wires configuration, desired-state sources, the reconcile loop, the runtime and
 //! status together. It owns no logic of its own beyond that wiring.
 
+pub mod status;
+
 use crate::cli::{RunFlags, StatusFlags};
 
 /// `tinylet run`.

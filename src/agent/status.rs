@@ -1,0 +1,128 @@
+//! The local status socket behind `tinylet status`: the running agent answers each connection
+//! with one JSON document (its desired-versus-actual view) and closes it. The socket is a unix
+//! socket, mode 0600, at a path the configuration names; nothing listens on the network.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use smol::io::AsyncWriteExt;
+
+/// The latest status document, shared between the agent loop (writer) and the socket (reader).
+#[derive(Clone, Default)]
+pub struct StatusCell(Arc<Mutex<String>>);
+
+impl StatusCell {
+    /// Replaces the document.
+    pub fn set(&self, json: String) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = json;
+        }
+    }
+
+    /// The current document.
+    pub fn get(&self) -> String {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// Errors of the status socket, naming the path.
+#[derive(Debug)]
+pub struct StatusError {
+    pub path: PathBuf,
+    pub what: String,
+}
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status socket {}: {}", self.path.display(), self.what)
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// Binds the socket (replacing a stale one) with mode 0600 and serves `cell` until dropped.
+pub fn serve(path: &Path, cell: StatusCell) -> Result<smol::Task<()>, StatusError> {
+    let err = |what: String| StatusError {
+        path: path.to_path_buf(),
+        what,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("create parent dir: {e}")))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(format!("remove stale socket: {e}"))),
+    }
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).map_err(|e| err(format!("bind: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err(format!("chmod 0600: {e}")))?;
+    let listener =
+        smol::Async::new(listener).map_err(|e| err(format!("register with reactor: {e}")))?;
+    Ok(smol::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let doc = cell.get();
+            smol::spawn(async move {
+                let mut stream = stream;
+                let _ = stream.write_all(doc.as_bytes()).await;
+                let _ = stream.write_all(b"\n").await;
+            })
+            .detach();
+        }
+    }))
+}
+
+/// Reads one status document from a running agent (bounded to 16 MiB).
+pub fn fetch(path: &Path) -> Result<String, StatusError> {
+    let err = |what: String| StatusError {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        err(format!(
+            "connect: {e} (is `tinylet run` running with this socket?)"
+        ))
+    })?;
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = s.flush();
+    let mut buf = Vec::new();
+    (&mut s)
+        .take(16 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| err(format!("read: {e}")))?;
+    String::from_utf8(buf).map_err(|_| err("answer is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_the_latest_document_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("tl-status-{}", std::process::id()));
+        let path = dir.join("s.sock");
+        let cell = StatusCell::default();
+        cell.set("{\"pods\":[]}".into());
+        smol::block_on(async {
+            let _task = serve(&path, cell.clone()).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let p = path.clone();
+            let doc = smol::unblock(move || fetch(&p)).await.unwrap();
+            assert_eq!(doc.trim(), "{\"pods\":[]}");
+            cell.set("{\"pods\":[1]}".into());
+            let p = path.clone();
+            let doc = smol::unblock(move || fetch(&p)).await.unwrap();
+            assert_eq!(doc.trim(), "{\"pods\":[1]}");
+        });
+        let e = fetch(&dir.join("absent.sock")).unwrap_err();
+        assert!(e.to_string().contains("absent.sock"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
