@@ -2,3 +2,4 @@
 //! CRI, prepares volumes on the host, and runs probes. It decides nothing itself.
 
 pub mod probe;
+pub mod spec;
