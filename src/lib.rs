@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod logging;
 pub mod manifest;
 pub mod netlink;
+pub mod node;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;

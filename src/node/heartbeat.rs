@@ -1,0 +1,193 @@
+//! When to renew the node Lease and when to report node status (sans-I/O, injected clock).
+//!
+//! The kubelet's contract: the Lease is renewed every 10 s (a quarter of its 40 s duration);
+//! node status is computed every 10 s and reported only when it changed or 5 minutes passed
+//! since the last report. A failed renewal is retried quickly with a short back-off so that a
+//! brief blip never lets the Lease expire, but never faster than 200 ms.
+
+use std::time::{Duration, Instant};
+
+/// Cadence settings (the kubelet's defaults in [`Default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub lease_duration: Duration,
+    pub renew_interval: Duration,
+    pub status_compute: Duration,
+    pub status_report: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Cadence {
+            lease_duration: Duration::from_secs(40),
+            renew_interval: Duration::from_secs(10),
+            status_compute: Duration::from_secs(10),
+            status_report: Duration::from_secs(300),
+            retry_min: Duration::from_millis(200),
+            retry_max: Duration::from_secs(7),
+        }
+    }
+}
+
+/// What the node loop should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Due {
+    pub renew_lease: bool,
+    pub compute_status: bool,
+}
+
+/// The heartbeat schedule of one node.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    cadence: Cadence,
+    next_renew: Option<Instant>,
+    next_compute: Option<Instant>,
+    last_report: Option<Instant>,
+    last_reported_hash: Option<u64>,
+    renew_failures: u32,
+    last_renewed: Option<Instant>,
+}
+
+impl Heartbeat {
+    /// A schedule that is due for everything at once.
+    pub fn new(cadence: Cadence) -> Self {
+        Heartbeat {
+            cadence,
+            next_renew: None,
+            next_compute: None,
+            last_report: None,
+            last_reported_hash: None,
+            renew_failures: 0,
+            last_renewed: None,
+        }
+    }
+
+    /// What is due at `now`.
+    pub fn due(&self, now: Instant) -> Due {
+        Due {
+            renew_lease: self.next_renew.is_none_or(|t| now >= t),
+            compute_status: self.next_compute.is_none_or(|t| now >= t),
+        }
+    }
+
+    /// The next instant anything is due (the loop sleeps until then).
+    pub fn next_wake(&self, now: Instant) -> Instant {
+        let a = self.next_renew.unwrap_or(now);
+        let b = self.next_compute.unwrap_or(now);
+        a.min(b)
+    }
+
+    /// Records a successful Lease renewal.
+    pub fn renewed(&mut self, now: Instant) {
+        self.renew_failures = 0;
+        self.last_renewed = Some(now);
+        self.next_renew = Some(now + self.cadence.renew_interval);
+    }
+
+    /// Records a failed renewal; the retry comes after a doubling back-off, capped.
+    pub fn renew_failed(&mut self, now: Instant) {
+        self.renew_failures = self.renew_failures.saturating_add(1);
+        let exp = self.renew_failures.saturating_sub(1).min(16);
+        let delay = self
+            .cadence
+            .retry_min
+            .saturating_mul(1u32 << exp)
+            .min(self.cadence.retry_max);
+        self.next_renew = Some(now + delay);
+    }
+
+    /// True if the Lease has not been renewed within its duration (the control plane will
+    /// consider the node gone).
+    pub fn lease_expired(&self, now: Instant) -> bool {
+        match self.last_renewed {
+            Some(t) => now.saturating_duration_since(t) >= self.cadence.lease_duration,
+            None => true,
+        }
+    }
+
+    /// Called after status was computed with content hash `hash`: returns whether to report it
+    /// (changed, or the report interval has passed), and schedules the next computation.
+    pub fn status_computed(&mut self, now: Instant, hash: u64) -> bool {
+        self.next_compute = Some(now + self.cadence.status_compute);
+        let changed = self.last_reported_hash != Some(hash);
+        let stale = self
+            .last_report
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cadence.status_report);
+        changed || stale
+    }
+
+    /// Records that a status report with `hash` reached the server.
+    pub fn status_reported(&mut self, now: Instant, hash: u64) {
+        self.last_report = Some(now);
+        self.last_reported_hash = Some(hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_renews_every_ten_seconds() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(Cadence::default());
+        assert!(h.due(t0).renew_lease);
+        h.renewed(t0);
+        assert!(!h.due(t0 + Duration::from_secs(9)).renew_lease);
+        assert!(h.due(t0 + Duration::from_secs(10)).renew_lease);
+        let now = t0 + Duration::from_secs(1);
+        assert_eq!(
+            h.next_wake(now),
+            now,
+            "status was never computed: due at once"
+        );
+        h.status_computed(now, 7);
+        assert_eq!(h.next_wake(now), t0 + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn failed_renewals_retry_fast_then_cap() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(Cadence::default());
+        h.renewed(t0);
+        let mut now = t0 + Duration::from_secs(10);
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            h.renew_failed(now);
+            let next = h.next_renew.unwrap();
+            delays.push(next - now);
+            now = next;
+            if delays.len() == 8 {
+                assert!(!h.lease_expired(now), "36.6 s after the last renewal");
+            }
+        }
+        let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![200, 400, 800, 1600, 3200, 6400, 7000, 7000, 7000]);
+        assert!(h.lease_expired(now));
+        h.renewed(now);
+        assert!(!h.lease_expired(now));
+    }
+
+    #[test]
+    fn status_reported_on_change_or_every_five_minutes() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(Cadence::default());
+        assert!(h.status_computed(t0, 1));
+        h.status_reported(t0, 1);
+        let mut reports = 0;
+        for i in 1..=60u64 {
+            let now = t0 + Duration::from_secs(10 * i);
+            assert!(h.due(now).compute_status);
+            if h.status_computed(now, 1) {
+                reports += 1;
+                h.status_reported(now, 1);
+            }
+        }
+        // 10 minutes of unchanged status: two periodic reports.
+        assert_eq!(reports, 2);
+        let now = t0 + Duration::from_secs(610);
+        assert!(h.status_computed(now, 2), "a change is reported at once");
+    }
+}
