@@ -133,10 +133,10 @@ fn disk_space(dir: &Path) -> (u64, u64) {
     let mut p = dir;
     loop {
         if let Ok(s) = nix::sys::statvfs::statvfs(p) {
-            let frag = s.fragment_size() as u64;
+            let frag = u64::from(s.fragment_size());
             return (
-                (s.blocks() as u64).saturating_mul(frag),
-                (s.blocks_available() as u64).saturating_mul(frag),
+                u64::from(s.blocks()).saturating_mul(frag),
+                u64::from(s.blocks_available()).saturating_mul(frag),
             );
         }
         match p.parent() {
