@@ -67,14 +67,7 @@ fn untag_pull_image(endpoint: &str, image: &str, digests: &[String]) {
     let mut refs = vec![image.to_owned()];
     refs.extend(digests.iter().cloned());
     let out = Command::new("ctr")
-        .args([
-            "-a",
-            "/run/tlbed/containerd.sock",
-            "-n",
-            "k8s.io",
-            "images",
-            "rm",
-        ])
+        .args(["-a", socket, "-n", "k8s.io", "images", "rm"])
         .args(&refs)
         .output()
         .unwrap();
