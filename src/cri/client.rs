@@ -3,9 +3,11 @@
 //!
 //! Retry policy: a request that provably never reached the runtime (no connection, stream
 //! refused) is retried once on a fresh connection; a request that may have been processed is
-//! retried only if the RPC is idempotent. Everything else is reported to the caller, who owns
-//! back-off.
+//! retried only if the RPC is idempotent. While containerd's CRI plugin says it is still
+//! initialising after a restart (it rejects calls before handling them), calls wait for it
+//! within their deadline. Everything else is reported to the caller, who owns back-off.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +107,7 @@ struct Inner {
     path: String,
     opts: CriOptions,
     conn: Mutex<Option<Connection>>,
+    connects: AtomicU64,
 }
 
 /// Client of containerd's CRI plugin (RuntimeService + ImageService); cheap to clone.
@@ -153,6 +156,7 @@ impl CriClient {
                 path: path.to_owned(),
                 opts,
                 conn: Mutex::new(None),
+                connects: AtomicU64::new(0),
             }),
         })
     }
@@ -160,6 +164,11 @@ impl CriClient {
     /// The options this client was built with.
     pub fn options(&self) -> &CriOptions {
         &self.inner.opts
+    }
+
+    /// How many connections this client has established (1 unless the runtime restarted).
+    pub fn connects(&self) -> u64 {
+        self.inner.connects.load(Ordering::Relaxed)
     }
 
     async fn connection(&self) -> Result<Connection, ErrorKind> {
@@ -178,6 +187,7 @@ impl CriClient {
                     ConnectError::Handshake(h2) => std::io::Error::other(h2),
                 },
             })?;
+        self.inner.connects.fetch_add(1, Ordering::Relaxed);
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -221,6 +231,7 @@ impl CriClient {
     ) -> Result<Bytes, ErrorKind> {
         let max = self.inner.opts.max_message_size;
         let mut retried = false;
+        let mut starting_waits = 0u32;
         loop {
             let conn = self.connection().await?;
             let failure = match exchange(&conn, rpc.path, body.clone(), timeout, max).await {
@@ -228,6 +239,16 @@ impl CriClient {
                 Err(f) => f,
             };
             let (kind, may_retry) = match failure {
+                Failure::Final(kind) if is_runtime_starting(&kind) => {
+                    // The gate runs before any handler, so even non-idempotent calls are safe
+                    // to resend; the caller's deadline still bounds the total wait.
+                    if starting_waits >= MAX_STARTING_WAITS {
+                        return Err(kind);
+                    }
+                    starting_waits += 1;
+                    smol::Timer::after(STARTING_WAIT).await;
+                    continue;
+                }
                 Failure::Final(kind) => return Err(kind),
                 Failure::NotSent(kind) => (kind, true),
                 Failure::Lost(kind) => (kind, rpc.idempotent),
@@ -482,6 +503,18 @@ impl CriClient {
         )
         .await
     }
+}
+
+/// Pause between attempts while the runtime reports it is still starting.
+const STARTING_WAIT: Duration = Duration::from_millis(100);
+/// Upper bound on those attempts (30 s), in case a caller set a huge deadline.
+const MAX_STARTING_WAITS: u32 = 300;
+
+/// containerd's CRI plugin answers every call with this until it has recovered its state
+/// after a (re)start: the request was rejected unprocessed.
+fn is_runtime_starting(kind: &ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Status { code: GrpcCode::UnknownError, message }
+        if message == "server is not initialized yet")
 }
 
 /// Maps a stream reset by the runtime to the gRPC code clients use for it.

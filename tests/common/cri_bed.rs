@@ -1,0 +1,227 @@
+//! The real-containerd test bed as the CRI tests see it: env file, skip rule, pod builders and
+//! cleanup guards. Included with `#[path]` by tests/cri_real.rs and benches/cri.rs.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tinylet::cri::proto::*;
+use tinylet::cri::{CriClient, CriOptions};
+
+/// Values from /run/tlbed/env.
+pub struct Bed {
+    pub endpoint: String,
+    pub test_image: String,
+    pub pull_image: String,
+    pub registry: String,
+    pub dir: PathBuf,
+}
+
+impl Bed {
+    /// Reads the bed's env file, or prints the loud skip line and returns None.
+    pub fn get(test: &str) -> Option<Bed> {
+        let path = std::env::var("TINYLET_BED_ENV").unwrap_or_else(|_| "/run/tlbed/env".into());
+        let root = nix::unistd::Uid::effective().is_root();
+        let text = std::fs::read_to_string(&path).ok().filter(|_| root);
+        let Some(text) = text else {
+            eprintln!("SKIPPED (no test bed): {test} — run tests/bed/up.sh");
+            return None;
+        };
+        let vars: HashMap<&str, &str> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let get = |k: &str| vars.get(k).map(|v| v.to_string()).unwrap_or_default();
+        Some(Bed {
+            endpoint: get("TINYLET_CRI_ENDPOINT"),
+            test_image: get("TINYLET_TEST_IMAGE"),
+            pull_image: get("TINYLET_PULL_IMAGE"),
+            registry: get("TINYLET_REGISTRY"),
+            dir: PathBuf::from(get("TINYLET_BED_DIR")),
+        })
+    }
+
+    pub fn client(&self) -> CriClient {
+        let opts = CriOptions {
+            call_timeout: Duration::from_secs(60),
+            pull_timeout: Duration::from_secs(120),
+            ..CriOptions::default()
+        };
+        CriClient::new(&self.endpoint, opts).unwrap()
+    }
+
+    /// A fresh scratch directory for one test, removed by the returned guard.
+    pub fn scratch(&self, name: &str) -> Scratch {
+        let dir = self.dir.join("scratch").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+/// Removes a scratch directory on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A unique object name for this test and process.
+pub fn unique(test: &str) -> String {
+    format!("{}-{}", test.replace('_', "-"), std::process::id())
+}
+
+/// Sandbox config; `host_network` skips CNI for speed.
+pub fn sandbox_config(name: &str, host_network: bool, labels: &[(&str, &str)]) -> PodSandboxConfig {
+    let uid = format!("uid-{name}");
+    let mode = if host_network {
+        NamespaceMode::Node
+    } else {
+        NamespaceMode::Pod
+    };
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_owned(),
+            uid: uid.clone(),
+            namespace: "tinylet-test".into(),
+            attempt: 0,
+        }),
+        // A host network namespace has no private UTS namespace: hostname must stay empty.
+        hostname: if host_network {
+            String::new()
+        } else {
+            name.to_owned()
+        },
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: mode as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    target_id: String::new(),
+                }),
+                ..Default::default()
+            }),
+            sysctls: BTreeMap::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Container config running `sh -c script` from the test image.
+pub fn container_config(name: &str, image: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_owned(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.to_owned()],
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Stops and removes a sandbox (and so its containers) on drop, even after a failed assert.
+pub struct SandboxGuard {
+    pub client: CriClient,
+    pub id: String,
+    pub config: PodSandboxConfig,
+}
+
+impl SandboxGuard {
+    pub async fn run(client: &CriClient, config: PodSandboxConfig) -> SandboxGuard {
+        let req = RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        };
+        let id = client.run_pod_sandbox(&req).await.unwrap().pod_sandbox_id;
+        SandboxGuard {
+            client: client.clone(),
+            id,
+            config,
+        }
+    }
+
+    /// Creates a container in this sandbox; returns its id.
+    pub async fn create(&self, config: ContainerConfig) -> String {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: self.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(self.config.clone()),
+        };
+        self.client
+            .create_container(&req)
+            .await
+            .unwrap()
+            .container_id
+    }
+}
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let id = self.id.clone();
+        smol::block_on(async move {
+            // Removing the sandbox alone leaves containers behind in some runtimes: be explicit.
+            let filter = ContainerFilter {
+                pod_sandbox_id: id.clone(),
+                ..Default::default()
+            };
+            if let Ok(list) = client.list_containers(Some(filter)).await {
+                for c in list.containers {
+                    let _ = client.remove_container(&c.id).await;
+                }
+            }
+            // NotFound: the test already removed it.
+            match client.stop_pod_sandbox(&id).await {
+                Err(e) if !e.is_not_found() => eprintln!("cleanup: {e}"),
+                _ => {}
+            }
+            match client.remove_pod_sandbox(&id).await {
+                Err(e) if !e.is_not_found() => eprintln!("cleanup: {e}"),
+                _ => {}
+            }
+        });
+    }
+}
+
+/// Polls `check` every 50 ms until it returns Some or `limit` passes (bounded wait).
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+    None
+}
