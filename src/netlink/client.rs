@@ -334,15 +334,23 @@ impl Rtnl {
 
     /// Addresses on the link with this index.
     pub fn addrs(&mut self, index: u32) -> Result<Vec<IpAddr>, Error> {
+        Ok(self
+            .all_addrs()?
+            .into_iter()
+            .filter(|a| a.index == index)
+            .map(|a| a.addr)
+            .collect())
+    }
+
+    /// Every IPv4/IPv6 address on the host, with its link index.
+    pub fn all_addrs(&mut self) -> Result<Vec<AddrRepr>, Error> {
         let req = rtnl::Request::DumpAddrs;
         let op = req.describe();
         let mut out = Vec::new();
         self.run(&req, &mut |m| {
             if m.msg_type() == rtnl::RTM_NEWADDR {
                 if let Some(a) = AddrRepr::parse(m.payload()).map_err(malformed(&op))? {
-                    if a.index == index {
-                        out.push(a.addr);
-                    }
+                    out.push(a);
                 }
             }
             Ok(())
