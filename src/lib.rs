@@ -4,6 +4,7 @@
 //! sources of desired state (`manifest`, `api`, `store`) → `reconcile` (sans-I/O) →
 //! runtime (`cri`) and kernel (`netlink` via `proxy`) → status back out.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -15,3 +16,13 @@ pub mod netlink;
 pub mod proxy;
 pub mod reconcile;
 pub mod store;
+
+/// `tinylet --version`: version, target triple and git commit.
+pub fn version_line() -> String {
+    format!(
+        "tinylet {} ({}, commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("TINYLET_TARGET"),
+        env!("TINYLET_GIT_COMMIT")
+    )
+}

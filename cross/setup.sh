@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what cross builds and emulated tests need: Debian's cross gcc (the linkers, and the C
+# compilers ring needs), qemu-user, and the rustup targets. Idempotent; run as root.
+set -euo pipefail
+pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    echo "cross: installing:$missing" >&2
+    apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q $missing >/dev/null
+fi
+targets="aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl x86_64-unknown-linux-musl"
+installed=$(rustup target list --installed)
+for t in $targets; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t" >&2
+done

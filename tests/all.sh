@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, brings up the real
+# containerd test bed, runs every test (unit, integration against containerd, ARM unit tests
+# under qemu-user, IPVS in real kernels under QEMU), tears everything down, and ends with one
+# line `tinylet tests: N passed, M failed`. Run as root from anywhere. Idempotent.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+[ "$(id -u)" = 0 ] || { echo "tests/all.sh: run as root (the test bed needs containerd, mounts and netns)" >&2; exit 1; }
+
+log=$(mktemp /tmp/tinylet-tests.XXXXXX)
+failed_steps=()
+step() {
+    local name=$1; shift
+    printf '\n=== %s\n' "$name"
+    if "$@" 2>&1 | tee -a "$log"; then :; else failed_steps+=("$name"); fi
+}
+cleanup() { "$root/tests/bed/down.sh" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+step "cross toolchains" cross/setup.sh
+step "test bed up" tests/bed/up.sh
+step "build" cargo build --locked --all-targets
+step "tests (host, real containerd)" cargo test --locked --no-fail-fast
+step "ARM unit tests under qemu-user" cross/test.sh
+if [ -x cross/vm/test.sh ]; then
+    step "IPVS in real kernels (QEMU)" cross/vm/test.sh
+fi
+step "test bed down" tests/bed/down.sh
+trap - EXIT
+
+passed=$(grep -Eo '(test result: [a-zA-Z]+\. |vm: )[0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed; |vm: [0-9]+ passed, )[0-9]+ failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+if [ ${#failed_steps[@]} -gt 0 ]; then
+    printf '\nfailed steps: %s\n' "${failed_steps[*]}"
+    [ "$failed" -gt 0 ] || failed=${#failed_steps[@]}
+fi
+printf '\ntests: %s passed, %s failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ] && [ ${#failed_steps[@]} -eq 0 ]
