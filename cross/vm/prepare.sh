@@ -18,7 +18,8 @@ for a in "${ARCHES[@]}"; do deb_arch "$a" >/dev/null; done
 # qemu-system-common 7.2; so QEMU comes from backports too. The source lives in a file of our own
 # so it can be removed cleanly and never edits the machine's main sources.
 BACKPORTS_LIST=/etc/apt/sources.list.d/tinylet-bookworm-backports.sources
-HOST_PKGS=(cpio busybox-static jq xz-utils zstd binutils gcc-aarch64-linux-gnu)
+# musl-tools: musl-gcc compiles ring's C for the static x86_64 test binaries.
+HOST_PKGS=(cpio busybox-static jq xz-utils zstd binutils gcc-aarch64-linux-gnu musl-tools)
 QEMU_PKGS=(qemu-system-x86 qemu-system-arm)
 
 have_backports_source() {
@@ -220,7 +221,9 @@ build_guest() {
     : > "$root/lib/modules/order"
     while read -r f; do
         cp "$f" "$root/lib/modules/"
-        basename "$f" .ko >> "$root/lib/modules/order"
+        m=$(basename "$f" .ko)
+        # Parameters after the name; dummy would otherwise create a stray dummy0.
+        case "$m" in dummy) echo "$m numdummies=0" ;; *) echo "$m" ;; esac >> "$root/lib/modules/order"
     done < "$MOD_ORDER_OUT"
     echo "$kver" > "$root/etc/kernel-release"
 
@@ -233,7 +236,7 @@ build_guest() {
     cp "$root/lib/modules/order" "$out/modules.order"
     echo "$kver" > "$out/kernel-release"
     echo "$stamp" > "$out/READY"
-    log "$arch guest: kernel $kver, modules: $(tr '\n' ' ' < "$out/modules.order")"
+    log "$arch guest: kernel $kver, modules: $(cut -d" " -f1 "$out/modules.order" | tr "\n" " ")"
     log "$arch guest: initramfs $(stat -c %s "$out/initramfs.cpio.gz") B, kernel $(stat -c %s "$out/kernel") B"
     rm -rf "$work"
     BUILD_WORK=
