@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ipvsadm -R vs tinylet's IPVS sync in real kernels: N services x 2 masquerade destinations
+# (N = 1,000 and 10,000 unless TINYLET_VM_BENCH_SIZES says otherwise), then one destination
+# added at the largest N; all figures of a guest come from one boot. Prints a table per guest.
+#
+# Usage: cross/vm/bench.sh [x86_64] [aarch64]     (default: x86_64; aarch64 takes ~3x longer)
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+. "$VM_DIR/build-payload.sh"
+REPO=$(cd "$VM_DIR/../.." && pwd)
+
+ARCHES=("$@")
+[ ${#ARCHES[@]} -gt 0 ] || ARCHES=(x86_64)
+SIZES=${TINYLET_VM_BENCH_SIZES:-1000 10000}
+"$VM_DIR/prepare.sh" "${ARCHES[@]}" || die "prepare.sh failed"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinylet-vm-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# Adds tinylet's bench to the payload when the tree has one; sets up ./tinylet-bench N MAX.
+add_tinylet_bench() {
+    local arch=$1 payload=$2 exe
+    if [ -f "$REPO/tests/ipvs_kernel.rs" ] && grep -q 'ignore' "$REPO/tests/ipvs_kernel.rs"; then
+        exe=$(cargo_exe "$arch" ipvs_kernel test --test ipvs_kernel --no-run) && [ -n "$exe" ] || return 1
+        put_exe "$arch" "$exe" "$payload/bin/ipvs_kernel"
+        cp "$VM_DIR/guest/tinylet-bench.sh" "$payload/tinylet-bench"
+    else
+        log "no tinylet IPVS bench in this tree"
+    fi
+}
+
+status=0
+for arch in "${ARCHES[@]}"; do
+    payload=$WORK/$arch
+    mkdir -p "$payload/bin"
+    echo "$SIZES" > "$payload/bench-sizes"
+    cp "$VM_DIR/guest/lib.sh" "$payload/"
+    cp "$VM_DIR/guest/bench.sh" "$payload/run"
+    add_tinylet_bench "$arch" "$payload" || { echo "FAIL bench $arch: build"; status=1; continue; }
+    echo "=== bench $arch (N = $SIZES)"
+    TINYLET_VM_TIMEOUT=${TINYLET_VM_TIMEOUT:-1200} "$VM_DIR/run.sh" "$arch" "$payload" | tee "$WORK/$arch.out"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { echo "FAIL bench $arch: exit $rc"; status=1; }
+    echo
+    echo "$arch guest ($(cat "$VM_CACHE/$arch/kernel-release"), QEMU TCG), one boot:"
+    awk '
+        $1 == "@@BENCH" { k = $3 " " $4; t[$2, k] = $5; m[$2, k] = $6; if (!(k in seen)) { seen[k] = 1; keys[++nk] = k } }
+        END {
+            printf "| %-26s | %-20s | %-26s | %-8s |\n", "case", "ipvsadm", "tinylet", "ratio"
+            printf "|%s|%s|%s|%s|\n", "----------------------------", "----------------------", "----------------------------", "----------"
+            for (i = 1; i <= nk; i++) {
+                k = keys[i]; split(k, p, " ")
+                name = (p[1] == "sync" ? "sync N=" : "+1 destination at N=") p[2]
+                a = (("ipvsadm", k) in t) ? sprintf("%.2f s (%d msgs)", t["ipvsadm", k], m["ipvsadm", k]) : "-"
+                b = (("tinylet", k) in t) ? sprintf("%.3f s (%d msgs)", t["tinylet", k], m["tinylet", k]) : "-"
+                r = "-"
+                if ((("ipvsadm", k) in t) && (("tinylet", k) in t)) {
+                    r = (t["tinylet", k] > 0) ? sprintf("%.1fx", t["ipvsadm", k] / t["tinylet", k]) : ">" sprintf("%.0fx", t["ipvsadm", k] / 0.01)
+                }
+                printf "| %-26s | %-20s | %-26s | %-8s |\n", name, a, b, r
+            }
+        }' "$WORK/$arch.out"
+    rm -rf "$payload"
+done
+exit $status

@@ -1,0 +1,78 @@
+# Test payload (busybox ash, run by the guest's init as /payload/run): tinylet's kernel tests,
+# then `tinylet proxy --once` over a manifest directory, each checked against ipvsadm.
+. ./lib.sh
+ARCH=$(uname -m)
+
+# --- our netlink/IPVS layer against the real kernel ----------------------------------------------
+if [ -x bin/ipvs_kernel ]; then
+    t0=$(uptime_s)
+    TINYLET_IPVS_KERNEL=1 ./bin/ipvs_kernel --test-threads=1 > /tmp/kernel-tests.out 2>&1
+    rc=$?
+    cat /tmp/kernel-tests.out
+    echo "(ipvs_kernel: $(elapsed "$t0" "$(uptime_s)") s in the guest)"
+    [ "$rc" -eq 0 ] && ok "ipvs_kernel tests ($ARCH)" || not_ok "ipvs_kernel tests ($ARCH)" "exit $rc"
+    # Where the tests print a table they programmed (between @@LISTING markers) with that table
+    # still in the kernel, ipvsadm must see the same.
+    if grep -q '^@@LISTING-BEGIN' /tmp/kernel-tests.out; then
+        awk '/^@@LISTING-END/ {p=0} p {print} /^@@LISTING-BEGIN/ {p=1}' /tmp/kernel-tests.out |
+            normalize_listing > /tmp/ours.norm
+        ipvsadm -Ln | normalize_listing > /tmp/ipvsadm.norm
+        if cmp -s /tmp/ours.norm /tmp/ipvsadm.norm; then ok "kernel tests' listing = ipvsadm -Ln"
+        else not_ok "kernel tests' listing = ipvsadm -Ln"; diff /tmp/ipvsadm.norm /tmp/ours.norm; fi
+    fi
+else
+    echo "skip ipvs_kernel tests: the tree has no tests/ipvs_kernel.rs"
+fi
+ipvsadm -C
+
+# --- tinylet proxy --once over a manifest directory ----------------------------------------------
+if ./bin/tinylet proxy --once --proxy-manifest-path /payload/proxy-manifests; then
+    ok "tinylet proxy --once"
+else
+    not_ok "tinylet proxy --once" "exit $?"
+fi
+ipvsadm -Ln > /tmp/ipvsadm.txt
+cat /tmp/ipvsadm.txt
+normalize_listing < /tmp/ipvsadm.txt > /tmp/ipvsadm.norm
+grep -v '^#' proxy-expected.txt | LC_ALL=C sort > /tmp/expected.norm
+if cmp -s /tmp/expected.norm /tmp/ipvsadm.norm; then ok "kernel table = expected from manifests"
+else not_ok "kernel table = expected from manifests"; diff /tmp/expected.norm /tmp/ipvsadm.norm; fi
+
+./bin/tinylet ipvs list > /tmp/tinylet.txt 2>&1
+if cmp -s /tmp/ipvsadm.txt /tmp/tinylet.txt; then
+    ok "tinylet ipvs list = ipvsadm -Ln (byte for byte)"
+elif normalize_listing < /tmp/tinylet.txt | cmp -s - /tmp/ipvsadm.norm; then
+    ok "tinylet ipvs list = ipvsadm -Ln (same entries; layout differs:)"
+    diff /tmp/ipvsadm.txt /tmp/tinylet.txt
+else
+    not_ok "tinylet ipvs list = ipvsadm -Ln"
+    diff /tmp/ipvsadm.txt /tmp/tinylet.txt
+fi
+
+if ip -o addr show dev kube-ipvs0 2>/dev/null | grep -q ' 10.96.0.10/32'; then
+    ok "kube-ipvs0 holds the ClusterIPs"
+else
+    not_ok "kube-ipvs0 holds the ClusterIPs"; ip addr show 2>&1
+fi
+
+# A second pass over unchanged manifests must find nothing to do and leave the table alone.
+if ./bin/tinylet proxy --once --proxy-manifest-path /payload/proxy-manifests &&
+    ipvsadm -Ln | normalize_listing | cmp -s - /tmp/ipvsadm.norm; then
+    ok "second tinylet proxy --once is a no-op"
+else
+    not_ok "second tinylet proxy --once is a no-op"
+fi
+
+# Drift made by someone else is repaired on the next pass.
+ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.2:8080
+ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 5
+if ./bin/tinylet proxy --once --proxy-manifest-path /payload/proxy-manifests &&
+    ipvsadm -Ln | normalize_listing | cmp -s - /tmp/ipvsadm.norm; then
+    ok "tinylet proxy --once repairs drift"
+else
+    not_ok "tinylet proxy --once repairs drift"; ipvsadm -Ln
+fi
+
+./bin/tinylet ipvs flush && [ -z "$(ipvsadm -Ln | normalize_listing)" ] &&
+    ok "tinylet ipvs flush" || not_ok "tinylet ipvs flush"
+summary

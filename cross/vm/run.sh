@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Boot a guest kernel under QEMU (TCG) with a payload directory and report what it printed.
+#
+# Usage: cross/vm/run.sh ARCH PAYLOAD_DIR        (ARCH = x86_64 | aarch64)
+#
+# The payload directory appears in the guest as /payload; the guest's init runs /payload/run
+# (a shell script) after loading the IPVS modules. Its output is printed here and this script
+# exits with its exit code (124 on timeout, 125 when the guest never reported one).
+# Settings (the guest sees no host environment: put what the payload needs in files):
+#   TINYLET_VM_TIMEOUT  seconds before QEMU is killed (default 300)
+#   TINYLET_VM_MEM      guest memory in MiB (default 1024)
+#   TINYLET_VM_CONSOLE  1: also print the whole console log (kernel messages, init)
+#   TINYLET_VM_CPU      aarch64 only: QEMU -cpu (default cortex-a53, a Raspberry Pi 3/Zero 2)
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+[ $# -eq 2 ] || die "usage: $0 ARCH PAYLOAD_DIR"
+ARCH=$1 PAYLOAD=$2
+deb_arch "$ARCH" >/dev/null
+[ -f "$PAYLOAD/run" ] || die "$PAYLOAD/run does not exist"
+GUEST=$VM_CACHE/$ARCH
+[ -f "$GUEST/READY" ] || die "no $ARCH guest in $VM_CACHE: run cross/vm/prepare.sh $ARCH"
+
+TIMEOUT=${TINYLET_VM_TIMEOUT:-300}
+MEM=${TINYLET_VM_MEM:-1024}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tinylet-vm.XXXXXX")
+QEMU_PID=
+cleanup() {
+    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        kill "$QEMU_PID" 2>/dev/null || true
+        sleep 0.5
+        kill -9 "$QEMU_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# initrd = the prepared gzip'd base archive, zero padded to 512 B, then an uncompressed cpio of
+# the payload: the kernel skips the zeros, but a second archive not 4-byte aligned is rejected
+# ("invalid magic"). Uncompressed, because inflating tens of MB of test binaries under TCG costs
+# more than copying them.
+mkdir -p "$TMP/root/payload"
+cp -a "$PAYLOAD/." "$TMP/root/payload/"
+cp "$GUEST/initramfs.cpio.gz" "$TMP/initrd"
+size=$(stat -c %s "$TMP/initrd")
+pad=$(( (512 - size % 512) % 512 ))
+[ "$pad" -eq 0 ] || head -c "$pad" /dev/zero >> "$TMP/initrd"
+(cd "$TMP/root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >> "$TMP/initrd"
+rm -rf "$TMP/root"
+
+CMDLINE="quiet loglevel=3 panic=-1 mitigations=off"
+case "$ARCH" in
+    x86_64)
+        # The uncompressed vmlinux boots through QEMU's PVH entry (no in-guest decompression).
+        QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu max -append "console=ttyS0 $CMDLINE") ;;
+    aarch64)
+        QEMU=(qemu-system-aarch64 -accel tcg -M virt -cpu "${TINYLET_VM_CPU:-cortex-a53}"
+            -append "console=ttyAMA0 $CMDLINE") ;;
+esac
+QEMU+=(-m "$MEM" -smp 1 -kernel "$GUEST/kernel" -initrd "$TMP/initrd"
+    -nodefaults -no-reboot -nic none -display none -monitor none
+    -serial "file:$TMP/console.log")
+
+log "booting $ARCH ($(cat "$GUEST/kernel-release")), payload $(stat -c %s "$TMP/initrd") B initrd, timeout ${TIMEOUT}s"
+start=$(now_ms)
+"${QEMU[@]}" </dev/null >"$TMP/qemu.out" 2>&1 &
+QEMU_PID=$!
+deadline=$(( $(date +%s) + TIMEOUT ))
+timed_out=0
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        timed_out=1
+        log "timeout after ${TIMEOUT}s: killing QEMU (pid $QEMU_PID)"
+        kill "$QEMU_PID" 2>/dev/null || true
+        sleep 1
+        kill -9 "$QEMU_PID" 2>/dev/null || true
+        break
+    fi
+    sleep 0.2
+done
+wait "$QEMU_PID" 2>/dev/null || true
+QEMU_PID=
+end=$(now_ms)
+
+tr -d '\r' < "$TMP/console.log" > "$TMP/console.txt"
+if [ "${TINYLET_VM_CONSOLE:-0}" = 1 ]; then
+    echo "----- console ($ARCH) -----"; cat "$TMP/console.txt"; echo "----- end console -----"
+fi
+# The payload's output, between the markers the guest's init prints.
+awk '/^@@TINYLET-PAYLOAD-END/ {p=0} p {print} /^@@TINYLET-PAYLOAD-BEGIN/ {p=1}' "$TMP/console.txt"
+
+booted=$(sed -n 's/^@@TINYLET-BOOTED //p' "$TMP/console.txt")
+rc=$(sed -n 's/^@@TINYLET-EXIT \([0-9]*\).*/\1/p' "$TMP/console.txt")
+wall=$(( end - start ))
+log "$ARCH: ${booted:-guest never finished booting}; host wall clock $((wall / 1000)).$(printf %03d $((wall % 1000))) s"
+if [ "$timed_out" = 1 ]; then
+    [ -n "$booted" ] || { tail -n 40 "$TMP/console.txt" >&2; cat "$TMP/qemu.out" >&2; }
+    exit 124
+fi
+if [ -z "$rc" ]; then
+    log "$ARCH: the guest reported no exit code; last console lines:"
+    tail -n 40 "$TMP/console.txt" >&2
+    cat "$TMP/qemu.out" >&2
+    exit 125
+fi
+exit "$rc"
