@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(j["spec"]["signerName"], KUBELET_CLIENT_SIGNER);
         assert_eq!(j["spec"]["expirationSeconds"], 86400);
         assert!(j["status"].get("certificate").is_none());
-        assert_eq!(serde_json::from_value::<CertificateSigningRequest>(j).unwrap(), csr);
+        assert_eq!(
+            serde_json::from_value::<CertificateSigningRequest>(j).unwrap(),
+            csr
+        );
     }
 
     #[test]
@@ -240,7 +243,12 @@ mod tests {
 
     #[test]
     fn token_request_round_trip_and_hidden_token() {
-        let mut t = TokenRequest::for_pod(vec!["https://kubernetes.default.svc".into()], 3607, "p", "u");
+        let mut t = TokenRequest::for_pod(
+            vec!["https://kubernetes.default.svc".into()],
+            3607,
+            "p",
+            "u",
+        );
         let j = serde_json::to_value(&t).unwrap();
         assert_eq!(j["spec"]["boundObjectRef"]["kind"], "Pod");
         assert_eq!(j["spec"]["expirationSeconds"], 3607);

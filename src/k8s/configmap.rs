@@ -20,9 +20,15 @@ pub struct ConfigMap {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub kind: String,
     pub metadata: ObjectMeta,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_map")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub data: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_map")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub binary_data: BTreeMap<String, ByteString>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
@@ -39,10 +45,16 @@ pub struct Secret {
     pub metadata: ObjectMeta,
     #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
     pub secret_type: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_map")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub data: BTreeMap<String, ByteString>,
     /// Write-only convenience field; the server folds it into `data`.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_map")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub string_data: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,

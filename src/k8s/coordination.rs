@@ -155,7 +155,10 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
 
 fn split(t: SystemTime) -> (i64, u32) {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2), d.subsec_nanos()),
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
+            d.subsec_nanos(),
+        ),
         // Before 1970 only on a badly set clock: clamp rather than print negative years.
         Err(_) => (0, 0),
     }
@@ -223,7 +226,10 @@ mod tests {
             format_micro_time(at(1_714_564_800, 123_456)),
             "2024-05-01T12:00:00.123456Z"
         );
-        assert_eq!(format_time(at(1_714_564_800, 999_999)), "2024-05-01T12:00:00Z");
+        assert_eq!(
+            format_time(at(1_714_564_800, 999_999)),
+            "2024-05-01T12:00:00Z"
+        );
         assert_eq!(format_time(at(951_782_400, 0)), "2000-02-29T00:00:00Z");
     }
 

@@ -168,7 +168,12 @@ mod tests {
         assert_eq!(n.status.capacity["memory"], "3884Mi");
         assert_eq!(n.status.condition("Ready").unwrap().reason, "KubeletReady");
         assert_eq!(
-            n.status.daemon_endpoints.as_ref().unwrap().kubelet_endpoint.port,
+            n.status
+                .daemon_endpoints
+                .as_ref()
+                .unwrap()
+                .kubelet_endpoint
+                .port,
             10250
         );
         let info = n.status.node_info.as_ref().unwrap();
@@ -182,7 +187,10 @@ mod tests {
         let j = serde_json::to_value(&n).unwrap();
         assert_eq!(j["spec"]["podCIDR"], "10.244.1.0/24");
         assert_eq!(j["status"]["nodeInfo"]["systemUUID"], "s");
-        assert_eq!(j["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+        assert_eq!(
+            j["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            10250
+        );
         assert_eq!(serde_json::from_value::<Node>(j).unwrap(), n);
     }
 
