@@ -1,1 +1,17 @@
-//! Kubernetes API client: kubeconfig, HTTPS, list+watch, back-off (see issue "Join a cluster").
+//! Kubernetes API client for flaky links: kubeconfig loading and writing, HTTPS requests with
+//! bounded time and memory, list+watch with re-list and bookmarks, and retry back-off.
+//!
+//! Owns talking to the API server and nothing else: it does not decide what to do with pods,
+//! nodes or leases (reconcile and the status reporters do), and it never disables TLS
+//! verification. Pure logic (`backoff`, the watch decoder and informer state machine) is
+//! sans-I/O; `client` and the thin drivers in `watch` are the only places that touch sockets.
+
+pub mod backoff;
+pub mod client;
+pub mod kubeconfig;
+pub mod watch;
+
+pub use backoff::{Backoff, BackoffConfig, RandomSource, XorShift64};
+pub use client::{ApiError, ApiErrorKind, Client, ClientConfig, ListParams};
+pub use kubeconfig::{Auth, ClusterConfig, Kubeconfig, KubeconfigError};
+pub use watch::{Informer, InformerEvent, LineDecoder, ListWatch, WatchDecodeError, WatchMode};

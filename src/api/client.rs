@@ -1,0 +1,907 @@
+//! HTTPS requests to the API server: TLS verified against the cluster CA only, client
+//! certificate or bearer token auth, bounded time (connect/read timeouts well under the lease
+//! duration) and bounded memory (size-limited bodies, line-limited watch streams).
+//!
+//! Owns the wire exchange and turning every failure into an [`ApiError`] that says whether
+//! to retry and when. It does not retry by itself: the caller's back-off decides.
+
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use super::kubeconfig::{Bearer, ClusterConfig};
+use super::watch::{EventDecoder, WatchDecodeError, DEFAULT_MAX_LINE};
+use crate::k8s::coordination::parse_time;
+use crate::k8s::list::{List, WatchEvent};
+use crate::k8s::status::{DeleteOptions, Status};
+
+/// Largest token file read (projected tokens are ~1 KiB).
+const MAX_TOKEN_FILE: u64 = 64 << 10;
+/// Error bodies are read only this far: enough for any Status, no more.
+const MAX_ERROR_BODY: u64 = 256 << 10;
+
+/// Timeouts and limits of a [`Client`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// TCP connect + TLS handshake.
+    pub connect_timeout: Duration,
+    /// Waiting for response headers, and for the whole body of a non-watch request.
+    pub read_timeout: Duration,
+    /// A watch with no byte received for this long is considered dead (flaky links often
+    /// drop silently, without a reset).
+    pub watch_idle_timeout: Duration,
+    /// Largest response body accepted (non-watch).
+    pub max_body: u64,
+    /// Largest single watch event line.
+    pub max_watch_line: usize,
+    pub user_agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(15),
+            watch_idle_timeout: Duration::from_secs(180),
+            max_body: 16 << 20,
+            max_watch_line: DEFAULT_MAX_LINE,
+            user_agent: concat!("tinylet/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// What went wrong with an API request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// Connect, TLS, timeout or a broken stream: retryable after back-off.
+    Transport(String),
+    /// The server answered with an error status (and usually a Status body).
+    Status {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The response body exceeded the limit.
+    TooLarge { limit: u64 },
+    /// The body is not the expected object.
+    Decode { what: String, message: String },
+    /// The client cannot even be set up or the request built (bad PEM, unusable token).
+    Config(String),
+}
+
+/// An API request failure with the operation and object it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub method: String,
+    pub path: String,
+    pub kind: ApiErrorKind,
+    /// From `Retry-After` on 429/5xx answers: never retry sooner.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error for `method path` of the given kind, with no Retry-After.
+    pub fn new(method: &str, path: &str, kind: ApiErrorKind) -> Self {
+        ApiError {
+            method: method.to_string(),
+            path: path.to_string(),
+            kind,
+            retry_after: None,
+        }
+    }
+
+    /// The HTTP status code, for `Status` errors.
+    pub fn code(&self) -> Option<u16> {
+        match self.kind {
+            ApiErrorKind::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// 410 Gone: the resourceVersion is too old; re-list.
+    pub fn is_gone(&self) -> bool {
+        self.code() == Some(410)
+    }
+
+    /// 404 Not Found.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(404)
+    }
+
+    /// 409 Conflict (stale resourceVersion on update, or already exists on create).
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(409)
+    }
+
+    /// True when the same request may succeed later without changes.
+    pub fn is_retryable(&self) -> bool {
+        match &self.kind {
+            ApiErrorKind::Transport(_) => true,
+            ApiErrorKind::Status { code, .. } => *code == 429 || *code >= 500,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: ", self.method, self.path)?;
+        match &self.kind {
+            ApiErrorKind::Transport(m) => write!(f, "transport error (will retry): {m}")?,
+            ApiErrorKind::Status {
+                code,
+                reason,
+                message,
+            } => write!(f, "server answered {code} {reason}: {message}")?,
+            ApiErrorKind::TooLarge { limit } => {
+                write!(f, "response larger than the limit of {limit} bytes")?
+            }
+            ApiErrorKind::Decode { what, message } => write!(f, "decoding {what}: {message}")?,
+            ApiErrorKind::Config(m) => write!(f, "{m}")?,
+        }
+        if let Some(ra) = self.retry_after {
+            write!(f, " (retry after {} s)", ra.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Selectors and paging for list and watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListParams {
+    /// e.g. `spec.nodeName=NAME`.
+    pub field_selector: Option<String>,
+    /// e.g. `app=web,tier!=db`.
+    pub label_selector: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl ListParams {
+    /// Only objects whose field matches, e.g. `ListParams::fields("spec.nodeName=n1")`.
+    pub fn fields(selector: &str) -> Self {
+        ListParams {
+            field_selector: Some(selector.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// The same params with a label selector.
+    pub fn labels(mut self, selector: &str) -> Self {
+        self.label_selector = Some(selector.to_string());
+        self
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(f) = &self.field_selector {
+            q.push(("fieldSelector", f.clone()));
+        }
+        if let Some(l) = &self.label_selector {
+            q.push(("labelSelector", l.clone()));
+        }
+        if let Some(n) = self.limit {
+            q.push(("limit", n.to_string()));
+        }
+        q
+    }
+}
+
+/// Where the bearer token comes from; files are re-read when they change (rotation).
+enum TokenSource {
+    Static(String),
+    File {
+        path: PathBuf,
+        cache: Mutex<Option<(SystemTime, u64, String)>>,
+    },
+}
+
+impl TokenSource {
+    fn token(&self) -> Result<String, String> {
+        match self {
+            TokenSource::Static(t) => Ok(t.clone()),
+            TokenSource::File { path, cache } => {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                let stamp = std::fs::metadata(path)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())));
+                if let (Some((mtime, len)), Some((cm, cl, tok))) = (stamp, cache.as_ref()) {
+                    if mtime == *cm && len == *cl {
+                        return Ok(tok.clone());
+                    }
+                }
+                match read_token_file(path) {
+                    Ok(tok) => {
+                        if let Some((mtime, len)) = stamp {
+                            *cache = Some((mtime, len, tok.clone()));
+                        }
+                        Ok(tok)
+                    }
+                    // Mid-rotation the file may briefly be missing: keep the last good token.
+                    Err(e) => match cache.as_ref() {
+                        Some((_, _, tok)) => {
+                            log::warn!(
+                                "token file {}: {e}; using the previous token",
+                                path.display()
+                            );
+                            Ok(tok.clone())
+                        }
+                        None => Err(format!("token file {}: {e}", path.display())),
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE).read_to_end(&mut buf))
+        .map_err(|e| e.to_string())?;
+    let s = String::from_utf8(buf).map_err(|_| "not UTF-8".to_string())?;
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("token has characters not allowed in a header".into());
+    }
+    Ok(t.to_string())
+}
+
+/// Resolves the `tls-server-name` host to the real server address, so the certificate is
+/// verified (and SNI sent) for that name while connecting where the kubeconfig says.
+#[derive(Debug)]
+struct PinnedResolver {
+    name: String,
+    real: ureq::http::Uri,
+    inner: DefaultResolver,
+}
+
+impl Resolver for PinnedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if uri
+            .host()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&self.name))
+        {
+            self.inner.resolve(&self.real, config, timeout)
+        } else {
+            self.inner.resolve(uri, config, timeout)
+        }
+    }
+}
+
+struct Inner {
+    agent: ureq::Agent,
+    /// Scheme, authority (possibly the tls-server-name) and path prefix, no trailing slash.
+    base: String,
+    token: Option<TokenSource>,
+    config: ClientConfig,
+}
+
+/// A blocking API client; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .finish()
+    }
+}
+
+fn setup_err(m: String) -> ApiError {
+    ApiError::new("SETUP", "", ApiErrorKind::Config(m))
+}
+
+fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, ApiError> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(setup_err(format!("{what}: invalid PEM: {e}"))),
+        }
+    }
+    if certs.is_empty() {
+        return Err(setup_err(format!("{what}: no PEM certificate found")));
+    }
+    Ok(certs)
+}
+
+fn parse_key(pem: &[u8]) -> Result<ureq::tls::PrivateKey<'static>, ApiError> {
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::PrivateKey(k)) => return Ok(k),
+            Ok(_) => {}
+            Err(e) => return Err(setup_err(format!("client key: invalid PEM: {e}"))),
+        }
+    }
+    Err(setup_err("client key: no PEM private key found".into()))
+}
+
+impl Client {
+    /// A client for the cluster described by a resolved kubeconfig.
+    pub fn new(cluster: &ClusterConfig, config: ClientConfig) -> Result<Self, ApiError> {
+        let roots = parse_certs(&cluster.ca_pem, "cluster CA")?;
+        let client_cert = match &cluster.auth.client_cert {
+            Some((cert, key)) => Some(ClientCert::new_with_certs(
+                &parse_certs(cert, "client certificate")?,
+                parse_key(key)?,
+            )),
+            None => None,
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .client_cert(client_cert)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build();
+        let agent_config = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .https_only(true)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_recv_response(Some(config.read_timeout))
+            .timeout_recv_body(Some(config.read_timeout))
+            .user_agent(config.user_agent.as_str())
+            .accept("application/json")
+            .build();
+
+        let real: ureq::http::Uri = cluster
+            .server
+            .parse()
+            .map_err(|e| setup_err(format!("server URL {:?}: {e}", cluster.server)))?;
+        let (agent, base) = match &cluster.tls_server_name {
+            Some(name) => {
+                let authority = real.authority().ok_or_else(|| {
+                    setup_err(format!("server URL {:?} has no host", cluster.server))
+                })?;
+                let port = authority.port_u16().unwrap_or(443);
+                let path = real.path().trim_end_matches('/');
+                let base = format!("https://{name}:{port}{path}");
+                let resolver = PinnedResolver {
+                    name: name.clone(),
+                    real: real.clone(),
+                    inner: DefaultResolver::default(),
+                };
+                (
+                    ureq::Agent::with_parts(agent_config, DefaultConnector::new(), resolver),
+                    base,
+                )
+            }
+            None => (
+                ureq::Agent::new_with_config(agent_config),
+                cluster.server.trim_end_matches('/').to_string(),
+            ),
+        };
+        let token = match &cluster.auth.bearer {
+            Some(Bearer::Static(t)) => Some(TokenSource::Static(t.clone())),
+            Some(Bearer::File(p)) => Some(TokenSource::File {
+                path: p.clone(),
+                cache: Mutex::new(None),
+            }),
+            None => None,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                agent,
+                base,
+                token,
+                config,
+            }),
+        })
+    }
+
+    /// The limits and timeouts in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// GET one object.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.request_json("GET", path, &[], None)
+    }
+
+    /// GET a collection.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &ListParams,
+    ) -> Result<List<T>, ApiError> {
+        self.request_json("GET", path, &params.pairs(), None)
+    }
+
+    /// POST a new object.
+    pub fn create<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let b = encode("POST", path, body)?;
+        self.request_json("POST", path, &[], Some(("application/json", b)))
+    }
+
+    /// PUT (replace) an object; the server checks `metadata.resourceVersion` (409 if stale).
+    pub fn replace<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let b = encode("PUT", path, body)?;
+        self.request_json("PUT", path, &[], Some(("application/json", b)))
+    }
+
+    /// PATCH with a JSON merge patch (RFC 7386).
+    pub fn patch_merge<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        patch: &B,
+    ) -> Result<T, ApiError> {
+        let b = encode("PATCH", path, patch)?;
+        self.request_json(
+            "PATCH",
+            path,
+            &[],
+            Some(("application/merge-patch+json", b)),
+        )
+    }
+
+    /// PATCH with a strategic merge patch (lists merged by key, e.g. conditions by type).
+    pub fn patch_strategic<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        patch: &B,
+    ) -> Result<T, ApiError> {
+        let b = encode("PATCH", path, patch)?;
+        self.request_json(
+            "PATCH",
+            path,
+            &[],
+            Some(("application/strategic-merge-patch+json", b)),
+        )
+    }
+
+    /// DELETE with options in the body; the answer is the object or a Status.
+    pub fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        options: &DeleteOptions,
+    ) -> Result<T, ApiError> {
+        let b = encode("DELETE", path, options)?;
+        self.request_json("DELETE", path, &[], Some(("application/json", b)))
+    }
+
+    /// Opens a watch from `resource_version`; the server ends it after `timeout_seconds`.
+    pub fn watch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &ListParams,
+        resource_version: &str,
+        timeout_seconds: u64,
+    ) -> Result<WatchStream<T>, ApiError> {
+        let mut q = params.pairs();
+        q.push(("watch", "1".into()));
+        q.push(("allowWatchBookmarks", "true".into()));
+        q.push(("resourceVersion", resource_version.to_string()));
+        q.push(("timeoutSeconds", timeout_seconds.to_string()));
+        let cfg = &self.inner.config;
+        // The server closes at timeoutSeconds; allow slack before calling it dead.
+        let body_timeout = Duration::from_secs(timeout_seconds.saturating_add(60));
+        let resp = self.send(
+            "GET",
+            path,
+            &q,
+            None,
+            Some((body_timeout, cfg.watch_idle_timeout)),
+        )?;
+        let resp = self.check_status("GET", path, resp)?;
+        let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        Ok(WatchStream {
+            path: path.to_string(),
+            reader: Box::new(reader),
+            decoder: EventDecoder::new(cfg.max_watch_line),
+            buf: vec![0u8; 16 << 10],
+            done: false,
+        })
+    }
+
+    fn request_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<T, ApiError> {
+        let resp = self.send(method, path, query, body, None)?;
+        let mut resp = self.check_status(method, path, resp)?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(self.inner.config.max_body)
+            .read_to_vec()
+            .map_err(|e| map_ureq(method, path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                method,
+                path,
+                ApiErrorKind::Decode {
+                    what: short_type_name::<T>(),
+                    message: e.to_string(),
+                },
+            )
+        })
+    }
+
+    /// Sends one request. `watch` = (total body timeout, idle timeout) for streams.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: Option<(&'static str, Vec<u8>)>,
+        watch: Option<(Duration, Duration)>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
+        if !path.starts_with('/') {
+            return Err(ApiError::new(
+                method,
+                path,
+                ApiErrorKind::Config("request path must start with '/'".into()),
+            ));
+        }
+        let mut url = format!("{}{}", self.inner.base, path);
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 && !path.contains('?') {
+                '?'
+            } else {
+                '&'
+            });
+            url.push_str(k);
+            url.push('=');
+            percent_encode_into(&mut url, v);
+        }
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(tok) = &self.inner.token {
+            let t = tok
+                .token()
+                .map_err(|m| ApiError::new(method, path, ApiErrorKind::Config(m)))?;
+            builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        let (ctype, bytes) = match body {
+            Some((ctype, bytes)) => (Some(ctype), bytes),
+            None => (None, Vec::new()),
+        };
+        if let Some(ctype) = ctype {
+            builder = builder.header("Content-Type", ctype);
+        }
+        let req = builder.body(bytes).map_err(|e| {
+            ApiError::new(
+                method,
+                path,
+                ApiErrorKind::Config(format!("building request: {e}")),
+            )
+        })?;
+        let agent = &self.inner.agent;
+        let req = match watch {
+            Some((total, idle)) => agent
+                .configure_request(req)
+                .timeout_recv_body(Some(total))
+                .timeout_per_read(Some(idle))
+                .build(),
+            None => req,
+        };
+        let result = if ctype.is_some() {
+            agent.run(req)
+        } else {
+            let (parts, _) = req.into_parts();
+            agent.run(ureq::http::Request::from_parts(parts, ()))
+        };
+        result.map_err(|e| map_ureq(method, path, e))
+    }
+
+    /// Turns a non-2xx answer into an error, reading its Status body within a small limit.
+    fn check_status(
+        &self,
+        method: &str,
+        path: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
+        let code = resp.status().as_u16();
+        if (200..300).contains(&code) {
+            return Ok(resp);
+        }
+        let retry_after = if code == 429 || code >= 500 {
+            resp.headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        } else {
+            None
+        };
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ERROR_BODY)
+            .read_to_vec()
+            .unwrap_or_default();
+        let (reason, message) = match serde_json::from_slice::<Status>(&body) {
+            Ok(s) if s.is_status() => (s.reason, s.message),
+            _ => (
+                resp.status().canonical_reason().unwrap_or("").to_string(),
+                String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned(),
+            ),
+        };
+        let mut e = ApiError::new(
+            method,
+            path,
+            ApiErrorKind::Status {
+                code,
+                reason,
+                message,
+            },
+        );
+        e.retry_after = retry_after;
+        Err(e)
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
+fn percent_encode_into(out: &mut String, v: &str) {
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+fn short_type_name<T>() -> String {
+    let full = std::any::type_name::<T>();
+    // `tinylet::k8s::node::Node` → `Node`; generics keep their inner names readable.
+    let outer = full.split('<').next().unwrap_or(full);
+    let tail = outer.rsplit("::").next().unwrap_or(outer);
+    match full.find('<') {
+        Some(i) => format!("{tail}{}", full.get(i..).unwrap_or("")),
+        None => tail.to_string(),
+    }
+}
+
+fn encode<B: Serialize>(method: &str, path: &str, body: &B) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(body).map_err(|e| {
+        ApiError::new(
+            method,
+            path,
+            ApiErrorKind::Config(format!("encoding request body: {e}")),
+        )
+    })
+}
+
+fn map_ureq(method: &str, path: &str, e: ureq::Error) -> ApiError {
+    let kind = match e {
+        ureq::Error::BodyExceedsLimit(limit) => ApiErrorKind::TooLarge { limit },
+        ureq::Error::Io(ref io) => match io.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>())
+        {
+            Some(ureq::Error::BodyExceedsLimit(limit)) => ApiErrorKind::TooLarge { limit: *limit },
+            _ => ApiErrorKind::Transport(e.to_string()),
+        },
+        ureq::Error::BadUri(m) => ApiErrorKind::Config(format!("bad URL: {m}")),
+        other => ApiErrorKind::Transport(other.to_string()),
+    };
+    ApiError::new(method, path, kind)
+}
+
+/// Parses `Retry-After`: delay seconds or an HTTP date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+    let mut parts = v.split_ascii_whitespace();
+    let _weekday = parts.next()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: u32 = parts.next()?.parse().ok()?;
+    let time = parts.next()?;
+    if parts.next()? != "GMT" || parts.next().is_some() || time.len() != 8 {
+        return None;
+    }
+    let at = parse_time(&format!("{year:04}-{month:02}-{day:02}T{time}Z"))?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An open watch: yields typed events as they arrive, never buffering more than one line.
+pub struct WatchStream<T> {
+    path: String,
+    reader: Box<dyn Read + Send>,
+    decoder: EventDecoder<T>,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl<T: DeserializeOwned> WatchStream<T> {
+    /// Builds a stream over any reader (for tests and non-HTTP sources).
+    pub fn from_reader(path: &str, reader: Box<dyn Read + Send>, max_line: usize) -> Self {
+        WatchStream {
+            path: path.to_string(),
+            reader,
+            decoder: EventDecoder::new(max_line),
+            buf: vec![0u8; 16 << 10],
+            done: false,
+        }
+    }
+
+    /// The next event; `Ok(None)` when the server closed the stream cleanly.
+    pub fn next_event(&mut self) -> Result<Option<WatchEvent<T>>, ApiError> {
+        loop {
+            match self.decoder.next_event() {
+                Ok(Some(ev)) => return Ok(Some(ev)),
+                Ok(None) => {}
+                Err(e) => return Err(self.decode_error(e)),
+            }
+            if self.done {
+                return self.decoder.finish().map_err(|e| self.decode_error(e));
+            }
+            match self.reader.read(&mut self.buf) {
+                Ok(0) => self.done = true,
+                Ok(n) => self.decoder.push(self.buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.done = true;
+                    return Err(ApiError::new(
+                        "WATCH",
+                        &self.path,
+                        ApiErrorKind::Transport(e.to_string()),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn decode_error(&mut self, e: WatchDecodeError) -> ApiError {
+        self.done = true;
+        let kind = match e {
+            WatchDecodeError::LineTooLong { limit } => ApiErrorKind::TooLarge {
+                limit: limit as u64,
+            },
+            // A cut-off stream is a broken connection: retry from the last version.
+            WatchDecodeError::Truncated { .. } => ApiErrorKind::Transport(e.to_string()),
+            WatchDecodeError::Json { message } => ApiErrorKind::Decode {
+                what: format!("watch event of {}", short_type_name::<T>()),
+                message,
+            },
+        };
+        ApiError::new("WATCH", &self.path, kind)
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for WatchStream<T> {
+    type Item = Result<WatchEvent<T>, ApiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done && self.decoder.buffered() == 0 {
+            return None;
+        }
+        self.next_event().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_700);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(77))
+        );
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in [
+            "",
+            "-1",
+            "soon",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "1.5",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_classify_and_display_context() {
+        let mut e = ApiError::new(
+            "GET",
+            "/api/v1/nodes/n1",
+            ApiErrorKind::Status {
+                code: 429,
+                reason: "TooManyRequests".into(),
+                message: "slow down".into(),
+            },
+        );
+        e.retry_after = Some(Duration::from_secs(5));
+        assert!(e.is_retryable());
+        let s = e.to_string();
+        assert!(
+            s.contains("/api/v1/nodes/n1") && s.contains("429") && s.contains("retry after 5"),
+            "{s}"
+        );
+        let t = ApiError::new("GET", "/x", ApiErrorKind::TooLarge { limit: 16 });
+        assert!(!t.is_retryable());
+        assert!(t.to_string().contains("16 bytes"));
+    }
+
+    #[test]
+    fn type_names_are_short() {
+        assert_eq!(short_type_name::<crate::k8s::node::Node>(), "Node");
+        assert!(short_type_name::<List<crate::k8s::node::Node>>().starts_with("List<"));
+    }
+
+    #[test]
+    fn list_params_query() {
+        let p = ListParams::fields("spec.nodeName=n1").labels("a=b");
+        assert_eq!(
+            p.pairs(),
+            vec![
+                ("fieldSelector", "spec.nodeName=n1".to_string()),
+                ("labelSelector", "a=b".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_stream_over_a_reader() {
+        let data = b"{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"3\"}}}\n{\"type\":\"ADDED\",\"obj";
+        let mut s: WatchStream<serde_json::Value> =
+            WatchStream::from_reader("/p", Box::new(&data[..]), 1024);
+        assert!(matches!(s.next_event(), Ok(Some(WatchEvent::Bookmark(_)))));
+        let e = s.next_event().unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+    }
+}

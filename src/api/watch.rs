@@ -1,0 +1,1061 @@
+//! List+watch for flaky links, built from small pieces:
+//!
+//! - [`LineDecoder`] splits a newline-delimited stream at arbitrary chunk boundaries with a
+//!   bounded line size; [`EventDecoder`] turns those lines into typed `WatchEvent`s.
+//! - [`Store`] is the local cache keyed by `namespace/name`.
+//! - [`Informer`] is the sans-I/O state machine: list → watch from the list's resourceVersion
+//!   → apply events → on 410 Gone re-list (emitting a full resync) → on transport errors back
+//!   off and re-watch from the last resourceVersion; or poll-only (periodic lists).
+//! - [`ListWatch`] is the thin blocking driver that runs an `Informer` against a [`Client`].
+//!
+//! Owns keeping a local view in sync with the server; what the objects mean is the consumer's
+//! business. Nothing here sleeps except through the callback the caller hands to `ListWatch`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use super::backoff::{random_between, Backoff, BackoffConfig, RandomSource, XorShift64};
+use super::client::{ApiError, Client, ListParams};
+use crate::k8s::list::{List, WatchEvent};
+use crate::k8s::meta::ObjectMeta;
+
+/// Default bound on one watch event line: the API server's own object limit is ~1.5 MiB,
+/// so 16 MiB leaves room for large ConfigMaps while keeping memory bounded.
+pub const DEFAULT_MAX_LINE: usize = 16 << 20;
+
+/// Why a watch stream could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchDecodeError {
+    /// A line grew beyond the limit without a newline.
+    LineTooLong { limit: usize },
+    /// A complete line is not a valid watch event.
+    Json { message: String },
+    /// The stream ended in the middle of an event.
+    Truncated { bytes: usize },
+}
+
+impl fmt::Display for WatchDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WatchDecodeError::LineTooLong { limit } => write!(
+                f,
+                "watch event line exceeds the limit of {limit} bytes without a newline"
+            ),
+            WatchDecodeError::Json { message } => write!(f, "invalid watch event: {message}"),
+            WatchDecodeError::Truncated { bytes } => {
+                write!(
+                    f,
+                    "watch stream ended inside an event ({bytes} bytes unterminated)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for WatchDecodeError {}
+
+/// Splits a byte stream into lines; memory stays under `max_line` plus one pushed chunk.
+#[derive(Debug)]
+pub struct LineDecoder {
+    buf: Vec<u8>,
+    /// Where the search for the next newline resumes, so each byte is scanned once.
+    scanned: usize,
+    max_line: usize,
+    failed: bool,
+}
+
+impl LineDecoder {
+    /// A decoder refusing lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        LineDecoder {
+            buf: Vec::new(),
+            scanned: 0,
+            max_line,
+            failed: false,
+        }
+    }
+
+    /// Appends received bytes; call [`LineDecoder::next_line`] until `None` before pushing again.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if !self.failed {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    /// The next complete, non-blank line (without `\n` / `\r\n`), if one is buffered.
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, WatchDecodeError> {
+        loop {
+            if self.failed {
+                return Err(WatchDecodeError::LineTooLong {
+                    limit: self.max_line,
+                });
+            }
+            let tail = self.buf.get(self.scanned..).unwrap_or_default();
+            match tail.iter().position(|&b| b == b'\n') {
+                Some(pos) => {
+                    let end = self.scanned + pos;
+                    if end > self.max_line {
+                        return Err(self.fail());
+                    }
+                    let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                    self.scanned = 0;
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    return Ok(Some(line));
+                }
+                None => {
+                    self.scanned = self.buf.len();
+                    if self.buf.len() > self.max_line {
+                        return Err(self.fail());
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self) -> WatchDecodeError {
+        self.failed = true;
+        self.buf = Vec::new();
+        WatchDecodeError::LineTooLong {
+            limit: self.max_line,
+        }
+    }
+
+    /// At end of stream: the unterminated remainder, if it is more than whitespace.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        self.scanned = 0;
+        let rest = std::mem::take(&mut self.buf);
+        if rest.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(rest)
+        }
+    }
+
+    /// Bytes currently held.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Decodes a watch stream into typed events, chunk by chunk.
+#[derive(Debug)]
+pub struct EventDecoder<T> {
+    lines: LineDecoder,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> EventDecoder<T> {
+    /// A decoder with the given line limit.
+    pub fn new(max_line: usize) -> Self {
+        EventDecoder {
+            lines: LineDecoder::new(max_line),
+            _t: PhantomData,
+        }
+    }
+
+    /// Appends received bytes; drain with [`EventDecoder::next_event`] before pushing again.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.lines.push(chunk);
+    }
+
+    /// The next complete event, if one is buffered.
+    pub fn next_event(&mut self) -> Result<Option<WatchEvent<T>>, WatchDecodeError> {
+        match self.lines.next_line()? {
+            Some(line) => decode_event(&line).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// At end of stream: an error if an event was cut off. A final event that is complete
+    /// JSON but lacks its newline is still delivered.
+    pub fn finish(&mut self) -> Result<Option<WatchEvent<T>>, WatchDecodeError> {
+        match self.lines.finish() {
+            None => Ok(None),
+            Some(rest) => match decode_event(&rest) {
+                Ok(ev) => Ok(Some(ev)),
+                Err(_) => Err(WatchDecodeError::Truncated { bytes: rest.len() }),
+            },
+        }
+    }
+
+    /// Bytes currently held.
+    pub fn buffered(&self) -> usize {
+        self.lines.buffered()
+    }
+}
+
+/// Decodes one line of a watch stream.
+pub fn decode_event<T: DeserializeOwned>(line: &[u8]) -> Result<WatchEvent<T>, WatchDecodeError> {
+    serde_json::from_slice(line).map_err(|e| WatchDecodeError::Json {
+        message: e.to_string(),
+    })
+}
+
+/// How an object is found in the store: `namespace/name`, from its metadata.
+pub type MetaFn<T> = fn(&T) -> &ObjectMeta;
+
+/// The local cache of one resource, keyed by `namespace/name`.
+#[derive(Debug, Clone)]
+pub struct Store<T> {
+    objects: BTreeMap<String, T>,
+    meta: MetaFn<T>,
+}
+
+impl<T: Clone> Store<T> {
+    /// An empty store reading keys through `meta`.
+    pub fn new(meta: MetaFn<T>) -> Self {
+        Store {
+            objects: BTreeMap::new(),
+            meta,
+        }
+    }
+
+    /// The object with this `namespace/name` key.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.objects.get(key)
+    }
+
+    /// All objects in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.objects.values()
+    }
+
+    /// Number of objects held.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    fn key(&self, obj: &T) -> String {
+        (self.meta)(obj).key()
+    }
+
+    fn apply(&mut self, obj: T) {
+        let k = self.key(&obj);
+        self.objects.insert(k, obj);
+    }
+
+    fn remove(&mut self, obj: &T) {
+        let k = self.key(obj);
+        self.objects.remove(&k);
+    }
+
+    fn replace(&mut self, items: Vec<T>) {
+        self.objects.clear();
+        for o in items {
+            self.apply(o);
+        }
+    }
+}
+
+/// What a consumer of an informer sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InformerEvent<T> {
+    /// Added or modified.
+    Applied(T),
+    Deleted(T),
+    /// The complete current set after a (re-)list: diff it against your own state, since
+    /// deletions during a disconnection are only visible this way.
+    Resync(Vec<T>),
+}
+
+/// Long-lived watch streams, or periodic lists for proxies that kill long streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    Watch,
+    Poll { interval: Duration },
+}
+
+/// Informer tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InformerConfig {
+    pub mode: WatchMode,
+    /// Each watch asks the server to end it after a random time in this range (client-go:
+    /// 5–10 min), so connections rotate and many nodes do not reconnect in lockstep.
+    pub watch_timeout_min: Duration,
+    pub watch_timeout_max: Duration,
+    pub backoff: BackoffConfig,
+}
+
+impl Default for InformerConfig {
+    fn default() -> Self {
+        InformerConfig {
+            mode: WatchMode::Watch,
+            watch_timeout_min: Duration::from_secs(300),
+            watch_timeout_max: Duration::from_secs(600),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+/// What the informer wants its driver to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// List, then report with [`Informer::list_done`].
+    List,
+    /// Open a watch from this resourceVersion; report events with [`Informer::watch_event`]
+    /// and the end of the stream with [`Informer::watch_ended`].
+    Watch {
+        resource_version: String,
+        timeout_seconds: u64,
+    },
+    /// Nothing to do for this long.
+    Sleep(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    List,
+    Watch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ready(Next),
+    Waiting { until: Instant, then: Next },
+    Listing,
+    Watching,
+}
+
+/// The list+watch state machine (sans-I/O): feed it results, it says what to do next.
+pub struct Informer<T> {
+    config: InformerConfig,
+    store: Store<T>,
+    resource_version: String,
+    state: State,
+    backoff: Backoff,
+    rng: Box<dyn RandomSource + Send>,
+}
+
+impl<T> fmt::Debug for Informer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Informer")
+            .field("state", &self.state)
+            .field("resource_version", &self.resource_version)
+            .field("objects", &self.store.objects.len())
+            .finish()
+    }
+}
+
+impl<T: Clone> Informer<T> {
+    /// A new informer; `meta` gives each object's metadata (e.g. `|p: &Pod| &p.metadata`).
+    pub fn new(config: InformerConfig, meta: MetaFn<T>) -> Self {
+        Self::with_rng(config, meta, Box::new(XorShift64::from_entropy()))
+    }
+
+    /// As [`Informer::new`] with an injected random source (tests, reproducible runs).
+    pub fn with_rng(
+        config: InformerConfig,
+        meta: MetaFn<T>,
+        rng: Box<dyn RandomSource + Send>,
+    ) -> Self {
+        Informer {
+            config,
+            store: Store::new(meta),
+            resource_version: String::new(),
+            state: State::Ready(Next::List),
+            backoff: Backoff::new(config.backoff),
+            rng,
+        }
+    }
+
+    /// The local cache.
+    pub fn store(&self) -> &Store<T> {
+        &self.store
+    }
+
+    /// The last resourceVersion seen (from a list, an event or a bookmark).
+    pub fn resource_version(&self) -> &str {
+        &self.resource_version
+    }
+
+    /// True while a watch stream should be read; false after an ERROR event ended it.
+    pub fn is_watching(&self) -> bool {
+        self.state == State::Watching
+    }
+
+    /// The next thing to do at time `now`.
+    pub fn next_action(&mut self, now: Instant) -> Action {
+        if let State::Waiting { until, then } = self.state {
+            if now < until {
+                return Action::Sleep(until - now);
+            }
+            self.state = State::Ready(then);
+        }
+        match self.state {
+            State::Ready(Next::Watch) if !self.resource_version.is_empty() => {
+                self.state = State::Watching;
+                let t = random_between(
+                    self.rng.as_mut(),
+                    self.config.watch_timeout_min,
+                    self.config
+                        .watch_timeout_max
+                        .max(self.config.watch_timeout_min),
+                );
+                Action::Watch {
+                    resource_version: self.resource_version.clone(),
+                    timeout_seconds: t.as_secs().max(1),
+                }
+            }
+            // A watch without a version would replay "now" and miss changes: list instead.
+            State::Ready(_) => {
+                self.state = State::Listing;
+                Action::List
+            }
+            // Asked again while a request is out: the driver lost track; start over cleanly.
+            State::Listing | State::Watching | State::Waiting { .. } => {
+                self.state = State::Listing;
+                Action::List
+            }
+        }
+    }
+
+    /// Reports the result of the list asked for by [`Action::List`].
+    pub fn list_done(
+        &mut self,
+        now: Instant,
+        result: Result<List<T>, ApiError>,
+    ) -> Option<InformerEvent<T>> {
+        match result {
+            Ok(list) => {
+                self.backoff.on_success(now);
+                self.resource_version = list.metadata.resource_version;
+                self.store.replace(list.items);
+                self.state = match self.config.mode {
+                    WatchMode::Watch => State::Ready(Next::Watch),
+                    WatchMode::Poll { interval } => State::Waiting {
+                        until: now + interval,
+                        then: Next::List,
+                    },
+                };
+                Some(InformerEvent::Resync(self.store.iter().cloned().collect()))
+            }
+            Err(e) => {
+                self.fail(now, &e, Next::List);
+                None
+            }
+        }
+    }
+
+    /// Applies one event of the current watch.
+    pub fn watch_event(&mut self, now: Instant, event: WatchEvent<T>) -> Option<InformerEvent<T>> {
+        if self.state != State::Watching {
+            return None;
+        }
+        self.backoff.on_success(now);
+        match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                self.note_version(&o);
+                self.store.apply(o.clone());
+                Some(InformerEvent::Applied(o))
+            }
+            WatchEvent::Deleted(o) => {
+                self.note_version(&o);
+                self.store.remove(&o);
+                Some(InformerEvent::Deleted(o))
+            }
+            WatchEvent::Bookmark(b) => {
+                if !b.resource_version.is_empty() {
+                    self.resource_version = b.resource_version;
+                }
+                None
+            }
+            WatchEvent::Error(status) if status.code == 410 => {
+                self.gone();
+                None
+            }
+            WatchEvent::Error(status) => {
+                let retry = status
+                    .details
+                    .as_ref()
+                    .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs);
+                let delay = self.backoff.on_failure(now, retry, self.rng.as_mut());
+                self.state = State::Waiting {
+                    until: now + delay,
+                    then: Next::Watch,
+                };
+                None
+            }
+        }
+    }
+
+    /// Reports that the watch stream ended: `Ok` for a normal close (server timeout).
+    pub fn watch_ended(&mut self, now: Instant, result: Result<(), ApiError>) {
+        if self.state != State::Watching {
+            return;
+        }
+        match result {
+            Ok(()) => self.state = State::Ready(Next::Watch),
+            Err(e) if e.is_gone() => self.gone(),
+            Err(e) => self.fail(now, &e, Next::Watch),
+        }
+    }
+
+    fn gone(&mut self) {
+        // The version is compacted away: only a fresh list can tell what changed meanwhile.
+        self.resource_version.clear();
+        self.state = State::Ready(Next::List);
+    }
+
+    fn fail(&mut self, now: Instant, e: &ApiError, then: Next) {
+        let delay = self
+            .backoff
+            .on_failure(now, e.retry_after, self.rng.as_mut());
+        self.state = State::Waiting {
+            until: now + delay,
+            then,
+        };
+    }
+
+    fn note_version(&mut self, obj: &T) {
+        let rv = &(self.store.meta)(obj).resource_version;
+        if !rv.is_empty() {
+            self.resource_version.clone_from(rv);
+        }
+    }
+}
+
+/// Blocking driver: runs an [`Informer`] against a [`Client`] for one collection path.
+pub struct ListWatch<T> {
+    client: Client,
+    path: String,
+    params: ListParams,
+    informer: Informer<T>,
+    stream: Option<super::client::WatchStream<T>>,
+}
+
+impl<T: DeserializeOwned + Clone> ListWatch<T> {
+    /// Watches `path` (e.g. `/api/v1/pods`) with the given selectors.
+    pub fn new(client: Client, path: &str, params: ListParams, informer: Informer<T>) -> Self {
+        ListWatch {
+            client,
+            path: path.to_string(),
+            params,
+            informer,
+            stream: None,
+        }
+    }
+
+    /// The informer (and through it the store).
+    pub fn informer(&self) -> &Informer<T> {
+        &self.informer
+    }
+
+    /// Blocks until the next event. Waits only through `sleep`, which returns false to stop
+    /// (then `None` is returned); that is also how a caller shuts the loop down.
+    pub fn next_event(
+        &mut self,
+        sleep: &mut dyn FnMut(Duration) -> bool,
+    ) -> Option<InformerEvent<T>> {
+        loop {
+            if let Some(stream) = self.stream.as_mut() {
+                let now = Instant::now();
+                match stream.next_event() {
+                    Ok(Some(ev)) => {
+                        let out = self.informer.watch_event(now, ev);
+                        if !self.informer.is_watching() {
+                            self.stream = None;
+                        }
+                        if out.is_some() {
+                            return out;
+                        }
+                    }
+                    Ok(None) => {
+                        self.stream = None;
+                        self.informer.watch_ended(now, Ok(()));
+                    }
+                    Err(e) => {
+                        log::warn!("watch {}: {e}", self.path);
+                        self.stream = None;
+                        self.informer.watch_ended(now, Err(e));
+                    }
+                }
+                continue;
+            }
+            match self.informer.next_action(Instant::now()) {
+                Action::List => {
+                    let r = self.client.list::<T>(&self.path, &self.params);
+                    if let Err(e) = &r {
+                        log::warn!("list {}: {e}", self.path);
+                    }
+                    if let Some(ev) = self.informer.list_done(Instant::now(), r) {
+                        return Some(ev);
+                    }
+                }
+                Action::Watch {
+                    resource_version,
+                    timeout_seconds,
+                } => {
+                    match self.client.watch::<T>(
+                        &self.path,
+                        &self.params,
+                        &resource_version,
+                        timeout_seconds,
+                    ) {
+                        Ok(s) => self.stream = Some(s),
+                        Err(e) => {
+                            log::warn!("watch {}: {e}", self.path);
+                            self.informer.watch_ended(Instant::now(), Err(e));
+                        }
+                    }
+                }
+                Action::Sleep(d) => {
+                    if !sleep(d) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::client::ApiErrorKind;
+    use crate::k8s::meta::ListMeta;
+    use crate::k8s::status::Status;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+    #[serde(default)]
+    struct Obj {
+        metadata: ObjectMeta,
+        v: u32,
+    }
+
+    fn obj(ns: &str, name: &str, rv: &str, v: u32) -> Obj {
+        Obj {
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: ns.into(),
+                resource_version: rv.into(),
+                ..Default::default()
+            },
+            v,
+        }
+    }
+
+    fn list(rv: &str, items: Vec<Obj>) -> List<Obj> {
+        List {
+            metadata: ListMeta {
+                resource_version: rv.into(),
+                ..Default::default()
+            },
+            items,
+        }
+    }
+
+    fn meta(o: &Obj) -> &ObjectMeta {
+        &o.metadata
+    }
+
+    fn informer(mode: WatchMode) -> Informer<Obj> {
+        Informer::with_rng(
+            InformerConfig {
+                mode,
+                ..Default::default()
+            },
+            meta,
+            Box::new(XorShift64::new(1)),
+        )
+    }
+
+    fn transport() -> ApiError {
+        ApiError::new(
+            "GET",
+            "/x",
+            ApiErrorKind::Transport("connection reset".into()),
+        )
+    }
+
+    fn status_err(code: u16, retry_after: Option<Duration>) -> ApiError {
+        let mut e = ApiError::new(
+            "GET",
+            "/x",
+            ApiErrorKind::Status {
+                code,
+                reason: String::new(),
+                message: String::new(),
+            },
+        );
+        e.retry_after = retry_after;
+        e
+    }
+
+    // ---- line and event decoding ----
+
+    const STREAM: &str = concat!(
+        r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"2"},"v":1}}"#,
+        "\n",
+        r#"{"type":"MODIFIED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"3"},"v":2}}"#,
+        "\r\n\n",
+        r#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"9"}}}"#,
+        "\n",
+        r#"{"type":"DELETED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"10"},"v":2}}"#,
+        "\n",
+    );
+
+    fn decode_in_chunks(data: &[u8], chunk: usize) -> Vec<WatchEvent<Obj>> {
+        let mut d = EventDecoder::<Obj>::new(1024);
+        let mut out = vec![];
+        for c in data.chunks(chunk.max(1)) {
+            d.push(c);
+            while let Some(e) = d.next_event().unwrap() {
+                out.push(e);
+            }
+        }
+        assert_eq!(d.finish().unwrap(), None);
+        out
+    }
+
+    #[test]
+    fn any_chunking_yields_the_same_events() {
+        let whole = decode_in_chunks(STREAM.as_bytes(), STREAM.len());
+        assert_eq!(whole.len(), 4);
+        for size in 1..64 {
+            assert_eq!(
+                decode_in_chunks(STREAM.as_bytes(), size),
+                whole,
+                "chunk {size}"
+            );
+        }
+        // Random chunk boundaries too.
+        let mut rng = XorShift64::new(3);
+        for _ in 0..200 {
+            let mut d = EventDecoder::<Obj>::new(1024);
+            let mut out = vec![];
+            let mut rest = STREAM.as_bytes();
+            while !rest.is_empty() {
+                let n = (rng.next_u64() as usize % 40 + 1).min(rest.len());
+                d.push(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(e) = d.next_event().unwrap() {
+                    out.push(e);
+                }
+            }
+            assert_eq!(out, whole);
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let events = vec![
+            WatchEvent::Added(obj("n", "a", "1", 1)),
+            WatchEvent::Deleted(obj("", "b", "2", 0)),
+            WatchEvent::Error(Status {
+                code: 410,
+                ..Default::default()
+            }),
+        ];
+        let mut wire = Vec::new();
+        for e in &events {
+            wire.extend(serde_json::to_vec(e).unwrap());
+            wire.push(b'\n');
+        }
+        assert_eq!(decode_in_chunks(&wire, 7), events);
+    }
+
+    #[test]
+    fn endless_line_is_refused_at_the_limit_with_bounded_memory() {
+        let mut d = LineDecoder::new(4096);
+        let chunk = [b'x'; 1000];
+        let mut err = None;
+        for _ in 0..100_000 {
+            d.push(&chunk);
+            assert!(d.buffered() <= 4096 + chunk.len());
+            if let Err(e) = d.next_line() {
+                err = Some(e);
+                break;
+            }
+        }
+        let e = err.unwrap();
+        assert_eq!(e, WatchDecodeError::LineTooLong { limit: 4096 });
+        assert!(e.to_string().contains("4096"));
+        // It stays failed and holds nothing.
+        d.push(b"\n");
+        assert!(d.next_line().is_err());
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn long_line_in_one_chunk_is_refused() {
+        let mut d = LineDecoder::new(10);
+        d.push(b"0123456789012\nok\n");
+        assert!(d.next_line().is_err());
+        let mut d = LineDecoder::new(10);
+        d.push(b"0123456789\nok\n");
+        assert_eq!(d.next_line().unwrap().unwrap(), b"0123456789");
+        assert_eq!(d.next_line().unwrap().unwrap(), b"ok");
+        assert_eq!(d.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_and_invalid_events_are_errors() {
+        let mut d = EventDecoder::<Obj>::new(1024);
+        d.push(br#"{"type":"ADDED","object":{"metad"#);
+        assert_eq!(d.next_event().unwrap(), None);
+        assert!(matches!(
+            d.finish(),
+            Err(WatchDecodeError::Truncated { .. })
+        ));
+
+        let mut d = EventDecoder::<Obj>::new(1024);
+        d.push(b"not json\n");
+        assert!(matches!(d.next_event(), Err(WatchDecodeError::Json { .. })));
+        d.push(br#"{"type":"ADDED","object":{"v":"wrong type"}}"#);
+        d.push(b"\n");
+        assert!(matches!(d.next_event(), Err(WatchDecodeError::Json { .. })));
+
+        // A last event without its newline but complete is still delivered.
+        let mut d = EventDecoder::<Obj>::new(1024);
+        d.push(br#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"5"}}}"#);
+        assert!(matches!(d.finish(), Ok(Some(WatchEvent::Bookmark(_)))));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = XorShift64::new(99);
+        for _ in 0..2000 {
+            let mut d = EventDecoder::<serde_json::Value>::new(256);
+            let n = rng.next_u64() as usize % 600;
+            let bytes: Vec<u8> = (0..n)
+                .map(|_| {
+                    let r = rng.next_u64();
+                    // Bias towards JSON-ish bytes and newlines so decoding paths are reached.
+                    b"{}\":,\n[]ADEDtypeobject 0123"[(r % 27) as usize]
+                })
+                .collect();
+            for c in bytes.chunks(17) {
+                d.push(c);
+                while let Ok(Some(_)) = d.next_event() {}
+            }
+            let _ = d.finish();
+        }
+    }
+
+    // ---- informer ----
+
+    #[test]
+    fn list_then_watch_from_list_version_then_apply_events() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        assert_eq!(inf.next_action(t0), Action::List);
+        let ev = inf.list_done(t0, Ok(list("5", vec![obj("n", "a", "4", 1)])));
+        assert_eq!(ev, Some(InformerEvent::Resync(vec![obj("n", "a", "4", 1)])));
+        let Action::Watch {
+            resource_version,
+            timeout_seconds,
+        } = inf.next_action(t0)
+        else {
+            panic!()
+        };
+        assert_eq!(resource_version, "5");
+        assert!((300..=600).contains(&timeout_seconds));
+        assert!(inf.is_watching());
+
+        let b = obj("n", "b", "6", 1);
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Added(b.clone())),
+            Some(InformerEvent::Applied(b.clone()))
+        );
+        assert_eq!(inf.store().len(), 2);
+        assert_eq!(inf.resource_version(), "6");
+        let bm = crate::k8s::list::Bookmark {
+            resource_version: "8".into(),
+            ..Default::default()
+        };
+        assert_eq!(inf.watch_event(t0, WatchEvent::Bookmark(bm)), None);
+        assert_eq!(inf.resource_version(), "8");
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Deleted(obj("n", "a", "9", 1))),
+            Some(InformerEvent::Deleted(obj("n", "a", "9", 1)))
+        );
+        assert!(inf.store().get("n/a").is_none());
+        assert_eq!(inf.store().get("n/b"), Some(&b));
+
+        // Server closes the stream at its timeout: re-watch at once from the last version.
+        inf.watch_ended(t0, Ok(()));
+        assert!(
+            matches!(inf.next_action(t0), Action::Watch { resource_version, .. } if resource_version == "9")
+        );
+    }
+
+    #[test]
+    fn gone_error_event_relists_and_resyncs() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        inf.list_done(t0, Ok(list("5", vec![obj("n", "a", "4", 1)])));
+        inf.next_action(t0);
+        let gone = Status {
+            kind: "Status".into(),
+            code: 410,
+            reason: "Expired".into(),
+            ..Default::default()
+        };
+        assert_eq!(inf.watch_event(t0, WatchEvent::Error(gone)), None);
+        assert!(!inf.is_watching());
+        assert_eq!(inf.resource_version(), "");
+        // Re-list immediately (no back-off for 410) and resync to the new full set.
+        assert_eq!(inf.next_action(t0), Action::List);
+        let ev = inf.list_done(t0, Ok(list("50", vec![obj("n", "c", "49", 1)])));
+        assert_eq!(
+            ev,
+            Some(InformerEvent::Resync(vec![obj("n", "c", "49", 1)]))
+        );
+        assert!(inf.store().get("n/a").is_none());
+        assert!(
+            matches!(inf.next_action(t0), Action::Watch { resource_version, .. } if resource_version == "50")
+        );
+    }
+
+    #[test]
+    fn http_410_on_watch_relists() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        inf.list_done(t0, Ok(list("5", vec![])));
+        inf.next_action(t0);
+        inf.watch_ended(t0, Err(status_err(410, None)));
+        assert_eq!(inf.next_action(t0), Action::List);
+    }
+
+    #[test]
+    fn transport_error_backs_off_then_rewatches_from_last_version() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        inf.list_done(t0, Ok(list("5", vec![])));
+        inf.next_action(t0);
+        inf.watch_event(t0, WatchEvent::Added(obj("n", "a", "7", 1)));
+        inf.watch_ended(t0, Err(transport()));
+        let Action::Sleep(d) = inf.next_action(t0) else {
+            panic!()
+        };
+        assert!(d <= Duration::from_millis(800));
+        let t1 = t0 + d;
+        assert!(
+            matches!(inf.next_action(t1), Action::Watch { resource_version, .. } if resource_version == "7")
+        );
+        // Repeated failures grow the ceiling.
+        let mut now = t1;
+        let mut max_seen = Duration::ZERO;
+        for _ in 0..12 {
+            inf.watch_ended(now, Err(transport()));
+            match inf.next_action(now) {
+                Action::Sleep(d) => {
+                    max_seen = max_seen.max(d);
+                    now += d;
+                    assert!(matches!(inf.next_action(now), Action::Watch { .. }));
+                }
+                Action::Watch { .. } => {} // jitter may draw zero
+                Action::List => panic!("transport errors must not relist"),
+            }
+        }
+        assert!(max_seen > Duration::from_secs(2), "{max_seen:?}");
+        assert!(max_seen <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn list_failure_honours_retry_after() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        assert_eq!(
+            inf.list_done(t0, Err(status_err(429, Some(Duration::from_secs(42))))),
+            None
+        );
+        assert!(matches!(inf.next_action(t0), Action::Sleep(d) if d >= Duration::from_secs(42)));
+        assert!(matches!(
+            inf.next_action(t0 + Duration::from_secs(41)),
+            Action::Sleep(_)
+        ));
+        assert_eq!(inf.next_action(t0 + Duration::from_secs(42)), Action::List);
+    }
+
+    #[test]
+    fn non_410_error_event_backs_off_and_rewatches() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        inf.list_done(t0, Ok(list("5", vec![])));
+        inf.next_action(t0);
+        let st = Status {
+            code: 500,
+            details: Some(crate::k8s::status::StatusDetails {
+                retry_after_seconds: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        inf.watch_event(t0, WatchEvent::Error(st));
+        assert!(matches!(inf.next_action(t0), Action::Sleep(d) if d >= Duration::from_secs(3)));
+        assert!(matches!(
+            inf.next_action(t0 + Duration::from_secs(60)),
+            Action::Watch { .. }
+        ));
+    }
+
+    #[test]
+    fn poll_mode_lists_periodically_and_never_watches() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(20);
+        let mut inf = informer(WatchMode::Poll { interval });
+        let mut now = t0;
+        for i in 0..5 {
+            assert_eq!(inf.next_action(now), Action::List);
+            let items = (0..i).map(|k| obj("n", &format!("o{k}"), "1", 0)).collect();
+            let ev = inf.list_done(now, Ok(list(&i.to_string(), items)));
+            assert!(matches!(ev, Some(InformerEvent::Resync(v)) if v.len() == i));
+            assert_eq!(inf.next_action(now), Action::Sleep(interval));
+            now += interval;
+        }
+        // List errors back off (not the poll interval) and retry the list.
+        inf.next_action(now);
+        inf.list_done(now, Err(transport()));
+        match inf.next_action(now) {
+            Action::Sleep(d) => assert!(d <= Duration::from_millis(800)),
+            other => assert_eq!(other, Action::List),
+        }
+    }
+
+    #[test]
+    fn events_outside_a_watch_are_ignored() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Added(obj("n", "a", "1", 1))),
+            None
+        );
+        inf.watch_ended(t0, Err(transport()));
+        assert_eq!(inf.next_action(t0), Action::List);
+        assert!(inf.store().is_empty());
+    }
+
+    #[test]
+    fn cluster_scoped_keys_have_no_namespace() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        inf.list_done(t0, Ok(list("1", vec![obj("", "node-1", "1", 0)])));
+        assert!(inf.store().get("node-1").is_some());
+    }
+}
