@@ -72,6 +72,11 @@ impl Backoff {
         self.delay
     }
 
+    /// When the last failure was recorded.
+    pub fn last(&self) -> Option<Instant> {
+        self.last
+    }
+
     /// End of the back-off window opened by the last recorded failure.
     pub fn until(&self) -> Option<Instant> {
         let (d, last) = (self.delay?, self.last?);

@@ -710,8 +710,11 @@ impl PodRecord {
         };
         if need_pull {
             if let Some(until) = mem.pull.until().filter(|u| now < *u) {
-                let msg = mem.last_error.clone();
-                mem.wait(reason::IMAGE_PULL_BACK_OFF, msg);
+                // Right after a failed pull the status says so; afterwards it is back-off.
+                if mem.pull.last() != Some(now) {
+                    let msg = mem.last_error.clone();
+                    mem.wait(reason::IMAGE_PULL_BACK_OFF, msg);
+                }
                 mem.backoff_until = Some((until, mem.pull.delay().unwrap_or_default()));
                 p.wake_at(until);
                 return Step::Waiting;
