@@ -1,0 +1,1657 @@
+//! The pod lifecycle engine: desired pods + runtime relists + action results + a clock → actions.
+//!
+//! One [`Engine`] holds a record per pod UID (desired, or merely seen in the runtime). Each
+//! record keeps a view of the pod's sandboxes and containers (the last relist, corrected by
+//! results that arrived since), the in-flight lifecycle actions, and per-container memory
+//! (back-offs, probe trackers, kill requests). Lifecycle actions of one pod are issued one at
+//! a time, except teardown stops and removals, which go out together; probes run alongside.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::action::{Action, ActionId, ActionKind, ActionResult, ReconcileError};
+use super::backoff::{Backoff, BackoffPolicy};
+use super::labels;
+use super::model::{
+    normalize_image, ContainerState, DesiredContainer, DesiredPod, Observed, ObservedContainer,
+    ObservedSandbox, PodRef, ProbeKind, PullPolicy, RestartPolicy, SandboxState,
+    DEFAULT_TERMINATION_GRACE,
+};
+use super::probe::{ProbeTracker, Verdict};
+use super::status::{
+    BackoffView, ContainerStateView, ContainerStatus, PodConditions, PodPhase, PodStatus,
+};
+
+/// Kubernetes waiting reasons the engine reports.
+pub mod reason {
+    /// Being created (also while its image is pulled).
+    pub const CONTAINER_CREATING: &str = "ContainerCreating";
+    /// App container waiting for init containers.
+    pub const POD_INITIALIZING: &str = "PodInitializing";
+    /// Waiting out the restart back-off.
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    /// The last pull failed.
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    /// Waiting out the pull back-off.
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    /// Pull policy Never and the image is absent.
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+    /// Creating the container failed.
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    /// The runtime cannot tell the container's state.
+    pub const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
+    /// Exit 0.
+    pub const COMPLETED: &str = "Completed";
+    /// Non-zero exit.
+    pub const ERROR: &str = "Error";
+    /// Starting the container failed.
+    pub const START_ERROR: &str = "StartError";
+}
+
+/// Exit code recorded when starting a container failed (the runtime's convention).
+const START_ERROR_EXIT_CODE: i32 = 128;
+
+/// Tunables; the defaults are the kubelet's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Grace for pods whose own grace is unknown (orphans).
+    pub default_grace: Duration,
+    /// Container restart back-off (CrashLoopBackOff).
+    pub crash_backoff: BackoffPolicy,
+    /// Image pull back-off (ImagePullBackOff).
+    pub pull_backoff: BackoffPolicy,
+    /// Retry curve for failed sandbox creation, container creation and teardown calls.
+    pub retry_backoff: BackoffPolicy,
+    /// A container that ran this long before exiting restarts with a fresh back-off.
+    pub backoff_reset_after_run: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_grace: DEFAULT_TERMINATION_GRACE,
+            crash_backoff: BackoffPolicy::KUBELET,
+            pull_backoff: BackoffPolicy::KUBELET,
+            retry_backoff: BackoffPolicy::KUBELET,
+            backoff_reset_after_run: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The probe trackers bound to one running container instance.
+#[derive(Debug, Clone)]
+struct ProbeSet {
+    instance: String,
+    startup: Option<ProbeTracker>,
+    liveness: Option<ProbeTracker>,
+    readiness: Option<ProbeTracker>,
+    /// Startup probe passed (or there is none).
+    started: bool,
+}
+
+impl ProbeSet {
+    fn new(spec: &DesiredContainer, instance: &str, started_at: Instant) -> Self {
+        let track = |k| {
+            spec.probe(k)
+                .map(|s| ProbeTracker::new(s.clone(), started_at))
+        };
+        ProbeSet {
+            instance: instance.to_string(),
+            startup: track(ProbeKind::Startup),
+            liveness: track(ProbeKind::Liveness),
+            readiness: track(ProbeKind::Readiness),
+            started: spec.startup.is_none(),
+        }
+    }
+
+    fn tracker_mut(&mut self, kind: ProbeKind) -> Option<&mut ProbeTracker> {
+        match kind {
+            ProbeKind::Startup => self.startup.as_mut(),
+            ProbeKind::Liveness => self.liveness.as_mut(),
+            ProbeKind::Readiness => self.readiness.as_mut(),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.started
+            && self
+                .readiness
+                .as_ref()
+                .is_none_or(|t| t.passing() == Some(true))
+    }
+}
+
+/// What the engine remembers about one container (by name) of one pod.
+#[derive(Debug, Clone)]
+struct ContainerMemory {
+    crash: Backoff,
+    pull: Backoff,
+    create: Backoff,
+    /// Attempt number for the next instance.
+    next_attempt: u32,
+    /// Exited instance whose restart already went through the back-off check.
+    accounted_exit: Option<String>,
+    /// Exited instance and when the engine first saw it exited (fallback for a missing finish time).
+    exit_seen: Option<(String, Instant)>,
+    /// Running instance to be stopped, and why.
+    kill: Option<(String, String)>,
+    /// Instance the engine stopped on purpose: restarts regardless of its exit code.
+    killed: Option<String>,
+    /// Attempt the image was last pulled for (pull policy Always pulls once per attempt).
+    pulled_for: Option<u32>,
+    pull_attempt: Option<u32>,
+    waiting: Option<(&'static str, Option<String>)>,
+    backoff_until: Option<(Instant, Duration)>,
+    last_error: Option<String>,
+    probes: Option<ProbeSet>,
+}
+
+impl ContainerMemory {
+    fn new(config: &EngineConfig) -> Self {
+        ContainerMemory {
+            crash: Backoff::new(config.crash_backoff),
+            pull: Backoff::new(config.pull_backoff),
+            create: Backoff::new(config.retry_backoff),
+            next_attempt: 0,
+            accounted_exit: None,
+            exit_seen: None,
+            kill: None,
+            killed: None,
+            pulled_for: None,
+            pull_attempt: None,
+            waiting: None,
+            backoff_until: None,
+            last_error: None,
+            probes: None,
+        }
+    }
+
+    fn wait(&mut self, reason: &'static str, message: Option<String>) {
+        self.waiting = Some((reason, message));
+    }
+}
+
+/// Per-poll scratch: emitted actions, id allocation and the earliest wake-up.
+struct Planner<'a> {
+    now: Instant,
+    config: &'a EngineConfig,
+    images: &'a BTreeSet<String>,
+    next_id: &'a mut u64,
+    actions: Vec<Action>,
+    wake: Option<Instant>,
+}
+
+impl Planner<'_> {
+    fn wake_at(&mut self, t: Instant) {
+        self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+    }
+
+    fn alloc(&mut self) -> ActionId {
+        *self.next_id = self.next_id.wrapping_add(1);
+        ActionId(*self.next_id)
+    }
+}
+
+/// What planning one container came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// An action was emitted.
+    Acted,
+    /// Blocked (back-off, missing image, in-flight work).
+    Waiting,
+    /// Running; nothing to do.
+    Running,
+    /// Exited 0 and stays so.
+    Complete,
+    /// Exited non-zero (or was killed) and will not restart.
+    Finished,
+}
+
+/// How an app container counts towards the pod phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhaseCount {
+    NeverRan,
+    Restarting,
+    Running,
+    Exited { success: bool },
+}
+
+/// Everything about one pod UID.
+#[derive(Debug, Clone)]
+struct PodRecord {
+    pod: PodRef,
+    desired: Option<Arc<DesiredPod>>,
+    /// Grace to use once the pod is no longer desired.
+    grace: Duration,
+    sandboxes: Vec<ObservedSandbox>,
+    containers: Vec<ObservedContainer>,
+    /// Time of the last applied result; relists taken earlier are stale for this pod.
+    view_at: Option<Instant>,
+    inflight: BTreeMap<ActionId, ActionKind>,
+    mem: BTreeMap<String, ContainerMemory>,
+    sandbox_retry: Backoff,
+    teardown_retry: Backoff,
+    next_sandbox_attempt: u32,
+    stopped_sandboxes: BTreeSet<String>,
+    terminal: Option<PodPhase>,
+    replacing: bool,
+    /// Some container of this pod ran at some point.
+    ever_ran: bool,
+    message: Option<String>,
+}
+
+impl PodRecord {
+    fn new(pod: PodRef, desired: Option<Arc<DesiredPod>>, config: &EngineConfig) -> Self {
+        let grace = desired
+            .as_ref()
+            .map_or(config.default_grace, |d| d.termination_grace);
+        PodRecord {
+            pod,
+            desired,
+            grace,
+            sandboxes: Vec::new(),
+            containers: Vec::new(),
+            view_at: None,
+            inflight: BTreeMap::new(),
+            mem: BTreeMap::new(),
+            sandbox_retry: Backoff::new(config.retry_backoff),
+            teardown_retry: Backoff::new(config.retry_backoff),
+            next_sandbox_attempt: 0,
+            stopped_sandboxes: BTreeSet::new(),
+            terminal: None,
+            replacing: false,
+            ever_ran: false,
+            message: None,
+        }
+    }
+
+    // ---- view queries ----
+
+    fn busy(&self, object: &str) -> bool {
+        self.inflight.values().any(|k| k.target() == Some(object))
+    }
+
+    fn sandbox_hash(s: &ObservedSandbox) -> Option<&str> {
+        labels::spec_hash(&s.labels, &s.annotations)
+    }
+
+    fn container_name(c: &ObservedContainer) -> &str {
+        labels::get(&c.labels, labels::CONTAINER_NAME)
+    }
+
+    /// The Ready sandbox of the desired spec (highest attempt if, against the rules, several).
+    fn current_sandbox(&self, hash: &str) -> Option<&ObservedSandbox> {
+        self.sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready && Self::sandbox_hash(s) == Some(hash))
+            .max_by_key(|s| s.attempt)
+    }
+
+    /// Instances of a container, newest first, in one sandbox or in all sandboxes of `hash`.
+    fn instances(&self, name: &str, scope: Scope<'_>) -> Vec<&ObservedContainer> {
+        let live: BTreeSet<&str> = match scope {
+            Scope::Sandbox(id) => [id].into_iter().collect(),
+            Scope::Spec(hash) => self
+                .sandboxes
+                .iter()
+                .filter(|s| Self::sandbox_hash(s) == Some(hash))
+                .map(|s| s.id.as_str())
+                .collect(),
+        };
+        let mut v: Vec<&ObservedContainer> = self
+            .containers
+            .iter()
+            .filter(|c| Self::container_name(c) == name && live.contains(c.sandbox_id.as_str()))
+            .collect();
+        v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+        v
+    }
+
+    fn latest(&self, name: &str, scope: Scope<'_>) -> Option<ObservedContainer> {
+        self.instances(name, scope).first().map(|c| (*c).clone())
+    }
+
+    fn mem_mut(&mut self, name: &str, config: &EngineConfig) -> &mut ContainerMemory {
+        self.mem
+            .entry(name.to_string())
+            .or_insert_with(|| ContainerMemory::new(config))
+    }
+
+    fn view_empty(&self) -> bool {
+        self.sandboxes.is_empty() && self.containers.is_empty()
+    }
+
+    // ---- emitting ----
+
+    fn emit(&mut self, p: &mut Planner<'_>, kind: ActionKind) {
+        let id = p.alloc();
+        self.inflight.insert(id, kind.clone());
+        p.actions.push(Action {
+            id,
+            pod: self.pod.clone(),
+            kind,
+        });
+    }
+
+    // ---- planning ----
+
+    fn plan(&mut self, p: &mut Planner<'_>) {
+        let Some(d) = self.desired.clone() else {
+            let grace = self.grace;
+            self.plan_teardown(p, grace, &|_| true);
+            return;
+        };
+        if let Some(del) = d.deletion {
+            self.plan_teardown(p, del.grace, &|_| true);
+            return;
+        }
+        self.plan_running(p, &d);
+        self.plan_probes(p, &d);
+    }
+
+    /// Stops, then removes, the targeted sandboxes and every container in them (and containers
+    /// whose sandbox is unknown). True once none of them remains.
+    fn plan_teardown(
+        &mut self,
+        p: &mut Planner<'_>,
+        grace: Duration,
+        is_target: &dyn Fn(&ObservedSandbox) -> bool,
+    ) -> bool {
+        let known: BTreeSet<String> = self.sandboxes.iter().map(|s| s.id.clone()).collect();
+        let target_sb: Vec<String> = self
+            .sandboxes
+            .iter()
+            .filter(|s| is_target(s))
+            .map(|s| s.id.clone())
+            .collect();
+        let target_c: Vec<ObservedContainer> = self
+            .containers
+            .iter()
+            .filter(|c| target_sb.contains(&c.sandbox_id) || !known.contains(&c.sandbox_id))
+            .cloned()
+            .collect();
+        if target_sb.is_empty() && target_c.is_empty() {
+            return true;
+        }
+        if let Some(u) = self.teardown_retry.until() {
+            if p.now < u {
+                p.wake_at(u);
+                return false;
+            }
+        }
+        // Containers first, all at once: each gets the full grace, as with the kubelet.
+        let mut pending = false;
+        for c in &target_c {
+            if matches!(c.state, ContainerState::Running | ContainerState::Unknown) {
+                pending = true;
+                if !self.busy(&c.id) {
+                    let container = Self::container_name(c).to_string();
+                    self.emit(
+                        p,
+                        ActionKind::StopContainer {
+                            container_id: c.id.clone(),
+                            container,
+                            grace,
+                        },
+                    );
+                }
+            }
+        }
+        // Nothing may still be creating objects in a sandbox that is about to go.
+        if pending || !self.inflight.is_empty() {
+            return false;
+        }
+        for id in &target_sb {
+            if !self.stopped_sandboxes.contains(id) {
+                pending = true;
+                self.emit(
+                    p,
+                    ActionKind::StopSandbox {
+                        sandbox_id: id.clone(),
+                    },
+                );
+            }
+        }
+        if pending {
+            return false;
+        }
+        for c in &target_c {
+            pending = true;
+            self.emit(
+                p,
+                ActionKind::RemoveContainer {
+                    container_id: c.id.clone(),
+                },
+            );
+        }
+        if pending {
+            return false;
+        }
+        for id in &target_sb {
+            self.emit(
+                p,
+                ActionKind::RemoveSandbox {
+                    sandbox_id: id.clone(),
+                },
+            );
+        }
+        false
+    }
+
+    fn plan_running(&mut self, p: &mut Planner<'_>, d: &DesiredPod) {
+        let hash = d.spec_hash.as_str();
+        let grace = d.termination_grace;
+        // A changed pod spec replaces the pod: the old sandbox and containers go first.
+        if self
+            .sandboxes
+            .iter()
+            .any(|s| Self::sandbox_hash(s) != Some(hash))
+        {
+            self.replacing = true;
+        }
+        if !self.plan_teardown(p, grace, &|s| Self::sandbox_hash(s) != Some(hash)) {
+            return;
+        }
+        if self.replacing {
+            self.replacing = false;
+            self.mem.clear();
+            self.terminal = None;
+            self.ever_ran = false;
+            self.message = None;
+        }
+        if !self.inflight.is_empty() {
+            return;
+        }
+        if self.terminal.is_some() {
+            self.plan_terminal(p, d);
+            return;
+        }
+        let current = self
+            .current_sandbox(hash)
+            .map(|s| (s.id.clone(), s.attempt));
+        let Some((sid, _)) = current else {
+            if d.restart_policy == RestartPolicy::Never && self.ever_ran {
+                // The containers died with their sandbox and may not run again.
+                if !self.plan_stop_running(p, grace) {
+                    return;
+                }
+                let phase = self.compute_phase(d);
+                if phase != PodPhase::Succeeded {
+                    self.message = Some("pod sandbox died and restartPolicy is Never".into());
+                }
+                self.terminal = Some(if phase == PodPhase::Succeeded {
+                    PodPhase::Succeeded
+                } else {
+                    PodPhase::Failed
+                });
+                self.plan_terminal(p, d);
+                return;
+            }
+            // A dead sandbox: clear it out, then start over with a new one.
+            if !self.plan_teardown(p, grace, &|_| true) {
+                return;
+            }
+            if let Some(u) = self.sandbox_retry.until() {
+                if p.now < u {
+                    p.wake_at(u);
+                    return;
+                }
+            }
+            let attempt = self.next_sandbox_attempt;
+            self.emit(
+                p,
+                ActionKind::RunSandbox {
+                    attempt,
+                    spec_hash: d.spec_hash.clone(),
+                },
+            );
+            return;
+        };
+        let keep = sid.clone();
+        if !self.plan_teardown(p, grace, &|s| s.id != keep) {
+            return;
+        }
+        self.plan_containers(p, d, &sid);
+    }
+
+    fn plan_containers(&mut self, p: &mut Planner<'_>, d: &DesiredPod, sid: &str) {
+        // Once an app container exists the pod was initialised (init containers may be gone).
+        let app_started = d
+            .containers
+            .iter()
+            .any(|c| !self.instances(&c.name, Scope::Sandbox(sid)).is_empty());
+        if !app_started {
+            for ic in &d.init_containers {
+                match self.plan_container(p, d, ic, sid, true) {
+                    Step::Complete => continue,
+                    Step::Finished => {
+                        self.message = Some(format!("init container {} failed", ic.name));
+                        self.terminal = Some(PodPhase::Failed);
+                        self.plan_terminal(p, d);
+                        return;
+                    }
+                    Step::Acted | Step::Waiting | Step::Running => return,
+                }
+            }
+        }
+        for c in &d.containers {
+            if self.plan_container(p, d, c, sid, false) == Step::Acted {
+                return;
+            }
+        }
+        let phase = self.compute_phase(d);
+        if matches!(phase, PodPhase::Succeeded | PodPhase::Failed) {
+            self.terminal = Some(phase);
+            self.plan_terminal(p, d);
+            return;
+        }
+        self.plan_gc(p, d, sid);
+    }
+
+    fn plan_container(
+        &mut self,
+        p: &mut Planner<'_>,
+        d: &DesiredPod,
+        spec: &DesiredContainer,
+        sid: &str,
+        init: bool,
+    ) -> Step {
+        let Some(c) = self.latest(&spec.name, Scope::Sandbox(sid)) else {
+            let attempt = self.mem_mut(&spec.name, p.config).next_attempt;
+            return self.plan_create(p, spec, sid, init, attempt);
+        };
+        match c.state {
+            ContainerState::Created => {
+                if self.busy(&c.id) {
+                    return Step::Waiting;
+                }
+                self.emit(
+                    p,
+                    ActionKind::StartContainer {
+                        container_id: c.id.clone(),
+                        container: spec.name.clone(),
+                    },
+                );
+                Step::Acted
+            }
+            ContainerState::Running | ContainerState::Unknown => {
+                let mem = self.mem_mut(&spec.name, p.config);
+                mem.waiting = None;
+                mem.backoff_until = None;
+                let why = if c.state == ContainerState::Unknown {
+                    Some("container state unknown".to_string())
+                } else if let Some((_, why)) = mem.kill.as_ref().filter(|(id, _)| *id == c.id) {
+                    Some(why.clone())
+                } else if labels::spec_hash(&c.labels, &c.annotations)
+                    != Some(spec.spec_hash.as_str())
+                {
+                    Some("container spec changed".to_string())
+                } else {
+                    None
+                };
+                let Some(why) = why else {
+                    return Step::Running;
+                };
+                if self.busy(&c.id) {
+                    return Step::Waiting;
+                }
+                let mem = self.mem_mut(&spec.name, p.config);
+                mem.killed = Some(c.id.clone());
+                mem.last_error = Some(why);
+                self.emit(
+                    p,
+                    ActionKind::StopContainer {
+                        container_id: c.id.clone(),
+                        container: spec.name.clone(),
+                        grace: d.termination_grace,
+                    },
+                );
+                Step::Acted
+            }
+            ContainerState::Exited => self.plan_exited(p, d, spec, sid, init, &c),
+        }
+    }
+
+    fn plan_exited(
+        &mut self,
+        p: &mut Planner<'_>,
+        d: &DesiredPod,
+        spec: &DesiredContainer,
+        sid: &str,
+        init: bool,
+        c: &ObservedContainer,
+    ) -> Step {
+        let reset_after = p.config.backoff_reset_after_run;
+        let now = p.now;
+        let mem = self.mem_mut(&spec.name, p.config);
+        let killed = mem.killed.as_deref() == Some(c.id.as_str());
+        let success = c.exit_code == Some(0) && !killed;
+        let restart = match d.restart_policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !success,
+            // Init containers run to completion even under Always.
+            RestartPolicy::Always => !(init && success),
+        };
+        if !restart {
+            mem.waiting = None;
+            mem.backoff_until = None;
+            return if success {
+                Step::Complete
+            } else {
+                Step::Finished
+            };
+        }
+        // The kubelet's rule: the back-off is measured from the exit, and the first restart
+        // of a fresh curve is immediate; 10 s, 20 s, ... 300 s apply to the following ones.
+        if mem.accounted_exit.as_deref() != Some(c.id.as_str()) {
+            let seen = mem
+                .exit_seen
+                .as_ref()
+                .filter(|(id, _)| *id == c.id)
+                .map(|(_, t)| *t);
+            let finished = c.finished_at.or(seen).unwrap_or(now);
+            if let Some(started) = c.started_at {
+                if finished.saturating_duration_since(started) >= reset_after {
+                    mem.crash.reset();
+                }
+            }
+            if let Some(until) = mem.crash.blocks_until(finished) {
+                if now < until {
+                    let delay = mem.crash.delay().unwrap_or_default();
+                    mem.wait(
+                        reason::CRASH_LOOP_BACK_OFF,
+                        Some(format!(
+                            "back-off {}s restarting failed container {}",
+                            delay.as_secs(),
+                            spec.name
+                        )),
+                    );
+                    mem.backoff_until = Some((until, delay));
+                    p.wake_at(until);
+                    return Step::Waiting;
+                }
+            }
+            mem.crash.record(finished);
+            mem.accounted_exit = Some(c.id.clone());
+        }
+        mem.backoff_until = None;
+        let attempt = c.attempt.saturating_add(1).max(mem.next_attempt);
+        self.plan_create(p, spec, sid, init, attempt)
+    }
+
+    fn plan_create(
+        &mut self,
+        p: &mut Planner<'_>,
+        spec: &DesiredContainer,
+        sid: &str,
+        init: bool,
+        attempt: u32,
+    ) -> Step {
+        let now = p.now;
+        let present = p.images.contains(&normalize_image(&spec.image));
+        let mem = self.mem_mut(&spec.name, p.config);
+        let need_pull = match spec.pull_policy {
+            PullPolicy::Never => {
+                if !present {
+                    mem.wait(
+                        reason::ERR_IMAGE_NEVER_PULL,
+                        Some(format!(
+                            "image {} is not present and the pull policy is Never",
+                            spec.image
+                        )),
+                    );
+                    return Step::Waiting;
+                }
+                false
+            }
+            PullPolicy::IfNotPresent => !present,
+            PullPolicy::Always => mem.pulled_for != Some(attempt),
+        };
+        if need_pull {
+            if let Some(until) = mem.pull.until().filter(|u| now < *u) {
+                // Right after a failed pull the status says so; afterwards it is back-off.
+                if mem.pull.last() != Some(now) {
+                    let msg = mem.last_error.clone();
+                    mem.wait(reason::IMAGE_PULL_BACK_OFF, msg);
+                }
+                mem.backoff_until = Some((until, mem.pull.delay().unwrap_or_default()));
+                p.wake_at(until);
+                return Step::Waiting;
+            }
+            mem.backoff_until = None;
+            mem.pull_attempt = Some(attempt);
+            if mem.waiting.is_none() {
+                mem.wait(reason::CONTAINER_CREATING, None);
+            }
+            self.emit(
+                p,
+                ActionKind::PullImage {
+                    container: spec.name.clone(),
+                    image: spec.image.clone(),
+                },
+            );
+            return Step::Acted;
+        }
+        if let Some(until) = mem.create.until().filter(|u| now < *u) {
+            mem.backoff_until = Some((until, mem.create.delay().unwrap_or_default()));
+            p.wake_at(until);
+            return Step::Waiting;
+        }
+        mem.backoff_until = None;
+        mem.wait(reason::CONTAINER_CREATING, None);
+        self.emit(
+            p,
+            ActionKind::CreateContainer {
+                sandbox_id: sid.to_string(),
+                container: spec.name.clone(),
+                init,
+                attempt,
+                spec_hash: spec.spec_hash.clone(),
+            },
+        );
+        Step::Acted
+    }
+
+    /// Stops whatever still runs. True once nothing runs.
+    fn plan_stop_running(&mut self, p: &mut Planner<'_>, grace: Duration) -> bool {
+        let running: Vec<(String, String)> = self
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
+            .map(|c| (c.id.clone(), Self::container_name(c).to_string()))
+            .collect();
+        for (id, name) in &running {
+            if !self.busy(id) {
+                self.emit(
+                    p,
+                    ActionKind::StopContainer {
+                        container_id: id.clone(),
+                        container: name.clone(),
+                        grace,
+                    },
+                );
+            }
+        }
+        running.is_empty()
+    }
+
+    /// A finished pod keeps its containers (logs, exit codes) but gives up its sandbox.
+    fn plan_terminal(&mut self, p: &mut Planner<'_>, d: &DesiredPod) {
+        if !self.plan_stop_running(p, d.termination_grace) || !self.inflight.is_empty() {
+            return;
+        }
+        let to_stop: Vec<String> = self
+            .sandboxes
+            .iter()
+            .filter(|s| !self.stopped_sandboxes.contains(&s.id))
+            .map(|s| s.id.clone())
+            .collect();
+        for sandbox_id in to_stop {
+            self.emit(p, ActionKind::StopSandbox { sandbox_id });
+        }
+    }
+
+    /// Keeps the latest instance and one previous dead one per container; removes the rest,
+    /// and containers whose name the spec no longer has.
+    fn plan_gc(&mut self, p: &mut Planner<'_>, d: &DesiredPod, sid: &str) {
+        let names: BTreeSet<&str> = d
+            .init_containers
+            .iter()
+            .chain(d.containers.iter())
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut stop = Vec::new();
+        let mut remove = Vec::new();
+        let mut by_name: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+        for c in self.containers.iter().filter(|c| c.sandbox_id == sid) {
+            by_name.entry(Self::container_name(c)).or_default().push(c);
+        }
+        for (name, mut v) in by_name {
+            v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+            let keep = if names.contains(name) { 2 } else { 0 };
+            for c in v.into_iter().skip(keep) {
+                match c.state {
+                    ContainerState::Running | ContainerState::Unknown => {
+                        stop.push((c.id.clone(), name.to_string()))
+                    }
+                    ContainerState::Exited | ContainerState::Created => remove.push(c.id.clone()),
+                }
+            }
+        }
+        for (container_id, container) in stop {
+            if !self.busy(&container_id) {
+                let grace = d.termination_grace;
+                self.emit(
+                    p,
+                    ActionKind::StopContainer {
+                        container_id,
+                        container,
+                        grace,
+                    },
+                );
+            }
+        }
+        for container_id in remove {
+            if !self.busy(&container_id) {
+                self.emit(p, ActionKind::RemoveContainer { container_id });
+            }
+        }
+    }
+
+    fn plan_probes(&mut self, p: &mut Planner<'_>, d: &DesiredPod) {
+        if self.terminal.is_some() || self.replacing {
+            return;
+        }
+        let Some((sid, ip)) = self
+            .current_sandbox(&d.spec_hash)
+            .map(|s| (s.id.clone(), s.ip.clone()))
+        else {
+            return;
+        };
+        let now = p.now;
+        let pod = self.pod.clone();
+        for spec in &d.containers {
+            let running = self
+                .latest(&spec.name, Scope::Sandbox(&sid))
+                .filter(|c| c.state == ContainerState::Running);
+            let mem = self.mem_mut(&spec.name, p.config);
+            let Some(c) = running else {
+                mem.probes = None;
+                continue;
+            };
+            if mem.kill.as_ref().is_some_and(|(id, _)| *id == c.id) {
+                continue;
+            }
+            if mem.probes.as_ref().is_none_or(|s| s.instance != c.id) {
+                mem.probes = Some(ProbeSet::new(spec, &c.id, c.started_at.unwrap_or(now)));
+            }
+            let Some(set) = mem.probes.as_mut() else {
+                continue;
+            };
+            let kinds: &[ProbeKind] = if set.started {
+                &[ProbeKind::Liveness, ProbeKind::Readiness]
+            } else {
+                &[ProbeKind::Startup]
+            };
+            for &kind in kinds {
+                let Some(t) = set.tracker_mut(kind) else {
+                    continue;
+                };
+                if t.is_due(now) {
+                    let id = p.alloc();
+                    t.dispatched(id, now);
+                    p.actions.push(Action {
+                        id,
+                        pod: pod.clone(),
+                        kind: ActionKind::RunProbe {
+                            container: spec.name.clone(),
+                            container_id: c.id.clone(),
+                            kind,
+                            handler: t.spec().handler.clone(),
+                            timeout: t.spec().timeout,
+                            pod_ip: ip.clone(),
+                        },
+                    });
+                } else if let Some(due) = t.due_at() {
+                    p.wake_at(due);
+                }
+            }
+        }
+    }
+
+    // ---- results ----
+
+    fn container_mut(&mut self, id: &str) -> Option<&mut ObservedContainer> {
+        self.containers.iter_mut().find(|c| c.id == id)
+    }
+
+    fn apply_result(
+        &mut self,
+        id: ActionId,
+        kind: ActionKind,
+        result: ActionResult,
+        now: Instant,
+        images: &mut BTreeSet<String>,
+        config: &EngineConfig,
+    ) -> Result<(), ReconcileError> {
+        let mismatch = ReconcileError::MismatchedResult {
+            id,
+            action: kind.name(),
+            pod: self.pod.uid.clone(),
+        };
+        let (result, err) = match (&kind, result) {
+            (ActionKind::RunProbe { .. }, r) => (r, Some(mismatch)),
+            (_, r @ ActionResult::Failed { .. }) => (r, None),
+            (ActionKind::RunSandbox { .. }, r @ ActionResult::SandboxCreated { .. }) => (r, None),
+            (ActionKind::CreateContainer { .. }, r @ ActionResult::ContainerCreated { .. }) => {
+                (r, None)
+            }
+            (
+                ActionKind::PullImage { .. }
+                | ActionKind::StartContainer { .. }
+                | ActionKind::StopContainer { .. }
+                | ActionKind::RemoveContainer { .. }
+                | ActionKind::StopSandbox { .. }
+                | ActionKind::RemoveSandbox { .. },
+                ActionResult::Done,
+            ) => (ActionResult::Done, None),
+            _ => (
+                ActionResult::Failed {
+                    message: format!("{} returned an unexpected result", kind.name()),
+                },
+                Some(mismatch),
+            ),
+        };
+        let failure = match &result {
+            ActionResult::Failed { message } => Some(message.clone()),
+            _ => None,
+        };
+        match kind {
+            ActionKind::PullImage { container, image } => {
+                let mem = self.mem_mut(&container, config);
+                match failure {
+                    None => {
+                        images.insert(normalize_image(&image));
+                        mem.pull.reset();
+                        mem.pulled_for = mem.pull_attempt;
+                        mem.last_error = None;
+                        mem.waiting = None;
+                    }
+                    Some(msg) => {
+                        mem.pull.record(now);
+                        let msg = format!("pulling image {image}: {msg}");
+                        mem.wait(reason::ERR_IMAGE_PULL, Some(msg.clone()));
+                        mem.last_error = Some(msg);
+                    }
+                }
+            }
+            ActionKind::RunSandbox { attempt, spec_hash } => match (failure, result) {
+                (None, ActionResult::SandboxCreated { sandbox_id, pod_ip }) => {
+                    self.sandboxes.retain(|s| s.id != sandbox_id);
+                    self.sandboxes.push(ObservedSandbox {
+                        id: sandbox_id,
+                        labels: labels::sandbox_labels_for(&self.pod, &spec_hash),
+                        annotations: BTreeMap::new(),
+                        attempt,
+                        state: SandboxState::Ready,
+                        ip: pod_ip,
+                    });
+                    self.next_sandbox_attempt = attempt.saturating_add(1);
+                    self.sandbox_retry.reset();
+                    self.message = None;
+                }
+                (msg, _) => {
+                    self.sandbox_retry.record(now);
+                    self.message =
+                        Some(format!("creating pod sandbox: {}", msg.unwrap_or_default()));
+                }
+            },
+            ActionKind::CreateContainer {
+                sandbox_id,
+                container,
+                attempt,
+                spec_hash,
+                ..
+            } => match (failure, result) {
+                (None, ActionResult::ContainerCreated { container_id }) => {
+                    let labels = labels::container_labels_for(&self.pod, &container, &spec_hash);
+                    self.containers.retain(|c| c.id != container_id);
+                    self.containers.push(ObservedContainer {
+                        id: container_id,
+                        sandbox_id,
+                        labels,
+                        annotations: BTreeMap::new(),
+                        attempt,
+                        state: ContainerState::Created,
+                        image: String::new(),
+                        exit_code: None,
+                        reason: None,
+                        started_at: None,
+                        finished_at: None,
+                    });
+                    let mem = self.mem_mut(&container, config);
+                    mem.next_attempt = mem.next_attempt.max(attempt.saturating_add(1));
+                    mem.create.reset();
+                }
+                (msg, _) => {
+                    let mem = self.mem_mut(&container, config);
+                    mem.create.record(now);
+                    let msg = msg.unwrap_or_default();
+                    mem.wait(reason::CREATE_CONTAINER_ERROR, Some(msg.clone()));
+                    mem.last_error = Some(msg);
+                }
+            },
+            ActionKind::StartContainer {
+                container_id,
+                container,
+            } => {
+                let failed = failure.is_some();
+                if let Some(c) = self.container_mut(&container_id) {
+                    if failed {
+                        c.state = ContainerState::Exited;
+                        c.exit_code = Some(START_ERROR_EXIT_CODE);
+                        c.reason = Some(reason::START_ERROR.to_string());
+                        c.finished_at = Some(now);
+                    } else {
+                        c.state = ContainerState::Running;
+                        c.started_at = Some(now);
+                    }
+                }
+                let mem = self.mem_mut(&container, config);
+                match failure {
+                    Some(msg) => {
+                        mem.exit_seen = Some((container_id, now));
+                        mem.last_error = Some(format!("starting container: {msg}"));
+                    }
+                    None => {
+                        mem.waiting = None;
+                    }
+                }
+                if !failed {
+                    self.ever_ran = true;
+                }
+            }
+            ActionKind::StopContainer {
+                container_id,
+                container,
+                ..
+            } => match failure {
+                None => {
+                    if let Some(c) = self.container_mut(&container_id) {
+                        if c.state != ContainerState::Exited {
+                            c.state = ContainerState::Exited;
+                            c.finished_at = Some(now);
+                        }
+                    }
+                    self.teardown_retry.reset();
+                    if let Some(mem) = self.mem.get_mut(&container) {
+                        mem.exit_seen = Some((container_id, now));
+                    }
+                }
+                Some(msg) => self.teardown_failed(now, "stopping container", &container_id, msg),
+            },
+            ActionKind::RemoveContainer { container_id } => match failure {
+                None => {
+                    self.containers.retain(|c| c.id != container_id);
+                    self.teardown_retry.reset();
+                }
+                Some(msg) => self.teardown_failed(now, "removing container", &container_id, msg),
+            },
+            ActionKind::StopSandbox { sandbox_id } => match failure {
+                None => {
+                    if let Some(s) = self.sandboxes.iter_mut().find(|s| s.id == sandbox_id) {
+                        s.state = SandboxState::NotReady;
+                    }
+                    self.stopped_sandboxes.insert(sandbox_id);
+                    self.teardown_retry.reset();
+                }
+                Some(msg) => self.teardown_failed(now, "stopping sandbox", &sandbox_id, msg),
+            },
+            ActionKind::RemoveSandbox { sandbox_id } => match failure {
+                None => {
+                    self.sandboxes.retain(|s| s.id != sandbox_id);
+                    self.containers.retain(|c| c.sandbox_id != sandbox_id);
+                    self.stopped_sandboxes.remove(&sandbox_id);
+                    self.teardown_retry.reset();
+                }
+                Some(msg) => self.teardown_failed(now, "removing sandbox", &sandbox_id, msg),
+            },
+            ActionKind::RunProbe { .. } => {}
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn teardown_failed(&mut self, now: Instant, what: &str, object: &str, msg: String) {
+        self.teardown_retry.record(now);
+        self.message = Some(format!("{what} {object}: {msg}"));
+    }
+
+    fn apply_probe_result(&mut self, id: ActionId, result: ActionResult) -> bool {
+        let (ok, message) = match result {
+            ActionResult::ProbeSucceeded => (true, None),
+            ActionResult::ProbeFailed { message } | ActionResult::Failed { message } => {
+                (false, Some(message))
+            }
+            _ => (
+                false,
+                Some("probe returned an unexpected result".to_string()),
+            ),
+        };
+        for mem in self.mem.values_mut() {
+            let Some(set) = mem.probes.as_mut() else {
+                continue;
+            };
+            for kind in [
+                ProbeKind::Startup,
+                ProbeKind::Liveness,
+                ProbeKind::Readiness,
+            ] {
+                let Some(t) = set.tracker_mut(kind) else {
+                    continue;
+                };
+                if t.in_flight() != Some(id) {
+                    continue;
+                }
+                let verdict = t.result(ok, message.clone());
+                let why = message.clone().unwrap_or_default();
+                match (kind, verdict) {
+                    (ProbeKind::Startup, Verdict::Passed) => set.started = true,
+                    (ProbeKind::Startup, Verdict::Failed) => {
+                        mem.kill =
+                            Some((set.instance.clone(), format!("startup probe failed: {why}")));
+                    }
+                    (ProbeKind::Liveness, Verdict::Failed) => {
+                        mem.kill = Some((
+                            set.instance.clone(),
+                            format!("liveness probe failed: {why}"),
+                        ));
+                    }
+                    _ => {}
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    // ---- relist ----
+
+    /// Folds a fresh relist into the per-container memory (attempt numbers, exit times).
+    fn absorb_view(&mut self, now: Instant, config: &EngineConfig) {
+        let mut latest: BTreeMap<String, ObservedContainer> = BTreeMap::new();
+        for c in &self.containers {
+            if c.state != ContainerState::Created {
+                self.ever_ran = true;
+            }
+            let name = Self::container_name(c).to_string();
+            match latest.get(&name) {
+                Some(l) if l.attempt >= c.attempt => {}
+                _ => {
+                    latest.insert(name, c.clone());
+                }
+            }
+        }
+        for (name, c) in latest {
+            let mem = self.mem_mut(&name, config);
+            mem.next_attempt = mem.next_attempt.max(c.attempt.saturating_add(1));
+            if c.state == ContainerState::Exited
+                && mem.exit_seen.as_ref().is_none_or(|(id, _)| *id != c.id)
+            {
+                mem.exit_seen = Some((c.id.clone(), now));
+            }
+        }
+        let max_sb = self
+            .sandboxes
+            .iter()
+            .map(|s| s.attempt.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        self.next_sandbox_attempt = self.next_sandbox_attempt.max(max_sb);
+    }
+}
+
+/// Which sandboxes an instance lookup covers.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// Only this sandbox.
+    Sandbox(&'a str),
+    /// Every sandbox created for this pod spec hash.
+    Spec(&'a str),
+}
+
+// ---- status ----
+
+impl PodRecord {
+    fn phase_count(&self, d: &DesiredPod, spec: &DesiredContainer) -> PhaseCount {
+        let mem = self.mem.get(&spec.name);
+        match self.latest(&spec.name, Scope::Spec(&d.spec_hash)) {
+            Some(c) => match c.state {
+                ContainerState::Running => PhaseCount::Running,
+                ContainerState::Exited => {
+                    let killed = mem.is_some_and(|m| m.killed.as_deref() == Some(c.id.as_str()));
+                    PhaseCount::Exited {
+                        success: c.exit_code == Some(0) && !killed,
+                    }
+                }
+                ContainerState::Created | ContainerState::Unknown if c.attempt > 0 => {
+                    PhaseCount::Restarting
+                }
+                ContainerState::Created | ContainerState::Unknown => PhaseCount::NeverRan,
+            },
+            None if mem.is_some_and(|m| m.next_attempt > 0) => PhaseCount::Restarting,
+            None => PhaseCount::NeverRan,
+        }
+    }
+
+    fn initialized(&self, d: &DesiredPod) -> bool {
+        let scope = Scope::Spec(&d.spec_hash);
+        d.containers
+            .iter()
+            .any(|c| !self.instances(&c.name, scope).is_empty())
+            || d.init_containers.iter().all(|ic| {
+                self.latest(&ic.name, scope).is_some_and(|c| {
+                    c.state == ContainerState::Exited
+                        && c.exit_code == Some(0)
+                        && self
+                            .mem
+                            .get(&ic.name)
+                            .is_none_or(|m| m.killed.as_deref() != Some(c.id.as_str()))
+                })
+            })
+    }
+
+    /// The phase by the kubelet's counting rules, ignoring a recorded terminal phase.
+    fn compute_phase(&self, d: &DesiredPod) -> PodPhase {
+        if !self.initialized(d) {
+            let init_failed = d.restart_policy == RestartPolicy::Never
+                && d.init_containers.iter().any(|ic| {
+                    self.latest(&ic.name, Scope::Spec(&d.spec_hash))
+                        .is_some_and(|c| {
+                            c.state == ContainerState::Exited && c.exit_code != Some(0)
+                        })
+                });
+            return if init_failed {
+                PodPhase::Failed
+            } else {
+                PodPhase::Pending
+            };
+        }
+        if d.containers.is_empty() {
+            return PodPhase::Pending;
+        }
+        let (mut never, mut running, mut failed) = (0, 0, 0);
+        for spec in &d.containers {
+            match self.phase_count(d, spec) {
+                PhaseCount::NeverRan => never += 1,
+                PhaseCount::Running | PhaseCount::Restarting => running += 1,
+                PhaseCount::Exited { success } => {
+                    if !success {
+                        failed += 1
+                    }
+                }
+            }
+        }
+        if never > 0 {
+            PodPhase::Pending
+        } else if running > 0 {
+            PodPhase::Running
+        } else {
+            match d.restart_policy {
+                RestartPolicy::Always => PodPhase::Running,
+                _ if failed == 0 => PodPhase::Succeeded,
+                RestartPolicy::OnFailure => PodPhase::Running,
+                RestartPolicy::Never => PodPhase::Failed,
+            }
+        }
+    }
+
+    fn terminated_view(c: &ObservedContainer, now: Instant) -> ContainerStateView {
+        let reason = c.reason.clone().unwrap_or_else(|| {
+            if c.exit_code == Some(0) {
+                reason::COMPLETED.to_string()
+            } else {
+                reason::ERROR.to_string()
+            }
+        });
+        ContainerStateView::Terminated {
+            exit_code: c.exit_code,
+            reason,
+            finished_secs_ago: c
+                .finished_at
+                .map(|f| now.saturating_duration_since(f).as_secs()),
+        }
+    }
+
+    fn container_status(
+        &self,
+        d: &DesiredPod,
+        spec: &DesiredContainer,
+        init: bool,
+        initialized: bool,
+        now: Instant,
+    ) -> ContainerStatus {
+        let mem = self.mem.get(&spec.name);
+        let instances = self.instances(&spec.name, Scope::Spec(&d.spec_hash));
+        let latest = instances.first().copied();
+        let previous = instances.get(1).copied();
+        let waiting = mem.and_then(|m| m.waiting.clone());
+        let waiting_view = |default: &str| {
+            let (reason, message) = waiting
+                .clone()
+                .unwrap_or((reason::CONTAINER_CREATING, None));
+            let reason = if waiting.is_none() { default } else { reason };
+            ContainerStateView::Waiting {
+                reason: reason.to_string(),
+                message,
+            }
+        };
+        let mut last_state = previous
+            .filter(|c| c.state == ContainerState::Exited)
+            .map(|c| Self::terminated_view(c, now));
+        let state = match latest {
+            Some(c) => match c.state {
+                ContainerState::Running => ContainerStateView::Running {
+                    running_for_secs: c
+                        .started_at
+                        .map_or(0, |s| now.saturating_duration_since(s).as_secs()),
+                },
+                ContainerState::Created => waiting_view(reason::CONTAINER_CREATING),
+                ContainerState::Unknown => ContainerStateView::Waiting {
+                    reason: reason::CONTAINER_STATUS_UNKNOWN.to_string(),
+                    message: None,
+                },
+                ContainerState::Exited if waiting.is_some() => {
+                    last_state = Some(Self::terminated_view(c, now));
+                    waiting_view(reason::CONTAINER_CREATING)
+                }
+                ContainerState::Exited => Self::terminated_view(c, now),
+            },
+            None if !init && !initialized => waiting_view(reason::POD_INITIALIZING),
+            None => waiting_view(reason::CONTAINER_CREATING),
+        };
+        let running = latest.filter(|c| c.state == ContainerState::Running);
+        let probes = running.and_then(|c| {
+            mem.and_then(|m| m.probes.as_ref())
+                .filter(|s| s.instance == c.id)
+        });
+        let started = running.is_some() && probes.map_or(spec.startup.is_none(), |s| s.started);
+        let ready = !init
+            && running.is_some()
+            && probes.map_or(spec.startup.is_none() && spec.readiness.is_none(), |s| {
+                s.ready()
+            });
+        let backoff = mem
+            .and_then(|m| m.backoff_until)
+            .filter(|(until, _)| now < *until)
+            .map(|(until, delay)| BackoffView {
+                delay_secs: delay.as_secs(),
+                remaining_secs: until.saturating_duration_since(now).as_secs(),
+            });
+        let restart_count = match latest {
+            Some(c) => c.attempt,
+            None => mem.map_or(0, |m| m.next_attempt.saturating_sub(1)),
+        };
+        ContainerStatus {
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            container_id: latest.map(|c| c.id.clone()),
+            state,
+            last_state,
+            ready,
+            started,
+            restart_count,
+            backoff,
+            last_error: mem.and_then(|m| m.last_error.clone()),
+        }
+    }
+
+    fn status(&self, d: &DesiredPod, now: Instant) -> PodStatus {
+        let initialized = self.initialized(d);
+        let init_containers = d
+            .init_containers
+            .iter()
+            .map(|c| self.container_status(d, c, true, initialized, now))
+            .collect();
+        let containers: Vec<ContainerStatus> = d
+            .containers
+            .iter()
+            .map(|c| self.container_status(d, c, false, initialized, now))
+            .collect();
+        let phase = self.terminal.unwrap_or_else(|| self.compute_phase(d));
+        let containers_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
+        let deleting = d.deletion.is_some();
+        PodStatus {
+            uid: d.uid.clone(),
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            spec_hash: d.spec_hash.clone(),
+            phase,
+            conditions: PodConditions {
+                initialized,
+                containers_ready,
+                ready: containers_ready && phase == PodPhase::Running && !deleting,
+            },
+            pod_ip: self
+                .current_sandbox(&d.spec_hash)
+                .and_then(|s| s.ip.clone()),
+            deleting,
+            terminated: deleting && self.view_empty() && self.inflight.is_empty(),
+            message: self.message.clone(),
+            init_containers,
+            containers,
+        }
+    }
+}
+
+/// The pod lifecycle engine. Feed it desired pods, relists and results; poll it for actions.
+///
+/// Driving loop (all calls take the current `Instant`):
+/// 1. `set_desired` whenever the desired pod set changes (once before the first poll);
+/// 2. `observe` with each runtime relist (once before the first poll), stamped with the
+///    instant the relist request was sent;
+/// 3. `poll` → actions; hand them to the pods' workers;
+/// 4. `complete` with each action's result, then `poll` again;
+/// 5. sleep until `next_wakeup` (or the next input) and poll again.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: EngineConfig,
+    pods: BTreeMap<String, PodRecord>,
+    images: BTreeSet<String>,
+    /// Time of the last successful pull; older relists must not forget it.
+    images_at: Option<Instant>,
+    /// Every outstanding action id → pod UID.
+    owners: BTreeMap<ActionId, String>,
+    next_id: u64,
+    desired_known: bool,
+    observed_once: bool,
+    wake: Option<Instant>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(EngineConfig::default())
+    }
+}
+
+impl Engine {
+    /// An engine with empty memory (also after an agent restart: running pods are adopted).
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            config,
+            pods: BTreeMap::new(),
+            images: BTreeSet::new(),
+            images_at: None,
+            owners: BTreeMap::new(),
+            next_id: 0,
+            desired_known: false,
+            observed_once: false,
+            wake: None,
+        }
+    }
+
+    /// Replaces the whole desired pod set. Pods left out are stopped and removed.
+    pub fn set_desired(&mut self, pods: impl IntoIterator<Item = DesiredPod>) {
+        let mut seen = BTreeSet::new();
+        for d in pods {
+            seen.insert(d.uid.clone());
+            self.upsert_pod(d);
+        }
+        for (uid, rec) in self.pods.iter_mut() {
+            if !seen.contains(uid) {
+                rec.desired = None;
+            }
+        }
+    }
+
+    /// Adds or updates one desired pod.
+    pub fn upsert_pod(&mut self, d: DesiredPod) {
+        self.desired_known = true;
+        let config = self.config;
+        match self.pods.get_mut(&d.uid) {
+            Some(rec) => {
+                if rec.desired.as_deref() != Some(&d) {
+                    rec.pod = d.pod_ref();
+                    rec.grace = d.termination_grace;
+                    rec.desired = Some(Arc::new(d));
+                }
+            }
+            None => {
+                let uid = d.uid.clone();
+                let rec = PodRecord::new(d.pod_ref(), Some(Arc::new(d)), &config);
+                self.pods.insert(uid, rec);
+            }
+        }
+    }
+
+    /// Withdraws one pod: it is stopped and removed with its last known grace period.
+    pub fn remove_pod(&mut self, uid: &str) {
+        self.desired_known = true;
+        if let Some(rec) = self.pods.get_mut(uid) {
+            rec.desired = None;
+        }
+    }
+
+    /// Feeds a runtime relist taken at `taken_at`. Pods with results newer than that keep
+    /// their view; managed objects of unknown pods become orphans to clean up.
+    pub fn observe(&mut self, snapshot: Observed, taken_at: Instant) {
+        self.observed_once = true;
+        let fresh: BTreeSet<String> = snapshot.images.iter().map(|i| normalize_image(i)).collect();
+        if self.images_at.is_none_or(|t| taken_at >= t) {
+            self.images = fresh;
+        } else {
+            self.images.extend(fresh);
+        }
+        let mut sandbox_uid: BTreeMap<String, String> = BTreeMap::new();
+        let mut sandboxes: BTreeMap<String, Vec<ObservedSandbox>> = BTreeMap::new();
+        let mut containers: BTreeMap<String, Vec<ObservedContainer>> = BTreeMap::new();
+        let mut refs: BTreeMap<String, PodRef> = BTreeMap::new();
+        let pod_ref = |l: &BTreeMap<String, String>| PodRef {
+            uid: labels::get(l, labels::POD_UID).to_string(),
+            name: labels::get(l, labels::POD_NAME).to_string(),
+            namespace: labels::get(l, labels::POD_NAMESPACE).to_string(),
+        };
+        for s in snapshot.sandboxes {
+            if !labels::is_managed(&s.labels) {
+                continue;
+            }
+            let r = pod_ref(&s.labels);
+            sandbox_uid.insert(s.id.clone(), r.uid.clone());
+            sandboxes.entry(r.uid.clone()).or_default().push(s);
+            refs.entry(r.uid.clone()).or_insert(r);
+        }
+        for c in snapshot.containers {
+            if !labels::is_managed(&c.labels) {
+                continue;
+            }
+            let mut r = pod_ref(&c.labels);
+            if r.uid.is_empty() {
+                if let Some(uid) = sandbox_uid.get(&c.sandbox_id) {
+                    r.uid = uid.clone();
+                }
+            }
+            containers.entry(r.uid.clone()).or_default().push(c);
+            refs.entry(r.uid.clone()).or_insert(r);
+        }
+        let config = self.config;
+        for (uid, r) in refs {
+            self.pods
+                .entry(uid)
+                .or_insert_with(|| PodRecord::new(r, None, &config));
+        }
+        for (uid, rec) in self.pods.iter_mut() {
+            if rec.view_at.is_some_and(|t| taken_at < t) {
+                continue;
+            }
+            rec.sandboxes = sandboxes.remove(uid).unwrap_or_default();
+            rec.containers = containers.remove(uid).unwrap_or_default();
+            rec.absorb_view(taken_at, &config);
+        }
+    }
+
+    /// Feeds the result of an action. Errors are for logging; the engine stays consistent.
+    pub fn complete(
+        &mut self,
+        id: ActionId,
+        result: ActionResult,
+        now: Instant,
+    ) -> Result<(), ReconcileError> {
+        let Some(uid) = self.owners.remove(&id) else {
+            return Err(ReconcileError::UnknownAction { id });
+        };
+        let Some(rec) = self.pods.get_mut(&uid) else {
+            return Ok(());
+        };
+        if let Some(kind) = rec.inflight.remove(&id) {
+            rec.view_at = Some(now);
+            if matches!(kind, ActionKind::PullImage { .. }) && result == ActionResult::Done {
+                self.images_at = Some(now);
+            }
+            return rec.apply_result(id, kind, result, now, &mut self.images, &self.config);
+        }
+        rec.apply_probe_result(id, result);
+        Ok(())
+    }
+
+    /// Decides what to do now. Emits nothing until both the desired set and a relist are known
+    /// (acting earlier would either kill adoptable pods or duplicate running ones).
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        if !self.desired_known || !self.observed_once {
+            self.wake = None;
+            return Vec::new();
+        }
+        let mut p = Planner {
+            now,
+            config: &self.config,
+            images: &self.images,
+            next_id: &mut self.next_id,
+            actions: Vec::new(),
+            wake: None,
+        };
+        for rec in self.pods.values_mut() {
+            rec.plan(&mut p);
+        }
+        let Planner { actions, wake, .. } = p;
+        for a in &actions {
+            self.owners.insert(a.id, a.pod.uid.clone());
+        }
+        // Forget pods that are neither desired nor present any more.
+        self.pods
+            .retain(|_, r| r.desired.is_some() || !r.view_empty() || !r.inflight.is_empty());
+        self.wake = wake;
+        actions
+    }
+
+    /// When `poll` next has something to do without new input (back-off expiry, probe due).
+    /// Valid after a `poll`; None means only new input can create work.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    /// Status of every desired pod, by UID.
+    pub fn status(&self, now: Instant) -> Vec<PodStatus> {
+        self.pods
+            .values()
+            .filter_map(|r| r.desired.as_ref().map(|d| r.status(d, now)))
+            .collect()
+    }
+
+    /// Status of one desired pod.
+    pub fn pod_status(&self, uid: &str, now: Instant) -> Option<PodStatus> {
+        let r = self.pods.get(uid)?;
+        r.desired.as_ref().map(|d| r.status(d, now))
+    }
+
+    /// UIDs the engine tracks (desired pods and orphans being cleaned up).
+    pub fn tracked_pods(&self) -> impl Iterator<Item = &str> {
+        self.pods.keys().map(String::as_str)
+    }
+
+    /// Number of actions issued and not yet completed.
+    pub fn outstanding(&self) -> usize {
+        self.owners.len()
+    }
+}

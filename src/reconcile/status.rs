@@ -1,0 +1,141 @@
+//! The engine's status view of each pod: plain serialisable data for `tinylet status` and the
+//! API pod status. Times are durations relative to the instant the view was taken.
+
+use serde::{Deserialize, Serialize};
+
+/// Pod phase (Kubernetes semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodPhase {
+    /// Not all containers are running yet.
+    Pending,
+    /// Containers are running (or restarting).
+    Running,
+    /// All containers exited 0 and will not restart.
+    Succeeded,
+    /// At least one container failed and will not restart.
+    Failed,
+}
+
+/// The pod conditions the kubelet owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodConditions {
+    /// All init containers completed successfully.
+    pub initialized: bool,
+    /// All app containers are ready.
+    pub containers_ready: bool,
+    /// The pod is ready to serve.
+    pub ready: bool,
+}
+
+/// A container's current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContainerStateView {
+    /// Not running; why.
+    Waiting {
+        /// Kubernetes reason (ContainerCreating, CrashLoopBackOff, ErrImagePull, ...).
+        reason: String,
+        /// Detail.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// Running.
+    Running {
+        /// Seconds since it started.
+        running_for_secs: u64,
+    },
+    /// Exited.
+    Terminated {
+        /// Exit code, if known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Completed, Error, OOMKilled, ...
+        reason: String,
+        /// Seconds since it finished, if known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        finished_secs_ago: Option<u64>,
+    },
+}
+
+/// A back-off a container is waiting out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackoffView {
+    /// Current delay of the curve.
+    pub delay_secs: u64,
+    /// Time left until the next attempt.
+    pub remaining_secs: u64,
+}
+
+/// Status of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Container name.
+    pub name: String,
+    /// Image from the spec.
+    pub image: String,
+    /// Runtime id of the latest instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Current state.
+    pub state: ContainerStateView,
+    /// The previous instance's termination, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<ContainerStateView>,
+    /// Readiness.
+    pub ready: bool,
+    /// Startup probe passed (or none) and running.
+    pub started: bool,
+    /// Restart count (the latest instance's attempt number).
+    pub restart_count: u32,
+    /// Back-off being waited out, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffView>,
+    /// Last error seen for this container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Status of one desired pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// Pod UID.
+    pub uid: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Desired spec hash.
+    pub spec_hash: String,
+    /// Phase.
+    pub phase: PodPhase,
+    /// Conditions.
+    pub conditions: PodConditions,
+    /// Pod IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// Deletion was requested.
+    pub deleting: bool,
+    /// Deletion requested and every container and sandbox is gone: safe to confirm.
+    pub terminated: bool,
+    /// Last pod-level error (sandbox, teardown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Init containers in spec order.
+    pub init_containers: Vec<ContainerStatus>,
+    /// App containers in spec order.
+    pub containers: Vec<ContainerStatus>,
+}
+
+impl ContainerStateView {
+    /// The waiting reason, if waiting.
+    pub fn waiting_reason(&self) -> Option<&str> {
+        match self {
+            ContainerStateView::Waiting { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}

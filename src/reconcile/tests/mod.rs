@@ -1,0 +1,4 @@
+//! Engine tests against a simulated runtime, with an injected clock.
+
+mod lifecycle;
+mod sim;
