@@ -11,6 +11,8 @@ use apiserver::Config;
 fn smoke() {
     let srv = apiserver::start(Config::plain()).unwrap();
     let mut c = TestClient::plain(srv.addr());
-    let (code, v) = c.get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt").unwrap();
+    let (code, v) = c
+        .get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+        .unwrap();
     assert_eq!(code, 200, "{v}");
 }
