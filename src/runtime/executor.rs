@@ -1,0 +1,576 @@
+//! Carries out the reconcile engine's actions through CRI and reports their results, and turns
+//! a CRI relist into the engine's observed model.
+//!
+//! It keeps only caches of facts that never change for a given runtime object (a container's
+//! start/finish times and exit code once known, a sandbox's IP), so a relist costs three list
+//! calls plus one status call per container it has not seen before. It decides nothing: what to
+//! do and when is the engine's business.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cri::proto::{
+    ContainerFilter, CreateContainerRequest, ImageSpec, PodSandboxConfig, PodSandboxFilter,
+    PullImageRequest, RunPodSandboxRequest,
+};
+use crate::cri::{CriClient, CriError};
+use crate::k8s::pod::Pod;
+use crate::reconcile::labels;
+use crate::reconcile::model::{
+    ContainerState, DesiredPod, HttpScheme, Observed, ObservedContainer, ObservedSandbox,
+    ProbeHandler, SandboxState,
+};
+use crate::reconcile::{Action, ActionKind, ActionResult};
+use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
+use crate::runtime::spec::{self, HostFacts};
+use crate::runtime::volumes::{VolumeData, VolumeManager};
+
+/// One pod the executor may act for: the API object and the engine's view of it.
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    pub pod: Arc<Pod>,
+    pub desired: DesiredPod,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ContainerFacts {
+    started_at: Option<SystemTime>,
+    finished_at: Option<SystemTime>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    image: String,
+    complete: bool,
+}
+
+/// Executes actions for the pods it is told about.
+pub struct Executor {
+    cri: CriClient,
+    host: HostFacts,
+    volumes: VolumeManager,
+    data: Rc<dyn VolumeData>,
+    memory_capacity: u64,
+    pods: RefCell<BTreeMap<String, PodEntry>>,
+    pod_ips: RefCell<BTreeMap<String, String>>,
+    container_facts: RefCell<BTreeMap<String, ContainerFacts>>,
+    sandbox_ips: RefCell<BTreeMap<String, Option<String>>>,
+}
+
+fn wall(ns: i64) -> Option<SystemTime> {
+    (ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns as u64))
+}
+
+/// Converts a wall-clock stamp into the monotonic clock the engine uses.
+fn to_instant(t: SystemTime, now: Instant, now_wall: SystemTime) -> Instant {
+    match now_wall.duration_since(t) {
+        Ok(ago) => now.checked_sub(ago).unwrap_or(now),
+        Err(e) => now + e.duration(),
+    }
+}
+
+impl Executor {
+    /// An executor over `cri`; volumes live under `pods_root`.
+    pub fn new(
+        cri: CriClient,
+        host: HostFacts,
+        pods_root: PathBuf,
+        data: Rc<dyn VolumeData>,
+        memory_capacity: u64,
+    ) -> Self {
+        Executor {
+            cri,
+            host,
+            volumes: VolumeManager::new(pods_root),
+            data,
+            memory_capacity,
+            pods: RefCell::new(BTreeMap::new()),
+            pod_ips: RefCell::new(BTreeMap::new()),
+            container_facts: RefCell::new(BTreeMap::new()),
+            sandbox_ips: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// The CRI client (for callers that need runtime facts).
+    pub fn cri(&self) -> &CriClient {
+        &self.cri
+    }
+
+    /// Replaces the set of pods the executor may act for.
+    pub fn set_pods(&self, pods: impl IntoIterator<Item = PodEntry>) {
+        let map = pods
+            .into_iter()
+            .map(|e| (e.pod.metadata.uid.clone(), e))
+            .collect();
+        *self.pods.borrow_mut() = map;
+    }
+
+    fn entry(&self, uid: &str) -> Option<PodEntry> {
+        self.pods.borrow().get(uid).cloned()
+    }
+
+    /// Lists what the runtime has that tinylet manages, as the engine's observed model.
+    pub async fn relist(&self) -> Result<Observed, CriError> {
+        let selector: BTreeMap<String, String> = [(
+            labels::MANAGED.to_string(),
+            labels::MANAGED_VALUE.to_string(),
+        )]
+        .into();
+        let sandboxes = self
+            .cri
+            .list_pod_sandbox(Some(PodSandboxFilter {
+                label_selector: selector.clone(),
+                ..Default::default()
+            }))
+            .await?
+            .items;
+        let containers = self
+            .cri
+            .list_containers(Some(ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            }))
+            .await?
+            .containers;
+        let images = self.cri.list_images(None).await?.images;
+        let now = Instant::now();
+        let now_wall = SystemTime::now();
+
+        let mut observed = Observed::default();
+        for img in images {
+            observed.images.extend(img.repo_tags);
+            observed.images.extend(img.repo_digests);
+        }
+        let live_sandboxes: BTreeSet<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
+        self.sandbox_ips
+            .borrow_mut()
+            .retain(|id, _| live_sandboxes.contains(id));
+        for s in sandboxes {
+            let ready = s.state == crate::cri::proto::PodSandboxState::SandboxReady as i32;
+            let ip = if ready {
+                self.sandbox_ip(&s.id).await
+            } else {
+                None
+            };
+            if let (Some(ip), Some(uid)) = (&ip, s.labels.get(labels::POD_UID)) {
+                self.pod_ips.borrow_mut().insert(uid.clone(), ip.clone());
+            }
+            observed.sandboxes.push(ObservedSandbox {
+                attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+                id: s.id,
+                labels: s.labels,
+                annotations: s.annotations,
+                state: if ready {
+                    SandboxState::Ready
+                } else {
+                    SandboxState::NotReady
+                },
+                ip,
+            });
+        }
+        let live: BTreeSet<String> = containers.iter().map(|c| c.id.clone()).collect();
+        self.container_facts
+            .borrow_mut()
+            .retain(|id, _| live.contains(id));
+        for c in containers {
+            use crate::cri::proto::ContainerState as Cs;
+            let state = match c.state {
+                x if x == Cs::ContainerCreated as i32 => ContainerState::Created,
+                x if x == Cs::ContainerRunning as i32 => ContainerState::Running,
+                x if x == Cs::ContainerExited as i32 => ContainerState::Exited,
+                _ => ContainerState::Unknown,
+            };
+            let facts = self.container_facts(&c.id, state).await;
+            observed.containers.push(ObservedContainer {
+                sandbox_id: c.pod_sandbox_id,
+                attempt: c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+                labels: c.labels,
+                annotations: c.annotations,
+                state,
+                image: if facts.image.is_empty() {
+                    c.image.map(|i| i.image).unwrap_or_default()
+                } else {
+                    facts.image.clone()
+                },
+                exit_code: facts.exit_code,
+                reason: facts.reason.clone(),
+                started_at: facts.started_at.map(|t| to_instant(t, now, now_wall)),
+                finished_at: facts.finished_at.map(|t| to_instant(t, now, now_wall)),
+                id: c.id,
+            });
+        }
+        Ok(observed)
+    }
+
+    async fn sandbox_ip(&self, id: &str) -> Option<String> {
+        if let Some(ip) = self.sandbox_ips.borrow().get(id) {
+            return ip.clone();
+        }
+        let st = self.cri.pod_sandbox_status(id, false).await.ok()?.status?;
+        let ip = st.network.map(|n| n.ip).filter(|ip| !ip.is_empty());
+        self.sandbox_ips
+            .borrow_mut()
+            .insert(id.to_string(), ip.clone());
+        ip
+    }
+
+    /// Start/finish times and exit code: asked once per container state, then cached.
+    async fn container_facts(&self, id: &str, state: ContainerState) -> ContainerFacts {
+        if let Some(f) = self.container_facts.borrow().get(id) {
+            let running_known = state == ContainerState::Running && f.started_at.is_some();
+            if f.complete || running_known {
+                return f.clone();
+            }
+        }
+        let Ok(resp) = self.cri.container_status(id, false).await else {
+            return ContainerFacts::default();
+        };
+        let Some(st) = resp.status else {
+            return ContainerFacts::default();
+        };
+        let exited = state == ContainerState::Exited;
+        let f = ContainerFacts {
+            started_at: wall(st.started_at),
+            finished_at: if exited { wall(st.finished_at) } else { None },
+            exit_code: exited.then_some(st.exit_code),
+            reason: (exited && !st.reason.is_empty()).then(|| st.reason.clone()),
+            image: st.image.map(|i| i.image).unwrap_or_default(),
+            complete: exited,
+        };
+        self.container_facts
+            .borrow_mut()
+            .insert(id.to_string(), f.clone());
+        f
+    }
+
+    fn sandbox_config(&self, e: &PodEntry, attempt: u32) -> PodSandboxConfig {
+        spec::sandbox_config(
+            &e.pod,
+            attempt,
+            &self.host,
+            labels::sandbox_labels(&e.desired),
+            labels::sandbox_annotations(&e.desired),
+        )
+    }
+
+    /// Executes one action and returns its result for the engine.
+    pub async fn run(&self, action: &Action) -> ActionResult {
+        let uid = &action.pod.uid;
+        let failed = |message: String| ActionResult::Failed { message };
+        match &action.kind {
+            ActionKind::PullImage { image, .. } => {
+                let req = PullImageRequest {
+                    image: Some(ImageSpec {
+                        image: image.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                match self.cri.pull_image(&req).await {
+                    Ok(_) => ActionResult::Done,
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            ActionKind::RunSandbox { attempt, .. } => {
+                let Some(e) = self.entry(uid) else {
+                    return failed(format!("pod {} is no longer desired", action.pod.uid));
+                };
+                if let Err(err) = self
+                    .volumes
+                    .prepare(&e.pod, &self.host, "", self.data.as_ref())
+                {
+                    return failed(err.to_string());
+                }
+                let config = self.sandbox_config(&e, *attempt);
+                if let Err(err) = std::fs::create_dir_all(&config.log_directory) {
+                    return failed(format!("create log dir {}: {err}", config.log_directory));
+                }
+                let req = RunPodSandboxRequest {
+                    config: Some(config),
+                    runtime_handler: String::new(),
+                };
+                match self.cri.run_pod_sandbox(&req).await {
+                    Ok(r) => {
+                        let ip = self.sandbox_ip(&r.pod_sandbox_id).await;
+                        if let Some(ip) = &ip {
+                            self.pod_ips.borrow_mut().insert(uid.clone(), ip.clone());
+                        }
+                        ActionResult::SandboxCreated {
+                            sandbox_id: r.pod_sandbox_id,
+                            pod_ip: ip,
+                        }
+                    }
+                    Err(err) => failed(err.to_string()),
+                }
+            }
+            ActionKind::CreateContainer {
+                sandbox_id,
+                container,
+                init,
+                attempt,
+                ..
+            } => match self
+                .create_container(uid, sandbox_id, container, *init, *attempt)
+                .await
+            {
+                Ok(id) => ActionResult::ContainerCreated { container_id: id },
+                Err(m) => failed(m),
+            },
+            ActionKind::StartContainer { container_id, .. } => {
+                match self.cri.start_container(container_id).await {
+                    Ok(_) => ActionResult::Done,
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            ActionKind::StopContainer {
+                container_id,
+                grace,
+                ..
+            } => {
+                let secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+                match self.cri.stop_container(container_id, secs).await {
+                    Ok(_) => ActionResult::Done,
+                    Err(e) if e.is_not_found() => ActionResult::Done,
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            ActionKind::RemoveContainer { container_id } => {
+                match self.cri.remove_container(container_id).await {
+                    Ok(_) => ActionResult::Done,
+                    Err(e) if e.is_not_found() => ActionResult::Done,
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            ActionKind::StopSandbox { sandbox_id } => {
+                match self.cri.stop_pod_sandbox(sandbox_id).await {
+                    Ok(_) => ActionResult::Done,
+                    Err(e) if e.is_not_found() => ActionResult::Done,
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            ActionKind::RemoveSandbox { sandbox_id } => {
+                match self.cri.remove_pod_sandbox(sandbox_id).await {
+                    Ok(_) => {
+                        self.after_sandbox_removed(uid);
+                        ActionResult::Done
+                    }
+                    Err(e) if e.is_not_found() => {
+                        self.after_sandbox_removed(uid);
+                        ActionResult::Done
+                    }
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            ActionKind::RunProbe {
+                container_id,
+                handler,
+                timeout,
+                pod_ip,
+                ..
+            } => {
+                self.probe(uid, container_id, handler, *timeout, pod_ip.as_deref())
+                    .await
+            }
+        }
+    }
+
+    /// Once a pod that is no longer desired lost its last sandbox, its host state goes too:
+    /// volumes (unmounting tmpfs), logs and its cgroup directories.
+    fn after_sandbox_removed(&self, uid: &str) {
+        if self.pods.borrow().contains_key(uid) {
+            return;
+        }
+        self.pod_ips.borrow_mut().remove(uid);
+        if let Err(e) = self.volumes.cleanup(uid) {
+            log::warn!("{e}");
+        }
+        remove_pod_logs(&self.host.pod_logs_root, uid);
+        remove_pod_cgroups(&self.host.cgroup_root, uid);
+    }
+
+    async fn create_container(
+        &self,
+        uid: &str,
+        sandbox_id: &str,
+        name: &str,
+        init: bool,
+        attempt: u32,
+    ) -> Result<String, String> {
+        let e = self
+            .entry(uid)
+            .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
+        let list = if init {
+            &e.pod.spec.init_containers
+        } else {
+            &e.pod.spec.containers
+        };
+        let c = list
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("pod {}: no container {name:?}", e.pod.key()))?;
+        let dc = e
+            .desired
+            .init_containers
+            .iter()
+            .chain(e.desired.containers.iter())
+            .find(|d| d.name == name)
+            .ok_or_else(|| format!("pod {}: container {name:?} not in the model", e.pod.key()))?;
+        let pod_ip = self.pod_ips.borrow().get(uid).cloned().unwrap_or_default();
+        let volumes = self
+            .volumes
+            .prepare(&e.pod, &self.host, &pod_ip, self.data.as_ref())
+            .map_err(|e| e.to_string())?;
+        let data = self.data.clone();
+        let ns = e.pod.metadata.namespace.clone();
+        let lookup = move |kind: &str, obj: &str, key: &str| -> Option<String> {
+            let map = match kind {
+                "configmap" => data.config_map(&ns, obj)?,
+                _ => data.secret(&ns, obj)?,
+            };
+            map.get(key).and_then(|v| String::from_utf8(v.clone()).ok())
+        };
+        let env = spec::container_env(&e.pod, c, &self.host, &pod_ip, &lookup)
+            .map_err(|e| e.to_string())?;
+        let resources = spec::container_resources(&e.pod, c, self.memory_capacity)
+            .map_err(|e| e.to_string())?;
+        let config = spec::container_config(
+            &e.pod,
+            c,
+            attempt,
+            env,
+            &volumes,
+            resources,
+            labels::container_labels(&e.desired, dc),
+            labels::container_annotations(&e.desired, attempt),
+        )
+        .map_err(|e| e.to_string())?;
+        let sandbox_config = self.sandbox_config(&e, 0);
+        let log_dir = PathBuf::from(&sandbox_config.log_directory).join(name);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|err| format!("create log dir {}: {err}", log_dir.display()))?;
+        let req = CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        self.cri
+            .create_container(&req)
+            .await
+            .map(|r| r.container_id)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn probe(
+        &self,
+        uid: &str,
+        container_id: &str,
+        handler: &ProbeHandler,
+        timeout: Duration,
+        pod_ip: Option<&str>,
+    ) -> ActionResult {
+        let host_network = self
+            .entry(uid)
+            .map(|e| e.desired.host_network)
+            .unwrap_or(false);
+        let target = |h: &str| -> String {
+            if !h.is_empty() {
+                h.to_string()
+            } else if host_network {
+                "127.0.0.1".to_string()
+            } else {
+                pod_ip.unwrap_or("127.0.0.1").to_string()
+            }
+        };
+        let outcome = match handler {
+            ProbeHandler::Exec { command } => {
+                let cmd: Vec<&str> = command.iter().map(String::as_str).collect();
+                let secs = i64::try_from(timeout.as_secs().max(1)).unwrap_or(1);
+                match self.cri.exec_sync(container_id, &cmd, secs).await {
+                    Ok(r) if r.exit_code == 0 => ProbeOutcome::Success,
+                    Ok(r) => ProbeOutcome::Failure(format!(
+                        "command {command:?} exited with {}: {}",
+                        r.exit_code,
+                        String::from_utf8_lossy(&r.stdout[..r.stdout.len().min(256)]).trim()
+                    )),
+                    Err(e) => ProbeOutcome::Failure(e.to_string()),
+                }
+            }
+            ProbeHandler::HttpGet {
+                host,
+                port,
+                path,
+                scheme,
+                headers,
+            } => {
+                if *scheme == HttpScheme::Https {
+                    ProbeOutcome::Failure("HTTPS probes are not supported by tinylet".into())
+                } else {
+                    let p = HttpProbe {
+                        host: target(host),
+                        port: *port,
+                        path: path.clone(),
+                        headers: headers.clone(),
+                    };
+                    probe::http_get(&p, timeout).await
+                }
+            }
+            ProbeHandler::TcpSocket { host, port } => {
+                probe::tcp(&target(host), *port, timeout).await
+            }
+        };
+        match outcome {
+            ProbeOutcome::Success => ActionResult::ProbeSucceeded,
+            ProbeOutcome::Failure(message) => ActionResult::ProbeFailed { message },
+        }
+    }
+}
+
+fn remove_pod_logs(root: &str, uid: &str) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(&format!("_{uid}")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Removes the pod's (empty) cgroupfs directories in every controller hierarchy.
+fn remove_pod_cgroups(root: &str, uid: &str) {
+    let root = if root.is_empty() { "/kubepods" } else { root };
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for ctl in rd.flatten() {
+        let base = ctl.path().join(root.trim_start_matches('/'));
+        for qos in ["", "burstable/", "besteffort/"] {
+            let _ = std::fs::remove_dir(base.join(format!("{qos}pod{uid}")));
+        }
+        // The QoS levels and the root exist only for pods: rmdir fails while any pod remains.
+        for dir in ["burstable", "besteffort", ""] {
+            let _ = std::fs::remove_dir(base.join(dir));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_converts_to_monotonic() {
+        let now = Instant::now();
+        let now_wall = SystemTime::now();
+        let ten_ago = now_wall - Duration::from_secs(10);
+        let i = to_instant(ten_ago, now, now_wall);
+        assert_eq!(now.duration_since(i), Duration::from_secs(10));
+        let ahead = to_instant(now_wall + Duration::from_secs(2), now, now_wall);
+        assert_eq!(ahead.duration_since(now), Duration::from_secs(2));
+        assert_eq!(wall(0), None);
+        assert!(wall(-5).is_none());
+    }
+}
