@@ -111,6 +111,11 @@ fn valid_data_dir_loads_every_pod() {
             "kube-system/etcd-edge-1"
         ]
     );
+    let gw = pods
+        .iter()
+        .find(|p| p.key() == "default/sensor-gateway-edge-1")
+        .unwrap();
+    assert!(gw.pod.spec.init_containers[1].is_sidecar());
     for p in &pods {
         assert_eq!(p.pod.spec.node_name, NODE);
         assert_eq!(p.uid.len(), 32);

@@ -146,6 +146,11 @@ fn each_rule_names_its_field() {
             "spec.containers[0].volumeMounts[0].name",
         ),
         (
+            "    image: nginx:1.27\n",
+            "    image: nginx:1.27\n    restartPolicy: Always\n",
+            "spec.containers[0].restartPolicy",
+        ),
+        (
             "hostPath: {path: /srv/web}",
             "hostPath: {type: Directory}",
             "spec.volumes[0].hostPath.path",

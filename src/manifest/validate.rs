@@ -120,6 +120,15 @@ fn check_pod(pod: &Pod, node_name: &str) -> Check {
         for (i, c) in containers.iter().enumerate() {
             let at = format!("{list}[{i}]");
             check_container(c, &at, &volume_names)?;
+            if let Some(rp) = c.restart_policy.as_deref() {
+                if list != "spec.initContainers" || rp != "Always" {
+                    return invalid(
+                        format!("{at}.restartPolicy"),
+                        rp,
+                        "only init containers may set a restart policy, and only Always (a sidecar)",
+                    );
+                }
+            }
             if !container_names.insert(c.name.as_str()) {
                 return Err((
                     format!("{at}.name"),
