@@ -67,6 +67,7 @@ fn quiet_watch() -> WatchOptions {
     WatchOptions {
         debounce: Duration::from_millis(100),
         rescan_period: Duration::from_secs(3600),
+        keep_last_good: false,
     }
 }
 
@@ -369,6 +370,7 @@ fn watcher_picks_up_a_directory_created_later_and_recreated() {
     let opts = WatchOptions {
         debounce: Duration::from_millis(50),
         rescan_period: Duration::from_millis(200),
+        keep_last_good: false,
     };
     let mut w = ManifestWatcher::new(&dir, NODE, opts).unwrap();
     let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |_| true).expect("initial set");
@@ -384,4 +386,22 @@ fn watcher_picks_up_a_directory_created_later_and_recreated() {
     std::fs::write(dir.join("b.yaml"), pod("b", "nginx:1")).unwrap();
     let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |s| s.pods.len() == 1).expect("recreated");
     assert_eq!(names(&set), ["b-edge-1"]);
+}
+
+#[test]
+fn watcher_can_keep_the_last_good_pod_of_a_file_that_breaks() {
+    let dir = TempDir::new("watch-keep");
+    dir.write("a.yaml", &pod("a", "nginx:1"));
+    let opts = WatchOptions {
+        keep_last_good: true,
+        ..quiet_watch()
+    };
+    let mut w = ManifestWatcher::new(dir.path(), NODE, opts).unwrap();
+    let (initial, _) = wait_for(&mut w, NOTICE_LIMIT, |_| true).expect("initial set");
+    dir.write("a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a\n");
+    let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |s| !s.errors.is_empty()).expect("breakage seen");
+    assert_eq!(set.pods, initial.pods);
+    dir.write("a.yaml", &pod("a", "nginx:2"));
+    let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |s| s.errors.is_empty()).expect("fix seen");
+    assert_eq!(set.pods[0].pod.spec.containers[0].image, "nginx:2");
 }

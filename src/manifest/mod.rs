@@ -25,7 +25,7 @@ use crate::k8s::pod::Pod;
 use crate::k8s::quantity::QuantityError;
 
 pub use identity::{spec_hash, static_pod_uid, CONFIG_SOURCE_FILE};
-pub use watch::{ManifestWatcher, RescanSchedule, WatchError, WatchOptions};
+pub use watch::{keep_last_good, ManifestWatcher, RescanSchedule, WatchError, WatchOptions};
 
 /// Largest manifest file read; a bigger one is reported instead of filling memory.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
