@@ -213,16 +213,20 @@ impl ManifestWatcher {
                 }
                 continue;
             }
-            let deadline = self.schedule.deadline().unwrap_or(now);
+            // No deadline only when the period is too large to represent: wait for events alone.
+            let timer = || match self.schedule.deadline() {
+                Some(d) => smol::Timer::at(d),
+                None => smol::Timer::never(),
+            };
             let readable = async {
                 // A reactor error would spin; fall back to the deadline instead.
                 if self.inotify.readable().await.is_err() {
-                    smol::Timer::at(deadline).await;
+                    timer().await;
                 }
                 true
             };
             let timed_out = async {
-                smol::Timer::at(deadline).await;
+                timer().await;
                 false
             };
             if smol::future::or(readable, timed_out).await {
@@ -321,10 +325,25 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RescanSchedule::new(opts());
         assert!(s.is_due(t0));
+        assert_eq!(s.deadline(), None);
         s.scanned(t0);
         assert!(!s.is_due(t0 + Duration::from_secs(19)));
         assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(20)));
         assert!(s.is_due(t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn an_unrepresentable_period_means_no_periodic_rescan() {
+        let t0 = Instant::now();
+        let mut s = RescanSchedule::new(WatchOptions {
+            rescan_period: Duration::MAX,
+            ..opts()
+        });
+        s.scanned(t0);
+        assert_eq!(s.deadline(), None);
+        assert!(!s.is_due(t0 + Duration::from_secs(3600)));
+        s.on_change(t0);
+        assert_eq!(s.deadline(), Some(t0 + Duration::from_millis(100)));
     }
 
     #[test]
