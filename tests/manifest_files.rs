@@ -132,6 +132,7 @@ fn each_invalid_file_gets_one_error_naming_file_and_field_and_the_rest_load() {
         ),
         ("bad-restart-policy.yaml", Some("spec.restartPolicy")),
         ("broken-syntax.json", None),
+        ("configmap-volume.yaml", Some("spec.volumes[0].configMap")),
         ("broken-syntax.yaml", None),
         ("deployment.yaml", None),
         ("duplicate-containers.yaml", Some("spec.containers[1].name")),
