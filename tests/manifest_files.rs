@@ -67,6 +67,7 @@ fn quiet_watch() -> WatchOptions {
     WatchOptions {
         debounce: Duration::from_millis(100),
         rescan_period: Duration::from_secs(3600),
+        keep_last_good: false,
     }
 }
 
@@ -111,6 +112,11 @@ fn valid_data_dir_loads_every_pod() {
             "kube-system/etcd-edge-1"
         ]
     );
+    let gw = pods
+        .iter()
+        .find(|p| p.key() == "default/sensor-gateway-edge-1")
+        .unwrap();
+    assert!(gw.pod.spec.init_containers[1].is_sidecar());
     for p in &pods {
         assert_eq!(p.pod.spec.node_name, NODE);
         assert_eq!(p.uid.len(), 32);
@@ -126,6 +132,7 @@ fn each_invalid_file_gets_one_error_naming_file_and_field_and_the_rest_load() {
         ),
         ("bad-restart-policy.yaml", Some("spec.restartPolicy")),
         ("broken-syntax.json", None),
+        ("configmap-volume.yaml", Some("spec.volumes[0].configMap")),
         ("broken-syntax.yaml", None),
         ("deployment.yaml", None),
         ("duplicate-containers.yaml", Some("spec.containers[1].name")),
@@ -364,6 +371,7 @@ fn watcher_picks_up_a_directory_created_later_and_recreated() {
     let opts = WatchOptions {
         debounce: Duration::from_millis(50),
         rescan_period: Duration::from_millis(200),
+        keep_last_good: false,
     };
     let mut w = ManifestWatcher::new(&dir, NODE, opts).unwrap();
     let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |_| true).expect("initial set");
@@ -379,4 +387,22 @@ fn watcher_picks_up_a_directory_created_later_and_recreated() {
     std::fs::write(dir.join("b.yaml"), pod("b", "nginx:1")).unwrap();
     let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |s| s.pods.len() == 1).expect("recreated");
     assert_eq!(names(&set), ["b-edge-1"]);
+}
+
+#[test]
+fn watcher_can_keep_the_last_good_pod_of_a_file_that_breaks() {
+    let dir = TempDir::new("watch-keep");
+    dir.write("a.yaml", &pod("a", "nginx:1"));
+    let opts = WatchOptions {
+        keep_last_good: true,
+        ..quiet_watch()
+    };
+    let mut w = ManifestWatcher::new(dir.path(), NODE, opts).unwrap();
+    let (initial, _) = wait_for(&mut w, NOTICE_LIMIT, |_| true).expect("initial set");
+    dir.write("a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a\n");
+    let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |s| !s.errors.is_empty()).expect("breakage seen");
+    assert_eq!(set.pods, initial.pods);
+    dir.write("a.yaml", &pod("a", "nginx:2"));
+    let (set, _) = wait_for(&mut w, NOTICE_LIMIT, |s| s.errors.is_empty()).expect("fix seen");
+    assert_eq!(set.pods[0].pod.spec.containers[0].image, "nginx:2");
 }

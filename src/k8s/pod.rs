@@ -279,6 +279,9 @@ pub struct Container {
     pub termination_message_policy: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// Only on init containers: `Always` makes it a sidecar that keeps running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
     #[serde(skip_serializing_if = "is_false")]
@@ -336,6 +339,11 @@ impl Container {
             None if !has_digest => ImagePullPolicy::Always,
             _ => ImagePullPolicy::IfNotPresent,
         }
+    }
+
+    /// Whether this (init) container is a sidecar: started in order, then kept running.
+    pub fn is_sidecar(&self) -> bool {
+        self.restart_policy.as_deref() == Some("Always")
     }
 
     /// The probes that are set, with their names, in the order the kubelet evaluates them.
@@ -1033,7 +1041,8 @@ mod tests {
           "uid": "5d1e2f3a-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]
       },
       "spec": {
-        "initContainers": [{"name": "migrate", "image": "registry.local:5000/shop/migrate:1.4",
+        "initContainers": [{"name": "proxy", "image": "envoy:1.31", "restartPolicy": "Always"},
+          {"name": "migrate", "image": "registry.local:5000/shop/migrate:1.4",
           "command": ["/bin/migrate"], "args": ["--to", "latest"],
           "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}}],
         "containers": [{
@@ -1162,6 +1171,8 @@ mod tests {
         );
         assert_eq!(c.resources.limits["memory"].to_units(), Ok(128 << 20));
         assert_eq!(pod.spec.volumes[0].source_kinds(), vec!["projected"]);
+        assert!(pod.spec.init_containers[0].is_sidecar());
+        assert!(!pod.spec.init_containers[1].is_sidecar());
     }
 
     #[test]

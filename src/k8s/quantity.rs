@@ -40,6 +40,11 @@ impl Quantity {
     pub fn to_units(&self) -> Result<u64, QuantityError> {
         parse_units(&self.0)
     }
+
+    /// Memory or storage in bytes, rounded up (same as [`Quantity::to_units`]).
+    pub fn to_bytes(&self) -> Result<u64, QuantityError> {
+        parse_units(&self.0)
+    }
 }
 
 impl fmt::Display for Quantity {
@@ -375,6 +380,7 @@ mod tests {
         let q: Vec<Quantity> = serde_json::from_str(r#"["100m", 1, 0.5, -2]"#).unwrap();
         assert_eq!(q[0].to_millis(), Ok(100));
         assert_eq!(q[1].to_millis(), Ok(1000));
+        assert_eq!(q[1].to_bytes(), Ok(1));
         assert_eq!(q[2].to_millis(), Ok(500));
         assert!(q[3].to_millis().is_err());
         assert_eq!(serde_json::to_string(&q[0]).unwrap(), r#""100m""#);

@@ -25,7 +25,7 @@ use crate::k8s::pod::Pod;
 use crate::k8s::quantity::QuantityError;
 
 pub use identity::{spec_hash, static_pod_uid, CONFIG_SOURCE_FILE};
-pub use watch::{ManifestWatcher, RescanSchedule, WatchError, WatchOptions};
+pub use watch::{keep_last_good, ManifestWatcher, RescanSchedule, WatchError, WatchOptions};
 
 /// Largest manifest file read; a bigger one is reported instead of filling memory.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
@@ -251,7 +251,7 @@ pub fn parse_manifest(
     }
     let mut pod: Pod = match serde_json::from_value(value.clone()) {
         Ok(p) => p,
-        Err(e) => return Err(type_error(file, format, bytes, &e)),
+        Err(e) => return Err(type_error(file, bytes, &e)),
     };
     validate::validate_pod(&pod, file, node_name)?;
     let uid = identity::static_pod_uid(&value, CONFIG_SOURCE_FILE, node_name);
@@ -269,7 +269,7 @@ pub fn parse_manifest(
 ///
 /// serde_json does not track where in a value an error happened; serde_yaml_ng does, and a JSON
 /// document is YAML, so the bytes are decoded once more that way only to recover the path.
-fn type_error(file: &Path, _format: Format, bytes: &[u8], e: &serde_json::Error) -> ManifestError {
+fn type_error(file: &Path, bytes: &[u8], e: &serde_json::Error) -> ManifestError {
     let (field, message) = match serde_yaml_ng::from_slice::<Pod>(bytes) {
         Err(ye) => {
             let text = ye.to_string();

@@ -146,12 +146,44 @@ fn each_rule_names_its_field() {
             "spec.containers[0].volumeMounts[0].name",
         ),
         (
+            "    image: nginx:1.27\n",
+            "    image: nginx:1.27\n    restartPolicy: Always\n",
+            "spec.containers[0].restartPolicy",
+        ),
+        (
             "hostPath: {path: /srv/web}",
             "hostPath: {type: Directory}",
             "spec.volumes[0].hostPath.path",
         ),
     ];
-    for (from, to, field) in cases {
+    let api_refs: &[(&str, &str, &str)] = &[
+        (
+            "hostPath: {path: /srv/web}",
+            "configMap: {name: web}",
+            "spec.volumes[0].configMap",
+        ),
+        (
+            "hostPath: {path: /srv/web}",
+            "secret: {secretName: web}",
+            "spec.volumes[0].secret",
+        ),
+        (
+            "hostPath: {path: /srv/web}",
+            "projected: {sources: [{downwardAPI: {items: []}}, {serviceAccountToken: {path: token}}]}",
+            "spec.volumes[0].projected.sources[1].serviceAccountToken",
+        ),
+        (
+            "    livenessProbe:",
+            "    env: [{name: A, value: b}, {name: B, valueFrom: {secretKeyRef: {name: s, key: k}}}]\n    livenessProbe:",
+            "spec.containers[0].env[1].valueFrom.secretKeyRef",
+        ),
+        (
+            "    livenessProbe:",
+            "    envFrom: [{configMapRef: {name: c}}]\n    livenessProbe:",
+            "spec.containers[0].envFrom",
+        ),
+    ];
+    for (from, to, field) in cases.iter().chain(api_refs) {
         assert!(GOOD_YAML.contains(from), "{from}");
         let (f, kind) = field_of(&GOOD_YAML.replacen(from, to, 1));
         assert_eq!(f.as_deref(), Some(*field), "{to}: {kind:?}");

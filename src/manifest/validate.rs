@@ -2,12 +2,13 @@
 //! with the dotted path of the field to blame.
 //!
 //! Only what would make the pod unrunnable or ambiguous is checked here; the API server's full
-//! validation is not repeated.
+//! validation is not repeated. That includes references to API objects (ConfigMaps, Secrets,
+//! ServiceAccount tokens, PVCs), which a static pod can never obtain.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::k8s::pod::{Container, ImagePullPolicy, Pod, Probe};
+use crate::k8s::pod::{Container, ImagePullPolicy, Pod, Probe, Volume};
 use crate::k8s::quantity::{self, ParsedQuantity};
 
 use super::identity::static_pod_name;
@@ -91,6 +92,7 @@ fn check_pod(pod: &Pod, node_name: &str) -> Check {
                 &format!("more than one volume source: {}", kinds.join(", ")),
             );
         }
+        check_volume_refs(v, &at)?;
         if let Some(hp) = &v.host_path {
             if hp.path.is_empty() {
                 return missing(format!("{at}.hostPath.path"));
@@ -120,6 +122,15 @@ fn check_pod(pod: &Pod, node_name: &str) -> Check {
         for (i, c) in containers.iter().enumerate() {
             let at = format!("{list}[{i}]");
             check_container(c, &at, &volume_names)?;
+            if let Some(rp) = c.restart_policy.as_deref() {
+                if list != "spec.initContainers" || rp != "Always" {
+                    return invalid(
+                        format!("{at}.restartPolicy"),
+                        rp,
+                        "only init containers may set a restart policy, and only Always (a sidecar)",
+                    );
+                }
+            }
             if !container_names.insert(c.name.as_str()) {
                 return Err((
                     format!("{at}.name"),
@@ -205,6 +216,20 @@ fn check_container(c: &Container, at: &str, volumes: &BTreeSet<&str>) -> Check {
             );
         }
     }
+    for (j, e) in c.env.iter().enumerate() {
+        if let Some(from) = &e.value_from {
+            let at = format!("{at}.env[{j}].valueFrom");
+            if from.config_map_key_ref.is_some() {
+                return api_object_ref(format!("{at}.configMapKeyRef"));
+            }
+            if from.secret_key_ref.is_some() {
+                return api_object_ref(format!("{at}.secretKeyRef"));
+            }
+        }
+    }
+    if !c.env_from.is_empty() {
+        return api_object_ref(format!("{at}.envFrom"));
+    }
     for (j, m) in c.volume_mounts.iter().enumerate() {
         let mat = format!("{at}.volumeMounts[{j}]");
         if m.name.is_empty() {
@@ -235,6 +260,42 @@ fn check_container(c: &Container, at: &str, volumes: &BTreeSet<&str>) -> Check {
                         "a lifecycle hook needs exactly one handler (exec, httpGet, tcpSocket or sleep)",
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a static pod may not name API objects: the API server lets a node read only the objects
+/// of pods it was scheduled, and refuses a mirror pod that references any, so such a pod could
+/// never start (the kubelet leaves it stuck in ContainerCreating).
+const NO_API_OBJECTS: &str = "static pods cannot reference ConfigMaps, Secrets, ServiceAccount tokens or PersistentVolumeClaims (the API server never lets the node read them for a static pod); use a hostPath instead";
+
+fn api_object_ref(field: String) -> Check {
+    invalid(field, "", NO_API_OBJECTS)
+}
+
+fn check_volume_refs(v: &Volume, at: &str) -> Check {
+    if v.config_map.is_some() {
+        return api_object_ref(format!("{at}.configMap"));
+    }
+    if v.secret.is_some() {
+        return api_object_ref(format!("{at}.secret"));
+    }
+    if v.persistent_volume_claim.is_some() {
+        return api_object_ref(format!("{at}.persistentVolumeClaim"));
+    }
+    if let Some(p) = &v.projected {
+        for (k, src) in p.sources.iter().enumerate() {
+            let sat = format!("{at}.projected.sources[{k}]");
+            if src.config_map.is_some() {
+                return api_object_ref(format!("{sat}.configMap"));
+            }
+            if src.secret.is_some() {
+                return api_object_ref(format!("{sat}.secret"));
+            }
+            if src.service_account_token.is_some() {
+                return api_object_ref(format!("{sat}.serviceAccountToken"));
             }
         }
     }

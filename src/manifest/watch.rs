@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::{scan_dir, Format, ManifestSet};
+use super::{scan_dir, Format, ManifestErrorKind, ManifestSet};
 
 /// Timing of the watcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Rescan period when nothing is signalled (20 s, the kubelet's fileCheckFrequency).
     pub rescan_period: Duration,
+    /// When a file that loaded before stops loading (half-written, typo), keep handing out its
+    /// last good pod, with the error, instead of dropping it. Off by default, as in the kubelet.
+    pub keep_last_good: bool,
 }
 
 impl Default for WatchOptions {
@@ -30,6 +33,7 @@ impl Default for WatchOptions {
         WatchOptions {
             debounce: Duration::from_millis(100),
             rescan_period: Duration::from_secs(20),
+            keep_last_good: false,
         }
     }
 }
@@ -90,6 +94,30 @@ impl RescanSchedule {
     }
 }
 
+/// Carries over from `previous` the pod of every file that now fails to load, unless that
+/// pod is defined by another file now or the failure is a duplicate name.
+pub fn keep_last_good(previous: &ManifestSet, mut current: ManifestSet) -> ManifestSet {
+    let mut carried = Vec::new();
+    for e in &current.errors {
+        if matches!(e.kind, ManifestErrorKind::DuplicatePod { .. }) {
+            continue;
+        }
+        let Some(old) = previous.pods.iter().find(|p| p.file == e.file) else {
+            continue;
+        };
+        if !current.pods.iter().any(|p| p.key() == old.key()) {
+            carried.push(old.clone());
+        }
+    }
+    if !carried.is_empty() {
+        current.pods.extend(carried);
+        current
+            .pods
+            .sort_by(|a, b| a.file.file_name().cmp(&b.file.file_name()));
+    }
+    current
+}
+
 /// Whether an inotify event for `name` in the manifest directory can change the desired set.
 pub fn is_relevant_name(name: &OsStr) -> bool {
     Format::from_path(Path::new(name)).is_some()
@@ -130,6 +158,7 @@ const WATCH_MASK: AddWatchFlags = AddWatchFlags::IN_CREATE
 pub struct ManifestWatcher {
     dir: PathBuf,
     node_name: String,
+    options: WatchOptions,
     schedule: RescanSchedule,
     inotify: smol::Async<Inotify>,
     watch: Option<WatchDescriptor>,
@@ -150,6 +179,7 @@ impl ManifestWatcher {
         Ok(ManifestWatcher {
             dir: dir.into(),
             node_name: node_name.into(),
+            options,
             schedule: RescanSchedule::new(options),
             inotify,
             watch: None,
@@ -168,30 +198,35 @@ impl ManifestWatcher {
     }
 
     /// Waits until the desired set differs from the last one returned (the first call returns
-    /// the initial set at once) and returns it.
+    /// the initial set at once) and returns it. Cancel-safe: dropping the future loses no
+    /// change, as pending events stay queued in the kernel and the schedule keeps its state.
     pub async fn next(&mut self) -> ManifestSet {
         loop {
             let now = Instant::now();
             if self.schedule.is_due(now) {
                 self.schedule.scanned(now);
                 self.ensure_watch();
-                let set = scan_dir(&self.dir, &self.node_name);
+                let set = self.scan();
                 if self.last.as_ref() != Some(&set) {
                     self.last = Some(set.clone());
                     return set;
                 }
                 continue;
             }
-            let deadline = self.schedule.deadline().unwrap_or(now);
+            // No deadline only when the period is too large to represent: wait for events alone.
+            let timer = || match self.schedule.deadline() {
+                Some(d) => smol::Timer::at(d),
+                None => smol::Timer::never(),
+            };
             let readable = async {
                 // A reactor error would spin; fall back to the deadline instead.
                 if self.inotify.readable().await.is_err() {
-                    smol::Timer::at(deadline).await;
+                    timer().await;
                 }
                 true
             };
             let timed_out = async {
-                smol::Timer::at(deadline).await;
+                timer().await;
                 false
             };
             if smol::future::or(readable, timed_out).await {
@@ -205,9 +240,17 @@ impl ManifestWatcher {
         let now = Instant::now();
         self.schedule.scanned(now);
         self.ensure_watch();
-        let set = scan_dir(&self.dir, &self.node_name);
+        let set = self.scan();
         self.last = Some(set.clone());
         set
+    }
+
+    fn scan(&self) -> ManifestSet {
+        let set = scan_dir(&self.dir, &self.node_name);
+        match (&self.last, self.options.keep_last_good) {
+            (Some(prev), true) => keep_last_good(prev, set),
+            _ => set,
+        }
     }
 
     fn ensure_watch(&mut self) {
@@ -245,9 +288,12 @@ impl ManifestWatcher {
                         | AddWatchFlags::IN_IGNORED,
                 );
                 if dir_gone {
-                    if let Some(wd) = self.watch.take() {
+                    // Only the current watch counts: a late event of a watch already replaced
+                    // (directory deleted and recreated) must not drop the new one.
+                    if self.watch == Some(ev.wd) {
+                        self.watch = None;
                         if !ev.mask.contains(AddWatchFlags::IN_IGNORED) {
-                            let _ = self.inotify.get_ref().rm_watch(wd);
+                            let _ = self.inotify.get_ref().rm_watch(ev.wd);
                         }
                     }
                     self.schedule.on_change(now);
@@ -263,12 +309,14 @@ impl ManifestWatcher {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{parse_manifest, StaticPod};
     use super::*;
 
     fn opts() -> WatchOptions {
         WatchOptions {
             debounce: Duration::from_millis(100),
             rescan_period: Duration::from_secs(20),
+            keep_last_good: false,
         }
     }
 
@@ -277,10 +325,25 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RescanSchedule::new(opts());
         assert!(s.is_due(t0));
+        assert_eq!(s.deadline(), None);
         s.scanned(t0);
         assert!(!s.is_due(t0 + Duration::from_secs(19)));
         assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(20)));
         assert!(s.is_due(t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn an_unrepresentable_period_means_no_periodic_rescan() {
+        let t0 = Instant::now();
+        let mut s = RescanSchedule::new(WatchOptions {
+            rescan_period: Duration::MAX,
+            ..opts()
+        });
+        s.scanned(t0);
+        assert_eq!(s.deadline(), None);
+        assert!(!s.is_due(t0 + Duration::from_secs(3600)));
+        s.on_change(t0);
+        assert_eq!(s.deadline(), Some(t0 + Duration::from_millis(100)));
     }
 
     #[test]
@@ -301,6 +364,46 @@ mod tests {
             s.deadline(),
             Some(first + Duration::from_millis(100) + Duration::from_secs(20))
         );
+    }
+
+    fn static_pod(file: &str, name: &str, image: &str) -> StaticPod {
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: {image}}}]\n"
+        );
+        parse_manifest(Path::new(file), Format::Yaml, text.as_bytes(), "n").unwrap()
+    }
+
+    #[test]
+    fn keep_last_good_carries_only_pods_of_files_that_now_fail() {
+        let a = static_pod("/m/a.yaml", "a", "x:1");
+        let b = static_pod("/m/b.yaml", "b", "x:1");
+        let previous = ManifestSet {
+            pods: vec![a.clone(), b.clone()],
+            errors: vec![],
+        };
+        let broken_a =
+            parse_manifest(Path::new("/m/a.yaml"), Format::Yaml, b"kind: [", "n").unwrap_err();
+        let current = ManifestSet {
+            pods: vec![b.clone()],
+            errors: vec![broken_a.clone()],
+        };
+        let kept = keep_last_good(&previous, current);
+        assert_eq!(kept.pods, vec![a.clone(), b.clone()]);
+        assert_eq!(kept.errors, vec![broken_a]);
+        // A removed file is not an error: its pod goes.
+        let current = ManifestSet {
+            pods: vec![b.clone()],
+            errors: vec![],
+        };
+        assert_eq!(keep_last_good(&previous, current).pods, vec![b.clone()]);
+        // If another file now defines the same pod, that one wins.
+        let a_moved = static_pod("/m/c.yaml", "a", "x:2");
+        let broken_a = parse_manifest(Path::new("/m/a.yaml"), Format::Yaml, b"{", "n").unwrap_err();
+        let current = ManifestSet {
+            pods: vec![b.clone(), a_moved.clone()],
+            errors: vec![broken_a],
+        };
+        assert_eq!(keep_last_good(&previous, current).pods, vec![b, a_moved]);
     }
 
     #[test]
