@@ -1,19 +1,135 @@
 //! The agent: wires configuration, desired-state sources, the reconcile loop, the runtime and
 //! status together. It owns no logic of its own beyond that wiring.
 
+pub mod kubelet;
 pub mod status;
 
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
 use crate::cli::{RunFlags, StatusFlags};
+use crate::config::{self, FlagOverrides};
+
+/// Why the agent stopped or could not start.
+#[derive(Debug)]
+pub enum AgentError {
+    Config(String),
+    RootDir(String),
+    Store(String),
+    Runtime(String),
+    Manifests(String),
+    Status(String),
+    Signals(String),
+    Interrupted,
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentError::Config(m) => write!(f, "configuration: {m}"),
+            AgentError::RootDir(m) => write!(f, "root dir {m}"),
+            AgentError::Store(m) => write!(f, "flash store: {m}"),
+            AgentError::Runtime(m) => write!(f, "container runtime: {m}"),
+            AgentError::Manifests(m) => write!(f, "static pod manifests: {m}"),
+            AgentError::Status(m) => write!(f, "{m}"),
+            AgentError::Signals(m) => write!(f, "signal handling: {m}"),
+            AgentError::Interrupted => write!(f, "interrupted before the runtime answered"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+fn overrides(f: &RunFlags) -> FlagOverrides {
+    let path = |s: &Option<String>| s.as_ref().map(PathBuf::from);
+    FlagOverrides {
+        root_dir: path(&f.root_dir),
+        pod_manifest_path: path(&f.pod_manifest_path),
+        container_runtime_endpoint: f.container_runtime_endpoint.clone(),
+        kubeconfig: path(&f.kubeconfig),
+        bootstrap_kubeconfig: path(&f.bootstrap_kubeconfig),
+        hostname_override: f.hostname_override.clone(),
+        node_ip: f.node_ip.clone(),
+        config: path(&f.config),
+        board: f.board.clone(),
+        verbosity: f.verbosity,
+        cert_dir: path(&f.cert_dir),
+        node_labels: f.node_labels.clone(),
+        register_with_taints: f.register_with_taints.clone(),
+        offline_autonomy: f.offline_autonomy,
+        proxy_mode: f.proxy_mode.clone(),
+        proxy_manifest_path: path(&f.proxy_manifest_path),
+        status_socket: path(&f.status_socket),
+    }
+}
+
+/// The status socket when none is configured: inside the root dir, reachable by root only.
+fn default_status_socket(root_dir: &std::path::Path) -> PathBuf {
+    root_dir.join("tinylet.sock")
+}
 
 /// `tinylet run`.
 pub fn run_main(flags: RunFlags) -> i32 {
+    let started = Instant::now();
+    kubelet::block_signals();
     crate::logging::init(flags.verbosity.unwrap_or(0));
-    log::error!("tinylet run: not wired yet");
-    1
+    let resolved = match config::resolve(&overrides(&flags)) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    let mut cfg = resolved.config;
+    crate::logging::init(cfg.verbosity);
+    if cfg.status_socket.is_none() {
+        cfg.status_socket = Some(default_status_socket(&cfg.root_dir));
+    }
+    log::info!("{} starting, board {}", crate::version_line(), cfg.board);
+    let ex = Rc::new(smol::LocalExecutor::new());
+    let opts = kubelet::RunOptions { once: flags.once };
+    let socket = cfg.status_socket.clone();
+    let result = smol::block_on(ex.run(kubelet::run(cfg, started, ex.clone(), opts)));
+    if let Some(p) = socket {
+        let _ = std::fs::remove_file(p);
+    }
+    match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
 }
 
 /// `tinylet status`.
-pub fn status_main(_flags: StatusFlags) -> i32 {
-    eprintln!("tinylet status: no agent status socket yet");
-    1
+pub fn status_main(flags: StatusFlags) -> i32 {
+    let socket = match (&flags.status_socket, &flags.root_dir) {
+        (Some(s), _) => PathBuf::from(s),
+        (None, Some(r)) => default_status_socket(std::path::Path::new(r)),
+        (None, None) => default_status_socket(std::path::Path::new("/var/lib/tinylet")),
+    };
+    let doc = match status::fetch(&socket) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tinylet status: {e}");
+            return 1;
+        }
+    };
+    if flags.json {
+        println!("{}", doc.trim());
+        return 0;
+    }
+    match serde_json::from_str::<serde_json::Value>(&doc) {
+        Ok(v) => {
+            print!("{}", status::render_table(&v));
+            0
+        }
+        Err(e) => {
+            eprintln!("tinylet status: the agent answered something that is not JSON: {e}");
+            1
+        }
+    }
 }

@@ -126,3 +126,125 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Renders a status document as the table `tinylet status` prints: one line per pod, one
+/// indented line per container, then manifest errors.
+pub fn render_table(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let s = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {}  up {}s  boot {}",
+        s(v, "node"),
+        v.get("uptimeSecs").and_then(|x| x.as_u64()).unwrap_or(0),
+        if v.get("booted").and_then(|x| x.as_bool()).unwrap_or(false) {
+            "complete"
+        } else {
+            "in progress"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:<10} {:<6} {:<9} {:<14} MESSAGE",
+        "POD", "PHASE", "READY", "RESTARTS", "SPEC"
+    );
+    let empty = Vec::new();
+    for p in v.get("pods").and_then(|x| x.as_array()).unwrap_or(&empty) {
+        let containers = p
+            .get("containers")
+            .and_then(|x| x.as_array())
+            .unwrap_or(&empty);
+        let inits = p
+            .get("initContainers")
+            .and_then(|x| x.as_array())
+            .unwrap_or(&empty);
+        let ready = containers
+            .iter()
+            .filter(|c| c.get("ready").and_then(|x| x.as_bool()) == Some(true))
+            .count();
+        let restarts: u64 = containers
+            .iter()
+            .chain(inits)
+            .filter_map(|c| c.get("restartCount").and_then(|x| x.as_u64()))
+            .sum();
+        let phase = p
+            .get("phase")
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .unwrap_or_default();
+        let hash: String = s(p, "specHash").chars().take(12).collect();
+        let _ = writeln!(
+            out,
+            "{:<44} {:<10} {:<6} {:<9} {:<14} {}",
+            format!("{}/{}", s(p, "namespace"), s(p, "name")),
+            phase,
+            format!("{ready}/{}", containers.len()),
+            restarts,
+            hash,
+            s(p, "message")
+        );
+        for (kind, c) in inits
+            .iter()
+            .map(|c| ("init", c))
+            .chain(containers.iter().map(|c| ("", c)))
+        {
+            let state = c.get("state").cloned().unwrap_or_default();
+            let state_text = match state.as_object().and_then(|o| o.iter().next()) {
+                Some((k, d)) => {
+                    let detail = d
+                        .get("reason")
+                        .and_then(|x| x.as_str())
+                        .map(String::from)
+                        .or_else(|| {
+                            d.get("runningForSecs")
+                                .and_then(|x| x.as_u64())
+                                .map(|n| format!("{n}s"))
+                        });
+                    match detail {
+                        Some(dt) => format!("{k}({dt})"),
+                        None => k.clone(),
+                    }
+                }
+                None => "unknown".into(),
+            };
+            let backoff = c
+                .get("backoff")
+                .and_then(|b| b.get("remainingSecs"))
+                .and_then(|x| x.as_u64())
+                .map(|n| format!(" back-off {n}s"))
+                .unwrap_or_default();
+            let err = c
+                .get("lastError")
+                .and_then(|x| x.as_str())
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<42} {:<24} ready={} restarts={}{backoff}{err}",
+                format!(
+                    "{}{}",
+                    if kind.is_empty() { "" } else { "init:" },
+                    s(c, "name")
+                ),
+                state_text,
+                c.get("ready").and_then(|x| x.as_bool()).unwrap_or(false),
+                c.get("restartCount").and_then(|x| x.as_u64()).unwrap_or(0),
+            );
+        }
+    }
+    for e in v
+        .get("manifestErrors")
+        .and_then(|x| x.as_array())
+        .unwrap_or(&empty)
+    {
+        let _ = writeln!(out, "manifest error: {}", e.as_str().unwrap_or(""));
+    }
+    if let Some(m) = v.get("podErrors").and_then(|x| x.as_object()) {
+        for (k, e) in m {
+            let _ = writeln!(out, "pod error: {k}: {}", e.as_str().unwrap_or(""));
+        }
+    }
+    out
+}

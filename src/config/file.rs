@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub api_version: Option<String>,
     pub kind: Option<String>,
     pub static_pod_path: Option<String>,
+    pub pod_logs_dir: Option<String>,
     pub sync_frequency: Option<String>,
     pub file_check_frequency: Option<String>,
     pub address: Option<String>,
@@ -284,6 +285,9 @@ pub(super) fn apply(
     warnings.extend(unknown_fields(source, raw));
     if let Some(p) = &raw.static_pod_path {
         cfg.static_pod_path = path(p);
+    }
+    if let Some(p) = raw.pod_logs_dir.as_deref().and_then(path) {
+        cfg.pod_logs_dir = p;
     }
     duration(
         source,

@@ -90,6 +90,8 @@ pub struct AgentConfig {
     pub root_dir: PathBuf,
     /// Static pod manifest directory; `None` disables static pods.
     pub static_pod_path: Option<PathBuf>,
+    /// Where container logs go (`podLogsDir`); edge boards keep them off flash, on tmpfs.
+    pub pod_logs_dir: PathBuf,
     pub sync_frequency: Duration,
     /// How often the static pod directory is rescanned as a backstop to inotify.
     pub file_check_frequency: Duration,
@@ -161,6 +163,7 @@ impl Default for AgentConfig {
             config_file: None,
             root_dir: PathBuf::from("/var/lib/tinylet"),
             static_pod_path: Some(PathBuf::from("/etc/tinylet/manifests")),
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
             sync_frequency: Duration::from_secs(60),
             file_check_frequency: Duration::from_secs(20),
             address: None,

@@ -69,7 +69,8 @@ stop_pidfile() {
 
 containerd_start() {
     mkdir -p "$BED_RUN/log"
-    containerd --config "$BED_RUN/containerd.toml" >>"$BED_RUN/log/containerd.log" 2>&1 &
+    # setsid: the daemon must not die with the process group of whoever started it.
+    setsid containerd --config "$BED_RUN/containerd.toml" >>"$BED_RUN/log/containerd.log" 2>&1 </dev/null &
     echo $! >"$BED_RUN/containerd.pid"
     local i=0
     until ctr -a "$BED_SOCK" version >/dev/null 2>&1; do

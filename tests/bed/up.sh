@@ -81,7 +81,7 @@ storage:
 http:
   addr: $BED_REGISTRY
 YML
-docker-registry serve "$BED_RUN/registry.yml" >>"$BED_RUN/log/registry.log" 2>&1 &
+setsid docker-registry serve "$BED_RUN/registry.yml" >>"$BED_RUN/log/registry.log" 2>&1 </dev/null &
 echo $! >"$BED_RUN/registry.pid"
 
 containerd_start

@@ -1,0 +1,528 @@
+//! The node agent's main loop for pods: sources of desired pods (the flash store at boot, the
+//! manifest directory) → the reconcile engine → the runtime executor → status.
+//!
+//! One thread runs this loop; runtime calls run as tasks on it and report back over a channel,
+//! so the engine is only ever touched here. The loop sleeps until the engine's next wake-up,
+//! the next relist, a manifest change, an action result, or a signal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use smol::future::FutureExt;
+
+use crate::config::AgentConfig;
+use crate::cri::{CriClient, CriOptions};
+use crate::k8s::pod::Pod;
+use crate::manifest::{ManifestSet, ManifestWatcher, WatchOptions};
+use crate::reconcile::{ActionId, ActionResult, Engine, EngineConfig, PodPhase, PodStatus};
+use crate::runtime::desired::desired_pod;
+use crate::runtime::executor::{Executor, PodEntry};
+use crate::runtime::spec::{parse_resolv_conf, HostFacts};
+use crate::runtime::volumes::NoApiData;
+use crate::store::{RecordKind, Store};
+
+use super::status::StatusCell;
+use super::AgentError;
+
+/// How often the runtime is relisted as a backstop to action results.
+const RELIST_PERIOD: Duration = Duration::from_secs(2);
+/// The relist period while any pod is starting or stopping.
+const FAST_RELIST_PERIOD: Duration = Duration::from_millis(250);
+
+/// A static pod as kept in the flash store: enough to start it at boot without the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredPod {
+    pod: Pod,
+    spec_hash: String,
+    file: String,
+}
+
+enum Wake {
+    Manifests(ManifestSet),
+    Result(ActionId, ActionResult),
+    Tick,
+    Signal,
+}
+
+/// Options of one run that do not come from the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Converge once (all static pods started, or a deadline), print the status and return.
+    pub once: bool,
+}
+
+/// Runs the pod side of the agent until a signal (or, with `once`, until converged).
+pub async fn run(
+    cfg: AgentConfig,
+    started: Instant,
+    ex: Rc<smol::LocalExecutor<'static>>,
+    opts: RunOptions,
+) -> Result<bool, AgentError> {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let node_name = cfg.node_name(&hostname);
+    create_private_dir(&cfg.root_dir)?;
+    let mut store =
+        Store::open(cfg.root_dir.join("store")).map_err(|e| AgentError::Store(e.to_string()))?;
+
+    // Boot from flash: the pods stored last time start before the manifest dir is read.
+    let mut static_pods: BTreeMap<String, StoredPod> = BTreeMap::new();
+    let records = store
+        .list(RecordKind::StaticPod)
+        .map_err(|e| AgentError::Store(e.to_string()))?;
+    for (key, bytes) in records {
+        match serde_json::from_slice::<StoredPod>(&bytes) {
+            Ok(sp) => {
+                static_pods.insert(key, sp);
+            }
+            Err(e) => log::warn!("store record static pod {key}: not a pod ({e}); ignored"),
+        }
+    }
+    log::info!(
+        "node {node_name}: {} static pod(s) from the flash store at {}",
+        static_pods.len(),
+        store.dir().display()
+    );
+
+    let host = host_facts(&cfg, &node_name);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_capacity = crate::node::host::parse_meminfo(&meminfo).0;
+    let cri = CriClient::new(
+        &cfg.container_runtime_endpoint,
+        CriOptions {
+            call_timeout: cfg.runtime_request_timeout,
+            ..CriOptions::default()
+        },
+    )
+    .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let executor = Rc::new(Executor::new(
+        cri.clone(),
+        host,
+        cfg.root_dir.join("pods"),
+        Rc::new(NoApiData),
+        memory_capacity,
+    ));
+
+    let status = StatusCell::default();
+    let _status_task = match &cfg.status_socket {
+        Some(path) => Some(
+            super::status::serve(path, status.clone())
+                .map_err(|e| AgentError::Status(e.to_string()))?,
+        ),
+        None => None,
+    };
+
+    let mut watcher = match &cfg.static_pod_path {
+        Some(dir) => Some(
+            ManifestWatcher::new(
+                dir.clone(),
+                node_name.clone(),
+                WatchOptions {
+                    rescan_period: cfg.file_check_frequency,
+                    ..WatchOptions::default()
+                },
+            )
+            .map_err(|e| AgentError::Manifests(e.to_string()))?,
+        ),
+        None => None,
+    };
+
+    let signals = Signals::new()?;
+    wait_for_runtime(&cri, &cfg.container_runtime_endpoint, &signals).await?;
+
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut manifest_errors: Vec<String> = Vec::new();
+    let mut desired_errors: BTreeMap<String, String> = BTreeMap::new();
+    apply_desired(&mut engine, &executor, &static_pods, &mut desired_errors);
+    let (tx, rx) = smol::channel::unbounded::<(ActionId, ActionResult)>();
+    let mut next_relist = Instant::now();
+    let mut last_relist = Instant::now();
+    let mut boot_logged = false;
+    let once_deadline = started + Duration::from_secs(300);
+
+    loop {
+        let now = Instant::now();
+        if now >= next_relist {
+            let taken_at = Instant::now();
+            match executor.relist().await {
+                Ok(obs) => engine.observe(obs, taken_at),
+                Err(e) => log::warn!("relist: {e}"),
+            }
+            last_relist = Instant::now();
+            next_relist = last_relist + RELIST_PERIOD;
+        }
+        let now = Instant::now();
+        for action in engine.poll(now) {
+            log::debug!(
+                "pod {}/{}: {} {:?}",
+                action.pod.namespace,
+                action.pod.name,
+                action.kind.name(),
+                action.kind.target()
+            );
+            let executor = executor.clone();
+            let tx = tx.clone();
+            ex.spawn(async move {
+                let result = executor.run(&action).await;
+                if let ActionResult::Failed { message } = &result {
+                    log::warn!(
+                        "pod {}/{}: {}: {message}",
+                        action.pod.namespace,
+                        action.pod.name,
+                        action.kind.name()
+                    );
+                }
+                let _ = tx.send((action.id, result)).await;
+            })
+            .detach();
+        }
+        let pods = engine.status(now);
+        let converging = pods.iter().any(|p| !steady(p));
+        if !boot_logged && !static_pods.is_empty() && all_started(&pods, static_pods.len()) {
+            boot_logged = true;
+            log::info!(
+                "boot: all {} static pod(s) have their containers started, {} ms after start",
+                static_pods.len(),
+                started.elapsed().as_millis()
+            );
+        }
+        status.set(status_document(
+            &node_name,
+            &pods,
+            &manifest_errors,
+            &desired_errors,
+            started,
+            boot_logged,
+        ));
+        if opts.once {
+            let settled = engine.outstanding() == 0
+                && engine.tracked_pods().count() == pods.len()
+                && (static_pods.is_empty() || boot_logged);
+            if settled || now >= once_deadline {
+                println!("{}", status.get());
+                return Ok(settled);
+            }
+        }
+        // While pods are starting (init containers running, containers being created) the
+        // runtime is relisted often so that exits are seen at once; at rest, rarely.
+        if converging {
+            next_relist = next_relist.min(last_relist + FAST_RELIST_PERIOD);
+        }
+
+        let wake_at = engine
+            .next_wakeup()
+            .map_or(next_relist, |w| w.min(next_relist));
+        let timer = async {
+            smol::Timer::at(wake_at).await;
+            Wake::Tick
+        };
+        let result = async {
+            rx.recv()
+                .await
+                .map(|(id, r)| Wake::Result(id, r))
+                .unwrap_or(Wake::Tick)
+        };
+        let manifests = async {
+            match watcher.as_mut() {
+                Some(w) => Wake::Manifests(w.next().await),
+                None => std::future::pending().await,
+            }
+        };
+        let signal = async {
+            signals.wait().await;
+            Wake::Signal
+        };
+        match signal.or(result).or(manifests).or(timer).await {
+            Wake::Signal => {
+                log::info!(
+                    "signal received: stopping (pods keep running and are adopted on restart)"
+                );
+                if let Some(p) = &cfg.status_socket {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Ok(true);
+            }
+            Wake::Result(id, r) => {
+                if let Err(e) = engine.complete(id, r, Instant::now()) {
+                    log::debug!("{e}");
+                }
+                // Drain whatever else finished meanwhile, so one poll sees all of it.
+                while let Ok((id, r)) = rx.try_recv() {
+                    if let Err(e) = engine.complete(id, r, Instant::now()) {
+                        log::debug!("{e}");
+                    }
+                }
+            }
+            Wake::Manifests(set) => {
+                manifest_errors = set.errors.iter().map(|e| e.to_string()).collect();
+                for e in &set.errors {
+                    log::error!("{e}");
+                }
+                let dir_ok = cfg.static_pod_path.as_deref().is_some_and(Path::is_dir);
+                if dir_ok {
+                    static_pods = import_manifests(&mut store, &set, &static_pods);
+                    apply_desired(&mut engine, &executor, &static_pods, &mut desired_errors);
+                } else {
+                    log::warn!(
+                        "manifest dir is not readable: keeping the {} pod(s) from the flash store",
+                        static_pods.len()
+                    );
+                }
+            }
+            Wake::Tick => {}
+        }
+    }
+}
+
+/// Brings the flash store in line with the manifest set; writes only what changed. Pods whose
+/// file failed to load keep their stored version (a half-written edit never stops a pod).
+fn import_manifests(
+    store: &mut Store,
+    set: &ManifestSet,
+    old: &BTreeMap<String, StoredPod>,
+) -> BTreeMap<String, StoredPod> {
+    let mut next: BTreeMap<String, StoredPod> = BTreeMap::new();
+    for sp in &set.pods {
+        let stored = StoredPod {
+            pod: sp.pod.clone(),
+            spec_hash: sp.spec_hash.clone(),
+            file: sp.file.display().to_string(),
+        };
+        next.insert(sp.uid.clone(), stored);
+    }
+    let broken: Vec<String> = set
+        .errors
+        .iter()
+        .map(|e| e.file.display().to_string())
+        .collect();
+    for (uid, sp) in old {
+        if !next.contains_key(uid)
+            && broken.contains(&sp.file)
+            && !next.values().any(|n| n.file == sp.file)
+        {
+            next.insert(uid.clone(), sp.clone());
+        }
+    }
+    for (uid, sp) in &next {
+        match serde_json::to_vec(sp) {
+            Ok(bytes) => {
+                if let Err(e) = store.put(RecordKind::StaticPod, uid, &bytes) {
+                    log::error!("store static pod {}: {e}", sp.pod.key());
+                }
+            }
+            Err(e) => log::error!("encode static pod {}: {e}", sp.pod.key()),
+        }
+    }
+    for uid in store.keys(RecordKind::StaticPod) {
+        if !next.contains_key(&uid) {
+            if let Err(e) = store.delete(RecordKind::StaticPod, &uid) {
+                log::error!("store delete static pod {uid}: {e}");
+            }
+        }
+    }
+    next
+}
+
+fn apply_desired(
+    engine: &mut Engine,
+    executor: &Executor,
+    pods: &BTreeMap<String, StoredPod>,
+    errors: &mut BTreeMap<String, String>,
+) {
+    errors.clear();
+    let mut entries = Vec::new();
+    for sp in pods.values() {
+        match desired_pod(&sp.pod, &sp.spec_hash) {
+            Ok(d) => entries.push(PodEntry {
+                pod: Arc::new(sp.pod.clone()),
+                desired: d,
+            }),
+            Err(e) => {
+                log::error!("{e} (from {})", sp.file);
+                errors.insert(sp.pod.key(), e.to_string());
+            }
+        }
+    }
+    engine.set_desired(entries.iter().map(|e| e.desired.clone()));
+    executor.set_pods(entries);
+}
+
+/// A pod at rest: running with every container up, or finished.
+fn steady(p: &PodStatus) -> bool {
+    use crate::reconcile::status::ContainerStateView;
+    match p.phase {
+        PodPhase::Succeeded | PodPhase::Failed => true,
+        PodPhase::Pending => false,
+        PodPhase::Running => {
+            !p.deleting
+                && p.conditions.initialized
+                && p.containers.iter().all(|c| {
+                    matches!(c.state, ContainerStateView::Running { .. }) || c.backoff.is_some()
+                })
+        }
+    }
+}
+
+fn all_started(pods: &[PodStatus], expected: usize) -> bool {
+    pods.len() >= expected
+        && pods.iter().all(|p| {
+            p.phase == PodPhase::Succeeded
+                || (p.conditions.initialized
+                    && p.containers.iter().all(|c| {
+                        matches!(
+                            c.state,
+                            crate::reconcile::status::ContainerStateView::Running { .. }
+                        )
+                    }))
+        })
+}
+
+fn status_document(
+    node: &str,
+    pods: &[PodStatus],
+    manifest_errors: &[String],
+    desired_errors: &BTreeMap<String, String>,
+    started: Instant,
+    booted: bool,
+) -> String {
+    let doc = serde_json::json!({
+        "node": node,
+        "uptimeSecs": started.elapsed().as_secs(),
+        "booted": booted,
+        "pods": pods,
+        "manifestErrors": manifest_errors,
+        "podErrors": desired_errors,
+    });
+    doc.to_string()
+}
+
+fn host_facts(cfg: &AgentConfig, node_name: &str) -> HostFacts {
+    HostFacts {
+        node_name: node_name.to_string(),
+        host_ip: cfg
+            .node_ips
+            .first()
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        cluster_dns: cfg.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+        cluster_domain: cfg.cluster_domain.clone(),
+        host_dns: parse_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+        cgroup_root: if cfg.cgroup_root.is_empty() || cfg.cgroup_root == "/" {
+            "/kubepods".to_string()
+        } else {
+            format!("{}/kubepods", cfg.cgroup_root.trim_end_matches('/'))
+        },
+        pod_logs_root: cfg.pod_logs_dir.display().to_string(),
+    }
+}
+
+fn create_private_dir(dir: &PathBuf) -> Result<(), AgentError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| AgentError::RootDir(format!("{}: {e}", dir.display())))?;
+    let mode = std::fs::metadata(dir)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| AgentError::RootDir(format!("{}: chmod 0700: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Waits for the runtime to answer, with a back-off from 0.5 s to 10 s, logging each failure.
+async fn wait_for_runtime(
+    cri: &CriClient,
+    endpoint: &str,
+    signals: &Signals,
+) -> Result<(), AgentError> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match cri.version().await {
+            Ok(v) => {
+                log::info!(
+                    "container runtime {} {} (CRI {}) at {endpoint}",
+                    v.runtime_name,
+                    v.runtime_version,
+                    v.runtime_api_version
+                );
+                return Ok(());
+            }
+            Err(e) => log::warn!("waiting for the container runtime: {e}; retrying in {delay:?}"),
+        }
+        let stop = async {
+            signals.wait().await;
+            true
+        };
+        let sleep = async {
+            smol::Timer::after(delay).await;
+            false
+        };
+        if stop.or(sleep).await {
+            return Err(AgentError::Interrupted);
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// SIGTERM and SIGINT as an async event (signalfd; the signals are blocked for every thread).
+pub struct Signals {
+    fd: Option<smol::Async<nix::sys::signalfd::SignalFd>>,
+}
+
+impl Signals {
+    fn new() -> Result<Self, AgentError> {
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        // Already blocked process-wide by `block_signals` before any thread started.
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| AgentError::Signals(e.to_string()))?;
+        let fd = smol::Async::new(fd).map_err(|e| AgentError::Signals(e.to_string()))?;
+        Ok(Signals { fd: Some(fd) })
+    }
+
+    async fn wait(&self) {
+        let Some(fd) = &self.fd else {
+            return std::future::pending().await;
+        };
+        loop {
+            match fd
+                .read_with(|s| {
+                    // Drain one siginfo record; the fd is non-blocking, so this never blocks.
+                    let mut buf = [0u8; 128];
+                    nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(s), &mut buf)
+                        .map_err(std::io::Error::from)
+                })
+                .await
+            {
+                Ok(n) if n > 0 => return,
+                _ => smol::Timer::after(Duration::from_millis(100)).await,
+            };
+        }
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread and every thread it starts afterwards, so
+/// they are delivered to the agent's signalfd. Call first thing in `main`.
+pub fn block_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
