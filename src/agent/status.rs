@@ -99,34 +99,6 @@ pub fn fetch(path: &Path) -> Result<String, StatusError> {
     String::from_utf8(buf).map_err(|_| err("answer is not UTF-8".into()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serves_the_latest_document_with_mode_0600() {
-        let dir = std::env::temp_dir().join(format!("tl-status-{}", std::process::id()));
-        let path = dir.join("s.sock");
-        let cell = StatusCell::default();
-        cell.set("{\"pods\":[]}".into());
-        smol::block_on(async {
-            let _task = serve(&path, cell.clone()).unwrap();
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
-            let p = path.clone();
-            let doc = smol::unblock(move || fetch(&p)).await.unwrap();
-            assert_eq!(doc.trim(), "{\"pods\":[]}");
-            cell.set("{\"pods\":[1]}".into());
-            let p = path.clone();
-            let doc = smol::unblock(move || fetch(&p)).await.unwrap();
-            assert_eq!(doc.trim(), "{\"pods\":[1]}");
-        });
-        let e = fetch(&dir.join("absent.sock")).unwrap_err();
-        assert!(e.to_string().contains("absent.sock"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 /// Renders a status document as the table `tinylet status` prints: one line per pod, one
 /// indented line per container, then manifest errors.
 pub fn render_table(v: &serde_json::Value) -> String {
@@ -247,4 +219,32 @@ pub fn render_table(v: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_the_latest_document_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("tl-status-{}", std::process::id()));
+        let path = dir.join("s.sock");
+        let cell = StatusCell::default();
+        cell.set("{\"pods\":[]}".into());
+        smol::block_on(async {
+            let _task = serve(&path, cell.clone()).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let p = path.clone();
+            let doc = smol::unblock(move || fetch(&p)).await.unwrap();
+            assert_eq!(doc.trim(), "{\"pods\":[]}");
+            cell.set("{\"pods\":[1]}".into());
+            let p = path.clone();
+            let doc = smol::unblock(move || fetch(&p)).await.unwrap();
+            assert_eq!(doc.trim(), "{\"pods\":[1]}");
+        });
+        let e = fetch(&dir.join("absent.sock")).unwrap_err();
+        assert!(e.to_string().contains("absent.sock"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
