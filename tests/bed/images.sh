@@ -2,6 +2,7 @@
 # Builds the bed's OCI images from busybox-static, with no registry and no internet:
 #   pause   — the sandbox image; its only process sleeps until killed.
 #   busybox — the test image: busybox with every applet linked (sh, sleep, httpd, nc, ...).
+#   busybox-pull — the same with one more label: the copy served by the loopback registry.
 # Usage: images.sh OUTDIR   → OUTDIR/{pause,busybox}/ (OCI layouts) and OUTDIR/*.tar
 # The layer tar is built with fixed owners and mtimes, so the same busybox gives the same digest.
 set -euo pipefail
@@ -54,6 +55,10 @@ printf 'root:x:0:\nnobody:x:65534:\n' >"$root/etc/group"
 echo ok >"$root/www/index.html"
 layout "$out/busybox" "${TEST_IMAGE:-tinylet.test/busybox:1}" "$root" \
     '{"Env":["PATH=/bin"],"Cmd":["sh"],"WorkingDir":"/"}'
+# The registry copy differs in one label, so it has its own image id: removing it from the
+# runtime (to force a real pull) never removes the local test image.
+layout "$out/busybox-pull" "${PULL_IMAGE:-127.0.0.1:5000/tinylet/busybox:1}" "$root" \
+    '{"Env":["PATH=/bin"],"Cmd":["sh"],"WorkingDir":"/","Labels":{"tinylet.test/copy":"registry"}}'
 
 # Pause image: one static binary and a sleep that outlives any test; killed by the runtime.
 root=$work/pause

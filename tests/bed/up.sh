@@ -90,7 +90,7 @@ containerd_start
 stamp=$(sha256sum /bin/busybox "$here/images.sh" | sha256sum | cut -c1-16)
 if [ "$(cat "$BED_LIB/images/stamp" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$BED_LIB/images"
-    TEST_IMAGE=$TEST_IMAGE PAUSE_IMAGE=$PAUSE_IMAGE "$here/images.sh" "$BED_LIB/images"
+    TEST_IMAGE=$TEST_IMAGE PAUSE_IMAGE=$PAUSE_IMAGE PULL_IMAGE=$PULL_IMAGE "$here/images.sh" "$BED_LIB/images"
     echo "$stamp" >"$BED_LIB/images/stamp"
 fi
 for img in pause busybox; do
@@ -103,7 +103,7 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$BED_REGISTRY/v2/" 2>/
     [ $i -gt 100 ] && { log "registry did not come up"; tail -n 20 "$BED_RUN/log/registry.log" >&2; exit 1; }
     sleep 0.1
 done
-skopeo copy -q --dest-tls-verify=false "oci:$BED_LIB/images/busybox:1" "docker://$PULL_IMAGE" >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$BED_LIB/images/busybox-pull:1" "docker://$PULL_IMAGE" >/dev/null
 
 cat >"$BED_RUN/env" <<ENV
 TINYLET_CRI_ENDPOINT=unix://$BED_SOCK
