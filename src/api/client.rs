@@ -534,12 +534,25 @@ impl Client {
     ) -> Result<T, ApiError> {
         let resp = self.send(method, path, query, body, None)?;
         let mut resp = self.check_status(method, path, resp)?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(self.inner.config.max_body)
-            .read_to_vec()
-            .map_err(|e| map_ureq(method, path, e))?;
+        let limit = self.inner.config.max_body;
+        let too_large = || ApiError::new(method, path, ApiErrorKind::TooLarge { limit });
+        let hint = resp.body().content_length();
+        // Refuse before reading a byte when the server announces too much.
+        if hint.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut reader = resp.body_mut().as_reader();
+        let bytes = match read_limited(&mut reader, limit, hint) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(too_large()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    method,
+                    path,
+                    ApiErrorKind::Transport(format!("reading response body: {e}")),
+                ))
+            }
+        };
         serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 method,
@@ -661,6 +674,43 @@ impl Client {
         );
         e.retry_after = retry_after;
         Err(e)
+    }
+}
+
+/// Reads at most `limit` bytes; `Ok(None)` if there is more. Capacity never grows past the
+/// limit (plain `read_to_end` could double it), so memory stays bounded by the limit.
+fn read_limited(
+    r: &mut dyn Read,
+    limit: u64,
+    hint: Option<u64>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let initial = hint
+        .and_then(|h| usize::try_from(h).ok())
+        .unwrap_or(8 << 10)
+        .min(limit);
+    let mut buf = Vec::with_capacity(initial);
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(Some(buf)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let data = chunk.get(..n).unwrap_or_default();
+        if buf.len().saturating_add(n) > limit {
+            return Ok(None);
+        }
+        if buf.capacity() < buf.len() + n {
+            let want = buf
+                .capacity()
+                .saturating_mul(2)
+                .max(buf.len() + n)
+                .min(limit);
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(data);
     }
 }
 
@@ -893,6 +943,19 @@ mod tests {
                 ("labelSelector", "a=b".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn read_limited_bounds_capacity() {
+        let data = vec![7u8; 100_000];
+        let got = read_limited(&mut &data[..], 100_000, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, data);
+        assert!(got.capacity() <= 100_000);
+        assert_eq!(read_limited(&mut &data[..], 99_999, None).unwrap(), None);
+        assert_eq!(read_limited(&mut &data[..], 0, Some(5)).unwrap(), None);
+        assert_eq!(read_limited(&mut &b""[..], 0, None).unwrap(), Some(vec![]));
     }
 
     #[test]

@@ -202,6 +202,9 @@ pub fn decode_event<T: DeserializeOwned>(line: &[u8]) -> Result<WatchEvent<T>, W
     })
 }
 
+/// An object of any kind, undecoded: for generic tools, tests and fuzzing.
+pub type RawObject = serde_json::Value;
+
 /// How an object is found in the store: `namespace/name`, from its metadata.
 pub type MetaFn<T> = fn(&T) -> &ObjectMeta;
 
@@ -539,6 +542,7 @@ pub struct ListWatch<T> {
     params: ListParams,
     informer: Informer<T>,
     stream: Option<super::client::WatchStream<T>>,
+    clock: Box<dyn FnMut() -> Instant + Send>,
 }
 
 impl<T: DeserializeOwned + Clone> ListWatch<T> {
@@ -550,7 +554,14 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
             params,
             informer,
             stream: None,
+            clock: Box::new(Instant::now),
         }
+    }
+
+    /// Replaces the clock (tests pair it with a `sleep` that advances fake time).
+    pub fn with_clock(mut self, clock: Box<dyn FnMut() -> Instant + Send>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The informer (and through it the store).
@@ -566,7 +577,7 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
     ) -> Option<InformerEvent<T>> {
         loop {
             if let Some(stream) = self.stream.as_mut() {
-                let now = Instant::now();
+                let now = (self.clock)();
                 match stream.next_event() {
                     Ok(Some(ev)) => {
                         let out = self.informer.watch_event(now, ev);
@@ -589,13 +600,13 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
                 }
                 continue;
             }
-            match self.informer.next_action(Instant::now()) {
+            match self.informer.next_action((self.clock)()) {
                 Action::List => {
                     let r = self.client.list::<T>(&self.path, &self.params);
                     if let Err(e) = &r {
                         log::warn!("list {}: {e}", self.path);
                     }
-                    if let Some(ev) = self.informer.list_done(Instant::now(), r) {
+                    if let Some(ev) = self.informer.list_done((self.clock)(), r) {
                         return Some(ev);
                     }
                 }
@@ -612,7 +623,7 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
                         Ok(s) => self.stream = Some(s),
                         Err(e) => {
                             log::warn!("watch {}: {e}", self.path);
-                            self.informer.watch_ended(Instant::now(), Err(e));
+                            self.informer.watch_ended((self.clock)(), Err(e));
                         }
                     }
                 }
