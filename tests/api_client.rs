@@ -1051,3 +1051,295 @@ fn slowloris_servers_hit_the_timeouts() {
         t.elapsed()
     );
 }
+
+// ---------------------------------------------------------------- the project's API test server
+
+#[path = "apiserver/mod.rs"]
+mod apiserver;
+
+fn node_client(srv: &apiserver::ApiServer, node: &str) -> Client {
+    let creds = srv.node_cert(node).unwrap();
+    let cfg = ClusterConfig {
+        server: srv.url(),
+        ca_pem: srv.ca_pem().as_bytes().to_vec(),
+        tls_server_name: None,
+        auth: tinylet::api::Auth {
+            client_cert: Some((creds.cert_pem.into_bytes(), creds.key_pem.into_bytes())),
+            bearer: None,
+        },
+        namespace: None,
+    };
+    Client::new(&cfg, fast_config()).unwrap()
+}
+
+fn server_pod(name: &str, node: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:1.36"}]}})
+}
+
+/// Fake time for a ListWatch: `sleep` advances it instead of waiting.
+fn fake_clock() -> (Box<dyn FnMut() -> Instant + Send>, Arc<Mutex<Duration>>) {
+    let base = Instant::now();
+    let offset = Arc::new(Mutex::new(Duration::ZERO));
+    let o = offset.clone();
+    (Box::new(move || base + *o.lock().unwrap()), offset)
+}
+
+#[test]
+fn test_server_node_registration_status_patch_lease_and_node_authorizer() {
+    use tinylet::k8s::coordination::{format_micro_time, Lease};
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    let c = node_client(&srv, "n1");
+    let node = Node {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        metadata: tinylet::k8s::meta::ObjectMeta {
+            name: "n1".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let created: Node = c.create("/api/v1/nodes", &node).unwrap();
+    assert_eq!(created.metadata.name, "n1");
+    assert!(!created.metadata.uid.is_empty());
+
+    // NodeRestriction: another node's Node is forbidden.
+    let mut other = node.clone();
+    other.metadata.name = "n2".into();
+    let e = c.create::<_, Node>("/api/v1/nodes", &other).unwrap_err();
+    assert_eq!(e.code(), Some(403), "{e}");
+
+    // Status goes through PATCH of the subresource, never a read of it.
+    let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+        "reason": "KubeletReady", "message": "ok"}]}});
+    let patched: Node = c
+        .patch_strategic("/api/v1/nodes/n1/status", &patch)
+        .unwrap();
+    assert_eq!(patched.status.condition("Ready").unwrap().status, "True");
+    let merged: Node = c
+        .patch_merge(
+            "/api/v1/nodes/n1/status",
+            &serde_json::json!({"status": {"capacity": {"cpu": "4"}}}),
+        )
+        .unwrap();
+    assert_eq!(merged.status.capacity["cpu"], "4");
+
+    // Lease heartbeat: create, then renew with an optimistic-concurrency PUT.
+    let lease = Lease::for_node("n1", 40, std::time::SystemTime::now());
+    let mut held: Lease = c
+        .create(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            &lease,
+        )
+        .unwrap();
+    held.spec.renew_time = Some(format_micro_time(std::time::SystemTime::now()));
+    let renewed: Lease = c
+        .replace(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
+            &held,
+        )
+        .unwrap();
+    assert_ne!(
+        renewed.metadata.resource_version,
+        held.metadata.resource_version
+    );
+    // A stale resourceVersion is a conflict, not silently overwritten.
+    let e = c
+        .replace::<_, Lease>(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
+            &held,
+        )
+        .unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    let stored = srv.lease("n1").unwrap();
+    assert_eq!(stored["spec"]["holderIdentity"], "n1");
+}
+
+#[test]
+fn test_server_list_watch_by_node_and_relist_after_compaction() {
+    for mode in [
+        apiserver::ExpiredMode::ErrorEvent,
+        apiserver::ExpiredMode::Http410,
+    ] {
+        let srv = apiserver::start(apiserver::Config {
+            history_limit: 4,
+            expired: mode,
+            ..apiserver::Config::tls()
+        })
+        .unwrap();
+        srv.create(
+            "/api/v1/namespaces/default/pods",
+            server_pod("mine-0", "n1"),
+        )
+        .unwrap();
+        srv.create(
+            "/api/v1/namespaces/default/pods",
+            server_pod("theirs", "n2"),
+        )
+        .unwrap();
+        let (clock, offset) = fake_clock();
+        let informer = Informer::<TestPod>::with_rng(
+            InformerConfig::default(),
+            |p| &p.metadata,
+            Box::new(XorShift64::new(9)),
+        );
+        let mut lw = ListWatch::new(
+            node_client(&srv, "n1"),
+            "/api/v1/pods",
+            ListParams::fields("spec.nodeName=n1"),
+            informer,
+        )
+        .with_clock(clock);
+        let mut sleep = |d: Duration| {
+            *offset.lock().unwrap() += d;
+            true
+        };
+        match lw.next_event(&mut sleep).unwrap() {
+            InformerEvent::Resync(v) => {
+                let names: Vec<_> = v.iter().map(|p| p.metadata.name.as_str()).collect();
+                assert_eq!(names, ["mine-0"], "{mode:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // While no watch is open, more changes than the history holds: the list's version
+        // is compacted away, so the watch is refused and the informer must re-list.
+        for i in 1..=8 {
+            srv.create(
+                "/api/v1/namespaces/default/pods",
+                server_pod(&format!("mine-{i}"), "n1"),
+            )
+            .unwrap();
+        }
+        match lw.next_event(&mut sleep).unwrap() {
+            InformerEvent::Resync(v) => assert_eq!(v.len(), 9, "{mode:?}"),
+            other => panic!("{mode:?}: expected a resync after 410, got {other:?}"),
+        }
+        // And the watch from the new version delivers live changes.
+        srv.create("/api/v1/namespaces/default/pods", server_pod("late", "n1"))
+            .unwrap();
+        srv.create(
+            "/api/v1/namespaces/default/pods",
+            server_pod("not-mine", "n2"),
+        )
+        .unwrap();
+        match lw.next_event(&mut sleep).unwrap() {
+            InformerEvent::Applied(p) => assert_eq!(p.metadata.name, "late"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(lw.informer().store().len(), 10);
+    }
+}
+
+#[test]
+fn test_server_faults_throttle_and_cut_watch_are_survived() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    srv.create("/api/v1/namespaces/default/pods", server_pod("a", "n1"))
+        .unwrap();
+    let (clock, offset) = fake_clock();
+    let slept = Arc::new(Mutex::new(Vec::new()));
+    let informer = Informer::<TestPod>::with_rng(
+        InformerConfig::default(),
+        |p| &p.metadata,
+        Box::new(XorShift64::new(11)),
+    );
+    let mut lw = ListWatch::new(
+        node_client(&srv, "n1"),
+        "/api/v1/pods",
+        ListParams::fields("spec.nodeName=n1"),
+        informer,
+    )
+    .with_clock(clock);
+    let slept2 = slept.clone();
+    let mut sleep = move |d: Duration| {
+        slept2.lock().unwrap().push(d);
+        *offset.lock().unwrap() += d;
+        true
+    };
+    // The first list is throttled with Retry-After: 3.
+    srv.faults().throttle_next(1, 3);
+    assert!(matches!(lw.next_event(&mut sleep), Some(InformerEvent::Resync(v)) if v.len() == 1));
+    assert!(
+        slept.lock().unwrap()[0] >= Duration::from_secs(3),
+        "{:?}",
+        slept.lock().unwrap()
+    );
+    // The watch is cut after one event; the informer re-watches from the last version and
+    // nothing is lost or repeated.
+    srv.faults().truncate_next_watch_after_events(1);
+    srv.create("/api/v1/namespaces/default/pods", server_pod("b", "n1"))
+        .unwrap();
+    srv.create("/api/v1/namespaces/default/pods", server_pod("c", "n1"))
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match lw.next_event(&mut sleep).unwrap() {
+            InformerEvent::Applied(p) => seen.push(p.metadata.name),
+            InformerEvent::Resync(v) => panic!("unexpected relist: {v:?}"),
+            InformerEvent::Deleted(p) => panic!("unexpected delete {p:?}"),
+        }
+    }
+    assert_eq!(seen, ["b", "c"]);
+    assert_eq!(lw.informer().store().len(), 3);
+}
+
+#[test]
+fn test_server_hostile_bodies_are_errors() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    let c = node_client(&srv, "n1");
+    srv.create(
+        "/api/v1/nodes",
+        serde_json::json!({"metadata": {"name": "n1"}}),
+    )
+    .unwrap();
+    for hostile in [
+        apiserver::Hostile::InvalidJson,
+        apiserver::Hostile::WrongTypes,
+        apiserver::Hostile::HugeObject(100 << 20),
+    ] {
+        srv.faults().hostile_next(hostile);
+        let e = c.get::<Node>("/api/v1/nodes/n1").unwrap_err();
+        match (hostile, &e.kind) {
+            (apiserver::Hostile::HugeObject(_), ApiErrorKind::TooLarge { .. }) => {}
+            (apiserver::Hostile::HugeObject(_), _) => panic!("{e}"),
+            (_, ApiErrorKind::Decode { .. }) => {}
+            _ => panic!("{hostile:?}: {e}"),
+        }
+    }
+    srv.faults().hostile_next(apiserver::Hostile::EndlessLine);
+    let c = Client::new(
+        &ClusterConfig {
+            server: srv.url(),
+            ca_pem: srv.ca_pem().as_bytes().to_vec(),
+            tls_server_name: None,
+            auth: tinylet::api::Auth {
+                client_cert: None,
+                bearer: Some(tinylet::api::kubeconfig::Bearer::Static(
+                    srv.node_token("n1"),
+                )),
+            },
+            namespace: None,
+        },
+        ClientConfig {
+            max_watch_line: 1 << 20,
+            ..fast_config()
+        },
+    )
+    .unwrap();
+    let mut s = c
+        .watch::<TestPod>(
+            "/api/v1/pods",
+            &ListParams::fields("spec.nodeName=n1"),
+            "1",
+            60,
+        )
+        .unwrap();
+    let e = loop {
+        match s.next_event() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind, ApiErrorKind::TooLarge { limit: 1 << 20 });
+}
