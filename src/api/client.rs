@@ -309,7 +309,7 @@ impl fmt::Debug for Client {
 }
 
 fn setup_err(m: String) -> ApiError {
-    ApiError::new("SETUP", "", ApiErrorKind::Config(m))
+    ApiError::new("SETUP", "API client", ApiErrorKind::Config(m))
 }
 
 fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, ApiError> {
@@ -642,7 +642,7 @@ impl Client {
         if (200..300).contains(&code) {
             return Ok(resp);
         }
-        let retry_after = if code == 429 || code >= 500 {
+        let mut retry_after = if code == 429 || code >= 500 {
             resp.headers()
                 .get("Retry-After")
                 .and_then(|v| v.to_str().ok())
@@ -657,7 +657,18 @@ impl Client {
             .read_to_vec()
             .unwrap_or_default();
         let (reason, message) = match serde_json::from_slice::<Status>(&body) {
-            Ok(s) if s.is_status() => (s.reason, s.message),
+            Ok(s) if s.is_status() => {
+                // Some servers say it only in the body: details.retryAfterSeconds.
+                if retry_after.is_none() && (code == 429 || code >= 500) {
+                    retry_after = s
+                        .details
+                        .as_ref()
+                        .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs);
+                }
+                (s.reason, s.message)
+            }
             _ => (
                 resp.status().canonical_reason().unwrap_or("").to_string(),
                 String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned(),
