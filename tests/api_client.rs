@@ -21,16 +21,44 @@ use tinylet::k8s::status::DeleteOptions;
 
 // ---------------------------------------------------------------- certificates
 
+/// Certificates made once per test binary, held in memory (the files are removed at once).
 struct Pki {
-    dir: PathBuf,
+    files: std::collections::HashMap<String, Vec<u8>>,
 }
 
 impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
     fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
+        self.files[name].clone()
+    }
+}
+
+/// A directory removed when the test ends, pass or fail.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("tinylet-api-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    /// Writes one of the test certificates into the directory.
+    fn put(&self, rel: &str, name: &str) -> PathBuf {
+        let full = self.0.join(rel);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&full, pki().read(name)).unwrap();
+        full
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -119,33 +147,40 @@ fn make_leaf(dir: &Path, ca: &str, name: &str, subj: &str, ext: &str) {
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tinylet-api-pki-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        make_ca(&dir, "ca");
-        make_ca(&dir, "other-ca");
+        let tmp = TempDir::new("pki");
+        let dir = tmp.path();
+        make_ca(dir, "ca");
+        make_ca(dir, "other-ca");
         make_leaf(
-            &dir,
+            dir,
             "ca",
             "server",
             "/CN=kube-apiserver",
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
         );
         make_leaf(
-            &dir,
+            dir,
             "ca",
             "named-server",
             "/CN=kubernetes",
             "subjectAltName=DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
         );
         make_leaf(
-            &dir,
+            dir,
             "ca",
             "client",
             "/O=system:nodes/CN=system:node:test",
             "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
         );
-        Pki { dir }
+        let mut files = std::collections::HashMap::new();
+        for f in std::fs::read_dir(dir).unwrap() {
+            let f = f.unwrap();
+            files.insert(
+                f.file_name().to_string_lossy().into_owned(),
+                std::fs::read(f.path()).unwrap(),
+            );
+        }
+        Pki { files }
     })
 }
 
@@ -195,14 +230,13 @@ impl FakeServer {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let p = pki();
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(p.path(&format!("{cert}.crt")))
-                .unwrap()
+            CertificateDer::pem_slice_iter(&p.files[&format!("{cert}.crt")])
                 .map(|c| c.unwrap())
                 .collect();
-        let key = PrivateKeyDer::from_pem_file(p.path(&format!("{cert}.key"))).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&p.files[&format!("{cert}.key")]).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(p.path("ca.crt")).unwrap() {
+        for c in CertificateDer::pem_slice_iter(&p.files["ca.crt"]) {
             roots.add(c.unwrap()).unwrap();
         }
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -447,8 +481,8 @@ fn server_certificate_for_another_name_is_refused_unless_tls_server_name_says_so
 
 #[test]
 fn kubeconfig_without_ca_or_with_skip_verify_is_refused() {
-    let dir = pki().dir.join("kc-refuse");
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("kc-refuse");
+    let dir = tmp.path();
     let base = "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: t}}]\n";
     std::fs::write(
         dir.join("no-ca"),
@@ -470,11 +504,10 @@ fn kubeconfig_without_ca_or_with_skip_verify_is_refused() {
 #[test]
 fn kubeconfig_with_relative_files_and_written_bootstrap_kubeconfig_connect() {
     let srv = FakeServer::start("server", |_, w| respond(w, 200, "", NODE.as_bytes()));
-    let p = pki();
-    let dir = p.dir.join("kc-rel");
-    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    let tmp = TempDir::new("kc-rel");
+    let dir = tmp.path();
     for f in ["ca.crt", "client.crt", "client.key"] {
-        std::fs::copy(p.path(f), dir.join("pki").join(f)).unwrap();
+        tmp.put(&format!("pki/{f}"), f);
     }
     let text = format!(
         "apiVersion: v1\nkind: Config\ncurrent-context: node\nclusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: pki/ca.crt\ncontexts:\n- name: node\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user:\n    client-certificate: pki/client.crt\n    client-key: pki/client.key\n",
@@ -492,9 +525,9 @@ fn kubeconfig_with_relative_files_and_written_bootstrap_kubeconfig_connect() {
     write_cert_kubeconfig(
         &written,
         &format!("https://127.0.0.1:{}", srv.port),
-        &p.path("ca.crt"),
-        &p.path("client.crt"),
-        &p.path("client.key"),
+        &dir.join("pki/ca.crt"),
+        &dir.join("pki/client.crt"),
+        &dir.join("pki/client.key"),
     )
     .unwrap();
     let cfg = Kubeconfig::load(&written, None).unwrap();
@@ -509,10 +542,9 @@ fn kubeconfig_with_relative_files_and_written_bootstrap_kubeconfig_connect() {
 #[test]
 fn bearer_token_and_token_file_rotation() {
     let srv = FakeServer::start("server", |_, w| respond(w, 200, "", NODE.as_bytes()));
-    let p = pki();
-    let dir = p.dir.join("kc-token");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(p.path("ca.crt"), dir.join("ca.crt")).unwrap();
+    let tmp = TempDir::new("kc-token");
+    let dir = tmp.path();
+    tmp.put("ca.crt", "ca.crt");
     std::fs::write(dir.join("token"), "first-token\n").unwrap();
     let text = format!(
         "current-context: c\nclusters: [{{name: k, cluster: {{server: 'https://localhost:{}', certificate-authority: ca.crt}}}}]\ncontexts: [{{name: c, context: {{cluster: k, user: u}}}}]\nusers: [{{name: u, user: {{tokenFile: token}}}}]\n",
@@ -1342,4 +1374,37 @@ fn test_server_hostile_bodies_are_errors() {
         }
     };
     assert_eq!(e.kind, ApiErrorKind::TooLarge { limit: 1 << 20 });
+}
+
+/// Figure, not a check: how fast watch lines decode into typed objects (debug builds are
+/// several times slower than release).
+#[test]
+fn watch_decoder_throughput_figure() {
+    let mut wire = Vec::new();
+    for i in 0..5000 {
+        let ev = format!(
+            "{{\"type\":\"MODIFIED\",\"object\":{{\"metadata\":{{\"name\":\"pod-{i}\",\"namespace\":\"default\",\"resourceVersion\":\"{i}\",\"labels\":{{\"app\":\"web\",\"tier\":\"frontend\"}},\"annotations\":{{\"kubernetes.io/config.seen\":\"2024-05-01T12:00:00Z\"}}}},\"spec\":{{\"nodeName\":\"n1\",\"containers\":[{{\"name\":\"c\",\"image\":\"nginx:1.27\",\"ports\":[{{\"containerPort\":80}}]}}]}},\"status\":{{\"phase\":\"Running\",\"podIP\":\"10.244.1.{}\"}}}}}}\n",
+            i % 250
+        );
+        wire.extend_from_slice(ev.as_bytes());
+    }
+    let mut decoder = tinylet::api::watch::EventDecoder::<TestPod>::new(1 << 20);
+    let start = Instant::now();
+    let mut events = 0;
+    for piece in wire.chunks(16 << 10) {
+        decoder.push(piece);
+        while let Some(ev) = decoder.next_event().unwrap() {
+            assert!(matches!(ev, WatchEvent::Modified(_)));
+            events += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(events, 5000);
+    println!(
+        "watch decode: {events} events, {:.1} MB in {:.3} s = {:.0} events/s, {:.1} MB/s",
+        wire.len() as f64 / 1e6,
+        secs,
+        events as f64 / secs,
+        wire.len() as f64 / 1e6 / secs
+    );
 }
