@@ -42,6 +42,7 @@ pub struct ClientConfig {
     pub max_body: u64,
     /// Largest single watch event line.
     pub max_watch_line: usize,
+    /// Sent as User-Agent, so server logs tell the agent apart.
     pub user_agent: String,
 }
 
@@ -65,14 +66,25 @@ pub enum ApiErrorKind {
     Transport(String),
     /// The server answered with an error status (and usually a Status body).
     Status {
+        /// HTTP status code.
         code: u16,
+        /// Status.reason, or the HTTP reason phrase without a Status body.
         reason: String,
+        /// Status.message, or the start of a non-Status body.
         message: String,
     },
     /// The response body exceeded the limit.
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The body is not the expected object.
-    Decode { what: String, message: String },
+    Decode {
+        /// The expected object, e.g. `Node` or `watch event of Pod`.
+        what: String,
+        /// The decoder's complaint.
+        message: String,
+    },
     /// The client cannot even be set up or the request built (bad PEM, unusable token).
     Config(String),
 }
@@ -80,8 +92,11 @@ pub enum ApiErrorKind {
 /// An API request failure with the operation and object it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// HTTP method (or WATCH / SETUP).
     pub method: String,
+    /// Request path, naming the object.
     pub path: String,
+    /// What went wrong.
     pub kind: ApiErrorKind,
     /// From `Retry-After` on 429/5xx answers: never retry sooner.
     pub retry_after: Option<Duration>,
@@ -163,6 +178,7 @@ pub struct ListParams {
     pub field_selector: Option<String>,
     /// e.g. `app=web,tier!=db`.
     pub label_selector: Option<String>,
+    /// Page size (`limit`); continuation is not followed by `list`.
     pub limit: Option<u32>,
 }
 

@@ -31,11 +31,20 @@ pub const DEFAULT_MAX_LINE: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchDecodeError {
     /// A line grew beyond the limit without a newline.
-    LineTooLong { limit: usize },
+    LineTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A complete line is not a valid watch event.
-    Json { message: String },
+    Json {
+        /// The JSON decoder's complaint.
+        message: String,
+    },
     /// The stream ended in the middle of an event.
-    Truncated { bytes: usize },
+    Truncated {
+        /// Bytes of the cut-off event.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for WatchDecodeError {
@@ -271,6 +280,7 @@ impl<T: Clone> Store<T> {
 pub enum InformerEvent<T> {
     /// Added or modified.
     Applied(T),
+    /// Removed from the server (final state attached).
     Deleted(T),
     /// The complete current set after a (re-)list: diff it against your own state, since
     /// deletions during a disconnection are only visible this way.
@@ -280,18 +290,26 @@ pub enum InformerEvent<T> {
 /// Long-lived watch streams, or periodic lists for proxies that kill long streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
+    /// List once, then keep a watch stream open.
     Watch,
-    Poll { interval: Duration },
+    /// List every `interval`; never hold a stream open.
+    Poll {
+        /// Time between the end of one list and the start of the next.
+        interval: Duration,
+    },
 }
 
 /// Informer tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InformerConfig {
+    /// Watch or poll.
     pub mode: WatchMode,
     /// Each watch asks the server to end it after a random time in this range (client-go:
     /// 5–10 min), so connections rotate and many nodes do not reconnect in lockstep.
     pub watch_timeout_min: Duration,
+    /// Upper end of the watch timeout range.
     pub watch_timeout_max: Duration,
+    /// Retry timing after failures.
     pub backoff: BackoffConfig,
 }
 
@@ -314,7 +332,9 @@ pub enum Action {
     /// Open a watch from this resourceVersion; report events with [`Informer::watch_event`]
     /// and the end of the stream with [`Informer::watch_ended`].
     Watch {
+        /// Watch from here (the last version seen).
         resource_version: String,
+        /// `timeoutSeconds` for the server.
         timeout_seconds: u64,
     },
     /// Nothing to do for this long.
