@@ -1408,3 +1408,64 @@ fn watch_decoder_throughput_figure() {
         wire.len() as f64 / 1e6 / secs
     );
 }
+
+#[test]
+fn test_server_streaming_list_then_live_events() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    for i in 0..3 {
+        srv.create(
+            "/api/v1/namespaces/default/pods",
+            server_pod(&format!("p{i}"), "n1"),
+        )
+        .unwrap();
+    }
+    srv.create(
+        "/api/v1/namespaces/default/pods",
+        server_pod("elsewhere", "n2"),
+    )
+    .unwrap();
+    let (clock, offset) = fake_clock();
+    let informer = Informer::<TestPod>::with_rng(
+        InformerConfig {
+            mode: tinylet::api::WatchMode::StreamingList,
+            ..Default::default()
+        },
+        |p| &p.metadata,
+        Box::new(XorShift64::new(13)),
+    );
+    let mut lw = ListWatch::new(
+        node_client(&srv, "n1"),
+        "/api/v1/pods",
+        ListParams::fields("spec.nodeName=n1"),
+        informer,
+    )
+    .with_clock(clock);
+    let mut sleep = |d: Duration| {
+        *offset.lock().unwrap() += d;
+        true
+    };
+    match lw.next_event(&mut sleep).unwrap() {
+        InformerEvent::Resync(v) => {
+            let names: Vec<_> = v.iter().map(|p| p.metadata.name.as_str()).collect();
+            assert_eq!(names, ["p0", "p1", "p2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    srv.create("/api/v1/namespaces/default/pods", server_pod("p3", "n1"))
+        .unwrap();
+    match lw.next_event(&mut sleep).unwrap() {
+        InformerEvent::Applied(p) => assert_eq!(p.metadata.name, "p3"),
+        other => panic!("{other:?}"),
+    }
+    // One request did it all: no separate list.
+    let log = srv.stats().log();
+    let pods: Vec<_> = log.iter().filter(|r| r.resource == "pods").collect();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].verb, "watch");
+    assert!(
+        pods[0].target.contains("sendInitialEvents=true"),
+        "{}",
+        pods[0].target
+    );
+    assert!(pods[0].target.contains("resourceVersionMatch=NotOlderThan"));
+}

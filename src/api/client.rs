@@ -520,13 +520,39 @@ impl Client {
         q.push(("allowWatchBookmarks", "true".into()));
         q.push(("resourceVersion", resource_version.to_string()));
         q.push(("timeoutSeconds", timeout_seconds.to_string()));
+        self.open_watch(path, &q, timeout_seconds)
+    }
+
+    /// Opens a streaming list: the current objects arrive as ADDED events, ended by a BOOKMARK
+    /// annotated `k8s.io/initial-events-end`, then the watch goes on.
+    pub fn watch_list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &ListParams,
+        timeout_seconds: u64,
+    ) -> Result<WatchStream<T>, ApiError> {
+        let mut q = params.pairs();
+        q.push(("watch", "1".into()));
+        q.push(("sendInitialEvents", "true".into()));
+        q.push(("resourceVersionMatch", "NotOlderThan".into()));
+        q.push(("allowWatchBookmarks", "true".into()));
+        q.push(("timeoutSeconds", timeout_seconds.to_string()));
+        self.open_watch(path, &q, timeout_seconds)
+    }
+
+    fn open_watch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        q: &[(&'static str, String)],
+        timeout_seconds: u64,
+    ) -> Result<WatchStream<T>, ApiError> {
         let cfg = &self.inner.config;
         // The server closes at timeoutSeconds; allow slack before calling it dead.
         let body_timeout = Duration::from_secs(timeout_seconds.saturating_add(60));
         let resp = self.send(
             "GET",
             path,
-            &q,
+            q,
             None,
             Some((body_timeout, cfg.watch_idle_timeout)),
         )?;
