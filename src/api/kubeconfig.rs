@@ -584,11 +584,27 @@ pub fn write_cert_kubeconfig(
 mod tests {
     use super::*;
 
-    fn tmpdir(tag: &str) -> PathBuf {
+    /// A scratch directory removed when the test ends, pass or fail.
+    struct TmpDir(PathBuf);
+
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for TmpDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn tmpdir(tag: &str) -> TmpDir {
         let d = std::env::temp_dir().join(format!("tinylet-kc-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TmpDir(d)
     }
 
     const INLINE: &str = r#"
@@ -655,7 +671,6 @@ users: [{name: u, user: {client-certificate: pki/c.crt, client-key: k.key, token
         assert_eq!(c.ca_pem, b"CA");
         assert_eq!(c.auth.client_cert, Some((b"C".to_vec(), b"K".to_vec())));
         assert_eq!(c.auth.bearer, Some(Bearer::File(d.join("tok"))));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     fn refused_field(text: &str) -> String {
@@ -766,6 +781,5 @@ users: [{name: u, user: {client-certificate: pki/c.crt, client-key: k.key, token
         assert_eq!(c.server, "https://h:6443");
         assert_eq!(c.ca_pem, b"CA");
         assert_eq!(c.auth.client_cert, Some((b"C".to_vec(), b"K".to_vec())));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }
