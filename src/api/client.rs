@@ -42,6 +42,7 @@ pub struct ClientConfig {
     pub max_body: u64,
     /// Largest single watch event line.
     pub max_watch_line: usize,
+    /// Sent as User-Agent, so server logs tell the agent apart.
     pub user_agent: String,
 }
 
@@ -65,14 +66,25 @@ pub enum ApiErrorKind {
     Transport(String),
     /// The server answered with an error status (and usually a Status body).
     Status {
+        /// HTTP status code.
         code: u16,
+        /// Status.reason, or the HTTP reason phrase without a Status body.
         reason: String,
+        /// Status.message, or the start of a non-Status body.
         message: String,
     },
     /// The response body exceeded the limit.
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The body is not the expected object.
-    Decode { what: String, message: String },
+    Decode {
+        /// The expected object, e.g. `Node` or `watch event of Pod`.
+        what: String,
+        /// The decoder's complaint.
+        message: String,
+    },
     /// The client cannot even be set up or the request built (bad PEM, unusable token).
     Config(String),
 }
@@ -80,8 +92,11 @@ pub enum ApiErrorKind {
 /// An API request failure with the operation and object it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// HTTP method (or WATCH / SETUP).
     pub method: String,
+    /// Request path, naming the object.
     pub path: String,
+    /// What went wrong.
     pub kind: ApiErrorKind,
     /// From `Retry-After` on 429/5xx answers: never retry sooner.
     pub retry_after: Option<Duration>,
@@ -163,6 +178,7 @@ pub struct ListParams {
     pub field_selector: Option<String>,
     /// e.g. `app=web,tier!=db`.
     pub label_selector: Option<String>,
+    /// Page size (`limit`); continuation is not followed by `list`.
     pub limit: Option<u32>,
 }
 
@@ -309,7 +325,7 @@ impl fmt::Debug for Client {
 }
 
 fn setup_err(m: String) -> ApiError {
-    ApiError::new("SETUP", "", ApiErrorKind::Config(m))
+    ApiError::new("SETUP", "API client", ApiErrorKind::Config(m))
 }
 
 fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, ApiError> {
@@ -504,13 +520,39 @@ impl Client {
         q.push(("allowWatchBookmarks", "true".into()));
         q.push(("resourceVersion", resource_version.to_string()));
         q.push(("timeoutSeconds", timeout_seconds.to_string()));
+        self.open_watch(path, &q, timeout_seconds)
+    }
+
+    /// Opens a streaming list: the current objects arrive as ADDED events, ended by a BOOKMARK
+    /// annotated `k8s.io/initial-events-end`, then the watch goes on.
+    pub fn watch_list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &ListParams,
+        timeout_seconds: u64,
+    ) -> Result<WatchStream<T>, ApiError> {
+        let mut q = params.pairs();
+        q.push(("watch", "1".into()));
+        q.push(("sendInitialEvents", "true".into()));
+        q.push(("resourceVersionMatch", "NotOlderThan".into()));
+        q.push(("allowWatchBookmarks", "true".into()));
+        q.push(("timeoutSeconds", timeout_seconds.to_string()));
+        self.open_watch(path, &q, timeout_seconds)
+    }
+
+    fn open_watch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        q: &[(&'static str, String)],
+        timeout_seconds: u64,
+    ) -> Result<WatchStream<T>, ApiError> {
         let cfg = &self.inner.config;
         // The server closes at timeoutSeconds; allow slack before calling it dead.
         let body_timeout = Duration::from_secs(timeout_seconds.saturating_add(60));
         let resp = self.send(
             "GET",
             path,
-            &q,
+            q,
             None,
             Some((body_timeout, cfg.watch_idle_timeout)),
         )?;
@@ -534,12 +576,25 @@ impl Client {
     ) -> Result<T, ApiError> {
         let resp = self.send(method, path, query, body, None)?;
         let mut resp = self.check_status(method, path, resp)?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(self.inner.config.max_body)
-            .read_to_vec()
-            .map_err(|e| map_ureq(method, path, e))?;
+        let limit = self.inner.config.max_body;
+        let too_large = || ApiError::new(method, path, ApiErrorKind::TooLarge { limit });
+        let hint = resp.body().content_length();
+        // Refuse before reading a byte when the server announces too much.
+        if hint.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut reader = resp.body_mut().as_reader();
+        let bytes = match read_limited(&mut reader, limit, hint) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(too_large()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    method,
+                    path,
+                    ApiErrorKind::Transport(format!("reading response body: {e}")),
+                ))
+            }
+        };
         serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 method,
@@ -629,7 +684,7 @@ impl Client {
         if (200..300).contains(&code) {
             return Ok(resp);
         }
-        let retry_after = if code == 429 || code >= 500 {
+        let mut retry_after = if code == 429 || code >= 500 {
             resp.headers()
                 .get("Retry-After")
                 .and_then(|v| v.to_str().ok())
@@ -644,7 +699,18 @@ impl Client {
             .read_to_vec()
             .unwrap_or_default();
         let (reason, message) = match serde_json::from_slice::<Status>(&body) {
-            Ok(s) if s.is_status() => (s.reason, s.message),
+            Ok(s) if s.is_status() => {
+                // Some servers say it only in the body: details.retryAfterSeconds.
+                if retry_after.is_none() && (code == 429 || code >= 500) {
+                    retry_after = s
+                        .details
+                        .as_ref()
+                        .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs);
+                }
+                (s.reason, s.message)
+            }
             _ => (
                 resp.status().canonical_reason().unwrap_or("").to_string(),
                 String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned(),
@@ -661,6 +727,43 @@ impl Client {
         );
         e.retry_after = retry_after;
         Err(e)
+    }
+}
+
+/// Reads at most `limit` bytes; `Ok(None)` if there is more. Capacity never grows past the
+/// limit (plain `read_to_end` could double it), so memory stays bounded by the limit.
+fn read_limited(
+    r: &mut dyn Read,
+    limit: u64,
+    hint: Option<u64>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let initial = hint
+        .and_then(|h| usize::try_from(h).ok())
+        .unwrap_or(8 << 10)
+        .min(limit);
+    let mut buf = Vec::with_capacity(initial);
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(Some(buf)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let data = chunk.get(..n).unwrap_or_default();
+        if buf.len().saturating_add(n) > limit {
+            return Ok(None);
+        }
+        if buf.capacity() < buf.len() + n {
+            let want = buf
+                .capacity()
+                .saturating_mul(2)
+                .max(buf.len() + n)
+                .min(limit);
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(data);
     }
 }
 
@@ -893,6 +996,19 @@ mod tests {
                 ("labelSelector", "a=b".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn read_limited_bounds_capacity() {
+        let data = vec![7u8; 100_000];
+        let got = read_limited(&mut &data[..], 100_000, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, data);
+        assert!(got.capacity() <= 100_000);
+        assert_eq!(read_limited(&mut &data[..], 99_999, None).unwrap(), None);
+        assert_eq!(read_limited(&mut &data[..], 0, Some(5)).unwrap(), None);
+        assert_eq!(read_limited(&mut &b""[..], 0, None).unwrap(), Some(vec![]));
     }
 
     #[test]

@@ -21,13 +21,19 @@ const MAX_FILE: u64 = 1 << 20;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Kubeconfig {
+    /// Always "v1".
     #[serde(rename = "apiVersion", skip_serializing_if = "String::is_empty")]
     pub api_version: String,
+    /// Always "Config".
     #[serde(skip_serializing_if = "String::is_empty")]
     pub kind: String,
+    /// Named clusters.
     pub clusters: Vec<NamedCluster>,
+    /// Named contexts (cluster + user pairs).
     pub contexts: Vec<NamedContext>,
+    /// Named users (credentials).
     pub users: Vec<NamedUser>,
+    /// The context used when none is asked for.
     #[serde(rename = "current-context")]
     pub current_context: String,
 }
@@ -36,7 +42,9 @@ pub struct Kubeconfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NamedCluster {
+    /// Name the contexts refer to.
     pub name: String,
+    /// The cluster itself.
     pub cluster: KubeconfigCluster,
 }
 
@@ -44,11 +52,15 @@ pub struct NamedCluster {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct KubeconfigCluster {
+    /// `https://host:port`, optionally with a path prefix.
     pub server: String,
+    /// CA file path (relative to the kubeconfig).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<String>,
+    /// CA PEM, base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_authority_data: Option<String>,
+    /// Name the server certificate is checked against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
     /// Read only so it can be refused by name.
@@ -60,7 +72,9 @@ pub struct KubeconfigCluster {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NamedContext {
+    /// Name used by current-context.
     pub name: String,
+    /// The context itself.
     pub context: KubeconfigContext,
 }
 
@@ -68,8 +82,11 @@ pub struct NamedContext {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KubeconfigContext {
+    /// Name of a `clusters[]` entry.
     pub cluster: String,
+    /// Name of a `users[]` entry (may be empty: anonymous).
     pub user: String,
+    /// Default namespace for namespaced requests.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
 }
@@ -78,7 +95,9 @@ pub struct KubeconfigContext {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NamedUser {
+    /// Name the contexts refer to.
     pub name: String,
+    /// The credentials.
     pub user: KubeconfigUser,
 }
 
@@ -86,16 +105,22 @@ pub struct NamedUser {
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct KubeconfigUser {
+    /// Client certificate file path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<String>,
+    /// Client certificate PEM, base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate_data: Option<String>,
+    /// Client key file path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// Client key PEM, base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_data: Option<String>,
+    /// Bearer token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// File holding the bearer token (re-read when it changes).
     #[serde(rename = "tokenFile", skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
     /// Read only so it can be refused by name.
@@ -132,6 +157,7 @@ pub struct ClusterConfig {
     pub ca_pem: Vec<u8>,
     /// Name to verify the server certificate against instead of the URL's host.
     pub tls_server_name: Option<String>,
+    /// Credentials.
     pub auth: Auth,
     /// The context's namespace, if any.
     pub namespace: Option<String>,
@@ -152,6 +178,7 @@ impl fmt::Debug for ClusterConfig {
 pub struct Auth {
     /// PEM client certificate chain and PEM private key.
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// Bearer token, sent as `Authorization: Bearer`.
     pub bearer: Option<Bearer>,
 }
 
@@ -167,7 +194,9 @@ impl fmt::Debug for Auth {
 /// A bearer token, fixed or read from a file that may be rotated underneath us.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Bearer {
+    /// A token given inline.
     Static(String),
+    /// A token file, re-read when it changes.
     File(PathBuf),
 }
 
@@ -185,26 +214,41 @@ impl fmt::Debug for Bearer {
 pub enum KubeconfigError {
     /// The file (or a file it names) could not be read.
     Read {
+        /// The file that could not be read.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The YAML does not parse as a kubeconfig.
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// The YAML parser's complaint.
+        message: String,
+    },
     /// A context, cluster or user named by the file is not in it.
     Missing {
+        /// The kubeconfig.
         path: PathBuf,
+        /// "context", "cluster" or "user".
         what: &'static str,
+        /// The name that was not found.
         name: String,
     },
     /// A field has a value this client will not use (e.g. insecure-skip-tls-verify).
     Refused {
+        /// The kubeconfig.
         path: PathBuf,
+        /// The offending field, as named in the file.
         field: String,
+        /// Why, and what to do instead.
         reason: String,
     },
     /// The bootstrap kubeconfig could not be written.
     Write {
+        /// The kubeconfig being written.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
 }
@@ -540,11 +584,27 @@ pub fn write_cert_kubeconfig(
 mod tests {
     use super::*;
 
-    fn tmpdir(tag: &str) -> PathBuf {
+    /// A scratch directory removed when the test ends, pass or fail.
+    struct TmpDir(PathBuf);
+
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for TmpDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn tmpdir(tag: &str) -> TmpDir {
         let d = std::env::temp_dir().join(format!("tinylet-kc-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TmpDir(d)
     }
 
     const INLINE: &str = r#"
@@ -611,7 +671,6 @@ users: [{name: u, user: {client-certificate: pki/c.crt, client-key: k.key, token
         assert_eq!(c.ca_pem, b"CA");
         assert_eq!(c.auth.client_cert, Some((b"C".to_vec(), b"K".to_vec())));
         assert_eq!(c.auth.bearer, Some(Bearer::File(d.join("tok"))));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     fn refused_field(text: &str) -> String {
@@ -722,6 +781,5 @@ users: [{name: u, user: {client-certificate: pki/c.crt, client-key: k.key, token
         assert_eq!(c.server, "https://h:6443");
         assert_eq!(c.ca_pem, b"CA");
         assert_eq!(c.auth.client_cert, Some((b"C".to_vec(), b"K".to_vec())));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -12,6 +12,11 @@ pub mod kubeconfig;
 pub mod watch;
 
 pub use backoff::{Backoff, BackoffConfig, RandomSource, XorShift64};
-pub use client::{ApiError, ApiErrorKind, Client, ClientConfig, ListParams};
-pub use kubeconfig::{Auth, ClusterConfig, Kubeconfig, KubeconfigError};
-pub use watch::{Informer, InformerEvent, LineDecoder, ListWatch, WatchDecodeError, WatchMode};
+pub use client::{ApiError, ApiErrorKind, Client, ClientConfig, ListParams, WatchStream};
+pub use kubeconfig::{
+    write_cert_kubeconfig, Auth, Bearer, ClusterConfig, Kubeconfig, KubeconfigError,
+};
+pub use watch::{
+    Action, EventDecoder, Informer, InformerConfig, InformerEvent, LineDecoder, ListWatch, Store,
+    WatchDecodeError, WatchMode,
+};

@@ -31,11 +31,20 @@ pub const DEFAULT_MAX_LINE: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchDecodeError {
     /// A line grew beyond the limit without a newline.
-    LineTooLong { limit: usize },
+    LineTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A complete line is not a valid watch event.
-    Json { message: String },
+    Json {
+        /// The JSON decoder's complaint.
+        message: String,
+    },
     /// The stream ended in the middle of an event.
-    Truncated { bytes: usize },
+    Truncated {
+        /// Bytes of the cut-off event.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for WatchDecodeError {
@@ -202,6 +211,9 @@ pub fn decode_event<T: DeserializeOwned>(line: &[u8]) -> Result<WatchEvent<T>, W
     })
 }
 
+/// An object of any kind, undecoded: for generic tools, tests and fuzzing.
+pub type RawObject = serde_json::Value;
+
 /// How an object is found in the store: `namespace/name`, from its metadata.
 pub type MetaFn<T> = fn(&T) -> &ObjectMeta;
 
@@ -268,6 +280,7 @@ impl<T: Clone> Store<T> {
 pub enum InformerEvent<T> {
     /// Added or modified.
     Applied(T),
+    /// Removed from the server (final state attached).
     Deleted(T),
     /// The complete current set after a (re-)list: diff it against your own state, since
     /// deletions during a disconnection are only visible this way.
@@ -277,18 +290,30 @@ pub enum InformerEvent<T> {
 /// Long-lived watch streams, or periodic lists for proxies that kill long streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
+    /// List once, then keep a watch stream open.
     Watch,
-    Poll { interval: Duration },
+    /// Like `Watch`, but the initial state also arrives as watch events
+    /// (`sendInitialEvents=true`) ending with the `k8s.io/initial-events-end` bookmark, so no
+    /// large list response is ever buffered. Falls back to `Watch` if the server refuses it.
+    StreamingList,
+    /// List every `interval`; never hold a stream open.
+    Poll {
+        /// Time between the end of one list and the start of the next.
+        interval: Duration,
+    },
 }
 
 /// Informer tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InformerConfig {
+    /// Watch or poll.
     pub mode: WatchMode,
     /// Each watch asks the server to end it after a random time in this range (client-go:
     /// 5–10 min), so connections rotate and many nodes do not reconnect in lockstep.
     pub watch_timeout_min: Duration,
+    /// Upper end of the watch timeout range.
     pub watch_timeout_max: Duration,
+    /// Retry timing after failures.
     pub backoff: BackoffConfig,
 }
 
@@ -311,7 +336,15 @@ pub enum Action {
     /// Open a watch from this resourceVersion; report events with [`Informer::watch_event`]
     /// and the end of the stream with [`Informer::watch_ended`].
     Watch {
+        /// Watch from here (the last version seen).
         resource_version: String,
+        /// `timeoutSeconds` for the server.
+        timeout_seconds: u64,
+    },
+    /// Open a streaming list (a watch that starts with the current state); report like a
+    /// watch. Only in [`WatchMode::StreamingList`].
+    WatchList {
+        /// `timeoutSeconds` for the server.
         timeout_seconds: u64,
     },
     /// Nothing to do for this long.
@@ -340,6 +373,8 @@ pub struct Informer<T> {
     state: State,
     backoff: Backoff,
     rng: Box<dyn RandomSource + Send>,
+    /// The set being rebuilt by a streaming list, until its initial-events-end bookmark.
+    initial: Option<Store<T>>,
 }
 
 impl<T> fmt::Debug for Informer<T> {
@@ -371,6 +406,7 @@ impl<T: Clone> Informer<T> {
             state: State::Ready(Next::List),
             backoff: Backoff::new(config.backoff),
             rng,
+            initial: None,
         }
     }
 
@@ -397,32 +433,37 @@ impl<T: Clone> Informer<T> {
             }
             self.state = State::Ready(then);
         }
-        match self.state {
-            State::Ready(Next::Watch) if !self.resource_version.is_empty() => {
-                self.state = State::Watching;
-                let t = random_between(
-                    self.rng.as_mut(),
-                    self.config.watch_timeout_min,
-                    self.config
-                        .watch_timeout_max
-                        .max(self.config.watch_timeout_min),
-                );
-                Action::Watch {
-                    resource_version: self.resource_version.clone(),
-                    timeout_seconds: t.as_secs().max(1),
-                }
-            }
-            // A watch without a version would replay "now" and miss changes: list instead.
-            State::Ready(_) => {
-                self.state = State::Listing;
-                Action::List
-            }
-            // Asked again while a request is out: the driver lost track; start over cleanly.
-            State::Listing | State::Watching | State::Waiting { .. } => {
-                self.state = State::Listing;
-                Action::List
-            }
+        let watch_from_version =
+            self.state == State::Ready(Next::Watch) && !self.resource_version.is_empty();
+        if watch_from_version {
+            self.state = State::Watching;
+            return Action::Watch {
+                resource_version: self.resource_version.clone(),
+                timeout_seconds: self.watch_timeout(),
+            };
         }
+        // Ready to list, or asked again while a request is out (the driver lost track): start
+        // over cleanly. A watch without a version would replay "now" and miss changes.
+        if self.config.mode == WatchMode::StreamingList {
+            self.state = State::Watching;
+            self.initial = Some(Store::new(self.store.meta));
+            return Action::WatchList {
+                timeout_seconds: self.watch_timeout(),
+            };
+        }
+        self.state = State::Listing;
+        Action::List
+    }
+
+    fn watch_timeout(&mut self) -> u64 {
+        let t = random_between(
+            self.rng.as_mut(),
+            self.config.watch_timeout_min,
+            self.config
+                .watch_timeout_max
+                .max(self.config.watch_timeout_min),
+        );
+        t.as_secs().max(1)
     }
 
     /// Reports the result of the list asked for by [`Action::List`].
@@ -437,7 +478,7 @@ impl<T: Clone> Informer<T> {
                 self.resource_version = list.metadata.resource_version;
                 self.store.replace(list.items);
                 self.state = match self.config.mode {
-                    WatchMode::Watch => State::Ready(Next::Watch),
+                    WatchMode::Watch | WatchMode::StreamingList => State::Ready(Next::Watch),
                     WatchMode::Poll { interval } => State::Waiting {
                         until: now + interval,
                         then: Next::List,
@@ -446,7 +487,7 @@ impl<T: Clone> Informer<T> {
                 Some(InformerEvent::Resync(self.store.iter().cloned().collect()))
             }
             Err(e) => {
-                self.fail(now, &e, Next::List);
+                self.fail(now, e.retry_after, Next::List);
                 None
             }
         }
@@ -458,6 +499,9 @@ impl<T: Clone> Informer<T> {
             return None;
         }
         self.backoff.on_success(now);
+        if self.initial.is_some() {
+            return self.initial_event(now, event);
+        }
         match event {
             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                 self.note_version(&o);
@@ -480,20 +524,32 @@ impl<T: Clone> Informer<T> {
                 None
             }
             WatchEvent::Error(status) => {
-                let retry = status
-                    .details
-                    .as_ref()
-                    .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
-                    .filter(|s| *s > 0)
-                    .map(Duration::from_secs);
-                let delay = self.backoff.on_failure(now, retry, self.rng.as_mut());
-                self.state = State::Waiting {
-                    until: now + delay,
-                    then: Next::Watch,
-                };
+                self.fail(now, status_retry_after(&status), Next::Watch);
                 None
             }
         }
+    }
+
+    /// An event of a streaming list before its initial-events-end bookmark.
+    fn initial_event(&mut self, now: Instant, event: WatchEvent<T>) -> Option<InformerEvent<T>> {
+        let pending = self.initial.as_mut()?;
+        match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => pending.apply(o),
+            WatchEvent::Deleted(o) => pending.remove(&o),
+            WatchEvent::Bookmark(b) if b.is_initial_events_end() => {
+                self.resource_version = b.resource_version;
+                if let Some(done) = self.initial.take() {
+                    self.store = done;
+                }
+                return Some(InformerEvent::Resync(self.store.iter().cloned().collect()));
+            }
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(status) if status.code == 410 => self.gone(),
+            WatchEvent::Error(status) => {
+                self.fail(now, status_retry_after(&status), Next::List);
+            }
+        }
+        None
     }
 
     /// Reports that the watch stream ended: `Ok` for a normal close (server timeout).
@@ -501,23 +557,48 @@ impl<T: Clone> Informer<T> {
         if self.state != State::Watching {
             return;
         }
+        if self.initial.is_some() {
+            return self.streaming_list_ended(now, result);
+        }
         match result {
             Ok(()) => self.state = State::Ready(Next::Watch),
             Err(e) if e.is_gone() => self.gone(),
-            Err(e) => self.fail(now, &e, Next::Watch),
+            Err(e) => self.fail(now, e.retry_after, Next::Watch),
+        }
+    }
+
+    fn streaming_list_ended(&mut self, now: Instant, result: Result<(), ApiError>) {
+        self.initial = None;
+        match result {
+            // Closed before the initial set was complete: it has to start over, after a
+            // back-off so a server that always does this is not hammered.
+            Ok(()) => self.fail(now, None, Next::List),
+            Err(e) if e.is_gone() => self.gone(),
+            // 400/422: the server does not offer streaming lists; use plain lists for good.
+            Err(e) if matches!(e.code(), Some(400) | Some(422)) => {
+                log::info!("streaming list refused ({e}); falling back to list+watch");
+                self.config.mode = WatchMode::Watch;
+                self.state = State::Ready(Next::List);
+            }
+            Err(e) => self.fail(now, e.retry_after, Next::List),
         }
     }
 
     fn gone(&mut self) {
         // The version is compacted away: only a fresh list can tell what changed meanwhile.
         self.resource_version.clear();
+        self.initial = None;
         self.state = State::Ready(Next::List);
     }
 
-    fn fail(&mut self, now: Instant, e: &ApiError, then: Next) {
-        let delay = self
-            .backoff
-            .on_failure(now, e.retry_after, self.rng.as_mut());
+    fn fail(&mut self, now: Instant, retry_after: Option<Duration>, then: Next) {
+        // A half-received streaming list is worthless once the stream is gone.
+        let then = if self.initial.take().is_some() {
+            Next::List
+        } else {
+            then
+        };
+        let delay = self.backoff.on_failure(now, retry_after, self.rng.as_mut());
         self.state = State::Waiting {
             until: now + delay,
             then,
@@ -532,6 +613,15 @@ impl<T: Clone> Informer<T> {
     }
 }
 
+fn status_retry_after(status: &crate::k8s::status::Status) -> Option<Duration> {
+    status
+        .details
+        .as_ref()
+        .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
 /// Blocking driver: runs an [`Informer`] against a [`Client`] for one collection path.
 pub struct ListWatch<T> {
     client: Client,
@@ -539,6 +629,7 @@ pub struct ListWatch<T> {
     params: ListParams,
     informer: Informer<T>,
     stream: Option<super::client::WatchStream<T>>,
+    clock: Box<dyn FnMut() -> Instant + Send>,
 }
 
 impl<T: DeserializeOwned + Clone> ListWatch<T> {
@@ -550,7 +641,14 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
             params,
             informer,
             stream: None,
+            clock: Box::new(Instant::now),
         }
+    }
+
+    /// Replaces the clock (tests pair it with a `sleep` that advances fake time).
+    pub fn with_clock(mut self, clock: Box<dyn FnMut() -> Instant + Send>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The informer (and through it the store).
@@ -566,7 +664,7 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
     ) -> Option<InformerEvent<T>> {
         loop {
             if let Some(stream) = self.stream.as_mut() {
-                let now = Instant::now();
+                let now = (self.clock)();
                 match stream.next_event() {
                     Ok(Some(ev)) => {
                         let out = self.informer.watch_event(now, ev);
@@ -589,13 +687,13 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
                 }
                 continue;
             }
-            match self.informer.next_action(Instant::now()) {
+            match self.informer.next_action((self.clock)()) {
                 Action::List => {
                     let r = self.client.list::<T>(&self.path, &self.params);
                     if let Err(e) = &r {
                         log::warn!("list {}: {e}", self.path);
                     }
-                    if let Some(ev) = self.informer.list_done(Instant::now(), r) {
+                    if let Some(ev) = self.informer.list_done((self.clock)(), r) {
                         return Some(ev);
                     }
                 }
@@ -612,7 +710,19 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
                         Ok(s) => self.stream = Some(s),
                         Err(e) => {
                             log::warn!("watch {}: {e}", self.path);
-                            self.informer.watch_ended(Instant::now(), Err(e));
+                            self.informer.watch_ended((self.clock)(), Err(e));
+                        }
+                    }
+                }
+                Action::WatchList { timeout_seconds } => {
+                    match self
+                        .client
+                        .watch_list::<T>(&self.path, &self.params, timeout_seconds)
+                    {
+                        Ok(s) => self.stream = Some(s),
+                        Err(e) => {
+                            log::warn!("streaming list {}: {e}", self.path);
+                            self.informer.watch_ended((self.clock)(), Err(e));
                         }
                     }
                 }
@@ -968,6 +1078,7 @@ mod tests {
                 }
                 Action::Watch { .. } => {} // jitter may draw zero
                 Action::List => panic!("transport errors must not relist"),
+                Action::WatchList { .. } => panic!("not in streaming mode"),
             }
         }
         assert!(max_seen > Duration::from_secs(2), "{max_seen:?}");
@@ -1035,6 +1146,104 @@ mod tests {
             Action::Sleep(d) => assert!(d <= Duration::from_millis(800)),
             other => assert_eq!(other, Action::List),
         }
+    }
+
+    fn end_bookmark(rv: &str) -> WatchEvent<Obj> {
+        let mut b = crate::k8s::list::Bookmark {
+            resource_version: rv.into(),
+            ..Default::default()
+        };
+        b.annotations
+            .insert(crate::k8s::list::INITIAL_EVENTS_END.into(), "true".into());
+        WatchEvent::Bookmark(b)
+    }
+
+    #[test]
+    fn streaming_list_builds_the_set_then_watches_on() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::StreamingList);
+        assert!(
+            matches!(inf.next_action(t0), Action::WatchList { timeout_seconds } if (300..=600).contains(&timeout_seconds))
+        );
+        // Initial events are collected silently, replacing whatever was known before.
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Added(obj("n", "a", "3", 1))),
+            None
+        );
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Added(obj("n", "b", "4", 1))),
+            None
+        );
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Modified(obj("n", "a", "5", 2))),
+            None
+        );
+        assert!(inf.store().is_empty());
+        let plain = crate::k8s::list::Bookmark {
+            resource_version: "5".into(),
+            ..Default::default()
+        };
+        assert_eq!(inf.watch_event(t0, WatchEvent::Bookmark(plain)), None);
+        let ev = inf.watch_event(t0, end_bookmark("6"));
+        assert_eq!(
+            ev,
+            Some(InformerEvent::Resync(vec![
+                obj("n", "a", "5", 2),
+                obj("n", "b", "4", 1)
+            ]))
+        );
+        assert_eq!(inf.resource_version(), "6");
+        // The same stream goes on as an ordinary watch.
+        assert!(inf.is_watching());
+        assert_eq!(
+            inf.watch_event(t0, WatchEvent::Deleted(obj("n", "b", "7", 1))),
+            Some(InformerEvent::Deleted(obj("n", "b", "7", 1)))
+        );
+        // After a normal close it re-watches from the version, no new streaming list.
+        inf.watch_ended(t0, Ok(()));
+        assert!(
+            matches!(inf.next_action(t0), Action::Watch { resource_version, .. } if resource_version == "7")
+        );
+        // A 410 later starts a fresh streaming list.
+        inf.watch_ended(t0, Err(status_err(410, None)));
+        assert!(matches!(inf.next_action(t0), Action::WatchList { .. }));
+    }
+
+    #[test]
+    fn streaming_list_cut_short_starts_over_after_backoff() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::StreamingList);
+        inf.next_action(t0);
+        inf.watch_event(t0, WatchEvent::Added(obj("n", "a", "3", 1)));
+        inf.watch_ended(t0, Err(transport()));
+        let mut now = t0;
+        if let Action::Sleep(d) = inf.next_action(now) {
+            now += d;
+        }
+        assert!(matches!(inf.next_action(now), Action::WatchList { .. }));
+        // Closed cleanly but before the end bookmark: also a restart, never a half set.
+        inf.watch_event(now, WatchEvent::Added(obj("n", "a", "3", 1)));
+        inf.watch_ended(now, Ok(()));
+        assert!(inf.store().is_empty());
+        let action = inf.next_action(now + Duration::from_secs(60));
+        assert!(matches!(action, Action::WatchList { .. }), "{action:?}");
+    }
+
+    #[test]
+    fn streaming_list_refused_falls_back_to_list_and_watch() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::StreamingList);
+        inf.next_action(t0);
+        inf.watch_ended(t0, Err(status_err(422, None)));
+        assert_eq!(inf.next_action(t0), Action::List);
+        inf.list_done(t0, Ok(list("5", vec![])));
+        assert!(matches!(inf.next_action(t0), Action::Watch { .. }));
+        inf.watch_ended(t0, Err(status_err(410, None)));
+        assert_eq!(
+            inf.next_action(t0),
+            Action::List,
+            "the fallback is permanent"
+        );
     }
 
     #[test]

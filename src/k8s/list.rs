@@ -19,6 +19,7 @@ pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
 pub struct List<T> {
+    /// The list's resourceVersion: watch from here.
     #[serde(default)]
     pub metadata: ListMeta,
     /// `null` from the server is read as an empty list.
@@ -48,8 +49,11 @@ where
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchEvent<T> {
+    /// A new object.
     Added(T),
+    /// A changed object (full new state).
     Modified(T),
+    /// A removed object (last state).
     Deleted(T),
     /// Progress marker: only the resourceVersion (and annotations) are meaningful.
     Bookmark(Bookmark),
@@ -60,7 +64,9 @@ pub enum WatchEvent<T> {
 /// The payload of a BOOKMARK event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bookmark {
+    /// Everything up to this version has been delivered.
     pub resource_version: String,
+    /// e.g. `k8s.io/initial-events-end`.
     pub annotations: BTreeMap<String, String>,
 }
 
