@@ -27,7 +27,10 @@ pub struct User {
 impl User {
     /// A cluster admin (`system:masters`).
     pub fn admin() -> User {
-        User { name: "admin".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        User {
+            name: "admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
     }
 
     /// The node user for `node`.
@@ -48,14 +51,20 @@ impl User {
 
     /// The unauthenticated user.
     pub fn anonymous() -> User {
-        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        User {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
     }
 
     /// The user a client certificate names.
     pub fn from_subject(s: &Subject) -> User {
         let mut groups = s.organizations.clone();
         groups.push("system:authenticated".into());
-        User { name: s.common_name.clone().unwrap_or_default(), groups }
+        User {
+            name: s.common_name.clone().unwrap_or_default(),
+            groups,
+        }
     }
 
     fn in_group(&self, g: &str) -> bool {
@@ -67,7 +76,9 @@ impl User {
         if !self.in_group("system:nodes") {
             return None;
         }
-        self.name.strip_prefix("system:node:").filter(|n| !n.is_empty())
+        self.name
+            .strip_prefix("system:node:")
+            .filter(|n| !n.is_empty())
     }
 
     /// Member of `system:masters`.
@@ -110,17 +121,28 @@ struct Refs {
 
 fn collect_refs(pod: &Value, refs: &mut Refs) {
     let spec = pod.get("spec").unwrap_or(&Value::Null);
-    let sa = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     refs.serviceaccounts.insert(sa.to_string());
     let name_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    for v in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+    for v in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(n) = v.get("configMap").and_then(|c| name_of(c, "name")) {
             refs.configmaps.insert(n);
         }
         if let Some(n) = v.get("secret").and_then(|c| name_of(c, "secretName")) {
             refs.secrets.insert(n);
         }
-        let sources = v.get("projected").and_then(|p| p.get("sources")).and_then(Value::as_array);
+        let sources = v
+            .get("projected")
+            .and_then(|p| p.get("sources"))
+            .and_then(Value::as_array);
         for s in sources.into_iter().flatten() {
             if let Some(n) = s.get("configMap").and_then(|c| name_of(c, "name")) {
                 refs.configmaps.insert(n);
@@ -130,14 +152,29 @@ fn collect_refs(pod: &Value, refs: &mut Refs) {
             }
         }
     }
-    for s in spec.get("imagePullSecrets").and_then(Value::as_array).into_iter().flatten() {
+    for s in spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(n) = name_of(s, "name") {
             refs.secrets.insert(n);
         }
     }
     for list in ["containers", "initContainers", "ephemeralContainers"] {
-        for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
-            for e in c.get("envFrom").and_then(Value::as_array).into_iter().flatten() {
+        for c in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for e in c
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(n) = e.get("configMapRef").and_then(|r| name_of(r, "name")) {
                     refs.configmaps.insert(n);
                 }
@@ -186,7 +223,10 @@ pub fn authorize(user: &User, a: &Attrs<'_>, store: &Store) -> Result<(), String
         return authorize_node(node, a, store);
     }
     if user.is_bootstrapper() {
-        if k.resource == "certificatesigningrequests" && (read || a.verb == "create") && a.sub.is_empty() {
+        if k.resource == "certificatesigningrequests"
+            && (read || a.verb == "create")
+            && a.sub.is_empty()
+        {
             return Ok(());
         }
         return Err("bootstrap users may only create and read CertificateSigningRequests".into());
@@ -207,19 +247,31 @@ fn authorize_node(node: &str, a: &Attrs<'_>, store: &Store) -> Result<(), String
                 return Ok(());
             }
             let target = match a.verb {
-                "create" => a.body.and_then(|b| store::str_at(b, &["metadata", "name"])).unwrap_or(""),
+                "create" => a
+                    .body
+                    .and_then(|b| store::str_at(b, &["metadata", "name"]))
+                    .unwrap_or(""),
                 _ => a.name,
             };
             if target == node {
                 Ok(())
             } else {
-                Err(format!("node {node:?} is not allowed to modify node {target:?}"))
+                Err(format!(
+                    "node {node:?} is not allowed to modify node {target:?}"
+                ))
             }
         }
         ("coordination.k8s.io", "leases") => {
             let target = match a.verb {
-                "create" => a.body.and_then(|b| store::str_at(b, &["metadata", "name"])).unwrap_or(""),
-                "list" | "watch" => return Err("can only access lease with the same name as the requesting node".into()),
+                "create" => a
+                    .body
+                    .and_then(|b| store::str_at(b, &["metadata", "name"]))
+                    .unwrap_or(""),
+                "list" | "watch" => {
+                    return Err(
+                        "can only access lease with the same name as the requesting node".into(),
+                    )
+                }
                 _ => a.name,
             };
             if a.ns == "kube-node-lease" && target == node {
@@ -247,9 +299,14 @@ fn authorize_node(node: &str, a: &Attrs<'_>, store: &Store) -> Result<(), String
                     return Err(format!("pod does not have {MIRROR_ANNOTATION:?} annotation, node {node:?} can only create mirror pods"));
                 }
                 if !bound_to(body, node) {
-                    return Err(format!("node {node:?} can only create pods with spec.nodeName set to itself"));
+                    return Err(format!(
+                        "node {node:?} can only create pods with spec.nodeName set to itself"
+                    ));
                 }
-                let owners = body.get("metadata").and_then(|m| m.get("ownerReferences")).and_then(Value::as_array);
+                let owners = body
+                    .get("metadata")
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(Value::as_array);
                 for o in owners.into_iter().flatten() {
                     if o.get("kind").and_then(Value::as_str) != Some("Node")
                         || o.get("name").and_then(Value::as_str) != Some(node)
@@ -276,11 +333,16 @@ fn authorize_node(node: &str, a: &Attrs<'_>, store: &Store) -> Result<(), String
             let name = match a.verb {
                 "get" => Some(a.name.to_string()),
                 "list" | "watch" => single_name(a.selector),
-                "create" if k.resource == "serviceaccounts" && a.sub == "token" => Some(a.name.to_string()),
+                "create" if k.resource == "serviceaccounts" && a.sub == "token" => {
+                    Some(a.name.to_string())
+                }
                 _ => None,
             };
             let Some(name) = name else {
-                return Err(format!("nodes may not {} {} without naming one object", a.verb, k.resource));
+                return Err(format!(
+                    "nodes may not {} {} without naming one object",
+                    a.verb, k.resource
+                ));
             };
             let refs = node_refs(store, node, a.ns);
             let set = match k.resource {
@@ -302,7 +364,11 @@ fn authorize_node(node: &str, a: &Attrs<'_>, store: &Store) -> Result<(), String
             }
         }
         ("", "services") | ("discovery.k8s.io", "endpointslices") if read => Ok(()),
-        ("certificates.k8s.io", "certificatesigningrequests") if (read || a.verb == "create") && a.sub.is_empty() => Ok(()),
+        ("certificates.k8s.io", "certificatesigningrequests")
+            if (read || a.verb == "create") && a.sub.is_empty() =>
+        {
+            Ok(())
+        }
         _ => Err("no rule grants this to nodes".into()),
     }
 }

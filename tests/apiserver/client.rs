@@ -36,7 +36,10 @@ pub struct Response {
 impl Response {
     /// A header by name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON (Null if it is not JSON).
@@ -63,15 +66,28 @@ pub struct TestClient {
 impl TestClient {
     /// Plain HTTP.
     pub fn plain(addr: SocketAddr) -> TestClient {
-        TestClient { addr, tls: None, token: None, timeout: Duration::from_secs(5), idle: None, connects: 0 }
+        TestClient {
+            addr,
+            tls: None,
+            token: None,
+            timeout: Duration::from_secs(5),
+            idle: None,
+            connects: 0,
+        }
     }
 
     /// HTTPS trusting `ca_pem`, presenting `cert` if given.
-    pub fn tls(addr: SocketAddr, ca_pem: &str, cert: Option<&ClientCredentials>) -> io::Result<TestClient> {
+    pub fn tls(
+        addr: SocketAddr,
+        ca_pem: &str,
+        cert: Option<&ClientCredentials>,
+    ) -> io::Result<TestClient> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(c.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            roots
+                .add(c.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
         }
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -80,14 +96,21 @@ impl TestClient {
         let cfg = match cert {
             None => builder.with_no_client_auth(),
             Some(c) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
-                    .collect::<Result<_, _>>()
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| bad(e.to_string()))?;
+                let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())
                     .map_err(|e| bad(e.to_string()))?;
-                let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| bad(e.to_string()))?
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| bad(e.to_string()))?
             }
         };
-        Ok(TestClient { tls: Some(Arc::new(cfg)), ..TestClient::plain(addr) })
+        Ok(TestClient {
+            tls: Some(Arc::new(cfg)),
+            ..TestClient::plain(addr)
+        })
     }
 
     /// Sends `Authorization: Bearer TOKEN` from now on.
@@ -113,7 +136,8 @@ impl TestClient {
             None => Ok(Box::new(tcp)),
             Some(cfg) => {
                 let name = ServerName::IpAddress(self.addr.ip().into());
-                let conn = ClientConnection::new(Arc::clone(cfg), name).map_err(|e| bad(e.to_string()))?;
+                let conn =
+                    ClientConnection::new(Arc::clone(cfg), name).map_err(|e| bad(e.to_string()))?;
                 let mut s = StreamOwned::new(conn, tcp);
                 while s.conn.is_handshaking() {
                     s.conn.complete_io(&mut s.sock)?;
@@ -136,7 +160,13 @@ impl TestClient {
     }
 
     /// Sends a request on the idle connection (or a new one) and reads the full response.
-    pub fn request(&mut self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> io::Result<Response> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> io::Result<Response> {
         let mut rd = match self.idle.take() {
             Some(rd) => rd,
             None => BufReader::new(self.connect()?),
@@ -148,17 +178,35 @@ impl TestClient {
         w.flush()?;
         let (code, headers) = read_response_head(&mut rd)?;
         let resp_body = read_response_body(&mut rd, &headers)?;
-        let close = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        let close = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
         if !close {
             self.idle = Some(rd);
         }
-        Ok(Response { code, headers, body: resp_body })
+        Ok(Response {
+            code,
+            headers,
+            body: resp_body,
+        })
     }
 
     /// JSON request; returns (code, body as JSON).
-    pub fn json(&mut self, method: &str, path: &str, content_type: &str, body: Option<&Value>) -> io::Result<(u16, Value)> {
-        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
-        let ct = if body.is_some() { Some(content_type) } else { None };
+    pub fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> io::Result<(u16, Value)> {
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let ct = if body.is_some() {
+            Some(content_type)
+        } else {
+            None
+        };
         let r = self.request(method, path, ct, &bytes)?;
         Ok((r.code, r.json()))
     }
@@ -179,7 +227,12 @@ impl TestClient {
     }
 
     /// PATCH with the given patch content type.
-    pub fn patch(&mut self, path: &str, content_type: &str, body: &Value) -> io::Result<(u16, Value)> {
+    pub fn patch(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> io::Result<(u16, Value)> {
         self.json("PATCH", path, content_type, Some(body))
     }
 
@@ -195,9 +248,22 @@ impl TestClient {
         rd.get_mut().write_all(head.as_bytes())?;
         rd.get_mut().flush()?;
         let (code, headers) = read_response_head(&mut rd)?;
-        let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-        let body = if chunked { Vec::new() } else { read_response_body(&mut rd, &headers)? };
-        Ok(WatchStream { rd, code, headers, chunked, pending: body, done: !chunked })
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let body = if chunked {
+            Vec::new()
+        } else {
+            read_response_body(&mut rd, &headers)?
+        };
+        Ok(WatchStream {
+            rd,
+            code,
+            headers,
+            chunked,
+            pending: body,
+            done: !chunked,
+        })
     }
 }
 
@@ -205,7 +271,10 @@ impl TestClient {
 pub fn read_response_head<R: BufRead>(rd: &mut R) -> io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     if rd.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let code = line
         .split(' ')
@@ -216,7 +285,10 @@ pub fn read_response_head<R: BufRead>(rd: &mut R) -> io::Result<(u16, Vec<(Strin
     loop {
         line.clear();
         if rd.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in headers"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed in headers",
+            ));
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -231,9 +303,13 @@ pub fn read_response_head<R: BufRead>(rd: &mut R) -> io::Result<(u16, Vec<(Strin
 fn read_chunk<R: BufRead>(rd: &mut R) -> io::Result<Option<Vec<u8>>> {
     let mut line = String::new();
     if rd.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended without the last chunk"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "stream ended without the last chunk",
+        ));
     }
-    let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+    let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+        .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
     if size == 0 {
         line.clear();
         rd.read_line(&mut line)?;
@@ -247,8 +323,16 @@ fn read_chunk<R: BufRead>(rd: &mut R) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Reads a body framed by Content-Length or chunked encoding.
-pub fn read_response_body<R: BufRead>(rd: &mut R, headers: &[(String, String)]) -> io::Result<Vec<u8>> {
-    let h = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
+pub fn read_response_body<R: BufRead>(
+    rd: &mut R,
+    headers: &[(String, String)],
+) -> io::Result<Vec<u8>> {
+    let h = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    };
     if h("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         let mut body = Vec::new();
         while let Some(c) = read_chunk(rd)? {
@@ -256,7 +340,9 @@ pub fn read_response_body<R: BufRead>(rd: &mut R, headers: &[(String, String)]) 
         }
         return Ok(body);
     }
-    let len: usize = h("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let len: usize = h("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     rd.read_exact(&mut body)?;
     Ok(body)
@@ -281,10 +367,16 @@ impl WatchStream {
         loop {
             if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=pos).collect();
-                return serde_json::from_slice(&line).map(Some).map_err(|e| bad(format!("event is not JSON: {e}")));
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|e| bad(format!("event is not JSON: {e}")));
             }
             if self.done {
-                return if self.pending.is_empty() { Ok(None) } else { Err(bad("stream ended mid-line")) };
+                return if self.pending.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(bad("stream ended mid-line"))
+                };
             }
             match read_chunk(&mut self.rd)? {
                 Some(c) => self.pending.extend_from_slice(&c),

@@ -89,8 +89,13 @@ pub struct RequestInfo<'a> {
 
 impl Matcher {
     fn matches(&self, r: &RequestInfo<'_>) -> bool {
-        self.method.as_deref().map_or(true, |m| m.eq_ignore_ascii_case(r.method))
-            && self.path_contains.as_deref().map_or(true, |p| r.path.contains(p))
+        self.method
+            .as_deref()
+            .map_or(true, |m| m.eq_ignore_ascii_case(r.method))
+            && self
+                .path_contains
+                .as_deref()
+                .map_or(true, |p| r.path.contains(p))
             && self.watch.map_or(true, |w| w == r.watch)
     }
 }
@@ -125,7 +130,12 @@ impl FaultInjector {
     /// No rules; `seed` drives probabilistic triggers reproducibly.
     pub fn new(seed: u64) -> FaultInjector {
         FaultInjector {
-            inner: Mutex::new(Inner { rules: Vec::new(), next_id: 1, rng: seed | 1, injected: 0 }),
+            inner: Mutex::new(Inner {
+                rules: Vec::new(),
+                next_id: 1,
+                rng: seed | 1,
+                injected: 0,
+            }),
         }
     }
 
@@ -143,7 +153,12 @@ impl FaultInjector {
         let mut g = self.lock();
         let id = g.next_id;
         g.next_id += 1;
-        g.rules.push(Rule { id, fault, trigger, matcher });
+        g.rules.push(Rule {
+            id,
+            fault,
+            trigger,
+            matcher,
+        });
         RuleId(id)
     }
 
@@ -224,12 +239,24 @@ impl FaultInjector {
 
     /// Answer the next `n` requests with `code` (e.g. 500, 503).
     pub fn fail_next(&self, n: u32, code: u16) -> RuleId {
-        self.add(Fault::Status { code, retry_after: None }, Trigger::Next(n))
+        self.add(
+            Fault::Status {
+                code,
+                retry_after: None,
+            },
+            Trigger::Next(n),
+        )
     }
 
     /// Answer the next `n` requests with 429 and `Retry-After: secs`.
     pub fn throttle_next(&self, n: u32, retry_after_secs: u32) -> RuleId {
-        self.add(Fault::Status { code: 429, retry_after: Some(retry_after_secs) }, Trigger::Next(n))
+        self.add(
+            Fault::Status {
+                code: 429,
+                retry_after: Some(retry_after_secs),
+            },
+            Trigger::Next(n),
+        )
     }
 
     /// Trickle every response.
@@ -242,7 +269,10 @@ impl FaultInjector {
         self.add_matching(
             Fault::TruncateWatchAfterEvents(events),
             Trigger::Next(1),
-            Matcher { watch: Some(true), ..Matcher::default() },
+            Matcher {
+                watch: Some(true),
+                ..Matcher::default()
+            },
         )
     }
 
@@ -251,7 +281,10 @@ impl FaultInjector {
         self.add_matching(
             Fault::TruncateAfterBytes(bytes),
             Trigger::Next(1),
-            Matcher { watch: Some(true), ..Matcher::default() },
+            Matcher {
+                watch: Some(true),
+                ..Matcher::default()
+            },
         )
     }
 
@@ -274,7 +307,11 @@ pub struct FaultyWriter<W: Write> {
 impl<W: Write> FaultyWriter<W> {
     /// Wraps `inner`, applying the `Trickle` and `TruncateAfterBytes` faults among `faults`.
     pub fn new(inner: W, faults: &[Fault]) -> Self {
-        let mut w = FaultyWriter { inner, trickle: None, budget: None };
+        let mut w = FaultyWriter {
+            inner,
+            trickle: None,
+            budget: None,
+        };
         for f in faults {
             match *f {
                 Fault::Trickle { chunk, interval } => w.trickle = Some((chunk.max(1), interval)),
@@ -299,7 +336,10 @@ impl<W: Write> Write for FaultyWriter<W> {
         let mut n = buf.len();
         if let Some(b) = self.budget {
             if b == 0 {
-                return Err(io::Error::new(TRUNCATED, "response truncated by fault injector"));
+                return Err(io::Error::new(
+                    TRUNCATED,
+                    "response truncated by fault injector",
+                ));
             }
             n = n.min(b);
         }
@@ -330,9 +370,24 @@ mod tests {
     #[test]
     fn next_n_is_consumed_and_matchers_filter() {
         let f = FaultInjector::new(7);
-        f.add_matching(Fault::Drop, Trigger::Next(2), Matcher { path_contains: Some("/pods".into()), ..Matcher::default() });
-        let pods = RequestInfo { method: "GET", path: "/api/v1/pods", watch: false };
-        let nodes = RequestInfo { method: "GET", path: "/api/v1/nodes", watch: false };
+        f.add_matching(
+            Fault::Drop,
+            Trigger::Next(2),
+            Matcher {
+                path_contains: Some("/pods".into()),
+                ..Matcher::default()
+            },
+        );
+        let pods = RequestInfo {
+            method: "GET",
+            path: "/api/v1/pods",
+            watch: false,
+        };
+        let nodes = RequestInfo {
+            method: "GET",
+            path: "/api/v1/nodes",
+            watch: false,
+        };
         assert!(f.decide(&nodes).is_empty());
         assert_eq!(f.decide(&pods), vec![Fault::Drop]);
         assert_eq!(f.decide(&pods), vec![Fault::Drop]);
@@ -344,7 +399,11 @@ mod tests {
     fn probability_is_roughly_honoured() {
         let f = FaultInjector::new(42);
         f.drop_with_probability(0.25);
-        let r = RequestInfo { method: "GET", path: "/", watch: false };
+        let r = RequestInfo {
+            method: "GET",
+            path: "/",
+            watch: false,
+        };
         let hits = (0..4000).filter(|_| !f.decide(&r).is_empty()).count();
         assert!((800..1200).contains(&hits), "{hits}");
     }

@@ -102,7 +102,12 @@ pub enum Reply {
 }
 
 /// A Kubernetes `Status` failure.
-pub fn status(code: u16, reason: &str, message: &str, details: Option<(&str, &str, &str)>) -> Value {
+pub fn status(
+    code: u16,
+    reason: &str,
+    message: &str,
+    details: Option<(&str, &str, &str)>,
+) -> Value {
     let mut v = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code,
@@ -118,7 +123,10 @@ pub fn status(code: u16, reason: &str, message: &str, details: Option<(&str, &st
 }
 
 fn fail(code: u16, reason: &str, message: impl AsRef<str>) -> Reply {
-    Reply::Json { code, body: status(code, reason, message.as_ref(), None) }
+    Reply::Json {
+        code,
+        body: status(code, reason, message.as_ref(), None),
+    }
 }
 
 fn ok(code: u16, body: Value) -> Reply {
@@ -144,7 +152,11 @@ impl Route {
     /// "pods", "pods/status", "leases" ... for counters.
     pub fn resource_label(&self) -> String {
         let k = kind(self.kind);
-        let base = if k.group.is_empty() { k.resource.to_string() } else { format!("{}.{}", k.resource, k.group) };
+        let base = if k.group.is_empty() {
+            k.resource.to_string()
+        } else {
+            format!("{}.{}", k.resource, k.group)
+        };
         if self.sub.is_empty() {
             base
         } else {
@@ -172,7 +184,11 @@ fn truthy(v: Option<&str>) -> bool {
 
 /// Maps method + path to a route. Err is the reply to send (404/405).
 pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target, Reply> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -193,17 +209,35 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         [r] => (*r, "", ""),
         [r, n] => (*r, *n, ""),
         [r, n, s] => (*r, *n, *s),
-        _ => return Err(fail(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return Err(fail(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
     };
     let Some(kid) = store::find_kind(group, version, resource) else {
-        return Err(fail(404, "NotFound", "the server could not find the requested resource"));
+        return Err(fail(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     };
     let k = kind(kid);
     if !k.namespaced && !ns.is_empty() {
-        return Err(fail(404, "NotFound", "the server could not find the requested resource"));
+        return Err(fail(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     if k.namespaced && ns.is_empty() && !name.is_empty() {
-        return Err(fail(404, "NotFound", "the server could not find the requested resource"));
+        return Err(fail(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let sub_ok = match sub {
         "" => true,
@@ -213,57 +247,111 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         _ => false,
     };
     if !sub_ok {
-        return Err(fail(404, "NotFound", "the server could not find the requested resource"));
+        return Err(fail(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let verb = match (method, name.is_empty(), sub) {
         ("GET", true, _) if truthy(query(q, "watch")) => "watch",
         ("GET", true, _) => "list",
-        ("GET", false, "token") => return Err(fail(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+        ("GET", false, "token") => {
+            return Err(fail(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ))
+        }
         ("GET", false, _) => "get",
         ("POST", true, _) => "create",
         ("POST", false, "token") => "create",
         ("PUT", false, "token") | ("PATCH", false, "token") | ("DELETE", false, "token") => {
-            return Err(fail(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"))
+            return Err(fail(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ))
         }
         ("PUT", false, _) => "update",
         ("PATCH", false, _) => "patch",
         ("DELETE", false, "") => "delete",
-        _ => return Err(fail(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+        _ => {
+            return Err(fail(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ))
+        }
     };
-    Ok(Target::Resource(Route { verb, kind: kid, ns: ns.to_string(), name: name.to_string(), sub: sub.to_string() }))
+    Ok(Target::Resource(Route {
+        verb,
+        kind: kid,
+        ns: ns.to_string(),
+        name: name.to_string(),
+        sub: sub.to_string(),
+    }))
 }
 
 fn forbidden(user: &User, r: &Route, reason: &str) -> Reply {
     let k = kind(r.kind);
-    let res = if r.sub.is_empty() { k.resource.to_string() } else { format!("{}/{}", k.resource, r.sub) };
-    let subject = if r.name.is_empty() { res.clone() } else { format!("{res} {:?}", r.name) };
-    let scope = if r.ns.is_empty() { "at the cluster scope".to_string() } else { format!("in the namespace {:?}", r.ns) };
+    let res = if r.sub.is_empty() {
+        k.resource.to_string()
+    } else {
+        format!("{}/{}", k.resource, r.sub)
+    };
+    let subject = if r.name.is_empty() {
+        res.clone()
+    } else {
+        format!("{res} {:?}", r.name)
+    };
+    let scope = if r.ns.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace {:?}", r.ns)
+    };
     let msg = format!(
         "{subject} is forbidden: User {:?} cannot {} resource {:?} in API group {:?} {scope}: {reason}",
         user.name, r.verb, res, k.group
     );
-    ok(403, status(403, "Forbidden", &msg, Some((&r.name, k.group, k.resource))))
+    ok(
+        403,
+        status(403, "Forbidden", &msg, Some((&r.name, k.group, k.resource))),
+    )
 }
 
 fn not_found(r: &Route) -> Reply {
     let k = kind(r.kind);
     let msg = format!("{} {:?} not found", k.resource, r.name);
-    ok(404, status(404, "NotFound", &msg, Some((&r.name, k.group, k.resource))))
+    ok(
+        404,
+        status(404, "NotFound", &msg, Some((&r.name, k.group, k.resource))),
+    )
 }
 
 fn conflict(r: &Route, why: &str) -> Reply {
     let k = kind(r.kind);
-    let msg = format!("Operation cannot be fulfilled on {} {:?}: {why}", k.resource, r.name);
-    ok(409, status(409, "Conflict", &msg, Some((&r.name, k.group, k.resource))))
+    let msg = format!(
+        "Operation cannot be fulfilled on {} {:?}: {why}",
+        k.resource, r.name
+    );
+    ok(
+        409,
+        status(409, "Conflict", &msg, Some((&r.name, k.group, k.resource))),
+    )
 }
 
 fn invalid(r: &Route, name: &str, why: &str) -> Reply {
     let k = kind(r.kind);
     let msg = format!("{} {:?} is invalid: {why}", k.kind, name);
-    ok(422, status(422, "Invalid", &msg, Some((name, k.group, k.kind))))
+    ok(
+        422,
+        status(422, "Invalid", &msg, Some((name, k.group, k.kind))),
+    )
 }
 
-const CONFLICT_MODIFIED: &str = "the object has been modified; please apply your changes to the latest version and try again";
+const CONFLICT_MODIFIED: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
 
 fn meta(v: &Value) -> &Value {
     v.get("metadata").unwrap_or(&Value::Null)
@@ -290,7 +378,10 @@ fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
 }
 
 fn rv_of(v: &Value) -> Option<&str> {
-    meta(v).get("resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty())
+    meta(v)
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 impl Api {
@@ -307,7 +398,10 @@ impl Api {
         let mut x = self.next_rand();
         (0..n)
             .map(|_| {
-                let c = ALPHA.get((x % ALPHA.len() as u64) as usize).copied().unwrap_or(b'x');
+                let c = ALPHA
+                    .get((x % ALPHA.len() as u64) as usize)
+                    .copied()
+                    .unwrap_or(b'x');
                 x /= ALPHA.len() as u64;
                 char::from(c)
             })
@@ -315,7 +409,15 @@ impl Api {
     }
 
     /// Serves one request for `user`.
-    pub fn handle(&self, user: &User, method: &str, path: &str, q: &[(String, String)], content_type: &str, body: &[u8]) -> Reply {
+    pub fn handle(
+        &self,
+        user: &User,
+        method: &str,
+        path: &str,
+        q: &[(String, String)],
+        content_type: &str,
+        body: &[u8],
+    ) -> Reply {
         match route(method, path, q) {
             Err(reply) => reply,
             Ok(Target::NonResource(p)) => non_resource(&p),
@@ -324,7 +426,14 @@ impl Api {
     }
 
     /// Serves a routed resource request.
-    pub fn handle_route(&self, user: &User, r: &Route, q: &[(String, String)], content_type: &str, body: &[u8]) -> Reply {
+    pub fn handle_route(
+        &self,
+        user: &User,
+        r: &Route,
+        q: &[(String, String)],
+        content_type: &str,
+        body: &[u8],
+    ) -> Reply {
         let selector = match (
             parse_selector(query(q, "fieldSelector").unwrap_or("")),
             parse_selector(query(q, "labelSelector").unwrap_or("")),
@@ -335,11 +444,23 @@ impl Api {
         let parsed_body: Option<Value> = match r.verb {
             "create" | "update" | "patch" => match serde_json::from_slice(body) {
                 Ok(v) => Some(v),
-                Err(e) => return fail(400, "BadRequest", format!("error decoding request body: {e}")),
+                Err(e) => {
+                    return fail(
+                        400,
+                        "BadRequest",
+                        format!("error decoding request body: {e}"),
+                    )
+                }
             },
             "delete" if !body.is_empty() => match serde_json::from_slice(body) {
                 Ok(v) => Some(v),
-                Err(e) => return fail(400, "BadRequest", format!("error decoding DeleteOptions: {e}")),
+                Err(e) => {
+                    return fail(
+                        400,
+                        "BadRequest",
+                        format!("error decoding DeleteOptions: {e}"),
+                    )
+                }
             },
             _ => None,
         };
@@ -368,10 +489,18 @@ impl Api {
             },
             "list" => list(&st, r, &selector, q),
             "watch" => watch_plan(self, &st, r, selector, q),
-            "create" if r.sub == "token" => self.token_request(&mut st, r, parsed_body.unwrap_or(Value::Null)),
+            "create" if r.sub == "token" => {
+                self.token_request(&mut st, r, parsed_body.unwrap_or(Value::Null))
+            }
             "create" => self.create(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
             "update" => self.update(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
-            "patch" => self.patch(&mut st, user, r, content_type, &parsed_body.unwrap_or(Value::Null)),
+            "patch" => self.patch(
+                &mut st,
+                user,
+                r,
+                content_type,
+                &parsed_body.unwrap_or(Value::Null),
+            ),
             "delete" => self.delete(&mut st, r, parsed_body.as_ref(), q),
             _ => fail(405, "MethodNotAllowed", "unsupported verb"),
         };
@@ -395,7 +524,14 @@ impl Api {
         }
         if let Some(kd) = obj.get("kind").and_then(Value::as_str) {
             if kd != k.kind {
-                return fail(400, "BadRequest", format!("the kind in the data ({kd}) does not match the expected kind ({})", k.kind));
+                return fail(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "the kind in the data ({kd}) does not match the expected kind ({})",
+                        k.kind
+                    ),
+                );
             }
         }
         if let Some(ns) = meta(&obj).get("namespace").and_then(Value::as_str) {
@@ -403,16 +539,34 @@ impl Api {
                 return fail(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
             }
         }
-        let mut name = meta(&obj).get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut name = meta(&obj)
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
             match meta(&obj).get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => name = format!("{g}{}", self.suffix(5)),
-                _ => return invalid(r, "", "metadata.name: Required value: name or generateName is required"),
+                _ => {
+                    return invalid(
+                        r,
+                        "",
+                        "metadata.name: Required value: name or generateName is required",
+                    )
+                }
             }
         }
         if st.get(r.kind, &r.ns, &name).is_some() {
             let msg = format!("{} {:?} already exists", k.resource, name);
-            return ok(409, status(409, "AlreadyExists", &msg, Some((&name, k.group, k.resource))));
+            return ok(
+                409,
+                status(
+                    409,
+                    "AlreadyExists",
+                    &msg,
+                    Some((&name, k.group, k.resource)),
+                ),
+            );
         }
         obj["apiVersion"] = json!(k.api_version());
         obj["kind"] = json!(k.kind);
@@ -426,10 +580,18 @@ impl Api {
         }
         m.insert("uid".into(), json!(uid));
         m.insert("creationTimestamp".into(), json!(store::now_rfc3339(0)));
-        for f in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"] {
+        for f in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "selfLink",
+        ] {
             m.remove(f);
         }
-        let route = Route { name: name.clone(), ..r.clone() };
+        let route = Route {
+            name: name.clone(),
+            ..r.clone()
+        };
         match (k.group, k.resource) {
             ("", "pods") => self.prepare_pod(&mut obj),
             ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
@@ -441,7 +603,10 @@ impl Api {
             _ => {}
         }
         let stored = st.put(r.kind, &r.ns, &name, obj);
-        if k.resource == "certificatesigningrequests" && *lock(&self.csr_approval) == CsrApproval::Auto && auto_approvable(&stored) {
+        if k.resource == "certificatesigningrequests"
+            && *lock(&self.csr_approval) == CsrApproval::Auto
+            && auto_approvable(&stored)
+        {
             let _ = self.approve_locked(st, &name, true);
             return ok(201, stored);
         }
@@ -450,7 +615,10 @@ impl Api {
 
     /// Defaults and ServiceAccount admission for a new pod.
     fn prepare_pod(&self, pod: &mut Value) {
-        let is_mirror = meta(pod).get("annotations").and_then(|a| a.get(MIRROR_ANNOTATION)).is_some();
+        let is_mirror = meta(pod)
+            .get("annotations")
+            .and_then(|a| a.get(MIRROR_ANNOTATION))
+            .is_some();
         let gen = meta(pod).get("generation").is_none();
         if gen {
             meta_mut(pod).insert("generation".into(), json!(1));
@@ -476,8 +644,16 @@ impl Api {
             for c in cs.iter_mut().filter(|c| c.is_object()) {
                 if c.get("imagePullPolicy").is_none() {
                     let img = c.get("image").and_then(Value::as_str).unwrap_or("");
-                    let tag = img.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
-                    let policy = if img.contains('@') || tag.is_some_and(|t| t != "latest") { "IfNotPresent" } else { "Always" };
+                    let tag = img
+                        .rsplit('/')
+                        .next()
+                        .and_then(|last| last.split_once(':'))
+                        .map(|(_, t)| t);
+                    let policy = if img.contains('@') || tag.is_some_and(|t| t != "latest") {
+                        "IfNotPresent"
+                    } else {
+                        "Always"
+                    };
                     c["imagePullPolicy"] = json!(policy);
                 }
                 if c.get("terminationMessagePath").is_none() {
@@ -489,15 +665,28 @@ impl Api {
         if is_mirror || spec.get("automountServiceAccountToken") == Some(&json!(false)) {
             return;
         }
-        if spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if spec
+            .get("serviceAccountName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             spec["serviceAccountName"] = json!("default");
             spec["serviceAccount"] = json!("default");
         }
         const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
         let already = ["containers", "initContainers"].iter().any(|l| {
-            spec.get(*l).and_then(Value::as_array).into_iter().flatten().any(|c| {
-                c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().any(|m| m.get("mountPath") == Some(&json!(SA_DIR)))
-            })
+            spec.get(*l)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c.get("volumeMounts")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .any(|m| m.get("mountPath") == Some(&json!(SA_DIR)))
+                })
         });
         if already {
             return;
@@ -515,7 +704,12 @@ impl Api {
             v.push(volume);
         }
         for l in ["containers", "initContainers"] {
-            for c in spec.get_mut(l).and_then(Value::as_array_mut).into_iter().flatten() {
+            for c in spec
+                .get_mut(l)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if !c.is_object() {
                     continue;
                 }
@@ -538,7 +732,10 @@ impl Api {
         }
         if let Some(uid) = meta(&new).get("uid").and_then(Value::as_str) {
             if !uid.is_empty() && Some(uid) != meta(old).get("uid").and_then(Value::as_str) {
-                return conflict(r, &format!("Precondition failed: UID in object meta: {uid}"));
+                return conflict(
+                    r,
+                    &format!("Precondition failed: UID in object meta: {uid}"),
+                );
             }
         }
         if r.sub == "status" {
@@ -546,7 +743,11 @@ impl Api {
             new = old.clone();
             new["status"] = status;
         } else if r.sub == "approval" {
-            let conds = new.get("status").and_then(|s| s.get("conditions")).cloned().unwrap_or(Value::Null);
+            let conds = new
+                .get("status")
+                .and_then(|s| s.get("conditions"))
+                .cloned()
+                .unwrap_or(Value::Null);
             new = old.clone();
             new["status"]["conditions"] = conds;
         } else if k.has_status {
@@ -564,29 +765,52 @@ impl Api {
         {
             let om = meta(old).clone();
             let m = meta_mut(&mut new);
-            for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for f in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match om.get(f) {
                     Some(v) => m.insert(f.into(), v.clone()),
                     None => m.remove(f),
                 };
             }
-            m.insert("resourceVersion".into(), om.get("resourceVersion").cloned().unwrap_or(Value::Null));
+            m.insert(
+                "resourceVersion".into(),
+                om.get("resourceVersion").cloned().unwrap_or(Value::Null),
+            );
         }
         if new.get("spec") != old.get("spec") && meta(old).get("generation").is_some() {
-            let g = meta(old).get("generation").and_then(Value::as_i64).unwrap_or(0);
+            let g = meta(old)
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         if &new == old {
             return ok(200, old.clone());
         }
-        let finalizers_gone = meta(&new).get("finalizers").and_then(Value::as_array).map_or(true, |f| f.is_empty());
-        if meta(&new).get("deletionTimestamp").is_some() && finalizers_gone && !graceful_pending(k.resource, &new) {
+        let finalizers_gone = meta(&new)
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .map_or(true, |f| f.is_empty());
+        if meta(&new).get("deletionTimestamp").is_some()
+            && finalizers_gone
+            && !graceful_pending(k.resource, &new)
+        {
             st.put(r.kind, &r.ns, &r.name, new);
             let gone = st.remove(r.kind, &r.ns, &r.name).unwrap_or(Value::Null);
             return ok(200, gone);
         }
         let stored = st.put(r.kind, &r.ns, &r.name, new);
-        if r.sub == "approval" && is_approved(&stored) && stored.pointer("/status/certificate").is_none() {
+        if r.sub == "approval"
+            && is_approved(&stored)
+            && stored.pointer("/status/certificate").is_none()
+        {
             if let Ok(signed) = self.approve_locked(st, &r.name, false) {
                 return ok(200, signed);
             }
@@ -600,7 +824,11 @@ impl Api {
         };
         if let Some(n) = meta(&new).get("name").and_then(Value::as_str) {
             if n != r.name {
-                return fail(400, "BadRequest", "the name of the object does not match the name on the URL");
+                return fail(
+                    400,
+                    "BadRequest",
+                    "the name of the object does not match the name on the URL",
+                );
             }
         }
         if let Some(rv) = rv_of(&new) {
@@ -611,7 +839,14 @@ impl Api {
         self.write_update(st, r, &old, new)
     }
 
-    fn patch(&self, st: &mut Store, _user: &User, r: &Route, content_type: &str, p: &Value) -> Reply {
+    fn patch(
+        &self,
+        st: &mut Store,
+        _user: &User,
+        r: &Route,
+        content_type: &str,
+        p: &Value,
+    ) -> Reply {
         let Some(old) = st.get(r.kind, &r.ns, &r.name).cloned() else {
             return not_found(r);
         };
@@ -630,7 +865,11 @@ impl Api {
             }
         }
         if ct != "application/json-patch+json" {
-            if let Some(rv) = p.get("metadata").and_then(|m| m.get("resourceVersion")).and_then(Value::as_str) {
+            if let Some(rv) = p
+                .get("metadata")
+                .and_then(|m| m.get("resourceVersion"))
+                .and_then(Value::as_str)
+            {
                 if Some(rv) != rv_of(&old) {
                     return conflict(r, CONFLICT_MODIFIED);
                 }
@@ -639,7 +878,13 @@ impl Api {
         self.write_update(st, r, &old, new)
     }
 
-    fn delete(&self, st: &mut Store, r: &Route, opts: Option<&Value>, q: &[(String, String)]) -> Reply {
+    fn delete(
+        &self,
+        st: &mut Store,
+        r: &Route,
+        opts: Option<&Value>,
+        q: &[(String, String)],
+    ) -> Reply {
         let k = kind(r.kind);
         let Some(mut obj) = st.get(r.kind, &r.ns, &r.name).cloned() else {
             return not_found(r);
@@ -651,7 +896,10 @@ impl Api {
                 return conflict(r, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"));
             }
         }
-        if let Some(rv) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        if let Some(rv) = opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
             let have = rv_of(&obj).unwrap_or("");
             if rv != have {
                 return conflict(r, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"));
@@ -661,17 +909,30 @@ impl Api {
             .get("gracePeriodSeconds")
             .and_then(Value::as_i64)
             .or_else(|| query(q, "gracePeriodSeconds").and_then(|g| g.parse().ok()));
-        let has_finalizers = meta(&obj).get("finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let has_finalizers = meta(&obj)
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         if k.resource == "pods" && k.group.is_empty() {
-            let bound = !store::str_at(&obj, &["spec", "nodeName"]).unwrap_or("").is_empty();
-            let default_grace = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+            let bound = !store::str_at(&obj, &["spec", "nodeName"])
+                .unwrap_or("")
+                .is_empty();
+            let default_grace = obj
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30);
             let mut grace = grace_opt.unwrap_or(default_grace).max(0);
-            let terminal = matches!(store::str_at(&obj, &["status", "phase"]), Some("Succeeded" | "Failed"));
+            let terminal = matches!(
+                store::str_at(&obj, &["status", "phase"]),
+                Some("Succeeded" | "Failed")
+            );
             if !bound || terminal {
                 grace = 0;
             }
             if grace > 0 {
-                let current = meta(&obj).get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+                let current = meta(&obj)
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
                 if current.is_some_and(|c| c <= grace) {
                     return ok(200, obj);
                 }
@@ -684,11 +945,15 @@ impl Api {
             }
             if has_finalizers {
                 let m = meta_mut(&mut obj);
-                m.entry("deletionTimestamp").or_insert_with(|| json!(store::now_rfc3339(0)));
+                m.entry("deletionTimestamp")
+                    .or_insert_with(|| json!(store::now_rfc3339(0)));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
                 return ok(200, st.put(r.kind, &r.ns, &r.name, obj));
             }
-            return ok(200, st.remove(r.kind, &r.ns, &r.name).unwrap_or(Value::Null));
+            return ok(
+                200,
+                st.remove(r.kind, &r.ns, &r.name).unwrap_or(Value::Null),
+            );
         }
         if has_finalizers {
             if meta(&obj).get("deletionTimestamp").is_none() {
@@ -705,7 +970,10 @@ impl Api {
         if !k.group.is_empty() {
             d["group"] = json!(k.group);
         }
-        ok(200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d}))
+        ok(
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d}),
+        )
     }
 
     fn token_request(&self, st: &mut Store, r: &Route, req: Value) -> Reply {
@@ -713,7 +981,10 @@ impl Api {
         let Some(sa) = st.get(sa_kind, &r.ns, &r.name).cloned() else {
             return not_found(r);
         };
-        let exp = req.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+        let exp = req
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
         if exp < 600 {
             return ok(422, status(422, "Invalid", "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes", None));
         }
@@ -722,7 +993,10 @@ impl Api {
             .filter(|a| a.as_array().is_some_and(|a| !a.is_empty()))
             .cloned()
             .unwrap_or_else(|| json!(["https://kubernetes.default.svc.cluster.local"]));
-        let bound = req.pointer("/spec/boundObjectRef").cloned().filter(|b| !b.is_null());
+        let bound = req
+            .pointer("/spec/boundObjectRef")
+            .cloned()
+            .filter(|b| !b.is_null());
         let mut claims_k8s = json!({
             "namespace": r.ns,
             "serviceaccount": {"name": r.name, "uid": meta(&sa).get("uid").cloned().unwrap_or(Value::Null)},
@@ -733,7 +1007,15 @@ impl Api {
             if bkind == "Pod" {
                 let pods = store::kind_id("", "pods");
                 let Some(pod) = st.get(pods, &r.ns, bname) else {
-                    return ok(404, status(404, "NotFound", &format!("pods {bname:?} not found"), Some((bname, "", "pods"))));
+                    return ok(
+                        404,
+                        status(
+                            404,
+                            "NotFound",
+                            &format!("pods {bname:?} not found"),
+                            Some((bname, "", "pods")),
+                        ),
+                    );
                 };
                 let puid = meta(pod).get("uid").and_then(Value::as_str).unwrap_or("");
                 if let Some(want) = b.get("uid").and_then(Value::as_str) {
@@ -752,7 +1034,10 @@ impl Api {
             "sub": format!("system:serviceaccount:{}:{}", r.ns, r.name),
             "kubernetes.io": claims_k8s,
         });
-        let sig: Vec<u8> = (0..32).flat_map(|_| self.next_rand().to_le_bytes()).take(256).collect();
+        let sig: Vec<u8> = (0..32)
+            .flat_map(|_| self.next_rand().to_le_bytes())
+            .take(256)
+            .collect();
         let token = format!(
             "{}.{}.{}",
             pki::base64url_encode(header.to_string().as_bytes()),
@@ -763,7 +1048,11 @@ impl Api {
             token.clone(),
             User {
                 name: format!("system:serviceaccount:{}:{}", r.ns, r.name),
-                groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{}", r.ns), "system:authenticated".into()],
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{}", r.ns),
+                    "system:authenticated".into(),
+                ],
             },
         );
         let mut spec = json!({"audiences": audiences, "expirationSeconds": exp});
@@ -784,10 +1073,16 @@ impl Api {
     /// Approves a CSR: Approved condition, then (as the signer would) status.certificate.
     pub fn approve_locked(&self, st: &mut Store, name: &str, auto: bool) -> Result<Value, String> {
         let csrs = store::kind_id("certificates.k8s.io", "certificatesigningrequests");
-        let mut csr = st.get(csrs, "", name).cloned().ok_or(format!("CSR {name:?} not found"))?;
+        let mut csr = st
+            .get(csrs, "", name)
+            .cloned()
+            .ok_or(format!("CSR {name:?} not found"))?;
         if !is_approved(&csr) {
             let (reason, message) = if auto {
-                ("AutoApproved", "Auto approving kubelet client certificate after SubjectAccessReview.")
+                (
+                    "AutoApproved",
+                    "Auto approving kubelet client certificate after SubjectAccessReview.",
+                )
             } else {
                 ("TestApproved", "Approved by the test")
             };
@@ -797,9 +1092,16 @@ impl Api {
         if csr.pointer("/status/certificate").is_some() {
             return Ok(csr);
         }
-        let req = csr.pointer("/spec/request").and_then(Value::as_str).unwrap_or("");
-        let pem = pki::base64_decode(req).ok_or(format!("CSR {name:?}: spec.request is not base64"))?;
-        let cert = self.pki.sign_csr(&pem).map_err(|e| format!("CSR {name:?}: {e}"))?;
+        let req = csr
+            .pointer("/spec/request")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let pem =
+            pki::base64_decode(req).ok_or(format!("CSR {name:?}: spec.request is not base64"))?;
+        let cert = self
+            .pki
+            .sign_csr(&pem)
+            .map_err(|e| format!("CSR {name:?}: {e}"))?;
         csr["status"]["certificate"] = json!(pki::base64_encode(cert.as_bytes()));
         Ok(st.put(csrs, "", name, csr))
     }
@@ -807,7 +1109,10 @@ impl Api {
     /// Denies a CSR.
     pub fn deny_locked(&self, st: &mut Store, name: &str) -> Result<Value, String> {
         let csrs = store::kind_id("certificates.k8s.io", "certificatesigningrequests");
-        let mut csr = st.get(csrs, "", name).cloned().ok_or(format!("CSR {name:?} not found"))?;
+        let mut csr = st
+            .get(csrs, "", name)
+            .cloned()
+            .ok_or(format!("CSR {name:?} not found"))?;
         push_condition(&mut csr, "Denied", "TestDenied", "Denied by the test");
         Ok(st.put(csrs, "", name, csr))
     }
@@ -815,7 +1120,12 @@ impl Api {
 
 fn graceful_pending(resource: &str, obj: &Value) -> bool {
     // A pod with a positive grace period stays until the kubelet deletes it with grace 0.
-    resource == "pods" && meta(obj).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+    resource == "pods"
+        && meta(obj)
+            .get("deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
 }
 
 fn push_condition(csr: &mut Value, typ: &str, reason: &str, message: &str) {
@@ -827,8 +1137,10 @@ fn push_condition(csr: &mut Value, typ: &str, reason: &str, message: &str) {
     }
     let now = store::now_rfc3339(0);
     if let Some(c) = csr["status"]["conditions"].as_array_mut() {
-        c.push(json!({"type": typ, "status": "True", "reason": reason, "message": message,
-            "lastUpdateTime": now, "lastTransitionTime": now}));
+        c.push(
+            json!({"type": typ, "status": "True", "reason": reason, "message": message,
+            "lastUpdateTime": now, "lastTransitionTime": now}),
+        );
     }
 }
 
@@ -842,8 +1154,17 @@ fn auto_approvable(csr: &Value) -> bool {
     if csr.pointer("/spec/signerName").and_then(Value::as_str) != Some(KUBELET_CLIENT_SIGNER) {
         return false;
     }
-    let groups: Vec<&str> = csr.pointer("/spec/groups").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-    let user = csr.pointer("/spec/username").and_then(Value::as_str).unwrap_or("");
+    let groups: Vec<&str> = csr
+        .pointer("/spec/groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let user = csr
+        .pointer("/spec/username")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let cn = csr_cn(csr).unwrap_or_default();
     groups.contains(&"system:bootstrappers") || (groups.contains(&"system:nodes") && user == cn)
 }
@@ -857,7 +1178,11 @@ fn csr_cn(csr: &Value) -> Option<String> {
 
 fn validate_csr(r: &Route, csr: &mut Value, user: &User) -> Result<(), Reply> {
     let name = r.name.clone();
-    let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or("").to_string();
+    let signer = csr
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if signer.is_empty() {
         return Err(invalid(r, &name, "spec.signerName: Required value"));
     }
@@ -867,16 +1192,36 @@ fn validate_csr(r: &Route, csr: &mut Value, user: &User) -> Result<(), Reply> {
     let der = pki::base64_decode(req)
         .and_then(|pem| pki::pem_block(&pem, "CERTIFICATE REQUEST"))
         .ok_or_else(|| invalid(r, &name, "spec.request: Invalid value: []byte{...}: PEM block type must be CERTIFICATE REQUEST"))?;
-    let subject = pki::csr_subject(&der).ok_or_else(|| invalid(r, &name, "spec.request: Invalid value: could not parse certificate request"))?;
+    let subject = pki::csr_subject(&der).ok_or_else(|| {
+        invalid(
+            r,
+            &name,
+            "spec.request: Invalid value: could not parse certificate request",
+        )
+    })?;
     if signer == KUBELET_CLIENT_SIGNER {
         let cn = subject.common_name.clone().unwrap_or_default();
         if subject.organizations != ["system:nodes"] {
-            return Err(invalid(r, &name, "spec.request: Invalid value: subject organization must be [\"system:nodes\"]"));
+            return Err(invalid(
+                r,
+                &name,
+                "spec.request: Invalid value: subject organization must be [\"system:nodes\"]",
+            ));
         }
         if !cn.starts_with("system:node:") || cn.len() <= "system:node:".len() {
-            return Err(invalid(r, &name, "spec.request: Invalid value: subject common name must begin with \"system:node:\""));
+            return Err(invalid(
+                r,
+                &name,
+                "spec.request: Invalid value: subject common name must begin with \"system:node:\"",
+            ));
         }
-        let usages: Vec<&str> = csr.pointer("/spec/usages").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let usages: Vec<&str> = csr
+            .pointer("/spec/usages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         let allowed = ["digital signature", "key encipherment", "client auth"];
         if !usages.contains(&"client auth") || usages.iter().any(|u| !allowed.contains(u)) {
             return Err(invalid(r, &name, "spec.usages: Unsupported value: usages must be client auth with digital signature and/or key encipherment"));
@@ -899,25 +1244,50 @@ fn strip_type_meta(v: &Value) -> Value {
 
 fn list(st: &Store, r: &Route, sel: &Selector, q: &[(String, String)]) -> Reply {
     let k = kind(r.kind);
-    let ns = if r.ns.is_empty() { None } else { Some(r.ns.as_str()) };
-    let all: Vec<&Value> = st.list(r.kind, ns).into_iter().filter(|o| sel.matches(o)).collect();
+    let ns = if r.ns.is_empty() {
+        None
+    } else {
+        Some(r.ns.as_str())
+    };
+    let all: Vec<&Value> = st
+        .list(r.kind, ns)
+        .into_iter()
+        .filter(|o| sel.matches(o))
+        .collect();
     let offset: usize = query(q, "continue")
         .and_then(pki::base64_decode)
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let limit: usize = query(q, "limit").and_then(|l| l.parse().ok()).filter(|&l| l > 0).unwrap_or(usize::MAX);
-    let items: Vec<Value> = all.iter().skip(offset).take(limit).map(|o| strip_type_meta(o)).collect();
+    let limit: usize = query(q, "limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let items: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|o| strip_type_meta(o))
+        .collect();
     let mut md = json!({"resourceVersion": st.rv().to_string()});
     let next = offset.saturating_add(items.len());
     if next < all.len() {
         md["continue"] = json!(pki::base64_encode(next.to_string().as_bytes()));
         md["remainingItemCount"] = json!(all.len() - next);
     }
-    ok(200, json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version(), "metadata": md, "items": items}))
+    ok(
+        200,
+        json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version(), "metadata": md, "items": items}),
+    )
 }
 
-fn watch_plan(api: &Api, st: &Store, r: &Route, selector: Selector, q: &[(String, String)]) -> Reply {
+fn watch_plan(
+    api: &Api,
+    st: &Store,
+    r: &Route,
+    selector: Selector,
+    q: &[(String, String)],
+) -> Reply {
     let send_initial = truthy(query(q, "sendInitialEvents"));
     let bookmarks = truthy(query(q, "allowWatchBookmarks"));
     if send_initial && (query(q, "resourceVersionMatch") != Some("NotOlderThan") || !bookmarks) {
@@ -932,7 +1302,15 @@ fn watch_plan(api: &Api, st: &Store, r: &Route, selector: Selector, q: &[(String
     };
     if let Some(rv) = from_rv {
         if rv < st.compacted_rv() && !send_initial && *lock(&api.expired) == ExpiredMode::Http410 {
-            return ok(410, status(410, "Expired", &format!("too old resource version: {rv} ({})", st.compacted_rv()), None));
+            return ok(
+                410,
+                status(
+                    410,
+                    "Expired",
+                    &format!("too old resource version: {rv} ({})", st.compacted_rv()),
+                    None,
+                ),
+            );
         }
     }
     let timeout = query(q, "timeoutSeconds")
@@ -941,7 +1319,11 @@ fn watch_plan(api: &Api, st: &Store, r: &Route, selector: Selector, q: &[(String
         .unwrap_or(api.default_watch_timeout);
     Reply::Watch(WatchPlan {
         kind: r.kind,
-        ns: if r.ns.is_empty() { None } else { Some(r.ns.clone()) },
+        ns: if r.ns.is_empty() {
+            None
+        } else {
+            Some(r.ns.clone())
+        },
         selector,
         from_rv: if send_initial { None } else { from_rv },
         send_initial,
@@ -953,17 +1335,34 @@ fn watch_plan(api: &Api, st: &Store, r: &Route, selector: Selector, q: &[(String
 fn non_resource(path: &str) -> Reply {
     match path.trim_end_matches('/') {
         "/healthz" | "/readyz" | "/livez" => Reply::Text(200, "ok".into()),
-        "/version" => ok(200, json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"})),
-        "/api" => ok(200, json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        "/version" => ok(
+            200,
+            json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}),
+        ),
+        "/api" => ok(
+            200,
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+        ),
         "/apis" => {
-            let mut groups: Vec<&str> = store::KINDS.iter().map(|k| k.group).filter(|g| !g.is_empty()).collect();
+            let mut groups: Vec<&str> = store::KINDS
+                .iter()
+                .map(|k| k.group)
+                .filter(|g| !g.is_empty())
+                .collect();
             groups.dedup();
             let groups: Vec<Value> = groups
                 .iter()
                 .map(|g| json!({"name": g, "versions": [{"groupVersion": format!("{g}/v1"), "version": "v1"}], "preferredVersion": {"groupVersion": format!("{g}/v1"), "version": "v1"}}))
                 .collect();
-            ok(200, json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+            ok(
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
         }
-        _ => fail(404, "NotFound", "the server could not find the requested resource"),
+        _ => fail(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
     }
 }

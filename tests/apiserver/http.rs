@@ -114,7 +114,10 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let c = b.get(i).copied().unwrap_or(0);
         if c == b'%' {
-            if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&x| hex_val(x)), b.get(i + 2).and_then(|&x| hex_val(x))) {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&x| hex_val(x)),
+                b.get(i + 2).and_then(|&x| hex_val(x)),
+            ) {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
@@ -132,8 +135,14 @@ pub fn parse_head(buf: &[u8]) -> Result<RequestHead, HttpError> {
     let mut lines = text.split("\r\n").flat_map(|l| l.split('\n'));
     let line = lines.next().ok_or(HttpError::Malformed("request line"))?;
     let mut parts = line.split(' ');
-    let method = parts.next().filter(|m| !m.is_empty()).ok_or(HttpError::Malformed("method"))?;
-    let target = parts.next().filter(|t| t.starts_with('/')).ok_or(HttpError::Malformed("target"))?;
+    let method = parts
+        .next()
+        .filter(|m| !m.is_empty())
+        .ok_or(HttpError::Malformed("method"))?;
+    let target = parts
+        .next()
+        .filter(|t| t.starts_with('/'))
+        .ok_or(HttpError::Malformed("target"))?;
     let version = parts.next().ok_or(HttpError::Malformed("version"))?;
     if parts.next().is_some() || !(version == "HTTP/1.1" || version == "HTTP/1.0") {
         return Err(HttpError::Malformed("request line"));
@@ -165,9 +174,16 @@ pub fn read_head<R: BufRead>(r: &mut R) -> Result<Option<RequestHead>, HttpError
     let mut buf = Vec::new();
     loop {
         let before = buf.len();
-        let n = r.by_ref().take((MAX_HEAD + 1 - buf.len()) as u64).read_until(b'\n', &mut buf)?;
+        let n = r
+            .by_ref()
+            .take((MAX_HEAD + 1 - buf.len()) as u64)
+            .read_until(b'\n', &mut buf)?;
         if n == 0 {
-            return if buf.is_empty() { Ok(None) } else { Err(HttpError::Truncated) };
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HttpError::Truncated)
+            };
         }
         if buf.len() > MAX_HEAD {
             return Err(HttpError::TooLarge("request head"));
@@ -203,7 +219,8 @@ pub fn read_body<R: BufRead>(r: &mut R, head: &RequestHead) -> Result<Vec<u8>, H
         loop {
             let size_line = read_line_limited(r, 1024)?;
             let size_hex = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_hex, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| HttpError::Malformed("chunk size"))?;
             if size == 0 {
                 // Trailers until the blank line.
                 loop {
@@ -217,7 +234,8 @@ pub fn read_body<R: BufRead>(r: &mut R, head: &RequestHead) -> Result<Vec<u8>, H
             }
             let start = body.len();
             body.resize(start + size, 0);
-            r.read_exact(body.get_mut(start..).unwrap_or(&mut [])).map_err(|_| HttpError::Truncated)?;
+            r.read_exact(body.get_mut(start..).unwrap_or(&mut []))
+                .map_err(|_| HttpError::Truncated)?;
             if !read_line_limited(r, 16)?.is_empty() {
                 return Err(HttpError::Malformed("chunk terminator"));
             }
@@ -225,7 +243,10 @@ pub fn read_body<R: BufRead>(r: &mut R, head: &RequestHead) -> Result<Vec<u8>, H
     }
     let len = match head.header("content-length") {
         None => 0,
-        Some(v) => v.trim().parse::<usize>().map_err(|_| HttpError::Malformed("content-length"))?,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| HttpError::Malformed("content-length"))?,
     };
     if len > MAX_BODY {
         return Err(HttpError::TooLarge("request body"));
@@ -312,7 +333,10 @@ mod tests {
         let head = read_head(&mut r).unwrap().unwrap();
         assert_eq!(head.method, "POST");
         assert_eq!(head.path(), "/api/v1/pods");
-        assert_eq!(head.query()[0], ("fieldSelector".into(), "spec.nodeName=n1".into()));
+        assert_eq!(
+            head.query()[0],
+            ("fieldSelector".into(), "spec.nodeName=n1".into())
+        );
         assert_eq!(read_body(&mut r, &head).unwrap(), b"abcde");
         assert!(read_head(&mut r).unwrap().is_none());
     }

@@ -83,7 +83,11 @@ impl Config {
             default_watch_timeout: Duration::from_secs(300),
             csr_approval: CsrApproval::Auto,
             expired: ExpiredMode::ErrorEvent,
-            namespaces: vec!["default".into(), "kube-system".into(), "kube-node-lease".into()],
+            namespaces: vec![
+                "default".into(),
+                "kube-system".into(),
+                "kube-node-lease".into(),
+            ],
             anonymous: None,
             seed: 0x5eed_1234_abcd,
         }
@@ -91,7 +95,11 @@ impl Config {
 
     /// Plain HTTP where requests without credentials act as cluster admin.
     pub fn plain() -> Config {
-        Config { tls: false, anonymous: Some(User::admin()), ..Config::tls() }
+        Config {
+            tls: false,
+            anonymous: Some(User::admin()),
+            ..Config::tls()
+        }
     }
 }
 
@@ -126,7 +134,11 @@ pub struct CallError {
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let msg = self.status.get("message").and_then(Value::as_str).unwrap_or("");
+        let msg = self
+            .status
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         write!(f, "API call failed with {}: {msg}", self.code)
     }
 }
@@ -156,7 +168,11 @@ impl ApiServer {
             INSTANCE.fetch_add(1, Ordering::Relaxed)
         ));
         let pki = Arc::new(Pki::generate(&dir).map_err(StartError::Pki)?);
-        let tls = if cfg.tls { Some(pki.server_config().map_err(StartError::Pki)?) } else { None };
+        let tls = if cfg.tls {
+            Some(pki.server_config().map_err(StartError::Pki)?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind("127.0.0.1:0").map_err(StartError::Bind)?;
         let addr = listener.local_addr().map_err(StartError::Bind)?;
         let started = Instant::now();
@@ -179,7 +195,11 @@ impl ApiServer {
             cfg.anonymous.clone(),
             addr,
         ));
-        let srv = ApiServer { shared, pki, tls: cfg.tls };
+        let srv = ApiServer {
+            shared,
+            pki,
+            tls: cfg.tls,
+        };
         for ns in &cfg.namespaces {
             srv.ensure_namespace(ns);
         }
@@ -194,7 +214,11 @@ impl ApiServer {
 
     /// `https://127.0.0.1:PORT` or `http://...`.
     pub fn url(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.shared.addr)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.shared.addr
+        )
     }
 
     /// Whether the server speaks TLS.
@@ -214,12 +238,16 @@ impl ApiServer {
 
     /// Credentials of node `node` (CN=system:node:NODE, O=system:nodes).
     pub fn node_cert(&self, node: &str) -> Result<ClientCredentials, PkiError> {
-        self.pki.client_cert(&format!("system:node:{node}"), &["system:nodes"])
+        self.pki
+            .client_cert(&format!("system:node:{node}"), &["system:nodes"])
     }
 
     /// Credentials of a bootstrap client (O=system:bootstrappers).
     pub fn bootstrap_cert(&self, name: &str) -> Result<ClientCredentials, PkiError> {
-        self.pki.client_cert(&format!("system:bootstrap:{name}"), &["system:bootstrappers"])
+        self.pki.client_cert(
+            &format!("system:bootstrap:{name}"),
+            &["system:bootstrappers"],
+        )
     }
 
     /// Admin credentials (O=system:masters).
@@ -265,21 +293,56 @@ impl ApiServer {
     }
 
     /// Serves one request directly (no socket, no faults, not counted) as `user`.
-    pub fn call_as(&self, user: &User, method: &str, path: &str, content_type: &str, body: Option<&Value>) -> (u16, Value) {
+    pub fn call_as(
+        &self,
+        user: &User,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let (path, query) = match path.split_once('?') {
             Some((p, q)) => (p, q),
             None => (path, ""),
         };
-        let head = http::RequestHead { method: method.into(), target: format!("{path}?{query}"), version: "HTTP/1.1".into(), headers: vec![] };
-        let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
-        match self.shared.api.handle(user, method, &head.path(), &head.query(), content_type, &body) {
+        let head = http::RequestHead {
+            method: method.into(),
+            target: format!("{path}?{query}"),
+            version: "HTTP/1.1".into(),
+            headers: vec![],
+        };
+        let body = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        match self.shared.api.handle(
+            user,
+            method,
+            &head.path(),
+            &head.query(),
+            content_type,
+            &body,
+        ) {
             handler::Reply::Json { code, body } => (code, body),
             handler::Reply::Text(code, t) => (code, Value::String(t)),
-            handler::Reply::Watch(_) => (400, handler::status(400, "BadRequest", "watch is not available as a direct call", None)),
+            handler::Reply::Watch(_) => (
+                400,
+                handler::status(
+                    400,
+                    "BadRequest",
+                    "watch is not available as a direct call",
+                    None,
+                ),
+            ),
         }
     }
 
-    fn admin(&self, method: &str, path: &str, ct: &str, body: Option<&Value>) -> Result<Value, CallError> {
+    fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        ct: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
         match self.call_as(&User::admin(), method, path, ct, body) {
             (code, v) if code < 300 => Ok(v),
             (code, status) => Err(CallError { code, status }),
@@ -313,7 +376,8 @@ impl ApiServer {
 
     /// Deletes as admin with an optional grace period.
     pub fn delete(&self, path: &str, grace: Option<i64>) -> Result<Value, CallError> {
-        let opts = grace.map(|g| json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": g}));
+        let opts = grace
+            .map(|g| json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": g}));
         self.admin("DELETE", path, "application/json", opts.as_ref())
     }
 
@@ -337,7 +401,12 @@ impl ApiServer {
     /// A node lease (kube-node-lease/NAME) as stored.
     pub fn lease(&self, name: &str) -> Option<Value> {
         let st = lock(&self.shared.api.store);
-        st.get(store::kind_id("coordination.k8s.io", "leases"), "kube-node-lease", name).cloned()
+        st.get(
+            store::kind_id("coordination.k8s.io", "leases"),
+            "kube-node-lease",
+            name,
+        )
+        .cloned()
     }
 
     /// Approves CSR `name` and signs it (status.certificate).
@@ -395,7 +464,10 @@ impl ApiServer {
     /// Creates namespace `ns` with ServiceAccount "default" and ConfigMap "kube-root-ca.crt".
     pub fn ensure_namespace(&self, ns: &str) {
         let _ = self.create("/api/v1/namespaces", json!({"metadata": {"name": ns}}));
-        let _ = self.create(&format!("/api/v1/namespaces/{ns}/serviceaccounts"), json!({"metadata": {"name": "default"}}));
+        let _ = self.create(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json!({"metadata": {"name": "default"}}),
+        );
         let _ = self.create(
             &format!("/api/v1/namespaces/{ns}/configmaps"),
             json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": self.ca_pem()}}),
@@ -421,10 +493,12 @@ impl ApiServer {
     pub fn down_for(&self, d: Duration) {
         self.down();
         let s = Arc::clone(&self.shared);
-        let _ = std::thread::Builder::new().name("apiserver-down-for".into()).spawn(move || {
-            std::thread::sleep(d);
-            let _ = server::up(&s);
-        });
+        let _ = std::thread::Builder::new()
+            .name("apiserver-down-for".into())
+            .spawn(move || {
+                std::thread::sleep(d);
+                let _ = server::up(&s);
+            });
     }
 }
 

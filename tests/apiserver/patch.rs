@@ -31,7 +31,9 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// Lists without a merge key are replaced, as upstream does for atomic lists.
 pub fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" => Some("name"),
+        "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" => {
+            Some("name")
+        }
         "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" => Some("name"),
         "imagePullSecrets" | "resourceClaimStatuses" => Some("name"),
         "conditions" | "addresses" => Some("type"),
@@ -95,7 +97,9 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
     }
     // `$setElementOrder/<field>` gives the final order of a merged list.
     for (k, order) in p {
-        let Some(field) = k.strip_prefix("$setElementOrder/") else { continue };
+        let Some(field) = k.strip_prefix("$setElementOrder/") else {
+            continue;
+        };
         let (Some(key), Some(Value::Array(order)), Some(Value::Array(cur))) =
             (merge_key(field), Some(order), t.get_mut(field))
         else {
@@ -158,10 +162,19 @@ fn strip_directives(v: &mut Value) {
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
     let ops = ops.as_array().ok_or("json patch must be an array")?;
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("op without \"op\"")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("op without \"path\"")?;
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("op without \"op\"")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("op without \"path\"")?;
         let (parent, last) = match path.rfind('/') {
-            Some(i) => (path.get(..i).unwrap_or(""), unescape(path.get(i + 1..).unwrap_or(""))),
+            Some(i) => (
+                path.get(..i).unwrap_or(""),
+                unescape(path.get(i + 1..).unwrap_or("")),
+            ),
             None => return Err(format!("bad path {path:?}")),
         };
         match kind {
@@ -171,7 +184,9 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
                 }
             }
             "remove" => {
-                let p = target.pointer_mut(parent).ok_or(format!("no parent for {path}"))?;
+                let p = target
+                    .pointer_mut(parent)
+                    .ok_or(format!("no parent for {path}"))?;
                 let removed = match p {
                     Value::Object(m) => m.remove(&last).is_some(),
                     Value::Array(a) => match last.parse::<usize>() {
@@ -189,7 +204,9 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
             }
             "add" | "replace" => {
                 let value = op.get("value").cloned().ok_or("op without \"value\"")?;
-                let p = target.pointer_mut(parent).ok_or(format!("no parent for {path}"))?;
+                let p = target
+                    .pointer_mut(parent)
+                    .ok_or(format!("no parent for {path}"))?;
                 match p {
                     Value::Object(m) => {
                         if kind == "replace" && !m.contains_key(&last) {
@@ -198,9 +215,15 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
                         m.insert(last, value);
                     }
                     Value::Array(a) => {
-                        let i = if last == "-" { a.len() } else { last.parse::<usize>().map_err(|_| format!("bad index in {path}"))? };
+                        let i = if last == "-" {
+                            a.len()
+                        } else {
+                            last.parse::<usize>()
+                                .map_err(|_| format!("bad index in {path}"))?
+                        };
                         if kind == "replace" {
-                            *a.get_mut(i).ok_or(format!("nothing to replace at {path}"))? = value;
+                            *a.get_mut(i)
+                                .ok_or(format!("nothing to replace at {path}"))? = value;
                         } else if i <= a.len() {
                             a.insert(i, value);
                         } else {
@@ -236,26 +259,39 @@ mod tests {
     fn strategic_merges_conditions_by_type() {
         let mut t = json!({"status": {"conditions": [
             {"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}});
-        strategic_merge_patch(&mut t, &json!({"status": {
+        strategic_merge_patch(
+            &mut t,
+            &json!({"status": {
             "$setElementOrder/conditions": [{"type": "PodScheduled"}, {"type": "Ready"}, {"type": "Initialized"}],
-            "conditions": [{"type": "Ready", "status": "True"}, {"type": "Initialized", "status": "True"}]}}));
-        assert_eq!(t, json!({"status": {"conditions": [
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "Initialized", "status": "True"}]}}),
+        );
+        assert_eq!(
+            t,
+            json!({"status": {"conditions": [
             {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"},
-            {"type": "Initialized", "status": "True"}]}}));
+            {"type": "Initialized", "status": "True"}]}})
+        );
     }
 
     #[test]
     fn strategic_delete_directive() {
         let mut t = json!({"containerStatuses": [{"name": "a"}, {"name": "b"}]});
-        strategic_merge_patch(&mut t, &json!({"containerStatuses": [{"name": "a", "$patch": "delete"}]}));
+        strategic_merge_patch(
+            &mut t,
+            &json!({"containerStatuses": [{"name": "a", "$patch": "delete"}]}),
+        );
         assert_eq!(t, json!({"containerStatuses": [{"name": "b"}]}));
     }
 
     #[test]
     fn json_patch_ops() {
         let mut t = json!({"a": [1, 2], "b": {"c": 1}});
-        json_patch(&mut t, &json!([{"op": "add", "path": "/a/-", "value": 3}, {"op": "remove", "path": "/b/c"},
-            {"op": "replace", "path": "/a/0", "value": 0}])).unwrap();
+        json_patch(
+            &mut t,
+            &json!([{"op": "add", "path": "/a/-", "value": 3}, {"op": "remove", "path": "/b/c"},
+            {"op": "replace", "path": "/a/0", "value": 0}]),
+        )
+        .unwrap();
         assert_eq!(t, json!({"a": [0, 2, 3], "b": {}}));
         assert!(json_patch(&mut t, &json!([{"op": "test", "path": "/a/0", "value": 9}])).is_err());
     }

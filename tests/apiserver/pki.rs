@@ -33,7 +33,9 @@ impl fmt::Display for PkiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PkiError::Io { op, source } => write!(f, "test PKI: {op}: {source}"),
-            PkiError::Openssl { op, stderr } => write!(f, "test PKI: openssl {op} failed: {stderr}"),
+            PkiError::Openssl { op, stderr } => {
+                write!(f, "test PKI: openssl {op} failed: {stderr}")
+            }
             PkiError::Malformed(what) => write!(f, "test PKI: malformed {what}"),
             PkiError::Tls(what) => write!(f, "test PKI: rustls: {what}"),
         }
@@ -151,9 +153,24 @@ impl Pki {
         run_openssl(
             "CA",
             &[
-                "req", "-x509", "-config", path_str(&cnf)?, "-extensions", "v3_ca", "-newkey",
-                "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-                path_str(&ca_key)?, "-out", path_str(&ca_cert)?, "-days", "2", "-subj",
+                "req",
+                "-x509",
+                "-config",
+                path_str(&cnf)?,
+                "-extensions",
+                "v3_ca",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                path_str(&ca_key)?,
+                "-out",
+                path_str(&ca_cert)?,
+                "-days",
+                "2",
+                "-subj",
                 "/CN=tinylet-test-ca",
             ],
         )?;
@@ -187,9 +204,21 @@ impl Pki {
         run_openssl(
             "req",
             &[
-                "req", "-new", "-config", path_str(&self.cnf)?, "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", path_str(&key)?, "-out",
-                path_str(&csr)?, "-subj", subject,
+                "req",
+                "-new",
+                "-config",
+                path_str(&self.cnf)?,
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                path_str(&key)?,
+                "-out",
+                path_str(&csr)?,
+                "-subj",
+                subject,
             ],
         )?;
         self.sign_file(&csr, &crt, profile, n)?;
@@ -198,22 +227,49 @@ impl Pki {
         Ok((cert_pem, key_pem, crt, key))
     }
 
-    fn sign_file(&self, csr: &Path, crt: &Path, profile: &str, serial: u64) -> Result<(), PkiError> {
+    fn sign_file(
+        &self,
+        csr: &Path,
+        crt: &Path,
+        profile: &str,
+        serial: u64,
+    ) -> Result<(), PkiError> {
         let serial = serial.to_string();
         run_openssl(
             "x509 -req",
             &[
-                "x509", "-req", "-in", path_str(csr)?, "-CA", path_str(&self.ca_cert)?, "-CAkey",
-                path_str(&self.ca_key)?, "-set_serial", &serial, "-days", "1", "-extfile",
-                path_str(&self.cnf)?, "-extensions", profile, "-out", path_str(crt)?,
+                "x509",
+                "-req",
+                "-in",
+                path_str(csr)?,
+                "-CA",
+                path_str(&self.ca_cert)?,
+                "-CAkey",
+                path_str(&self.ca_key)?,
+                "-set_serial",
+                &serial,
+                "-days",
+                "1",
+                "-extfile",
+                path_str(&self.cnf)?,
+                "-extensions",
+                profile,
+                "-out",
+                path_str(crt)?,
             ],
         )
     }
 
     /// Mints a client certificate with CN=`cn` and one O per entry of `orgs`.
     pub fn client_cert(&self, cn: &str, orgs: &[&str]) -> Result<ClientCredentials, PkiError> {
-        let (cert_pem, key_pem, cert_path, key_path) = self.issue("client", &subj(cn, orgs), "client")?;
-        Ok(ClientCredentials { cert_pem, key_pem, cert_path, key_path })
+        let (cert_pem, key_pem, cert_path, key_path) =
+            self.issue("client", &subj(cn, orgs), "client")?;
+        Ok(ClientCredentials {
+            cert_pem,
+            key_pem,
+            cert_path,
+            key_path,
+        })
     }
 
     /// Signs a PEM CSR as a client certificate, the way the kubelet-client signer would.
@@ -235,10 +291,11 @@ impl Pki {
             let c = c.map_err(|e| PkiError::Malformed(format!("CA PEM: {e}")))?;
             roots.add(c).map_err(|e| PkiError::Tls(e.to_string()))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| PkiError::Tls(e.to_string()))?;
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
                 .collect::<Result<_, _>>()

@@ -48,7 +48,14 @@ pub struct Shared {
 
 impl Shared {
     /// Wraps the parts; call `listen` next.
-    pub fn new(api: Api, faults: FaultInjector, stats: Arc<Stats>, tls: Option<Arc<ServerConfig>>, anonymous: Option<User>, addr: SocketAddr) -> Shared {
+    pub fn new(
+        api: Api,
+        faults: FaultInjector,
+        stats: Arc<Stats>,
+        tls: Option<Arc<ServerConfig>>,
+        anonymous: Option<User>,
+        addr: SocketAddr,
+    ) -> Shared {
         Shared {
             api,
             faults,
@@ -151,7 +158,9 @@ fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, epoch: u64) {
     match &shared.tls {
         None => serve_stream(shared, counted, None, &ctl, epoch),
         Some(cfg) => {
-            let Ok(conn) = ServerConnection::new(Arc::clone(cfg)) else { return };
+            let Ok(conn) = ServerConnection::new(Arc::clone(cfg)) else {
+                return;
+            };
             let mut tls = StreamOwned::new(conn, counted);
             // Bounded: a stalled handshake fails on the socket timeout.
             let _ = ctl.set_read_timeout(Some(Duration::from_secs(10)));
@@ -172,19 +181,28 @@ fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, epoch: u64) {
     }
 }
 
-fn authenticate(shared: &Shared, head: &http::RequestHead, cert_user: &Option<User>) -> Option<User> {
+fn authenticate(
+    shared: &Shared,
+    head: &http::RequestHead,
+    cert_user: &Option<User>,
+) -> Option<User> {
     if let Some(u) = cert_user {
         return Some(u.clone());
     }
     if let Some(auth) = head.header("authorization") {
-        let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer "))?;
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))?;
         return lock(&shared.api.tokens).get(token.trim()).cloned();
     }
     Some(shared.anonymous.clone().unwrap_or_else(User::anonymous))
 }
 
 fn reset(ctl: &TcpStream) {
-    let lin = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    let lin = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     let _ = nix::sys::socket::setsockopt(ctl, nix::sys::socket::sockopt::Linger, &lin);
 }
 
@@ -192,7 +210,13 @@ fn json_body(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Option<User>, ctl: &TcpStream, epoch: u64) {
+fn serve_stream<S: Read + Write>(
+    shared: &Arc<Shared>,
+    stream: S,
+    cert_user: Option<User>,
+    ctl: &TcpStream,
+    epoch: u64,
+) {
     let mut rd = BufReader::new(stream);
     // Bounded: every request is finite and the loop ends with the connection.
     loop {
@@ -202,7 +226,13 @@ fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Opt
             Err(HttpError::Malformed(_)) | Err(HttpError::TooLarge(_)) => {
                 let body = json_body(&status(400, "BadRequest", "malformed HTTP request", None));
                 let w = rd.get_mut();
-                let _ = http::write_head(w, 400, &[("Content-Type", "application/json".into())], Some(body.len()), false);
+                let _ = http::write_head(
+                    w,
+                    400,
+                    &[("Content-Type", "application/json".into())],
+                    Some(body.len()),
+                    false,
+                );
                 let _ = w.write_all(&body);
                 let _ = w.flush();
                 return;
@@ -212,9 +242,20 @@ fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Opt
         let body = match http::read_body(&mut rd, &head) {
             Ok(b) => b,
             Err(HttpError::TooLarge(_)) => {
-                let body = json_body(&status(413, "RequestEntityTooLarge", "request entity too large", None));
+                let body = json_body(&status(
+                    413,
+                    "RequestEntityTooLarge",
+                    "request entity too large",
+                    None,
+                ));
                 let w = rd.get_mut();
-                let _ = http::write_head(w, 413, &[("Content-Type", "application/json".into())], Some(body.len()), false);
+                let _ = http::write_head(
+                    w,
+                    413,
+                    &[("Content-Type", "application/json".into())],
+                    Some(body.len()),
+                    false,
+                );
                 let _ = w.write_all(&body);
                 return;
             }
@@ -229,9 +270,22 @@ fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Opt
         };
         let user = authenticate(shared, &head, &cert_user);
         let user_name = user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
-        let record = |code: u16| shared.stats.record(&head.method, &head.target, &verb, &resource, &user_name, code);
+        let record = |code: u16| {
+            shared.stats.record(
+                &head.method,
+                &head.target,
+                &verb,
+                &resource,
+                &user_name,
+                code,
+            )
+        };
 
-        let faults = shared.faults.decide(&RequestInfo { method: &head.method, path: &path, watch: verb == "watch" });
+        let faults = shared.faults.decide(&RequestInfo {
+            method: &head.method,
+            path: &path,
+            watch: verb == "watch",
+        });
         for f in &faults {
             if let Fault::Delay(d) = f {
                 std::thread::sleep(*d);
@@ -258,8 +312,16 @@ fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Opt
             _ => None,
         }) {
             record(code);
-            let reason = if code == 429 { "TooManyRequests" } else { "InternalError" };
-            let msg = if code == 429 { "Too many requests, please try again later." } else { "injected server error" };
+            let reason = if code == 429 {
+                "TooManyRequests"
+            } else {
+                "InternalError"
+            };
+            let msg = if code == 429 {
+                "Too many requests, please try again later."
+            } else {
+                "injected server error"
+            };
             let body = json_body(&status(code, reason, msg, None));
             let mut headers = vec![("Content-Type", "application/json".to_string())];
             if let Some(s) = retry {
@@ -274,27 +336,56 @@ fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Opt
             write_hostile(&mut w, mode, verb == "watch").map(|()| false)
         } else {
             let reply = match user {
-                None => handler::Reply::Json { code: 401, body: status(401, "Unauthorized", "Unauthorized", None) },
-                Some(u) => shared.api.handle(&u, &head.method, &path, &q, head.header("content-type").unwrap_or(""), &body),
+                None => handler::Reply::Json {
+                    code: 401,
+                    body: status(401, "Unauthorized", "Unauthorized", None),
+                },
+                Some(u) => shared.api.handle(
+                    &u,
+                    &head.method,
+                    &path,
+                    &q,
+                    head.header("content-type").unwrap_or(""),
+                    &body,
+                ),
             };
             match reply {
                 Reply::Json { code, body } => {
                     record(code);
-                    write_full(&mut w, code, &[("Content-Type", "application/json".into())], &json_body(&body), keep)
+                    write_full(
+                        &mut w,
+                        code,
+                        &[("Content-Type", "application/json".into())],
+                        &json_body(&body),
+                        keep,
+                    )
                 }
                 Reply::Text(code, text) => {
                     record(code);
-                    write_full(&mut w, code, &[("Content-Type", "text/plain; charset=utf-8".into())], text.as_bytes(), keep)
+                    write_full(
+                        &mut w,
+                        code,
+                        &[("Content-Type", "text/plain; charset=utf-8".into())],
+                        text.as_bytes(),
+                        keep,
+                    )
                 }
                 Reply::Watch(plan) => {
                     record(200);
-                    let alive = || !shared.is_down() && shared.epoch.load(Ordering::SeqCst) == epoch;
-                    http::write_head(&mut w, 200, &[("Content-Type", "application/json".into())], None, keep)
-                        .and_then(|()| w.flush())
-                        .and_then(|()| watch::stream(&shared.api, &plan, &mut w, max_events, &alive))
-                        .and_then(|()| http::write_last_chunk(&mut w))
-                        .and_then(|()| w.flush())
-                        .map(|()| keep)
+                    let alive =
+                        || !shared.is_down() && shared.epoch.load(Ordering::SeqCst) == epoch;
+                    http::write_head(
+                        &mut w,
+                        200,
+                        &[("Content-Type", "application/json".into())],
+                        None,
+                        keep,
+                    )
+                    .and_then(|()| w.flush())
+                    .and_then(|()| watch::stream(&shared.api, &plan, &mut w, max_events, &alive))
+                    .and_then(|()| http::write_last_chunk(&mut w))
+                    .and_then(|()| w.flush())
+                    .map(|()| keep)
                 }
             }
         };
@@ -309,7 +400,13 @@ fn serve_stream<S: Read + Write>(shared: &Arc<Shared>, stream: S, cert_user: Opt
 }
 
 /// Writes a whole response; Ok(keep-alive).
-fn write_full<W: Write>(w: &mut W, code: u16, headers: &[(&str, String)], body: &[u8], keep: bool) -> io::Result<bool> {
+fn write_full<W: Write>(
+    w: &mut W,
+    code: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+    keep: bool,
+) -> io::Result<bool> {
     http::write_head(w, code, headers, Some(body.len()), keep)?;
     w.write_all(body)?;
     w.flush()?;
@@ -323,7 +420,11 @@ fn write_hostile<W: Write>(w: &mut W, mode: Hostile, watch: bool) -> io::Result<
     let json_head = [("Content-Type", "application/json".to_string())];
     match mode {
         Hostile::InvalidJson => {
-            let body: &[u8] = if watch { b"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":}\n" } else { b"{\"kind\":\"Pod\",\"metadata\":{\"name\":\"x\"" };
+            let body: &[u8] = if watch {
+                b"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":}\n"
+            } else {
+                b"{\"kind\":\"Pod\",\"metadata\":{\"name\":\"x\""
+            };
             if watch {
                 http::write_head(w, 200, &json_head, None, false)?;
                 http::write_chunk(w, body)?;
@@ -338,7 +439,10 @@ fn write_hostile<W: Write>(w: &mut W, mode: Hostile, watch: bool) -> io::Result<
             if watch {
                 http::write_head(w, 200, &json_head, None, false)?;
                 http::write_chunk(w, b"{\"type\":42,\"object\":\"not an object\"}\n")?;
-                http::write_chunk(w, format!("{{\"type\":\"ADDED\",\"object\":{obj}}}\n").as_bytes())?;
+                http::write_chunk(
+                    w,
+                    format!("{{\"type\":\"ADDED\",\"object\":{obj}}}\n").as_bytes(),
+                )?;
                 http::write_last_chunk(w)?;
             } else {
                 http::write_head(w, 200, &json_head, Some(obj.len()), false)?;
@@ -357,7 +461,13 @@ fn write_hostile<W: Write>(w: &mut W, mode: Hostile, watch: bool) -> io::Result<
                 http::write_head(w, 200, &json_head, None, false)?;
                 http::write_chunk(w, pre)?;
             } else {
-                http::write_head(w, 200, &json_head, Some(pre.len() + size + post.len()), false)?;
+                http::write_head(
+                    w,
+                    200,
+                    &json_head,
+                    Some(pre.len() + size + post.len()),
+                    false,
+                )?;
                 w.write_all(pre)?;
             }
             let mut left = size;
@@ -380,7 +490,10 @@ fn write_hostile<W: Write>(w: &mut W, mode: Hostile, watch: bool) -> io::Result<
         }
         Hostile::EndlessLine => {
             http::write_head(w, 200, &json_head, None, false)?;
-            http::write_chunk(w, b"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"")?;
+            http::write_chunk(
+                w,
+                b"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"",
+            )?;
             let filler = vec![b'x'; 64 * 1024];
             let mut sent = 0;
             while sent < ENDLESS_CAP {

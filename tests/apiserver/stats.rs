@@ -59,8 +59,18 @@ impl Stats {
     }
 
     /// Records one request.
-    pub fn record(&self, method: &str, target: &str, verb: &str, resource: &str, user: &str, code: u16) {
-        *lock(&self.counts).entry((verb.to_string(), resource.to_string())).or_insert(0) += 1;
+    pub fn record(
+        &self,
+        method: &str,
+        target: &str,
+        verb: &str,
+        resource: &str,
+        user: &str,
+        code: u16,
+    ) {
+        *lock(&self.counts)
+            .entry((verb.to_string(), resource.to_string()))
+            .or_insert(0) += 1;
         let mut log = lock(&self.log);
         if log.len() >= LOG_LIMIT {
             log.pop_front();
@@ -82,7 +92,10 @@ impl Stats {
 
     /// Requests with this verb on this resource (e.g. ("patch", "pods/status")).
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
-        lock(&self.counts).get(&(verb.to_string(), resource.to_string())).copied().unwrap_or(0)
+        lock(&self.counts)
+            .get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// All counters by (verb, resource).

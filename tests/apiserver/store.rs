@@ -40,17 +40,94 @@ impl Kind {
 
 /// Every resource the server serves; index into this is a `KindId`.
 pub const KINDS: &[Kind] = &[
-    Kind { resource: "pods", group: "", version: "v1", kind: "Pod", namespaced: true, has_status: true },
-    Kind { resource: "nodes", group: "", version: "v1", kind: "Node", namespaced: false, has_status: true },
-    Kind { resource: "events", group: "", version: "v1", kind: "Event", namespaced: true, has_status: false },
-    Kind { resource: "configmaps", group: "", version: "v1", kind: "ConfigMap", namespaced: true, has_status: false },
-    Kind { resource: "secrets", group: "", version: "v1", kind: "Secret", namespaced: true, has_status: false },
-    Kind { resource: "serviceaccounts", group: "", version: "v1", kind: "ServiceAccount", namespaced: true, has_status: false },
-    Kind { resource: "services", group: "", version: "v1", kind: "Service", namespaced: true, has_status: true },
-    Kind { resource: "namespaces", group: "", version: "v1", kind: "Namespace", namespaced: false, has_status: true },
-    Kind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", namespaced: true, has_status: false },
-    Kind { resource: "events", group: "events.k8s.io", version: "v1", kind: "Event", namespaced: true, has_status: false },
-    Kind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", namespaced: true, has_status: false },
+    Kind {
+        resource: "pods",
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        namespaced: true,
+        has_status: true,
+    },
+    Kind {
+        resource: "nodes",
+        group: "",
+        version: "v1",
+        kind: "Node",
+        namespaced: false,
+        has_status: true,
+    },
+    Kind {
+        resource: "events",
+        group: "",
+        version: "v1",
+        kind: "Event",
+        namespaced: true,
+        has_status: false,
+    },
+    Kind {
+        resource: "configmaps",
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        namespaced: true,
+        has_status: false,
+    },
+    Kind {
+        resource: "secrets",
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        namespaced: true,
+        has_status: false,
+    },
+    Kind {
+        resource: "serviceaccounts",
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        namespaced: true,
+        has_status: false,
+    },
+    Kind {
+        resource: "services",
+        group: "",
+        version: "v1",
+        kind: "Service",
+        namespaced: true,
+        has_status: true,
+    },
+    Kind {
+        resource: "namespaces",
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        namespaced: false,
+        has_status: true,
+    },
+    Kind {
+        resource: "leases",
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        namespaced: true,
+        has_status: false,
+    },
+    Kind {
+        resource: "events",
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        namespaced: true,
+        has_status: false,
+    },
+    Kind {
+        resource: "endpointslices",
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        namespaced: true,
+        has_status: false,
+    },
     Kind {
         resource: "certificatesigningrequests",
         group: "certificates.k8s.io",
@@ -214,18 +291,36 @@ impl Store {
         set_rv(&mut obj, self.rv);
         let key = (kind, ns.to_string(), name.to_string());
         let prev = self.objects.insert(key, obj.clone());
-        let typ = if prev.is_some() { EventType::Modified } else { EventType::Added };
-        self.record(Event { rv: self.rv, kind, typ, object: obj.clone(), prev });
+        let typ = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.record(Event {
+            rv: self.rv,
+            kind,
+            typ,
+            object: obj.clone(),
+            prev,
+        });
         obj
     }
 
     /// Removes an object; returns it as last seen (with the deletion RV).
     pub fn remove(&mut self, kind: KindId, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.remove(&(kind, ns.to_string(), name.to_string()))?;
+        let mut obj = self
+            .objects
+            .remove(&(kind, ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let prev = obj.clone();
         set_rv(&mut obj, self.rv);
-        self.record(Event { rv: self.rv, kind, typ: EventType::Deleted, object: obj.clone(), prev: Some(prev) });
+        self.record(Event {
+            rv: self.rv,
+            kind,
+            typ: EventType::Deleted,
+            object: obj.clone(),
+            prev: Some(prev),
+        });
         Some(obj)
     }
 
@@ -261,7 +356,10 @@ fn set_rv(obj: &mut Value, rv: u64) {
 
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_unix_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC timestamp, second precision, as Kubernetes writes metav1.Time.
@@ -278,7 +376,12 @@ pub fn rfc3339(unix_secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Now as an RFC 3339 timestamp.
@@ -334,7 +437,11 @@ pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
     parts.push(cur);
     for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
         let set = |rest: &str| -> Result<Vec<String>, String> {
-            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or(format!("bad set in {p:?}"))?;
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or(format!("bad set in {p:?}"))?;
             Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
         };
         if let Some((k, v)) = p.split_once("!=") {
@@ -349,7 +456,10 @@ pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
             out.push(Requirement::In(k.trim().into(), set(rest)?));
         } else if let Some(k) = p.strip_prefix('!') {
             out.push(Requirement::NotExists(k.trim().into()));
-        } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+        } else if p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
             out.push(Requirement::Exists(p.to_string()));
         } else {
             return Err(format!("unable to parse requirement {p:?}"));
@@ -391,7 +501,11 @@ impl Selector {
         });
         field_ok
             && matches(&self.labels, |k| {
-                obj.get("metadata")?.get("labels")?.get(k)?.as_str().map(str::to_string)
+                obj.get("metadata")?
+                    .get("labels")?
+                    .get(k)?
+                    .as_str()
+                    .map(str::to_string)
             })
     }
 

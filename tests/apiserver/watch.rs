@@ -24,7 +24,10 @@ const POLL: Duration = Duration::from_millis(100);
 
 fn visible(plan: &WatchPlan, obj: &Value) -> bool {
     let ns_ok = plan.ns.as_deref().map_or(true, |ns| {
-        obj.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str) == Some(ns)
+        obj.get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            == Some(ns)
     });
     ns_ok && plan.selector.matches(obj)
 }
@@ -47,9 +50,13 @@ struct Sender<'w, W: Write> {
 impl<W: Write> Sender<'_, W> {
     fn send(&mut self, typ: &str, object: &Value) -> io::Result<()> {
         if self.max.is_some_and(|m| self.sent >= m) {
-            return Err(io::Error::new(TRUNCATED, "watch truncated by fault injector"));
+            return Err(io::Error::new(
+                TRUNCATED,
+                "watch truncated by fault injector",
+            ));
         }
-        let mut line = serde_json::to_vec(&json!({"type": typ, "object": object})).map_err(io::Error::other)?;
+        let mut line = serde_json::to_vec(&json!({"type": typ, "object": object}))
+            .map_err(io::Error::other)?;
         line.push(b'\n');
         http::write_chunk(self.w, &line)?;
         self.w.flush()?;
@@ -68,7 +75,11 @@ pub fn stream<W: Write>(
     alive: &dyn Fn() -> bool,
 ) -> io::Result<()> {
     let deadline = Instant::now() + plan.timeout;
-    let mut tx = Sender { w, sent: 0, max: max_events };
+    let mut tx = Sender {
+        w,
+        sent: 0,
+        max: max_events,
+    };
     let mut last_rv = match plan.from_rv {
         Some(rv) => rv,
         None => {
@@ -94,7 +105,10 @@ pub fn stream<W: Write>(
     let mut next_bookmark = Instant::now() + interval;
     loop {
         if !alive() {
-            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "server went down"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "server went down",
+            ));
         }
         let now = Instant::now();
         if now >= deadline {
@@ -103,7 +117,10 @@ pub fn stream<W: Write>(
         let st = lock(&api.store);
         let batch: Vec<(&'static str, Value)> = match st.events_since(plan.kind, last_rv) {
             Err(()) => {
-                let msg = format!("too old resource version: {last_rv} ({})", st.compacted_rv());
+                let msg = format!(
+                    "too old resource version: {last_rv} ({})",
+                    st.compacted_rv()
+                );
                 drop(st);
                 tx.send("ERROR", &status(410, "Expired", &msg, None))?;
                 return Ok(());
