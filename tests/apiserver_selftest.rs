@@ -515,12 +515,14 @@ fn watch_selector_transitions() {
     let start = srv.resource_version();
     let mut w = c.watch(&format!("/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dn1&resourceVersion={start}&timeoutSeconds=2")).unwrap();
     srv.create(PODS, pod("elsewhere", Some("n2"))).unwrap();
-    srv.merge_patch(&format!("{PODS}/p"), json!({"spec": {"nodeName": "n1"}}))
-        .unwrap();
-    srv.merge_patch(&format!("{PODS}/p"), json!({"spec": {"nodeName": "n3"}}))
-        .unwrap();
+    // nodeName is immutable through updates; binding is the way in.
+    let err = srv
+        .merge_patch(&format!("{PODS}/p"), json!({"spec": {"nodeName": "n1"}}))
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+    srv.bind_pod("default", "p", "n1").unwrap();
+    assert_eq!(srv.bind_pod("default", "p", "n1").unwrap_err().code, 409);
     let e1 = w.next_event().unwrap().unwrap();
-    let e2 = w.next_event().unwrap().unwrap();
     assert_eq!(
         (
             e1["type"].as_str(),
@@ -528,7 +530,19 @@ fn watch_selector_transitions() {
         ),
         (Some("ADDED"), Some("p"))
     );
-    assert_eq!(e2["type"], "DELETED");
+    assert_eq!(
+        e1["object"]["status"]["conditions"][0]["type"],
+        "PodScheduled"
+    );
+    srv.merge_patch(
+        &format!("{PODS}/p"),
+        json!({"metadata": {"labels": {"v": "2"}}}),
+    )
+    .unwrap();
+    assert_eq!(w.next_event().unwrap().unwrap()["type"], "MODIFIED");
+    // Leaving the selection looks like a deletion to this watcher.
+    srv.delete(&format!("{PODS}/p"), Some(0)).unwrap();
+    assert_eq!(w.next_event().unwrap().unwrap()["type"], "DELETED");
 }
 
 #[test]
@@ -801,6 +815,12 @@ fn stats_count_requests_bytes_and_log() {
     assert_eq!(log.len(), 4);
     assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
     assert_eq!(log[0].code, 201);
+    let profile = s.rate_profile(Duration::from_secs(60), None);
+    assert_eq!(profile, vec![4]);
+    assert_eq!(
+        s.rate_profile(Duration::from_secs(60), Some("pods/status")),
+        vec![1]
+    );
     s.reset();
     assert_eq!(s.total_requests(), 0);
 }
@@ -810,7 +830,7 @@ fn chunked_request_body_is_accepted() {
     let (srv, mut c) = plain();
     let body = serde_json::to_vec(&pod("chunky", None)).unwrap();
     let (a, b) = body.split_at(10);
-    let mut raw = format!("POST {PODS} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    let mut raw = format!("POST {PODS} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").into_bytes();
     for part in [a, b] {
         raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
         raw.extend_from_slice(part);
@@ -820,6 +840,8 @@ fn chunked_request_body_is_accepted() {
     let mut s = c.connect().unwrap();
     s.write_all(&raw).unwrap();
     let mut rd = std::io::BufReader::new(s);
+    let (code, _) = apiserver::client::read_response_head(&mut rd).unwrap();
+    assert_eq!(code, 100, "Expect: 100-continue is answered");
     let (code, _) = apiserver::client::read_response_head(&mut rd).unwrap();
     assert_eq!(code, 201);
     assert!(srv.pod("default", "chunky").is_some());

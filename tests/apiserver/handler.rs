@@ -244,6 +244,7 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         "status" => k.has_status,
         "token" => k.resource == "serviceaccounts",
         "approval" => k.resource == "certificatesigningrequests",
+        "binding" => k.resource == "pods",
         _ => false,
     };
     if !sub_ok {
@@ -265,8 +266,11 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         }
         ("GET", false, _) => "get",
         ("POST", true, _) => "create",
-        ("POST", false, "token") => "create",
-        ("PUT", false, "token") | ("PATCH", false, "token") | ("DELETE", false, "token") => {
+        ("POST", false, "token") | ("POST", false, "binding") => "create",
+        ("GET", false, "binding")
+        | ("PUT", false, "token" | "binding")
+        | ("PATCH", false, "token" | "binding")
+        | ("DELETE", false, "token" | "binding") => {
             return Err(fail(
                 405,
                 "MethodNotAllowed",
@@ -492,6 +496,7 @@ impl Api {
             "create" if r.sub == "token" => {
                 self.token_request(&mut st, r, parsed_body.unwrap_or(Value::Null))
             }
+            "create" if r.sub == "binding" => bind(&mut st, r, &parsed_body.unwrap_or(Value::Null)),
             "create" => self.create(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
             "update" => self.update(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
             "patch" => self.patch(
@@ -737,6 +742,13 @@ impl Api {
                     &format!("Precondition failed: UID in object meta: {uid}"),
                 );
             }
+        }
+        if r.sub.is_empty()
+            && k.resource == "pods"
+            && k.group.is_empty()
+            && !pod_spec_change_allowed(old, &new)
+        {
+            return invalid(r, &r.name, "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)");
         }
         if r.sub == "status" {
             let status = new.get("status").cloned().unwrap_or(Value::Null);
@@ -1118,6 +1130,74 @@ impl Api {
     }
 }
 
+/// The scheduler's way to place a pod: POST pods/NAME/binding sets spec.nodeName once.
+fn bind(st: &mut Store, r: &Route, binding: &Value) -> Reply {
+    let Some(node) = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return invalid(r, &r.name, "target.name: Required value");
+    };
+    let Some(mut pod) = st.get(r.kind, &r.ns, &r.name).cloned() else {
+        return not_found(r);
+    };
+    if let Some(current) = store::str_at(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+        return conflict(
+            r,
+            &format!("pod {} is already assigned to node {current:?}", r.name),
+        );
+    }
+    if meta(&pod).get("deletionTimestamp").is_some() {
+        return conflict(r, "pod is being deleted, cannot be assigned to a host");
+    }
+    pod["spec"]["nodeName"] = json!(node);
+    let now = store::now_rfc3339(0);
+    if !pod["status"].get("conditions").is_some_and(Value::is_array) {
+        pod["status"]["conditions"] = json!([]);
+    }
+    if let Some(c) = pod["status"]["conditions"].as_array_mut() {
+        c.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
+        c.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+    }
+    st.put(r.kind, &r.ns, &r.name, pod);
+    ok(
+        201,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
+}
+
+/// Pod specs are immutable apart from images, activeDeadlineSeconds, tolerations and the
+/// grace period; nodeName only changes through the binding subresource.
+fn pod_spec_change_allowed(old: &Value, new: &Value) -> bool {
+    let normalize = |pod: &Value| {
+        let mut spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(s) = spec.as_object_mut() {
+            for f in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
+                s.remove(f);
+            }
+            for l in ["containers", "initContainers"] {
+                for c in s
+                    .get_mut(l)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(c) = c.as_object_mut() {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        spec
+    };
+    normalize(old) == normalize(new)
+}
+
 fn graceful_pending(resource: &str, obj: &Value) -> bool {
     // A pod with a positive grace period stays until the kubelet deletes it with grace 0.
     resource == "pods"
@@ -1315,6 +1395,7 @@ fn watch_plan(
     }
     let timeout = query(q, "timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
+        .filter(|&t| t > 0)
         .map(Duration::from_secs)
         .unwrap_or(api.default_watch_timeout);
     Reply::Watch(WatchPlan {

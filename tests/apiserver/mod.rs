@@ -374,6 +374,22 @@ impl ApiServer {
         self.admin("PATCH", path, "application/merge-patch+json", Some(&patch))
     }
 
+    /// Patches as admin with any patch content type (merge, strategic merge, JSON patch).
+    pub fn patch(&self, path: &str, content_type: &str, patch: Value) -> Result<Value, CallError> {
+        self.admin("PATCH", path, content_type, Some(&patch))
+    }
+
+    /// Binds a pod to a node as the scheduler does (pods/NAME/binding).
+    pub fn bind_pod(&self, ns: &str, name: &str, node: &str) -> Result<Value, CallError> {
+        let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        self.admin(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+            "application/json",
+            Some(&b),
+        )
+    }
+
     /// Deletes as admin with an optional grace period.
     pub fn delete(&self, path: &str, grace: Option<i64>) -> Result<Value, CallError> {
         let opts = grace

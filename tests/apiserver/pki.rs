@@ -302,12 +302,14 @@ impl Pki {
                 .map_err(|e| PkiError::Malformed(format!("server cert PEM: {e}")))?;
         let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
             .map_err(|e| PkiError::Malformed(format!("server key PEM: {e}")))?;
-        let cfg = ServerConfig::builder_with_provider(provider)
+        let mut cfg = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| PkiError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| PkiError::Tls(e.to_string()))?;
+        // Only HTTP/1.1 is spoken; clients offering h2 as well fall back to it.
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 }

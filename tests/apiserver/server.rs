@@ -239,6 +239,18 @@ fn serve_stream<S: Read + Write>(
             }
             Err(_) => return,
         };
+        if head
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            let w = rd.get_mut();
+            if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| w.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
         let body = match http::read_body(&mut rd, &head) {
             Ok(b) => b,
             Err(HttpError::TooLarge(_)) => {
