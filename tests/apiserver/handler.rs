@@ -257,7 +257,7 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
     let verb = match (method, name.is_empty(), sub) {
         ("GET", true, _) if truthy(query(q, "watch")) => "watch",
         ("GET", true, _) => "list",
-        ("GET", false, "token") => {
+        ("GET", false, "token" | "binding") => {
             return Err(fail(
                 405,
                 "MethodNotAllowed",
@@ -267,8 +267,7 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         ("GET", false, _) => "get",
         ("POST", true, _) => "create",
         ("POST", false, "token") | ("POST", false, "binding") => "create",
-        ("GET", false, "binding")
-        | ("PUT", false, "token" | "binding")
+        ("PUT", false, "token" | "binding")
         | ("PATCH", false, "token" | "binding")
         | ("DELETE", false, "token" | "binding") => {
             return Err(fail(

@@ -335,7 +335,7 @@ fn serve_stream<S: Read + Write>(
                 "injected server error"
             };
             let body = json_body(&status(code, reason, msg, None));
-            let mut headers = vec![("Content-Type", "application/json".to_string())];
+            let mut headers = api_headers("application/json");
             if let Some(s) = retry {
                 headers.push(("Retry-After", s.to_string()));
             }
@@ -367,7 +367,7 @@ fn serve_stream<S: Read + Write>(
                     write_full(
                         &mut w,
                         code,
-                        &[("Content-Type", "application/json".into())],
+                        &api_headers("application/json"),
                         &json_body(&body),
                         keep,
                     )
@@ -377,7 +377,7 @@ fn serve_stream<S: Read + Write>(
                     write_full(
                         &mut w,
                         code,
-                        &[("Content-Type", "text/plain; charset=utf-8".into())],
+                        &api_headers("text/plain; charset=utf-8"),
                         text.as_bytes(),
                         keep,
                     )
@@ -386,18 +386,14 @@ fn serve_stream<S: Read + Write>(
                     record(200);
                     let alive =
                         || !shared.is_down() && shared.epoch.load(Ordering::SeqCst) == epoch;
-                    http::write_head(
-                        &mut w,
-                        200,
-                        &[("Content-Type", "application/json".into())],
-                        None,
-                        keep,
-                    )
-                    .and_then(|()| w.flush())
-                    .and_then(|()| watch::stream(&shared.api, &plan, &mut w, max_events, &alive))
-                    .and_then(|()| http::write_last_chunk(&mut w))
-                    .and_then(|()| w.flush())
-                    .map(|()| keep)
+                    http::write_head(&mut w, 200, &api_headers("application/json"), None, keep)
+                        .and_then(|()| w.flush())
+                        .and_then(|()| {
+                            watch::stream(&shared.api, &plan, &mut w, max_events, &alive)
+                        })
+                        .and_then(|()| http::write_last_chunk(&mut w))
+                        .and_then(|()| w.flush())
+                        .map(|()| keep)
                 }
             }
         };
@@ -409,6 +405,18 @@ fn serve_stream<S: Read + Write>(
             }
         }
     }
+}
+
+static AUDIT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Headers a real apiserver sends on API responses (clients log Audit-Id).
+fn api_headers(content_type: &str) -> Vec<(&'static str, String)> {
+    let n = AUDIT_ID.fetch_add(1, Ordering::Relaxed);
+    vec![
+        ("Audit-Id", format!("00000000-0000-4000-8000-{n:012x}")),
+        ("Cache-Control", "no-cache, private".to_string()),
+        ("Content-Type", content_type.to_string()),
+    ]
 }
 
 /// Writes a whole response; Ok(keep-alive).

@@ -334,10 +334,13 @@ impl Store {
         if after < self.compacted_rv {
             return Err(());
         }
+        // History is in RV order: skip the seen part without scanning it (many watchers
+        // wake on every write).
+        let start = self.history.partition_point(|e| e.rv <= after);
         Ok(self
             .history
-            .iter()
-            .filter(|e| e.rv > after && e.kind == kind)
+            .range(start..)
+            .filter(|e| e.kind == kind)
             .collect())
     }
 }
