@@ -1051,3 +1051,77 @@ fn direct_access_as_admin_and_users() {
     assert_eq!(err.code, 404);
     assert!(srv.url().starts_with("https://127.0.0.1:"));
 }
+
+#[test]
+fn node_reads_services_writes_events_and_referenced_secrets_over_tls12() {
+    let srv = apiserver::start(Config::tls()).unwrap();
+    let n1 = srv.node_cert("n1").unwrap();
+    let mut c = TestClient::tls_versions(
+        srv.addr(),
+        srv.ca_pem(),
+        Some(&n1),
+        &[&rustls::version::TLS12],
+    )
+    .unwrap();
+    srv.create("/api/v1/namespaces/default/services", json!({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.0.0.10", "ports": [{"port": 80}]}})).unwrap();
+    srv.create(
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        json!({"metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.5"]}], "ports": [{"port": 8080}]}),
+    )
+    .unwrap();
+    assert_eq!(c.get("/api/v1/services").unwrap().0, 200);
+    let (code, slices) = c.get("/apis/discovery.k8s.io/v1/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        slices["items"][0]["endpoints"][0]["addresses"][0],
+        "10.1.0.5"
+    );
+
+    let ev = json!({"metadata": {"generateName": "web."}, "involvedObject": {"kind": "Pod", "name": "web"}, "reason": "Started", "type": "Normal"});
+    let (code, created) = c.post("/api/v1/namespaces/default/events", &ev).unwrap();
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("web."));
+    let ev2 = json!({"metadata": {"name": "e2"}, "reason": "Pulled", "action": "Pulling", "reportingController": "kubelet", "reportingInstance": "n1", "eventTime": "2026-01-01T00:00:00.000000Z"});
+    assert_eq!(
+        c.post("/apis/events.k8s.io/v1/namespaces/default/events", &ev2)
+            .unwrap()
+            .0,
+        201
+    );
+    assert_eq!(c.get("/api/v1/namespaces/default/events").unwrap().0, 403);
+
+    let mut p = pod("uses-secret", Some("n1"));
+    p["spec"]["containers"][0]["env"] =
+        json!([{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]);
+    srv.create(PODS, p).unwrap();
+    srv.create(
+        "/api/v1/namespaces/default/secrets",
+        json!({"metadata": {"name": "db"}, "data": {"pw": "aHVudGVyMg=="}}),
+    )
+    .unwrap();
+    srv.create(
+        "/api/v1/namespaces/default/secrets",
+        json!({"metadata": {"name": "other"}}),
+    )
+    .unwrap();
+    let (code, s) = c.get("/api/v1/namespaces/default/secrets/db").unwrap();
+    assert_eq!(
+        (code, s["data"]["pw"].as_str()),
+        (200, Some("aHVudGVyMg=="))
+    );
+    assert_eq!(
+        c.get("/api/v1/namespaces/default/secrets/other").unwrap().0,
+        403
+    );
+    assert_eq!(c.get("/api/v1/namespaces/default/secrets").unwrap().0, 403);
+    // Once the pod is gone, so is the relationship.
+    srv.delete(&format!("{PODS}/uses-secret"), Some(0)).unwrap();
+    assert_eq!(
+        c.get("/api/v1/namespaces/default/secrets/db").unwrap().0,
+        403
+    );
+}

@@ -521,5 +521,7 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         server::shutdown(&self.shared);
+        // Connection threads may outlive the handle briefly; the files go now regardless.
+        self.pki.remove_files();
     }
 }

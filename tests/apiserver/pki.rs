@@ -102,7 +102,7 @@ pub struct Pki {
 
 impl Drop for Pki {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.remove_files();
     }
 }
 
@@ -258,6 +258,11 @@ impl Pki {
                 path_str(crt)?,
             ],
         )
+    }
+
+    /// Removes the directory (also done on drop); later signing fails cleanly.
+    pub fn remove_files(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// Mints a client certificate with CN=`cn` and one O per entry of `orgs`.
