@@ -1118,6 +1118,21 @@ fn node_reads_services_writes_events_and_referenced_secrets_over_tls12() {
         403
     );
     assert_eq!(c.get("/api/v1/namespaces/default/secrets").unwrap().0, 403);
+    let mut p = pod("uses-pvc", Some("n1"));
+    p["spec"]["volumes"] =
+        json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-0"}}]);
+    srv.create(PODS, p).unwrap();
+    srv.create(
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        json!({"metadata": {"name": "data-0"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        c.get("/api/v1/namespaces/default/persistentvolumeclaims/data-0")
+            .unwrap()
+            .0,
+        200
+    );
     // Once the pod is gone, so is the relationship.
     srv.delete(&format!("{PODS}/uses-secret"), Some(0)).unwrap();
     assert_eq!(

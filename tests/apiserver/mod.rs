@@ -8,11 +8,24 @@
 //! checks them rather than mirrors them.
 //!
 //! ```ignore
-//! let srv = apiserver::start(apiserver::Config::tls())?;
-//! let creds = srv.node_cert("n1")?;            // CN=system:node:n1, O=system:nodes
-//! srv.create("/api/v1/namespaces/default/pods", pod_json)?;
-//! srv.faults().fail_next(2, 503);
+//! let srv = apiserver::start(apiserver::Config::tls())?;   // or Config::plain()
+//! let url = srv.url();                                    // https://127.0.0.1:PORT
+//! let ca = srv.ca_pem();                                  // trust anchor for the client
+//! let creds = srv.node_cert("n1")?;      // CN=system:node:n1, O=system:nodes (PEM + files)
+//! let token = srv.add_bootstrap_token("abcdef", "0123456789abcdef");
+//! srv.create("/api/v1/namespaces/default/pods", pod_json)?;       // as admin
+//! srv.bind_pod("default", "web", "n1")?;                           // as the scheduler would
+//! srv.faults().fail_next(2, 503);                                   // fault injection
+//! srv.down_for(Duration::from_secs(1));                             // outage
+//! assert_eq!(srv.pod_status("default", "web").unwrap()["phase"], "Running");
+//! println!("{:?}", srv.stats().counts());                           // observability
 //! ```
+//!
+//! Layout: `http` (framing), `pki` (openssl CA, DER subjects, base64), `store` (objects, RV,
+//! history, selectors), `patch` (merge / strategic merge / JSON patch), `authz` (users, Node
+//! authorizer, NodeRestriction), `handler` (verbs, routing, Status errors), `watch` (event
+//! streams), `fault` (fault injector), `stats` (counters, byte counts, request log), `server`
+//! (sockets, TLS, DOWN/UP), `client` (a raw HTTP client for self-tests and harnesses).
 #![allow(dead_code, unused_imports)]
 
 pub mod authz;

@@ -97,6 +97,14 @@ pub const KINDS: &[Kind] = &[
         has_status: true,
     },
     Kind {
+        resource: "persistentvolumeclaims",
+        group: "",
+        version: "v1",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        has_status: true,
+    },
+    Kind {
         resource: "namespaces",
         group: "",
         version: "v1",
