@@ -1140,3 +1140,66 @@ fn node_reads_services_writes_events_and_referenced_secrets_over_tls12() {
         403
     );
 }
+
+/// Interop with the HTTP stack the project's client is built on (ureq over rustls/ring).
+#[test]
+fn ureq_over_tls_with_a_node_certificate() {
+    use std::io::BufRead;
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let srv = apiserver::start(Config::tls()).unwrap();
+    srv.create(PODS, pod("web", Some("n1"))).unwrap();
+    let creds = srv.node_cert("n1").unwrap();
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::new_with_certs(&[Certificate::from_pem(
+            srv.ca_pem().as_bytes(),
+        )
+        .unwrap()]))
+        .client_cert(Some(ClientCert::new_with_certs(
+            &[Certificate::from_pem(creds.cert_pem.as_bytes()).unwrap()],
+            PrivateKey::from_pem(creds.key_pem.as_bytes()).unwrap(),
+        )))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let url = srv.url();
+    let mut r = agent.get(format!("{url}{PODS}/web")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["spec"]["nodeName"], "n1");
+    let mut r = agent
+        .patch(format!("{url}{PODS}/web/status"))
+        .header("Content-Type", "application/strategic-merge-patch+json")
+        .send(r#"{"status":{"phase":"Running"}}"#)
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // ureq pools a connection only once its body has been read.
+    r.body_mut().read_to_string().unwrap();
+    assert_eq!(
+        srv.pod_status("default", "web").unwrap()["phase"],
+        "Running"
+    );
+
+    let mut r = agent
+        .get(format!("{url}/api/v1/pods?fieldSelector=spec.nodeName%3Dn1&watch=1&resourceVersion=0&timeoutSeconds=1"))
+        .call()
+        .unwrap();
+    let lines: Vec<Value> = std::io::BufReader::new(r.body_mut().as_reader())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "ADDED");
+    assert_eq!(
+        srv.stats().connections(),
+        1,
+        "ureq kept the connection alive"
+    );
+}
