@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -44,6 +45,7 @@ pub struct Shared {
     down: AtomicBool,
     shutdown: AtomicBool,
     accept: Mutex<Option<JoinHandle<()>>>,
+    listener_ctl: Mutex<Option<TcpListener>>,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             down: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
             accept: Mutex::new(None),
+            listener_ctl: Mutex::new(None),
         }
     }
 
@@ -81,6 +84,7 @@ impl Shared {
 /// Starts accepting on `listener` (the server is UP).
 pub fn listen(shared: &Arc<Shared>, listener: TcpListener) {
     shared.down.store(false, Ordering::SeqCst);
+    *lock(&shared.listener_ctl) = listener.try_clone().ok();
     let s = Arc::clone(shared);
     let handle = std::thread::Builder::new()
         .name("apiserver-accept".into())
@@ -106,8 +110,11 @@ pub fn down(shared: &Arc<Shared>) {
         return;
     }
     shared.epoch.fetch_add(1, Ordering::SeqCst);
-    // Wake the blocking accept so the loop sees the flag and drops the listener.
-    let _ = TcpStream::connect_timeout(&shared.addr, Duration::from_secs(1));
+    // shutdown(2) on a listening socket makes a blocked accept(2) fail at once on Linux and
+    // stops the socket listening, so the loop sees the flag and new connections are refused.
+    if let Some(l) = lock(&shared.listener_ctl).take() {
+        let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
     if let Some(h) = lock(&shared.accept).take() {
         let _ = h.join();
     }
