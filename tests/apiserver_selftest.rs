@@ -1203,3 +1203,81 @@ fn ureq_over_tls_with_a_node_certificate() {
         "ureq kept the connection alive"
     );
 }
+
+/// Figures for the record (run with `--ignored --nocapture`): what the test server itself
+/// costs, so benches of the node agent can tell its share from ours.
+#[test]
+#[ignore]
+fn figures_request_rate_and_watch_fanout() {
+    for tls in [false, true] {
+        let srv = apiserver::start(if tls {
+            Config {
+                anonymous: Some(User::admin()),
+                ..Config::tls()
+            }
+        } else {
+            Config::plain()
+        })
+        .unwrap();
+        srv.create(PODS, pod("p", Some("n1"))).unwrap();
+        let mut c = if tls {
+            TestClient::tls(srv.addr(), srv.ca_pem(), None).unwrap()
+        } else {
+            TestClient::plain(srv.addr())
+        };
+        let n = 2000;
+        let t = Instant::now();
+        for _ in 0..n {
+            assert_eq!(c.get(&format!("{PODS}/p")).unwrap().0, 200);
+        }
+        let get_rate = n as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..n {
+            let body = json!({"status": {"conditions": [{"type": "Ready", "status": if i % 2 == 0 { "True" } else { "False" }}]}});
+            assert_eq!(
+                c.patch(
+                    &format!("{PODS}/p/status"),
+                    "application/strategic-merge-patch+json",
+                    &body
+                )
+                .unwrap()
+                .0,
+                200
+            );
+        }
+        let patch_rate = n as f64 / t.elapsed().as_secs_f64();
+        // Fan-out: 20 watchers, 500 writes, time until every watcher saw the last one.
+        let rv = srv.resource_version();
+        let watchers: Vec<_> = (0..20)
+            .map(|_| {
+                c.watch(&watch_path(&format!(
+                    "resourceVersion={rv}&timeoutSeconds=30"
+                )))
+                .unwrap()
+            })
+            .collect();
+        let t = Instant::now();
+        for i in 0..500 {
+            srv.merge_patch(
+                &format!("{PODS}/p"),
+                json!({"metadata": {"labels": {"i": i.to_string()}}}),
+            )
+            .unwrap();
+        }
+        let handles: Vec<_> = watchers
+            .into_iter()
+            .map(|mut w| {
+                std::thread::spawn(move || {
+                    (0..500).for_each(|_| drop(w.next_event().unwrap().unwrap()))
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        let fanout = t.elapsed();
+        println!(
+            "apiserver figures (tls={tls}): GET {get_rate:.0}/s, status PATCH {patch_rate:.0}/s, 20 watchers x 500 events in {fanout:?}; bytes in {} out {}",
+            srv.stats().bytes_in(),
+            srv.stats().bytes_out()
+        );
+    }
+}
