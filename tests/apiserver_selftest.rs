@@ -1281,3 +1281,63 @@ fn figures_request_rate_and_watch_fanout() {
         );
     }
 }
+
+#[test]
+fn fault_connection_level_drop_and_reset_before_tls() {
+    let srv = apiserver::start(Config::tls()).unwrap();
+    let admin = srv.admin_cert().unwrap();
+    srv.faults().reset_next_connections(1);
+    let mut c = TestClient::tls(srv.addr(), srv.ca_pem(), Some(&admin)).unwrap();
+    assert!(
+        c.get(PODS).is_err(),
+        "handshake fails on a reset connection"
+    );
+    srv.faults().drop_next_connections(1);
+    assert!(
+        c.get(PODS).is_err(),
+        "handshake fails on a dropped connection"
+    );
+    assert_eq!(c.get(PODS).unwrap().0, 200);
+    assert_eq!(
+        srv.stats().total_requests(),
+        1,
+        "connection faults happen before any request"
+    );
+}
+
+#[test]
+fn garbage_on_the_wire_never_takes_the_server_down() {
+    let (srv, _) = plain();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..60 {
+        let len = 1 + (i * 37) % 400;
+        let mut junk: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b"GET /api/v1/pods HTTP/1.1\r\n:Content-Length: 99\r\nTransfer-Encoding: chunked\r\n\x00\xff"[(x % 78) as usize]
+            })
+            .collect();
+        if i % 3 == 0 {
+            junk.extend_from_slice(b"\r\n\r\n");
+        }
+        let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = s.write_all(&junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+    }
+    let huge_head = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(70 * 1024));
+    let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all(huge_head.as_bytes());
+    let mut rd = std::io::BufReader::new(s);
+    assert_eq!(
+        apiserver::client::read_response_head(&mut rd).unwrap().0,
+        400
+    );
+    assert_eq!(TestClient::plain(srv.addr()).get(PODS).unwrap().0, 200);
+}

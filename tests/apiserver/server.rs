@@ -161,6 +161,26 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, epoch: u64) {
     let _ = tcp.set_nodelay(true);
     let Ok(ctl) = tcp.try_clone() else { return };
+    let faults = shared.faults.decide(&RequestInfo {
+        method: "",
+        path: "",
+        watch: false,
+        connect: true,
+    });
+    for f in &faults {
+        match f {
+            Fault::Delay(d) => std::thread::sleep(*d),
+            Fault::Reset => {
+                reset(&ctl);
+                return;
+            }
+            Fault::Drop => {
+                let _ = ctl.shutdown(Shutdown::Both);
+                return;
+            }
+            _ => {}
+        }
+    }
     let counted = Counting::new(tcp, Arc::clone(&shared.stats));
     match &shared.tls {
         None => serve_stream(shared, counted, None, &ctl, epoch),
@@ -304,6 +324,7 @@ fn serve_stream<S: Read + Write>(
             method: &head.method,
             path: &path,
             watch: verb == "watch",
+            connect: false,
         });
         for f in &faults {
             if let Fault::Delay(d) = f {
