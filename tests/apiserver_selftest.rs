@@ -48,6 +48,11 @@ fn crud_create_get_list_update_conflict() {
         .unwrap()
         .ends_with('Z'));
     assert_eq!(created["status"]["phase"], "Pending");
+    let mf = &created["metadata"]["managedFields"][0];
+    assert_eq!(
+        (mf["manager"].as_str(), mf["operation"].as_str()),
+        (Some("tinylet-selftest"), Some("Update"))
+    );
     // ServiceAccount admission: the kube-api-access projected volume and its mounts.
     let vols = created["spec"]["volumes"].as_array().unwrap();
     let sa = vols
@@ -198,6 +203,19 @@ fn merge_strategic_and_json_patches() {
     assert_eq!(
         st["containerStatuses"],
         json!([{"name": "a", "ready": false}, {"name": "b", "ready": true}])
+    );
+
+    let mf = srv.pod("default", "p").unwrap()["metadata"]["managedFields"].clone();
+    let status_entries: Vec<&Value> = mf
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subresource"] == "status")
+        .collect();
+    assert_eq!(
+        status_entries.len(),
+        1,
+        "one entry per manager, operation and subresource: {mf}"
     );
 
     // A merge patch replaces lists wholesale.

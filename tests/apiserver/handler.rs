@@ -66,6 +66,61 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Request headers the API layer looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestMeta<'a> {
+    /// Content-Type (selects the patch flavour).
+    pub content_type: &'a str,
+    /// User-Agent (names the field manager, as upstream derives it).
+    pub user_agent: &'a str,
+}
+
+/// The field manager: `?fieldManager=` or the User-Agent's program name.
+fn field_manager(q: &[(String, String)], user_agent: &str) -> String {
+    if let Some(m) = query(q, "fieldManager").filter(|m| !m.is_empty()) {
+        return m.to_string();
+    }
+    let prog = user_agent.split('/').next().unwrap_or("").trim();
+    if prog.is_empty() {
+        "unknown".to_string()
+    } else {
+        prog.chars().take(128).collect()
+    }
+}
+
+/// Records the writer in metadata.managedFields as a real server does on every write (one
+/// entry per manager, operation and subresource), so clients meet the field.
+fn stamp_managed(obj: &mut Value, manager: &str, operation: &str, sub: &str) {
+    let api_version = obj.get("apiVersion").cloned().unwrap_or(Value::Null);
+    let mut fields_v1 = Map::new();
+    fields_v1.insert("f:metadata".into(), json!({}));
+    if let Some(o) = obj.as_object() {
+        for k in o
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+        {
+            fields_v1.insert(format!("f:{k}"), json!({}));
+        }
+    }
+    let mut entries: Vec<Value> = meta(obj)
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries.retain(|e| {
+        !(e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some(operation)
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub)
+    });
+    let mut e = json!({"manager": manager, "operation": operation, "apiVersion": api_version,
+        "time": store::now_rfc3339(0), "fieldsType": "FieldsV1", "fieldsV1": Value::Object(fields_v1)});
+    if !sub.is_empty() {
+        e["subresource"] = json!(sub);
+    }
+    entries.push(e);
+    meta_mut(obj).insert("managedFields".into(), Value::Array(entries));
+}
+
 /// What to stream for a watch request.
 #[derive(Clone, Debug)]
 pub struct WatchPlan {
@@ -418,13 +473,13 @@ impl Api {
         method: &str,
         path: &str,
         q: &[(String, String)],
-        content_type: &str,
+        hdr: &RequestMeta<'_>,
         body: &[u8],
     ) -> Reply {
         match route(method, path, q) {
             Err(reply) => reply,
             Ok(Target::NonResource(p)) => non_resource(&p),
-            Ok(Target::Resource(r)) => self.handle_route(user, &r, q, content_type, body),
+            Ok(Target::Resource(r)) => self.handle_route(user, &r, q, hdr, body),
         }
     }
 
@@ -434,9 +489,12 @@ impl Api {
         user: &User,
         r: &Route,
         q: &[(String, String)],
-        content_type: &str,
+        hdr: &RequestMeta<'_>,
         body: &[u8],
     ) -> Reply {
+        let content_type = hdr.content_type;
+        let manager = field_manager(q, hdr.user_agent);
+        let manager = manager.as_str();
         let selector = match (
             parse_selector(query(q, "fieldSelector").unwrap_or("")),
             parse_selector(query(q, "labelSelector").unwrap_or("")),
@@ -496,11 +554,17 @@ impl Api {
                 self.token_request(&mut st, r, parsed_body.unwrap_or(Value::Null))
             }
             "create" if r.sub == "binding" => bind(&mut st, r, &parsed_body.unwrap_or(Value::Null)),
-            "create" => self.create(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
-            "update" => self.update(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
-            "patch" => self.patch(
+            "create" => self.create(
                 &mut st,
                 user,
+                r,
+                manager,
+                parsed_body.unwrap_or(Value::Null),
+            ),
+            "update" => self.update(&mut st, manager, r, parsed_body.unwrap_or(Value::Null)),
+            "patch" => self.patch(
+                &mut st,
+                manager,
                 r,
                 content_type,
                 &parsed_body.unwrap_or(Value::Null),
@@ -516,7 +580,14 @@ impl Api {
         reply
     }
 
-    fn create(&self, st: &mut Store, user: &User, r: &Route, mut obj: Value) -> Reply {
+    fn create(
+        &self,
+        st: &mut Store,
+        user: &User,
+        r: &Route,
+        manager: &str,
+        mut obj: Value,
+    ) -> Reply {
         let k = kind(r.kind);
         if !obj.is_object() {
             return fail(400, "BadRequest", "request body must be a JSON object");
@@ -606,6 +677,8 @@ impl Api {
             }
             _ => {}
         }
+        meta_mut(&mut obj).remove("managedFields");
+        stamp_managed(&mut obj, manager, "Update", "");
         let stored = st.put(r.kind, &r.ns, &name, obj);
         if k.resource == "certificatesigningrequests"
             && *lock(&self.csr_approval) == CsrApproval::Auto
@@ -729,7 +802,14 @@ impl Api {
 
     /// Common tail of update and patch: carry over immutable metadata, honour the status
     /// subresource split, skip no-ops, finish pending deletions whose finalizers are gone.
-    fn write_update(&self, st: &mut Store, r: &Route, old: &Value, mut new: Value) -> Reply {
+    fn write_update(
+        &self,
+        st: &mut Store,
+        r: &Route,
+        manager: &str,
+        old: &Value,
+        mut new: Value,
+    ) -> Reply {
         let k = kind(r.kind);
         if !new.is_object() {
             return fail(400, "BadRequest", "object must be a JSON object");
@@ -784,6 +864,7 @@ impl Api {
                 "deletionTimestamp",
                 "deletionGracePeriodSeconds",
                 "generation",
+                "managedFields",
             ] {
                 match om.get(f) {
                     Some(v) => m.insert(f.into(), v.clone()),
@@ -805,6 +886,7 @@ impl Api {
         if &new == old {
             return ok(200, old.clone());
         }
+        stamp_managed(&mut new, manager, "Update", &r.sub);
         let finalizers_gone = meta(&new)
             .get("finalizers")
             .and_then(Value::as_array)
@@ -829,7 +911,7 @@ impl Api {
         ok(200, stored)
     }
 
-    fn update(&self, st: &mut Store, _user: &User, r: &Route, new: Value) -> Reply {
+    fn update(&self, st: &mut Store, manager: &str, r: &Route, new: Value) -> Reply {
         let Some(old) = st.get(r.kind, &r.ns, &r.name).cloned() else {
             return not_found(r);
         };
@@ -847,13 +929,13 @@ impl Api {
                 return conflict(r, CONFLICT_MODIFIED);
             }
         }
-        self.write_update(st, r, &old, new)
+        self.write_update(st, r, manager, &old, new)
     }
 
     fn patch(
         &self,
         st: &mut Store,
-        _user: &User,
+        manager: &str,
         r: &Route,
         content_type: &str,
         p: &Value,
@@ -886,7 +968,7 @@ impl Api {
                 }
             }
         }
-        self.write_update(st, r, &old, new)
+        self.write_update(st, r, manager, &old, new)
     }
 
     fn delete(

@@ -332,7 +332,10 @@ impl ApiServer {
             method,
             &head.path(),
             &head.query(),
-            content_type,
+            &handler::RequestMeta {
+                content_type,
+                user_agent: "tinylet-test",
+            },
             &body,
         ) {
             handler::Reply::Json { code, body } => (code, body),

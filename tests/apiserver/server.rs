@@ -385,7 +385,10 @@ fn serve_stream<S: Read + Write>(
                     &head.method,
                     &path,
                     &q,
-                    head.header("content-type").unwrap_or(""),
+                    &handler::RequestMeta {
+                        content_type: head.header("content-type").unwrap_or(""),
+                        user_agent: head.header("user-agent").unwrap_or(""),
+                    },
                     &body,
                 ),
             };
