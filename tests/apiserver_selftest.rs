@@ -116,6 +116,17 @@ fn crud_create_get_list_update_conflict() {
         srv.pod("default", "p1").unwrap()["metadata"]["labels"]["tier"],
         "a"
     );
+    let proto = c
+        .request(
+            "POST",
+            PODS,
+            Some("application/vnd.kubernetes.protobuf"),
+            b"k8s\x00",
+        )
+        .unwrap();
+    assert_eq!(proto.code, 415);
+    let (code, bad) = c.json("POST", PODS, "application/json", None).unwrap();
+    assert_eq!((code, bad["reason"].as_str()), (400, Some("BadRequest")));
     // Non-resource endpoints.
     assert_eq!(c.get("/version").unwrap().1["major"], "1");
     assert_eq!(c.request("GET", "/healthz", None, b"").unwrap().body, b"ok");

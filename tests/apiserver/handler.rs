@@ -502,6 +502,14 @@ impl Api {
             (Ok(fields), Ok(labels)) => Selector { fields, labels },
             (Err(e), _) | (_, Err(e)) => return fail(400, "BadRequest", e),
         };
+        let ct = content_type.split(';').next().unwrap_or("").trim();
+        if matches!(r.verb, "create" | "update") && !ct.is_empty() && !ct.ends_with("json") {
+            return fail(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json (got {ct:?}); this test server speaks no protobuf"),
+            );
+        }
         let parsed_body: Option<Value> = match r.verb {
             "create" | "update" | "patch" => match serde_json::from_slice(body) {
                 Ok(v) => Some(v),

@@ -86,6 +86,7 @@ impl Stats {
         });
     }
 
+    /// Counts an accepted TCP connection.
     pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
