@@ -760,6 +760,22 @@ fn tls_bootstrap_csr_is_approved_and_the_cert_works() {
     srv.approve_csr("node-csr-2").unwrap();
     let (_, done) = boot.get(&format!("{csrs}/node-csr-2")).unwrap();
     assert!(done["status"]["certificate"].is_string());
+    // Approval through the API (PUT .../approval, as kubectl certificate approve does).
+    let pem3 = make_csr(&dir, "/O=system:nodes/CN=system:node:n11");
+    boot.post(csrs, &csr_obj("node-csr-3", &pem3)).unwrap();
+    let mut obj = srv.get(&format!("{csrs}/node-csr-3")).unwrap();
+    obj["status"]["conditions"] =
+        json!([{"type": "Approved", "status": "True", "reason": "KubectlApprove"}]);
+    let approved = srv
+        .update(&format!("{csrs}/node-csr-3/approval"), obj)
+        .unwrap();
+    assert!(approved["status"]["certificate"].is_string(), "{approved}");
+    // Denial leaves no certificate.
+    let pem4 = make_csr(&dir, "/O=system:nodes/CN=system:node:n12");
+    boot.post(csrs, &csr_obj("node-csr-4", &pem4)).unwrap();
+    let denied = srv.deny_csr("node-csr-4").unwrap();
+    assert_eq!(denied["status"]["conditions"][0]["type"], "Denied");
+    assert!(denied["status"].get("certificate").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
