@@ -1386,3 +1386,27 @@ fn garbage_on_the_wire_never_takes_the_server_down() {
     );
     assert_eq!(TestClient::plain(srv.addr()).get(PODS).unwrap().0, 200);
 }
+
+#[test]
+fn wait_until_wakes_on_writes_without_polling() {
+    let (srv, _) = plain();
+    srv.create(PODS, pod("w", Some("n1"))).unwrap();
+    let addr = srv.addr();
+    let writer = std::thread::spawn(move || {
+        let mut c = TestClient::plain(addr);
+        for phase in ["Pending", "Running"] {
+            let body = json!({"status": {"phase": phase}});
+            c.patch(
+                &format!("{PODS}/w/status"),
+                "application/merge-patch+json",
+                &body,
+            )
+            .unwrap();
+        }
+    });
+    assert!(srv.wait_for_pod_phase("default", "w", "Running", Duration::from_secs(5)));
+    writer.join().unwrap();
+    let t = Instant::now();
+    assert!(!srv.wait_for_pod_phase("default", "w", "Succeeded", Duration::from_millis(100)));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+}

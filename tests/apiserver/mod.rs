@@ -441,6 +441,35 @@ impl ApiServer {
         .cloned()
     }
 
+    /// Waits until `pred` holds, re-checking after every write to the store (no polling
+    /// sleeps); false if `timeout` passes first.
+    pub fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&ApiServer) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.resource_version();
+            if pred(self) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let st = lock(&self.shared.api.store);
+            if st.rv() != seen {
+                continue;
+            }
+            let _ = self.shared.api.changed.wait_timeout(st, deadline - now);
+        }
+    }
+
+    /// Waits until pod `ns/name` reports `status.phase == phase`.
+    pub fn wait_for_pod_phase(&self, ns: &str, name: &str, phase: &str, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| {
+            s.pod_status(ns, name)
+                .is_some_and(|st| st.get("phase").and_then(Value::as_str) == Some(phase))
+        })
+    }
+
     /// Approves CSR `name` and signs it (status.certificate).
     pub fn approve_csr(&self, name: &str) -> Result<Value, String> {
         let r = {
