@@ -117,6 +117,7 @@ struct Refs {
     configmaps: BTreeSet<String>,
     secrets: BTreeSet<String>,
     serviceaccounts: BTreeSet<String>,
+    pvcs: BTreeSet<String>,
 }
 
 fn collect_refs(pod: &Value, refs: &mut Refs) {
@@ -138,6 +139,12 @@ fn collect_refs(pod: &Value, refs: &mut Refs) {
         }
         if let Some(n) = v.get("secret").and_then(|c| name_of(c, "secretName")) {
             refs.secrets.insert(n);
+        }
+        if let Some(n) = v
+            .get("persistentVolumeClaim")
+            .and_then(|c| name_of(c, "claimName"))
+        {
+            refs.pvcs.insert(n);
         }
         let sources = v
             .get("projected")
@@ -329,7 +336,10 @@ fn authorize_node(node: &str, a: &Attrs<'_>, store: &Store) -> Result<(), String
                 }
             }
         },
-        ("", "configmaps") | ("", "secrets") | ("", "serviceaccounts") => {
+        ("", "configmaps")
+        | ("", "secrets")
+        | ("", "serviceaccounts")
+        | ("", "persistentvolumeclaims") => {
             let name = match a.verb {
                 "get" => Some(a.name.to_string()),
                 "list" | "watch" => single_name(a.selector),
@@ -348,6 +358,7 @@ fn authorize_node(node: &str, a: &Attrs<'_>, store: &Store) -> Result<(), String
             let set = match k.resource {
                 "configmaps" => &refs.configmaps,
                 "secrets" => &refs.secrets,
+                "persistentvolumeclaims" => &refs.pvcs,
                 _ => &refs.serviceaccounts,
             };
             if set.contains(&name) {

@@ -82,6 +82,16 @@ impl TestClient {
         ca_pem: &str,
         cert: Option<&ClientCredentials>,
     ) -> io::Result<TestClient> {
+        Self::tls_versions(addr, ca_pem, cert, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// HTTPS limited to the given TLS versions (e.g. `&[&rustls::version::TLS12]`).
+    pub fn tls_versions(
+        addr: SocketAddr,
+        ca_pem: &str,
+        cert: Option<&ClientCredentials>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> io::Result<TestClient> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -90,7 +100,7 @@ impl TestClient {
                 .map_err(|e| bad(e.to_string()))?;
         }
         let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| bad(e.to_string()))?
             .with_root_certificates(roots);
         let cfg = match cert {

@@ -74,6 +74,9 @@ pub struct Matcher {
     pub path_contains: Option<String>,
     /// Only watch requests (Some(true)) or only non-watch (Some(false)).
     pub watch: Option<bool>,
+    /// Match new TCP connections (before TLS and any request) instead of requests; only
+    /// Drop, Reset and Delay make sense there.
+    pub on_connect: bool,
 }
 
 /// What `decide` needs to know about a request.
@@ -85,13 +88,17 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
     /// Whether this is a watch.
     pub watch: bool,
+    /// A new connection rather than a request (method and path are empty).
+    pub connect: bool,
 }
 
 impl Matcher {
     fn matches(&self, r: &RequestInfo<'_>) -> bool {
-        self.method
-            .as_deref()
-            .map_or(true, |m| m.eq_ignore_ascii_case(r.method))
+        self.on_connect == r.connect
+            && self
+                .method
+                .as_deref()
+                .map_or(true, |m| m.eq_ignore_ascii_case(r.method))
             && self
                 .path_contains
                 .as_deref()
@@ -288,6 +295,30 @@ impl FaultInjector {
         )
     }
 
+    /// Close the next `n` new connections at once (before TLS).
+    pub fn drop_next_connections(&self, n: u32) -> RuleId {
+        self.add_matching(
+            Fault::Drop,
+            Trigger::Next(n),
+            Matcher {
+                on_connect: true,
+                ..Matcher::default()
+            },
+        )
+    }
+
+    /// Reset (TCP RST) the next `n` new connections at once (before TLS).
+    pub fn reset_next_connections(&self, n: u32) -> RuleId {
+        self.add_matching(
+            Fault::Reset,
+            Trigger::Next(n),
+            Matcher {
+                on_connect: true,
+                ..Matcher::default()
+            },
+        )
+    }
+
     /// Answer the next request with a hostile body.
     pub fn hostile_next(&self, mode: Hostile) -> RuleId {
         self.add(Fault::Hostile(mode), Trigger::Next(1))
@@ -382,11 +413,13 @@ mod tests {
             method: "GET",
             path: "/api/v1/pods",
             watch: false,
+            connect: false,
         };
         let nodes = RequestInfo {
             method: "GET",
             path: "/api/v1/nodes",
             watch: false,
+            connect: false,
         };
         assert!(f.decide(&nodes).is_empty());
         assert_eq!(f.decide(&pods), vec![Fault::Drop]);
@@ -403,6 +436,7 @@ mod tests {
             method: "GET",
             path: "/",
             watch: false,
+            connect: false,
         };
         let hits = (0..4000).filter(|_| !f.decide(&r).is_empty()).count();
         assert!((800..1200).contains(&hits), "{hits}");

@@ -66,6 +66,61 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Request headers the API layer looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestMeta<'a> {
+    /// Content-Type (selects the patch flavour).
+    pub content_type: &'a str,
+    /// User-Agent (names the field manager, as upstream derives it).
+    pub user_agent: &'a str,
+}
+
+/// The field manager: `?fieldManager=` or the User-Agent's program name.
+fn field_manager(q: &[(String, String)], user_agent: &str) -> String {
+    if let Some(m) = query(q, "fieldManager").filter(|m| !m.is_empty()) {
+        return m.to_string();
+    }
+    let prog = user_agent.split('/').next().unwrap_or("").trim();
+    if prog.is_empty() {
+        "unknown".to_string()
+    } else {
+        prog.chars().take(128).collect()
+    }
+}
+
+/// Records the writer in metadata.managedFields as a real server does on every write (one
+/// entry per manager, operation and subresource), so clients meet the field.
+fn stamp_managed(obj: &mut Value, manager: &str, operation: &str, sub: &str) {
+    let api_version = obj.get("apiVersion").cloned().unwrap_or(Value::Null);
+    let mut fields_v1 = Map::new();
+    fields_v1.insert("f:metadata".into(), json!({}));
+    if let Some(o) = obj.as_object() {
+        for k in o
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+        {
+            fields_v1.insert(format!("f:{k}"), json!({}));
+        }
+    }
+    let mut entries: Vec<Value> = meta(obj)
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries.retain(|e| {
+        !(e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some(operation)
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub)
+    });
+    let mut e = json!({"manager": manager, "operation": operation, "apiVersion": api_version,
+        "time": store::now_rfc3339(0), "fieldsType": "FieldsV1", "fieldsV1": Value::Object(fields_v1)});
+    if !sub.is_empty() {
+        e["subresource"] = json!(sub);
+    }
+    entries.push(e);
+    meta_mut(obj).insert("managedFields".into(), Value::Array(entries));
+}
+
 /// What to stream for a watch request.
 #[derive(Clone, Debug)]
 pub struct WatchPlan {
@@ -244,6 +299,7 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         "status" => k.has_status,
         "token" => k.resource == "serviceaccounts",
         "approval" => k.resource == "certificatesigningrequests",
+        "binding" => k.resource == "pods",
         _ => false,
     };
     if !sub_ok {
@@ -256,7 +312,7 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
     let verb = match (method, name.is_empty(), sub) {
         ("GET", true, _) if truthy(query(q, "watch")) => "watch",
         ("GET", true, _) => "list",
-        ("GET", false, "token") => {
+        ("GET", false, "token" | "binding") => {
             return Err(fail(
                 405,
                 "MethodNotAllowed",
@@ -265,8 +321,10 @@ pub fn route(method: &str, path: &str, q: &[(String, String)]) -> Result<Target,
         }
         ("GET", false, _) => "get",
         ("POST", true, _) => "create",
-        ("POST", false, "token") => "create",
-        ("PUT", false, "token") | ("PATCH", false, "token") | ("DELETE", false, "token") => {
+        ("POST", false, "token") | ("POST", false, "binding") => "create",
+        ("PUT", false, "token" | "binding")
+        | ("PATCH", false, "token" | "binding")
+        | ("DELETE", false, "token" | "binding") => {
             return Err(fail(
                 405,
                 "MethodNotAllowed",
@@ -415,13 +473,13 @@ impl Api {
         method: &str,
         path: &str,
         q: &[(String, String)],
-        content_type: &str,
+        hdr: &RequestMeta<'_>,
         body: &[u8],
     ) -> Reply {
         match route(method, path, q) {
             Err(reply) => reply,
             Ok(Target::NonResource(p)) => non_resource(&p),
-            Ok(Target::Resource(r)) => self.handle_route(user, &r, q, content_type, body),
+            Ok(Target::Resource(r)) => self.handle_route(user, &r, q, hdr, body),
         }
     }
 
@@ -431,9 +489,12 @@ impl Api {
         user: &User,
         r: &Route,
         q: &[(String, String)],
-        content_type: &str,
+        hdr: &RequestMeta<'_>,
         body: &[u8],
     ) -> Reply {
+        let content_type = hdr.content_type;
+        let manager = field_manager(q, hdr.user_agent);
+        let manager = manager.as_str();
         let selector = match (
             parse_selector(query(q, "fieldSelector").unwrap_or("")),
             parse_selector(query(q, "labelSelector").unwrap_or("")),
@@ -441,6 +502,14 @@ impl Api {
             (Ok(fields), Ok(labels)) => Selector { fields, labels },
             (Err(e), _) | (_, Err(e)) => return fail(400, "BadRequest", e),
         };
+        let ct = content_type.split(';').next().unwrap_or("").trim();
+        if matches!(r.verb, "create" | "update") && !ct.is_empty() && !ct.ends_with("json") {
+            return fail(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json (got {ct:?}); this test server speaks no protobuf"),
+            );
+        }
         let parsed_body: Option<Value> = match r.verb {
             "create" | "update" | "patch" => match serde_json::from_slice(body) {
                 Ok(v) => Some(v),
@@ -492,11 +561,18 @@ impl Api {
             "create" if r.sub == "token" => {
                 self.token_request(&mut st, r, parsed_body.unwrap_or(Value::Null))
             }
-            "create" => self.create(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
-            "update" => self.update(&mut st, user, r, parsed_body.unwrap_or(Value::Null)),
-            "patch" => self.patch(
+            "create" if r.sub == "binding" => bind(&mut st, r, &parsed_body.unwrap_or(Value::Null)),
+            "create" => self.create(
                 &mut st,
                 user,
+                r,
+                manager,
+                parsed_body.unwrap_or(Value::Null),
+            ),
+            "update" => self.update(&mut st, manager, r, parsed_body.unwrap_or(Value::Null)),
+            "patch" => self.patch(
+                &mut st,
+                manager,
                 r,
                 content_type,
                 &parsed_body.unwrap_or(Value::Null),
@@ -512,7 +588,14 @@ impl Api {
         reply
     }
 
-    fn create(&self, st: &mut Store, user: &User, r: &Route, mut obj: Value) -> Reply {
+    fn create(
+        &self,
+        st: &mut Store,
+        user: &User,
+        r: &Route,
+        manager: &str,
+        mut obj: Value,
+    ) -> Reply {
         let k = kind(r.kind);
         if !obj.is_object() {
             return fail(400, "BadRequest", "request body must be a JSON object");
@@ -602,6 +685,8 @@ impl Api {
             }
             _ => {}
         }
+        meta_mut(&mut obj).remove("managedFields");
+        stamp_managed(&mut obj, manager, "Update", "");
         let stored = st.put(r.kind, &r.ns, &name, obj);
         if k.resource == "certificatesigningrequests"
             && *lock(&self.csr_approval) == CsrApproval::Auto
@@ -725,7 +810,14 @@ impl Api {
 
     /// Common tail of update and patch: carry over immutable metadata, honour the status
     /// subresource split, skip no-ops, finish pending deletions whose finalizers are gone.
-    fn write_update(&self, st: &mut Store, r: &Route, old: &Value, mut new: Value) -> Reply {
+    fn write_update(
+        &self,
+        st: &mut Store,
+        r: &Route,
+        manager: &str,
+        old: &Value,
+        mut new: Value,
+    ) -> Reply {
         let k = kind(r.kind);
         if !new.is_object() {
             return fail(400, "BadRequest", "object must be a JSON object");
@@ -737,6 +829,13 @@ impl Api {
                     &format!("Precondition failed: UID in object meta: {uid}"),
                 );
             }
+        }
+        if r.sub.is_empty()
+            && k.resource == "pods"
+            && k.group.is_empty()
+            && !pod_spec_change_allowed(old, &new)
+        {
+            return invalid(r, &r.name, "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)");
         }
         if r.sub == "status" {
             let status = new.get("status").cloned().unwrap_or(Value::Null);
@@ -773,6 +872,7 @@ impl Api {
                 "deletionTimestamp",
                 "deletionGracePeriodSeconds",
                 "generation",
+                "managedFields",
             ] {
                 match om.get(f) {
                     Some(v) => m.insert(f.into(), v.clone()),
@@ -794,6 +894,7 @@ impl Api {
         if &new == old {
             return ok(200, old.clone());
         }
+        stamp_managed(&mut new, manager, "Update", &r.sub);
         let finalizers_gone = meta(&new)
             .get("finalizers")
             .and_then(Value::as_array)
@@ -818,7 +919,7 @@ impl Api {
         ok(200, stored)
     }
 
-    fn update(&self, st: &mut Store, _user: &User, r: &Route, new: Value) -> Reply {
+    fn update(&self, st: &mut Store, manager: &str, r: &Route, new: Value) -> Reply {
         let Some(old) = st.get(r.kind, &r.ns, &r.name).cloned() else {
             return not_found(r);
         };
@@ -836,13 +937,13 @@ impl Api {
                 return conflict(r, CONFLICT_MODIFIED);
             }
         }
-        self.write_update(st, r, &old, new)
+        self.write_update(st, r, manager, &old, new)
     }
 
     fn patch(
         &self,
         st: &mut Store,
-        _user: &User,
+        manager: &str,
         r: &Route,
         content_type: &str,
         p: &Value,
@@ -875,7 +976,7 @@ impl Api {
                 }
             }
         }
-        self.write_update(st, r, &old, new)
+        self.write_update(st, r, manager, &old, new)
     }
 
     fn delete(
@@ -1118,6 +1219,74 @@ impl Api {
     }
 }
 
+/// The scheduler's way to place a pod: POST pods/NAME/binding sets spec.nodeName once.
+fn bind(st: &mut Store, r: &Route, binding: &Value) -> Reply {
+    let Some(node) = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return invalid(r, &r.name, "target.name: Required value");
+    };
+    let Some(mut pod) = st.get(r.kind, &r.ns, &r.name).cloned() else {
+        return not_found(r);
+    };
+    if let Some(current) = store::str_at(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+        return conflict(
+            r,
+            &format!("pod {} is already assigned to node {current:?}", r.name),
+        );
+    }
+    if meta(&pod).get("deletionTimestamp").is_some() {
+        return conflict(r, "pod is being deleted, cannot be assigned to a host");
+    }
+    pod["spec"]["nodeName"] = json!(node);
+    let now = store::now_rfc3339(0);
+    if !pod["status"].get("conditions").is_some_and(Value::is_array) {
+        pod["status"]["conditions"] = json!([]);
+    }
+    if let Some(c) = pod["status"]["conditions"].as_array_mut() {
+        c.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
+        c.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+    }
+    st.put(r.kind, &r.ns, &r.name, pod);
+    ok(
+        201,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
+}
+
+/// Pod specs are immutable apart from images, activeDeadlineSeconds, tolerations and the
+/// grace period; nodeName only changes through the binding subresource.
+fn pod_spec_change_allowed(old: &Value, new: &Value) -> bool {
+    let normalize = |pod: &Value| {
+        let mut spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(s) = spec.as_object_mut() {
+            for f in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
+                s.remove(f);
+            }
+            for l in ["containers", "initContainers"] {
+                for c in s
+                    .get_mut(l)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(c) = c.as_object_mut() {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        spec
+    };
+    normalize(old) == normalize(new)
+}
+
 fn graceful_pending(resource: &str, obj: &Value) -> bool {
     // A pod with a positive grace period stays until the kubelet deletes it with grace 0.
     resource == "pods"
@@ -1315,6 +1484,7 @@ fn watch_plan(
     }
     let timeout = query(q, "timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
+        .filter(|&t| t > 0)
         .map(Duration::from_secs)
         .unwrap_or(api.default_watch_timeout);
     Reply::Watch(WatchPlan {

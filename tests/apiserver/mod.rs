@@ -8,11 +8,24 @@
 //! checks them rather than mirrors them.
 //!
 //! ```ignore
-//! let srv = apiserver::start(apiserver::Config::tls())?;
-//! let creds = srv.node_cert("n1")?;            // CN=system:node:n1, O=system:nodes
-//! srv.create("/api/v1/namespaces/default/pods", pod_json)?;
-//! srv.faults().fail_next(2, 503);
+//! let srv = apiserver::start(apiserver::Config::tls())?;   // or Config::plain()
+//! let url = srv.url();                                    // https://127.0.0.1:PORT
+//! let ca = srv.ca_pem();                                  // trust anchor for the client
+//! let creds = srv.node_cert("n1")?;      // CN=system:node:n1, O=system:nodes (PEM + files)
+//! let token = srv.add_bootstrap_token("abcdef", "0123456789abcdef");
+//! srv.create("/api/v1/namespaces/default/pods", pod_json)?;       // as admin
+//! srv.bind_pod("default", "web", "n1")?;                           // as the scheduler would
+//! srv.faults().fail_next(2, 503);                                   // fault injection
+//! srv.down_for(Duration::from_secs(1));                             // outage
+//! assert_eq!(srv.pod_status("default", "web").unwrap()["phase"], "Running");
+//! println!("{:?}", srv.stats().counts());                           // observability
 //! ```
+//!
+//! Layout: `http` (framing), `pki` (openssl CA, DER subjects, base64), `store` (objects, RV,
+//! history, selectors), `patch` (merge / strategic merge / JSON patch), `authz` (users, Node
+//! authorizer, NodeRestriction), `handler` (verbs, routing, Status errors), `watch` (event
+//! streams), `fault` (fault injector), `stats` (counters, byte counts, request log), `server`
+//! (sockets, TLS, DOWN/UP), `client` (a raw HTTP client for self-tests and harnesses).
 #![allow(dead_code, unused_imports)]
 
 pub mod authz;
@@ -319,7 +332,10 @@ impl ApiServer {
             method,
             &head.path(),
             &head.query(),
-            content_type,
+            &handler::RequestMeta {
+                content_type,
+                user_agent: "tinylet-test",
+            },
             &body,
         ) {
             handler::Reply::Json { code, body } => (code, body),
@@ -374,6 +390,22 @@ impl ApiServer {
         self.admin("PATCH", path, "application/merge-patch+json", Some(&patch))
     }
 
+    /// Patches as admin with any patch content type (merge, strategic merge, JSON patch).
+    pub fn patch(&self, path: &str, content_type: &str, patch: Value) -> Result<Value, CallError> {
+        self.admin("PATCH", path, content_type, Some(&patch))
+    }
+
+    /// Binds a pod to a node as the scheduler does (pods/NAME/binding).
+    pub fn bind_pod(&self, ns: &str, name: &str, node: &str) -> Result<Value, CallError> {
+        let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        self.admin(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+            "application/json",
+            Some(&b),
+        )
+    }
+
     /// Deletes as admin with an optional grace period.
     pub fn delete(&self, path: &str, grace: Option<i64>) -> Result<Value, CallError> {
         let opts = grace
@@ -407,6 +439,35 @@ impl ApiServer {
             name,
         )
         .cloned()
+    }
+
+    /// Waits until `pred` holds, re-checking after every write to the store (no polling
+    /// sleeps); false if `timeout` passes first.
+    pub fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&ApiServer) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.resource_version();
+            if pred(self) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let st = lock(&self.shared.api.store);
+            if st.rv() != seen {
+                continue;
+            }
+            let _ = self.shared.api.changed.wait_timeout(st, deadline - now);
+        }
+    }
+
+    /// Waits until pod `ns/name` reports `status.phase == phase`.
+    pub fn wait_for_pod_phase(&self, ns: &str, name: &str, phase: &str, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| {
+            s.pod_status(ns, name)
+                .is_some_and(|st| st.get("phase").and_then(Value::as_str) == Some(phase))
+        })
     }
 
     /// Approves CSR `name` and signs it (status.certificate).
@@ -505,5 +566,7 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         server::shutdown(&self.shared);
+        // Connection threads may outlive the handle briefly; the files go now regardless.
+        self.pki.remove_files();
     }
 }

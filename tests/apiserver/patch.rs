@@ -42,7 +42,6 @@ pub fn merge_key(field: &str) -> Option<&'static str> {
         "ownerReferences" => Some("uid"),
         "ports" => Some("containerPort"),
         "podIPs" | "hostIPs" => Some("ip"),
-        "taints" => Some("key"),
         _ => None,
     }
 }

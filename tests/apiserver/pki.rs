@@ -102,7 +102,7 @@ pub struct Pki {
 
 impl Drop for Pki {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.remove_files();
     }
 }
 
@@ -260,6 +260,11 @@ impl Pki {
         )
     }
 
+    /// Removes the directory (also done on drop); later signing fails cleanly.
+    pub fn remove_files(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// Mints a client certificate with CN=`cn` and one O per entry of `orgs`.
     pub fn client_cert(&self, cn: &str, orgs: &[&str]) -> Result<ClientCredentials, PkiError> {
         let (cert_pem, key_pem, cert_path, key_path) =
@@ -302,12 +307,14 @@ impl Pki {
                 .map_err(|e| PkiError::Malformed(format!("server cert PEM: {e}")))?;
         let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
             .map_err(|e| PkiError::Malformed(format!("server key PEM: {e}")))?;
-        let cfg = ServerConfig::builder_with_provider(provider)
+        let mut cfg = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| PkiError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| PkiError::Tls(e.to_string()))?;
+        // Only HTTP/1.1 is spoken; clients offering h2 as well fall back to it.
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 }

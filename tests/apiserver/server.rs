@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -44,6 +45,7 @@ pub struct Shared {
     down: AtomicBool,
     shutdown: AtomicBool,
     accept: Mutex<Option<JoinHandle<()>>>,
+    listener_ctl: Mutex<Option<TcpListener>>,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             down: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
             accept: Mutex::new(None),
+            listener_ctl: Mutex::new(None),
         }
     }
 
@@ -81,6 +84,7 @@ impl Shared {
 /// Starts accepting on `listener` (the server is UP).
 pub fn listen(shared: &Arc<Shared>, listener: TcpListener) {
     shared.down.store(false, Ordering::SeqCst);
+    *lock(&shared.listener_ctl) = listener.try_clone().ok();
     let s = Arc::clone(shared);
     let handle = std::thread::Builder::new()
         .name("apiserver-accept".into())
@@ -106,8 +110,11 @@ pub fn down(shared: &Arc<Shared>) {
         return;
     }
     shared.epoch.fetch_add(1, Ordering::SeqCst);
-    // Wake the blocking accept so the loop sees the flag and drops the listener.
-    let _ = TcpStream::connect_timeout(&shared.addr, Duration::from_secs(1));
+    // shutdown(2) on a listening socket makes a blocked accept(2) fail at once on Linux and
+    // stops the socket listening, so the loop sees the flag and new connections are refused.
+    if let Some(l) = lock(&shared.listener_ctl).take() {
+        let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
     if let Some(h) = lock(&shared.accept).take() {
         let _ = h.join();
     }
@@ -154,6 +161,26 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, epoch: u64) {
     let _ = tcp.set_nodelay(true);
     let Ok(ctl) = tcp.try_clone() else { return };
+    let faults = shared.faults.decide(&RequestInfo {
+        method: "",
+        path: "",
+        watch: false,
+        connect: true,
+    });
+    for f in &faults {
+        match f {
+            Fault::Delay(d) => std::thread::sleep(*d),
+            Fault::Reset => {
+                reset(&ctl);
+                return;
+            }
+            Fault::Drop => {
+                let _ = ctl.shutdown(Shutdown::Both);
+                return;
+            }
+            _ => {}
+        }
+    }
     let counted = Counting::new(tcp, Arc::clone(&shared.stats));
     match &shared.tls {
         None => serve_stream(shared, counted, None, &ctl, epoch),
@@ -239,6 +266,18 @@ fn serve_stream<S: Read + Write>(
             }
             Err(_) => return,
         };
+        if head
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            let w = rd.get_mut();
+            if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| w.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
         let body = match http::read_body(&mut rd, &head) {
             Ok(b) => b,
             Err(HttpError::TooLarge(_)) => {
@@ -285,6 +324,7 @@ fn serve_stream<S: Read + Write>(
             method: &head.method,
             path: &path,
             watch: verb == "watch",
+            connect: false,
         });
         for f in &faults {
             if let Fault::Delay(d) = f {
@@ -323,7 +363,7 @@ fn serve_stream<S: Read + Write>(
                 "injected server error"
             };
             let body = json_body(&status(code, reason, msg, None));
-            let mut headers = vec![("Content-Type", "application/json".to_string())];
+            let mut headers = api_headers("application/json");
             if let Some(s) = retry {
                 headers.push(("Retry-After", s.to_string()));
             }
@@ -345,7 +385,10 @@ fn serve_stream<S: Read + Write>(
                     &head.method,
                     &path,
                     &q,
-                    head.header("content-type").unwrap_or(""),
+                    &handler::RequestMeta {
+                        content_type: head.header("content-type").unwrap_or(""),
+                        user_agent: head.header("user-agent").unwrap_or(""),
+                    },
                     &body,
                 ),
             };
@@ -355,7 +398,7 @@ fn serve_stream<S: Read + Write>(
                     write_full(
                         &mut w,
                         code,
-                        &[("Content-Type", "application/json".into())],
+                        &api_headers("application/json"),
                         &json_body(&body),
                         keep,
                     )
@@ -365,7 +408,7 @@ fn serve_stream<S: Read + Write>(
                     write_full(
                         &mut w,
                         code,
-                        &[("Content-Type", "text/plain; charset=utf-8".into())],
+                        &api_headers("text/plain; charset=utf-8"),
                         text.as_bytes(),
                         keep,
                     )
@@ -374,18 +417,14 @@ fn serve_stream<S: Read + Write>(
                     record(200);
                     let alive =
                         || !shared.is_down() && shared.epoch.load(Ordering::SeqCst) == epoch;
-                    http::write_head(
-                        &mut w,
-                        200,
-                        &[("Content-Type", "application/json".into())],
-                        None,
-                        keep,
-                    )
-                    .and_then(|()| w.flush())
-                    .and_then(|()| watch::stream(&shared.api, &plan, &mut w, max_events, &alive))
-                    .and_then(|()| http::write_last_chunk(&mut w))
-                    .and_then(|()| w.flush())
-                    .map(|()| keep)
+                    http::write_head(&mut w, 200, &api_headers("application/json"), None, keep)
+                        .and_then(|()| w.flush())
+                        .and_then(|()| {
+                            watch::stream(&shared.api, &plan, &mut w, max_events, &alive)
+                        })
+                        .and_then(|()| http::write_last_chunk(&mut w))
+                        .and_then(|()| w.flush())
+                        .map(|()| keep)
                 }
             }
         };
@@ -397,6 +436,18 @@ fn serve_stream<S: Read + Write>(
             }
         }
     }
+}
+
+static AUDIT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Headers a real apiserver sends on API responses (clients log Audit-Id).
+fn api_headers(content_type: &str) -> Vec<(&'static str, String)> {
+    let n = AUDIT_ID.fetch_add(1, Ordering::Relaxed);
+    vec![
+        ("Audit-Id", format!("00000000-0000-4000-8000-{n:012x}")),
+        ("Cache-Control", "no-cache, private".to_string()),
+        ("Content-Type", content_type.to_string()),
+    ]
 }
 
 /// Writes a whole response; Ok(keep-alive).

@@ -86,6 +86,7 @@ impl Stats {
         });
     }
 
+    /// Counts an accepted TCP connection.
     pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
@@ -111,6 +112,29 @@ impl Stats {
     /// The request log.
     pub fn log(&self) -> Vec<RequestRecord> {
         lock(&self.log).iter().cloned().collect()
+    }
+
+    /// Requests per `window` since the start (index i covers [i*window, (i+1)*window)),
+    /// optionally only those whose resource label equals `resource`.
+    pub fn rate_profile(&self, window: Duration, resource: Option<&str>) -> Vec<u64> {
+        let w = window.as_nanos().max(1);
+        let mut out: Vec<u64> = Vec::new();
+        for r in lock(&self.log)
+            .iter()
+            .filter(|r| resource.map_or(true, |x| r.resource == x))
+        {
+            let i = usize::try_from(r.at.as_nanos() / w).unwrap_or(usize::MAX);
+            if i >= 1 << 24 {
+                continue;
+            }
+            if out.len() <= i {
+                out.resize(i + 1, 0);
+            }
+            if let Some(slot) = out.get_mut(i) {
+                *slot += 1;
+            }
+        }
+        out
     }
 
     /// Bytes read from sockets (TLS records included).

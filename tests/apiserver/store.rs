@@ -97,6 +97,14 @@ pub const KINDS: &[Kind] = &[
         has_status: true,
     },
     Kind {
+        resource: "persistentvolumeclaims",
+        group: "",
+        version: "v1",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        has_status: true,
+    },
+    Kind {
         resource: "namespaces",
         group: "",
         version: "v1",
@@ -334,10 +342,13 @@ impl Store {
         if after < self.compacted_rv {
             return Err(());
         }
+        // History is in RV order: skip the seen part without scanning it (many watchers
+        // wake on every write).
+        let start = self.history.partition_point(|e| e.rv <= after);
         Ok(self
             .history
-            .iter()
-            .filter(|e| e.rv > after && e.kind == kind)
+            .range(start..)
+            .filter(|e| e.kind == kind)
             .collect())
     }
 }
