@@ -45,6 +45,12 @@
 //! that does not match its key is moved to `quarantine/` with a `log::warn!` naming the file
 //! and the reason. Everything else loads.
 //!
+//! # Use
+//!
+//! `Store::open(<root-dir>/store)`, then `put`/`get`/`delete`/`list`/`keys`/`hash`. Calls
+//! block on fsync (milliseconds on an SD card): run them off the executor (`smol::unblock`).
+//! One process owns a store at a time (an exclusive `flock` on `<dir>/lock`).
+//!
 //! The fault injector in [`fault`] models what power loss leaves (unsynced names and data
 //! lost, kept or torn) at every step of every operation; the tests drive the store through it.
 
