@@ -346,6 +346,13 @@ impl<F: Fs> Store<F> {
                 .map_err(io_at("fsync store directory", &dir))?;
             self.stats.fsyncs += 1;
         }
+        log::info!(
+            "store: opened {} with {} records ({} unfinished writes removed, {} files quarantined)",
+            dir.display(),
+            self.recovery.loaded,
+            self.recovery.removed_temps.len(),
+            self.recovery.quarantined.len()
+        );
         Ok(())
     }
 
