@@ -247,6 +247,15 @@ fn store_survives_500_sigkills() {
             "cycle {cycle}: process death must never damage a record: {:?}",
             store.recovery().quarantined
         );
+        let leftovers: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "cycle {cycle}: temporary files survived open: {leftovers:?}"
+        );
         let mut with_flight = model;
         if let Some(op) = pending {
             apply(&mut with_flight, op);
