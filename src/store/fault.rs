@@ -241,14 +241,16 @@ impl Fs for SimFs {
         Ok(out)
     }
 
-    fn read_file(&mut self, path: &Path) -> io::Result<Vec<u8>> {
+    fn read_file(&mut self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         self.step()?;
         let ino = self.lookup(path)?;
-        Ok(self
+        let live = self
             .inodes
             .get(ino)
-            .map(|i| i.live.clone())
-            .unwrap_or_default())
+            .map(|i| i.live.as_slice())
+            .unwrap_or_default();
+        let n = usize::try_from(limit).unwrap_or(usize::MAX).min(live.len());
+        Ok(live.get(..n).unwrap_or_default().to_vec())
     }
 
     fn write_file_synced(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {

@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -36,8 +36,9 @@ pub trait Fs {
     fn lock(&mut self, dir: &Path) -> Result<(), StoreError>;
     /// The entries of `dir`.
     fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<Entry>>;
-    /// The whole contents of a file.
-    fn read_file(&mut self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The contents of a file, at most `limit` bytes of it (so a huge stray file cannot
+    /// exhaust memory; the decoder then reports it as too long).
+    fn read_file(&mut self, path: &Path, limit: u64) -> io::Result<Vec<u8>>;
     /// Creates or truncates `path` (mode 0600), writes `data` and fsyncs it.
     fn write_file_synced(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Renames a file, replacing `to` atomically.
@@ -59,8 +60,8 @@ impl<T: Fs + ?Sized> Fs for &mut T {
     fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<Entry>> {
         (**self).list_dir(dir)
     }
-    fn read_file(&mut self, path: &Path) -> io::Result<Vec<u8>> {
-        (**self).read_file(path)
+    fn read_file(&mut self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        (**self).read_file(path, limit)
     }
     fn write_file_synced(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {
         (**self).write_file_synced(path, data)
@@ -181,8 +182,10 @@ impl Fs for OsFs {
         Ok(out)
     }
 
-    fn read_file(&mut self, path: &Path) -> io::Result<Vec<u8>> {
-        fs::read(path)
+    fn read_file(&mut self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        File::open(path)?.take(limit).read_to_end(&mut buf)?;
+        Ok(buf)
     }
 
     fn write_file_synced(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {

@@ -45,6 +45,12 @@
 //! that does not match its key is moved to `quarantine/` with a `log::warn!` naming the file
 //! and the reason. Everything else loads.
 //!
+//! # Use
+//!
+//! `Store::open(<root-dir>/store)`, then `put`/`get`/`delete`/`list`/`keys`/`hash`. Calls
+//! block on fsync (milliseconds on an SD card): run them off the executor (`smol::unblock`).
+//! One process owns a store at a time (an exclusive `flock` on `<dir>/lock`).
+//!
 //! The fault injector in [`fault`] models what power loss leaves (unsynced names and data
 //! lost, kept or torn) at every step of every operation; the tests drive the store through it.
 
@@ -230,10 +236,13 @@ fn io_at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError 
 /// Whether a read error means the medium lost the data (then quarantine) rather than a
 /// transient condition (then fail the open and let the caller retry).
 fn is_media_error(e: &io::Error) -> bool {
-    const EIO: i32 = 5;
-    const EBADMSG: i32 = 74;
-    matches!(e.raw_os_error(), Some(EIO) | Some(EBADMSG)) || e.kind() == io::ErrorKind::InvalidData
+    use nix::errno::Errno;
+    matches!(e.raw_os_error(), Some(n) if n == Errno::EIO as i32 || n == Errno::EBADMSG as i32)
 }
+
+/// One byte more than the largest valid record, so an oversized file is read only that far
+/// and still rejected.
+const READ_LIMIT: u64 = (record::HEADER_LEN + record::MAX_BODY_LEN + 1) as u64;
 
 impl<F: Fs> Store<F> {
     /// Opens the store in `dir` over the given filesystem, recovering from any crash.
@@ -299,7 +308,7 @@ impl<F: Fs> Store<F> {
                 log::warn!("store: ignoring unexpected file {}", path.display());
                 continue;
             }
-            let bytes = match self.fs.read_file(&path) {
+            let bytes = match self.fs.read_file(&path, READ_LIMIT) {
                 Ok(b) => b,
                 Err(e) if is_media_error(&e) => {
                     self.quarantine_file(&name, &format!("unreadable: {e}"))?;
@@ -337,6 +346,13 @@ impl<F: Fs> Store<F> {
                 .map_err(io_at("fsync store directory", &dir))?;
             self.stats.fsyncs += 1;
         }
+        log::info!(
+            "store: opened {} with {} records ({} unfinished writes removed, {} files quarantined)",
+            dir.display(),
+            self.recovery.loaded,
+            self.recovery.removed_temps.len(),
+            self.recovery.quarantined.len()
+        );
         Ok(())
     }
 
@@ -486,7 +502,7 @@ impl<F: Fs> Store<F> {
         file: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.dir.join(file);
-        let bytes = match self.fs.read_file(&path) {
+        let bytes = match self.fs.read_file(&path, READ_LIMIT) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_at("read record", &path)(e)),

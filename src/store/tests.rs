@@ -349,6 +349,9 @@ fn apply(model: &mut Model, op: &Op) {
     }
 }
 
+/// A key too long to spell out, so its file has a hashed name.
+const LONG_KEY: &str = "a-namespace-name-that-is-long/a-pod-name-that-is-also-quite-long-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789";
+
 fn script() -> Vec<Op> {
     use RecordKind::{ApiPod, StaticPod};
     vec![
@@ -362,6 +365,8 @@ fn script() -> Vec<Op> {
         Op::Put(StaticPod, "b", b"{\"b\":2}".to_vec()),
         Op::Delete(StaticPod, "never"),
         Op::Put(ApiPod, "ns/p", b"{\"p\":3}".to_vec()),
+        Op::Put(ApiPod, LONG_KEY, b"{\"long\":1}".to_vec()),
+        Op::Put(ApiPod, LONG_KEY, b"{\"long\":2}".to_vec()),
     ]
 }
 
@@ -413,6 +418,7 @@ fn check_after_reboot(disk: &mut SimFs, acked: &Model, in_flight: &Option<Op>, c
     keys.extend(with_flight.keys().cloned());
     keys.push((RecordKind::StaticPod, "a".into()));
     keys.push((RecordKind::StaticPod, "b".into()));
+    keys.push((RecordKind::ApiPod, LONG_KEY.into()));
     keys.sort();
     keys.dedup();
     for (kind, key) in &keys {
@@ -453,6 +459,7 @@ fn check_after_reboot(disk: &mut SimFs, acked: &Model, in_flight: &Option<Op>, c
 
 #[test]
 fn power_cut_at_every_step_keeps_acknowledged_writes() {
+    assert!(layout::record_file_name(RecordKind::ApiPod, LONG_KEY).contains('~'));
     let (base, initial) = seeded_disk();
     let mut probe = base.clone();
     let (full, none) = run_until_cut(&mut probe, &initial);
