@@ -18,6 +18,13 @@ use smol::Async;
 #[derive(Debug)]
 pub struct SmolIo(Async<UnixStream>);
 
+impl SmolIo {
+    /// Wraps a connected stream.
+    pub fn new(stream: Async<UnixStream>) -> SmolIo {
+        SmolIo(stream)
+    }
+}
+
 impl tokio::io::AsyncRead for SmolIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
