@@ -206,6 +206,25 @@ fn connection_is_reused() {
 }
 
 #[test]
+fn concurrent_calls_are_multiplexed_on_one_connection() {
+    let fake = start("concurrent", |_, _| Reply::Body(version_body(), 7));
+    let c = client(&fake, T, 1024);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let c = c.clone();
+            smol::spawn(async move { c.version().await.map(|v| v.runtime_name) })
+        })
+        .collect();
+    smol::block_on(async {
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), "fake");
+        }
+    });
+    assert_eq!(c.connects(), 1);
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 32);
+}
+
+#[test]
 fn trailers_only_status_is_typed_and_percent_decoded() {
     let fake = start("tonly", |_, _| {
         Reply::TrailersOnly(5, "image %22x%22 not found")

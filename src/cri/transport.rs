@@ -100,6 +100,9 @@ pub async fn connect(path: &str) -> Result<Connection, ConnectError> {
         // from stalling on WINDOW_UPDATE round trips.
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
+        // Headers and trailers from the runtime are small; don't let a broken peer make us
+        // hold megabytes of them (h2's default allows 16 MiB).
+        .max_header_list_size(256 << 10)
         .handshake::<_, Bytes>(SmolIo(stream))
         .await
         .map_err(ConnectError::Handshake)?;
