@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::Reason;
@@ -213,7 +213,7 @@ impl CriClient {
         let err = |kind| CriError::new(rpc.name, object, kind);
         let max = self.inner.opts.max_message_size;
         let body = grpc::encode_message(req, max).map_err(err)?;
-        let work = self.with_retry(rpc, body, timeout);
+        let work = self.with_retry(rpc, body, Instant::now() + timeout);
         let deadline = async {
             smol::Timer::after(timeout).await;
             Err(ErrorKind::DeadlineExceeded { timeout })
@@ -227,14 +227,16 @@ impl CriClient {
         &self,
         rpc: &Rpc,
         body: Bytes,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<Bytes, ErrorKind> {
         let max = self.inner.opts.max_message_size;
         let mut retried = false;
         let mut starting_waits = 0u32;
         loop {
             let conn = self.connection().await?;
-            let failure = match exchange(&conn, rpc.path, body.clone(), timeout, max).await {
+            // A resend tells the runtime only the time that is actually left.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let failure = match exchange(&conn, rpc.path, body.clone(), left, max).await {
                 Ok(payload) => return Ok(payload),
                 Err(f) => f,
             };

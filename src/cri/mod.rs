@@ -12,5 +12,8 @@ pub mod grpc;
 pub mod proto;
 pub mod transport;
 
+#[cfg(test)]
+mod fake_runtime;
+
 pub use client::{CriClient, CriOptions, CRI_API_VERSION};
 pub use error::{CriError, ErrorKind, GrpcCode};

@@ -18,6 +18,13 @@ use smol::Async;
 #[derive(Debug)]
 pub struct SmolIo(Async<UnixStream>);
 
+impl SmolIo {
+    /// Wraps a connected stream.
+    pub fn new(stream: Async<UnixStream>) -> SmolIo {
+        SmolIo(stream)
+    }
+}
+
 impl tokio::io::AsyncRead for SmolIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -93,6 +100,9 @@ pub async fn connect(path: &str) -> Result<Connection, ConnectError> {
         // from stalling on WINDOW_UPDATE round trips.
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
+        // Headers and trailers from the runtime are small; don't let a broken peer make us
+        // hold megabytes of them (h2's default allows 16 MiB).
+        .max_header_list_size(256 << 10)
         .handshake::<_, Bytes>(SmolIo(stream))
         .await
         .map_err(ConnectError::Handshake)?;

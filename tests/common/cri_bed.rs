@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,11 @@ impl Bed {
         let root = nix::unistd::Uid::effective().is_root();
         let text = std::fs::read_to_string(&path).ok().filter(|_| root);
         let Some(text) = text else {
-            eprintln!("SKIPPED (no test bed): {test} — run tests/bed/up.sh");
+            // Straight to the stderr handle: libtest's capture would hide eprintln! on a pass.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (no test bed): {test} — run tests/bed/up.sh"
+            );
             return None;
         };
         let vars: HashMap<&str, &str> = text
