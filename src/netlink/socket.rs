@@ -353,3 +353,26 @@ fn scan(
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_read_errors_even_when_cut_short() {
+        let mut b = Builder::new();
+        for (seq, code) in [(7u32, 0i32), (8, -17)] {
+            let m = b.begin_msg(NLMSG_ERROR, 0, seq);
+            b.put_bytes(&code.to_ne_bytes());
+            // The echoed request header (and, without NETLINK_CAP_ACK, its payload).
+            b.put_bytes(&[0u8; 16 + 64]);
+            b.end_msg(m);
+        }
+        let bytes = b.into_bytes();
+        assert_eq!(acks(&bytes), vec![(7, 0), (8, -17)]);
+        // A datagram cut by the receive slot keeps its header and error code.
+        assert_eq!(acks(&bytes[..bytes.len() - 40]), vec![(7, 0), (8, -17)]);
+        assert_eq!(acks(&bytes[..10]), vec![]);
+        assert!(acks(&[0u8; 64]).is_empty());
+    }
+}
