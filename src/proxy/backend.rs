@@ -274,8 +274,8 @@ impl<B: Backend> Syncer<B> {
 
     /// Bring the backend to `desired`.
     pub fn sync(&mut self, desired: &State, mode: SyncMode) -> Result<SyncReport, Error> {
-        let current = match (&self.known, mode) {
-            (Some(k), SyncMode::Incremental) => k.clone(),
+        let mut current = match (self.known.take(), mode) {
+            (Some(k), SyncMode::Incremental) => k,
             _ => self.backend.dump()?,
         };
         let ops = diff(desired, &current, &self.node_addresses);
@@ -284,8 +284,14 @@ impl<B: Backend> Syncer<B> {
         } else {
             self.backend.apply(&ops)
         };
-        // After a failure the backend's content is uncertain: read it again next time.
-        self.known = failures.is_empty().then(|| desired.clone());
+        // What was applied is now the backend's content; after a failure that is uncertain,
+        // so the next sync reads the backend again.
+        if failures.is_empty() {
+            for op in &ops {
+                current.apply(op);
+            }
+            self.known = Some(current);
+        }
         Ok(SyncReport { ops, failures })
     }
 }
