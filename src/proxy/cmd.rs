@@ -1,9 +1,435 @@
-//! placeholder: replaced by the proxy commands.
-/// `tinylet proxy`.
-pub fn proxy_main(_args: &[String]) -> i32 {
-    1
+//! The `tinylet proxy` and `tinylet ipvs` commands: argument parsing and wiring only.
+//!
+//! Flag names follow kube-proxy where one exists. Everything these functions call is library
+//! code tested elsewhere; this file decides nothing about the table itself.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_LINK};
+use super::desired::{desired_state, Config, Desired};
+use super::source::{dir_fingerprint, load_dir, Model};
+use crate::netlink::ipvs::format_listing;
+use crate::netlink::{Ipvs, Rtnl};
+
+const PROXY_USAGE: &str = "\
+usage: tinylet proxy --proxy-manifest-path DIR [flags]
+
+Programs IPVS from Service and EndpointSlice manifests (kube-proxy's IPVS mode).
+
+  --proxy-mode=ipvs            the only mode implemented
+  --ipvs-scheduler=NAME        IPVS scheduler (default rr)
+  --proxy-manifest-path=DIR    directory of Service/EndpointSlice YAML or JSON manifests
+  --kubeconfig=FILE            API server source (not implemented yet)
+  --hostname-override=NAME     node name for Local traffic policies (default: hostname)
+  --nodeport-addresses=LIST    comma-separated CIDRs or IPs node ports are served on
+                               (default: every non-loopback address of the host)
+  --sync-period=DURATION       full resync interval, e.g. 30s, 1m (default 30s)
+  --once                       sync once, print what changed, exit non-zero on failure
+  -h, --help                   this help
+";
+
+const IPVS_USAGE: &str = "\
+usage: tinylet ipvs list     print the kernel's IPVS table like `ipvsadm -Ln`
+       tinylet ipvs flush    delete every IPVS service
+";
+
+/// Parsed `tinylet proxy` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyArgs {
+    /// --proxy-mode.
+    pub mode: String,
+    /// --ipvs-scheduler.
+    pub scheduler: String,
+    /// --proxy-manifest-path.
+    pub manifest_path: Option<PathBuf>,
+    /// --kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+    /// --hostname-override.
+    pub hostname: Option<String>,
+    /// --nodeport-addresses, parsed.
+    pub nodeport_addresses: Option<Vec<Cidr>>,
+    /// --sync-period.
+    pub sync_period: Duration,
+    /// --once.
+    pub once: bool,
+    /// --help.
+    pub help: bool,
 }
-/// `tinylet ipvs`.
-pub fn ipvs_main(_args: &[String]) -> i32 {
-    1
+
+impl Default for ProxyArgs {
+    fn default() -> Self {
+        ProxyArgs {
+            mode: "ipvs".into(),
+            scheduler: "rr".into(),
+            manifest_path: None,
+            kubeconfig: None,
+            hostname: None,
+            nodeport_addresses: None,
+            sync_period: Duration::from_secs(30),
+            once: false,
+            help: false,
+        }
+    }
+}
+
+/// An address range given to --nodeport-addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parse "10.0.0.0/8" or a bare address (a host range).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv6() { 128 } else { 32 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    /// Is `a` inside this range?
+    pub fn contains(&self, a: &IpAddr) -> bool {
+        let bits = |x: &IpAddr| -> u128 {
+            match x {
+                IpAddr::V4(v) => u32::from(*v) as u128,
+                IpAddr::V6(v) => u128::from(*v),
+            }
+        };
+        if a.is_ipv6() != self.addr.is_ipv6() {
+            return false;
+        }
+        let width = if a.is_ipv6() { 128 } else { 32 };
+        let shift = width - u32::from(self.prefix);
+        shift >= 128 || (bits(a) >> shift) == (bits(&self.addr) >> shift)
+    }
+}
+
+/// Parse "30s", "1m30s", "500ms", "2h" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: u64 = rest.get(..digits)?.parse().ok()?;
+        rest = rest.get(digits..)?;
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(n), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(n.checked_mul(3600)?), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(n.checked_mul(60)?), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(n), 1)
+        } else {
+            return None;
+        };
+        total = total.checked_add(unit)?;
+        rest = rest.get(len..)?;
+    }
+    (!s.is_empty()).then_some(total)
+}
+
+/// Parse `tinylet proxy` arguments (without the program and subcommand names).
+pub fn parse_proxy_args(args: &[String]) -> Result<ProxyArgs, String> {
+    let mut a = ProxyArgs::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let value = |it: &mut std::slice::Iter<'_, String>| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match name {
+            "-h" | "--help" => a.help = true,
+            "--once" => a.once = true,
+            "--proxy-mode" => a.mode = value(&mut it)?,
+            "--ipvs-scheduler" => a.scheduler = value(&mut it)?,
+            "--proxy-manifest-path" => a.manifest_path = Some(value(&mut it)?.into()),
+            "--kubeconfig" => a.kubeconfig = Some(value(&mut it)?.into()),
+            "--hostname-override" => a.hostname = Some(value(&mut it)?),
+            "--nodeport-addresses" => {
+                let v = value(&mut it)?;
+                let mut list = Vec::new();
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    list.push(
+                        Cidr::parse(part)
+                            .ok_or_else(|| format!("bad --nodeport-addresses entry {part:?}"))?,
+                    );
+                }
+                a.nodeport_addresses = Some(list);
+            }
+            "--sync-period" => {
+                let v = value(&mut it)?;
+                a.sync_period = parse_duration(&v)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("bad --sync-period {v:?}"))?;
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Node-port addresses: host addresses in the given ranges, or every usable host address.
+fn node_addresses(rtnl: &mut Rtnl, ranges: Option<&[Cidr]>) -> Result<BTreeSet<IpAddr>, String> {
+    let dummy = rtnl.link_index(DUMMY_LINK).map_err(|e| e.to_string())?;
+    let all = rtnl.all_addrs().map_err(|e| e.to_string())?;
+    Ok(all
+        .into_iter()
+        .filter(|a| Some(a.index) != dummy)
+        .map(|a| a.addr)
+        .filter(|a| match ranges {
+            Some(r) => r.iter().any(|c| c.contains(a)),
+            None => {
+                let link_local6 =
+                    matches!(a, IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80);
+                !a.is_loopback() && !link_local6
+            }
+        })
+        .collect())
+}
+
+fn print_report(r: &SyncReport) {
+    for op in &r.ops {
+        println!("{op}");
+    }
+    for f in &r.failures {
+        eprintln!("tinylet proxy: {f}");
+    }
+}
+
+fn compute(model: &Model, cfg: &Config) -> Desired {
+    let d = desired_state(&model.services(), &model.slices(), cfg);
+    for w in &d.warnings {
+        eprintln!("tinylet proxy: warning: {w}");
+    }
+    d
+}
+
+/// `tinylet proxy`: returns the process exit code.
+pub fn proxy_main(args: &[String]) -> i32 {
+    let a = match parse_proxy_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tinylet proxy: {e}\n{PROXY_USAGE}");
+            return 2;
+        }
+    };
+    if a.help {
+        print!("{PROXY_USAGE}");
+        return 0;
+    }
+    if a.mode != "ipvs" {
+        eprintln!(
+            "tinylet proxy: --proxy-mode={} is not supported (only ipvs)",
+            a.mode
+        );
+        return 2;
+    }
+    let Some(dir) = a.manifest_path.clone() else {
+        if a.kubeconfig.is_some() {
+            eprintln!("tinylet proxy: the API server source (--kubeconfig) is not implemented yet; use --proxy-manifest-path DIR");
+        } else {
+            eprintln!("tinylet proxy: --proxy-manifest-path DIR is required\n{PROXY_USAGE}");
+        }
+        return 2;
+    };
+    let mut backend = match IpvsBackend::open(DUMMY_LINK) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tinylet proxy: {e}");
+            return 1;
+        }
+    };
+    let node_addrs = match node_addresses(backend.rtnl(), a.nodeport_addresses.as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("tinylet proxy: find node addresses: {e}");
+            return 1;
+        }
+    };
+    let cfg = Config {
+        scheduler: a.scheduler.clone(),
+        node_name: a.hostname.clone().unwrap_or_else(host_name),
+        node_addresses: node_addrs.clone(),
+    };
+    let mut syncer = Syncer::new(backend, node_addrs);
+    let mut model = Model::default();
+    if a.once {
+        return match load_dir(&dir) {
+            Err(e) => {
+                eprintln!("tinylet proxy: {e}");
+                1
+            }
+            Ok(objs) => {
+                model.replace(objs);
+                let d = compute(&model, &cfg);
+                match syncer.sync(&d.state, SyncMode::Full) {
+                    Ok(r) => {
+                        print_report(&r);
+                        i32::from(!r.failures.is_empty())
+                    }
+                    Err(e) => {
+                        eprintln!("tinylet proxy: {e}");
+                        1
+                    }
+                }
+            }
+        };
+    }
+    run_loop(&mut syncer, &dir, &cfg, a.sync_period)
+}
+
+fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period: Duration) -> i32 {
+    let mut model = Model::default();
+    let mut last_fp = None;
+    let mut last_full: Option<Instant> = None;
+    loop {
+        let fp = dir_fingerprint(dir);
+        let due = last_full.map_or(true, |t| t.elapsed() >= period);
+        if due || last_fp.as_ref() != Some(&fp) {
+            match load_dir(dir) {
+                Err(e) => eprintln!("tinylet proxy: {e} (keeping the previous table)"),
+                Ok(objs) => {
+                    model.replace(objs);
+                    let d = compute(&model, cfg);
+                    let mode = if due {
+                        SyncMode::Full
+                    } else {
+                        SyncMode::Incremental
+                    };
+                    match syncer.sync(&d.state, mode) {
+                        Ok(r) => print_report(&r),
+                        Err(e) => eprintln!("tinylet proxy: sync: {e}"),
+                    }
+                    last_fp = Some(fp);
+                    if due {
+                        last_full = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `tinylet ipvs list|flush`: returns the process exit code.
+pub fn ipvs_main(args: &[String]) -> i32 {
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    if matches!(sub, "-h" | "--help" | "help") {
+        print!("{IPVS_USAGE}");
+        return 0;
+    }
+    if !matches!(sub, "list" | "flush") || args.len() > 1 {
+        eprintln!("tinylet ipvs: expected `list` or `flush`\n{IPVS_USAGE}");
+        return 2;
+    }
+    let run = || -> Result<(), crate::netlink::Error> {
+        let mut ipvs = Ipvs::open()?;
+        if sub == "flush" {
+            return ipvs.flush();
+        }
+        let info = ipvs.info()?;
+        let table = ipvs.table()?;
+        print!("{}", format_listing(Some(&info), &table));
+        Ok(())
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tinylet ipvs {sub}: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_kube_proxy_flags() {
+        let a = parse_proxy_args(&s(&[
+            "--proxy-mode=ipvs",
+            "--ipvs-scheduler",
+            "wrr",
+            "--proxy-manifest-path=/etc/m",
+            "--nodeport-addresses=192.168.0.0/16, fd00::1",
+            "--sync-period=1m30s",
+            "--once",
+        ]))
+        .unwrap();
+        assert_eq!(a.scheduler, "wrr");
+        assert_eq!(a.manifest_path, Some(PathBuf::from("/etc/m")));
+        assert_eq!(a.sync_period, Duration::from_secs(90));
+        assert!(a.once);
+        let r = a.nodeport_addresses.unwrap();
+        assert!(r[0].contains(&"192.168.7.1".parse().unwrap()));
+        assert!(!r[0].contains(&"10.0.0.1".parse().unwrap()));
+        assert!(r[1].contains(&"fd00::1".parse().unwrap()));
+        assert!(!r[1].contains(&"fd00::2".parse().unwrap()));
+        assert!(parse_proxy_args(&s(&["--bogus"])).is_err());
+        assert!(parse_proxy_args(&s(&["--sync-period=0s"])).is_err());
+        assert!(parse_proxy_args(&s(&["--ipvs-scheduler"])).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("15"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_duration(""), None);
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        assert_eq!(
+            proxy_main(&s(&["--proxy-mode=iptables", "--proxy-manifest-path=/x"])),
+            2
+        );
+        assert_eq!(proxy_main(&s(&["--kubeconfig=/k"])), 2);
+        assert_eq!(proxy_main(&s(&["--help"])), 0);
+        assert_eq!(ipvs_main(&s(&["bogus"])), 2);
+    }
 }

@@ -1,0 +1,458 @@
+//! Netlink framing: zero-copy views over message headers and attributes, and a builder that
+//! emits them.
+//!
+//! Owns the byte layout shared by every netlink family (nlmsghdr, nlattr, 4-byte alignment,
+//! nesting). Knows nothing of IPVS or routing; never does I/O. Parsing never panics.
+
+use std::fmt;
+
+/// Length of `struct nlmsghdr`.
+pub const HDR_LEN: usize = 16;
+/// Length of `struct nlattr`.
+pub const ATTR_HDR_LEN: usize = 4;
+
+/// Message type: no-op.
+pub const NLMSG_NOOP: u16 = 1;
+/// Message type: error or ACK (error 0).
+pub const NLMSG_ERROR: u16 = 2;
+/// Message type: end of a multipart dump.
+pub const NLMSG_DONE: u16 = 3;
+/// Message type: data lost.
+pub const NLMSG_OVERRUN: u16 = 4;
+
+/// Flag: this is a request.
+pub const NLM_F_REQUEST: u16 = 0x1;
+/// Flag: part of a multipart reply.
+pub const NLM_F_MULTI: u16 = 0x2;
+/// Flag: ask for an ACK.
+pub const NLM_F_ACK: u16 = 0x4;
+/// Flag: the dump was interrupted by a change; its content is inconsistent.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+/// Flag (GET): return the whole table.
+pub const NLM_F_ROOT: u16 = 0x100;
+/// Flag (GET): return all matching entries.
+pub const NLM_F_MATCH: u16 = 0x200;
+/// Flag (GET): a dump request.
+pub const NLM_F_DUMP: u16 = NLM_F_ROOT | NLM_F_MATCH;
+/// Flag (NEW): fail if the object exists.
+pub const NLM_F_EXCL: u16 = 0x200;
+/// Flag (NEW): create the object if it does not exist.
+pub const NLM_F_CREATE: u16 = 0x400;
+
+/// Attribute type bit: the payload is a list of attributes.
+pub const NLA_F_NESTED: u16 = 0x8000;
+/// Attribute type bit: the payload is in network byte order.
+pub const NLA_F_NET_BYTEORDER: u16 = 0x4000;
+const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+
+/// Malformed bytes: the reason a buffer could not be read as netlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// Fewer bytes than a header needs.
+    Truncated,
+    /// A length field points outside the buffer or below the header size.
+    BadLength,
+    /// An attribute has the wrong size for its declared type.
+    BadAttribute(u16),
+    /// A required attribute is missing.
+    MissingAttribute(&'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Truncated => write!(f, "truncated netlink data"),
+            WireError::BadLength => write!(f, "netlink length field out of range"),
+            WireError::BadAttribute(t) => write!(f, "attribute {t} has an invalid size"),
+            WireError::MissingAttribute(n) => write!(f, "attribute {n} missing"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Round `n` up to the netlink alignment of 4 bytes.
+pub const fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at + 2)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// A view over one netlink message (header + payload).
+#[derive(Debug, Clone, Copy)]
+pub struct NlMsg<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> NlMsg<T> {
+    /// Wrap a buffer holding exactly one message, checking the length field.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        let len = u32_at(b, 0).ok_or(WireError::Truncated)? as usize;
+        if len < HDR_LEN || len > b.len() {
+            return Err(WireError::BadLength);
+        }
+        Ok(NlMsg { buffer })
+    }
+
+    /// The whole buffer the view was built from.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// nlmsg_len.
+    pub fn length(&self) -> usize {
+        u32_at(self.b(), 0).unwrap_or(0) as usize
+    }
+
+    /// nlmsg_type (a family id for generic netlink).
+    pub fn msg_type(&self) -> u16 {
+        u16_at(self.b(), 4).unwrap_or(0)
+    }
+
+    /// nlmsg_flags.
+    pub fn flags(&self) -> u16 {
+        u16_at(self.b(), 6).unwrap_or(0)
+    }
+
+    /// nlmsg_seq.
+    pub fn seq(&self) -> u32 {
+        u32_at(self.b(), 8).unwrap_or(0)
+    }
+
+    /// nlmsg_pid.
+    pub fn pid(&self) -> u32 {
+        u32_at(self.b(), 12).unwrap_or(0)
+    }
+
+    /// Bytes after the header, up to nlmsg_len.
+    pub fn payload(&self) -> &[u8] {
+        self.b().get(HDR_LEN..self.length()).unwrap_or(&[])
+    }
+
+    /// For NLMSG_ERROR: the error code (0 = ACK, else a negative errno).
+    pub fn error_code(&self) -> Result<i32, WireError> {
+        let p = self.payload();
+        let s = p.get(0..4).ok_or(WireError::Truncated)?;
+        Ok(i32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    }
+}
+
+/// Iterate over the messages packed in one datagram (or a capture of one message).
+pub fn messages(buf: &[u8]) -> MsgIter<'_> {
+    MsgIter { buf, failed: false }
+}
+
+/// Iterator over the messages in a buffer; yields one error and stops on malformed data.
+#[derive(Debug, Clone)]
+pub struct MsgIter<'a> {
+    buf: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for MsgIter<'a> {
+    type Item = Result<NlMsg<&'a [u8]>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.buf.len() < HDR_LEN {
+            if !self.failed && !self.buf.is_empty() {
+                self.failed = true;
+                return Some(Err(WireError::Truncated));
+            }
+            return None;
+        }
+        match NlMsg::new_checked(self.buf) {
+            Ok(m) => {
+                let len = m.length();
+                let (this, _) = self.buf.split_at(len);
+                self.buf = self.buf.get(align(len)..).unwrap_or(&[]);
+                Some(Ok(NlMsg { buffer: this }))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// One attribute: its type (flags stripped), whether it was marked nested, and its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NlAttr<'a> {
+    /// Attribute type without NLA_F_NESTED / NLA_F_NET_BYTEORDER.
+    pub kind: u16,
+    /// NLA_F_NESTED was set (replies from the kernel often leave it clear).
+    pub nested_flag: bool,
+    /// The payload, without padding.
+    pub value: &'a [u8],
+}
+
+impl<'a> NlAttr<'a> {
+    /// The payload read as a list of attributes (whether or not the flag was set).
+    pub fn nested(&self) -> AttrIter<'a> {
+        attrs(self.value)
+    }
+
+    /// A native-endian u8.
+    pub fn u8(&self) -> Result<u8, WireError> {
+        self.value
+            .first()
+            .copied()
+            .ok_or(WireError::BadAttribute(self.kind))
+    }
+
+    /// A native-endian u16.
+    pub fn u16(&self) -> Result<u16, WireError> {
+        u16_at(self.value, 0).ok_or(WireError::BadAttribute(self.kind))
+    }
+
+    /// A big-endian u16 (ports).
+    pub fn be16(&self) -> Result<u16, WireError> {
+        self.u16().map(u16::from_be)
+    }
+
+    /// A native-endian u32.
+    pub fn u32(&self) -> Result<u32, WireError> {
+        u32_at(self.value, 0).ok_or(WireError::BadAttribute(self.kind))
+    }
+
+    /// A string, NUL-terminated or not, lossily decoded.
+    pub fn string(&self) -> String {
+        let end = self
+            .value
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(self.value.len());
+        String::from_utf8_lossy(self.value.get(..end).unwrap_or(&[])).into_owned()
+    }
+}
+
+/// Iterate over the attributes in `buf`.
+pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
+    AttrIter { buf, failed: false }
+}
+
+/// Iterator over attributes with 4-byte alignment; yields one error and stops on malformed data.
+#[derive(Debug, Clone)]
+pub struct AttrIter<'a> {
+    buf: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = Result<NlAttr<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.buf.is_empty() {
+            return None;
+        }
+        let (Some(len), Some(kind)) = (u16_at(self.buf, 0), u16_at(self.buf, 2)) else {
+            self.failed = true;
+            return Some(Err(WireError::Truncated));
+        };
+        let len = len as usize;
+        if len < ATTR_HDR_LEN || len > self.buf.len() {
+            self.failed = true;
+            return Some(Err(WireError::BadLength));
+        }
+        let value = self.buf.get(ATTR_HDR_LEN..len).unwrap_or(&[]);
+        self.buf = self.buf.get(align(len)..).unwrap_or(&[]);
+        Some(Ok(NlAttr {
+            kind: kind & NLA_TYPE_MASK,
+            nested_flag: kind & NLA_F_NESTED != 0,
+            value,
+        }))
+    }
+}
+
+/// Appends netlink messages to a byte buffer; lengths are patched when a part is closed.
+///
+/// Several messages may be built back to back into one buffer, which is how requests are
+/// batched into a single `sendmsg`.
+#[derive(Debug, Default)]
+pub struct Builder {
+    buf: Vec<u8>,
+}
+
+/// Position of an open message or nest in a [`Builder`].
+#[derive(Debug, Clone, Copy)]
+pub struct Mark(usize);
+
+impl Builder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Builder { buf: Vec::new() }
+    }
+
+    /// The bytes built so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Number of bytes built so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Nothing built yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Drop everything built so far, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Take the built bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    fn pad(&mut self) {
+        let n = align(self.buf.len()) - self.buf.len();
+        self.buf.extend(std::iter::repeat(0).take(n));
+    }
+
+    /// Open a message; close it with [`Builder::end_msg`].
+    pub fn begin_msg(&mut self, msg_type: u16, flags: u16, seq: u32) -> Mark {
+        self.pad();
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(&msg_type.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&seq.to_ne_bytes());
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        Mark(at)
+    }
+
+    /// Close a message, writing its length.
+    pub fn end_msg(&mut self, m: Mark) {
+        let len = (self.buf.len() - m.0) as u32;
+        if let Some(s) = self.buf.get_mut(m.0..m.0 + 4) {
+            s.copy_from_slice(&len.to_ne_bytes());
+        }
+    }
+
+    /// Raw bytes (family headers such as genlmsghdr or ifinfomsg).
+    pub fn put_bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// An attribute with a raw payload, padded to 4 bytes.
+    pub fn attr(&mut self, kind: u16, value: &[u8]) {
+        self.pad();
+        let len = (ATTR_HDR_LEN + value.len()) as u16;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(value);
+        self.pad();
+    }
+
+    /// A u8 attribute.
+    pub fn attr_u8(&mut self, kind: u16, v: u8) {
+        self.attr(kind, &[v]);
+    }
+
+    /// A native-endian u16 attribute.
+    pub fn attr_u16(&mut self, kind: u16, v: u16) {
+        self.attr(kind, &v.to_ne_bytes());
+    }
+
+    /// A big-endian u16 attribute.
+    pub fn attr_be16(&mut self, kind: u16, v: u16) {
+        self.attr(kind, &v.to_be_bytes());
+    }
+
+    /// A native-endian u32 attribute.
+    pub fn attr_u32(&mut self, kind: u16, v: u32) {
+        self.attr(kind, &v.to_ne_bytes());
+    }
+
+    /// A NUL-terminated string attribute.
+    pub fn attr_strz(&mut self, kind: u16, s: &str) {
+        self.pad();
+        let len = (ATTR_HDR_LEN + s.len() + 1) as u16;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(0);
+        self.pad();
+    }
+
+    /// Open a nested attribute (NLA_F_NESTED set, as the kernel's own tools do).
+    pub fn begin_nest(&mut self, kind: u16) -> Mark {
+        self.pad();
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        Mark(at)
+    }
+
+    /// Close a nested attribute, writing its length.
+    pub fn end_nest(&mut self, m: Mark) {
+        let len = (self.buf.len() - m.0) as u16;
+        if let Some(s) = self.buf.get_mut(m.0..m.0 + 2) {
+            s.copy_from_slice(&len.to_ne_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_and_attributes_round_trip() {
+        let mut b = Builder::new();
+        let m = b.begin_msg(0x20, NLM_F_REQUEST | NLM_F_ACK, 7);
+        b.put_bytes(&[1, 1, 0, 0]);
+        let n = b.begin_nest(1);
+        b.attr_u16(1, 2);
+        b.attr_strz(6, "rr");
+        b.end_nest(n);
+        b.attr_be16(4, 80);
+        b.end_msg(m);
+        let bytes = b.into_bytes();
+        let msgs: Vec<_> = messages(&bytes).collect();
+        assert_eq!(msgs.len(), 1);
+        let msg = msgs[0].unwrap();
+        assert_eq!(msg.msg_type(), 0x20);
+        assert_eq!(msg.seq(), 7);
+        let top: Vec<_> = attrs(&msg.payload()[4..]).map(|a| a.unwrap()).collect();
+        assert_eq!(top.len(), 2);
+        assert!(top[0].nested_flag);
+        let inner: Vec<_> = top[0].nested().map(|a| a.unwrap()).collect();
+        assert_eq!(inner[0].u16().unwrap(), 2);
+        assert_eq!(inner[1].string(), "rr");
+        assert_eq!(top[1].be16().unwrap(), 80);
+    }
+
+    #[test]
+    fn malformed_input_stops_without_panic() {
+        assert!(messages(&[1, 2, 3]).next().unwrap().is_err());
+        let bad = [0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(messages(&bad).next().unwrap().is_err());
+        assert!(attrs(&[2, 0, 1, 0]).next().unwrap().is_err());
+        assert_eq!(attrs(&[]).count(), 0);
+        let a = NlAttr {
+            kind: 1,
+            nested_flag: false,
+            value: &[1],
+        };
+        assert!(a.u32().is_err());
+    }
+}
