@@ -49,7 +49,9 @@ else
     diff /tmp/ipvsadm.txt /tmp/tinylet.txt
 fi
 
-if ip -o addr show dev kube-ipvs0 2>/dev/null | grep -q ' 10.96.0.10/32'; then
+addrs=$(ip -o addr show dev kube-ipvs0 2>/dev/null)
+if echo "$addrs" | grep -q ' 10.96.0.10/32' && echo "$addrs" | grep -q ' 10.96.0.20/32' &&
+    echo "$addrs" | grep -q ' 10.96.0.53/32'; then
     ok "kube-ipvs0 holds the ClusterIPs"
 else
     not_ok "kube-ipvs0 holds the ClusterIPs"; ip addr show 2>&1
@@ -72,6 +74,36 @@ if ./bin/tinylet proxy --once --proxy-manifest-path /payload/proxy-manifests &&
 else
     not_ok "tinylet proxy --once repairs drift"; ipvsadm -Ln
 fi
+
+# Endpoint churn: one endpoint turning unready is exactly one operation, a destination delete.
+cp -r proxy-manifests /tmp/m
+sed -i 's/- addresses: \[10.244.1.3\]/- addresses: [10.244.1.9]/' /tmp/m/web.yaml
+./bin/tinylet proxy --once --proxy-manifest-path /tmp/m > /tmp/churn.out 2>&1
+rc=$?
+cat /tmp/churn.out
+ops=$(grep -cE '^(add|delete|edit) ' /tmp/churn.out)
+if [ "$rc" -eq 0 ] && [ "$ops" -eq 2 ] &&
+    grep -q '^delete destination 10.244.1.3:8080' /tmp/churn.out &&
+    grep -q '^add destination 10.244.1.9:8080' /tmp/churn.out; then
+    ok "one endpoint replaced = one delete + one add"
+else
+    not_ok "one endpoint replaced = one delete + one add" "exit $rc, $ops ops"
+fi
+
+# IPv6: a v6 service next to the v4 ones.
+cp proxy-v6/*.yaml /tmp/m/
+if ./bin/tinylet proxy --once --proxy-manifest-path /tmp/m; then ok "tinylet proxy --once with IPv6"
+else not_ok "tinylet proxy --once with IPv6" "exit $?"; fi
+ipvsadm -Ln > /tmp/ipvsadm.txt
+v6=$(normalize_listing < /tmp/ipvsadm.txt | grep -F '[fd00:96::10]:80')
+want6="TCP [fd00:96::10]:80 rr -> [fd00:244::2]:8080 Masq 1
+TCP [fd00:96::10]:80 rr -> [fd00:244::3]:8080 Masq 1"
+[ "$v6" = "$want6" ] && ok "IPv6 service in the kernel" || { not_ok "IPv6 service in the kernel"; cat /tmp/ipvsadm.txt; }
+./bin/tinylet ipvs list > /tmp/tinylet.txt 2>&1
+cmp -s /tmp/ipvsadm.txt /tmp/tinylet.txt && ok "tinylet ipvs list = ipvsadm -Ln with IPv6" ||
+    { not_ok "tinylet ipvs list = ipvsadm -Ln with IPv6"; diff /tmp/ipvsadm.txt /tmp/tinylet.txt; }
+ip -o addr show dev kube-ipvs0 2>/dev/null | grep -q ' fd00:96::10/128' && ok "kube-ipvs0 holds the IPv6 ClusterIP" ||
+    { not_ok "kube-ipvs0 holds the IPv6 ClusterIP"; ip addr show dev kube-ipvs0; }
 
 ./bin/tinylet ipvs flush && [ -z "$(ipvsadm -Ln | normalize_listing)" ] &&
     ok "tinylet ipvs flush" || not_ok "tinylet ipvs flush"
