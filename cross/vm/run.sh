@@ -11,6 +11,10 @@
 #   TINYLET_VM_MEM      guest memory in MiB (default 1024)
 #   TINYLET_VM_CONSOLE  1: also print the whole console log (kernel messages, init)
 #   TINYLET_VM_CPU      aarch64 only: QEMU -cpu (default cortex-a53, a Raspberry Pi 3/Zero 2)
+#   TINYLET_VM_APPEND   extra kernel command line. The default keeps the stock kernel's
+#                       settings: e.g. mitigations=off makes every syscall ~5x cheaper under TCG
+#                       (ipvsadm -R of 10,000 services: 7 s instead of 38 s), which flatters
+#                       syscall-heavy tools and is not what a stock Debian host runs.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -50,7 +54,7 @@ pad=$(( (512 - size % 512) % 512 ))
 (cd "$TMP/root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >> "$TMP/initrd"
 rm -rf "$TMP/root"
 
-CMDLINE="quiet loglevel=3 panic=-1 mitigations=off"
+CMDLINE="quiet loglevel=3 panic=-1 ${TINYLET_VM_APPEND:-}"
 case "$ARCH" in
     x86_64)
         # The uncompressed vmlinux boots through QEMU's PVH entry (no in-guest decompression).

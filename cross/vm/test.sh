@@ -40,7 +40,7 @@ for arch in "${ARCHES[@]}"; do
     if [ "$ok" = 1 ]; then
         cp "$VM_DIR/guest/lib.sh" "$payload/"
         cp "$VM_DIR/guest/test.sh" "$payload/run"
-        cp -r "$VM_DIR/proxy-manifests" "$payload/"
+        cp -r "$VM_DIR/proxy-manifests" "$VM_DIR/proxy-v6" "$payload/"
         cp "$VM_DIR/proxy-expected.txt" "$payload/"
         echo "=== vm $arch: boot"
         TINYLET_VM_TIMEOUT=${TINYLET_VM_TIMEOUT:-300} "$VM_DIR/run.sh" "$arch" "$payload" || ok=0

@@ -38,27 +38,38 @@ for n in $SIZES; do
     echo "ipvsadm -R, N=$n: $t s ($(table_size))"
     # Every restored line is a GETFAMILY request and then the command itself.
     echo "@@BENCH ipvsadm sync $n $t $((6 * n))"
-    if [ "$n" -eq "$MAX" ]; then
-        t0=$(uptime_s)
-        ipvsadm -a -t 10.100.0.0:80 -r 10.202.0.0:8080 -m -w 1 || fail=1
-        t=$(elapsed "$t0" "$(uptime_s)")
-        echo "ipvsadm -a one destination at N=$n: $t s"
-        # ipvsadm resolves the family id first: two requests for one change.
-        echo "@@BENCH ipvsadm add-one $n $t 2"
-    fi
+    t0=$(uptime_s)
+    ipvsadm -a -t 10.100.0.0:80 -r 10.202.0.0:8080 -m -w 1 || fail=1
+    t=$(elapsed "$t0" "$(uptime_s)")
+    echo "ipvsadm -a of one destination at N=$n: $t s"
+    echo "@@BENCH ipvsadm add-one $n $t 2"
     t0=$(uptime_s)
     flush
-    echo "ipvsadm -C at N=$n: $(elapsed "$t0" "$(uptime_s)") s"
+    t=$(elapsed "$t0" "$(uptime_s)")
+    echo "ipvsadm -C at N=$n: $t s"
+    echo "@@BENCH ipvsadm flush $n $t 2"
 done
 
-# tinylet's sync of the same tables through its own netlink layer: ./tinylet-bench prints
-# "@@BENCH tinylet ..." lines itself (see bench.sh for how it is built and invoked).
-if [ -f tinylet-bench ]; then
-    for n in $SIZES; do
-        sh ./tinylet-bench "$n" "$MAX" || { echo "tinylet bench at N=$n failed"; fail=1; }
-        flush
-    done
+# tinylet's sync of the same shape of table through its own netlink layer: the ignored
+# bench_sync test of tests/ipvs_kernel.rs, whose "BENCH what n=N ... time_ms=T messages=M"
+# lines become @@BENCH lines here.
+if [ -x bin/ipvs_kernel ]; then
+    TINYLET_IPVS_KERNEL=1 TINYLET_BENCH_N=$(echo $SIZES | tr ' ' ',') \
+        ./bin/ipvs_kernel --ignored --exact bench_sync --nocapture --test-threads=1 > /tmp/bench.out 2>&1
+    rc=$?
+    cat /tmp/bench.out
+    [ "$rc" -eq 0 ] || { echo "tinylet bench_sync failed: exit $rc"; fail=1; }
+    awk '$1 == "BENCH" {
+        what = $2; n = ""; ms = ""; msgs = ""
+        for (i = 3; i <= NF; i++) {
+            split($i, kv, "=")
+            if (kv[1] == "n") n = kv[2]; else if (kv[1] == "time_ms") ms = kv[2]; else if (kv[1] == "messages") msgs = kv[2]
+        }
+        name = what == "full_sync" ? "sync" : what == "add_one_endpoint" ? "add-one" : what == "full_resync_nochange" ? "resync" : what
+        if (n != "" && ms != "") printf "@@BENCH tinylet %s %s %.4f %s\n", name, n, ms / 1000, msgs
+    }' /tmp/bench.out
+    flush
 else
-    echo "no tinylet bench in this tree: ipvsadm figures only"
+    echo "no tinylet bench in this tree (tests/ipvs_kernel.rs): ipvsadm figures only"
 fi
 exit $fail

@@ -25,3 +25,31 @@ summary() {
     echo "checks: $CHECKS_OK passed, $CHECKS_FAILED failed${FAILED_NAMES:+ (failed:$FAILED_NAMES)}"
     [ "$CHECKS_FAILED" -eq 0 ]
 }
+
+# An `ipvsadm -Ln` listing (stdin) as `ipvsadm -R` input that recreates the same table, so a
+# listing printed by our code can be replayed and compared with ipvsadm's own rendering. Exits
+# non-zero on what it cannot express (then the caller skips the comparison).
+listing_to_restore() {
+    awk '
+        function fail(why) { print "cannot replay: " why > "/dev/stderr"; bad = 1; exit 1 }
+        /^IP Virtual Server version/ || /^Prot LocalAddress/ || /^  -> RemoteAddress/ { next }
+        /^(TCP|UDP|SCTP|FWM) / {
+            opt = $1 == "TCP" ? "-t" : $1 == "UDP" ? "-u" : $1 == "SCTP" ? "--sctp-service" : "-f"
+            svc = opt " " $2
+            line = "-A " svc " -s " $3
+            for (i = 4; i <= NF; i++) {
+                if ($i == "persistent") line = line " -p " $(++i)
+                else if ($i == "mask") line = line " -M " $(++i)
+                else if ($i == "ops") line = line " -o"
+                else fail("service flag " $i)
+            }
+            print line; next
+        }
+        /^  -> / {
+            fwd = $3 == "Masq" ? "-m" : $3 == "Route" || $3 == "Local" ? "-g" : $3 == "Tunnel" ? "-i" : ""
+            if (fwd == "") fail("forwarding " $3)
+            print "-a " svc " -r " $2 " " fwd " -w " $4; next
+        }
+        NF { fail("line: " $0) }
+    '
+}

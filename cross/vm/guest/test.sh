@@ -6,20 +6,35 @@ ARCH=$(uname -m)
 # --- our netlink/IPVS layer against the real kernel ----------------------------------------------
 if [ -x bin/ipvs_kernel ]; then
     t0=$(uptime_s)
-    TINYLET_IPVS_KERNEL=1 ./bin/ipvs_kernel --test-threads=1 > /tmp/kernel-tests.out 2>&1
+    TINYLET_IPVS_KERNEL=1 ./bin/ipvs_kernel --test-threads=1 --nocapture > /tmp/kernel-tests.out 2>&1
     rc=$?
     cat /tmp/kernel-tests.out
     echo "(ipvs_kernel: $(elapsed "$t0" "$(uptime_s)") s in the guest)"
     [ "$rc" -eq 0 ] && ok "ipvs_kernel tests ($ARCH)" || not_ok "ipvs_kernel tests ($ARCH)" "exit $rc"
-    # Where the tests print a table they programmed (between @@LISTING markers) with that table
-    # still in the kernel, ipvsadm must see the same.
-    if grep -q '^@@LISTING-BEGIN' /tmp/kernel-tests.out; then
-        awk '/^@@LISTING-END/ {p=0} p {print} /^@@LISTING-BEGIN/ {p=1}' /tmp/kernel-tests.out |
-            normalize_listing > /tmp/ours.norm
-        ipvsadm -Ln | normalize_listing > /tmp/ipvsadm.norm
-        if cmp -s /tmp/ours.norm /tmp/ipvsadm.norm; then ok "kernel tests' listing = ipvsadm -Ln"
-        else not_ok "kernel tests' listing = ipvsadm -Ln"; diff /tmp/ipvsadm.norm /tmp/ours.norm; fi
-    fi
+    # The tests print the listings they read through our layer between
+    # "=== TINYLET NAME BEGIN/END ===" lines (and clean up after themselves). Each listing is
+    # replayed into the kernel with `ipvsadm -R`; ipvsadm's own rendering of that table must be
+    # the listing, byte for byte (same entries, order, columns, header from the kernel's info).
+    rm -rf /tmp/listings && mkdir -p /tmp/listings
+    # (libtest prints "test NAME ... " before the test's own output: markers may not start a line.)
+    awk '/=== TINYLET [^ ]* END ===$/ {out = ""}
+         out != "" {print > out}
+         /=== TINYLET [^ ]* BEGIN ===$/ {
+             n++; name = $0; sub(/.*=== TINYLET /, "", name); sub(/ BEGIN ===$/, "", name)
+             out = sprintf("/tmp/listings/%03d-%s", n, name); printf "" > out
+         }' /tmp/kernel-tests.out
+    for f in /tmp/listings/*; do
+        [ -f "$f" ] || continue
+        head -n 1 "$f" | grep -q '^IP Virtual Server version' || continue
+        name=${f##*/}
+        if ! listing_to_restore < "$f" > /tmp/replay; then
+            echo "skip replay of $name"
+            continue
+        fi
+        ipvsadm -C && ipvsadm -R < /tmp/replay && ipvsadm -Ln > /tmp/replayed.txt
+        if cmp -s "$f" /tmp/replayed.txt; then ok "kernel tests' listing $name = ipvsadm -Ln of the same table"
+        else not_ok "kernel tests' listing $name = ipvsadm -Ln of the same table"; diff /tmp/replayed.txt "$f"; fi
+    done
 else
     echo "skip ipvs_kernel tests: the tree has no tests/ipvs_kernel.rs"
 fi
@@ -49,7 +64,9 @@ else
     diff /tmp/ipvsadm.txt /tmp/tinylet.txt
 fi
 
-if ip -o addr show dev kube-ipvs0 2>/dev/null | grep -q ' 10.96.0.10/32'; then
+addrs=$(ip -o addr show dev kube-ipvs0 2>/dev/null)
+if echo "$addrs" | grep -q ' 10.96.0.10/32' && echo "$addrs" | grep -q ' 10.96.0.20/32' &&
+    echo "$addrs" | grep -q ' 10.96.0.53/32'; then
     ok "kube-ipvs0 holds the ClusterIPs"
 else
     not_ok "kube-ipvs0 holds the ClusterIPs"; ip addr show 2>&1
@@ -72,6 +89,36 @@ if ./bin/tinylet proxy --once --proxy-manifest-path /payload/proxy-manifests &&
 else
     not_ok "tinylet proxy --once repairs drift"; ipvsadm -Ln
 fi
+
+# Endpoint churn: one endpoint turning unready is exactly one operation, a destination delete.
+cp -r proxy-manifests /tmp/m
+sed -i 's/- addresses: \[10.244.1.3\]/- addresses: [10.244.1.9]/' /tmp/m/web.yaml
+./bin/tinylet proxy --once --proxy-manifest-path /tmp/m > /tmp/churn.out 2>&1
+rc=$?
+cat /tmp/churn.out
+ops=$(grep -cE '^(add|delete|edit) ' /tmp/churn.out)
+if [ "$rc" -eq 0 ] && [ "$ops" -eq 2 ] &&
+    grep -q '^delete destination 10.244.1.3:8080' /tmp/churn.out &&
+    grep -q '^add destination 10.244.1.9:8080' /tmp/churn.out; then
+    ok "one endpoint replaced = one delete + one add"
+else
+    not_ok "one endpoint replaced = one delete + one add" "exit $rc, $ops ops"
+fi
+
+# IPv6: a v6 service next to the v4 ones.
+cp proxy-v6/*.yaml /tmp/m/
+if ./bin/tinylet proxy --once --proxy-manifest-path /tmp/m; then ok "tinylet proxy --once with IPv6"
+else not_ok "tinylet proxy --once with IPv6" "exit $?"; fi
+ipvsadm -Ln > /tmp/ipvsadm.txt
+v6=$(normalize_listing < /tmp/ipvsadm.txt | grep -F '[fd00:96::10]:80')
+want6="TCP [fd00:96::10]:80 rr -> [fd00:244::2]:8080 Masq 1
+TCP [fd00:96::10]:80 rr -> [fd00:244::3]:8080 Masq 1"
+[ "$v6" = "$want6" ] && ok "IPv6 service in the kernel" || { not_ok "IPv6 service in the kernel"; cat /tmp/ipvsadm.txt; }
+./bin/tinylet ipvs list > /tmp/tinylet.txt 2>&1
+cmp -s /tmp/ipvsadm.txt /tmp/tinylet.txt && ok "tinylet ipvs list = ipvsadm -Ln with IPv6" ||
+    { not_ok "tinylet ipvs list = ipvsadm -Ln with IPv6"; diff /tmp/ipvsadm.txt /tmp/tinylet.txt; }
+ip -o addr show dev kube-ipvs0 2>/dev/null | grep -q ' fd00:96::10/128' && ok "kube-ipvs0 holds the IPv6 ClusterIP" ||
+    { not_ok "kube-ipvs0 holds the IPv6 ClusterIP"; ip addr show dev kube-ipvs0; }
 
 ./bin/tinylet ipvs flush && [ -z "$(ipvsadm -Ln | normalize_listing)" ] &&
     ok "tinylet ipvs flush" || not_ok "tinylet ipvs flush"
