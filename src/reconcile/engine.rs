@@ -65,6 +65,9 @@ pub struct EngineConfig {
     pub retry_backoff: BackoffPolicy,
     /// A container that ran this long before exiting restarts with a fresh back-off.
     pub backoff_reset_after_run: Duration,
+    /// Probes due within this window are run early, together with the one due now, so probes
+    /// of many containers converge onto shared wake-ups (idle CPU on small devices).
+    pub probe_coalesce: Duration,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +78,7 @@ impl Default for EngineConfig {
             pull_backoff: BackoffPolicy::KUBELET,
             retry_backoff: BackoffPolicy::KUBELET,
             backoff_reset_after_run: Duration::from_secs(600),
+            probe_coalesce: Duration::from_secs(1),
         }
     }
 }
@@ -850,6 +854,7 @@ impl PodRecord {
             return;
         };
         let now = p.now;
+        let horizon = now.checked_add(p.config.probe_coalesce).unwrap_or(now);
         let pod = self.pod.clone();
         for spec in &d.containers {
             let running = self
@@ -878,7 +883,7 @@ impl PodRecord {
                 let Some(t) = set.tracker_mut(kind) else {
                     continue;
                 };
-                if t.is_due(now) {
+                if t.is_due(horizon) {
                     let id = p.alloc();
                     t.dispatched(id, now);
                     p.actions.push(Action {

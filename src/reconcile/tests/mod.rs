@@ -1,4 +1,5 @@
 //! Engine tests against a simulated runtime, with an injected clock.
 
 mod lifecycle;
+mod probes;
 mod sim;
