@@ -1480,6 +1480,8 @@ impl Engine {
 
     /// Replaces the whole desired pod set. Pods left out are stopped and removed.
     pub fn set_desired(&mut self, pods: impl IntoIterator<Item = DesiredPod>) {
+        // An empty set is knowledge too: everything found running is then an orphan.
+        self.desired_known = true;
         let mut seen = BTreeSet::new();
         for d in pods {
             seen.insert(d.uid.clone());

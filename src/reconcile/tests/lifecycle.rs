@@ -663,6 +663,16 @@ fn orphans_are_cleaned_and_unmanaged_objects_left_alone() {
 }
 
 #[test]
+fn an_empty_desired_set_cleans_up_everything_after_a_restart() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    h.settle();
+    h.e = Engine::new(EngineConfig::default());
+    h.set(vec![]);
+    h.settle();
+    assert!(h.sim.sandboxes.is_empty() && h.sim.containers.is_empty());
+}
+
+#[test]
 fn adoption_after_restart_touches_nothing() {
     let mut p = with_init(pod("a", &["app", "side"]), &["init"]);
     p.containers[0].readiness = Some(probe());

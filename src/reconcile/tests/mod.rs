@@ -2,4 +2,5 @@
 
 mod lifecycle;
 mod probes;
+mod random;
 mod sim;
