@@ -122,7 +122,7 @@ impl ProbeSet {
             && self
                 .readiness
                 .as_ref()
-                .is_none_or(|t| t.passing() == Some(true))
+                .map_or(true, |t| t.passing() == Some(true))
     }
 }
 
@@ -308,7 +308,7 @@ impl PodRecord {
             .iter()
             .filter(|c| Self::container_name(c) == name && live.contains(c.sandbox_id.as_str()))
             .collect();
-        v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+        v.sort_by_key(|c| std::cmp::Reverse(c.attempt));
         v
     }
 
@@ -812,7 +812,7 @@ impl PodRecord {
             by_name.entry(Self::container_name(c)).or_default().push(c);
         }
         for (name, mut v) in by_name {
-            v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+            v.sort_by_key(|c| std::cmp::Reverse(c.attempt));
             let keep = if names.contains(name) { 2 } else { 0 };
             for c in v.into_iter().skip(keep) {
                 match c.state {
@@ -868,7 +868,7 @@ impl PodRecord {
             if mem.kill.as_ref().is_some_and(|(id, _)| *id == c.id) {
                 continue;
             }
-            if mem.probes.as_ref().is_none_or(|s| s.instance != c.id) {
+            if mem.probes.as_ref().map_or(true, |s| s.instance != c.id) {
                 mem.probes = Some(ProbeSet::new(spec, &c.id, c.started_at.unwrap_or(now)));
             }
             let Some(set) = mem.probes.as_mut() else {
@@ -1184,7 +1184,7 @@ impl PodRecord {
             let mem = self.mem_mut(&name, config);
             mem.next_attempt = mem.next_attempt.max(c.attempt.saturating_add(1));
             if c.state == ContainerState::Exited
-                && mem.exit_seen.as_ref().is_none_or(|(id, _)| *id != c.id)
+                && mem.exit_seen.as_ref().map_or(true, |(id, _)| *id != c.id)
             {
                 mem.exit_seen = Some((c.id.clone(), now));
             }
@@ -1244,7 +1244,7 @@ impl PodRecord {
                         && self
                             .mem
                             .get(&ic.name)
-                            .is_none_or(|m| m.killed.as_deref() != Some(c.id.as_str()))
+                            .map_or(true, |m| m.killed.as_deref() != Some(c.id.as_str()))
                 })
             })
     }
@@ -1527,7 +1527,7 @@ impl Engine {
     pub fn observe(&mut self, snapshot: Observed, taken_at: Instant) {
         self.observed_once = true;
         let fresh: BTreeSet<String> = snapshot.images.iter().map(|i| normalize_image(i)).collect();
-        if self.images_at.is_none_or(|t| taken_at >= t) {
+        if self.images_at.map_or(true, |t| taken_at >= t) {
             self.images = fresh;
         } else {
             self.images.extend(fresh);
