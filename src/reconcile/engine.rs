@@ -347,11 +347,33 @@ impl PodRecord {
             return;
         };
         if let Some(del) = d.deletion {
+            self.note_final_phase(&d);
             self.plan_teardown(p, del.grace, &|_| true);
             return;
         }
         self.plan_running(p, &d);
         self.plan_probes(p, &d);
+    }
+
+    /// A deleted pod ends Succeeded when every app container exited 0, else Failed (the
+    /// kubelet's rule for terminating pods); decided once all containers have stopped.
+    fn note_final_phase(&mut self, d: &DesiredPod) {
+        let stopped = self
+            .containers
+            .iter()
+            .all(|c| !matches!(c.state, ContainerState::Running | ContainerState::Unknown));
+        if self.terminal.is_some() || !stopped || self.containers.is_empty() {
+            return;
+        }
+        let all_ok = d
+            .containers
+            .iter()
+            .all(|spec| self.phase_count(d, spec) == PhaseCount::Exited { success: true });
+        self.terminal = Some(if all_ok {
+            PodPhase::Succeeded
+        } else {
+            PodPhase::Failed
+        });
     }
 
     /// Stops, then removes, the targeted sandboxes and every container in them (and containers
@@ -475,22 +497,27 @@ impl PodRecord {
             .current_sandbox(hash)
             .map(|s| (s.id.clone(), s.attempt));
         let Some((sid, _)) = current else {
-            if d.restart_policy == RestartPolicy::Never && self.ever_ran {
-                // The containers died with their sandbox and may not run again.
-                if !self.plan_stop_running(p, grace) {
+            if self.ever_ran {
+                // A pod that already finished (e.g. seen again after an agent restart) stays
+                // finished; under Never, containers that died with their sandbox stay dead.
+                let phase = self.compute_phase(d);
+                let finished = matches!(phase, PodPhase::Succeeded | PodPhase::Failed);
+                if finished || d.restart_policy == RestartPolicy::Never {
+                    if !self.plan_stop_running(p, grace) {
+                        return;
+                    }
+                    let phase = self.compute_phase(d);
+                    if phase != PodPhase::Succeeded && !finished {
+                        self.message = Some("pod sandbox died and restartPolicy is Never".into());
+                    }
+                    self.terminal = Some(if phase == PodPhase::Succeeded {
+                        PodPhase::Succeeded
+                    } else {
+                        PodPhase::Failed
+                    });
+                    self.plan_terminal(p, d);
                     return;
                 }
-                let phase = self.compute_phase(d);
-                if phase != PodPhase::Succeeded {
-                    self.message = Some("pod sandbox died and restartPolicy is Never".into());
-                }
-                self.terminal = Some(if phase == PodPhase::Succeeded {
-                    PodPhase::Succeeded
-                } else {
-                    PodPhase::Failed
-                });
-                self.plan_terminal(p, d);
-                return;
             }
             // A dead sandbox: clear it out, then start over with a new one.
             if !self.plan_teardown(p, grace, &|_| true) {

@@ -732,6 +732,51 @@ fn adoption_after_restart_touches_nothing() {
 }
 
 #[test]
+fn adoption_keeps_finished_pods_finished() {
+    for policy in [RestartPolicy::OnFailure, RestartPolicy::Never] {
+        let mut p = pod("a", &["job"]);
+        p.restart_policy = policy;
+        let mut h = Harness::with_pods(vec![p.clone()]);
+        h.sim.behaviour.insert(
+            "job".into(),
+            Behaviour {
+                run_for: Some(secs(2)),
+                exit_code: 0,
+            },
+        );
+        h.run_for(secs(5));
+        assert_eq!(h.status("a").phase, PodPhase::Succeeded);
+        h.e = Engine::new(EngineConfig::default());
+        h.log.clear();
+        h.set(vec![p]);
+        h.run_for(secs(60));
+        assert!(
+            h.logged("RunSandbox", None).is_empty(),
+            "{policy:?}: {:?}",
+            names(&h)
+        );
+        assert!(h.logged("CreateContainer", None).is_empty());
+        assert!(h.logged("RemoveContainer", None).is_empty());
+        assert_eq!(h.status("a").phase, PodPhase::Succeeded, "{policy:?}");
+        assert_eq!(h.sim.containers.len(), 1);
+    }
+}
+
+#[test]
+fn deleted_pods_end_in_a_terminal_phase() {
+    let mut p = pod("a", &["app"]);
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.settle();
+    p.deletion = Some(Deletion { grace: secs(5) });
+    h.set(vec![p]);
+    h.settle();
+    let st = h.status("a");
+    assert!(st.terminated);
+    // Killed containers (the simulated runtime reports 137) make it Failed.
+    assert_eq!(st.phase, PodPhase::Failed);
+}
+
+#[test]
 fn adoption_does_not_rerun_init_containers_already_gone() {
     let p = with_init(pod("a", &["app"]), &["init"]);
     let mut h = Harness::with_pods(vec![p.clone()]);
