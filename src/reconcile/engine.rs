@@ -552,18 +552,31 @@ impl PodRecord {
             .containers
             .iter()
             .any(|c| !self.instances(&c.name, Scope::Sandbox(sid)).is_empty());
-        if !app_started {
-            for ic in &d.init_containers {
-                match self.plan_container(p, d, ic, sid, true) {
-                    Step::Complete => continue,
-                    Step::Finished => {
-                        self.message = Some(format!("init container {} failed", ic.name));
-                        self.terminal = Some(PodPhase::Failed);
-                        self.plan_terminal(p, d);
-                        return;
-                    }
-                    Step::Acted | Step::Waiting | Step::Running => return,
+        for ic in &d.init_containers {
+            // Once initialised, only sidecars still need looking after.
+            if app_started && !ic.sidecar {
+                continue;
+            }
+            let step = self.plan_container(p, d, ic, sid, true);
+            if ic.sidecar {
+                match step {
+                    Step::Acted => return,
+                    // The next init container waits until the sidecar has started.
+                    Step::Running if app_started || self.sidecar_started(ic, sid) => continue,
+                    Step::Waiting if app_started => continue,
+                    Step::Running | Step::Waiting => return,
+                    Step::Complete | Step::Finished => continue,
                 }
+            }
+            match step {
+                Step::Complete => continue,
+                Step::Finished => {
+                    self.message = Some(format!("init container {} failed", ic.name));
+                    self.terminal = Some(PodPhase::Failed);
+                    self.plan_terminal(p, d);
+                    return;
+                }
+                Step::Acted | Step::Waiting | Step::Running => return,
             }
         }
         for c in &d.containers {
@@ -578,6 +591,20 @@ impl PodRecord {
             return;
         }
         self.plan_gc(p, d, sid);
+    }
+
+    /// A sidecar counts as started once running with its startup probe (if any) passed.
+    fn sidecar_started(&self, spec: &DesiredContainer, sid: &str) -> bool {
+        let Some(c) = self.latest(&spec.name, Scope::Sandbox(sid)) else {
+            return false;
+        };
+        if c.state != ContainerState::Running {
+            return false;
+        }
+        match self.mem.get(&spec.name).and_then(|m| m.probes.as_ref()) {
+            Some(set) if set.instance == c.id => set.started,
+            _ => spec.startup.is_none(),
+        }
     }
 
     fn plan_container(
@@ -659,6 +686,7 @@ impl PodRecord {
         let killed = mem.killed.as_deref() == Some(c.id.as_str());
         let success = c.exit_code == Some(0) && !killed;
         let restart = match d.restart_policy {
+            _ if spec.sidecar => true,
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => !success,
             // Init containers run to completion even under Always.
@@ -883,7 +911,8 @@ impl PodRecord {
         let now = p.now;
         let horizon = now.checked_add(p.config.probe_coalesce).unwrap_or(now);
         let pod = self.pod.clone();
-        for spec in &d.containers {
+        let sidecars = d.init_containers.iter().filter(|c| c.sidecar);
+        for spec in sidecars.chain(d.containers.iter()) {
             let running = self
                 .latest(&spec.name, Scope::Sandbox(&sid))
                 .filter(|c| c.state == ContainerState::Running);
@@ -1266,6 +1295,9 @@ impl PodRecord {
             .any(|c| !self.instances(&c.name, scope).is_empty())
             || d.init_containers.iter().all(|ic| {
                 self.latest(&ic.name, scope).is_some_and(|c| {
+                    if ic.sidecar {
+                        return c.state == ContainerState::Running;
+                    }
                     c.state == ContainerState::Exited
                         && c.exit_code == Some(0)
                         && self
@@ -1280,7 +1312,7 @@ impl PodRecord {
     fn compute_phase(&self, d: &DesiredPod) -> PodPhase {
         if !self.initialized(d) {
             let init_failed = d.restart_policy == RestartPolicy::Never
-                && d.init_containers.iter().any(|ic| {
+                && d.init_containers.iter().filter(|ic| !ic.sidecar).any(|ic| {
                     self.latest(&ic.name, Scope::Spec(&d.spec_hash))
                         .is_some_and(|c| {
                             c.state == ContainerState::Exited && c.exit_code != Some(0)
@@ -1391,7 +1423,7 @@ impl PodRecord {
                 .filter(|s| s.instance == c.id)
         });
         let started = running.is_some() && probes.map_or(spec.startup.is_none(), |s| s.started);
-        let ready = !init
+        let ready = (!init || spec.sidecar)
             && running.is_some()
             && probes.map_or(spec.startup.is_none() && spec.readiness.is_none(), |s| {
                 s.ready()
@@ -1423,7 +1455,7 @@ impl PodRecord {
 
     fn status(&self, d: &DesiredPod, now: Instant) -> PodStatus {
         let initialized = self.initialized(d);
-        let init_containers = d
+        let init_containers: Vec<ContainerStatus> = d
             .init_containers
             .iter()
             .map(|c| self.container_status(d, c, true, initialized, now))
@@ -1434,7 +1466,13 @@ impl PodRecord {
             .map(|c| self.container_status(d, c, false, initialized, now))
             .collect();
         let phase = self.terminal.unwrap_or_else(|| self.compute_phase(d));
-        let containers_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
+        let sidecars_ready = d
+            .init_containers
+            .iter()
+            .zip(init_containers.iter())
+            .all(|(spec, st): (&DesiredContainer, &ContainerStatus)| !spec.sidecar || st.ready);
+        let containers_ready =
+            !containers.is_empty() && containers.iter().all(|c| c.ready) && sidecars_ready;
         let deleting = d.deletion.is_some();
         PodStatus {
             uid: d.uid.clone(),

@@ -148,6 +148,10 @@ pub struct DesiredContainer {
     pub readiness: Option<ProbeSpec>,
     /// Startup probe.
     pub startup: Option<ProbeSpec>,
+    /// A native sidecar (an init container with restartPolicy Always): started in init order,
+    /// the next init container waits only until it has started, and it keeps running (and is
+    /// always restarted) until the app containers are done. Ignored for app containers.
+    pub sidecar: bool,
 }
 
 impl DesiredContainer {
@@ -161,6 +165,7 @@ impl DesiredContainer {
             liveness: None,
             readiness: None,
             startup: None,
+            sidecar: false,
         }
     }
 

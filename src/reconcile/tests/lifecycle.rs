@@ -938,3 +938,99 @@ fn several_pods_progress_independently() {
         .all(|s| s.state == SandboxState::Ready));
     let _ = Duration::ZERO;
 }
+
+fn sidecar_pod(policy: RestartPolicy) -> crate::reconcile::DesiredPod {
+    let mut p = with_init(pod("a", &["main"]), &["proxy", "setup"]);
+    p.restart_policy = policy;
+    p.init_containers[0].sidecar = true;
+    p
+}
+
+#[test]
+fn sidecar_starts_in_init_order_and_keeps_running() {
+    let mut h = Harness::with_pods(vec![sidecar_pod(RestartPolicy::Always)]);
+    h.sim.behaviour.insert(
+        "setup".into(),
+        Behaviour {
+            run_for: Some(secs(2)),
+            exit_code: 0,
+        },
+    );
+    h.run_for(secs(5));
+    assert_eq!(
+        names(&h),
+        [
+            "RunSandbox",
+            "CreateContainer:proxy",
+            "StartContainer:proxy",
+            "CreateContainer:setup",
+            "StartContainer:setup",
+            "CreateContainer:main",
+            "StartContainer:main"
+        ]
+    );
+    let st = h.status("a");
+    assert!(st.conditions.initialized && st.conditions.ready);
+    assert!(st.init_containers[0].ready, "sidecars report readiness");
+    assert_eq!(st.phase, PodPhase::Running);
+}
+
+#[test]
+fn sidecar_waits_for_its_startup_probe_before_the_next_init() {
+    let mut p = sidecar_pod(RestartPolicy::Always);
+    p.init_containers[0].startup = Some(probe());
+    let mut h = Harness::with_pods(vec![p]);
+    h.sim.behaviour.insert(
+        "setup".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 0,
+        },
+    );
+    h.sim.probe_script.insert(
+        ("proxy".into(), crate::reconcile::model::ProbeKind::Startup),
+        vec![false],
+    );
+    h.run_for(secs(5));
+    assert!(h.logged("CreateContainer", Some("setup")).is_empty());
+    h.run_for(secs(10));
+    assert_eq!(h.secs(h.logged("CreateContainer", Some("setup"))[0].at), 10);
+}
+
+#[test]
+fn sidecar_is_restarted_even_under_never_and_stopped_when_main_is_done() {
+    let mut h = Harness::with_pods(vec![sidecar_pod(RestartPolicy::Never)]);
+    h.sim.behaviour.insert(
+        "setup".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 0,
+        },
+    );
+    h.sim.behaviour.insert(
+        "main".into(),
+        Behaviour {
+            run_for: Some(secs(30)),
+            exit_code: 0,
+        },
+    );
+    h.run_for(secs(5));
+    // The sidecar crashes: restarted despite restartPolicy Never, the app is untouched.
+    let proxy = h.sim.instances("a", "proxy")[0].id.clone();
+    for c in &mut h.sim.containers {
+        if c.id == proxy {
+            c.state = ContainerState::Exited;
+            c.exit_code = Some(1);
+            c.finished_at = Some(h.now);
+        }
+    }
+    h.run_for(secs(1));
+    assert_eq!(h.logged("StartContainer", Some("proxy")).len(), 2);
+    assert_eq!(h.logged("StartContainer", Some("main")).len(), 1);
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    // main completes: the sidecar is stopped and the pod succeeds.
+    h.run_for(secs(40));
+    assert_eq!(h.logged("StopContainer", Some("proxy")).len(), 1);
+    assert_eq!(h.status("a").phase, PodPhase::Succeeded);
+    assert_eq!(h.sim.ready_sandboxes("a"), 0);
+}
