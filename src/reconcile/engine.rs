@@ -1566,6 +1566,15 @@ impl Engine {
         match self.pods.get_mut(&d.uid) {
             Some(rec) => {
                 if rec.desired.as_deref() != Some(&d) {
+                    // A new spec is a new pod instance: its memory starts afresh once the old
+                    // objects are gone (even if they are gone already).
+                    if rec
+                        .desired
+                        .as_ref()
+                        .is_some_and(|old| old.spec_hash != d.spec_hash)
+                    {
+                        rec.replacing = true;
+                    }
                     rec.pod = d.pod_ref();
                     rec.grace = d.termination_grace;
                     rec.desired = Some(Arc::new(d));

@@ -552,6 +552,36 @@ fn spec_change_replaces_the_pod() {
 }
 
 #[test]
+fn a_new_spec_after_a_finished_pod_starts_afresh() {
+    let mut p = pod("a", &["app"]);
+    p.restart_policy = RestartPolicy::Never;
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.sim.behaviour.insert(
+        "app".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 1,
+        },
+    );
+    h.run_for(secs(5));
+    assert_eq!(h.status("a").phase, PodPhase::Failed);
+    // Deleted and fully cleaned, then the same UID comes back with another spec.
+    p.deletion = Some(Deletion { grace: secs(1) });
+    h.set(vec![p.clone()]);
+    h.settle();
+    assert!(h.sim.sandboxes.is_empty());
+    h.sim.behaviour.clear();
+    p.deletion = None;
+    p.spec_hash = "h-v2".into();
+    p.restart_policy = RestartPolicy::Always;
+    h.set(vec![p]);
+    h.settle();
+    let st = h.status("a");
+    assert_eq!(st.phase, PodPhase::Running, "{st:?}");
+    assert_eq!(st.containers[0].restart_count, 0);
+}
+
+#[test]
 fn container_spec_change_restarts_only_that_container() {
     let p = pod("a", &["one", "two"]);
     let mut h = Harness::with_pods(vec![p.clone()]);

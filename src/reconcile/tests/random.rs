@@ -57,10 +57,20 @@ fn random_pod(rng: &mut Rng, uid: &str, version: u64) -> DesiredPod {
     let n_app = 1 + rng.below(3) as usize;
     let n_init = rng.below(3) as usize;
     let apps: Vec<&str> = NAMES[..n_app].to_vec();
-    let inits: Vec<String> = (0..n_init).map(|i| format!("init{i}")).collect();
+    let mut inits: Vec<String> = (0..n_init).map(|i| format!("init{i}")).collect();
+    let sidecar = rng.chance(30);
+    if sidecar {
+        inits.insert(0, "side".to_string());
+    }
     let init_refs: Vec<&str> = inits.iter().map(String::as_str).collect();
     let mut p = with_init(pod(uid, &apps), &init_refs);
     p.spec_hash = format!("h-{uid}-{version}");
+    if sidecar {
+        p.init_containers[0].sidecar = true;
+        if rng.chance(50) {
+            p.init_containers[0].startup = Some(probe());
+        }
+    }
     p.restart_policy = *rng
         .pick(&[
             RestartPolicy::Always,
@@ -290,7 +300,7 @@ impl World {
                 container,
             } => {
                 if let Some(c) = sim.containers.iter().find(|c| &c.id == container_id) {
-                    let init = container.starts_with("init");
+                    let init = container.starts_with("init") || container == "side";
                     let sb = c.sandbox_id.clone();
                     self.check_inits_done(&a.pod.uid, &sb, container, init);
                 }
@@ -313,11 +323,12 @@ impl World {
             if init && ic.name == container {
                 break;
             }
+            // A sidecar only has to have been started; others must have succeeded.
             let done = self.h.sim.containers.iter().any(|c| {
                 c.sandbox_id == sandbox
                     && labels::get(&c.labels, labels::CONTAINER_NAME) == ic.name
-                    && c.state == ContainerState::Exited
-                    && c.exit_code == Some(0)
+                    && (ic.sidecar && c.state != ContainerState::Created
+                        || c.state == ContainerState::Exited && c.exit_code == Some(0))
             });
             assert!(
                 done,
@@ -390,7 +401,10 @@ fn run(seed: u64, steps: usize) {
     w.h.sim.pull_fail.clear();
     w.h.sim.probe_default.clear();
     w.h.sim.probe_script.clear();
-    for n in NAMES.iter().chain(["init0", "init1", "init2"].iter()) {
+    for n in NAMES
+        .iter()
+        .chain(["init0", "init1", "init2", "side"].iter())
+    {
         w.h.sim
             .images
             .insert(normalize_image(&format!("img/{n}:1")));
