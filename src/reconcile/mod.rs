@@ -10,6 +10,7 @@
 pub mod action;
 pub mod backoff;
 pub mod engine;
+pub mod from_pod;
 pub mod labels;
 pub mod logs;
 pub mod model;

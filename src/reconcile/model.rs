@@ -89,6 +89,13 @@ pub enum ProbeHandler {
         /// TCP port.
         port: u16,
     },
+    /// gRPC health check (grpc.health.v1) against the pod IP; SERVING is success.
+    Grpc {
+        /// TCP port.
+        port: u16,
+        /// Service name sent in the request, if any.
+        service: Option<String>,
+    },
 }
 
 /// One probe of one container, with the kubelet's timing knobs.
