@@ -14,6 +14,8 @@ pub mod from_pod;
 pub mod labels;
 pub mod logs;
 pub mod model;
+mod pod;
+mod pod_status;
 pub mod probe;
 pub mod status;
 

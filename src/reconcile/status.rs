@@ -3,6 +3,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Kubernetes waiting reasons the engine reports.
+pub mod reason {
+    /// Being created (also while its image is pulled).
+    pub const CONTAINER_CREATING: &str = "ContainerCreating";
+    /// App container waiting for init containers.
+    pub const POD_INITIALIZING: &str = "PodInitializing";
+    /// Waiting out the restart back-off.
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    /// The last pull failed.
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    /// Waiting out the pull back-off.
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    /// Pull policy Never and the image is absent.
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+    /// Creating the container failed.
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    /// The runtime cannot tell the container's state.
+    pub const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
+    /// Exit 0.
+    pub const COMPLETED: &str = "Completed";
+    /// Non-zero exit.
+    pub const ERROR: &str = "Error";
+    /// Starting the container failed.
+    pub const START_ERROR: &str = "StartError";
+}
+
 /// Pod phase (Kubernetes semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodPhase {

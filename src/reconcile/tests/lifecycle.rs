@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::sim::*;
-use crate::reconcile::engine::reason;
 use crate::reconcile::model::{ContainerState, Deletion, PullPolicy, RestartPolicy, SandboxState};
+use crate::reconcile::status::reason;
 use crate::reconcile::status::ContainerStateView;
 use crate::reconcile::{ActionKind, Engine, EngineConfig, PodPhase};
 
