@@ -176,6 +176,7 @@ impl PodRecord {
             .and_then(|m| m.backoff_until)
             .filter(|(until, _)| now < *until)
             .map(|(until, delay)| BackoffView {
+                until: Some(until),
                 delay_secs: delay.as_secs(),
                 remaining_secs: until.saturating_duration_since(now).as_secs(),
             });
@@ -194,6 +195,8 @@ impl PodRecord {
             restart_count,
             backoff,
             last_error: mem.and_then(|m| m.last_error.clone()),
+            started_at: latest.and_then(|c| c.started_at),
+            finished_at: latest.and_then(|c| c.finished_at),
         }
     }
 
