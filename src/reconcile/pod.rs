@@ -83,6 +83,8 @@ pub(super) struct ContainerMemory {
     pub(super) kill: Option<(String, String)>,
     /// Instance the engine stopped on purpose: restarts regardless of its exit code.
     pub(super) killed: Option<String>,
+    /// Instance stopped because its spec changed: it is replaced whatever the restart policy.
+    pub(super) respawn: Option<String>,
     /// Attempt the image was last pulled for (pull policy Always pulls once per attempt).
     pub(super) pulled_for: Option<u32>,
     pub(super) pull_attempt: Option<u32>,
@@ -103,6 +105,7 @@ impl ContainerMemory {
             exit_seen: None,
             kill: None,
             killed: None,
+            respawn: None,
             pulled_for: None,
             pull_attempt: None,
             waiting: None,
@@ -582,13 +585,13 @@ impl PodRecord {
                 let mem = self.mem_mut(&spec.name, p.config);
                 mem.waiting = None;
                 mem.backoff_until = None;
+                let changed =
+                    labels::spec_hash(&c.labels, &c.annotations) != Some(spec.spec_hash.as_str());
                 let why = if c.state == ContainerState::Unknown {
                     Some("container state unknown".to_string())
                 } else if let Some((_, why)) = mem.kill.as_ref().filter(|(id, _)| *id == c.id) {
                     Some(why.clone())
-                } else if labels::spec_hash(&c.labels, &c.annotations)
-                    != Some(spec.spec_hash.as_str())
-                {
+                } else if changed {
                     Some("container spec changed".to_string())
                 } else {
                     None
@@ -601,6 +604,9 @@ impl PodRecord {
                 }
                 let mem = self.mem_mut(&spec.name, p.config);
                 mem.killed = Some(c.id.clone());
+                if changed {
+                    mem.respawn = Some(c.id.clone());
+                }
                 mem.last_error = Some(why);
                 self.emit(
                     p,
@@ -630,8 +636,10 @@ impl PodRecord {
         let mem = self.mem_mut(&spec.name, p.config);
         let killed = mem.killed.as_deref() == Some(c.id.as_str());
         let success = c.exit_code == Some(0) && !killed;
+        let respawn = mem.respawn.as_deref() == Some(c.id.as_str());
         let restart = match d.restart_policy {
-            _ if spec.sidecar => true,
+            // Sidecars always come back; so does a container replaced for a new spec.
+            _ if spec.sidecar || respawn => true,
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => !success,
             // Init containers run to completion even under Always.

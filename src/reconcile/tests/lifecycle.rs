@@ -608,6 +608,19 @@ fn container_spec_change_restarts_only_that_container() {
 }
 
 #[test]
+fn container_spec_change_restarts_even_under_never() {
+    let mut p = pod("a", &["app"]);
+    p.restart_policy = RestartPolicy::Never;
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.settle();
+    p.containers[0].spec_hash = "ch-app-v2".into();
+    h.set(vec![p]);
+    h.settle();
+    assert_eq!(h.logged("StartContainer", None).len(), 2);
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+}
+
+#[test]
 fn dead_sandbox_is_recreated_with_all_containers() {
     let mut h = Harness::with_pods(vec![with_init(pod("a", &["app"]), &["init"])]);
     h.sim.behaviour.insert(
