@@ -105,8 +105,9 @@ impl Engine {
             self.upsert_pod(d);
         }
         for (uid, rec) in self.pods.iter_mut() {
-            if !seen.contains(uid) {
+            if !seen.contains(uid) && rec.desired.is_some() {
                 rec.desired = None;
+                rec.dirty = true;
             }
         }
     }
@@ -130,6 +131,7 @@ impl Engine {
                     rec.pod = d.pod_ref();
                     rec.grace = d.termination_grace;
                     rec.desired = Some(Arc::new(d));
+                    rec.dirty = true;
                 }
             }
             None => {
@@ -145,6 +147,7 @@ impl Engine {
         self.desired_known = true;
         if let Some(rec) = self.pods.get_mut(uid) {
             rec.desired = None;
+            rec.dirty = true;
         }
     }
 
@@ -153,11 +156,15 @@ impl Engine {
     pub fn observe(&mut self, snapshot: Observed, taken_at: Instant) {
         self.observed_once = true;
         let fresh: BTreeSet<String> = snapshot.images.iter().map(|i| normalize_image(i)).collect();
-        if self.images_at.map_or(true, |t| taken_at >= t) {
+        let images_before = self.images.len();
+        let images_changed = if self.images_at.map_or(true, |t| taken_at >= t) {
+            let changed = self.images != fresh;
             self.images = fresh;
+            changed
         } else {
             self.images.extend(fresh);
-        }
+            self.images.len() != images_before
+        };
         let mut sandbox_uid: BTreeMap<String, String> = BTreeMap::new();
         let mut sandboxes: BTreeMap<String, Vec<ObservedSandbox>> = BTreeMap::new();
         let mut containers: BTreeMap<String, Vec<ObservedContainer>> = BTreeMap::new();
@@ -199,9 +206,15 @@ impl Engine {
             if rec.view_at.is_some_and(|t| taken_at < t) {
                 continue;
             }
-            rec.sandboxes = sandboxes.remove(uid).unwrap_or_default();
-            rec.containers = containers.remove(uid).unwrap_or_default();
-            rec.absorb_view(taken_at, &config);
+            let sb = sandboxes.remove(uid).unwrap_or_default();
+            let cs = containers.remove(uid).unwrap_or_default();
+            // An unchanged relist (the common, idle case) leaves the pod alone.
+            if images_changed || sb != rec.sandboxes || cs != rec.containers {
+                rec.sandboxes = sb;
+                rec.containers = cs;
+                rec.absorb_view(taken_at, &config);
+                rec.dirty = true;
+            }
         }
     }
 
@@ -219,13 +232,19 @@ impl Engine {
             return Ok(());
         };
         if let Some(kind) = rec.inflight.remove(&id) {
+            rec.dirty = true;
             rec.view_at = Some(now);
             if matches!(kind, ActionKind::PullImage { .. }) && result == ActionResult::Done {
                 self.images_at = Some(now);
             }
             return rec.apply_result(id, kind, result, now, &mut self.images, &self.config);
         }
-        rec.apply_probe_result(id, result);
+        // A probe result that changes no verdict only needs the next probe scheduled.
+        let (changed, due) = rec.apply_probe_result(id, result);
+        rec.dirty |= changed;
+        if let Some(due) = due {
+            rec.wake = Some(rec.wake.map_or(due, |w| w.min(due)));
+        }
         Ok(())
     }
 

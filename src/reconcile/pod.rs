@@ -187,6 +187,10 @@ pub(super) struct PodRecord {
     /// Some container of this pod ran at some point.
     pub(super) ever_ran: bool,
     pub(super) message: Option<String>,
+    /// Something changed since the last planning (input, result, relist difference).
+    pub(super) dirty: bool,
+    /// When planning last asked to be woken for this pod (back-off end, probe due).
+    pub(super) wake: Option<Instant>,
 }
 
 impl PodRecord {
@@ -215,6 +219,8 @@ impl PodRecord {
             replacing: false,
             ever_ran: false,
             message: None,
+            dirty: true,
+            wake: None,
         }
     }
 
@@ -288,7 +294,30 @@ impl PodRecord {
 
     // ---- planning ----
 
+    /// Plans this pod if anything changed or its wake-up time has come; otherwise only
+    /// passes its wake-up on. Skipping unchanged pods keeps idle polls nearly free.
     pub(super) fn plan(&mut self, p: &mut Planner<'_>) {
+        // Pods due within the probe coalescing window are planned too, so their probes can
+        // join this wake-up.
+        let horizon = p.now.checked_add(p.config.probe_coalesce).unwrap_or(p.now);
+        let due = self.dirty || self.wake.is_some_and(|w| w <= horizon);
+        if !due {
+            if let Some(w) = self.wake {
+                p.wake_at(w);
+            }
+            return;
+        }
+        let outer = p.wake.take();
+        self.plan_pod(p);
+        self.wake = p.wake;
+        self.dirty = false;
+        p.wake = match (outer, self.wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn plan_pod(&mut self, p: &mut Planner<'_>) {
         let Some(d) = self.desired.clone() else {
             let grace = self.grace;
             self.plan_teardown(p, grace, &|_| true);
@@ -1124,7 +1153,13 @@ impl PodRecord {
         self.message = Some(format!("{what} {object}: {msg}"));
     }
 
-    pub(super) fn apply_probe_result(&mut self, id: ActionId, result: ActionResult) -> bool {
+    /// Folds in a probe result. Returns whether a verdict changed (the pod must be planned
+    /// again), and when that probe is next due.
+    pub(super) fn apply_probe_result(
+        &mut self,
+        id: ActionId,
+        result: ActionResult,
+    ) -> (bool, Option<Instant>) {
         let (ok, message) = match result {
             ActionResult::ProbeSucceeded => (true, None),
             ActionResult::ProbeFailed { message } | ActionResult::Failed { message } => {
@@ -1151,6 +1186,7 @@ impl PodRecord {
                     continue;
                 }
                 let verdict = t.result(ok, message.clone());
+                let due = t.due_at();
                 let why = message.clone().unwrap_or_default();
                 match (kind, verdict) {
                     (ProbeKind::Startup, Verdict::Passed) => set.started = true,
@@ -1166,10 +1202,10 @@ impl PodRecord {
                     }
                     _ => {}
                 }
-                return true;
+                return (verdict != Verdict::Unchanged, due);
             }
         }
-        false
+        (false, None)
     }
 
     // ---- relist ----

@@ -126,7 +126,15 @@ impl PodRecord {
         let instances = self.instances(&spec.name, Scope::Spec(&d.spec_hash));
         let latest = instances.first().copied();
         let previous = instances.get(1).copied();
-        let waiting = mem.and_then(|m| m.waiting.clone());
+        let waiting = mem.and_then(|m| {
+            let (reason, message) = m.waiting.clone()?;
+            // ErrImagePull names the failure itself; while its back-off runs it is ImagePullBackOff.
+            if reason == reason::ERR_IMAGE_PULL && m.pull.last() != Some(now) && m.pull.active(now)
+            {
+                return Some((reason::IMAGE_PULL_BACK_OFF, message));
+            }
+            Some((reason, message))
+        });
         let waiting_view = |default: &str| {
             let (reason, message) = waiting
                 .clone()
