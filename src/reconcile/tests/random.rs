@@ -457,12 +457,15 @@ fn run(seed: u64, steps: usize) {
 
 #[test]
 fn randomized_invariants_hold() {
-    // TINYLET_RANDOM_SEEDS=N runs more seeds (default 40 keeps `cargo test` fast).
-    let seeds = std::env::var("TINYLET_RANDOM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    for seed in 0..seeds {
-        run(seed, 250);
+    // TINYLET_RANDOM_SEEDS / TINYLET_RANDOM_STEPS run deeper (defaults keep `cargo test` fast).
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let steps = env("TINYLET_RANDOM_STEPS", 250) as usize;
+    for seed in 0..env("TINYLET_RANDOM_SEEDS", 40) {
+        run(seed, steps);
     }
 }
