@@ -151,8 +151,10 @@ impl Engine {
         }
     }
 
-    /// Feeds a runtime relist taken at `taken_at`. Pods with results newer than that keep
-    /// their view; managed objects of unknown pods become orphans to clean up.
+    /// Feeds a runtime relist. `taken_at` must be the instant just *before* the relist request
+    /// was sent: pods with results newer than that keep their view (a relist that raced with a
+    /// result must not make the engine forget, say, a sandbox it just created). Managed objects
+    /// of unknown pods become orphans to clean up; unmanaged objects are ignored.
     pub fn observe(&mut self, snapshot: Observed, taken_at: Instant) {
         self.observed_once = true;
         let fresh: BTreeSet<String> = snapshot.images.iter().map(|i| normalize_image(i)).collect();

@@ -238,12 +238,19 @@ impl PodRecord {
         labels::get(&c.labels, labels::CONTAINER_NAME)
     }
 
-    /// The Ready sandbox of the desired spec (highest attempt if, against the rules, several).
+    /// The Ready sandbox of the desired spec. Should the runtime hold several, the one with
+    /// the most running containers (then the newest) is kept, so adoption restarts the least.
     pub(super) fn current_sandbox(&self, hash: &str) -> Option<&ObservedSandbox> {
+        let running = |s: &ObservedSandbox| {
+            self.containers
+                .iter()
+                .filter(|c| c.sandbox_id == s.id && c.state == ContainerState::Running)
+                .count()
+        };
         self.sandboxes
             .iter()
             .filter(|s| s.state == SandboxState::Ready && Self::sandbox_hash(s) == Some(hash))
-            .max_by_key(|s| s.attempt)
+            .max_by_key(|s| (running(s), s.attempt))
     }
 
     /// Instances of a container, newest first, in one sandbox or in all sandboxes of `hash`.

@@ -780,6 +780,33 @@ fn adoption_after_restart_touches_nothing() {
 }
 
 #[test]
+fn adoption_keeps_one_sandbox_when_the_runtime_has_two() {
+    let p = pod("a", &["app"]);
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.settle();
+    // A second sandbox of the same pod (e.g. the agent died between creating it and noting
+    // it), with a higher attempt and nothing in it.
+    let mut extra = h.sim.sandboxes[0].clone();
+    extra.id = "sb-extra".into();
+    extra.attempt = 5;
+    h.sim.sandboxes.push(extra);
+    h.e = Engine::new(EngineConfig::default());
+    h.log.clear();
+    h.set(vec![p]);
+    let kept = h.sim.sandboxes[0].id.clone();
+    h.settle();
+    assert_eq!(h.sim.ready_sandboxes("a"), 1);
+    assert_eq!(h.sim.sandboxes.len(), 1);
+    assert_eq!(
+        h.sim.sandboxes[0].id, kept,
+        "the sandbox running the app wins"
+    );
+    assert_eq!(names(&h), ["StopSandbox", "RemoveSandbox"]);
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    assert_eq!(h.sim.instances("a", "app").len(), 1);
+}
+
+#[test]
 fn adoption_keeps_finished_pods_finished() {
     for policy in [RestartPolicy::OnFailure, RestartPolicy::Never] {
         let mut p = pod("a", &["job"]);
