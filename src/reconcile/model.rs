@@ -89,6 +89,13 @@ pub enum ProbeHandler {
         /// TCP port.
         port: u16,
     },
+    /// gRPC health check (grpc.health.v1) against the pod IP; SERVING is success.
+    Grpc {
+        /// TCP port.
+        port: u16,
+        /// Service name sent in the request, if any.
+        service: Option<String>,
+    },
 }
 
 /// One probe of one container, with the kubelet's timing knobs.
@@ -148,6 +155,10 @@ pub struct DesiredContainer {
     pub readiness: Option<ProbeSpec>,
     /// Startup probe.
     pub startup: Option<ProbeSpec>,
+    /// A native sidecar (an init container with restartPolicy Always): started in init order,
+    /// the next init container waits only until it has started, and it keeps running (and is
+    /// always restarted) until the app containers are done. Ignored for app containers.
+    pub sidecar: bool,
 }
 
 impl DesiredContainer {
@@ -161,6 +172,7 @@ impl DesiredContainer {
             liveness: None,
             readiness: None,
             startup: None,
+            sidecar: false,
         }
     }
 

@@ -1,7 +1,36 @@
 //! The engine's status view of each pod: plain serialisable data for `tinylet status` and the
 //! API pod status. Times are durations relative to the instant the view was taken.
 
+use std::fmt::Write as _;
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
+
+/// Kubernetes waiting reasons the engine reports.
+pub mod reason {
+    /// Being created (also while its image is pulled).
+    pub const CONTAINER_CREATING: &str = "ContainerCreating";
+    /// App container waiting for init containers.
+    pub const POD_INITIALIZING: &str = "PodInitializing";
+    /// Waiting out the restart back-off.
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    /// The last pull failed.
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    /// Waiting out the pull back-off.
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    /// Pull policy Never and the image is absent.
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+    /// Creating the container failed.
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    /// The runtime cannot tell the container's state.
+    pub const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
+    /// Exit 0.
+    pub const COMPLETED: &str = "Completed";
+    /// Non-zero exit.
+    pub const ERROR: &str = "Error";
+    /// Starting the container failed.
+    pub const START_ERROR: &str = "StartError";
+}
 
 /// Pod phase (Kubernetes semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +95,9 @@ pub struct BackoffView {
     pub delay_secs: u64,
     /// Time left until the next attempt.
     pub remaining_secs: u64,
+    /// When the next attempt is due (not serialised: monotonic clock).
+    #[serde(skip)]
+    pub until: Option<Instant>,
 }
 
 /// Status of one container.
@@ -96,6 +128,13 @@ pub struct ContainerStatus {
     /// Last error seen for this container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the latest instance started (not serialised: monotonic clock). Convert once to
+    /// wall-clock time for the API status so repeated reports do not drift.
+    #[serde(skip)]
+    pub started_at: Option<Instant>,
+    /// When the latest instance finished (not serialised).
+    #[serde(skip)]
+    pub finished_at: Option<Instant>,
 }
 
 /// Status of one desired pod.
@@ -138,4 +177,96 @@ impl ContainerStateView {
             _ => None,
         }
     }
+}
+
+fn state_text(s: &ContainerStateView) -> String {
+    match s {
+        ContainerStateView::Waiting { reason, .. } => reason.clone(),
+        ContainerStateView::Running { running_for_secs } => format!("Running {running_for_secs}s"),
+        ContainerStateView::Terminated {
+            exit_code, reason, ..
+        } => match exit_code {
+            Some(c) => format!("{reason}({c})"),
+            None => reason.clone(),
+        },
+    }
+}
+
+/// Renders statuses as a fixed-width table, one line per container (for `tinylet status`).
+pub fn render_table(pods: &[PodStatus]) -> String {
+    let mut rows = vec![[
+        "POD".to_string(),
+        "PHASE".to_string(),
+        "READY".to_string(),
+        "IP".to_string(),
+        "CONTAINER".to_string(),
+        "STATE".to_string(),
+        "RESTARTS".to_string(),
+        "BACK-OFF".to_string(),
+    ]];
+    for p in pods {
+        let ready = p.containers.iter().filter(|c| c.ready).count();
+        let pod_cols = [
+            format!("{}/{}", p.namespace, p.name),
+            if p.deleting {
+                format!("{:?}(deleting)", p.phase)
+            } else {
+                format!("{:?}", p.phase)
+            },
+            format!("{ready}/{}", p.containers.len()),
+            p.pod_ip.clone().unwrap_or_else(|| "-".to_string()),
+        ];
+        let all: Vec<(&ContainerStatus, bool)> = p
+            .init_containers
+            .iter()
+            .map(|c| (c, true))
+            .chain(p.containers.iter().map(|c| (c, false)))
+            .collect();
+        if all.is_empty() {
+            let [a, b, c, d] = pod_cols.clone();
+            rows.push([a, b, c, d, "-".into(), "-".into(), "-".into(), "-".into()]);
+        }
+        for (i, (c, init)) in all.iter().enumerate() {
+            let [a, b, cc, d] = if i == 0 {
+                pod_cols.clone()
+            } else {
+                Default::default()
+            };
+            let name = if *init {
+                format!("{} (init)", c.name)
+            } else {
+                c.name.clone()
+            };
+            let backoff = c.backoff.map_or_else(
+                || "-".to_string(),
+                |b| format!("{}s left", b.remaining_secs),
+            );
+            rows.push([
+                a,
+                b,
+                cc,
+                d,
+                name,
+                state_text(&c.state),
+                c.restart_count.to_string(),
+                backoff,
+            ]);
+        }
+    }
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (w, col) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(col.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (col, w) in r.iter().zip(widths.iter()) {
+            let _ = write!(line, "{col:<w$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

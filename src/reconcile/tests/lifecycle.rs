@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::sim::*;
-use crate::reconcile::engine::reason;
 use crate::reconcile::model::{ContainerState, Deletion, PullPolicy, RestartPolicy, SandboxState};
+use crate::reconcile::status::reason;
 use crate::reconcile::status::ContainerStateView;
 use crate::reconcile::{ActionKind, Engine, EngineConfig, PodPhase};
 
@@ -221,6 +221,11 @@ fn crash_loop_status_shows_back_off_and_last_state() {
     assert_eq!(h.e.next_wakeup(), Some(h.t0 + secs(12)));
     let json = serde_json::to_string(&st).unwrap();
     assert!(json.contains("CrashLoopBackOff"), "{json}");
+    let table = crate::reconcile::status::render_table(&[st]);
+    assert!(table.contains("default/pod-a"), "{table}");
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+    assert!(table.lines().next().unwrap().starts_with("POD"));
+    println!("{table}");
 }
 
 #[test]
@@ -552,6 +557,36 @@ fn spec_change_replaces_the_pod() {
 }
 
 #[test]
+fn a_new_spec_after_a_finished_pod_starts_afresh() {
+    let mut p = pod("a", &["app"]);
+    p.restart_policy = RestartPolicy::Never;
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.sim.behaviour.insert(
+        "app".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 1,
+        },
+    );
+    h.run_for(secs(5));
+    assert_eq!(h.status("a").phase, PodPhase::Failed);
+    // Deleted and fully cleaned, then the same UID comes back with another spec.
+    p.deletion = Some(Deletion { grace: secs(1) });
+    h.set(vec![p.clone()]);
+    h.settle();
+    assert!(h.sim.sandboxes.is_empty());
+    h.sim.behaviour.clear();
+    p.deletion = None;
+    p.spec_hash = "h-v2".into();
+    p.restart_policy = RestartPolicy::Always;
+    h.set(vec![p]);
+    h.settle();
+    let st = h.status("a");
+    assert_eq!(st.phase, PodPhase::Running, "{st:?}");
+    assert_eq!(st.containers[0].restart_count, 0);
+}
+
+#[test]
 fn container_spec_change_restarts_only_that_container() {
     let p = pod("a", &["one", "two"]);
     let mut h = Harness::with_pods(vec![p.clone()]);
@@ -570,6 +605,19 @@ fn container_spec_change_restarts_only_that_container() {
         ]
     );
     assert_eq!(h.status("a").containers[1].restart_count, 1);
+}
+
+#[test]
+fn container_spec_change_restarts_even_under_never() {
+    let mut p = pod("a", &["app"]);
+    p.restart_policy = RestartPolicy::Never;
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.settle();
+    p.containers[0].spec_hash = "ch-app-v2".into();
+    h.set(vec![p]);
+    h.settle();
+    assert_eq!(h.logged("StartContainer", None).len(), 2);
+    assert_eq!(h.status("a").phase, PodPhase::Running);
 }
 
 #[test]
@@ -663,6 +711,16 @@ fn orphans_are_cleaned_and_unmanaged_objects_left_alone() {
 }
 
 #[test]
+fn an_empty_desired_set_cleans_up_everything_after_a_restart() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    h.settle();
+    h.e = Engine::new(EngineConfig::default());
+    h.set(vec![]);
+    h.settle();
+    assert!(h.sim.sandboxes.is_empty() && h.sim.containers.is_empty());
+}
+
+#[test]
 fn adoption_after_restart_touches_nothing() {
     let mut p = with_init(pod("a", &["app", "side"]), &["init"]);
     p.containers[0].readiness = Some(probe());
@@ -719,6 +777,78 @@ fn adoption_after_restart_touches_nothing() {
     h.run_for(secs(1));
     let side = h.sim.instances("a", "side");
     assert_eq!(side.last().unwrap().attempt, 3);
+}
+
+#[test]
+fn adoption_keeps_one_sandbox_when_the_runtime_has_two() {
+    let p = pod("a", &["app"]);
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.settle();
+    // A second sandbox of the same pod (e.g. the agent died between creating it and noting
+    // it), with a higher attempt and nothing in it.
+    let mut extra = h.sim.sandboxes[0].clone();
+    extra.id = "sb-extra".into();
+    extra.attempt = 5;
+    h.sim.sandboxes.push(extra);
+    h.e = Engine::new(EngineConfig::default());
+    h.log.clear();
+    h.set(vec![p]);
+    let kept = h.sim.sandboxes[0].id.clone();
+    h.settle();
+    assert_eq!(h.sim.ready_sandboxes("a"), 1);
+    assert_eq!(h.sim.sandboxes.len(), 1);
+    assert_eq!(
+        h.sim.sandboxes[0].id, kept,
+        "the sandbox running the app wins"
+    );
+    assert_eq!(names(&h), ["StopSandbox", "RemoveSandbox"]);
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    assert_eq!(h.sim.instances("a", "app").len(), 1);
+}
+
+#[test]
+fn adoption_keeps_finished_pods_finished() {
+    for policy in [RestartPolicy::OnFailure, RestartPolicy::Never] {
+        let mut p = pod("a", &["job"]);
+        p.restart_policy = policy;
+        let mut h = Harness::with_pods(vec![p.clone()]);
+        h.sim.behaviour.insert(
+            "job".into(),
+            Behaviour {
+                run_for: Some(secs(2)),
+                exit_code: 0,
+            },
+        );
+        h.run_for(secs(5));
+        assert_eq!(h.status("a").phase, PodPhase::Succeeded);
+        h.e = Engine::new(EngineConfig::default());
+        h.log.clear();
+        h.set(vec![p]);
+        h.run_for(secs(60));
+        assert!(
+            h.logged("RunSandbox", None).is_empty(),
+            "{policy:?}: {:?}",
+            names(&h)
+        );
+        assert!(h.logged("CreateContainer", None).is_empty());
+        assert!(h.logged("RemoveContainer", None).is_empty());
+        assert_eq!(h.status("a").phase, PodPhase::Succeeded, "{policy:?}");
+        assert_eq!(h.sim.containers.len(), 1);
+    }
+}
+
+#[test]
+fn deleted_pods_end_in_a_terminal_phase() {
+    let mut p = pod("a", &["app"]);
+    let mut h = Harness::with_pods(vec![p.clone()]);
+    h.settle();
+    p.deletion = Some(Deletion { grace: secs(5) });
+    h.set(vec![p]);
+    h.settle();
+    let st = h.status("a");
+    assert!(st.terminated);
+    // Killed containers (the simulated runtime reports 137) make it Failed.
+    assert_eq!(st.phase, PodPhase::Failed);
 }
 
 #[test]
@@ -882,4 +1012,100 @@ fn several_pods_progress_independently() {
         .iter()
         .all(|s| s.state == SandboxState::Ready));
     let _ = Duration::ZERO;
+}
+
+fn sidecar_pod(policy: RestartPolicy) -> crate::reconcile::DesiredPod {
+    let mut p = with_init(pod("a", &["main"]), &["proxy", "setup"]);
+    p.restart_policy = policy;
+    p.init_containers[0].sidecar = true;
+    p
+}
+
+#[test]
+fn sidecar_starts_in_init_order_and_keeps_running() {
+    let mut h = Harness::with_pods(vec![sidecar_pod(RestartPolicy::Always)]);
+    h.sim.behaviour.insert(
+        "setup".into(),
+        Behaviour {
+            run_for: Some(secs(2)),
+            exit_code: 0,
+        },
+    );
+    h.run_for(secs(5));
+    assert_eq!(
+        names(&h),
+        [
+            "RunSandbox",
+            "CreateContainer:proxy",
+            "StartContainer:proxy",
+            "CreateContainer:setup",
+            "StartContainer:setup",
+            "CreateContainer:main",
+            "StartContainer:main"
+        ]
+    );
+    let st = h.status("a");
+    assert!(st.conditions.initialized && st.conditions.ready);
+    assert!(st.init_containers[0].ready, "sidecars report readiness");
+    assert_eq!(st.phase, PodPhase::Running);
+}
+
+#[test]
+fn sidecar_waits_for_its_startup_probe_before_the_next_init() {
+    let mut p = sidecar_pod(RestartPolicy::Always);
+    p.init_containers[0].startup = Some(probe());
+    let mut h = Harness::with_pods(vec![p]);
+    h.sim.behaviour.insert(
+        "setup".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 0,
+        },
+    );
+    h.sim.probe_script.insert(
+        ("proxy".into(), crate::reconcile::model::ProbeKind::Startup),
+        vec![false],
+    );
+    h.run_for(secs(5));
+    assert!(h.logged("CreateContainer", Some("setup")).is_empty());
+    h.run_for(secs(10));
+    assert_eq!(h.secs(h.logged("CreateContainer", Some("setup"))[0].at), 10);
+}
+
+#[test]
+fn sidecar_is_restarted_even_under_never_and_stopped_when_main_is_done() {
+    let mut h = Harness::with_pods(vec![sidecar_pod(RestartPolicy::Never)]);
+    h.sim.behaviour.insert(
+        "setup".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 0,
+        },
+    );
+    h.sim.behaviour.insert(
+        "main".into(),
+        Behaviour {
+            run_for: Some(secs(30)),
+            exit_code: 0,
+        },
+    );
+    h.run_for(secs(5));
+    // The sidecar crashes: restarted despite restartPolicy Never, the app is untouched.
+    let proxy = h.sim.instances("a", "proxy")[0].id.clone();
+    for c in &mut h.sim.containers {
+        if c.id == proxy {
+            c.state = ContainerState::Exited;
+            c.exit_code = Some(1);
+            c.finished_at = Some(h.now);
+        }
+    }
+    h.run_for(secs(1));
+    assert_eq!(h.logged("StartContainer", Some("proxy")).len(), 2);
+    assert_eq!(h.logged("StartContainer", Some("main")).len(), 1);
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    // main completes: the sidecar is stopped and the pod succeeds.
+    h.run_for(secs(40));
+    assert_eq!(h.logged("StopContainer", Some("proxy")).len(), 1);
+    assert_eq!(h.status("a").phase, PodPhase::Succeeded);
+    assert_eq!(h.sim.ready_sandboxes("a"), 0);
 }

@@ -302,9 +302,18 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        // Exact kubelet timing in tests; coalescing has its own test.
+        let config = EngineConfig {
+            probe_coalesce: Duration::ZERO,
+            ..EngineConfig::default()
+        };
+        Harness::with_config(config)
+    }
+
+    pub fn with_config(config: EngineConfig) -> Self {
         let t0 = Instant::now();
         Harness {
-            e: Engine::new(EngineConfig::default()),
+            e: Engine::new(config),
             sim: Sim::default(),
             t0,
             now: t0,
@@ -409,7 +418,7 @@ impl Harness {
         self.log
             .iter()
             .filter(|l| l.action.kind.name() == name)
-            .filter(|l| container.is_none_or(|c| container_of(&l.action.kind) == Some(c)))
+            .filter(|l| container.map_or(true, |c| container_of(&l.action.kind) == Some(c)))
             .cloned()
             .collect()
     }

@@ -1,0 +1,253 @@
+//! Phase, conditions and container states of a pod record, by the kubelet's counting rules.
+
+use std::time::Instant;
+
+use super::model::{
+    ContainerState, DesiredContainer, DesiredPod, ObservedContainer, RestartPolicy,
+};
+use super::pod::{PhaseCount, PodRecord, Scope};
+use super::status::{
+    reason, BackoffView, ContainerStateView, ContainerStatus, PodConditions, PodPhase, PodStatus,
+};
+
+impl PodRecord {
+    pub(super) fn phase_count(&self, d: &DesiredPod, spec: &DesiredContainer) -> PhaseCount {
+        let mem = self.mem.get(&spec.name);
+        match self.latest(&spec.name, Scope::Spec(&d.spec_hash)) {
+            Some(c) => match c.state {
+                ContainerState::Running => PhaseCount::Running,
+                ContainerState::Exited => {
+                    let killed = mem.is_some_and(|m| m.killed.as_deref() == Some(c.id.as_str()));
+                    PhaseCount::Exited {
+                        success: c.exit_code == Some(0) && !killed,
+                    }
+                }
+                ContainerState::Created | ContainerState::Unknown if c.attempt > 0 => {
+                    PhaseCount::Restarting
+                }
+                ContainerState::Created | ContainerState::Unknown => PhaseCount::NeverRan,
+            },
+            None if mem.is_some_and(|m| m.next_attempt > 0) => PhaseCount::Restarting,
+            None => PhaseCount::NeverRan,
+        }
+    }
+
+    pub(super) fn initialized(&self, d: &DesiredPod) -> bool {
+        let scope = Scope::Spec(&d.spec_hash);
+        d.containers
+            .iter()
+            .any(|c| !self.instances(&c.name, scope).is_empty())
+            || d.init_containers.iter().all(|ic| {
+                self.latest(&ic.name, scope).is_some_and(|c| {
+                    if ic.sidecar {
+                        return c.state == ContainerState::Running;
+                    }
+                    c.state == ContainerState::Exited
+                        && c.exit_code == Some(0)
+                        && self
+                            .mem
+                            .get(&ic.name)
+                            .map_or(true, |m| m.killed.as_deref() != Some(c.id.as_str()))
+                })
+            })
+    }
+
+    /// The phase by the kubelet's counting rules, ignoring a recorded terminal phase.
+    pub(super) fn compute_phase(&self, d: &DesiredPod) -> PodPhase {
+        if !self.initialized(d) {
+            let init_failed = d.restart_policy == RestartPolicy::Never
+                && d.init_containers.iter().filter(|ic| !ic.sidecar).any(|ic| {
+                    self.latest(&ic.name, Scope::Spec(&d.spec_hash))
+                        .is_some_and(|c| {
+                            c.state == ContainerState::Exited && c.exit_code != Some(0)
+                        })
+                });
+            return if init_failed {
+                PodPhase::Failed
+            } else {
+                PodPhase::Pending
+            };
+        }
+        if d.containers.is_empty() {
+            return PodPhase::Pending;
+        }
+        let (mut never, mut running, mut failed) = (0, 0, 0);
+        for spec in &d.containers {
+            match self.phase_count(d, spec) {
+                PhaseCount::NeverRan => never += 1,
+                PhaseCount::Running | PhaseCount::Restarting => running += 1,
+                PhaseCount::Exited { success } => {
+                    if !success {
+                        failed += 1
+                    }
+                }
+            }
+        }
+        if never > 0 {
+            PodPhase::Pending
+        } else if running > 0 {
+            PodPhase::Running
+        } else {
+            match d.restart_policy {
+                RestartPolicy::Always => PodPhase::Running,
+                _ if failed == 0 => PodPhase::Succeeded,
+                RestartPolicy::OnFailure => PodPhase::Running,
+                RestartPolicy::Never => PodPhase::Failed,
+            }
+        }
+    }
+
+    pub(super) fn terminated_view(c: &ObservedContainer, now: Instant) -> ContainerStateView {
+        let reason = c.reason.clone().unwrap_or_else(|| {
+            if c.exit_code == Some(0) {
+                reason::COMPLETED.to_string()
+            } else {
+                reason::ERROR.to_string()
+            }
+        });
+        ContainerStateView::Terminated {
+            exit_code: c.exit_code,
+            reason,
+            finished_secs_ago: c
+                .finished_at
+                .map(|f| now.saturating_duration_since(f).as_secs()),
+        }
+    }
+
+    pub(super) fn container_status(
+        &self,
+        d: &DesiredPod,
+        spec: &DesiredContainer,
+        init: bool,
+        initialized: bool,
+        now: Instant,
+    ) -> ContainerStatus {
+        let mem = self.mem.get(&spec.name);
+        let instances = self.instances(&spec.name, Scope::Spec(&d.spec_hash));
+        let latest = instances.first().copied();
+        let previous = instances.get(1).copied();
+        let waiting = mem.and_then(|m| {
+            let (reason, message) = m.waiting.clone()?;
+            // ErrImagePull names the failure itself; while its back-off runs it is ImagePullBackOff.
+            if reason == reason::ERR_IMAGE_PULL && m.pull.last() != Some(now) && m.pull.active(now)
+            {
+                return Some((reason::IMAGE_PULL_BACK_OFF, message));
+            }
+            Some((reason, message))
+        });
+        let waiting_view = |default: &str| {
+            let (reason, message) = waiting
+                .clone()
+                .unwrap_or((reason::CONTAINER_CREATING, None));
+            let reason = if waiting.is_none() { default } else { reason };
+            ContainerStateView::Waiting {
+                reason: reason.to_string(),
+                message,
+            }
+        };
+        let mut last_state = previous
+            .filter(|c| c.state == ContainerState::Exited)
+            .map(|c| Self::terminated_view(c, now));
+        let state = match latest {
+            Some(c) => match c.state {
+                ContainerState::Running => ContainerStateView::Running {
+                    running_for_secs: c
+                        .started_at
+                        .map_or(0, |s| now.saturating_duration_since(s).as_secs()),
+                },
+                ContainerState::Created => waiting_view(reason::CONTAINER_CREATING),
+                ContainerState::Unknown => ContainerStateView::Waiting {
+                    reason: reason::CONTAINER_STATUS_UNKNOWN.to_string(),
+                    message: None,
+                },
+                ContainerState::Exited if waiting.is_some() => {
+                    last_state = Some(Self::terminated_view(c, now));
+                    waiting_view(reason::CONTAINER_CREATING)
+                }
+                ContainerState::Exited => Self::terminated_view(c, now),
+            },
+            None if !init && !initialized => waiting_view(reason::POD_INITIALIZING),
+            None => waiting_view(reason::CONTAINER_CREATING),
+        };
+        let running = latest.filter(|c| c.state == ContainerState::Running);
+        let probes = running.and_then(|c| {
+            mem.and_then(|m| m.probes.as_ref())
+                .filter(|s| s.instance == c.id)
+        });
+        let started = running.is_some() && probes.map_or(spec.startup.is_none(), |s| s.started);
+        let ready = (!init || spec.sidecar)
+            && running.is_some()
+            && probes.map_or(spec.startup.is_none() && spec.readiness.is_none(), |s| {
+                s.ready()
+            });
+        let backoff = mem
+            .and_then(|m| m.backoff_until)
+            .filter(|(until, _)| now < *until)
+            .map(|(until, delay)| BackoffView {
+                until: Some(until),
+                delay_secs: delay.as_secs(),
+                remaining_secs: until.saturating_duration_since(now).as_secs(),
+            });
+        let restart_count = match latest {
+            Some(c) => c.attempt,
+            None => mem.map_or(0, |m| m.next_attempt.saturating_sub(1)),
+        };
+        ContainerStatus {
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            container_id: latest.map(|c| c.id.clone()),
+            state,
+            last_state,
+            ready,
+            started,
+            restart_count,
+            backoff,
+            last_error: mem.and_then(|m| m.last_error.clone()),
+            started_at: latest.and_then(|c| c.started_at),
+            finished_at: latest.and_then(|c| c.finished_at),
+        }
+    }
+
+    pub(super) fn status(&self, d: &DesiredPod, now: Instant) -> PodStatus {
+        let initialized = self.initialized(d);
+        let init_containers: Vec<ContainerStatus> = d
+            .init_containers
+            .iter()
+            .map(|c| self.container_status(d, c, true, initialized, now))
+            .collect();
+        let containers: Vec<ContainerStatus> = d
+            .containers
+            .iter()
+            .map(|c| self.container_status(d, c, false, initialized, now))
+            .collect();
+        let phase = self.terminal.unwrap_or_else(|| self.compute_phase(d));
+        let sidecars_ready = d
+            .init_containers
+            .iter()
+            .zip(init_containers.iter())
+            .all(|(spec, st): (&DesiredContainer, &ContainerStatus)| !spec.sidecar || st.ready);
+        let containers_ready =
+            !containers.is_empty() && containers.iter().all(|c| c.ready) && sidecars_ready;
+        let deleting = d.deletion.is_some();
+        PodStatus {
+            uid: d.uid.clone(),
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            spec_hash: d.spec_hash.clone(),
+            phase,
+            conditions: PodConditions {
+                initialized,
+                containers_ready,
+                ready: containers_ready && phase == PodPhase::Running && !deleting,
+            },
+            pod_ip: self
+                .current_sandbox(&d.spec_hash)
+                .and_then(|s| s.ip.clone()),
+            deleting,
+            terminated: deleting && self.view_empty() && self.inflight.is_empty(),
+            message: self.message.clone(),
+            init_containers,
+            containers,
+        }
+    }
+}
