@@ -519,6 +519,9 @@ impl Executor {
             ProbeHandler::TcpSocket { host, port } => {
                 probe::tcp(&target(host), *port, timeout).await
             }
+            ProbeHandler::Grpc { .. } => {
+                ProbeOutcome::Failure("gRPC probes are not supported by tinylet".into())
+            }
         };
         match outcome {
             ProbeOutcome::Success => ActionResult::ProbeSucceeded,
