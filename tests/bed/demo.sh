@@ -39,6 +39,3 @@ mkdir -p "$BED_RUN/demo-www" && echo "hello from tinylet" >"$BED_RUN/demo-www/in
 "$bin" --version
 echo "demo: starting the agent; in another shell: $bin status --root-dir $state   (Ctrl-C stops)" >&2
 agent --pod-manifest-path "$here/demo-manifests" "$@" || true
-if [[ " $* " == *" --once "* ]]; then
-    "$bin" status --root-dir "$state" 2>/dev/null || true
-fi
