@@ -4,7 +4,7 @@
 //! the runtime, see `pod.rs`), routes relists and results to them, and collects their actions
 //! and wake-up times. It does no I/O and never reads a clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,10 @@ use super::model::{
     DEFAULT_TERMINATION_GRACE,
 };
 use super::pod::{Planner, PodRecord};
-use super::status::PodStatus;
+use super::status::{PodEvent, PodStatus};
+
+/// Events kept for `drain_events`; older ones are dropped so an undrained engine stays small.
+const MAX_EVENTS: usize = 256;
 
 /// Tunables; the defaults are the kubelet's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,7 @@ pub struct Engine {
     desired_known: bool,
     observed_once: bool,
     wake: Option<Instant>,
+    events: VecDeque<PodEvent>,
 }
 
 impl Default for Engine {
@@ -92,6 +96,7 @@ impl Engine {
             desired_known: false,
             observed_once: false,
             wake: None,
+            events: VecDeque::new(),
         }
     }
 
@@ -239,10 +244,13 @@ impl Engine {
             if matches!(kind, ActionKind::PullImage { .. }) && result == ActionResult::Done {
                 self.images_at = Some(now);
             }
-            return rec.apply_result(id, kind, result, now, &mut self.images, &self.config);
+            let r = rec.apply_result(id, kind, result, now, &mut self.images, &self.config);
+            collect_events(&mut self.events, rec);
+            return r;
         }
         // A probe result that changes no verdict only needs the next probe scheduled.
         let (changed, due) = rec.apply_probe_result(id, result);
+        collect_events(&mut self.events, rec);
         rec.dirty |= changed;
         if let Some(due) = due {
             rec.wake = Some(rec.wake.map_or(due, |w| w.min(due)));
@@ -267,6 +275,7 @@ impl Engine {
         };
         for rec in self.pods.values_mut() {
             rec.plan(&mut p);
+            collect_events(&mut self.events, rec);
         }
         let Planner { actions, wake, .. } = p;
         for a in &actions {
@@ -304,8 +313,23 @@ impl Engine {
         self.pods.keys().map(String::as_str)
     }
 
+    /// Takes the kubelet-style events raised since the last call (oldest first; at most the
+    /// latest 256 are kept when nobody drains them).
+    pub fn drain_events(&mut self) -> Vec<PodEvent> {
+        self.events.drain(..).collect()
+    }
+
     /// Number of actions issued and not yet completed.
     pub fn outstanding(&self) -> usize {
         self.owners.len()
+    }
+}
+
+fn collect_events(into: &mut VecDeque<PodEvent>, rec: &mut PodRecord) {
+    for e in rec.events.drain(..) {
+        if into.len() >= MAX_EVENTS {
+            into.pop_front();
+        }
+        into.push_back(e);
     }
 }

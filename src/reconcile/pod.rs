@@ -19,7 +19,7 @@ use super::model::{
     ObservedSandbox, PodRef, ProbeKind, PullPolicy, RestartPolicy, SandboxState,
 };
 use super::probe::{ProbeTracker, Verdict};
-use super::status::{reason, PodPhase};
+use super::status::{reason, EventType, PodEvent, PodPhase};
 
 /// Exit code recorded when starting a container failed (the runtime's convention).
 const START_ERROR_EXIT_CODE: i32 = 128;
@@ -191,6 +191,8 @@ pub(super) struct PodRecord {
     pub(super) dirty: bool,
     /// When planning last asked to be woken for this pod (back-off end, probe due).
     pub(super) wake: Option<Instant>,
+    /// Events raised since the engine last collected them.
+    pub(super) events: Vec<PodEvent>,
 }
 
 impl PodRecord {
@@ -221,6 +223,7 @@ impl PodRecord {
             message: None,
             dirty: true,
             wake: None,
+            events: Vec::new(),
         }
     }
 
@@ -296,6 +299,16 @@ impl PodRecord {
             id,
             pod: self.pod.clone(),
             kind,
+        });
+    }
+
+    fn event(&mut self, kind: EventType, container: &str, reason: &str, message: String) {
+        self.events.push(PodEvent {
+            pod: self.pod.clone(),
+            container: (!container.is_empty()).then(|| container.to_string()),
+            kind,
+            reason: reason.to_string(),
+            message,
         });
     }
 
@@ -643,7 +656,13 @@ impl PodRecord {
                 if changed {
                     mem.respawn = Some(c.id.clone());
                 }
-                mem.last_error = Some(why);
+                mem.last_error = Some(why.clone());
+                self.event(
+                    EventType::Normal,
+                    &spec.name,
+                    "Killing",
+                    format!("Stopping container {}: {why}", spec.name),
+                );
                 self.emit(
                     p,
                     ActionKind::StopContainer {
@@ -707,16 +726,18 @@ impl PodRecord {
             if let Some(until) = mem.crash.blocks_until(finished) {
                 if now < until {
                     let delay = mem.crash.delay().unwrap_or_default();
-                    mem.wait(
-                        reason::CRASH_LOOP_BACK_OFF,
-                        Some(format!(
-                            "back-off {}s restarting failed container {}",
-                            delay.as_secs(),
-                            spec.name
-                        )),
+                    let entering = mem.backoff_until.map(|(u, _)| u) != Some(until);
+                    let msg = format!(
+                        "back-off {}s restarting failed container {}",
+                        delay.as_secs(),
+                        spec.name
                     );
+                    mem.wait(reason::CRASH_LOOP_BACK_OFF, Some(msg.clone()));
                     mem.backoff_until = Some((until, delay));
                     p.wake_at(until);
+                    if entering {
+                        self.event(EventType::Warning, &spec.name, "BackOff", msg);
+                    }
                     return Step::Waiting;
                 }
             }
@@ -778,6 +799,12 @@ impl PodRecord {
                     container: spec.name.clone(),
                     image: spec.image.clone(),
                 },
+            );
+            self.event(
+                EventType::Normal,
+                &spec.name,
+                "Pulling",
+                format!("Pulling image \"{}\"", spec.image),
             );
             return Step::Acted;
         }
@@ -1007,12 +1034,15 @@ impl PodRecord {
                         mem.pulled_for = mem.pull_attempt;
                         mem.last_error = None;
                         mem.waiting = None;
+                        let msg = format!("Successfully pulled image \"{image}\"");
+                        self.event(EventType::Normal, &container, "Pulled", msg);
                     }
                     Some(msg) => {
                         mem.pull.record(now);
                         let msg = format!("pulling image {image}: {msg}");
                         mem.wait(reason::ERR_IMAGE_PULL, Some(msg.clone()));
-                        mem.last_error = Some(msg);
+                        mem.last_error = Some(msg.clone());
+                        self.event(EventType::Warning, &container, "Failed", msg);
                     }
                 }
             }
@@ -1033,8 +1063,9 @@ impl PodRecord {
                 }
                 (msg, _) => {
                     self.sandbox_retry.record(now);
-                    self.message =
-                        Some(format!("creating pod sandbox: {}", msg.unwrap_or_default()));
+                    let msg = format!("creating pod sandbox: {}", msg.unwrap_or_default());
+                    self.message = Some(msg.clone());
+                    self.event(EventType::Warning, "", "FailedCreatePodSandBox", msg);
                 }
             },
             ActionKind::CreateContainer {
@@ -1063,13 +1094,21 @@ impl PodRecord {
                     let mem = self.mem_mut(&container, config);
                     mem.next_attempt = mem.next_attempt.max(attempt.saturating_add(1));
                     mem.create.reset();
+                    let msg = format!("Created container {container}");
+                    self.event(EventType::Normal, &container, "Created", msg);
                 }
                 (msg, _) => {
                     let mem = self.mem_mut(&container, config);
                     mem.create.record(now);
                     let msg = msg.unwrap_or_default();
                     mem.wait(reason::CREATE_CONTAINER_ERROR, Some(msg.clone()));
-                    mem.last_error = Some(msg);
+                    mem.last_error = Some(msg.clone());
+                    self.event(
+                        EventType::Warning,
+                        &container,
+                        "Failed",
+                        format!("Error: {msg}"),
+                    );
                 }
             },
             ActionKind::StartContainer {
@@ -1089,15 +1128,20 @@ impl PodRecord {
                     }
                 }
                 let mem = self.mem_mut(&container, config);
-                match failure {
+                let (kind, reason, msg) = match failure {
                     Some(msg) => {
                         mem.exit_seen = Some((container_id, now));
-                        mem.last_error = Some(format!("starting container: {msg}"));
+                        let msg = format!("starting container: {msg}");
+                        mem.last_error = Some(msg.clone());
+                        (EventType::Warning, "Failed", format!("Error: {msg}"))
                     }
                     None => {
                         mem.waiting = None;
+                        let msg = format!("Started container {container}");
+                        (EventType::Normal, "Started", msg)
                     }
-                }
+                };
+                self.event(kind, &container, reason, msg);
                 if !failed {
                     self.ever_ran = true;
                 }
@@ -1177,7 +1221,7 @@ impl PodRecord {
                 Some("probe returned an unexpected result".to_string()),
             ),
         };
-        for mem in self.mem.values_mut() {
+        for (name, mem) in self.mem.iter_mut() {
             let Some(set) = mem.probes.as_mut() else {
                 continue;
             };
@@ -1195,6 +1239,14 @@ impl PodRecord {
                 let verdict = t.result(ok, message.clone());
                 let due = t.due_at();
                 let why = message.clone().unwrap_or_default();
+                let unhealthy = (!ok).then(|| {
+                    let what = match kind {
+                        ProbeKind::Startup => "Startup",
+                        ProbeKind::Liveness => "Liveness",
+                        ProbeKind::Readiness => "Readiness",
+                    };
+                    (name.clone(), format!("{what} probe failed: {why}"))
+                });
                 match (kind, verdict) {
                     (ProbeKind::Startup, Verdict::Passed) => set.started = true,
                     (ProbeKind::Startup, Verdict::Failed) => {
@@ -1208,6 +1260,9 @@ impl PodRecord {
                         ));
                     }
                     _ => {}
+                }
+                if let Some((container, msg)) = unhealthy {
+                    self.event(EventType::Warning, &container, "Unhealthy", msg);
                 }
                 return (verdict != Verdict::Unchanged, due);
             }

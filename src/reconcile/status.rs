@@ -270,3 +270,30 @@ pub fn render_table(pods: &[PodStatus]) -> String {
     }
     out
 }
+
+/// Severity of a pod event (the API's Event `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    /// Progress.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+/// A kubelet-style event about a pod (Pulling, Created, Started, Killing, BackOff, Unhealthy…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEvent {
+    /// The pod it is about.
+    pub pod: super::model::PodRef,
+    /// Container it is about, if any (the API's `involvedObject.fieldPath`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Normal or Warning.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// CamelCase reason, as the kubelet spells it.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+}

@@ -1109,3 +1109,54 @@ fn sidecar_is_restarted_even_under_never_and_stopped_when_main_is_done() {
     assert_eq!(h.status("a").phase, PodPhase::Succeeded);
     assert_eq!(h.sim.ready_sandboxes("a"), 0);
 }
+
+#[test]
+fn kubelet_style_events_are_raised_and_bounded() {
+    use crate::reconcile::status::EventType;
+    let mut p = pod("a", &["app"]);
+    p.containers[0].liveness = Some(probe());
+    let mut h = Harness::new();
+    h.set(vec![p]);
+    h.sim.behaviour.insert(
+        "app".into(),
+        Behaviour {
+            run_for: Some(secs(1)),
+            exit_code: 1,
+        },
+    );
+    h.run_for(secs(5));
+    let ev = h.e.drain_events();
+    let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons[..5],
+        ["Pulling", "Pulled", "Created", "Started", "Created"],
+        "{reasons:?}"
+    );
+    let backoff = ev
+        .iter()
+        .find(|e| e.reason == "BackOff")
+        .expect("BackOff event");
+    assert_eq!(backoff.kind, EventType::Warning);
+    assert_eq!(backoff.container.as_deref(), Some("app"));
+    assert_eq!(
+        ev.iter().filter(|e| e.reason == "BackOff").count(),
+        1,
+        "once per back-off"
+    );
+    assert!(h.e.drain_events().is_empty(), "drained");
+    let json = serde_json::to_string(&ev[0]).unwrap();
+    assert!(json.contains(r#""type":"Normal""#), "{json}");
+    // Unhealthy on probe failures.
+    h.sim.behaviour.clear();
+    h.sim.probe_default.insert(
+        ("app".into(), crate::reconcile::model::ProbeKind::Liveness),
+        false,
+    );
+    h.run_for(secs(60));
+    let ev = h.e.drain_events();
+    assert!(ev.iter().any(|e| e.reason == "Unhealthy"));
+    assert!(ev.iter().any(|e| e.reason == "Killing"));
+    // Nobody draining: the buffer stays bounded.
+    h.run_for(secs(3000));
+    assert!(h.e.drain_events().len() <= 256);
+}
