@@ -19,7 +19,7 @@ use crate::cri::{CriClient, CriOptions};
 use crate::k8s::pod::Pod;
 use crate::manifest::{ManifestSet, ManifestWatcher, WatchOptions};
 use crate::reconcile::{ActionId, ActionResult, Engine, EngineConfig, PodPhase, PodStatus};
-use crate::runtime::desired::desired_pod;
+use crate::reconcile::from_pod::desired_pod;
 use crate::runtime::executor::{Executor, PodEntry};
 use crate::runtime::spec::{parse_resolv_conf, HostFacts};
 use crate::runtime::volumes::NoApiData;
@@ -339,7 +339,7 @@ fn apply_desired(
     errors.clear();
     let mut entries = Vec::new();
     for sp in pods.values() {
-        match desired_pod(&sp.pod, &sp.spec_hash) {
+        match desired_pod(&sp.pod) {
             Ok(d) => entries.push(PodEntry {
                 pod: Arc::new(sp.pod.clone()),
                 desired: d,

@@ -1,7 +1,6 @@
 //! The runtime side of the pod lifecycle: carries out the reconcile engine's actions through
 //! CRI, prepares volumes on the host, and runs probes. It decides nothing itself.
 
-pub mod desired;
 pub mod executor;
 pub mod probe;
 pub mod spec;
