@@ -18,9 +18,11 @@ use tinylet::netlink::ipvs::{
     format_listing, DestRepr, Forward, Protocol, Request, ServiceKey, ServiceRepr, Timeouts,
     SVC_F_PERSISTENT,
 };
+use tinylet::netlink::wire::Builder;
 use tinylet::netlink::{Error, Ipvs, Rtnl};
-use tinylet::proxy::backend::{Backend, IpvsBackend, SyncMode, Syncer, DUMMY_LINK};
+use tinylet::proxy::backend::{ipvs_requests, Backend, IpvsBackend, SyncMode, Syncer, DUMMY_LINK};
 use tinylet::proxy::desired::{desired_state, Config};
+use tinylet::proxy::diff::diff;
 use tinylet::proxy::source::{load_dir, Model};
 use tinylet::proxy::table::{
     Proto, RealKey, RealParams, State, VirtualKey, VirtualParams, VirtualServer,
@@ -456,6 +458,19 @@ fn bench_sync() {
         backend.ipvs().flush().unwrap();
         let mut syncer = Syncer::new(backend, BTreeSet::new());
         let st = bench_state(n, false);
+        // User-space share: diff against an empty table and encode every request, no I/O.
+        let t = Instant::now();
+        let ops = diff(&st, &State::default(), &BTreeSet::new());
+        let mut b = Builder::new();
+        for (i, r) in ipvs_requests(&ops).iter().enumerate() {
+            r.emit(&mut b, 0x20, i as u32);
+        }
+        println!(
+            "BENCH encode_only n={n} ops={} bytes={} time_ms={:.1}",
+            ops.len(),
+            b.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
         let m0 = syncer.backend().messages_sent();
         let t = Instant::now();
         let r = syncer.sync(&st, SyncMode::Full).unwrap();
