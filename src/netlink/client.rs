@@ -309,6 +309,11 @@ impl Rtnl {
         Ok(true)
     }
 
+    /// Set a link administratively up.
+    pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
+        self.run(&rtnl::Request::SetLinkUp(index), &mut |_| Ok(()))
+    }
+
     /// Add a host address (/32 or /128) to a link.
     pub fn add_addr(&mut self, index: u32, addr: IpAddr) -> Result<(), Error> {
         self.run(&rtnl::Request::NewAddr(index, addr), &mut |_| Ok(()))
