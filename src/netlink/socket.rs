@@ -13,7 +13,7 @@ use nix::sys::socket::{
     self, setsockopt, sockopt, AddressFamily, MsgFlags, MultiHeaders, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 
 use super::wire::{
     align, messages, Builder, NlMsg, HDR_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN,
@@ -101,7 +101,7 @@ impl Socket {
         setsockopt(
             &fd,
             sockopt::ReceiveTimeout,
-            &TimeVal::new(RECV_TIMEOUT_SECS, 0),
+            &TimeVal::seconds(RECV_TIMEOUT_SECS),
         )
         .map_err(io("set netlink receive timeout"))?;
         Ok(Socket {
