@@ -85,6 +85,11 @@ impl Ipvs {
         Ok(out)
     }
 
+    /// See [`Socket::set_quiet_batches`].
+    pub fn set_quiet_batches(&mut self, quiet: bool) {
+        self.sock.set_quiet_batches(quiet);
+    }
+
     /// Run many change requests in few sendmsg calls; one outcome per request, in order.
     pub fn execute(&mut self, reqs: &[Request]) -> Vec<Outcome> {
         let family = self.family;

