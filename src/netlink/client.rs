@@ -85,6 +85,11 @@ impl Ipvs {
         Ok(out)
     }
 
+    /// See [`Socket::set_quiet_batches`].
+    pub fn set_quiet_batches(&mut self, quiet: bool) {
+        self.sock.set_quiet_batches(quiet);
+    }
+
     /// Run many change requests in few sendmsg calls; one outcome per request, in order.
     pub fn execute(&mut self, reqs: &[Request]) -> Vec<Outcome> {
         let family = self.family;
@@ -307,6 +312,11 @@ impl Rtnl {
         };
         self.run(&rtnl::Request::DelLink(i), &mut |_| Ok(()))?;
         Ok(true)
+    }
+
+    /// Set a link administratively up.
+    pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
+        self.run(&rtnl::Request::SetLinkUp(index), &mut |_| Ok(()))
     }
 
     /// Add a host address (/32 or /128) to a link.

@@ -28,6 +28,7 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFINFOMSG_LEN: usize = 16;
+const IFF_UP: u32 = 0x1;
 const IFADDRMSG_LEN: usize = 8;
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
@@ -42,6 +43,8 @@ pub enum Request {
     DelLink(u32),
     /// Look a link up by name.
     GetLink(String),
+    /// Set a link administratively up.
+    SetLinkUp(u32),
     /// Add a host address to the link with this index.
     NewAddr(u32, IpAddr),
     /// Remove a host address from the link with this index.
@@ -75,6 +78,15 @@ impl Request {
             Request::DelLink(index) => {
                 let m = b.begin_msg(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
                 ifinfomsg(b, *index);
+                b.end_msg(m);
+            }
+            Request::SetLinkUp(index) => {
+                let m = b.begin_msg(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+                let mut h = [0u8; IFINFOMSG_LEN];
+                h[4..8].copy_from_slice(&index.to_ne_bytes());
+                h[8..12].copy_from_slice(&IFF_UP.to_ne_bytes());
+                h[12..16].copy_from_slice(&IFF_UP.to_ne_bytes());
+                b.put_bytes(&h);
                 b.end_msg(m);
             }
             Request::GetLink(name) => {
@@ -114,6 +126,7 @@ impl Request {
             Request::NewDummy(n) => format!("create dummy link {n}"),
             Request::DelLink(i) => format!("delete link #{i}"),
             Request::GetLink(n) => format!("look up link {n}"),
+            Request::SetLinkUp(i) => format!("set link #{i} up"),
             Request::NewAddr(i, a) => format!("add address {a} to link #{i}"),
             Request::DelAddr(i, a) => format!("delete address {a} from link #{i}"),
             Request::DumpAddrs => "list addresses".into(),

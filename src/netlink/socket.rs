@@ -13,11 +13,11 @@ use nix::sys::socket::{
     self, setsockopt, sockopt, AddressFamily, MsgFlags, MultiHeaders, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 
 use super::wire::{
-    align, messages, Builder, NlMsg, HDR_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN,
-    NLM_F_DUMP_INTR,
+    align, messages, Builder, NlMsg, HDR_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use super::Error;
 
@@ -61,6 +61,7 @@ pub struct Socket {
     hdrs: MultiHeaders<NetlinkAddr>,
     /// Largest number of messages put in one batch; smaller when the buffer could not grow.
     batch_msgs: usize,
+    quiet: bool,
     counters: Counters,
 }
 
@@ -101,7 +102,7 @@ impl Socket {
         setsockopt(
             &fd,
             sockopt::ReceiveTimeout,
-            &TimeVal::new(RECV_TIMEOUT_SECS, 0),
+            &TimeVal::seconds(RECV_TIMEOUT_SECS),
         )
         .map_err(io("set netlink receive timeout"))?;
         Ok(Socket {
@@ -110,8 +111,15 @@ impl Socket {
             rx: vec![0; RECV_SLOTS_MAX * ACK_SLOT_BYTES],
             hdrs: MultiHeaders::preallocate(RECV_SLOTS_MAX, None),
             batch_msgs,
+            quiet: false,
             counters: Counters::default(),
         })
+    }
+
+    /// Batches without a per-request ACK: the kernel still answers every failure, and one
+    /// NLMSG_NOOP with NLM_F_ACK closes each batch. Off by default (one ACK per request).
+    pub fn set_quiet_batches(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// What went over this socket so far.
@@ -238,18 +246,29 @@ impl Socket {
             let base = self.seq.wrapping_add(1);
             while next < count && next - first < self.batch_msgs && b.len() < BATCH_BYTES {
                 let seq = self.next_seq();
+                let at = align(b.len());
                 emit(next, &mut b, seq);
+                if self.quiet {
+                    b.clear_flag(at, NLM_F_ACK);
+                }
                 next += 1;
             }
             let n = next - first;
+            if self.quiet {
+                // Control messages are acknowledged in order after everything before them.
+                let seq = self.next_seq();
+                let m = b.begin_msg(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq);
+                b.end_msg(m);
+            }
             let chunk_op = || format!("{} (and {} more in the batch)", describe(first), n - 1);
-            let mut results: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
-            if let Err(e) = self.send(b.as_bytes(), n, &chunk_op) {
+            let mut results: Vec<Option<Outcome>> =
+                (0..n + usize::from(self.quiet)).map(|_| None).collect();
+            if let Err(e) = self.send(b.as_bytes(), n + usize::from(self.quiet), &chunk_op) {
                 let text = e.to_string();
                 out.extend((0..n).map(|_| Err(Error::Batch(text.clone()))));
                 continue;
             }
-            let mut pending = n;
+            let mut pending = if self.quiet { 1 } else { n };
             while pending > 0 {
                 let got = match self.recv_multi(ACK_SLOT_BYTES, &chunk_op) {
                     Ok(got) => got,
@@ -273,6 +292,9 @@ impl Socket {
                         if slot.is_some() {
                             continue;
                         }
+                        if !self.quiet || idx == n {
+                            pending -= 1;
+                        }
                         *slot = Some(match code {
                             0 => Ok(()),
                             code => Err(Error::Kernel {
@@ -280,10 +302,10 @@ impl Socket {
                                 errno: Errno::from_raw(code.saturating_neg()),
                             }),
                         });
-                        pending -= 1;
                     }
                 }
             }
+            results.truncate(n);
             out.extend(results.into_iter().map(|r| r.unwrap_or(Ok(()))));
         }
         out

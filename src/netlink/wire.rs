@@ -346,6 +346,14 @@ impl Builder {
         }
     }
 
+    /// Clear header flag bits of the message starting at `at`.
+    pub fn clear_flag(&mut self, at: usize, flag: u16) {
+        if let Some(s) = self.buf.get_mut(at + 6..at + 8) {
+            let v = u16::from_ne_bytes([s[0], s[1]]) & !flag;
+            s.copy_from_slice(&v.to_ne_bytes());
+        }
+    }
+
     /// Raw bytes (family headers such as genlmsghdr or ifinfomsg).
     pub fn put_bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);

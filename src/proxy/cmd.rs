@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_LINK};
 use super::desired::{desired_state, Config, Desired};
+use super::schedule::Schedule;
 use super::source::{dir_fingerprint, load_dir, Model};
 use crate::netlink::ipvs::format_listing;
 use crate::netlink::{Ipvs, Rtnl};
@@ -312,33 +313,27 @@ pub fn proxy_main(args: &[String]) -> i32 {
 
 fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period: Duration) -> i32 {
     let mut model = Model::default();
+    let mut schedule = Schedule::new(period);
     let mut last_fp = None;
-    let mut last_full: Option<Instant> = None;
     loop {
         let fp = dir_fingerprint(dir);
-        let due = last_full.map_or(true, |t| t.elapsed() >= period);
-        if due || last_fp.as_ref() != Some(&fp) {
+        let now = Instant::now();
+        if let Some(mode) = schedule.next(now, last_fp.as_ref() != Some(&fp)) {
+            schedule.attempted(now, mode);
+            last_fp = Some(fp);
             match load_dir(dir) {
                 Err(e) => eprintln!("tinylet proxy: {e} (keeping the previous table)"),
                 Ok(objs) => {
                     model.replace(objs);
                     let d = compute(&model, cfg);
-                    let mode = if due {
-                        SyncMode::Full
-                    } else {
-                        SyncMode::Incremental
-                    };
                     match syncer.sync(&d.state, mode) {
                         Ok(r) => print_report(&r),
                         Err(e) => eprintln!("tinylet proxy: sync: {e}"),
                     }
-                    last_fp = Some(fp);
-                    if due {
-                        last_full = Some(Instant::now());
-                    }
                 }
             }
         }
+        // Rescanning the directory is cheap; once a second keeps changes prompt.
         std::thread::sleep(Duration::from_secs(1));
     }
 }

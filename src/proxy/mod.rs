@@ -2,13 +2,15 @@
 //!
 //! Layers: `source` (manifests → a [`source::Model`]), `desired` (model → desired
 //! [`table::State`], sans I/O), `diff` (two states → ops, sans I/O), `backend` (the
-//! [`backend::Backend`] seam, the IPVS backend and the syncer), `cmd` (the `tinylet proxy` and
+//! [`backend::Backend`] seam, the IPVS backend and the syncer), `schedule` (when the loop
+//! syncs, sans I/O), `cmd` (the `tinylet proxy` and
 //! `tinylet ipvs` commands). Wire formats belong to `netlink`, not here.
 
 pub mod backend;
 pub mod cmd;
 pub mod desired;
 pub mod diff;
+pub mod schedule;
 pub mod source;
 pub mod table;
 
