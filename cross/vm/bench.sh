@@ -21,7 +21,10 @@ trap 'rm -rf "$WORK"' EXIT
 add_tinylet_bench() {
     local arch=$1 payload=$2 exe
     if [ -f "$REPO/tests/ipvs_kernel.rs" ] && grep -q 'fn bench_sync' "$REPO/tests/ipvs_kernel.rs"; then
-        exe=$(cargo_exe "$arch" ipvs_kernel test --test ipvs_kernel --no-run) && [ -n "$exe" ] || return 1
+        # The bench profile (release optimisation and LTO, as shipped, but unwinding): a debug
+        # build spends most of a 10,000-service sync in its own unoptimised code under TCG.
+        exe=$(cargo_exe "$arch" ipvs_kernel test --profile bench --test ipvs_kernel --no-run) &&
+            [ -n "$exe" ] || return 1
         put_exe "$arch" "$exe" "$payload/bin/ipvs_kernel"
     else
         log "no tinylet IPVS bench in this tree"
