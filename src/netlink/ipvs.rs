@@ -738,7 +738,14 @@ pub fn format_listing(info: Option<&Info>, table: &[(ServiceRepr, Vec<DestRepr>)
                 addr,
                 port,
             } => {
-                let _ = write!(out, "{protocol}  {} {}", SockAddr(addr, port), s.scheduler);
+                // ipvsadm pads the protocol to 4 columns: "TCP  ...", "SCTP ...".
+                let _ = write!(
+                    out,
+                    "{:<4} {} {}",
+                    protocol.to_string(),
+                    SockAddr(addr, port),
+                    s.scheduler
+                );
             }
             ServiceKey::Fwmark { mark, .. } => {
                 let _ = write!(out, "FWM  {mark} {}", s.scheduler);

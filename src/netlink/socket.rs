@@ -7,14 +7,17 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
+use std::io::IoSliceMut;
+
 use nix::sys::socket::{
-    self, setsockopt, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+    self, setsockopt, sockopt, AddressFamily, MsgFlags, MultiHeaders, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
 
 use super::wire::{
-    messages, Builder, NlMsg, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN, NLM_F_DUMP_INTR,
+    align, messages, Builder, NlMsg, HDR_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN,
+    NLM_F_DUMP_INTR,
 };
 use super::Error;
 
@@ -22,6 +25,10 @@ use super::Error;
 const RCVBUF_BYTES: usize = 8 << 20;
 /// Size of one read: the kernel sends dump chunks of up to 32 KiB.
 const READ_BYTES: usize = 64 << 10;
+/// Receive buffer slot per ACK in a batch: an ACK is 36 bytes, an error echoes the request.
+const ACK_SLOT_BYTES: usize = 1024;
+/// Most datagrams taken by one recvmmsg.
+const RECV_SLOTS_MAX: usize = 256;
 /// Upper bound on the bytes of one batched sendmsg.
 const BATCH_BYTES: usize = 60 << 10;
 /// How long to wait for the kernel before declaring a request lost.
@@ -51,6 +58,7 @@ pub struct Socket {
     fd: OwnedFd,
     seq: u32,
     rx: Vec<u8>,
+    hdrs: MultiHeaders<NetlinkAddr>,
     /// Largest number of messages put in one batch; smaller when the buffer could not grow.
     batch_msgs: usize,
     counters: Counters,
@@ -99,7 +107,8 @@ impl Socket {
         Ok(Socket {
             fd,
             seq: 1,
-            rx: vec![0; READ_BYTES],
+            rx: vec![0; RECV_SLOTS_MAX * ACK_SLOT_BYTES],
+            hdrs: MultiHeaders::preallocate(RECV_SLOTS_MAX, None),
             batch_msgs,
             counters: Counters::default(),
         })
@@ -130,17 +139,38 @@ impl Socket {
         Ok(())
     }
 
-    /// Read one datagram into the receive buffer; returns its length.
-    fn recv(&mut self, op: &dyn Fn() -> String) -> Result<usize, Error> {
+    /// Read the datagrams waiting (at least one; blocks up to the timeout for the first) with
+    /// one recvmmsg, each into its own `slot`-byte part of the receive buffer. Returns each
+    /// datagram's (offset, length, truncated). Netlink queues every ACK as its own datagram,
+    /// so reading many per syscall is what keeps a large batch's ACK collection cheap.
+    fn recv_multi(
+        &mut self,
+        slot: usize,
+        op: &dyn Fn() -> String,
+    ) -> Result<Vec<(usize, usize, bool)>, Error> {
         loop {
-            match socket::recv(self.fd.as_raw_fd(), &mut self.rx, MsgFlags::MSG_TRUNC) {
-                Ok(n) if n > self.rx.len() => {
-                    return Err(Error::Incomplete {
-                        op: op(),
-                        reason: "reply larger than the read buffer",
-                    })
-                }
-                Ok(n) => return Ok(n),
+            let res = {
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+                    .rx
+                    .chunks_mut(slot)
+                    .take(RECV_SLOTS_MAX)
+                    .map(|c| [IoSliceMut::new(c)])
+                    .collect();
+                socket::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    &mut self.hdrs,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                )
+                .map(|r| {
+                    r.enumerate()
+                        .map(|(i, m)| (i * slot, m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC)))
+                        .collect::<Vec<_>>()
+                })
+            };
+            match res {
+                Ok(v) => return Ok(v),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => {
                     return Err(Error::Incomplete {
@@ -167,20 +197,19 @@ impl Socket {
         emit(&mut b, seq);
         self.send(b.as_bytes(), 1, op)?;
         let mut interrupted = false;
-        loop {
-            let n = self.recv(op)?;
-            let rx = std::mem::take(&mut self.rx);
-            let res = scan(
-                rx.get(..n).unwrap_or(&[]),
-                seq,
-                dump,
-                op,
-                &mut interrupted,
-                on_reply,
-            );
-            self.rx = rx;
-            if res? {
-                break;
+        'recv: loop {
+            let got = self.recv_multi(READ_BYTES, op)?;
+            for (off, len, truncated) in got {
+                if truncated {
+                    return Err(Error::Incomplete {
+                        op: op(),
+                        reason: "reply larger than the read buffer",
+                    });
+                }
+                let buf = self.rx.get(off..off + len).unwrap_or(&[]);
+                if scan(buf, seq, dump, op, &mut interrupted, on_reply)? {
+                    break 'recv;
+                }
             }
         }
         if interrupted {
@@ -222,8 +251,8 @@ impl Socket {
             }
             let mut pending = n;
             while pending > 0 {
-                let len = match self.recv(&chunk_op) {
-                    Ok(len) => len,
+                let got = match self.recv_multi(ACK_SLOT_BYTES, &chunk_op) {
+                    Ok(got) => got,
                     Err(e) => {
                         let text = e.to_string();
                         for r in results.iter_mut().filter(|r| r.is_none()) {
@@ -232,35 +261,53 @@ impl Socket {
                         break;
                     }
                 };
-                for m in messages(self.rx.get(..len).unwrap_or(&[])).flatten() {
-                    if m.msg_type() != NLMSG_ERROR {
-                        continue;
+                for (off, len, _) in got {
+                    let buf = self.rx.get(off..off + len).unwrap_or(&[]);
+                    // An error echoes the request and may be cut at the slot size: the header
+                    // and error code come first, which is all an outcome needs.
+                    for (seq, code) in acks(buf) {
+                        let idx = seq.wrapping_sub(base) as usize;
+                        let Some(slot) = results.get_mut(idx) else {
+                            continue;
+                        };
+                        if slot.is_some() {
+                            continue;
+                        }
+                        *slot = Some(match code {
+                            0 => Ok(()),
+                            code => Err(Error::Kernel {
+                                op: describe(first + idx),
+                                errno: Errno::from_raw(code.saturating_neg()),
+                            }),
+                        });
+                        pending -= 1;
                     }
-                    let idx = m.seq().wrapping_sub(base) as usize;
-                    let Some(slot) = results.get_mut(idx) else {
-                        continue;
-                    };
-                    if slot.is_some() {
-                        continue;
-                    }
-                    *slot = Some(match m.error_code() {
-                        Ok(0) => Ok(()),
-                        Ok(code) => Err(Error::Kernel {
-                            op: describe(first + idx),
-                            errno: Errno::from_raw(-code),
-                        }),
-                        Err(source) => Err(Error::Malformed {
-                            op: describe(first + idx),
-                            source,
-                        }),
-                    });
-                    pending -= 1;
                 }
             }
             out.extend(results.into_iter().map(|r| r.unwrap_or(Ok(()))));
         }
         out
     }
+}
+
+/// (seq, error code) of each NLMSG_ERROR in a datagram, reading a cut-off last message by its
+/// header alone.
+fn acks(buf: &[u8]) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while rest.len() >= HDR_LEN + 4 {
+        let f = |at: usize| [rest[at], rest[at + 1], rest[at + 2], rest[at + 3]];
+        let len = u32::from_ne_bytes(f(0)) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if kind == NLMSG_ERROR {
+            out.push((u32::from_ne_bytes(f(8)), i32::from_ne_bytes(f(16))));
+        }
+        if len < HDR_LEN {
+            break;
+        }
+        rest = rest.get(align(len)..).unwrap_or(&[]);
+    }
+    out
 }
 
 /// Walk one datagram; returns true when the request `seq` is finished.
@@ -305,4 +352,27 @@ fn scan(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_read_errors_even_when_cut_short() {
+        let mut b = Builder::new();
+        for (seq, code) in [(7u32, 0i32), (8, -17)] {
+            let m = b.begin_msg(NLMSG_ERROR, 0, seq);
+            b.put_bytes(&code.to_ne_bytes());
+            // The echoed request header (and, without NETLINK_CAP_ACK, its payload).
+            b.put_bytes(&[0u8; 16 + 64]);
+            b.end_msg(m);
+        }
+        let bytes = b.into_bytes();
+        assert_eq!(acks(&bytes), vec![(7, 0), (8, -17)]);
+        // A datagram cut by the receive slot keeps its header and error code.
+        assert_eq!(acks(&bytes[..bytes.len() - 40]), vec![(7, 0), (8, -17)]);
+        assert_eq!(acks(&bytes[..10]), vec![]);
+        assert!(acks(&[0u8; 64]).is_empty());
+    }
 }

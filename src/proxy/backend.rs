@@ -88,6 +88,24 @@ fn dest_repr(r: &RealKey, p: &RealParams) -> DestRepr {
     d
 }
 
+/// The IPVS requests for the table ops among `ops`, in order (address ops are rtnetlink's).
+pub fn ipvs_requests(ops: &[Op]) -> Vec<ipvs::Request> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::BindAddress(_) | Op::UnbindAddress(_) => None,
+            Op::AddVirtual(k, p) => Some(ipvs::Request::NewService(service_repr(k, p))),
+            Op::EditVirtual(k, p) => Some(ipvs::Request::EditService(service_repr(k, p))),
+            Op::DelVirtual(k) => Some(ipvs::Request::DelService(service_key(k))),
+            Op::AddReal(k, r, p) => Some(ipvs::Request::NewDest(service_key(k), dest_repr(r, p))),
+            Op::EditReal(k, r, p) => Some(ipvs::Request::EditDest(service_key(k), dest_repr(r, p))),
+            Op::DelReal(k, r) => Some(ipvs::Request::DelDest(
+                service_key(k),
+                dest_repr(r, &RealParams::default()),
+            )),
+        })
+        .collect()
+}
+
 /// Read a kernel service back as a virtual server, if it is one we could have made.
 fn from_kernel(s: &ServiceRepr) -> Option<(VirtualKey, VirtualParams)> {
     let ServiceKey::Addr {
@@ -150,32 +168,27 @@ impl Backend for IpvsBackend {
 
     fn apply(&mut self, ops: &[Op]) -> Vec<String> {
         let mut failures = Vec::new();
-        let mut ipvs_reqs = Vec::new();
-        let mut binds = Vec::new();
-        let mut unbinds = Vec::new();
-        for op in ops {
-            match op {
-                Op::BindAddress(a) => binds.push(*a),
-                Op::UnbindAddress(a) => unbinds.push(*a),
-                Op::AddVirtual(k, p) => {
-                    ipvs_reqs.push(ipvs::Request::NewService(service_repr(k, p)))
+        let ipvs_reqs = ipvs_requests(ops);
+        let binds: Vec<IpAddr> = ops
+            .iter()
+            .filter_map(|o| {
+                if let Op::BindAddress(a) = o {
+                    Some(*a)
+                } else {
+                    None
                 }
-                Op::EditVirtual(k, p) => {
-                    ipvs_reqs.push(ipvs::Request::EditService(service_repr(k, p)))
+            })
+            .collect();
+        let unbinds: Vec<IpAddr> = ops
+            .iter()
+            .filter_map(|o| {
+                if let Op::UnbindAddress(a) = o {
+                    Some(*a)
+                } else {
+                    None
                 }
-                Op::DelVirtual(k) => ipvs_reqs.push(ipvs::Request::DelService(service_key(k))),
-                Op::AddReal(k, r, p) => {
-                    ipvs_reqs.push(ipvs::Request::NewDest(service_key(k), dest_repr(r, p)))
-                }
-                Op::EditReal(k, r, p) => {
-                    ipvs_reqs.push(ipvs::Request::EditDest(service_key(k), dest_repr(r, p)))
-                }
-                Op::DelReal(k, r) => ipvs_reqs.push(ipvs::Request::DelDest(
-                    service_key(k),
-                    dest_repr(r, &RealParams::default()),
-                )),
-            }
-        }
+            })
+            .collect();
         // Addresses first so new virtual servers are reachable, removals last.
         if !binds.is_empty() {
             failures.extend(self.addresses(&binds, true));
@@ -274,8 +287,8 @@ impl<B: Backend> Syncer<B> {
 
     /// Bring the backend to `desired`.
     pub fn sync(&mut self, desired: &State, mode: SyncMode) -> Result<SyncReport, Error> {
-        let current = match (&self.known, mode) {
-            (Some(k), SyncMode::Incremental) => k.clone(),
+        let mut current = match (self.known.take(), mode) {
+            (Some(k), SyncMode::Incremental) => k,
             _ => self.backend.dump()?,
         };
         let ops = diff(desired, &current, &self.node_addresses);
@@ -284,8 +297,14 @@ impl<B: Backend> Syncer<B> {
         } else {
             self.backend.apply(&ops)
         };
-        // After a failure the backend's content is uncertain: read it again next time.
-        self.known = failures.is_empty().then(|| desired.clone());
+        // What was applied is now the backend's content; after a failure that is uncertain,
+        // so the next sync reads the backend again.
+        if failures.is_empty() {
+            for op in &ops {
+                current.apply(op);
+            }
+            self.known = Some(current);
+        }
         Ok(SyncReport { ops, failures })
     }
 }

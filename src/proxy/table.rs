@@ -129,6 +129,40 @@ pub struct State {
 }
 
 impl State {
+    /// Apply one op to this in-memory copy, the way a backend applies it to its table.
+    pub fn apply(&mut self, op: &Op) {
+        match op {
+            Op::BindAddress(a) => {
+                self.addresses.insert(*a);
+            }
+            Op::UnbindAddress(a) => {
+                self.addresses.remove(a);
+            }
+            Op::AddVirtual(k, p) | Op::EditVirtual(k, p) => {
+                self.services
+                    .entry(*k)
+                    .and_modify(|v| v.params = p.clone())
+                    .or_insert_with(|| VirtualServer {
+                        params: p.clone(),
+                        reals: BTreeMap::new(),
+                    });
+            }
+            Op::DelVirtual(k) => {
+                self.services.remove(k);
+            }
+            Op::AddReal(k, r, p) | Op::EditReal(k, r, p) => {
+                if let Some(v) = self.services.get_mut(k) {
+                    v.reals.insert(*r, *p);
+                }
+            }
+            Op::DelReal(k, r) => {
+                if let Some(v) = self.services.get_mut(k) {
+                    v.reals.remove(r);
+                }
+            }
+        }
+    }
+
     /// Total real servers.
     pub fn real_count(&self) -> usize {
         self.services.values().map(|v| v.reals.len()).sum()

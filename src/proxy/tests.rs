@@ -381,32 +381,7 @@ impl Backend for Fake {
             return vec!["injected".into()];
         }
         for op in ops {
-            match op {
-                Op::BindAddress(a) => {
-                    self.state.addresses.insert(*a);
-                }
-                Op::UnbindAddress(a) => {
-                    self.state.addresses.remove(a);
-                }
-                Op::AddVirtual(k, p) | Op::EditVirtual(k, p) => {
-                    let e = self.state.services.entry(*k).or_insert_with(|| {
-                        super::table::VirtualServer {
-                            params: p.clone(),
-                            reals: Default::default(),
-                        }
-                    });
-                    e.params = p.clone();
-                }
-                Op::DelVirtual(k) => {
-                    self.state.services.remove(k);
-                }
-                Op::AddReal(k, r, p) | Op::EditReal(k, r, p) => {
-                    self.state.services.get_mut(k).unwrap().reals.insert(*r, *p);
-                }
-                Op::DelReal(k, r) => {
-                    self.state.services.get_mut(k).unwrap().reals.remove(r);
-                }
-            }
+            self.state.apply(op);
         }
         Vec::new()
     }
