@@ -45,6 +45,7 @@ bench_table() {
         END {
             names["sync"] = "sync N x 2 dests"; names["add-one"] = "+1 dest at N"
             names["resync"] = "resync, no change"; names["flush"] = "flush"
+            names["encode"] = "diff+encode only (no I/O)"
             printf "| %-28s | %-22s | %-22s | %-8s |\n", "case", "ipvsadm", "tinylet", "ratio"
             printf "|------------------------------|------------------------|------------------------|----------|\n"
             for (i = 1; i <= nk; i++) {

@@ -66,7 +66,7 @@ tinylet_case() {
             split($i, kv, "=")
             if (kv[1] == "n") n = kv[2]; else if (kv[1] == "time_ms") ms = kv[2]; else if (kv[1] == "messages") msgs = kv[2]
         }
-        name = what == "full_sync" ? "sync" : what == "add_one_endpoint" ? "add-one" : what == "full_resync_nochange" ? "resync" : what
+        name = what == "full_sync" ? "sync" : what == "add_one_endpoint" ? "add-one" : what == "full_resync_nochange" ? "resync" : what == "encode_only" ? "encode" : what
         if (n != "" && ms != "") printf "@@BENCH tinylet %s %s %.4f %s\n", name, n, ms / 1000, msgs
     }'
     return $rc
