@@ -16,6 +16,7 @@ SIZES=${TINYLET_VM_BENCH_SIZES:-1000 10000}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinylet-vm-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
 
 # Adds tinylet's bench (the ignored bench_sync test of tests/ipvs_kernel.rs) when the tree has it.
 add_tinylet_bench() {
@@ -46,8 +47,8 @@ bench_table() {
             names["sync"] = "sync N x 2 dests"; names["add-one"] = "+1 dest at N"
             names["resync"] = "resync, no change"; names["flush"] = "flush"
             names["encode"] = "diff+encode only (no I/O)"
-            printf "| %-28s | %-22s | %-22s | %-8s |\n", "case", "ipvsadm", "tinylet", "ratio"
-            printf "|------------------------------|------------------------|------------------------|----------|\n"
+            printf "| %-36s | %-22s | %-22s | %-8s |\n", "case", "ipvsadm", "tinylet", "ratio"
+            printf "|--------------------------------------|------------------------|------------------------|----------|\n"
             for (i = 1; i <= nk; i++) {
                 split(keys[i], p, " "); k = keys[i]
                 r = "-"
@@ -55,7 +56,7 @@ bench_table() {
                     # /proc/uptime ticks are 10 ms: a zero ipvsadm time is "< 10 ms".
                     if (t["tinylet", k] > 0) r = sprintf("%.1fx", t["ipvsadm", k] / t["tinylet", k])
                 }
-                printf "| %-28s | %-22s | %-22s | %-8s |\n", (p[1] in names ? names[p[1]] : p[1]) ", N=" p[2], cell("ipvsadm", k), cell("tinylet", k), r
+                printf "| %-36s | %-22s | %-22s | %-8s |\n", (p[1] in names ? names[p[1]] : p[1]) ", N=" p[2], cell("ipvsadm", k), cell("tinylet", k), r
             }
         }'
 }

@@ -75,11 +75,12 @@ tinylet_case() {
 fail=0
 for n in $(cat bench-sizes); do
     in_netns sh ./run ipvsadm-case "$n" || { echo "ipvsadm case N=$n failed"; fail=1; }
-    # Let the kernel finish tearing down the namespace before the next measurement.
-    sleep 2
+    # Let the kernel finish tearing down the namespace (freeing its destinations) before the
+    # next measurement starts.
+    sleep 5
     if [ -x bin/ipvs_kernel ]; then
         tinylet_case "$n" || { echo "tinylet bench_sync N=$n failed"; fail=1; }
-        sleep 2
+        sleep 5
     fi
 done
 [ -x bin/ipvs_kernel ] || echo "no tinylet bench in this tree (tests/ipvs_kernel.rs): ipvsadm figures only"
