@@ -7,6 +7,12 @@ export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
 
 musl_triple() { echo "$1-unknown-linux-musl"; }
 
+# The rustup target for a guest (cross/setup.sh installs them too; this keeps the script whole).
+ensure_target() {
+    local t; t=$(musl_triple "$1")
+    rustup target list --installed 2>/dev/null | grep -qx "$t" || rustup target add "$t" >&2
+}
+
 strip_for() {
     case "$1" in
         x86_64) echo strip ;;
@@ -18,6 +24,7 @@ strip_for() {
 cargo_exe() {
     local arch=$1 name=$2; shift 2
     local json
+    ensure_target "$arch" || return 1
     json=$(cd "$REPO" && cargo "$@" --locked --target "$(musl_triple "$arch")" \
         --message-format=json-render-diagnostics) || return 1
     jq -r --arg n "$name" \

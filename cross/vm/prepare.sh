@@ -201,7 +201,9 @@ build_guest() {
     dpkg-deb -x "$kdeb" "$work/kernel"
     kver=$(ls "$work/kernel/lib/modules")
     local sysroot=$work/sysroot p
-    for p in busybox-static ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0 libc6; do
+    # strace (and its libraries) to see what a tool does to the kernel: `strace -c -f CMD`.
+    for p in busybox-static ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0 libc6 \
+        strace libunwind8 liblzma5; do
         dpkg-deb -x "$(guest_deb "$darch" "$p")" "$sysroot"
     done
 
@@ -209,6 +211,7 @@ build_guest() {
     mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,run,etc,payload,lib/modules}
     cp "$sysroot/bin/busybox" "$root/bin/busybox"
     copy_with_libs "$sysroot" "$root" sbin/ipvsadm
+    copy_with_libs "$sysroot" "$root" usr/bin/strace
     mknod -m 600 "$root/dev/console" c 5 1
     mknod -m 666 "$root/dev/null" c 1 3
     install -m 755 "$VM_DIR/init" "$root/init"

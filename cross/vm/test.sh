@@ -18,6 +18,7 @@ ARCHES=("$@")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinylet-vm-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
 
 passed=0 failed=0 results=()
 for arch in "${ARCHES[@]}"; do
