@@ -87,6 +87,7 @@ pub fn run_main(flags: RunFlags) -> i32 {
         cfg.status_socket = Some(default_status_socket(&cfg.root_dir));
     }
     log::info!("{} starting, board {}", crate::version_line(), cfg.board);
+    start_proxy(&cfg);
     let ex = Rc::new(smol::LocalExecutor::new());
     let opts = kubelet::RunOptions { once: flags.once };
     let socket = cfg.status_socket.clone();
@@ -101,6 +102,36 @@ pub fn run_main(flags: RunFlags) -> i32 {
             log::error!("{e}");
             1
         }
+    }
+}
+
+/// With `--proxy-mode=ipvs` the service proxy runs in-process, on its own thread, exactly as
+/// `tinylet proxy` runs it; a proxy failure is logged and never stops the pods.
+fn start_proxy(cfg: &config::AgentConfig) {
+    if cfg.proxy_mode != config::ProxyMode::Ipvs {
+        return;
+    }
+    let Some(dir) = &cfg.proxy_manifest_path else {
+        log::warn!("proxy mode ipvs: no --proxy-manifest-path given (the API source is not available in-process yet); the proxy does not run");
+        return;
+    };
+    let mut args = vec![
+        "--proxy-mode=ipvs".to_string(),
+        "--proxy-manifest-path".to_string(),
+        dir.display().to_string(),
+    ];
+    if let Some(h) = &cfg.hostname_override {
+        args.push("--hostname-override".into());
+        args.push(h.clone());
+    }
+    let spawned = std::thread::Builder::new()
+        .name("proxy".into())
+        .spawn(move || {
+            let code = crate::proxy::cmd::proxy_main(&args);
+            log::error!("service proxy stopped (exit code {code}); pods are not affected");
+        });
+    if let Err(e) = spawned {
+        log::error!("service proxy: cannot start its thread: {e}");
     }
 }
 
