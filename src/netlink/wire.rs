@@ -323,7 +323,7 @@ impl Builder {
 
     fn pad(&mut self) {
         let n = align(self.buf.len()) - self.buf.len();
-        self.buf.extend(std::iter::repeat(0).take(n));
+        self.buf.extend(std::iter::repeat_n(0, n));
     }
 
     /// Open a message; close it with [`Builder::end_msg`].

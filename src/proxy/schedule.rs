@@ -25,7 +25,7 @@ impl Schedule {
     pub fn next(&self, now: Instant, source_changed: bool) -> Option<SyncMode> {
         let due = self
             .last_full
-            .map_or(true, |t| now.saturating_duration_since(t) >= self.period);
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.period);
         if due {
             Some(SyncMode::Full)
         } else if source_changed {

@@ -164,7 +164,7 @@ impl Engine {
         self.observed_once = true;
         let fresh: BTreeSet<String> = snapshot.images.iter().map(|i| normalize_image(i)).collect();
         let images_before = self.images.len();
-        let images_changed = if self.images_at.map_or(true, |t| taken_at >= t) {
+        let images_changed = if self.images_at.is_none_or(|t| taken_at >= t) {
             let changed = self.images != fresh;
             self.images = fresh;
             changed

@@ -63,7 +63,7 @@ impl ProbeSet {
             && self
                 .readiness
                 .as_ref()
-                .map_or(true, |t| t.passing() == Some(true))
+                .is_none_or(|t| t.passing() == Some(true))
     }
 }
 
@@ -940,7 +940,7 @@ impl PodRecord {
             if mem.kill.as_ref().is_some_and(|(id, _)| *id == c.id) {
                 continue;
             }
-            if mem.probes.as_ref().map_or(true, |s| s.instance != c.id) {
+            if mem.probes.as_ref().is_none_or(|s| s.instance != c.id) {
                 mem.probes = Some(ProbeSet::new(spec, &c.id, c.started_at.unwrap_or(now)));
             }
             let Some(set) = mem.probes.as_mut() else {
@@ -1291,7 +1291,7 @@ impl PodRecord {
             let mem = self.mem_mut(&name, config);
             mem.next_attempt = mem.next_attempt.max(c.attempt.saturating_add(1));
             if c.state == ContainerState::Exited
-                && mem.exit_seen.as_ref().map_or(true, |(id, _)| *id != c.id)
+                && mem.exit_seen.as_ref().is_none_or(|(id, _)| *id != c.id)
             {
                 mem.exit_seen = Some((c.id.clone(), now));
             }

@@ -47,7 +47,7 @@ impl PodRecord {
                         && self
                             .mem
                             .get(&ic.name)
-                            .map_or(true, |m| m.killed.as_deref() != Some(c.id.as_str()))
+                            .is_none_or(|m| m.killed.as_deref() != Some(c.id.as_str()))
                 })
             })
     }

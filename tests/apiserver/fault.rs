@@ -98,12 +98,12 @@ impl Matcher {
             && self
                 .method
                 .as_deref()
-                .map_or(true, |m| m.eq_ignore_ascii_case(r.method))
+                .is_none_or(|m| m.eq_ignore_ascii_case(r.method))
             && self
                 .path_contains
                 .as_deref()
-                .map_or(true, |p| r.path.contains(p))
-            && self.watch.map_or(true, |w| w == r.watch)
+                .is_none_or(|p| r.path.contains(p))
+            && self.watch.is_none_or(|w| w == r.watch)
     }
 }
 

@@ -898,7 +898,7 @@ impl Api {
         let finalizers_gone = meta(&new)
             .get("finalizers")
             .and_then(Value::as_array)
-            .map_or(true, |f| f.is_empty());
+            .is_none_or(|f| f.is_empty());
         if meta(&new).get("deletionTimestamp").is_some()
             && finalizers_gone
             && !graceful_pending(k.resource, &new)

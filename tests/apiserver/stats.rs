@@ -121,7 +121,7 @@ impl Stats {
         let mut out: Vec<u64> = Vec::new();
         for r in lock(&self.log)
             .iter()
-            .filter(|r| resource.map_or(true, |x| r.resource == x))
+            .filter(|r| resource.is_none_or(|x| r.resource == x))
         {
             let i = usize::try_from(r.at.as_nanos() / w).unwrap_or(usize::MAX);
             if i >= 1 << 24 {

@@ -288,7 +288,7 @@ impl Store {
         self.objects
             .range((kind, String::new(), String::new())..)
             .take_while(|((k, _, _), _)| *k == kind)
-            .filter(|((_, n, _), _)| ns.map_or(true, |ns| ns == n))
+            .filter(|((_, n, _), _)| ns.is_none_or(|ns| ns == n))
             .map(|(_, v)| v)
             .collect()
     }
@@ -487,7 +487,7 @@ pub fn matches(reqs: &[Requirement], lookup: impl Fn(&str) -> Option<String>) ->
         Requirement::Exists(k) => lookup(k).is_some(),
         Requirement::NotExists(k) => lookup(k).is_none(),
         Requirement::In(k, vs) => lookup(k).is_some_and(|x| vs.contains(&x)),
-        Requirement::NotIn(k, vs) => lookup(k).map_or(true, |x| !vs.contains(&x)),
+        Requirement::NotIn(k, vs) => lookup(k).is_none_or(|x| !vs.contains(&x)),
     })
 }
 

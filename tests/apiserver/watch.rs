@@ -23,7 +23,7 @@ pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 const POLL: Duration = Duration::from_millis(100);
 
 fn visible(plan: &WatchPlan, obj: &Value) -> bool {
-    let ns_ok = plan.ns.as_deref().map_or(true, |ns| {
+    let ns_ok = plan.ns.as_deref().is_none_or(|ns| {
         obj.get("metadata")
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)

@@ -418,7 +418,7 @@ impl Harness {
         self.log
             .iter()
             .filter(|l| l.action.kind.name() == name)
-            .filter(|l| container.map_or(true, |c| container_of(&l.action.kind) == Some(c)))
+            .filter(|l| container.is_none_or(|c| container_of(&l.action.kind) == Some(c)))
             .cloned()
             .collect()
     }
