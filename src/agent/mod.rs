@@ -111,15 +111,21 @@ fn start_proxy(cfg: &config::AgentConfig) {
     if cfg.proxy_mode != config::ProxyMode::Ipvs {
         return;
     }
-    let Some(dir) = &cfg.proxy_manifest_path else {
-        log::warn!("proxy mode ipvs: no --proxy-manifest-path given (the API source is not available in-process yet); the proxy does not run");
-        return;
-    };
-    let mut args = vec![
-        "--proxy-mode=ipvs".to_string(),
-        "--proxy-manifest-path".to_string(),
-        dir.display().to_string(),
-    ];
+    let mut args = vec!["--proxy-mode=ipvs".to_string()];
+    match (&cfg.proxy_manifest_path, &cfg.kubeconfig) {
+        (Some(dir), _) => {
+            args.push("--proxy-manifest-path".into());
+            args.push(dir.display().to_string());
+        }
+        (None, Some(kc)) => {
+            args.push("--kubeconfig".into());
+            args.push(kc.display().to_string());
+        }
+        (None, None) => {
+            log::warn!("proxy mode ipvs needs --proxy-manifest-path or --kubeconfig; the proxy does not run");
+            return;
+        }
+    }
     if let Some(h) = &cfg.hostname_override {
         args.push("--hostname-override".into());
         args.push(h.clone());

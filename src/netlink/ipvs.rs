@@ -730,7 +730,7 @@ pub fn format_listing(info: Option<&Info>, table: &[(ServiceRepr, Vec<DestRepr>)
     out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
     out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     let mut sorted: Vec<&(ServiceRepr, Vec<DestRepr>)> = table.iter().collect();
-    sorted.sort_by_key(|(s, _)| listing_order(&s.key));
+    ipvsadm_sort(&mut sorted, |a, b| cmp_services(&a.0.key, &b.0.key));
     for (s, dests) in sorted {
         match s.key {
             ServiceKey::Addr {
@@ -766,7 +766,9 @@ pub fn format_listing(info: Option<&Info>, table: &[(ServiceRepr, Vec<DestRepr>)
         }
         out.push('\n');
         let mut ds: Vec<&DestRepr> = dests.iter().collect();
-        ds.sort_by_key(|d| (d.addr.is_ipv6(), d.addr, d.port));
+        ipvsadm_sort(&mut ds, |a, b| {
+            cmp_addr_port(a.addr, a.port, b.addr, b.port)
+        });
         for d in ds {
             let _ = writeln!(
                 out,
@@ -782,21 +784,139 @@ pub fn format_listing(info: Option<&Info>, table: &[(ServiceRepr, Vec<DestRepr>)
     out
 }
 
-fn listing_order(k: &ServiceKey) -> (u32, u16, u16, IpAddr, u16) {
-    match *k {
-        ServiceKey::Addr {
-            protocol,
-            addr,
-            port,
-        } => (0, k.af(), protocol.number(), addr, port),
-        ServiceKey::Fwmark { mark, .. } => (mark, k.af(), 0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+/// ipvsadm orders its listing with C `int` differences of unsigned fields, which wrap: for
+/// addresses the order is that of `(a - b) as i32`, so 192.168.0.1 lists before 10.0.0.1.
+/// Not a total order, so the exact sort algorithm matters too: see [`ipvsadm_sort`].
+fn wrapping_cmp(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+fn af_number(a: IpAddr) -> i32 {
+    if a.is_ipv6() {
+        10
+    } else {
+        2
     }
+}
+
+fn addr_words(a: IpAddr) -> [u32; 4] {
+    match a {
+        IpAddr::V4(v4) => [u32::from(v4), 0, 0, 0],
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            [w(0), w(4), w(8), w(12)]
+        }
+    }
+}
+
+fn cmp_addr_port(a: IpAddr, ap: u16, b: IpAddr, bp: u16) -> i32 {
+    let r = af_number(a) - af_number(b);
+    if r != 0 {
+        return r;
+    }
+    let (wa, wb) = (addr_words(a), addr_words(b));
+    let words = if a.is_ipv6() { 4 } else { 1 };
+    for i in 0..words {
+        let r = wrapping_cmp(wa[i], wb[i]);
+        if r != 0 {
+            return r;
+        }
+    }
+    i32::from(ap) - i32::from(bp)
+}
+
+fn cmp_services(a: &ServiceKey, b: &ServiceKey) -> i32 {
+    let mark = |k: &ServiceKey| match *k {
+        ServiceKey::Fwmark { mark, .. } => mark,
+        ServiceKey::Addr { .. } => 0,
+    };
+    let r = wrapping_cmp(mark(a), mark(b));
+    if r != 0 {
+        return r;
+    }
+    let r = i32::from(a.af()) - i32::from(b.af());
+    if r != 0 {
+        return r;
+    }
+    match (*a, *b) {
+        (
+            ServiceKey::Addr {
+                protocol: pa,
+                addr: aa,
+                port: ap,
+            },
+            ServiceKey::Addr {
+                protocol: pb,
+                addr: ab,
+                port: bp,
+            },
+        ) => {
+            let r = i32::from(pa.number()) - i32::from(pb.number());
+            if r != 0 {
+                return r;
+            }
+            cmp_addr_port(aa, ap, ab, bp)
+        }
+        _ => 0,
+    }
+}
+
+/// The merge sort of the C library ipvsadm links against (glibc's `qsort`, top-down, left
+/// element first on ties), so that a comparator that is not a total order gives the very same
+/// listing. Never panics whatever the comparator says.
+fn ipvsadm_sort<T: Copy>(v: &mut [T], cmp: impl Fn(&T, &T) -> i32 + Copy) {
+    let n = v.len();
+    if n <= 1 {
+        return;
+    }
+    let (n1, _) = (n / 2, n - n / 2);
+    ipvsadm_sort(&mut v[..n1], cmp);
+    ipvsadm_sort(&mut v[n1..], cmp);
+    let mut merged = Vec::with_capacity(n);
+    let (mut i, mut j) = (0, n1);
+    while i < n1 && j < n {
+        if cmp(&v[i], &v[j]) <= 0 {
+            merged.push(v[i]);
+            i += 1;
+        } else {
+            merged.push(v[j]);
+            j += 1;
+        }
+    }
+    merged.extend_from_slice(&v[i..n1]);
+    merged.extend_from_slice(&v[j..n]);
+    v.copy_from_slice(&merged);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::netlink::wire::messages;
+
+    #[test]
+    fn listing_order_is_ipvsadm_wrapping_order() {
+        let svc = |a: &str| {
+            (
+                ServiceRepr::new(ServiceKey::new(Protocol::Tcp, a.parse().unwrap(), 80), "rr"),
+                Vec::new(),
+            )
+        };
+        let table = vec![svc("10.0.0.1"), svc("192.168.0.1"), svc("10.96.0.10")];
+        let text = format_listing(None, &table);
+        let order: Vec<usize> = ["192.168.0.1", "10.0.0.1", "10.96.0.10"]
+            .iter()
+            .map(|a| text.find(a).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let mut v = vec![3, 1, 2, 2, 0];
+        ipvsadm_sort(&mut v, |a, b| a - b);
+        assert_eq!(v, vec![0, 1, 2, 2, 3]);
+        // A comparator that is not an order still terminates and keeps every element.
+        let mut w: Vec<u32> = (0..50u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        ipvsadm_sort(&mut w, |a, b| wrapping_cmp(*a, *b));
+        assert_eq!(w.len(), 50);
+    }
 
     #[test]
     fn service_round_trip() {

@@ -8,10 +8,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::apisource::{ApiSource, Change};
 use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_LINK};
 use super::desired::{desired_state, Config, Desired};
 use super::schedule::Schedule;
 use super::source::{dir_fingerprint, load_dir, Model};
+use crate::api::client::{Client, ClientConfig};
+use crate::api::kubeconfig::Kubeconfig;
+use crate::api::watch::InformerConfig;
 use crate::netlink::ipvs::format_listing;
 use crate::netlink::{Ipvs, Rtnl};
 
@@ -23,7 +27,7 @@ Programs IPVS from Service and EndpointSlice manifests (kube-proxy's IPVS mode).
   --proxy-mode=ipvs            the only mode implemented
   --ipvs-scheduler=NAME        IPVS scheduler (default rr)
   --proxy-manifest-path=DIR    directory of Service/EndpointSlice YAML or JSON manifests
-  --kubeconfig=FILE            API server source (not implemented yet)
+  --kubeconfig=FILE            watch Services and EndpointSlices at the API server
   --hostname-override=NAME     node name for Local traffic policies (default: hostname)
   --nodeport-addresses=LIST    comma-separated CIDRs or IPs node ports are served on
                                (default: every non-loopback address of the host)
@@ -257,13 +261,19 @@ pub fn proxy_main(args: &[String]) -> i32 {
         );
         return 2;
     }
-    let Some(dir) = a.manifest_path.clone() else {
-        if a.kubeconfig.is_some() {
-            eprintln!("tinylet proxy: the API server source (--kubeconfig) is not implemented yet; use --proxy-manifest-path DIR");
-        } else {
-            eprintln!("tinylet proxy: --proxy-manifest-path DIR is required\n{PROXY_USAGE}");
+    let source = match (&a.manifest_path, &a.kubeconfig) {
+        (Some(dir), _) => Source::Dir(dir.clone()),
+        (None, Some(kc)) => match api_source(kc) {
+            Ok(s) => Source::Api(s),
+            Err(e) => {
+                eprintln!("tinylet proxy: {e}");
+                return 1;
+            }
+        },
+        (None, None) => {
+            eprintln!("tinylet proxy: --proxy-manifest-path DIR or --kubeconfig FILE is required\n{PROXY_USAGE}");
+            return 2;
         }
-        return 2;
     };
     let mut backend = match IpvsBackend::open(DUMMY_LINK) {
         Ok(b) => b,
@@ -285,14 +295,15 @@ pub fn proxy_main(args: &[String]) -> i32 {
         node_addresses: node_addrs.clone(),
     };
     let mut syncer = Syncer::new(backend, node_addrs);
-    let mut model = Model::default();
-    if a.once {
-        return match load_dir(&dir) {
+    match source {
+        Source::Api(api) => run_api_loop(&mut syncer, &api, &cfg, a.sync_period, a.once),
+        Source::Dir(dir) if a.once => match load_dir(&dir) {
             Err(e) => {
                 eprintln!("tinylet proxy: {e}");
                 1
             }
             Ok(objs) => {
+                let mut model = Model::default();
                 model.replace(objs);
                 let d = compute(&model, &cfg);
                 match syncer.sync(&d.state, SyncMode::Full) {
@@ -306,9 +317,83 @@ pub fn proxy_main(args: &[String]) -> i32 {
                     }
                 }
             }
-        };
+        },
+        Source::Dir(dir) => run_loop(&mut syncer, &dir, &cfg, a.sync_period),
     }
-    run_loop(&mut syncer, &dir, &cfg, a.sync_period)
+}
+
+/// Where Services and EndpointSlices come from.
+enum Source {
+    Dir(PathBuf),
+    Api(ApiSource),
+}
+
+fn api_source(kubeconfig: &Path) -> Result<ApiSource, String> {
+    let cluster = Kubeconfig::load(kubeconfig, None).map_err(|e| e.to_string())?;
+    let client = Client::new(&cluster, ClientConfig::default()).map_err(|e| e.to_string())?;
+    ApiSource::start(client, InformerConfig::default())
+        .map_err(|e| format!("start the watch threads: {e}"))
+}
+
+/// Syncs from the API watch: a partial sync as soon as anything changed (one endpoint → its
+/// own ops), a full resync every `period` to repair drift. With `once`, waits for the first
+/// complete lists of both kinds, syncs, reports and returns.
+pub fn run_api_loop<B: Backend>(
+    syncer: &mut Syncer<B>,
+    api: &ApiSource,
+    cfg: &Config,
+    period: Duration,
+    once: bool,
+) -> i32 {
+    let mut model = Model::default();
+    let mut schedule = Schedule::new(period);
+    let (mut have_services, mut have_slices) = (false, false);
+    loop {
+        let changed = match api.changes.recv_timeout(Duration::from_secs(1)) {
+            Ok(c) => {
+                let mut batch = vec![c];
+                batch.extend(api.changes.try_iter());
+                for c in batch {
+                    have_services |= matches!(c, Change::Services(_));
+                    have_slices |= matches!(c, Change::Slices(_));
+                    c.apply(&mut model);
+                }
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("tinylet proxy: the API watch stopped");
+                return 1;
+            }
+        };
+        if !(have_services && have_slices) {
+            continue;
+        }
+        let now = Instant::now();
+        let mode = if once {
+            Some(SyncMode::Full)
+        } else {
+            schedule.next(now, changed)
+        };
+        if let Some(mode) = mode {
+            schedule.attempted(now, mode);
+            let d = compute(&model, cfg);
+            match syncer.sync(&d.state, mode) {
+                Ok(r) => {
+                    print_report(&r);
+                    if once {
+                        return i32::from(!r.failures.is_empty());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("tinylet proxy: sync: {e}");
+                    if once {
+                        return 1;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period: Duration) -> i32 {

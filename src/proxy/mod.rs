@@ -6,6 +6,7 @@
 //! syncs, sans I/O), `cmd` (the `tinylet proxy` and
 //! `tinylet ipvs` commands). Wire formats belong to `netlink`, not here.
 
+pub mod apisource;
 pub mod backend;
 pub mod cmd;
 pub mod desired;

@@ -65,6 +65,19 @@ impl Model {
     }
 
     /// Services, ordered by key.
+    /// Replaces every Service (after a re-list), keeping the EndpointSlices.
+    pub fn replace_services(&mut self, services: Vec<Service>) {
+        self.services = services
+            .into_iter()
+            .map(|s| (s.metadata.key(), s))
+            .collect();
+    }
+
+    /// Replaces every EndpointSlice (after a re-list), keeping the Services.
+    pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        self.slices = slices.into_iter().map(|s| (s.metadata.key(), s)).collect();
+    }
+
     pub fn services(&self) -> Vec<Service> {
         self.services.values().cloned().collect()
     }
