@@ -312,14 +312,15 @@ fn proxy_applies_a_manifest_directory() {
     assert_eq!(
         text,
         format!(
-            "{HEADER}TCP  10.96.0.10:80 rr persistent 10800
+            // ipvsadm's order: 192.168.x before 10.x (wrapping 32-bit differences).
+            "{HEADER}TCP  192.168.50.1:30080 rr persistent 10800
+  -> 10.244.0.5:8080              Masq    1      0          0         
+  -> 10.244.1.5:8080              Masq    1      0          0         
+TCP  10.96.0.10:80 rr persistent 10800
   -> 10.244.0.5:8080              Masq    1      0          0         
   -> 10.244.1.5:8080              Masq    1      0          0         
 TCP  10.96.0.53:53 rr
   -> 10.244.0.53:5353             Masq    1      0          0         
-TCP  192.168.50.1:30080 rr persistent 10800
-  -> 10.244.0.5:8080              Masq    1      0          0         
-  -> 10.244.1.5:8080              Masq    1      0          0         
 UDP  10.96.0.53:53 rr
   -> 10.244.0.53:5353             Masq    1      0          0         
 TCP  [fd00:96::53]:53 rr
