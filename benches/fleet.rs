@@ -15,7 +15,6 @@
 //! Prints figures; asserts nothing about time.
 
 #[path = "../tests/apiserver/mod.rs"]
-#[allow(dead_code)]
 mod apiserver;
 
 use std::time::{Duration, Instant};
