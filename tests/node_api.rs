@@ -444,3 +444,41 @@ fn kubeconfig_without_ca_is_refused() {
     let e = node::start(&cfg2, "n5", "x").unwrap_err();
     assert!(matches!(e, NodeError::NoCredentials { .. }), "{e}");
 }
+
+#[test]
+fn existing_node_is_adopted_and_its_labels_and_taints_patched() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    let tmp = TempDir::new("adopt");
+    let cfg = agent_config(tmp.path());
+    let created = srv
+        .create(
+            "/api/v1/nodes",
+            serde_json::json!({"metadata": {"name": "n6", "labels": {"tinylet.io/board": "old", "team": "ops"}},
+                "spec": {"taints": [{"key": "admin", "effect": "NoExecute"}]}}),
+        )
+        .unwrap();
+    let mut h = node::start_with(
+        options(&cfg, "n6"),
+        Credentials::Ready(node_cluster(&srv, "n6")),
+    )
+    .unwrap();
+    let uid = h.wait_registered(Duration::from_secs(10));
+    assert_eq!(uid.as_deref(), created["metadata"]["uid"].as_str());
+    let n = srv.node("n6").unwrap();
+    let labels = &n["metadata"]["labels"];
+    assert_eq!(labels["tinylet.io/board"], "raspberry-pi-4");
+    assert_eq!(labels["team"], "ops", "labels set by others are kept");
+    assert_eq!(labels["kubernetes.io/hostname"], "n6");
+    let taints: Vec<&str> = n["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    assert_eq!(taints, ["admin", "edge.tinylet.io/flaky-link"]);
+    // Its status comes with the first report (a node may not read it back).
+    assert!(srv.wait_until(Duration::from_secs(5), |s| s
+        .node("n6")
+        .is_some_and(|n| condition(&n, "Ready").as_deref() == Some("True"))));
+    h.stop();
+}
