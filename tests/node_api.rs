@@ -198,6 +198,10 @@ fn bootstrap_csr_approved_node_registered_and_ready() {
     let kc = Kubeconfig::load(cfg.kubeconfig.as_deref().unwrap(), None).unwrap();
     assert!(kc.auth.client_cert.is_some() && kc.auth.bearer.is_none());
     assert_eq!(h.cluster().unwrap().server, srv.url());
+    assert_eq!(
+        h.wait_credentials(Duration::from_secs(1)).unwrap().auth,
+        kc.auth
+    );
 
     // The Node as the server holds it: Ready, labels, taints, resources, addresses, info.
     assert!(srv.wait_until(Duration::from_secs(10), |s| s
@@ -372,7 +376,10 @@ fn api_down_no_panic_and_lease_and_status_catch_up() {
     )
     .unwrap();
     assert!(h.wait_registered(Duration::from_secs(10)).is_some());
-    assert!(srv.wait_until(Duration::from_secs(5), |s| renew_time(s, "n4").is_some()));
+    assert!(
+        srv.wait_until(Duration::from_secs(5), |s| renew_time(s, "n4").is_some()
+            && s.stats().count("patch", "nodes/status") == 1)
+    );
     let patches_before = srv.stats().count("patch", "nodes/status");
 
     srv.down();

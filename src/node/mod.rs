@@ -237,6 +237,29 @@ impl NodeHandle {
         lock(&self.shared.cluster).clone()
     }
 
+    /// Waits up to `timeout` for credentials (after TLS bootstrap, if one is needed), so the
+    /// pod side shares them instead of bootstrapping a second time.
+    pub fn wait_credentials(&self, timeout: Duration) -> Option<ClusterConfig> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.cluster() {
+                return Some(c);
+            }
+            let st = lock(&self.shared.state);
+            if st.fatal.is_some() {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let _ = self
+                .shared
+                .wake
+                .wait_timeout(st, (deadline - now).min(Duration::from_millis(200)));
+        }
+    }
+
     /// A copy of the thread's progress counters.
     pub fn state(&self) -> NodeState {
         lock(&self.shared.state).clone()
@@ -429,6 +452,7 @@ impl Worker {
             Err(e) => return self.fatal(format!("API client: {e}")),
         };
         *lock(&self.shared.cluster) = Some(cluster.clone());
+        self.shared.wake.notify_all();
         let mut rotate_at = agent_cfg
             .as_ref()
             .and_then(|_| self.rotation_deadline(&cluster));
