@@ -362,6 +362,25 @@ fn lease_renewed_and_status_patched_only_on_change() {
     // Lease writes are PUTs of the cached object after the first create.
     assert_eq!(srv.stats().count("create", "leases.coordination.k8s.io"), 1);
     assert!(srv.stats().count("update", "leases.coordination.k8s.io") >= 4);
+
+    // Someone else writes the Lease: the cached resourceVersion is stale, the next PUT gets
+    // 409, the node reads it again and renews.
+    let gets = srv.stats().count("get", "leases.coordination.k8s.io");
+    srv.merge_patch(
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n3",
+        serde_json::json!({"metadata": {"labels": {"touched": "yes"}}}),
+    )
+    .unwrap();
+    let touched = renew_time(&srv, "n3").unwrap();
+    assert!(
+        srv.wait_until(Duration::from_secs(5), |s| renew_time(s, "n3")
+            .is_some_and(|t| t > touched))
+    );
+    assert_eq!(
+        srv.stats().count("get", "leases.coordination.k8s.io"),
+        gets + 1
+    );
+    assert!(h.state().last_error.is_none(), "{:?}", h.state());
     h.stop();
 }
 
