@@ -4,6 +4,8 @@
 //! node status is computed every 10 s and reported only when it changed or 5 minutes passed
 //! since the last report. A failed renewal is retried quickly with a short back-off so that a
 //! brief blip never lets the Lease expire, but never faster than 200 ms.
+//! The node loop instead passes in its own retry time (`renew_retry_at`) from the shared,
+//! fully jittered API back-off, so a fleet that lost its link at once never retries in step.
 
 use std::time::{Duration, Instant};
 
