@@ -136,6 +136,8 @@ pub async fn run(
 
     let signals = Signals::new()?;
     wait_for_runtime(&cri, &cfg.container_runtime_endpoint, &signals).await?;
+    // Join the cluster (credentials, Node, Lease) on its own thread when a kubeconfig is set.
+    let _node = start_node(&cfg, &node_name, &cri).await;
 
     let mut engine = Engine::new(EngineConfig::default());
     let mut manifest_errors: Vec<String> = Vec::new();
@@ -474,6 +476,29 @@ async fn wait_for_runtime(
             return Err(AgentError::Interrupted);
         }
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Starts the node side when `--kubeconfig` or `--bootstrap-kubeconfig` is set. A failure is
+/// logged, never fatal: pods from the store and the manifest dir run without the API.
+async fn start_node(
+    cfg: &AgentConfig,
+    node_name: &str,
+    cri: &CriClient,
+) -> Option<crate::node::NodeHandle> {
+    if cfg.kubeconfig.is_none() && cfg.bootstrap_kubeconfig.is_none() {
+        return None;
+    }
+    let runtime = match cri.version().await {
+        Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
+        Err(_) => String::new(),
+    };
+    match crate::node::start(cfg, node_name, &runtime) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::error!("node {node_name}: not joining the cluster: {e}");
+            None
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! node status is computed every 10 s and reported only when it changed or 5 minutes passed
 //! since the last report. A failed renewal is retried quickly with a short back-off so that a
 //! brief blip never lets the Lease expire, but never faster than 200 ms.
+//! The node loop instead passes in its own retry time (`renew_retry_at`) from the shared,
+//! fully jittered API back-off, so a fleet that lost its link at once never retries in step.
 
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,34 @@ impl Heartbeat {
         self.next_renew = Some(now + delay);
     }
 
+    /// Records a failed renewal whose retry time the caller chose (a jittered back-off shared
+    /// with other API calls); the renewal is due again at `retry_at`.
+    pub fn renew_retry_at(&mut self, retry_at: Instant) {
+        self.renew_failures = self.renew_failures.saturating_add(1);
+        self.next_renew = Some(retry_at);
+    }
+
+    /// Consecutive failed renewals (0 after a success).
+    pub fn renew_failures(&self) -> u32 {
+        self.renew_failures
+    }
+
+    /// Makes the next computed status be reported even if unchanged (after an outage the
+    /// server's copy is stale).
+    pub fn force_report(&mut self) {
+        self.last_reported_hash = None;
+    }
+
+    /// Makes status computation due at `at` (e.g. at once, to catch up after an outage).
+    pub fn compute_at(&mut self, at: Instant) {
+        self.next_compute = Some(at);
+    }
+
+    /// The cadence in use.
+    pub fn cadence(&self) -> &Cadence {
+        &self.cadence
+    }
+
     /// True if the Lease has not been renewed within its duration (the control plane will
     /// consider the node gone).
     pub fn lease_expired(&self, now: Instant) -> bool {
@@ -189,5 +219,24 @@ mod tests {
         assert_eq!(reports, 2);
         let now = t0 + Duration::from_secs(610);
         assert!(h.status_computed(now, 2), "a change is reported at once");
+    }
+
+    #[test]
+    fn chosen_retry_and_forced_report() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(Cadence::default());
+        h.renewed(t0);
+        h.renew_retry_at(t0 + Duration::from_secs(25));
+        assert_eq!(h.renew_failures(), 1);
+        assert!(!h.due(t0 + Duration::from_secs(24)).renew_lease);
+        assert!(h.due(t0 + Duration::from_secs(25)).renew_lease);
+        h.status_computed(t0, 9);
+        h.status_reported(t0, 9);
+        assert!(!h.status_computed(t0 + Duration::from_secs(10), 9));
+        h.force_report();
+        assert!(h.status_computed(t0 + Duration::from_secs(20), 9));
+        h.compute_at(t0 + Duration::from_secs(21));
+        assert!(h.due(t0 + Duration::from_secs(21)).compute_status);
+        assert_eq!(h.cadence().renew_interval, Duration::from_secs(10));
     }
 }
