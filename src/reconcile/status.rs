@@ -30,7 +30,7 @@ pub struct PodConditions {
 
 /// A container's current state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ContainerStateView {
     /// Not running; why.
     Waiting {
@@ -137,5 +137,31 @@ impl ContainerStateView {
             ContainerStateView::Waiting { reason, .. } => Some(reason),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_state_fields_are_camel_case_like_the_rest() {
+        let running = ContainerStateView::Running {
+            running_for_secs: 7,
+        };
+        let j = serde_json::to_value(&running).unwrap();
+        assert_eq!(j, serde_json::json!({"running": {"runningForSecs": 7}}));
+        let term = ContainerStateView::Terminated {
+            exit_code: Some(1),
+            reason: "Error".into(),
+            finished_secs_ago: Some(3),
+        };
+        let j = serde_json::to_value(&term).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedSecsAgo": 3}})
+        );
+        let back: ContainerStateView = serde_json::from_value(j).unwrap();
+        assert_eq!(back, term);
     }
 }
