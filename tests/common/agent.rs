@@ -36,6 +36,8 @@ pub struct AgentEnv {
     pub config: PathBuf,
     pub node: String,
     pub agent: Option<Child>,
+    /// `-v` of every agent started (2 in tests: debug lines help a failure report).
+    pub verbosity: u8,
     starts: u32,
 }
 
@@ -71,6 +73,7 @@ impl AgentEnv {
             config,
             node: format!("at{}", std::process::id()),
             agent: None,
+            verbosity: 2,
             starts: 0,
             bed,
         }
@@ -130,7 +133,7 @@ impl AgentEnv {
             "--hostname-override".into(),
             self.node.clone(),
             "-v".into(),
-            "2".into(),
+            self.verbosity.to_string(),
         ]
     }
 
@@ -290,7 +293,7 @@ impl AgentEnv {
     }
 
     /// Removes whatever the agent could not (the last resort of the guard), straight via CRI.
-    fn force_remove_pods(&self) {
+    pub fn force_remove_pods(&self) {
         let pods = self.runtime_pods();
         if pods.is_empty() {
             return;
