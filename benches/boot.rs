@@ -97,7 +97,7 @@ fn write_sleepers(env: &AgentEnv, n: usize) {
         let name = format!("s{i:02}");
         env.put_manifest(
             &format!("{name}.yaml"),
-            &env.template("sleeper.yaml", &[("POD", &name), ("GEN", "1")]),
+            &env.template("bench-sleeper.yaml", &[("POD", &name)]),
         );
     }
 }

@@ -117,6 +117,26 @@ fn init_container_completes_before_two_app_containers_run() {
         restarts(&doc, &name, "app-a") + restarts(&doc, &name, "app-b"),
         0
     );
+    let table = t.status_table();
+    assert!(table.contains(&format!("{NAMESPACE}/{name}")), "{table}");
+    assert!(table.contains("init:prepare"), "{table}");
+    assert!(table.contains("terminated(Completed, exit 0)"), "{table}");
+    assert!(table.contains("running("), "{table}");
+
+    // SIGTERM stops the agent cleanly; its pods keep running, the socket goes away.
+    let st = t.stop(Signal::SIGTERM);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "exit {st:?}\n{}",
+        t.agent_log()
+    );
+    assert!(!t.root.join("tinylet.sock").exists(), "status socket left");
+    assert_eq!(
+        t.runtime_containers().len(),
+        3,
+        "{:?}",
+        t.runtime_containers()
+    );
 }
 
 #[test]

@@ -173,22 +173,32 @@ impl AgentEnv {
         self.agent.as_ref().map(|c| c.id())
     }
 
-    /// Sends `sig` to the agent and reaps it (bounded: SIGKILL after 10 s).
-    pub fn stop(&mut self, sig: nix::sys::signal::Signal) {
-        let Some(mut child) = self.agent.take() else {
-            return;
-        };
+    /// Sends `sig` to the agent and reaps it (bounded: SIGKILL after 10 s); its exit status
+    /// if it exited by itself.
+    pub fn stop(&mut self, sig: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
+        let mut child = self.agent.take()?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, sig);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        None
+    }
+
+    /// `tinylet status` (the table) from the running agent.
+    pub fn status_table(&self) -> String {
+        Command::new(&self.bin)
+            .args(["status", "--root-dir"])
+            .arg(&self.root)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// Whether the background agent is still running.
