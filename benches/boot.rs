@@ -275,7 +275,7 @@ fn main() {
 
     // Boot.
     context("boot");
-    let _lock = one_agent();
+    let _lock = one_agent(&bed);
     for n in [1usize, 5, 20] {
         let (mut own, mut seen, mut seq, mut conc) = (vec![], vec![], vec![], vec![]);
         for rep in 0..reps {

@@ -20,7 +20,7 @@ use cri_bed::Bed;
 /// A test's environment and the agent lock, released after the environment is cleaned up.
 struct Held {
     env: AgentEnv,
-    _lock: std::sync::MutexGuard<'static, ()>,
+    _lock: OneAgent,
 }
 
 impl std::ops::Deref for Held {
@@ -38,7 +38,7 @@ impl std::ops::DerefMut for Held {
 
 fn setup(test: &str) -> Option<Held> {
     let bed = Bed::get(test)?;
-    let lock = one_agent();
+    let lock = one_agent(&bed);
     let env = AgentEnv::new(bed, Path::new(env!("CARGO_BIN_EXE_tinylet")), test);
     Some(Held { env, _lock: lock })
 }
