@@ -2,11 +2,13 @@
 //! calls issued directly, memory with 0/10/20 pods, and the idle cost (CPU, bytes written) with
 //! 10 pods over a window. Prints figures next to the upstream kubelet's; asserts nothing.
 //!
-//!   cargo build --release --bin tinylet && cargo bench --bench boot
+//!   cargo bench --bench boot
 //!   TINYLET_IDLE_SECS=600 (default) sets the idle window; TINYLET_BOOT_REPS=3 the repetitions.
 //!
-//! The agent measured is target/release/tinylet (the shipped profile); it is built first if
-//! missing. Root and the bed (tests/bed/up.sh) are needed, else the bench says SKIPPED.
+//! The agent measured is target/release/tinylet as `cargo build --release` makes it (the
+//! shipped profile); the bench runs that build first. Root and the bed (tests/bed/up.sh) are
+//! needed, else the bench says SKIPPED. It holds the agent lock of tests/common/agent.rs, so
+//! it never runs next to the agent tests.
 
 #[path = "../tests/common/agent.rs"]
 mod agent;
