@@ -147,6 +147,8 @@ pub async fn run(
     let mut next_relist = Instant::now();
     let mut last_relist = Instant::now();
     let mut boot_logged = false;
+    // `--once` must not settle before the manifest dir has been read at least once.
+    let mut manifests_seen = watcher.is_none();
     let once_deadline = started + Duration::from_secs(300);
 
     loop {
@@ -206,6 +208,7 @@ pub async fn run(
         if opts.once {
             let settled = engine.outstanding() == 0
                 && engine.tracked_pods().count() == pods.len()
+                && manifests_seen
                 && (static_pods.is_empty() || boot_logged);
             if settled || now >= once_deadline {
                 println!("{}", status.get());
@@ -263,6 +266,7 @@ pub async fn run(
                 }
             }
             Wake::Manifests(set) => {
+                manifests_seen = true;
                 manifest_errors = set.errors.iter().map(|e| e.to_string()).collect();
                 for e in &set.errors {
                     log::error!("{e}");

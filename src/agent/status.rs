@@ -165,10 +165,15 @@ pub fn render_table(v: &serde_json::Value) -> String {
             let state = c.get("state").cloned().unwrap_or_default();
             let state_text = match state.as_object().and_then(|o| o.iter().next()) {
                 Some((k, d)) => {
+                    let exit = d
+                        .get("exitCode")
+                        .and_then(|x| x.as_i64())
+                        .map(|n| format!(", exit {n}"))
+                        .unwrap_or_default();
                     let detail = d
                         .get("reason")
                         .and_then(|x| x.as_str())
-                        .map(String::from)
+                        .map(|r| format!("{r}{exit}"))
                         .or_else(|| {
                             d.get("runningForSecs")
                                 .and_then(|x| x.as_u64())
@@ -224,6 +229,26 @@ pub fn render_table(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_shows_camel_case_container_states() {
+        let doc = serde_json::json!({
+            "node": "n1",
+            "pods": [{
+                "namespace": "default", "name": "web", "phase": "Running", "specHash": "abc",
+                "initContainers": [],
+                "containers": [
+                    {"name": "a", "ready": true, "restartCount": 0,
+                     "state": {"running": {"runningForSecs": 42}}},
+                    {"name": "b", "ready": false, "restartCount": 2,
+                     "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+                ]
+            }]
+        });
+        let t = render_table(&doc);
+        assert!(t.contains("running(42s)"), "{t}");
+        assert!(t.contains("terminated(Error, exit 1)"), "{t}");
+    }
 
     #[test]
     fn serves_the_latest_document_with_mode_0600() {

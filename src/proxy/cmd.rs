@@ -508,7 +508,8 @@ mod tests {
             proxy_main(&s(&["--proxy-mode=iptables", "--proxy-manifest-path=/x"])),
             2
         );
-        assert_eq!(proxy_main(&s(&["--kubeconfig=/k"])), 2);
+        // An unreadable kubeconfig is a runtime failure, not a usage error.
+        assert_eq!(proxy_main(&s(&["--kubeconfig=/nonexistent/k"])), 1);
         assert_eq!(proxy_main(&s(&["--help"])), 0);
         assert_eq!(ipvs_main(&s(&["bogus"])), 2);
     }

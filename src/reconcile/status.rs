@@ -1,7 +1,6 @@
 //! The engine's status view of each pod: plain serialisable data for `tinylet status` and the
 //! API pod status. Times are durations relative to the instant the view was taken.
 
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -59,7 +58,7 @@ pub struct PodConditions {
 
 /// A container's current state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ContainerStateView {
     /// Not running; why.
     Waiting {
@@ -179,98 +178,6 @@ impl ContainerStateView {
     }
 }
 
-fn state_text(s: &ContainerStateView) -> String {
-    match s {
-        ContainerStateView::Waiting { reason, .. } => reason.clone(),
-        ContainerStateView::Running { running_for_secs } => format!("Running {running_for_secs}s"),
-        ContainerStateView::Terminated {
-            exit_code, reason, ..
-        } => match exit_code {
-            Some(c) => format!("{reason}({c})"),
-            None => reason.clone(),
-        },
-    }
-}
-
-/// Renders statuses as a fixed-width table, one line per container (for `tinylet status`).
-pub fn render_table(pods: &[PodStatus]) -> String {
-    let mut rows = vec![[
-        "POD".to_string(),
-        "PHASE".to_string(),
-        "READY".to_string(),
-        "IP".to_string(),
-        "CONTAINER".to_string(),
-        "STATE".to_string(),
-        "RESTARTS".to_string(),
-        "BACK-OFF".to_string(),
-    ]];
-    for p in pods {
-        let ready = p.containers.iter().filter(|c| c.ready).count();
-        let pod_cols = [
-            format!("{}/{}", p.namespace, p.name),
-            if p.deleting {
-                format!("{:?}(deleting)", p.phase)
-            } else {
-                format!("{:?}", p.phase)
-            },
-            format!("{ready}/{}", p.containers.len()),
-            p.pod_ip.clone().unwrap_or_else(|| "-".to_string()),
-        ];
-        let all: Vec<(&ContainerStatus, bool)> = p
-            .init_containers
-            .iter()
-            .map(|c| (c, true))
-            .chain(p.containers.iter().map(|c| (c, false)))
-            .collect();
-        if all.is_empty() {
-            let [a, b, c, d] = pod_cols.clone();
-            rows.push([a, b, c, d, "-".into(), "-".into(), "-".into(), "-".into()]);
-        }
-        for (i, (c, init)) in all.iter().enumerate() {
-            let [a, b, cc, d] = if i == 0 {
-                pod_cols.clone()
-            } else {
-                Default::default()
-            };
-            let name = if *init {
-                format!("{} (init)", c.name)
-            } else {
-                c.name.clone()
-            };
-            let backoff = c.backoff.map_or_else(
-                || "-".to_string(),
-                |b| format!("{}s left", b.remaining_secs),
-            );
-            rows.push([
-                a,
-                b,
-                cc,
-                d,
-                name,
-                state_text(&c.state),
-                c.restart_count.to_string(),
-                backoff,
-            ]);
-        }
-    }
-    let mut widths = [0usize; 8];
-    for r in &rows {
-        for (w, col) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(col.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (col, w) in r.iter().zip(widths.iter()) {
-            let _ = write!(line, "{col:<w$}  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// Severity of a pod event (the API's Event `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
@@ -296,4 +203,30 @@ pub struct PodEvent {
     pub reason: String,
     /// Human-readable detail.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_state_fields_are_camel_case_like_the_rest() {
+        let running = ContainerStateView::Running {
+            running_for_secs: 7,
+        };
+        let j = serde_json::to_value(&running).unwrap();
+        assert_eq!(j, serde_json::json!({"running": {"runningForSecs": 7}}));
+        let term = ContainerStateView::Terminated {
+            exit_code: Some(1),
+            reason: "Error".into(),
+            finished_secs_ago: Some(3),
+        };
+        let j = serde_json::to_value(&term).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedSecsAgo": 3}})
+        );
+        let back: ContainerStateView = serde_json::from_value(j).unwrap();
+        assert_eq!(back, term);
+    }
 }
