@@ -29,7 +29,7 @@ use crate::runtime::spec::HostFacts;
 use crate::runtime::volumes::VolumeManager;
 use crate::store::{RecordKind, Store};
 
-use super::apivolumes::{ApiVolumes, TokenKey};
+use super::apivolumes::{ApiVolumes, Refresh, TokenKey};
 use super::podstatus::{build_status, prune, ReportClock, StatusMemory};
 use super::AgentError;
 
@@ -89,8 +89,8 @@ fn terminal(pod: &Pod) -> bool {
 pub struct ApiPods {
     /// Admitted pods by UID.
     pub pods: BTreeMap<String, StoredApiPod>,
-    /// Mirror pods seen at the server: `namespace/name` → config hash.
-    pub mirrors: BTreeMap<String, String>,
+    /// Mirror pods seen at the server: `namespace/name` → (config hash, UID).
+    pub mirrors: BTreeMap<String, (String, String)>,
     /// A list has been seen since boot.
     pub synced: bool,
 }
@@ -181,7 +181,8 @@ impl ApiPods {
                         .get(MIRROR_ANNOTATION)
                         .cloned()
                         .unwrap_or_default();
-                    ch.mirrors = self.mirrors.insert(pod.key(), hash.clone()) != Some(hash);
+                    let entry = (hash, pod.metadata.uid.clone());
+                    ch.mirrors = self.mirrors.insert(pod.key(), entry.clone()) != Some(entry);
                 } else {
                     ch.desired = self.admit(pod, store);
                 }
@@ -205,7 +206,7 @@ impl ApiPods {
                             .get(MIRROR_ANNOTATION)
                             .cloned()
                             .unwrap_or_default();
-                        mirrors.insert(pod.key(), hash);
+                        mirrors.insert(pod.key(), (hash, pod.metadata.uid.clone()));
                         continue;
                     }
                     seen.insert(pod.metadata.uid.clone());
@@ -333,6 +334,8 @@ pub enum Job {
         pod: Box<Pod>,
         /// Its config hash.
         hash: String,
+        /// UID of an outdated mirror pod to delete first.
+        replace: Option<String>,
     },
     /// Remove a mirror pod whose static pod is gone.
     DeleteMirror {
@@ -340,6 +343,8 @@ pub enum Job {
         ns: String,
         /// Pod name.
         name: String,
+        /// Its UID.
+        uid: String,
     },
     /// Refresh a service account token.
     Token(TokenKey),
@@ -351,7 +356,7 @@ impl Job {
             Job::Status { ns, name, .. } => format!("status/{ns}/{name}"),
             Job::ConfirmDelete { uid, .. } => format!("delete/{uid}"),
             Job::Mirror { pod, .. } => format!("mirror/{}", pod.key()),
-            Job::DeleteMirror { ns, name } => format!("mirror/{ns}/{name}"),
+            Job::DeleteMirror { ns, name, .. } => format!("mirror/{ns}/{name}"),
             Job::Token(k) => format!("token/{}/{}/{}", k.uid, k.audience, k.expiration),
         }
     }
@@ -424,38 +429,33 @@ impl WriterThread {
                     r => outcome(&format!("delete pod {ns}/{name}"), r),
                 }
             }
-            Job::DeleteMirror { ns, name } => {
+            Job::DeleteMirror { ns, name, uid } => {
                 let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
-                match self.client.get::<Pod>(&path) {
-                    Ok(p) if is_mirror(&p) => {
-                        let r = self
-                            .client
-                            .delete::<Value>(&path, &DeleteOptions::confirm_gone(&p.metadata.uid));
-                        match r {
-                            Err(e) if e.is_not_found() || e.is_conflict() => Outcome::Done,
-                            r => outcome(&format!("delete mirror pod {ns}/{name}"), r),
-                        }
-                    }
-                    Ok(_) => Outcome::Done,
-                    Err(e) if e.is_not_found() => Outcome::Done,
-                    Err(e) => outcome::<()>("mirror pod", Err(e)),
+                let r = self
+                    .client
+                    .delete::<Value>(&path, &DeleteOptions::confirm_gone(uid));
+                match r {
+                    Err(e) if e.is_not_found() || e.is_conflict() => Outcome::Done,
+                    r => outcome(&format!("delete mirror pod {ns}/{name}"), r),
                 }
             }
-            Job::Mirror { pod, hash } => self.mirror(pod, hash),
-            Job::Token(k) => {
-                if self.volumes.refresh(k) {
+            Job::Mirror { pod, hash, replace } => self.mirror(pod, hash, replace.as_deref()),
+            Job::Token(k) => match self.volumes.refresh(k) {
+                Refresh::Refreshed => {
                     let _ = self
                         .reports
                         .send_blocking(Report::TokenRefreshed(k.uid.clone()));
                     Outcome::Done
-                } else {
-                    Outcome::Retry(None)
                 }
-            }
+                Refresh::Retry => Outcome::Retry(None),
+                Refresh::Dropped => Outcome::Done,
+            },
         }
     }
 
-    fn mirror(&mut self, pod: &Pod, hash: &str) -> Outcome {
+    /// The node may read only pods bound to it, so what exists comes from the watch
+    /// (`replace`), never from a GET of a name that may not exist.
+    fn mirror(&mut self, pod: &Pod, hash: &str, replace: Option<&str>) -> Outcome {
         if self.node_uid.is_none() {
             let path = format!("/api/v1/nodes/{}", self.node);
             match self.client.get::<crate::k8s::node::Node>(&path) {
@@ -472,37 +472,21 @@ impl WriterThread {
             "/api/v1/namespaces/{}/pods/{}",
             pod.metadata.namespace, pod.metadata.name
         );
-        match self.client.get::<Pod>(&path) {
-            Ok(p) => {
-                let current = p.metadata.annotations.get(MIRROR_ANNOTATION);
-                if current.map(String::as_str) == Some(hash)
-                    && p.metadata.deletion_timestamp.is_none()
-                {
-                    return Outcome::Done;
-                }
-                if current.is_none() {
-                    log::warn!(
-                        "static pod {}: an API pod of that name exists; no mirror pod",
-                        pod.key()
-                    );
-                    return Outcome::Done;
-                }
-                let r = self
-                    .client
-                    .delete::<Value>(&path, &DeleteOptions::confirm_gone(&p.metadata.uid));
-                if let Err(e) = r {
-                    if !e.is_not_found() && !e.is_conflict() {
-                        return outcome::<()>(&format!("replace mirror pod {}", pod.key()), Err(e));
-                    }
+        if let Some(uid) = replace {
+            let r = self
+                .client
+                .delete::<Value>(&path, &DeleteOptions::confirm_gone(uid));
+            if let Err(e) = r {
+                if !e.is_not_found() && !e.is_conflict() {
+                    return outcome::<()>(&format!("replace mirror pod {}", pod.key()), Err(e));
                 }
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return outcome::<()>(&format!("mirror pod {}", pod.key()), Err(e)),
         }
         let body = mirror_pod(pod, hash, &self.node, &node_uid);
         let collection = format!("/api/v1/namespaces/{}/pods", pod.metadata.namespace);
         match self.client.create::<Value, Value>(&collection, &body) {
-            Err(e) if e.is_conflict() => Outcome::Retry(Some(Duration::from_secs(1))),
+            // Exists already: the watch shows it and a replacement is decided from there.
+            Err(e) if e.is_conflict() => Outcome::Done,
             r => outcome(&format!("create mirror pod {}", pod.key()), r),
         }
     }
@@ -652,7 +636,10 @@ impl ApiSide {
         let Some(client) = client(cfg)? else {
             return Ok(None);
         };
-        let volumes = Arc::new(ApiVolumes::new(client.clone()));
+        let volumes = Arc::new(ApiVolumes::new(
+            client.clone(),
+            Some(cfg.root_dir.join("api-volume-data.json")),
+        ));
         let (etx, erx) = smol::channel::unbounded();
         let (rtx, rrx) = smol::channel::unbounded();
         spawn_watch(client.clone(), node, volumes.clone(), etx)?;
@@ -780,22 +767,25 @@ impl ApiSide {
 
     fn sync_mirrors(&mut self) {
         for (key, (pod, hash)) in &self.mirrors_wanted {
-            if self.pods.mirrors.get(key) != Some(hash) {
+            let seen = self.pods.mirrors.get(key);
+            if seen.map(|s| &s.0) != Some(hash) {
                 self.writer.push(Job::Mirror {
                     pod: Box::new(pod.clone()),
                     hash: hash.clone(),
+                    replace: seen.map(|s| s.1.clone()),
                 });
             }
         }
         if !self.pods.synced {
             return;
         }
-        for key in self.pods.mirrors.keys() {
+        for (key, (_, uid)) in &self.pods.mirrors {
             if !self.mirrors_wanted.contains_key(key) {
                 if let Some((ns, name)) = key.split_once('/') {
                     self.writer.push(Job::DeleteMirror {
                         ns: ns.into(),
                         name: name.into(),
+                        uid: uid.clone(),
                     });
                 }
             }
@@ -940,7 +930,7 @@ mod tests {
             .insert(MIRROR_ANNOTATION.into(), "h1".into());
         let ch = a.apply(ApiEvent::Resync(vec![m.clone()]), &mut st);
         assert!(ch.mirrors && !ch.desired);
-        assert_eq!(a.mirrors["default/static-n1"], "h1");
+        assert_eq!(a.mirrors["default/static-n1"].0, "h1");
         let mut done = pod("u2", "done", "x:1");
         done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
         assert!(!a.apply(ApiEvent::Applied(done), &mut st).desired);

@@ -5,17 +5,20 @@
 //! references (the node may read only those) and TokenRequest for bound service account
 //! tokens. Tokens are due for refresh at 80% of their life; the agent loop asks which are due
 //! and re-runs volume preparation after a refresh so the atomic writer swaps them in. A cached
-//! value outlives a failed refresh, so a link that drops never empties a volume. It must not
-//! write files (the runtime's volume manager does).
+//! value outlives a failed refresh, so a link that drops never empties a volume. ConfigMaps and
+//! tokens are also kept in one file (mode 0600, in the private root dir) so that pods can start
+//! from flash after a reboot with the API unreachable; secrets are never written to disk. It
+//! must not write volume files (the runtime's volume manager does).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
 use crate::api::{ApiError, Client};
-use crate::k8s::configmap::{ConfigMap, Secret};
+use crate::k8s::configmap::{ByteString, ConfigMap, Secret};
 use crate::k8s::pod::Pod;
 use crate::runtime::volumes::VolumeData;
 
@@ -27,7 +30,7 @@ const OFFLINE_HOLD: Duration = Duration::from_secs(10);
 type Data = BTreeMap<String, Vec<u8>>;
 
 /// Identity of one token: a pod instance, an audience and a lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TokenKey {
     /// Pod UID the token is bound to.
     pub uid: String,
@@ -53,10 +56,67 @@ struct Cache {
     offline_until: Option<Instant>,
 }
 
+/// Result of a token refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// A new token is cached.
+    Refreshed,
+    /// The link failed: try again later.
+    Retry,
+    /// Nothing to refresh any more.
+    Dropped,
+}
+
 /// The API-backed [`VolumeData`] source.
 pub struct ApiVolumes {
     client: Client,
     cache: Mutex<Cache>,
+    keep: Option<PathBuf>,
+}
+
+/// What survives a reboot: configMaps and tokens (already expired when read back, so they are
+/// only used while the API cannot give fresh ones).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Kept {
+    config_maps: Vec<(String, String, BTreeMap<String, ByteString>)>,
+    tokens: Vec<(TokenKey, String, Pod)>,
+}
+
+fn encode_kept(c: &Cache) -> Kept {
+    Kept {
+        config_maps: c
+            .config_maps
+            .iter()
+            .map(|((ns, name), (d, _))| {
+                let d = d
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone())))
+                    .collect();
+                (ns.clone(), name.clone(), d)
+            })
+            .collect(),
+        tokens: c
+            .tokens
+            .iter()
+            .map(|(k, t)| (k.clone(), t.value.clone(), t.pod.clone()))
+            .collect(),
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn config_map_data(cm: ConfigMap) -> Data {
@@ -111,11 +171,54 @@ pub fn refresh_due(fetched: Instant, lifetime: Duration, now: Instant) -> bool {
 }
 
 impl ApiVolumes {
-    /// A source reading through `client`.
-    pub fn new(client: Client) -> Self {
+    /// A source reading through `client`; with `keep`, configMaps and tokens are also kept in
+    /// that file and read back from it now.
+    pub fn new(client: Client, keep: Option<PathBuf>) -> Self {
+        let mut cache = Cache::default();
+        if let Some(path) = &keep {
+            if let Ok(bytes) = std::fs::read(path) {
+                match serde_json::from_slice::<Kept>(&bytes) {
+                    Ok(k) => {
+                        let long_ago = Instant::now()
+                            .checked_sub(OBJECT_TTL)
+                            .unwrap_or_else(Instant::now);
+                        for (ns, name, d) in k.config_maps {
+                            let d = d.into_iter().map(|(k, v)| (k, v.0)).collect();
+                            cache.config_maps.insert((ns, name), (d, long_ago));
+                        }
+                        for (key, value, pod) in k.tokens {
+                            let t = Token {
+                                value,
+                                fetched: Instant::now(),
+                                lifetime: Duration::ZERO,
+                                pod,
+                            };
+                            cache.tokens.insert(key, t);
+                        }
+                    }
+                    Err(e) => log::warn!("{}: not volume data ({e}); ignored", path.display()),
+                }
+            }
+        }
         ApiVolumes {
             client,
-            cache: Mutex::new(Cache::default()),
+            cache: Mutex::new(cache),
+            keep,
+        }
+    }
+
+    fn persist(&self) {
+        let Some(path) = &self.keep else {
+            return;
+        };
+        let kept = encode_kept(&self.lock());
+        match serde_json::to_vec(&kept) {
+            Ok(bytes) => {
+                if let Err(e) = write_private(path, &bytes) {
+                    log::warn!("keeping volume data in {}: {e}", path.display());
+                }
+            }
+            Err(e) => log::warn!("encoding volume data: {e}"),
         }
     }
 
@@ -127,7 +230,7 @@ impl ApiVolumes {
     }
 
     fn may_try(&self, now: Instant) -> bool {
-        self.lock().offline_until.map_or(true, |t| now >= t)
+        self.lock().offline_until.is_none_or(|t| now >= t)
     }
 
     fn note(&self, r: &Result<impl Sized, ApiError>) {
@@ -169,13 +272,19 @@ impl ApiVolumes {
         };
         match fetched {
             Ok(d) => {
-                let mut c = self.lock();
-                let map = if secret {
-                    &mut c.secrets
-                } else {
-                    &mut c.config_maps
+                let changed = {
+                    let mut c = self.lock();
+                    let map = if secret {
+                        &mut c.secrets
+                    } else {
+                        &mut c.config_maps
+                    };
+                    let old = map.insert(key, (d.clone(), Instant::now()));
+                    old.map(|o| o.0) != Some(d.clone())
                 };
-                map.insert(key, (d.clone(), Instant::now()));
+                if changed && !secret {
+                    self.persist();
+                }
                 Some(d)
             }
             Err(e) => {
@@ -302,27 +411,43 @@ impl ApiVolumes {
             .collect()
     }
 
-    /// Refreshes one token; true if a new one is cached.
-    pub fn refresh(&self, key: &TokenKey) -> bool {
+    /// Refreshes one token.
+    pub fn refresh(&self, key: &TokenKey) -> Refresh {
         let pod = match self.lock().tokens.get(key) {
             Some(t) => t.pod.clone(),
-            None => return false,
+            None => return Refresh::Dropped,
         };
         match self.fetch_token(&pod, key) {
             Ok(t) => {
                 self.lock().tokens.insert(key.clone(), t);
-                true
+                self.persist();
+                Refresh::Refreshed
+            }
+            Err(e) if e.is_retryable() => {
+                log::warn!("token refresh for pod {}: {e}", pod.key());
+                Refresh::Retry
             }
             Err(e) => {
-                log::warn!("token refresh for pod {}: {e}", pod.key());
-                false
+                // The pod or its service account is gone: the token goes with it.
+                log::warn!("token refresh for pod {}: {e}; token dropped", pod.key());
+                self.lock().tokens.remove(key);
+                self.persist();
+                Refresh::Dropped
             }
         }
     }
 
     /// Drops cached tokens of pods no longer admitted.
     pub fn retain_pods(&self, uids: &dyn Fn(&str) -> bool) {
-        self.lock().tokens.retain(|k, _| uids(&k.uid));
+        let changed = {
+            let mut c = self.lock();
+            let before = c.tokens.len();
+            c.tokens.retain(|k, _| uids(&k.uid));
+            c.tokens.len() != before
+        };
+        if changed {
+            self.persist();
+        }
     }
 }
 
@@ -347,25 +472,30 @@ impl VolumeData for ApiVolumes {
             expiration: expiration_seconds,
         };
         let now = Instant::now();
-        if let Some(t) = self.lock().tokens.get(&key) {
+        let stale = {
+            let c = self.lock();
+            let t = c.tokens.get(&key);
             // A token past its refresh point is still valid until its end; the refresher
             // replaces it, and volume preparation never blocks on the link for it.
-            if now < t.fetched + t.lifetime {
+            if let Some(t) = t.filter(|t| now < t.fetched + t.lifetime) {
                 return Some(t.value.clone());
             }
-        }
+            t.map(|t| t.value.clone())
+        };
         if !self.may_try(now) {
-            return None;
+            // Offline: the last token is better than a pod that cannot start.
+            return stale;
         }
         match self.fetch_token(pod, &key) {
             Ok(t) => {
                 let v = t.value.clone();
                 self.lock().tokens.insert(key, t);
+                self.persist();
                 Some(v)
             }
             Err(e) => {
                 log::warn!("token for pod {}: {e}", pod.key());
-                None
+                stale
             }
         }
     }

@@ -46,7 +46,7 @@ struct StoredPod {
 enum Wake {
     Manifests(ManifestSet),
     Result(ActionId, ActionResult),
-    Api(ApiEvent),
+    Api(Box<ApiEvent>),
     ApiReport(Report),
     Tick,
     Signal,
@@ -316,7 +316,7 @@ pub async fn run(
             }
             Wake::Api(ev) => {
                 if let Some(a) = api.as_mut() {
-                    let mut changed = a.on_event(ev, &mut store);
+                    let mut changed = a.on_event(*ev, &mut store);
                     // Drain what else arrived, so a burst costs one desired-set update.
                     while let Ok(ev) = a.events.try_recv() {
                         changed |= a.on_event(ev, &mut store);
@@ -406,7 +406,7 @@ async fn api_wakeup(api: Option<&ApiSide>) -> Wake {
     };
     let ev = async {
         match a.events.recv().await {
-            Ok(ev) => Wake::Api(ev),
+            Ok(ev) => Wake::Api(Box::new(ev)),
             Err(_) => std::future::pending().await,
         }
     };
