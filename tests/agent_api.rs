@@ -209,7 +209,7 @@ fn offline_restart_brings_pods_back_from_flash_and_reconnect_restarts_nothing() 
     env.srv.down();
     env.start();
     let t0 = std::time::Instant::now();
-    while !env.log().contains("from the flash store") && t0.elapsed() < START {
+    while !env.log().contains("API pod(s) from the flash store") && t0.elapsed() < START {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
