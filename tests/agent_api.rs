@@ -128,7 +128,21 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
         .filter(|r| r.method == "DELETE" && r.user.starts_with("system:node:"))
         .collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
-    let _ = uid;
+    // Events recorded by the node for the pod.
+    let events = env
+        .srv
+        .list(&format!("/api/v1/namespaces/{}/events", env.ns))
+        .unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["uid"] == uid.as_str())
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for r in ["Created", "Started", "Killing"] {
+        assert!(reasons.contains(&r), "{r} in {reasons:?}");
+    }
     // The agent removes the sandbox as well.
     let t0 = std::time::Instant::now();
     while !env.sandboxes().is_empty() && t0.elapsed() < START {

@@ -30,6 +30,7 @@ use crate::runtime::volumes::VolumeManager;
 use crate::store::{RecordKind, Store};
 
 use super::apivolumes::{ApiVolumes, Refresh, TokenKey};
+use super::podevents::{EventRecorder, PodEvent};
 use super::podstatus::{build_status, prune, ReportClock, StatusMemory};
 use super::AgentError;
 
@@ -348,6 +349,8 @@ pub enum Job {
     },
     /// Refresh a service account token.
     Token(TokenKey),
+    /// Record a pod Event (advisory: dropped on failure).
+    Event(Box<PodEvent>, u64),
 }
 
 impl Job {
@@ -358,6 +361,7 @@ impl Job {
             Job::Mirror { pod, .. } => format!("mirror/{}", pod.key()),
             Job::DeleteMirror { ns, name, .. } => format!("mirror/{ns}/{name}"),
             Job::Token(k) => format!("token/{}/{}/{}", k.uid, k.audience, k.expiration),
+            Job::Event(_, seq) => format!("zevent/{seq:020}"),
         }
     }
 }
@@ -440,6 +444,39 @@ impl WriterThread {
                 }
             }
             Job::Mirror { pod, hash, replace } => self.mirror(pod, hash, replace.as_deref()),
+            Job::Event(ev, _) => {
+                let regarding = crate::k8s::events::ObjectReference {
+                    kind: "Pod".into(),
+                    namespace: ev.namespace.clone(),
+                    name: ev.name.clone(),
+                    uid: ev.uid.clone(),
+                    api_version: "v1".into(),
+                    resource_version: String::new(),
+                    field_path: ev
+                        .container
+                        .as_ref()
+                        .map(|c| format!("spec.containers{{{c}}}"))
+                        .unwrap_or_default(),
+                };
+                let body = crate::k8s::events::Event::from_kubelet(
+                    &self.node,
+                    regarding,
+                    ev.event_type,
+                    ev.reason,
+                    &ev.message,
+                    SystemTime::now(),
+                );
+                let path = format!("/api/v1/namespaces/{}/events", ev.namespace);
+                if let Err(e) = self.client.create::<_, Value>(&path, &body) {
+                    log::debug!(
+                        "event {} for pod {}/{}: {e}",
+                        ev.reason,
+                        ev.namespace,
+                        ev.name
+                    );
+                }
+                Outcome::Done
+            }
             Job::Token(k) => match self.volumes.refresh(k) {
                 Refresh::Refreshed => {
                     let _ = self
@@ -624,6 +661,8 @@ pub struct ApiSide {
     confirmed: BTreeSet<String>,
     mirrors_wanted: BTreeMap<String, (Pod, String)>,
     next_token_check: Instant,
+    recorder: EventRecorder,
+    event_seq: u64,
 }
 
 impl ApiSide {
@@ -659,6 +698,8 @@ impl ApiSide {
             confirmed: BTreeSet::new(),
             mirrors_wanted: BTreeMap::new(),
             next_token_check: Instant::now() + TOKEN_CHECK,
+            recorder: EventRecorder::new(Instant::now()),
+            event_seq: 0,
         }))
     }
 
@@ -709,6 +750,43 @@ impl ApiSide {
                 .or_insert_with(|| StatusMemory::from_server(&p.pod));
         }
         self.pods.admit_stored(stored);
+        self.recorder.set_pods(self.event_pods());
+    }
+
+    fn event_pods(&self) -> BTreeMap<String, (String, String)> {
+        self.pods
+            .pods
+            .iter()
+            .map(|(u, p)| {
+                let m = &p.pod.metadata;
+                (u.clone(), (m.namespace.clone(), m.name.clone()))
+            })
+            .collect()
+    }
+
+    /// An action is about to run (Pulling and probe tracking for Events).
+    pub fn on_action(&mut self, action: &crate::reconcile::Action, now: Instant) {
+        use crate::reconcile::ActionKind;
+        match &action.kind {
+            ActionKind::PullImage { container, image } => {
+                self.recorder
+                    .pull_started(now, action.id, &action.pod.uid, container, image);
+            }
+            ActionKind::RunProbe { container, .. } => {
+                self.recorder
+                    .probe_started(action.id, &action.pod.uid, container);
+            }
+            _ => {}
+        }
+    }
+
+    /// An action finished (Pulled, Unhealthy).
+    pub fn on_result(
+        &mut self,
+        id: crate::reconcile::ActionId,
+        r: &crate::reconcile::ActionResult,
+    ) {
+        self.recorder.result(Instant::now(), id, r);
     }
 
     /// Applies a watch event; true if the desired pod set changed.
@@ -736,6 +814,9 @@ impl ApiSide {
         self.volumes.retain_pods(&|u| uids.contains(u));
         if ch.mirrors {
             self.sync_mirrors();
+        }
+        if ch.desired {
+            self.recorder.set_pods(self.event_pods());
         }
         ch.desired
     }
@@ -824,6 +905,11 @@ impl ApiSide {
                     uid: v.uid.clone(),
                 });
             }
+        }
+        self.recorder.observe(now, views);
+        for ev in self.recorder.take() {
+            self.event_seq += 1;
+            self.writer.push(Job::Event(Box::new(ev), self.event_seq));
         }
         if now >= self.next_token_check {
             self.next_token_check = now + TOKEN_CHECK;

@@ -178,6 +178,9 @@ pub async fn run(
         }
         let now = Instant::now();
         for action in engine.poll(now) {
+            if let Some(a) = api.as_mut() {
+                a.on_action(&action, now);
+            }
             log::debug!(
                 "pod {}/{}: {} {:?}",
                 action.pod.namespace,
@@ -275,11 +278,13 @@ pub async fn run(
                 return Ok(true);
             }
             Wake::Result(id, r) => {
+                api_result(api.as_mut(), id, &r);
                 if let Err(e) = engine.complete(id, r, Instant::now()) {
                     log::debug!("{e}");
                 }
                 // Drain whatever else finished meanwhile, so one poll sees all of it.
                 while let Ok((id, r)) = rx.try_recv() {
+                    api_result(api.as_mut(), id, &r);
                     if let Err(e) = engine.complete(id, r, Instant::now()) {
                         log::debug!("{e}");
                     }
@@ -389,6 +394,13 @@ fn import_manifests(
         }
     }
     next
+}
+
+/// Action results the API side records Events for.
+fn api_result(api: Option<&mut ApiSide>, id: ActionId, r: &ActionResult) {
+    if let Some(a) = api {
+        a.on_result(id, r);
+    }
 }
 
 /// The executor's source of configMap/secret/token data: the API when there is one.

@@ -4,6 +4,7 @@
 pub mod apipods;
 pub mod apivolumes;
 pub mod kubelet;
+pub mod podevents;
 pub mod podstatus;
 pub mod status;
 
