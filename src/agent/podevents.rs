@@ -52,13 +52,16 @@ enum Tracked {
     Probe,
 }
 
+/// What was last seen of a container: instance id, running, in back-off, pod deleting.
+type Seen = (Option<String>, bool, bool, bool);
+
 /// Derives and rate-limits events.
 #[derive(Debug)]
 pub struct EventRecorder {
     tokens: f64,
     refilled: Instant,
     last: BTreeMap<(String, &'static str, String), Instant>,
-    seen: BTreeMap<(String, String), (Option<String>, bool, bool, bool)>,
+    seen: BTreeMap<(String, String), Seen>,
     inflight: BTreeMap<ActionId, Pending>,
     out: VecDeque<PodEvent>,
     pods: BTreeMap<String, (String, String)>,
