@@ -25,6 +25,7 @@ use crate::runtime::spec::{parse_resolv_conf, HostFacts};
 use crate::runtime::volumes::NoApiData;
 use crate::store::{RecordKind, Store};
 
+use super::apipods::{ApiEvent, ApiSide, Report};
 use super::status::StatusCell;
 use super::AgentError;
 
@@ -45,6 +46,8 @@ struct StoredPod {
 enum Wake {
     Manifests(ManifestSet),
     Result(ActionId, ActionResult),
+    Api(Box<ApiEvent>),
+    ApiReport(Report),
     Tick,
     Signal,
 }
@@ -102,11 +105,13 @@ pub async fn run(
         },
     )
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let mut api = ApiSide::start(&cfg, &node_name, host.clone())?;
+    let host_for_api = host.clone();
     let executor = Rc::new(Executor::new(
         cri.clone(),
         host,
         cfg.root_dir.join("pods"),
-        Rc::new(NoApiData),
+        volume_data(api.as_ref()),
         memory_capacity,
     ));
 
@@ -137,12 +142,26 @@ pub async fn run(
     let signals = Signals::new()?;
     wait_for_runtime(&cri, &cfg.container_runtime_endpoint, &signals).await?;
     // Join the cluster (credentials, Node, Lease) on its own thread when a kubeconfig is set.
-    let _node = start_node(&cfg, &node_name, &cri).await;
+    let node = start_node(&cfg, &node_name, &cri).await;
 
     let mut engine = Engine::new(EngineConfig::default());
     let mut manifest_errors: Vec<String> = Vec::new();
     let mut desired_errors: BTreeMap<String, String> = BTreeMap::new();
-    apply_desired(&mut engine, &executor, &static_pods, &mut desired_errors);
+    if let Some(a) = api.as_mut() {
+        a.settle(&mut store).await;
+        a.set_static_pods(
+            static_pods
+                .values()
+                .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
+        );
+    }
+    apply_desired(
+        &mut engine,
+        &executor,
+        &static_pods,
+        api.as_ref(),
+        &mut desired_errors,
+    );
     let (tx, rx) = smol::channel::unbounded::<(ActionId, ActionResult)>();
     let mut next_relist = Instant::now();
     let mut last_relist = Instant::now();
@@ -152,6 +171,22 @@ pub async fn run(
     let once_deadline = started + Duration::from_secs(300);
 
     loop {
+        // After a TLS bootstrap the API side starts as soon as the credentials exist.
+        if api.is_none() && node.as_ref().is_some_and(|n| n.cluster().is_some()) {
+            match ApiSide::start(&cfg, &node_name, host_for_api.clone()) {
+                Ok(Some(mut a)) => {
+                    executor.set_volume_data(volume_data(Some(&a)));
+                    a.set_static_pods(
+                        static_pods
+                            .values()
+                            .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
+                    );
+                    api = Some(a);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("API pods: {e}"),
+            }
+        }
         let now = Instant::now();
         if now >= next_relist {
             let taken_at = Instant::now();
@@ -164,6 +199,9 @@ pub async fn run(
         }
         let now = Instant::now();
         for action in engine.poll(now) {
+            if let Some(a) = api.as_mut() {
+                a.on_action(&action, now);
+            }
             log::debug!(
                 "pod {}/{}: {} {:?}",
                 action.pod.namespace,
@@ -188,6 +226,9 @@ pub async fn run(
             .detach();
         }
         let pods = engine.status(now);
+        if let Some(a) = api.as_mut() {
+            a.after_poll(&pods, now);
+        }
         let converging = pods.iter().any(|p| !steady(p));
         if !boot_logged && !static_pods.is_empty() && all_started(&pods, static_pods.len()) {
             boot_logged = true;
@@ -221,9 +262,12 @@ pub async fn run(
             next_relist = next_relist.min(last_relist + FAST_RELIST_PERIOD);
         }
 
-        let wake_at = engine
+        let mut wake_at = engine
             .next_wakeup()
             .map_or(next_relist, |w| w.min(next_relist));
+        if let Some(a) = &api {
+            wake_at = wake_at.min(a.next_wakeup());
+        }
         let timer = async {
             smol::Timer::at(wake_at).await;
             Wake::Tick
@@ -244,7 +288,8 @@ pub async fn run(
             signals.wait().await;
             Wake::Signal
         };
-        match signal.or(result).or(manifests).or(timer).await {
+        let api_wake = api_wakeup(api.as_ref());
+        match signal.or(result).or(api_wake).or(manifests).or(timer).await {
             Wake::Signal => {
                 log::info!(
                     "signal received: stopping (pods keep running and are adopted on restart)"
@@ -255,11 +300,13 @@ pub async fn run(
                 return Ok(true);
             }
             Wake::Result(id, r) => {
+                api_result(api.as_mut(), id, &r);
                 if let Err(e) = engine.complete(id, r, Instant::now()) {
                     log::debug!("{e}");
                 }
                 // Drain whatever else finished meanwhile, so one poll sees all of it.
                 while let Ok((id, r)) = rx.try_recv() {
+                    api_result(api.as_mut(), id, &r);
                     if let Err(e) = engine.complete(id, r, Instant::now()) {
                         log::debug!("{e}");
                     }
@@ -274,12 +321,48 @@ pub async fn run(
                 let dir_ok = cfg.static_pod_path.as_deref().is_some_and(Path::is_dir);
                 if dir_ok {
                     static_pods = import_manifests(&mut store, &set, &static_pods);
-                    apply_desired(&mut engine, &executor, &static_pods, &mut desired_errors);
+                    if let Some(a) = api.as_mut() {
+                        a.set_static_pods(
+                            static_pods
+                                .values()
+                                .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
+                        );
+                    }
+                    apply_desired(
+                        &mut engine,
+                        &executor,
+                        &static_pods,
+                        api.as_ref(),
+                        &mut desired_errors,
+                    );
                 } else {
                     log::warn!(
                         "manifest dir is not readable: keeping the {} pod(s) from the flash store",
                         static_pods.len()
                     );
+                }
+            }
+            Wake::Api(ev) => {
+                if let Some(a) = api.as_mut() {
+                    let mut changed = a.on_event(*ev, &mut store);
+                    // Drain what else arrived, so a burst costs one desired-set update.
+                    while let Ok(ev) = a.events.try_recv() {
+                        changed |= a.on_event(ev, &mut store);
+                    }
+                    if changed {
+                        apply_desired(
+                            &mut engine,
+                            &executor,
+                            &static_pods,
+                            Some(&*a),
+                            &mut desired_errors,
+                        );
+                    }
+                }
+            }
+            Wake::ApiReport(r) => {
+                if let Some(a) = api.as_mut() {
+                    a.on_report(r, &pods);
                 }
             }
             Wake::Tick => {}
@@ -336,14 +419,74 @@ fn import_manifests(
     next
 }
 
+/// Action results the API side records Events for.
+fn api_result(api: Option<&mut ApiSide>, id: ActionId, r: &ActionResult) {
+    if let Some(a) = api {
+        a.on_result(id, r);
+    }
+}
+
+/// The executor's source of configMap/secret/token data: the API when there is one.
+fn volume_data(api: Option<&ApiSide>) -> Rc<dyn crate::runtime::volumes::VolumeData> {
+    match api {
+        Some(a) => Rc::new(a.volumes.clone()),
+        None => Rc::new(NoApiData),
+    }
+}
+
+/// The next API event or writer report (never, without an API server).
+async fn api_wakeup(api: Option<&ApiSide>) -> Wake {
+    let Some(a) = api else {
+        return std::future::pending().await;
+    };
+    let ev = async {
+        match a.events.recv().await {
+            Ok(ev) => Wake::Api(Box::new(ev)),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let rep = async {
+        match a.reports.recv().await {
+            Ok(r) => Wake::ApiReport(r),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    ev.or(rep).await
+}
+
+/// API pods join the static pods in one desired set (same engine, same executor).
+fn apply_api_pods(
+    entries: &mut Vec<PodEntry>,
+    api: Option<&ApiSide>,
+    errors: &mut BTreeMap<String, String>,
+) {
+    let Some(a) = api else {
+        return;
+    };
+    for (pod, _) in a.desired() {
+        match desired_pod(pod) {
+            Ok(d) => entries.push(PodEntry {
+                pod: Arc::new(pod.clone()),
+                desired: d,
+            }),
+            Err(e) => {
+                log::error!("{e} (from the API server)");
+                errors.insert(pod.key(), e.to_string());
+            }
+        }
+    }
+}
+
 fn apply_desired(
     engine: &mut Engine,
     executor: &Executor,
     pods: &BTreeMap<String, StoredPod>,
+    api: Option<&ApiSide>,
     errors: &mut BTreeMap<String, String>,
 ) {
     errors.clear();
     let mut entries = Vec::new();
+    apply_api_pods(&mut entries, api, errors);
     for sp in pods.values() {
         match desired_pod(&sp.pod) {
             Ok(d) => entries.push(PodEntry {

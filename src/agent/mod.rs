@@ -1,7 +1,11 @@
 //! The agent: wires configuration, desired-state sources, the reconcile loop, the runtime and
 //! status together. It owns no logic of its own beyond that wiring.
 
+pub mod apipods;
+pub mod apivolumes;
 pub mod kubelet;
+pub mod podevents;
+pub mod podstatus;
 pub mod status;
 
 use std::path::PathBuf;

@@ -51,7 +51,7 @@ pub struct Executor {
     cri: CriClient,
     host: HostFacts,
     volumes: VolumeManager,
-    data: Rc<dyn VolumeData>,
+    data: RefCell<Rc<dyn VolumeData>>,
     memory_capacity: u64,
     pods: RefCell<BTreeMap<String, PodEntry>>,
     pod_ips: RefCell<BTreeMap<String, String>>,
@@ -84,13 +84,22 @@ impl Executor {
             cri,
             host,
             volumes: VolumeManager::new(pods_root),
-            data,
+            data: RefCell::new(data),
             memory_capacity,
             pods: RefCell::new(BTreeMap::new()),
             pod_ips: RefCell::new(BTreeMap::new()),
             container_facts: RefCell::new(BTreeMap::new()),
             sandbox_ips: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// Replaces the source of configMap/secret/token data (when the API side starts late).
+    pub fn set_volume_data(&self, data: Rc<dyn VolumeData>) {
+        *self.data.borrow_mut() = data;
+    }
+
+    fn volume_data(&self) -> Rc<dyn VolumeData> {
+        self.data.borrow().clone()
     }
 
     /// The CRI client (for callers that need runtime facts).
@@ -277,9 +286,9 @@ impl Executor {
                 let Some(e) = self.entry(uid) else {
                     return failed(format!("pod {} is no longer desired", action.pod.uid));
                 };
-                if let Err(err) = self
-                    .volumes
-                    .prepare(&e.pod, &self.host, "", self.data.as_ref())
+                if let Err(err) =
+                    self.volumes
+                        .prepare(&e.pod, &self.host, "", self.volume_data().as_ref())
                 {
                     return failed(err.to_string());
                 }
@@ -420,9 +429,9 @@ impl Executor {
         let pod_ip = self.pod_ips.borrow().get(uid).cloned().unwrap_or_default();
         let volumes = self
             .volumes
-            .prepare(&e.pod, &self.host, &pod_ip, self.data.as_ref())
+            .prepare(&e.pod, &self.host, &pod_ip, self.volume_data().as_ref())
             .map_err(|e| e.to_string())?;
-        let data = self.data.clone();
+        let data = self.volume_data();
         let ns = e.pod.metadata.namespace.clone();
         let lookup = move |kind: &str, obj: &str, key: &str| -> Option<String> {
             let map = match kind {

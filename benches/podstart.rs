@@ -1,0 +1,231 @@
+//! Pod start through the API and the idle link cost of `tinylet run` joined to the project's
+//! API test server, on the bed's real containerd. `cargo bench --bench podstart` (root, bed
+//! up); prints figures, asserts nothing about speed.
+//!
+//! - Pod start: a pod is created at the server (the watch delivers ADDED within the same
+//!   millisecond) → every container started (CRI startedAt) and → phase Running stored at the
+//!   server; p50/p99 over PODSTART_PODS pods (default 50), one at a time, next to the direct CRI
+//!   time (RunPodSandbox + CreateContainer + StartContainer) measured in the same run.
+//! - Idle link: bytes in + out at the server over PODSTART_IDLE_SECS (default 60) with 10 pods
+//!   running, scaled to an hour, next to the upstream kubelet's 664,705 B/h (anchors.md).
+
+#[path = "../tests/apiserver/mod.rs"]
+mod apiserver;
+#[path = "../tests/common/cri_bed.rs"]
+mod cri_bed;
+#[path = "../tests/common/podsync.rs"]
+mod podsync;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use cri_bed::{container_config, sandbox_config, Bed};
+use podsync::Env;
+
+const UPSTREAM_IDLE_BPH: f64 = 664_705.0;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).ceil() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn line(what: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "{what:<44} p50 {:>9}  p99 {:>9}  max {:>9}  (n={})",
+        ms(percentile(&v, 0.5)),
+        ms(percentile(&v, 0.99)),
+        ms(v.last().copied().unwrap_or_default()),
+        v.len()
+    );
+}
+
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Direct CRI: sandbox (pod network) + container create + start, timed per pod.
+fn direct_cri(bed: &Bed, n: usize) -> Vec<Duration> {
+    let client = bed.client();
+    let mut out = Vec::new();
+    smol::block_on(async {
+        for i in 0..n {
+            let name = format!("podstart-cri-{i}-{}", std::process::id());
+            let cfg = sandbox_config(&name, false, &[]);
+            let t0 = Instant::now();
+            let Ok(sb) = client
+                .run_pod_sandbox(&tinylet::cri::proto::RunPodSandboxRequest {
+                    config: Some(cfg.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+            else {
+                continue;
+            };
+            let cc = container_config("main", &bed.test_image, "sleep 3600");
+            let created = client
+                .create_container(&tinylet::cri::proto::CreateContainerRequest {
+                    pod_sandbox_id: sb.pod_sandbox_id.clone(),
+                    config: Some(cc),
+                    sandbox_config: Some(cfg),
+                })
+                .await;
+            if let Ok(c) = created {
+                if client.start_container(&c.container_id).await.is_ok() {
+                    out.push(t0.elapsed());
+                }
+            }
+            let _ = client.stop_pod_sandbox(&sb.pod_sandbox_id).await;
+            let _ = client.remove_pod_sandbox(&sb.pod_sandbox_id).await;
+        }
+    });
+    out
+}
+
+fn main() {
+    let Some(bed) = Bed::get("podstart bench") else {
+        return;
+    };
+    let pods = env_num("PODSTART_PODS", 50) as usize;
+    let idle_secs = env_num("PODSTART_IDLE_SECS", 60);
+    println!("podstart bench: load before {}", loadavg());
+    let cri = direct_cri(&bed, pods.min(50));
+
+    let mut env = Env::new(
+        bed,
+        Path::new(env!("CARGO_BIN_EXE_tinylet")),
+        "podstart_bench",
+    );
+    // Real servers send a BOOKMARK about once a minute; the test server's default is faster.
+    env.srv.set_bookmark_interval(Duration::from_secs(60));
+    env.extra_args = vec!["-v".into(), "0".into()];
+    env.start();
+    // Let the agent settle (first list done) before timing.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut to_started = Vec::new();
+    let mut to_running = Vec::new();
+    let client = env.bed.client();
+    for i in 0..pods {
+        let name = format!("b{i}");
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": env.ns},
+            "spec": {
+                "nodeName": env.node,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "main", "image": env.bed.test_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                }],
+            }
+        });
+        let t0_wall = wall_ns();
+        let t0 = Instant::now();
+        env.create_pod(pod);
+        let ok = env.srv.wait_until(Duration::from_secs(60), |s| {
+            s.pod_status(&env.ns, &name)
+                .is_some_and(|st| st["phase"] == "Running")
+        });
+        if !ok {
+            eprintln!("pod {name} not Running within 60 s:\n{}", env.log());
+            continue;
+        }
+        to_running.push(t0.elapsed());
+        let ids = env.running_ids(&name);
+        let started = smol::block_on(async {
+            let mut latest = 0i64;
+            for id in &ids {
+                if let Ok(r) = client.container_status(id, false).await {
+                    if let Some(s) = r.status {
+                        latest = latest.max(s.started_at);
+                    }
+                }
+            }
+            latest
+        });
+        if started > t0_wall {
+            to_started.push(Duration::from_nanos((started - t0_wall) as u64));
+        }
+    }
+    println!(
+        "pod start, {} pods one at a time (real containerd, pod network, busybox-static)",
+        pods
+    );
+    line("direct CRI: sandbox+create+start", cri.clone());
+    line(
+        "tinylet: API ADDED → all containers started",
+        to_started.clone(),
+    );
+    line(
+        "tinylet: API ADDED → Running at the server",
+        to_running.clone(),
+    );
+    let (mut a, mut b) = (to_started, cri);
+    a.sort();
+    b.sort();
+    println!(
+        "tinylet adds over direct CRI (containers started): p50 {}  p99 {}",
+        ms(percentile(&a, 0.5).saturating_sub(percentile(&b, 0.5))),
+        ms(percentile(&a, 0.99).saturating_sub(percentile(&b, 0.99)))
+    );
+
+    // Idle link: keep 10 pods, delete the rest and wait until they are gone.
+    for i in 10..pods {
+        let _ = env
+            .srv
+            .delete(&format!("/api/v1/namespaces/{}/pods/b{i}", env.ns), None);
+    }
+    let ns = env.ns.clone();
+    let gone = env.srv.wait_until(Duration::from_secs(120), |s| {
+        (10..pods).all(|i| s.pod(&ns, &format!("b{i}")).is_none())
+    });
+    if !gone {
+        eprintln!("deleted pods still present after 120 s");
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let stats = env.srv.stats();
+    stats.reset();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let secs = t0.elapsed().as_secs_f64();
+    let (bin, bout) = (stats.bytes_in(), stats.bytes_out());
+    let per_hour = (bin + bout) as f64 * 3600.0 / secs;
+    let requests = stats.total_requests();
+    println!(
+        "idle link, 10 pods, {secs:.0} s window: {bin} B in + {bout} B out, {requests} request(s) \
+         → {per_hour:.0} B/h ({:.1}% of upstream kubelet {UPSTREAM_IDLE_BPH:.0} B/h)",
+        per_hour * 100.0 / UPSTREAM_IDLE_BPH
+    );
+    println!("  counts: {:?}", stats.counts());
+    println!("podstart bench: load after {}", loadavg());
+}

@@ -1,0 +1,559 @@
+//! Data of API-backed volumes (configMap, secret, projected serviceAccountToken) for the
+//! runtime's volume writer, through a cache.
+//!
+//! Owns the cache and the requests that fill it: GET of the configMaps and secrets a pod
+//! references (the node may read only those) and TokenRequest for bound service account
+//! tokens. Tokens are due for refresh at 80% of their life; the agent loop asks which are due
+//! and re-runs volume preparation after a refresh so the atomic writer swaps them in. A cached
+//! value outlives a failed refresh, so a link that drops never empties a volume. ConfigMaps and
+//! tokens are also kept in one file (mode 0600, in the private root dir) so that pods can start
+//! from flash after a reboot with the API unreachable; secrets are never written to disk. It
+//! must not write volume files (the runtime's volume manager does).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::api::{ApiError, Client};
+use crate::k8s::configmap::{ByteString, ConfigMap, Secret};
+use crate::k8s::pod::Pod;
+use crate::runtime::volumes::VolumeData;
+
+/// ConfigMaps and secrets are re-read for new containers after this long.
+const OBJECT_TTL: Duration = Duration::from_secs(60);
+/// After a failed request, cache misses do not block on the link for this long.
+const OFFLINE_HOLD: Duration = Duration::from_secs(10);
+
+type Data = BTreeMap<String, Vec<u8>>;
+
+/// Identity of one token: a pod instance, an audience and a lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct TokenKey {
+    /// Pod UID the token is bound to.
+    pub uid: String,
+    /// Audience ("" for the API server's default).
+    pub audience: String,
+    /// Requested lifetime in seconds.
+    pub expiration: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    fetched: Instant,
+    lifetime: Duration,
+    pod: Pod,
+}
+
+#[derive(Default)]
+struct Cache {
+    config_maps: BTreeMap<(String, String), (Data, Instant)>,
+    secrets: BTreeMap<(String, String), (Data, Instant)>,
+    tokens: BTreeMap<TokenKey, Token>,
+    offline_until: Option<Instant>,
+}
+
+/// Result of a token refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// A new token is cached.
+    Refreshed,
+    /// The link failed: try again later.
+    Retry,
+    /// Nothing to refresh any more.
+    Dropped,
+}
+
+/// The API-backed [`VolumeData`] source.
+pub struct ApiVolumes {
+    client: Client,
+    cache: Mutex<Cache>,
+    keep: Option<PathBuf>,
+}
+
+/// What survives a reboot: configMaps and tokens (already expired when read back, so they are
+/// only used while the API cannot give fresh ones).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Kept {
+    config_maps: Vec<(String, String, BTreeMap<String, ByteString>)>,
+    tokens: Vec<(TokenKey, String, Pod)>,
+}
+
+fn encode_kept(c: &Cache) -> Kept {
+    Kept {
+        config_maps: c
+            .config_maps
+            .iter()
+            .map(|((ns, name), (d, _))| {
+                let d = d
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone())))
+                    .collect();
+                (ns.clone(), name.clone(), d)
+            })
+            .collect(),
+        tokens: c
+            .tokens
+            .iter()
+            .map(|(k, t)| (k.clone(), t.value.clone(), t.pod.clone()))
+            .collect(),
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn config_map_data(cm: ConfigMap) -> Data {
+    let mut d: Data = cm
+        .data
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    d.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.0)));
+    d
+}
+
+fn secret_data(s: Secret) -> Data {
+    let mut d: Data = s.data.into_iter().map(|(k, v)| (k, v.0)).collect();
+    d.extend(s.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
+    d
+}
+
+/// The TokenRequest body for a token bound to `pod`.
+pub fn token_request(pod: &Pod, audience: &str, expiration: i64) -> Value {
+    let audiences: Vec<&str> = if audience.is_empty() {
+        vec![]
+    } else {
+        vec![audience]
+    };
+    json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": audiences,
+            "expirationSeconds": expiration,
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid,
+            },
+        },
+    })
+}
+
+/// The service account a pod runs as.
+pub fn service_account(pod: &Pod) -> &str {
+    if pod.spec.service_account_name.is_empty() {
+        "default"
+    } else {
+        &pod.spec.service_account_name
+    }
+}
+
+/// Whether a token fetched at `fetched` for `lifetime` is due for refresh at `now` (80%).
+pub fn refresh_due(fetched: Instant, lifetime: Duration, now: Instant) -> bool {
+    now >= fetched + lifetime.mul_f64(0.8)
+}
+
+impl ApiVolumes {
+    /// A source reading through `client`; with `keep`, configMaps and tokens are also kept in
+    /// that file and read back from it now.
+    pub fn new(client: Client, keep: Option<PathBuf>) -> Self {
+        let mut cache = Cache::default();
+        if let Some(path) = &keep {
+            if let Ok(bytes) = std::fs::read(path) {
+                match serde_json::from_slice::<Kept>(&bytes) {
+                    Ok(k) => {
+                        let long_ago = Instant::now()
+                            .checked_sub(OBJECT_TTL)
+                            .unwrap_or_else(Instant::now);
+                        for (ns, name, d) in k.config_maps {
+                            let d = d.into_iter().map(|(k, v)| (k, v.0)).collect();
+                            cache.config_maps.insert((ns, name), (d, long_ago));
+                        }
+                        for (key, value, pod) in k.tokens {
+                            let t = Token {
+                                value,
+                                fetched: Instant::now(),
+                                lifetime: Duration::ZERO,
+                                pod,
+                            };
+                            cache.tokens.insert(key, t);
+                        }
+                    }
+                    Err(e) => log::warn!("{}: not volume data ({e}); ignored", path.display()),
+                }
+            }
+        }
+        ApiVolumes {
+            client,
+            cache: Mutex::new(cache),
+            keep,
+        }
+    }
+
+    fn persist(&self) {
+        let Some(path) = &self.keep else {
+            return;
+        };
+        let kept = encode_kept(&self.lock());
+        match serde_json::to_vec(&kept) {
+            Ok(bytes) => {
+                if let Err(e) = write_private(path, &bytes) {
+                    log::warn!("keeping volume data in {}: {e}", path.display());
+                }
+            }
+            Err(e) => log::warn!("encoding volume data: {e}"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        match self.cache.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn may_try(&self, now: Instant) -> bool {
+        self.lock().offline_until.is_none_or(|t| now >= t)
+    }
+
+    fn note(&self, r: &Result<impl Sized, ApiError>) {
+        let mut c = self.lock();
+        match r {
+            Err(e) if e.is_retryable() => {
+                c.offline_until = Some(Instant::now() + OFFLINE_HOLD);
+            }
+            _ => c.offline_until = None,
+        }
+    }
+
+    fn object(&self, secret: bool, ns: &str, name: &str, force: bool) -> Option<Data> {
+        let now = Instant::now();
+        let key = (ns.to_string(), name.to_string());
+        let cached = {
+            let c = self.lock();
+            let map = if secret { &c.secrets } else { &c.config_maps };
+            map.get(&key).cloned()
+        };
+        if let Some((d, at)) = &cached {
+            if !force && now < *at + OBJECT_TTL {
+                return Some(d.clone());
+            }
+        }
+        if !self.may_try(now) {
+            return cached.map(|(d, _)| d);
+        }
+        let fetched = if secret {
+            let path = format!("/api/v1/namespaces/{ns}/secrets/{name}");
+            let r = self.client.get::<Secret>(&path);
+            self.note(&r);
+            r.map(secret_data)
+        } else {
+            let path = format!("/api/v1/namespaces/{ns}/configmaps/{name}");
+            let r = self.client.get::<ConfigMap>(&path);
+            self.note(&r);
+            r.map(config_map_data)
+        };
+        match fetched {
+            Ok(d) => {
+                let changed = {
+                    let mut c = self.lock();
+                    let map = if secret {
+                        &mut c.secrets
+                    } else {
+                        &mut c.config_maps
+                    };
+                    let old = map.insert(key, (d.clone(), Instant::now()));
+                    old.map(|o| o.0) != Some(d.clone())
+                };
+                if changed && !secret {
+                    self.persist();
+                }
+                Some(d)
+            }
+            Err(e) => {
+                log::warn!("volume data: {e}");
+                if e.is_not_found() {
+                    // Deleted at the server: the pod's volume follows.
+                    let mut c = self.lock();
+                    let map = if secret {
+                        &mut c.secrets
+                    } else {
+                        &mut c.config_maps
+                    };
+                    map.remove(&key);
+                    return None;
+                }
+                cached.map(|(d, _)| d)
+            }
+        }
+    }
+
+    fn fetch_token(&self, pod: &Pod, key: &TokenKey) -> Result<Token, ApiError> {
+        let path = format!(
+            "/api/v1/namespaces/{}/serviceaccounts/{}/token",
+            pod.metadata.namespace,
+            service_account(pod)
+        );
+        let body = token_request(pod, &key.audience, key.expiration);
+        let r = self.client.create::<Value, Value>(&path, &body);
+        self.note(&r);
+        let v = r?;
+        let value = v
+            .pointer("/status/token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if value.is_empty() {
+            return Err(ApiError::new(
+                "POST",
+                &path,
+                crate::api::ApiErrorKind::Decode {
+                    what: "TokenRequest".into(),
+                    message: "no status.token".into(),
+                },
+            ));
+        }
+        let requested = Duration::from_secs(u64::try_from(key.expiration).unwrap_or(3600));
+        // The server may shorten the lifetime; trust its expiry when it is sane.
+        let lifetime = v
+            .pointer("/status/expirationTimestamp")
+            .and_then(Value::as_str)
+            .and_then(crate::k8s::coordination::parse_time)
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .filter(|d| !d.is_zero() && *d <= requested + Duration::from_secs(60))
+            .unwrap_or(requested);
+        Ok(Token {
+            value,
+            fetched: Instant::now(),
+            lifetime,
+            pod: pod.clone(),
+        })
+    }
+
+    /// Fetches what `pod`'s volumes and env reference that is not cached yet (called off the
+    /// agent loop, before the pod is handed to it, so container creation rarely waits).
+    pub fn prefetch(&self, pod: &Pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let ns = &pod.metadata.namespace;
+        for v in &pod.spec.volumes {
+            if let Some(c) = &v.config_map {
+                let _ = self.config_map(ns, &c.name);
+            }
+            if let Some(s) = &v.secret {
+                let _ = self.secret(ns, &s.secret_name);
+            }
+            if let Some(p) = &v.projected {
+                for src in &p.sources {
+                    if let Some(c) = &src.config_map {
+                        let _ = self.config_map(ns, &c.name);
+                    }
+                    if let Some(s) = &src.secret {
+                        let _ = self.secret(ns, &s.name);
+                    }
+                    if let Some(t) = &src.service_account_token {
+                        let _ = self.service_account_token(
+                            pod,
+                            &t.audience,
+                            t.expiration_seconds.unwrap_or(3600),
+                        );
+                    }
+                }
+            }
+        }
+        for c in pod.spec.all_containers() {
+            for e in &c.env {
+                if let Some(src) = &e.value_from {
+                    if let Some(r) = &src.config_map_key_ref {
+                        let _ = self.config_map(ns, &r.name);
+                    }
+                    if let Some(r) = &src.secret_key_ref {
+                        let _ = self.secret(ns, &r.name);
+                    }
+                }
+            }
+            for e in &c.env_from {
+                if let Some(r) = &e.config_map_ref {
+                    let _ = self.config_map(ns, &r.name);
+                }
+                if let Some(r) = &e.secret_ref {
+                    let _ = self.secret(ns, &r.name);
+                }
+            }
+        }
+    }
+
+    /// Tokens due for refresh at `now`.
+    pub fn due(&self, now: Instant) -> Vec<TokenKey> {
+        self.lock()
+            .tokens
+            .iter()
+            .filter(|(_, t)| refresh_due(t.fetched, t.lifetime, now))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Refreshes one token.
+    pub fn refresh(&self, key: &TokenKey) -> Refresh {
+        let pod = match self.lock().tokens.get(key) {
+            Some(t) => t.pod.clone(),
+            None => return Refresh::Dropped,
+        };
+        match self.fetch_token(&pod, key) {
+            Ok(t) => {
+                self.lock().tokens.insert(key.clone(), t);
+                self.persist();
+                Refresh::Refreshed
+            }
+            Err(e) if e.is_retryable() => {
+                log::warn!("token refresh for pod {}: {e}", pod.key());
+                Refresh::Retry
+            }
+            Err(e) => {
+                // The pod or its service account is gone: the token goes with it.
+                log::warn!("token refresh for pod {}: {e}; token dropped", pod.key());
+                self.lock().tokens.remove(key);
+                self.persist();
+                Refresh::Dropped
+            }
+        }
+    }
+
+    /// Drops cached tokens of pods no longer admitted.
+    pub fn retain_pods(&self, uids: &dyn Fn(&str) -> bool) {
+        let changed = {
+            let mut c = self.lock();
+            let before = c.tokens.len();
+            c.tokens.retain(|k, _| uids(&k.uid));
+            c.tokens.len() != before
+        };
+        if changed {
+            self.persist();
+        }
+    }
+}
+
+impl VolumeData for ApiVolumes {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
+        self.object(false, namespace, name, false)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<Data> {
+        self.object(true, namespace, name, false)
+    }
+
+    fn service_account_token(
+        &self,
+        pod: &Pod,
+        audience: &str,
+        expiration_seconds: i64,
+    ) -> Option<String> {
+        let key = TokenKey {
+            uid: pod.metadata.uid.clone(),
+            audience: audience.to_string(),
+            expiration: expiration_seconds,
+        };
+        let now = Instant::now();
+        let stale = {
+            let c = self.lock();
+            let t = c.tokens.get(&key);
+            // A token past its refresh point is still valid until its end; the refresher
+            // replaces it, and volume preparation never blocks on the link for it.
+            if let Some(t) = t.filter(|t| now < t.fetched + t.lifetime) {
+                return Some(t.value.clone());
+            }
+            t.map(|t| t.value.clone())
+        };
+        if !self.may_try(now) {
+            // Offline: the last token is better than a pod that cannot start.
+            return stale;
+        }
+        match self.fetch_token(pod, &key) {
+            Ok(t) => {
+                let v = t.value.clone();
+                self.lock().tokens.insert(key, t);
+                self.persist();
+                Some(v)
+            }
+            Err(e) => {
+                log::warn!("token for pod {}: {e}", pod.key());
+                stale
+            }
+        }
+    }
+}
+
+/// The shared source as the executor holds it.
+impl VolumeData for std::sync::Arc<ApiVolumes> {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
+        self.as_ref().config_map(namespace, name)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<Data> {
+        self.as_ref().secret(namespace, name)
+    }
+
+    fn service_account_token(&self, pod: &Pod, audience: &str, exp: i64) -> Option<String> {
+        self.as_ref().service_account_token(pod, audience, exp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_at_eighty_percent() {
+        let t0 = Instant::now();
+        let life = Duration::from_secs(3600);
+        assert!(!refresh_due(t0, life, t0 + Duration::from_secs(2879)));
+        assert!(refresh_due(t0, life, t0 + Duration::from_secs(2880)));
+    }
+
+    #[test]
+    fn token_request_binds_the_pod() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "d", "uid": "u1"},
+            "spec": {"containers": [], "serviceAccountName": "sa"}
+        }))
+        .unwrap();
+        let b = token_request(&pod, "", 3607);
+        assert_eq!(b["spec"]["expirationSeconds"], 3607);
+        assert_eq!(b["spec"]["boundObjectRef"]["uid"], "u1");
+        assert_eq!(b["spec"]["audiences"], json!([]));
+        assert_eq!(service_account(&pod), "sa");
+        let b = token_request(&pod, "vault", 600);
+        assert_eq!(b["spec"]["audiences"], json!(["vault"]));
+    }
+
+    #[test]
+    fn data_conversions() {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "data": {"a": "x"}, "binaryData": {"b": "eQ=="}
+        }))
+        .unwrap();
+        let d = config_map_data(cm);
+        assert_eq!(d["a"], b"x");
+        assert_eq!(d["b"], b"y");
+        let s: Secret = serde_json::from_value(json!({"data": {"k": "dg=="}})).unwrap();
+        assert_eq!(secret_data(s)["k"], b"v");
+    }
+}

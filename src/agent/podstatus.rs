@@ -1,0 +1,439 @@
+//! Builds the core/v1 `PodStatus` the API server is told about from the engine's status view.
+//!
+//! Pure (sans-I/O): the caller passes the wall clock and the monotonic instant the view was
+//! taken at. Owns the memory that keeps a report stable between calls (condition transition
+//! times, container start/finish stamps converted to wall-clock time once), so an unchanged pod
+//! yields a byte-identical document and no PATCH. It must not send anything itself.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::k8s::coordination::format_time;
+use crate::k8s::pod::Pod;
+use crate::reconcile::status::{ContainerStateView, ContainerStatus, PodStatus};
+use crate::reconcile::PodPhase;
+
+/// Per-pod memory that keeps timestamps stable from one report to the next.
+#[derive(Debug, Clone, Default)]
+pub struct StatusMemory {
+    start_time: Option<String>,
+    /// Condition type → (status, lastTransitionTime).
+    conditions: BTreeMap<&'static str, (bool, String)>,
+    /// Stamps by a key naming the container instance and the event (start, finish, last).
+    stamps: BTreeMap<String, String>,
+}
+
+impl StatusMemory {
+    /// Memory seeded from what the server already holds, so that a restarted agent reporting an
+    /// unchanged pod keeps the server's transition times and start time.
+    pub fn from_server(pod: &Pod) -> Self {
+        let mut m = StatusMemory::default();
+        let Some(st) = &pod.status else {
+            return m;
+        };
+        m.start_time.clone_from(&st.start_time);
+        for c in &st.conditions {
+            let Some(t) = &c.last_transition_time else {
+                continue;
+            };
+            if let Some(ty) = CONDITIONS.iter().find(|ty| **ty == c.type_) {
+                m.conditions.insert(ty, (c.status == "True", t.clone()));
+            }
+        }
+        for cs in st
+            .container_statuses
+            .iter()
+            .chain(st.init_container_statuses.iter())
+        {
+            let id = cs.container_id.clone();
+            if let Some(s) = &cs.state {
+                if let Some(r) = &s.running {
+                    if let Some(t) = &r.started_at {
+                        m.stamps.insert(format!("{id}/start"), t.clone());
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+const CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
+
+/// The wall-clock time of a monotonic instant, relative to a pair of clocks read together.
+fn wall_of(at: Instant, now: Instant, now_wall: SystemTime) -> SystemTime {
+    if at <= now {
+        now_wall
+            .checked_sub(now.duration_since(at))
+            .unwrap_or(now_wall)
+    } else {
+        now_wall + at.duration_since(now)
+    }
+}
+
+/// `containerd://ID` as the kubelet reports it (ids from the runtime carry no scheme).
+pub fn container_id_uri(runtime: &str, id: &str) -> String {
+    if id.contains("://") || id.is_empty() {
+        id.to_string()
+    } else {
+        format!("{runtime}://{id}")
+    }
+}
+
+fn phase_name(p: PodPhase) -> &'static str {
+    match p {
+        PodPhase::Pending => "Pending",
+        PodPhase::Running => "Running",
+        PodPhase::Succeeded => "Succeeded",
+        PodPhase::Failed => "Failed",
+    }
+}
+
+/// The clocks and host facts one report is made with.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportClock {
+    /// Monotonic instant the engine's view was taken at.
+    pub now: Instant,
+    /// Wall clock read at the same moment.
+    pub now_wall: SystemTime,
+}
+
+/// Builds `status` for the pod (a JSON object ready to be the `status` of a merge patch).
+pub fn build_status(
+    view: &PodStatus,
+    host_ip: &str,
+    runtime: &str,
+    clock: ReportClock,
+    mem: &mut StatusMemory,
+) -> Value {
+    let now_text = format_time(clock.now_wall);
+    let start = mem
+        .start_time
+        .get_or_insert_with(|| now_text.clone())
+        .clone();
+    let flags = [
+        true,
+        view.conditions.initialized,
+        view.conditions.containers_ready,
+        view.conditions.ready,
+    ];
+    let mut conditions = Vec::with_capacity(CONDITIONS.len());
+    for (ty, status) in CONDITIONS.iter().zip(flags) {
+        let entry = mem
+            .conditions
+            .entry(ty)
+            .or_insert_with(|| (status, now_text.clone()));
+        if entry.0 != status {
+            *entry = (status, now_text.clone());
+        }
+        let mut c = json!({
+            "type": ty,
+            "status": if status { "True" } else { "False" },
+            "lastProbeTime": null,
+            "lastTransitionTime": entry.1,
+        });
+        if !status && (*ty == "ContainersReady" || *ty == "Ready") {
+            c["reason"] = json!("ContainersNotReady");
+        }
+        if !status && *ty == "Initialized" {
+            c["reason"] = json!("ContainersNotInitialized");
+        }
+        conditions.push(c);
+    }
+    let mut containers = Vec::new();
+    for c in &view.containers {
+        containers.push(container_status(c, runtime, clock, mem));
+    }
+    let mut inits = Vec::new();
+    for c in &view.init_containers {
+        inits.push(container_status(c, runtime, clock, mem));
+    }
+    let mut out = Map::new();
+    out.insert("phase".into(), json!(phase_name(view.phase)));
+    out.insert("conditions".into(), Value::Array(conditions));
+    if !host_ip.is_empty() {
+        out.insert("hostIP".into(), json!(host_ip));
+        out.insert("hostIPs".into(), json!([{ "ip": host_ip }]));
+    }
+    if let Some(ip) = view.pod_ip.as_deref().filter(|ip| !ip.is_empty()) {
+        out.insert("podIP".into(), json!(ip));
+        out.insert("podIPs".into(), json!([{ "ip": ip }]));
+    }
+    out.insert("startTime".into(), json!(start));
+    out.insert("containerStatuses".into(), Value::Array(containers));
+    out.insert("initContainerStatuses".into(), Value::Array(inits));
+    if let Some(m) = &view.message {
+        out.insert("message".into(), json!(m));
+    }
+    Value::Object(out)
+}
+
+fn stamp(
+    mem: &mut StatusMemory,
+    key: String,
+    at: Option<Instant>,
+    fallback_ago: Option<u64>,
+    clock: ReportClock,
+) -> Option<String> {
+    if let Some(s) = mem.stamps.get(&key) {
+        return Some(s.clone());
+    }
+    let wall = match (at, fallback_ago) {
+        (Some(at), _) => wall_of(at, clock.now, clock.now_wall),
+        (None, Some(ago)) => clock
+            .now_wall
+            .checked_sub(Duration::from_secs(ago))
+            .unwrap_or(clock.now_wall),
+        (None, None) => return None,
+    };
+    let text = format_time(wall);
+    mem.stamps.insert(key, text.clone());
+    Some(text)
+}
+
+fn container_status(
+    c: &ContainerStatus,
+    runtime: &str,
+    clock: ReportClock,
+    mem: &mut StatusMemory,
+) -> Value {
+    let id = c
+        .container_id
+        .as_deref()
+        .map(|i| container_id_uri(runtime, i))
+        .unwrap_or_default();
+    let state = match &c.state {
+        ContainerStateView::Waiting { reason, message } => {
+            let mut w = json!({ "reason": reason });
+            if let Some(m) = message {
+                w["message"] = json!(m);
+            }
+            json!({ "waiting": w })
+        }
+        ContainerStateView::Running { .. } => {
+            let started = stamp(mem, format!("{id}/start"), c.started_at, None, clock);
+            json!({ "running": { "startedAt": started } })
+        }
+        ContainerStateView::Terminated {
+            exit_code,
+            reason,
+            finished_secs_ago,
+        } => {
+            let started = stamp(mem, format!("{id}/start"), c.started_at, None, clock);
+            let finished = stamp(
+                mem,
+                format!("{id}/finish"),
+                c.finished_at,
+                *finished_secs_ago,
+                clock,
+            );
+            json!({ "terminated": {
+                "exitCode": exit_code.unwrap_or(0),
+                "reason": reason,
+                "startedAt": started,
+                "finishedAt": finished,
+                "containerID": id,
+            }})
+        }
+    };
+    let last = match &c.last_state {
+        Some(ContainerStateView::Terminated {
+            exit_code,
+            reason,
+            finished_secs_ago,
+        }) => {
+            let key = format!("{}/{}/last", c.name, c.restart_count);
+            let finished = stamp(mem, key, None, *finished_secs_ago, clock);
+            json!({ "terminated": {
+                "exitCode": exit_code.unwrap_or(0),
+                "reason": reason,
+                "finishedAt": finished,
+            }})
+        }
+        _ => json!({}),
+    };
+    let mut v = json!({
+        "name": c.name,
+        "state": state,
+        "lastState": last,
+        "ready": c.ready,
+        "started": c.started,
+        "restartCount": c.restart_count,
+        "image": c.image,
+        "imageID": "",
+    });
+    if !id.is_empty() {
+        v["containerID"] = json!(id);
+    }
+    v
+}
+
+/// Forgets stamps of container instances no longer in the view, so memory stays bounded.
+pub fn prune(mem: &mut StatusMemory, view: &PodStatus, runtime: &str) {
+    let live: Vec<String> = view
+        .containers
+        .iter()
+        .chain(view.init_containers.iter())
+        .filter_map(|c| c.container_id.as_deref())
+        .map(|i| container_id_uri(runtime, i))
+        .collect();
+    let names: Vec<String> = view
+        .containers
+        .iter()
+        .chain(view.init_containers.iter())
+        .map(|c| format!("{}/{}/last", c.name, c.restart_count))
+        .collect();
+    mem.stamps.retain(|k, _| {
+        names.iter().any(|n| n == k)
+            || live.iter().any(|id| {
+                k.strip_prefix(id.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::status::PodConditions;
+
+    fn view(ready: bool) -> PodStatus {
+        PodStatus {
+            uid: "u".into(),
+            namespace: "d".into(),
+            name: "p".into(),
+            spec_hash: "h".into(),
+            phase: PodPhase::Running,
+            conditions: PodConditions {
+                initialized: true,
+                containers_ready: ready,
+                ready,
+            },
+            pod_ip: Some("10.0.0.5".into()),
+            deleting: false,
+            terminated: false,
+            message: None,
+            init_containers: vec![],
+            containers: vec![ContainerStatus {
+                name: "c".into(),
+                image: "busybox:1".into(),
+                container_id: Some("abc".into()),
+                state: ContainerStateView::Running {
+                    running_for_secs: 3,
+                },
+                last_state: Some(ContainerStateView::Terminated {
+                    exit_code: Some(1),
+                    reason: "Error".into(),
+                    finished_secs_ago: Some(5),
+                }),
+                ready,
+                started: true,
+                restart_count: 1,
+                backoff: None,
+                last_error: None,
+                started_at: None,
+                finished_at: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn stable_until_something_changes() {
+        let t0 = Instant::now();
+        let w0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut v = view(false);
+        v.containers[0].started_at = Some(t0);
+        let mut mem = StatusMemory::default();
+        let c0 = ReportClock {
+            now: t0,
+            now_wall: w0,
+        };
+        let a = build_status(&v, "192.168.1.2", "containerd", c0, &mut mem);
+        assert_eq!(a["phase"], "Running");
+        assert_eq!(a["podIP"], "10.0.0.5");
+        assert_eq!(a["containerStatuses"][0]["containerID"], "containerd://abc");
+        assert_eq!(a["containerStatuses"][0]["restartCount"], 1);
+        assert_eq!(
+            a["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            1
+        );
+        assert_eq!(a["conditions"][3]["type"], "Ready");
+        assert_eq!(a["conditions"][3]["status"], "False");
+        // Seconds later with the same view: identical document (no drift, no PATCH).
+        let c1 = ReportClock {
+            now: t0 + Duration::from_millis(2500),
+            now_wall: w0 + Duration::from_millis(2500),
+        };
+        v.containers[0].state = ContainerStateView::Running {
+            running_for_secs: 5,
+        };
+        let b = build_status(&v, "192.168.1.2", "containerd", c1, &mut mem);
+        assert_eq!(a, b);
+        // Readiness flips: only the transition times of the flipped conditions move.
+        let mut r = v.clone();
+        r.conditions.containers_ready = true;
+        r.conditions.ready = true;
+        r.containers[0].ready = true;
+        let c = build_status(&r, "192.168.1.2", "containerd", c1, &mut mem);
+        assert_ne!(b, c);
+        assert_eq!(c["conditions"][3]["status"], "True");
+        assert_eq!(
+            c["conditions"][0]["lastTransitionTime"],
+            a["conditions"][0]["lastTransitionTime"]
+        );
+        assert_ne!(
+            c["conditions"][3]["lastTransitionTime"],
+            a["conditions"][3]["lastTransitionTime"]
+        );
+    }
+
+    #[test]
+    fn server_memory_keeps_times() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "d", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1"}]},
+            "status": {"startTime": "2026-01-01T00:00:00Z",
+              "conditions": [{"type": "Ready", "status": "False",
+                "lastTransitionTime": "2026-01-01T00:00:01Z"}],
+              "containerStatuses": [{"name": "c", "containerID": "containerd://abc", "ready": false,
+                "restartCount": 1, "image": "busybox:1",
+                "state": {"running": {"startedAt": "2026-01-01T00:00:02Z"}}}]}
+        }))
+        .unwrap();
+        let mut mem = StatusMemory::from_server(&pod);
+        let clock = ReportClock {
+            now: Instant::now(),
+            now_wall: SystemTime::now(),
+        };
+        let s = build_status(&view(false), "", "containerd", clock, &mut mem);
+        assert_eq!(s["startTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            s["conditions"][3]["lastTransitionTime"],
+            "2026-01-01T00:00:01Z"
+        );
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["running"]["startedAt"],
+            "2026-01-01T00:00:02Z"
+        );
+        assert!(s.get("hostIP").is_none());
+    }
+
+    #[test]
+    fn prune_drops_gone_instances() {
+        let mut mem = StatusMemory::default();
+        let clock = ReportClock {
+            now: Instant::now(),
+            now_wall: SystemTime::now(),
+        };
+        let mut v = view(true);
+        v.containers[0].started_at = Some(clock.now);
+        build_status(&v, "", "containerd", clock, &mut mem);
+        assert!(mem.stamps.contains_key("containerd://abc/start"));
+        v.containers[0].container_id = Some("def".into());
+        prune(&mut mem, &v, "containerd");
+        assert!(!mem.stamps.contains_key("containerd://abc/start"));
+        assert!(mem.stamps.contains_key("c/1/last"));
+    }
+}

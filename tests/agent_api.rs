@@ -1,0 +1,347 @@
+//! `tinylet run` joined to the project's API test server (TLS, node client certificate) on the
+//! bed's real containerd: pods from the API start, report status, read configMaps and tokens,
+//! are deleted with upstream semantics, survive watch compaction, outages and an offline
+//! restart without container restarts; static pods get mirror pods. One agent at a time.
+
+#[path = "apiserver/mod.rs"]
+mod apiserver;
+#[path = "common/cri_bed.rs"]
+mod cri_bed;
+#[path = "common/podsync.rs"]
+mod podsync;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use cri_bed::Bed;
+use podsync::{ready, Env};
+
+fn setup(test: &str) -> Option<Env> {
+    let bed = Bed::get(test)?;
+    Some(Env::new(
+        bed,
+        Path::new(env!("CARGO_BIN_EXE_tinylet")),
+        test,
+    ))
+}
+
+const START: Duration = Duration::from_secs(60);
+
+/// Successful status PATCHes of pod `name` so far.
+fn status_patches(env: &Env, name: &str) -> usize {
+    let suffix = format!("/pods/{name}/status");
+    env.srv
+        .stats()
+        .log()
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH"
+                && r.code == 200
+                && r.target.split('?').next().unwrap_or("").ends_with(&suffix)
+        })
+        .count()
+}
+
+#[test]
+fn api_pod_runs_reads_config_and_token_then_is_deleted() {
+    let Some(mut env) = setup("api_pod_lifecycle") else {
+        return;
+    };
+    env.srv
+        .create(
+            &format!("/api/v1/namespaces/{}/configmaps", env.ns),
+            json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello from the API"}}),
+        )
+        .unwrap();
+    env.start();
+    let mut pod = env.pod(
+        "web",
+        "cat /etc/cfg/greeting > /out/cfg; echo -n \"$GREETING\" > /out/env; \
+         cat /var/run/secrets/kubernetes.io/serviceaccount/token > /out/token; \
+         cat /var/run/secrets/kubernetes.io/serviceaccount/namespace > /out/ns",
+    );
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "cfg", "configMap": {"name": "cfg"}}));
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+    pod["spec"]["containers"][0]["env"] = json!([{"name": "GREETING",
+        "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}}]);
+    let created = env.create_pod(pod);
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    env.wait_ready("web", START);
+
+    let st = env.srv.pod_status(&env.ns, "web").unwrap();
+    let cs = &st["containerStatuses"][0];
+    assert_eq!(cs["name"], "main");
+    assert_eq!(cs["ready"], true);
+    assert_eq!(cs["started"], true);
+    assert_eq!(cs["restartCount"], 0);
+    assert!(cs["containerID"]
+        .as_str()
+        .unwrap()
+        .starts_with("containerd://"));
+    assert!(cs["state"]["running"]["startedAt"].is_string());
+    assert!(st["podIP"].as_str().is_some_and(|s| !s.is_empty()), "{st}");
+    assert!(st["startTime"].is_string());
+    let types: Vec<&str> = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+    );
+    assert_eq!(
+        env.srv.stats().count("get", "pods/status"),
+        0,
+        "status never read"
+    );
+
+    assert_eq!(env.read_out("web", "cfg", START), "hello from the API");
+    assert_eq!(env.read_out("web", "env", START), "hello from the API");
+    assert_eq!(env.read_out("web", "ns", START), env.ns);
+    let token = env.read_out("web", "token", START);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token:?}");
+    assert!(env.srv.stats().count("create", "serviceaccounts/token") >= 1);
+
+    env.srv
+        .delete(&format!("/api/v1/namespaces/{}/pods/web", env.ns), None)
+        .unwrap();
+    let gone = env
+        .srv
+        .wait_until(START, |s| s.pod(&env.ns, "web").is_none());
+    assert!(gone, "pod object still there:\n{}", env.log());
+    assert!(
+        env.running_ids("web").is_empty(),
+        "containers stopped before the final delete"
+    );
+    let deletes: Vec<_> = env
+        .srv
+        .stats()
+        .log()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.user.starts_with("system:node:"))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    // Events recorded by the node for the pod.
+    let events = env
+        .srv
+        .list(&format!("/api/v1/namespaces/{}/events", env.ns))
+        .unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["uid"] == uid.as_str())
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for r in ["Created", "Started", "Killing"] {
+        assert!(reasons.contains(&r), "{r} in {reasons:?}");
+    }
+    // The agent removes the sandbox as well.
+    let t0 = std::time::Instant::now();
+    while !env.sandboxes().is_empty() && t0.elapsed() < START {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.sandboxes().is_empty());
+}
+
+#[test]
+fn watch_410_is_recovered_without_restarting_containers() {
+    let Some(mut env) = setup("watch_410") else {
+        return;
+    };
+    env.start();
+    env.create_pod(env.pod("w", "true"));
+    env.wait_ready("w", START);
+    let before = env.running_ids("w");
+    assert_eq!(before.len(), 1);
+    let lists = env.srv.stats().count("list", "pods");
+    // Take the server down so the watch breaks, move the history on and compact it: the
+    // agent's re-watch from its old resourceVersion gets 410 and must re-list.
+    env.srv.down();
+    env.srv
+        .create(
+            &format!("/api/v1/namespaces/{}/configmaps", env.ns),
+            json!({"metadata": {"name": "bump"}, "data": {}}),
+        )
+        .unwrap();
+    env.srv.compact();
+    env.srv.up().unwrap();
+    let relisted = env
+        .srv
+        .wait_until(START, |s| s.stats().count("list", "pods") > lists);
+    assert!(relisted, "no re-list after 410:\n{}", env.log());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.running_ids("w"), before, "containers kept");
+    assert!(ready(&env.srv.pod(&env.ns, "w").unwrap()));
+}
+
+#[test]
+fn api_outage_keeps_pods_running_and_status_catches_up() {
+    let Some(mut env) = setup("api_outage") else {
+        return;
+    };
+    env.start();
+    let mut pod = env.pod("o", "true");
+    pod["spec"]["containers"][0]["readinessProbe"] =
+        json!({"exec": {"command": ["cat", "/out/go"]}, "periodSeconds": 1, "failureThreshold": 1});
+    env.create_pod(pod);
+    env.wait_pod("o", START, "Running", |p| p["status"]["phase"] == "Running");
+    let before = env.running_ids("o");
+    assert_eq!(before.len(), 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = status_patches(&env, "o");
+    env.srv.down_for(Duration::from_secs(8));
+    // Readiness changes (several probe periods) while the link is down.
+    std::fs::write(env.out.join("o").join("go"), "1").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(env.srv.is_down());
+    env.wait_ready("o", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = status_patches(&env, "o");
+    assert_eq!(after - sent, 1, "the status caught up in one PATCH");
+    assert_eq!(env.running_ids("o"), before, "no container restarted");
+}
+
+#[test]
+fn offline_restart_brings_pods_back_from_flash_and_reconnect_restarts_nothing() {
+    let Some(mut env) = setup("offline_restart") else {
+        return;
+    };
+    env.start();
+    env.create_pod(env.pod("f", "true"));
+    env.wait_ready("f", START);
+    let before = env.running_ids("f");
+    assert_eq!(before.len(), 1);
+
+    // tinylet and the API server go down; tinylet restarts while the API is still down.
+    env.stop();
+    env.srv.down();
+    env.start();
+    let t0 = std::time::Instant::now();
+    while !env.log().contains("API pod(s) from the flash store") && t0.elapsed() < START {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        env.log()
+            .contains("starting 1 API pod(s) from the flash store"),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.running_ids("f"), before, "adopted, not restarted");
+
+    // Reconnect: reconciled by UID and spec hash, nothing restarts, status is current.
+    let patches = status_patches(&env, "f");
+    env.srv.up().unwrap();
+    env.wait_ready("f", START);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.running_ids("f"), before, "0 restarts after reconnect");
+    assert!(status_patches(&env, "f") - patches <= 1);
+}
+
+#[test]
+fn offline_reboot_starts_pods_from_flash() {
+    let Some(mut env) = setup("offline_reboot") else {
+        return;
+    };
+    env.start();
+    env.create_pod(env.pod("r", "true"));
+    env.wait_ready("r", START);
+    let before = env.running_ids("r");
+    // A reboot: tinylet, containers and tmpfs volumes are gone, and the API is unreachable.
+    env.stop();
+    env.srv.down();
+    env.force_remove_pods();
+    env.unmount_leftovers();
+    env.start();
+    let t0 = std::time::Instant::now();
+    while env.running_ids("r").is_empty() && t0.elapsed() < START {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now = env.running_ids("r");
+    assert_eq!(now.len(), 1, "pod back from flash:\n{}", env.log());
+    assert_ne!(now, before);
+    // Reconnect: the pod that runs is kept.
+    env.srv.up().unwrap();
+    env.wait_ready("r", START);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(env.running_ids("r"), now, "0 restarts after reconnect");
+}
+
+#[test]
+fn static_pod_gets_a_mirror_pod_recreated_when_deleted() {
+    let Some(mut env) = setup("mirror") else {
+        return;
+    };
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: st\n  namespace: {}\nspec:\n  \
+         terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {}\n    \
+         command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n",
+        env.ns, env.bed.test_image
+    );
+    std::fs::write(env.manifests.join("st.yaml"), manifest).unwrap();
+    env.start();
+    let name = format!("st-{}", env.node);
+    let mirror = |s: &apiserver::ApiServer| {
+        s.pod(&env.ns, &name).filter(|p| {
+            p["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string()
+                && p["metadata"]["deletionTimestamp"].is_null()
+        })
+    };
+    assert!(
+        env.srv.wait_until(START, |s| mirror(s).is_some()),
+        "{}",
+        env.log()
+    );
+    let m = mirror(&env.srv).unwrap();
+    assert_eq!(m["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let node_uid = env.srv.node(&env.node).unwrap()["metadata"]["uid"].clone();
+    assert_eq!(m["metadata"]["ownerReferences"][0]["uid"], node_uid);
+    let first_uid = m["metadata"]["uid"].clone();
+    env.srv
+        .delete(
+            &format!("/api/v1/namespaces/{}/pods/{name}", env.ns),
+            Some(0),
+        )
+        .unwrap();
+    let back = env.srv.wait_until(START, |s| {
+        mirror(s).is_some_and(|p| p["metadata"]["uid"] != first_uid)
+    });
+    assert!(back, "mirror pod recreated:\n{}", env.log());
+    // The static pod runs throughout.
+    let t0 = std::time::Instant::now();
+    while env.running_ids(&name).is_empty() && t0.elapsed() < START {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ids = env.running_ids(&name);
+    env.srv
+        .delete(
+            &format!("/api/v1/namespaces/{}/pods/{name}", env.ns),
+            Some(0),
+        )
+        .unwrap();
+    assert!(env.srv.wait_until(START, |s| mirror(s).is_some()));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        env.running_ids(&name),
+        ids,
+        "deleting the mirror pod has no effect"
+    );
+    assert_eq!(
+        env.running_ids(&name).len(),
+        1,
+        "{:?}\n{}",
+        env.containers(),
+        env.log()
+    );
+}

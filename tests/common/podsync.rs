@@ -1,0 +1,365 @@
+//! One `tinylet run` joined to the project's API test server over TLS, on the bed's real
+//! containerd: node credentials, kubeconfig, root/log/manifest dirs, the agent lock shared with
+//! the other agent tests (agents on one containerd remove each other's pods), CRI look-ups of
+//! this test's pods, and a guard that stops the agent and removes every pod, mount and file.
+//! Included with `#[path]` by tests/agent_api.rs and benches/podstart.rs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::apiserver::{self, ApiServer};
+use super::cri_bed::Bed;
+
+static ONE_AGENT: Mutex<()> = Mutex::new(());
+
+/// The process-wide mutex and an flock in the bed's dir (other test binaries wait too).
+pub struct OneAgent {
+    _file: Option<nix::fcntl::Flock<std::fs::File>>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// Takes the agent lock (poison ignored: a failed test must not block the others).
+pub fn one_agent(bed: &Bed) -> OneAgent {
+    let guard = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = std::fs::create_dir_all(bed.dir.join("scratch"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(bed.dir.join("scratch/.tinylet-agent.lock"))
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    OneAgent {
+        _file: file,
+        _guard: guard,
+    }
+}
+
+/// A test's server, agent and directories. Field order matters for drop: the agent and pods
+/// go first (in `Drop`), then the lock.
+pub struct Env {
+    pub bed: Bed,
+    pub srv: ApiServer,
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub manifests: PathBuf,
+    pub out: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub config: PathBuf,
+    pub node: String,
+    pub ns: String,
+    pub agent: Option<Child>,
+    pub extra_args: Vec<String>,
+    starts: u32,
+    _lock: OneAgent,
+}
+
+impl Env {
+    /// Server up, namespace and Node created, credentials written; the agent not started yet.
+    pub fn new(bed: Bed, bin: &Path, test: &str) -> Env {
+        let lock = one_agent(&bed);
+        let pid = std::process::id();
+        let short: String = test
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
+        let node = format!("ps{pid}{}", short.to_lowercase());
+        let ns = format!("ps{pid}");
+        let dir = bed
+            .dir
+            .join("scratch")
+            .join(format!("podsync-{test}-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        let manifests = dir.join("manifests");
+        let out = dir.join("out");
+        let logs = dir.join("logs");
+        for d in [&manifests, &out, &logs] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+        srv.ensure_namespace(&ns);
+        srv.create(
+            "/api/v1/nodes",
+            json!({"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}}),
+        )
+        .unwrap();
+        let creds = srv.node_cert(&node).unwrap();
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, srv.ca_pem()).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        tinylet::api::write_cert_kubeconfig(
+            &kubeconfig,
+            &srv.url(),
+            &ca,
+            &creds.cert_path,
+            &creds.key_path,
+        )
+        .unwrap();
+        let config = dir.join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+                 podLogsDir: {}\n",
+                logs.display()
+            ),
+        )
+        .unwrap();
+        Env {
+            bed,
+            srv,
+            bin: bin.to_path_buf(),
+            dir,
+            root,
+            manifests,
+            out,
+            kubeconfig,
+            config,
+            node,
+            ns,
+            agent: None,
+            extra_args: Vec::new(),
+            starts: 0,
+            _lock: lock,
+        }
+    }
+
+    /// Starts `tinylet run` in the background.
+    pub fn start(&mut self) {
+        assert!(self.agent.is_none(), "an agent is already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--config".into(),
+            self.config.display().to_string(),
+            "--root-dir".into(),
+            self.root.display().to_string(),
+            "--pod-manifest-path".into(),
+            self.manifests.display().to_string(),
+            "--container-runtime-endpoint".into(),
+            self.bed.endpoint.clone(),
+            "--hostname-override".into(),
+            self.node.clone(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--offline-autonomy=true".into(),
+            "-v".into(),
+            "2".into(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        let child = Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("agent-{n}.log"))
+    }
+
+    /// The current agent's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    /// SIGTERM, reaped within 10 s (then SIGKILL).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.agent.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// A pod running `script` in busybox, bound to this node, with the output dir at /out.
+    pub fn pod(&self, name: &str, script: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {
+                "nodeName": self.node,
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{
+                    "name": "main", "image": self.bed.test_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", format!("trap 'exit 0' TERM; {script}; sleep 3600 & wait")],
+                    "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+                }],
+                "volumes": [{"name": "out", "hostPath": {"path": self.out.join(name).display().to_string(), "type": "DirectoryOrCreate"}}],
+            }
+        })
+    }
+
+    /// Creates a pod at the server (as admin).
+    pub fn create_pod(&self, pod: Value) -> Value {
+        self.srv
+            .create(&format!("/api/v1/namespaces/{}/pods", self.ns), pod)
+            .unwrap()
+    }
+
+    /// Waits for the pod's status to satisfy `check`; panics with the agent log.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) {
+        let ok = self
+            .srv
+            .wait_until(limit, |s| s.pod(&self.ns, name).is_some_and(|p| check(&p)));
+        if !ok {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\npod: {}\nagent log:\n{}",
+                self.srv
+                    .pod(&self.ns, name)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                self.log()
+            );
+        }
+    }
+
+    /// Waits until the pod is Running with condition Ready True at the server.
+    pub fn wait_ready(&self, name: &str, limit: Duration) {
+        self.wait_pod(name, limit, "Running and Ready", ready);
+    }
+
+    /// Containers of this test's pods in containerd: id → (pod name, container, state, attempt).
+    pub fn containers(&self) -> BTreeMap<String, (String, String, i32, u32)> {
+        let client = self.bed.client();
+        smol::block_on(async {
+            let list = client.list_containers(None).await.unwrap();
+            list.containers
+                .into_iter()
+                .filter(|c| c.labels.get("io.kubernetes.pod.namespace") == Some(&self.ns))
+                .map(|c| {
+                    let pod = c
+                        .labels
+                        .get("io.kubernetes.pod.name")
+                        .cloned()
+                        .unwrap_or_default();
+                    let (name, attempt) =
+                        c.metadata.map(|m| (m.name, m.attempt)).unwrap_or_default();
+                    (c.id, (pod, name, c.state, attempt))
+                })
+                .collect()
+        })
+    }
+
+    /// Running containers of pod `name` (CONTAINER_RUNNING = 1): their ids.
+    pub fn running_ids(&self, name: &str) -> Vec<String> {
+        self.containers()
+            .into_iter()
+            .filter(|(_, (p, _, st, _))| p == name && *st == 1)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Sandboxes of this test's pods: (id, pod name).
+    pub fn sandboxes(&self) -> Vec<(String, String)> {
+        let client = self.bed.client();
+        smol::block_on(async {
+            let list = client.list_pod_sandbox(None).await.unwrap();
+            list.items
+                .into_iter()
+                .filter_map(|s| {
+                    let m = s.metadata.as_ref()?;
+                    (m.namespace == self.ns).then(|| (s.id.clone(), m.name.clone()))
+                })
+                .collect()
+        })
+    }
+
+    /// Removes this test's pods straight via CRI (what a reboot does to containers).
+    pub fn force_remove_pods(&self) {
+        let client = self.bed.client();
+        let containers: Vec<String> = self.containers().into_keys().collect();
+        let sandboxes = self.sandboxes();
+        smol::block_on(async {
+            for id in containers {
+                let _ = client.stop_container(&id, 0).await;
+                let _ = client.remove_container(&id).await;
+            }
+            for (id, _) in sandboxes {
+                let _ = client.stop_pod_sandbox(&id).await;
+                let _ = client.remove_pod_sandbox(&id).await;
+            }
+        });
+    }
+
+    /// Unmounts what is left mounted below the test's directory (tmpfs volumes).
+    pub fn unmount_leftovers(&self) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.dir.display().to_string();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// A file a pod wrote into its output dir, waited for (empty if it never came).
+    pub fn read_out(&self, pod: &str, file: &str, limit: Duration) -> String {
+        let path = self.out.join(pod).join(file);
+        let t0 = Instant::now();
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&path) {
+                if !s.is_empty() {
+                    return s;
+                }
+            }
+            if t0.elapsed() > limit {
+                return String::new();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop();
+        self.force_remove_pods();
+        self.unmount_leftovers();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Phase Running and condition Ready True.
+pub fn ready(p: &Value) -> bool {
+    let st = &p["status"];
+    st["phase"] == "Running"
+        && st["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
