@@ -450,14 +450,9 @@ fn sigkilled_agent_restarts_without_restarting_containers() {
 struct ContainerdBack<'a>(&'a Bed);
 
 fn bed_script(name: &str) -> std::path::PathBuf {
-    let own = Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/bed")
-        .join(name);
-    if own.exists() {
-        own
-    } else {
-        Path::new("/work/main/tests/bed").join(name)
-    }
+        .join(name)
 }
 
 fn containerd_answers(bed: &Bed) -> bool {

@@ -528,12 +528,7 @@ fn list_filters_by_label_and_state() {
 }
 
 fn restart_script() -> std::path::PathBuf {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bed/containerd-restart.sh");
-    if local.exists() {
-        local
-    } else {
-        Path::new("/work/main/tests/bed/containerd-restart.sh").to_path_buf()
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bed/containerd-restart.sh")
 }
 
 #[test]
