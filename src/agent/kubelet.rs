@@ -149,11 +149,7 @@ pub async fn run(
     let mut desired_errors: BTreeMap<String, String> = BTreeMap::new();
     if let Some(a) = api.as_mut() {
         a.settle(&mut store).await;
-        a.set_static_pods(
-            static_pods
-                .values()
-                .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
-        );
+        tell_static_pods(a, &static_pods);
     }
     apply_desired(
         &mut engine,
@@ -176,11 +172,7 @@ pub async fn run(
             match ApiSide::start(&cfg, &node_name, host_for_api.clone()) {
                 Ok(Some(mut a)) => {
                     executor.set_volume_data(volume_data(Some(&a)));
-                    a.set_static_pods(
-                        static_pods
-                            .values()
-                            .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
-                    );
+                    tell_static_pods(&mut a, &static_pods);
                     api = Some(a);
                 }
                 Ok(None) => {}
@@ -322,11 +314,7 @@ pub async fn run(
                 if dir_ok {
                     static_pods = import_manifests(&mut store, &set, &static_pods);
                     if let Some(a) = api.as_mut() {
-                        a.set_static_pods(
-                            static_pods
-                                .values()
-                                .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
-                        );
+                        tell_static_pods(a, &static_pods);
                     }
                     apply_desired(
                         &mut engine,
@@ -452,6 +440,15 @@ async fn api_wakeup(api: Option<&ApiSide>) -> Wake {
         }
     };
     ev.or(rep).await
+}
+
+/// Tells the API side which static pods exist (it keeps their mirror pods).
+fn tell_static_pods(api: &mut ApiSide, static_pods: &BTreeMap<String, StoredPod>) {
+    api.set_static_pods(
+        static_pods
+            .values()
+            .map(|sp| (&sp.pod, sp.pod.metadata.uid.as_str())),
+    );
 }
 
 /// API pods join the static pods in one desired set (same engine, same executor).
