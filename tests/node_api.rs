@@ -359,11 +359,11 @@ fn lease_renewed_and_status_patched_only_on_change() {
     // Unchanged status: only the report right after registration.
     assert_eq!(srv.stats().count("patch", "nodes/status"), 1);
     assert_eq!(srv.stats().count("get", "nodes/status"), 0);
-    // Lease writes are PUTs of the cached object after the first create.
+    // Lease writes are merge patches guarded by the cached resourceVersion after the create.
     assert_eq!(srv.stats().count("create", "leases.coordination.k8s.io"), 1);
-    assert!(srv.stats().count("update", "leases.coordination.k8s.io") >= 4);
+    assert!(srv.stats().count("patch", "leases.coordination.k8s.io") >= 4);
 
-    // Someone else writes the Lease: the cached resourceVersion is stale, the next PUT gets
+    // Someone else writes the Lease: the cached resourceVersion is stale, the next patch gets
     // 409, the node reads it again and renews.
     let gets = srv.stats().count("get", "leases.coordination.k8s.io");
     srv.merge_patch(

@@ -681,15 +681,15 @@ impl Worker {
         }
     }
 
-    /// One Lease write: PUT the cached Lease with a new renewTime; GET it when unknown or on
-    /// 409; create it when absent.
+    /// One Lease write: merge-PATCH renewTime guarded by the cached resourceVersion; GET the
+    /// Lease when unknown or on 409; create it when absent.
     fn renew_lease(&mut self, client: &Client) -> Result<(), ApiError> {
         let name = self.name().to_string();
         let path =
             format!("/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases/{name}");
         let duration = i32::try_from(self.opts.cadence.lease_duration.as_secs()).unwrap_or(40);
         for attempt in 0..2 {
-            let mut lease = match self.lease.clone() {
+            let lease = match self.lease.clone() {
                 Some(l) => l,
                 None => match client.get::<Lease>(&path) {
                     Ok(l) => l,
@@ -715,10 +715,18 @@ impl Worker {
                     Err(e) => return Err(e),
                 },
             };
-            lease.spec.renew_time = Some(format_micro_time(SystemTime::now()));
-            lease.spec.holder_identity = Some(name.clone());
-            lease.spec.lease_duration_seconds = Some(duration);
-            match client.replace::<_, Lease>(&path, &lease) {
+            // A merge patch of the renewed fields, guarded by the cached resourceVersion: the
+            // same conflict semantics as a PUT of the whole object, at a fraction of the
+            // uplink bytes (this request goes out every 10 s for the node's whole life).
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": lease.metadata.resource_version},
+                "spec": {
+                    "holderIdentity": name,
+                    "leaseDurationSeconds": duration,
+                    "renewTime": format_micro_time(SystemTime::now()),
+                },
+            });
+            match client.patch_merge::<_, Lease>(&path, &patch) {
                 Ok(l) => {
                     self.lease = Some(l);
                     return Ok(());
@@ -731,7 +739,7 @@ impl Worker {
             }
         }
         Err(ApiError::new(
-            "PUT",
+            "PATCH",
             &path,
             crate::api::ApiErrorKind::Config("lease kept conflicting".into()),
         ))
