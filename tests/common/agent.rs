@@ -7,38 +7,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::cri_bed::Bed;
 
-/// Agents on one containerd remove each other's pods: only one may run at a time.
-static ONE_AGENT: Mutex<()> = Mutex::new(());
-
-/// Held while a test or bench runs an agent: the process-wide mutex, and an flock on a file
-/// in the bed's directory so that the tests and the bench in other processes wait too.
-pub struct OneAgent {
-    _file: Option<nix::fcntl::Flock<std::fs::File>>,
-    _guard: MutexGuard<'static, ()>,
-}
-
-/// Takes the agent lock (a failed test must not block the others: poison is ignored).
-pub fn one_agent(bed: &Bed) -> OneAgent {
-    let guard = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(bed.dir.join("scratch/.tinylet-agent.lock"))
-        .ok()
-        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
-    OneAgent {
-        _file: file,
-        _guard: guard,
-    }
-}
+#[allow(unused_imports)]
+pub use super::cri_bed::{one_agent, OneAgent};
 
 /// The pods' namespace in every manifest under tests/data/agent.
 pub const NAMESPACE: &str = "agent-test";

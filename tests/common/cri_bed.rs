@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tinylet::cri::proto::*;
@@ -229,4 +230,30 @@ where
         smol::Timer::after(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// Agents on one containerd remove each other's pods: only one may run at a time.
+static ONE_AGENT: Mutex<()> = Mutex::new(());
+
+/// The process-wide mutex and an flock in the bed's dir (other test binaries wait too).
+pub struct OneAgent {
+    _file: Option<nix::fcntl::Flock<std::fs::File>>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// Takes the agent lock (poison ignored: a failed test must not block the others).
+pub fn one_agent(bed: &Bed) -> OneAgent {
+    let guard = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = std::fs::create_dir_all(bed.dir.join("scratch"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(bed.dir.join("scratch/.tinylet-agent.lock"))
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    OneAgent {
+        _file: file,
+        _guard: guard,
+    }
 }

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -16,30 +15,8 @@ use serde_json::{json, Value};
 use super::apiserver::{self, ApiServer};
 use super::cri_bed::Bed;
 
-static ONE_AGENT: Mutex<()> = Mutex::new(());
-
-/// The process-wide mutex and an flock in the bed's dir (other test binaries wait too).
-pub struct OneAgent {
-    _file: Option<nix::fcntl::Flock<std::fs::File>>,
-    _guard: MutexGuard<'static, ()>,
-}
-
-/// Takes the agent lock (poison ignored: a failed test must not block the others).
-pub fn one_agent(bed: &Bed) -> OneAgent {
-    let guard = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = std::fs::create_dir_all(bed.dir.join("scratch"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(bed.dir.join("scratch/.tinylet-agent.lock"))
-        .ok()
-        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
-    OneAgent {
-        _file: file,
-        _guard: guard,
-    }
-}
+#[allow(unused_imports)]
+pub use super::cri_bed::{one_agent, OneAgent};
 
 /// A test's server, agent and directories. Field order matters for drop: the agent and pods
 /// go first (in `Drop`), then the lock.
