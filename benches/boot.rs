@@ -18,7 +18,7 @@ mod cri_bed;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use agent::*;
 use cri_bed::*;
@@ -31,35 +31,12 @@ const ANCHOR_CPU: &str = "upstream 46-51 CPU-s/hour = 7.7-8.5 CPU-s per 10 min";
 const ANCHOR_DISK: &str = "upstream 98 KB/h";
 const ANCHOR_BINARY: &str = "upstream 77,693,080 B";
 
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn context(what: &str) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "context [{what}]: {} loadavg {} cpus {cpus}",
-        utc_now(),
+        tinylet::k8s::coordination::format_time(SystemTime::now()),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()

@@ -4,37 +4,13 @@
 #[path = "../tests/common/cri_bed.rs"]
 mod cri_bed;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use cri_bed::*;
 
 const VERSION_CALLS: usize = 1000;
 const PODS: usize = 20;
 const REFERENCE: &str = "0.33-0.38 s per pod (shared/notes/runtime.md)";
-
-/// UTC civil time from the unix clock (days-to-date after H. Hinnant).
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -107,7 +83,7 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "cri bench: {} | loadavg {} | cpus {}",
-        utc_now(),
+        tinylet::k8s::coordination::format_time(SystemTime::now()),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
