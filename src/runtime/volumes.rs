@@ -152,48 +152,40 @@ impl VolumeManager {
         }
         if let Some(d) = &v.downward_api {
             let dir = self.volume_dir(uid, "kubernetes.io~downward-api", &v.name);
-            let mut files = BTreeMap::new();
-            for item in &d.items {
-                let value = downward_value(pod, host, pod_ip, item)?;
-                files.insert(
-                    item.path.clone(),
-                    (value.into_bytes(), mode(item.mode, d.default_mode, 0o644)),
-                );
-            }
+            let files = downward_files(pod, host, pod_ip, &d.items, d.default_mode)?;
             write_atomic(&dir, &files)?;
-            return Ok(HostVolume {
-                host_path: dir.display().to_string(),
-                read_only: true,
-            });
+            return Ok(read_only(&dir));
         }
         if let Some(cm) = &v.config_map {
             let dir = self.volume_dir(uid, "kubernetes.io~configmap", &v.name);
-            let files = match data.config_map(&pod.metadata.namespace, &cm.name) {
-                Some(d) => project(&d, &cm.items, cm.default_mode, 0o644)?,
-                None if cm.optional == Some(true) => BTreeMap::new(),
-                None => return Err(format!("configMap {:?} is not available", cm.name)),
-            };
+            let found = data.config_map(&pod.metadata.namespace, &cm.name);
+            let files = fetched(
+                found,
+                "configMap",
+                &cm.name,
+                cm.optional,
+                &cm.items,
+                cm.default_mode,
+            )?;
             write_atomic(&dir, &files)?;
-            return Ok(HostVolume {
-                host_path: dir.display().to_string(),
-                read_only: true,
-            });
+            return Ok(read_only(&dir));
         }
         if let Some(s) = &v.secret {
             let dir = self.volume_dir(uid, "kubernetes.io~secret", &v.name);
-            let files = match data.secret(&pod.metadata.namespace, &s.secret_name) {
-                Some(d) => project(&d, &s.items, s.default_mode, 0o644)?,
-                None if s.optional == Some(true) => BTreeMap::new(),
-                None => return Err(format!("secret {:?} is not available", s.secret_name)),
-            };
+            let found = data.secret(&pod.metadata.namespace, &s.secret_name);
+            let files = fetched(
+                found,
+                "secret",
+                &s.secret_name,
+                s.optional,
+                &s.items,
+                s.default_mode,
+            )?;
             // Secrets never touch flash: they live on a tmpfs of their own.
             mkdir_all(&dir, 0o750)?;
             mount_tmpfs(&dir, Some(16 << 20))?;
             write_atomic(&dir, &files)?;
-            return Ok(HostVolume {
-                host_path: dir.display().to_string(),
-                read_only: true,
-            });
+            return Ok(read_only(&dir));
         }
         if let Some(p) = &v.projected {
             let dir = self.volume_dir(uid, "kubernetes.io~projected", &v.name);
@@ -210,36 +202,35 @@ impl VolumeManager {
                     );
                 }
                 if let Some(c) = &src.config_map {
-                    match data.config_map(&pod.metadata.namespace, &c.name) {
-                        Some(d) => files.extend(project(&d, &c.items, p.default_mode, 0o644)?),
-                        None if c.optional == Some(true) => {}
-                        None => return Err(format!("configMap {:?} is not available", c.name)),
-                    }
+                    let found = data.config_map(&pod.metadata.namespace, &c.name);
+                    files.extend(fetched(
+                        found,
+                        "configMap",
+                        &c.name,
+                        c.optional,
+                        &c.items,
+                        p.default_mode,
+                    )?);
                 }
                 if let Some(s) = &src.secret {
-                    match data.secret(&pod.metadata.namespace, &s.name) {
-                        Some(d) => files.extend(project(&d, &s.items, p.default_mode, 0o644)?),
-                        None if s.optional == Some(true) => {}
-                        None => return Err(format!("secret {:?} is not available", s.name)),
-                    }
+                    let found = data.secret(&pod.metadata.namespace, &s.name);
+                    files.extend(fetched(
+                        found,
+                        "secret",
+                        &s.name,
+                        s.optional,
+                        &s.items,
+                        p.default_mode,
+                    )?);
                 }
                 if let Some(d) = &src.downward_api {
-                    for item in &d.items {
-                        let value = downward_value(pod, host, pod_ip, item)?;
-                        files.insert(
-                            item.path.clone(),
-                            (value.into_bytes(), mode(item.mode, p.default_mode, 0o644)),
-                        );
-                    }
+                    files.extend(downward_files(pod, host, pod_ip, &d.items, p.default_mode)?);
                 }
             }
             mkdir_all(&dir, 0o750)?;
             mount_tmpfs(&dir, Some(16 << 20))?;
             write_atomic(&dir, &files)?;
-            return Ok(HostVolume {
-                host_path: dir.display().to_string(),
-                read_only: true,
-            });
+            return Ok(read_only(&dir));
         }
         let kinds = v.source_kinds();
         Err(format!("unsupported volume source {kinds:?}"))
@@ -285,6 +276,50 @@ fn mode(item: Option<i32>, default: Option<i32>, fallback: u32) -> u32 {
 }
 
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+/// A prepared file volume, mounted read-only into containers.
+fn read_only(dir: &Path) -> HostVolume {
+    HostVolume {
+        host_path: dir.display().to_string(),
+        read_only: true,
+    }
+}
+
+/// The files of a configMap or secret source: projected by `items`, empty when the object is
+/// missing but optional, an error naming it when missing and required.
+fn fetched(
+    found: Option<BTreeMap<String, Vec<u8>>>,
+    what: &str,
+    name: &str,
+    optional: Option<bool>,
+    items: &[KeyToPath],
+    default_mode: Option<i32>,
+) -> Result<Files, String> {
+    match found {
+        Some(d) => project(&d, items, default_mode, 0o644),
+        None if optional == Some(true) => Ok(BTreeMap::new()),
+        None => Err(format!("{what} {name:?} is not available")),
+    }
+}
+
+/// The files of a downwardAPI source.
+fn downward_files(
+    pod: &Pod,
+    host: &HostFacts,
+    pod_ip: &str,
+    items: &[crate::k8s::pod::DownwardApiVolumeFile],
+    default_mode: Option<i32>,
+) -> Result<Files, String> {
+    let mut files = BTreeMap::new();
+    for item in items {
+        let value = downward_value(pod, host, pod_ip, item)?;
+        files.insert(
+            item.path.clone(),
+            (value.into_bytes(), mode(item.mode, default_mode, 0o644)),
+        );
+    }
+    Ok(files)
+}
 
 fn project(
     data: &BTreeMap<String, Vec<u8>>,
