@@ -88,37 +88,144 @@ fn field_manager(q: &[(String, String)], user_agent: &str) -> String {
     }
 }
 
-/// Records the writer in metadata.managedFields as a real server does on every write (one
-/// entry per manager, operation and subresource), so clients meet the field.
-fn stamp_managed(obj: &mut Value, manager: &str, operation: &str, sub: &str) {
+/// Records the writer in metadata.managedFields as a real server does on every write: one
+/// entry per manager, operation and subresource, whose FieldsV1 set is the union of what that
+/// manager owned before and the fields this write changed (`old` is None on create: every
+/// field). Entry sizes matter: they are most of a small object's bytes on the wire.
+fn stamp_managed(obj: &mut Value, old: Option<&Value>, manager: &str, operation: &str, sub: &str) {
     let api_version = obj.get("apiVersion").cloned().unwrap_or(Value::Null);
-    let mut fields_v1 = Map::new();
-    fields_v1.insert("f:metadata".into(), json!({}));
-    if let Some(o) = obj.as_object() {
-        for k in o
-            .keys()
-            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-        {
-            fields_v1.insert(format!("f:{k}"), json!({}));
-        }
-    }
+    let mut changed = Map::new();
+    changed_fields(old.unwrap_or(&Value::Null), obj, &mut changed, true);
     let mut entries: Vec<Value> = meta(obj)
         .get("managedFields")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let mut fields = Map::new();
     entries.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
+        let same = e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some(operation)
-            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub)
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub;
+        if same {
+            if let Some(prev) = e.get("fieldsV1").and_then(Value::as_object) {
+                fields = prev.clone();
+            }
+        }
+        !same
     });
+    if changed.is_empty() && fields.is_empty() {
+        meta_mut(obj).insert("managedFields".into(), Value::Array(entries));
+        return;
+    }
+    merge_fields(&mut fields, changed);
     let mut e = json!({"manager": manager, "operation": operation, "apiVersion": api_version,
-        "time": store::now_rfc3339(0), "fieldsType": "FieldsV1", "fieldsV1": Value::Object(fields_v1)});
+        "time": store::now_rfc3339(0), "fieldsType": "FieldsV1", "fieldsV1": Value::Object(fields)});
     if !sub.is_empty() {
         e["subresource"] = json!(sub);
     }
     entries.push(e);
     meta_mut(obj).insert("managedFields".into(), Value::Array(entries));
+}
+
+/// FieldsV1 of what differs between `old` and `new`: `f:key` per object member, `k:{...}` per
+/// list item keyed by name or uid, `.` for a member that is itself owned as a whole.
+fn changed_fields(old: &Value, new: &Value, out: &mut Map<String, Value>, top: bool) {
+    let Some(n) = new.as_object() else {
+        return;
+    };
+    for (k, v) in n {
+        if top && matches!(k.as_str(), "apiVersion" | "kind") {
+            continue;
+        }
+        if top && k == "metadata" {
+            let mut m = Map::new();
+            let om = old.get("metadata").unwrap_or(&Value::Null);
+            if let Some(vm) = v.as_object() {
+                for (mk, mv) in vm {
+                    if matches!(
+                        mk.as_str(),
+                        "name"
+                            | "namespace"
+                            | "uid"
+                            | "resourceVersion"
+                            | "creationTimestamp"
+                            | "generation"
+                            | "managedFields"
+                            | "selfLink"
+                    ) || om.get(mk) == Some(mv)
+                    {
+                        continue;
+                    }
+                    m.insert(format!("f:{mk}"), owned(om.get(mk), mv));
+                }
+            }
+            if !m.is_empty() {
+                out.insert("f:metadata".into(), Value::Object(m));
+            }
+            continue;
+        }
+        let o = old.get(k);
+        if o == Some(v) {
+            continue;
+        }
+        out.insert(format!("f:{k}"), owned(o, v));
+    }
+}
+
+fn owned(old: Option<&Value>, new: &Value) -> Value {
+    match new {
+        Value::Object(_) => {
+            let mut m = Map::new();
+            changed_fields(old.unwrap_or(&Value::Null), new, &mut m, false);
+            if old.is_none() {
+                m.insert(".".into(), json!({}));
+            }
+            Value::Object(m)
+        }
+        Value::Array(items)
+            if items
+                .iter()
+                .all(|i| i.get("name").is_some() || i.get("uid").is_some())
+                && !items.is_empty() =>
+        {
+            let mut m = Map::new();
+            m.insert(".".into(), json!({}));
+            for i in items {
+                let key = match (i.get("uid"), i.get("name")) {
+                    (Some(u), _) => json!({"uid": u}),
+                    (None, Some(n)) => json!({"name": n}),
+                    _ => continue,
+                };
+                let mut inner = Map::new();
+                changed_fields(&Value::Null, i, &mut inner, false);
+                inner.insert(".".into(), json!({}));
+                m.insert(format!("k:{key}"), Value::Object(inner));
+            }
+            Value::Object(m)
+        }
+        _ => json!({}),
+    }
+}
+
+fn merge_fields(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => merge_fields(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A write that sets metadata.managedFields to a list holding one empty entry resets them
+/// (documented server-side-apply behaviour): the old entries go, the writer owns what it
+/// changed in this request.
+fn asks_managed_reset(body: &Value) -> bool {
+    meta(body)
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.len() == 1 && a[0].as_object().is_some_and(|o| o.is_empty()))
 }
 
 /// What to stream for a watch request.
@@ -686,7 +793,7 @@ impl Api {
             _ => {}
         }
         meta_mut(&mut obj).remove("managedFields");
-        stamp_managed(&mut obj, manager, "Update", "");
+        stamp_managed(&mut obj, None, manager, "Update", "");
         let stored = st.put(r.kind, &r.ns, &name, obj);
         if k.resource == "certificatesigningrequests"
             && *lock(&self.csr_approval) == CsrApproval::Auto
@@ -822,6 +929,7 @@ impl Api {
         if !new.is_object() {
             return fail(400, "BadRequest", "object must be a JSON object");
         }
+        let reset_managed = asks_managed_reset(&new);
         if let Some(uid) = meta(&new).get("uid").and_then(Value::as_str) {
             if !uid.is_empty() && Some(uid) != meta(old).get("uid").and_then(Value::as_str) {
                 return conflict(
@@ -891,10 +999,12 @@ impl Api {
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
-        if &new == old {
+        if reset_managed {
+            meta_mut(&mut new).remove("managedFields");
+        } else if &new == old {
             return ok(200, old.clone());
         }
-        stamp_managed(&mut new, manager, "Update", &r.sub);
+        stamp_managed(&mut new, Some(old), manager, "Update", &r.sub);
         let finalizers_gone = meta(&new)
             .get("finalizers")
             .and_then(Value::as_array)

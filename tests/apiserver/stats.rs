@@ -4,8 +4,10 @@
 //!
 //! It only records; it never changes how a request is served.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +45,49 @@ pub struct Stats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     connections: AtomicU64,
+    /// Live connections: a handle on the socket and its segment count at the last reset.
+    live: Mutex<HashMap<u64, (TcpStream, u64)>>,
+    next_conn: AtomicU64,
+    closed_segments: AtomicU64,
+}
+
+/// IPv4 header + TCP header with the timestamp option Linux sends on every segment.
+pub const IP_TCP_HEADER_BYTES: u64 = 52;
+
+/// Segments in + out of a TCP socket so far (TCP_INFO), 0 if the kernel does not say.
+fn segments_of(s: &TcpStream) -> u64 {
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it and the
+    // fd stays open for the call (borrowed from `s`).
+    unsafe {
+        let mut info: nix::libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<nix::libc::tcp_info>() as nix::libc::socklen_t;
+        let rc = nix::libc::getsockopt(
+            s.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_INFO,
+            (&mut info as *mut nix::libc::tcp_info).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return 0;
+        }
+        u64::from(info.tcpi_segs_in) + u64::from(info.tcpi_segs_out)
+    }
+}
+
+/// Counts one connection's segments into [`Stats::segments`] until dropped.
+pub struct SegmentGuard {
+    stats: Arc<Stats>,
+    id: u64,
+}
+
+impl Drop for SegmentGuard {
+    fn drop(&mut self) {
+        if let Some((s, base)) = lock(&self.stats.live).remove(&self.id) {
+            let n = segments_of(&s).saturating_sub(base);
+            self.stats.closed_segments.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Stats {
@@ -55,7 +100,35 @@ impl Stats {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            closed_segments: AtomicU64::new(0),
         }
+    }
+
+    /// Starts counting the TCP segments of `tcp` (both directions) until the guard drops.
+    pub fn track_segments(self: &Arc<Self>, tcp: &TcpStream) -> Option<SegmentGuard> {
+        let handle = tcp.try_clone().ok()?;
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        lock(&self.live).insert(id, (handle, 0));
+        Some(SegmentGuard {
+            stats: Arc::clone(self),
+            id,
+        })
+    }
+
+    /// TCP segments exchanged since the last reset, both directions, all connections.
+    pub fn segments(&self) -> u64 {
+        let live: u64 = lock(&self.live)
+            .values()
+            .map(|(s, base)| segments_of(s).saturating_sub(*base))
+            .sum();
+        live + self.closed_segments.load(Ordering::Relaxed)
+    }
+
+    /// What the link carried below TLS: bytes in + out plus an IP and TCP header per segment.
+    pub fn wire_bytes(&self) -> u64 {
+        self.bytes_in() + self.bytes_out() + self.segments() * IP_TCP_HEADER_BYTES
     }
 
     /// Records one request.
@@ -159,6 +232,10 @@ impl Stats {
         self.bytes_in.store(0, Ordering::Relaxed);
         self.bytes_out.store(0, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
+        self.closed_segments.store(0, Ordering::Relaxed);
+        for (s, base) in lock(&self.live).values_mut() {
+            *base = segments_of(s);
+        }
     }
 }
 
