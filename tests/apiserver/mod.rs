@@ -35,6 +35,7 @@ pub mod handler;
 pub mod http;
 pub mod patch;
 pub mod pki;
+pub mod proto;
 pub mod server;
 pub mod stats;
 pub mod store;
