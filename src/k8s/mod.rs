@@ -15,6 +15,7 @@ pub mod list;
 pub mod meta;
 pub mod node;
 pub mod pod;
+pub mod protobuf;
 pub mod quantity;
 pub mod service;
 pub mod status;

@@ -1,0 +1,15 @@
+#![no_main]
+//! Decodes arbitrary bytes (behind the `k8s\0` magic, so the fuzzer reaches the envelope) as a
+//! protobuf Lease: never a panic; whatever decodes must survive encode → decode unchanged.
+use libfuzzer_sys::fuzz_target;
+use tinylet::k8s::protobuf::{decode_lease, encode_lease, MAGIC};
+
+fuzz_target!(|data: &[u8]| {
+    let mut body = MAGIC.to_vec();
+    body.extend_from_slice(data);
+    if let Ok(lease) = decode_lease(&body) {
+        let again = decode_lease(&encode_lease(&lease)).expect("re-encoded lease decodes");
+        assert_eq!(again, lease);
+    }
+    let _ = decode_lease(data);
+});
