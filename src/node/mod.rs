@@ -715,17 +715,7 @@ impl Worker {
                     Err(e) => return Err(e),
                 },
             };
-            // A merge patch of the renewed fields, guarded by the cached resourceVersion: the
-            // same conflict semantics as a PUT of the whole object, at a fraction of the
-            // uplink bytes (this request goes out every 10 s for the node's whole life).
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": lease.metadata.resource_version},
-                "spec": {
-                    "holderIdentity": name,
-                    "leaseDurationSeconds": duration,
-                    "renewTime": format_micro_time(SystemTime::now()),
-                },
-            });
+            let patch = renewal_patch(&lease, &name, duration, SystemTime::now());
             match client.patch_merge::<_, Lease>(&path, &patch) {
                 Ok(l) => {
                     self.lease = Some(l);
@@ -743,5 +733,53 @@ impl Worker {
             &path,
             crate::api::ApiErrorKind::Config("lease kept conflicting".into()),
         ))
+    }
+}
+
+/// The Lease renewal as a merge patch: guarded by the cached resourceVersion (the same
+/// conflict semantics as a PUT of the whole object), carrying only renewTime unless the holder
+/// or duration differ from ours, and resetting managedFields (a list with one empty entry,
+/// the API's documented reset) so the server's answer carries one small entry for renewTime
+/// instead of every field tinylet ever wrote. This request and its answer are most of an idle
+/// node's traffic: every byte here is sent 360 times an hour.
+fn renewal_patch(lease: &Lease, name: &str, duration: i32, now: SystemTime) -> serde_json::Value {
+    let mut spec = serde_json::Map::new();
+    if lease.spec.holder_identity.as_deref() != Some(name) {
+        spec.insert("holderIdentity".into(), name.into());
+    }
+    if lease.spec.lease_duration_seconds != Some(duration) {
+        spec.insert("leaseDurationSeconds".into(), duration.into());
+    }
+    spec.insert("renewTime".into(), format_micro_time(now).into());
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": lease.metadata.resource_version,
+            "managedFields": [{}],
+        },
+        "spec": spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn renewal_patch_carries_renew_time_rv_and_the_managed_fields_reset_only() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_795_844_400);
+        let mut lease = Lease::for_node("edge-1", 40, t0);
+        lease.metadata.resource_version = "812".into();
+        let p = renewal_patch(&lease, "edge-1", 40, t0 + Duration::from_secs(10));
+        assert_eq!(
+            p.to_string(),
+            r#"{"metadata":{"managedFields":[{}],"resourceVersion":"812"},"spec":{"renewTime":"2026-11-28T05:40:10.000000Z"}}"#
+        );
+        // Someone else's holder or another duration is put right in the same write.
+        lease.spec.holder_identity = Some("other".into());
+        lease.spec.lease_duration_seconds = None;
+        let p = renewal_patch(&lease, "edge-1", 40, t0);
+        assert_eq!(p["spec"]["holderIdentity"], "edge-1");
+        assert_eq!(p["spec"]["leaseDurationSeconds"], 40);
     }
 }
