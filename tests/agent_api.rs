@@ -87,6 +87,13 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
         .unwrap()
         .starts_with("containerd://"));
     assert!(cs["state"]["running"]["startedAt"].is_string());
+    // The runtime's image reference, as `kubectl get pod -o yaml` shows it.
+    assert!(
+        cs["imageID"]
+            .as_str()
+            .is_some_and(|i| i.contains("sha256:")),
+        "{cs}"
+    );
     assert!(st["podIP"].as_str().is_some_and(|s| !s.is_empty()), "{st}");
     assert!(st["startTime"].is_string());
     let types: Vec<&str> = st["conditions"]

@@ -276,6 +276,7 @@ mod tests {
             containers: vec![ContainerStatus {
                 name: "c".into(),
                 image: "i".into(),
+                image_id: String::new(),
                 container_id: id.map(String::from),
                 state,
                 last_state: None,

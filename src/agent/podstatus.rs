@@ -262,7 +262,7 @@ fn container_status(
         "started": c.started,
         "restartCount": c.restart_count,
         "image": c.image,
-        "imageID": "",
+        "imageID": c.image_id,
     });
     if !id.is_empty() {
         v["containerID"] = json!(id);
@@ -319,6 +319,7 @@ mod tests {
             containers: vec![ContainerStatus {
                 name: "c".into(),
                 image: "busybox:1".into(),
+                image_id: "sha256:5b0f".into(),
                 container_id: Some("abc".into()),
                 state: ContainerStateView::Running {
                     running_for_secs: 3,
@@ -354,6 +355,7 @@ mod tests {
         assert_eq!(a["phase"], "Running");
         assert_eq!(a["podIP"], "10.0.0.5");
         assert_eq!(a["containerStatuses"][0]["containerID"], "containerd://abc");
+        assert_eq!(a["containerStatuses"][0]["imageID"], "sha256:5b0f");
         assert_eq!(a["containerStatuses"][0]["restartCount"], 1);
         assert_eq!(
             a["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],

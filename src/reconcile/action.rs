@@ -159,6 +159,8 @@ pub enum ActionResult {
     ContainerCreated {
         /// Runtime id of the new container.
         container_id: String,
+        /// The runtime's reference of the image it runs (imageID), if already known.
+        image_ref: String,
     },
     /// `RunProbe` passed.
     ProbeSucceeded,

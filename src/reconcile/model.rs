@@ -312,6 +312,9 @@ pub struct ObservedContainer {
     pub state: ContainerState,
     /// Image reference it runs.
     pub image: String,
+    /// The runtime's content-addressed reference of that image (the status' imageID); empty
+    /// when the runtime did not say.
+    pub image_ref: String,
     /// Exit code once exited.
     pub exit_code: Option<i32>,
     /// Runtime's reason for the exit (e.g. OOMKilled), if any.

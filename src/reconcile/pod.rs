@@ -1075,7 +1075,13 @@ impl PodRecord {
                 spec_hash,
                 ..
             } => match (failure, result) {
-                (None, ActionResult::ContainerCreated { container_id }) => {
+                (
+                    None,
+                    ActionResult::ContainerCreated {
+                        container_id,
+                        image_ref,
+                    },
+                ) => {
                     let labels = labels::container_labels_for(&self.pod, &container, &spec_hash);
                     self.containers.retain(|c| c.id != container_id);
                     self.containers.push(ObservedContainer {
@@ -1086,6 +1092,7 @@ impl PodRecord {
                         attempt,
                         state: ContainerState::Created,
                         image: String::new(),
+                        image_ref,
                         exit_code: None,
                         reason: None,
                         started_at: None,

@@ -195,6 +195,7 @@ impl PodRecord {
         ContainerStatus {
             name: spec.name.clone(),
             image: spec.image.clone(),
+            image_id: latest.map(|c| c.image_ref.clone()).unwrap_or_default(),
             container_id: latest.map(|c| c.id.clone()),
             state,
             last_state,

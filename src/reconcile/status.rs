@@ -107,6 +107,9 @@ pub struct ContainerStatus {
     pub name: String,
     /// Image from the spec.
     pub image: String,
+    /// The runtime's reference of the image the latest instance runs ("" until known).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_id: String,
     /// Runtime id of the latest instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,

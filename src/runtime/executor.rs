@@ -21,8 +21,8 @@ use crate::cri::{CriClient, CriError};
 use crate::k8s::pod::Pod;
 use crate::reconcile::labels;
 use crate::reconcile::model::{
-    ContainerState, DesiredPod, HttpScheme, Observed, ObservedContainer, ObservedSandbox,
-    ProbeHandler, SandboxState,
+    normalize_image, ContainerState, DesiredPod, HttpScheme, Observed, ObservedContainer,
+    ObservedSandbox, ProbeHandler, SandboxState,
 };
 use crate::reconcile::{Action, ActionKind, ActionResult};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
@@ -43,6 +43,7 @@ struct ContainerFacts {
     exit_code: Option<i32>,
     reason: Option<String>,
     image: String,
+    image_ref: String,
     complete: bool,
 }
 
@@ -57,6 +58,8 @@ pub struct Executor {
     pod_ips: RefCell<BTreeMap<String, String>>,
     container_facts: RefCell<BTreeMap<String, ContainerFacts>>,
     sandbox_ips: RefCell<BTreeMap<String, Option<String>>>,
+    /// Normalised image name → the runtime's reference (imageID), from the last relist.
+    image_refs: RefCell<BTreeMap<String, String>>,
 }
 
 fn wall(ns: i64) -> Option<SystemTime> {
@@ -90,6 +93,7 @@ impl Executor {
             pod_ips: RefCell::new(BTreeMap::new()),
             container_facts: RefCell::new(BTreeMap::new()),
             sandbox_ips: RefCell::new(BTreeMap::new()),
+            image_refs: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -148,10 +152,18 @@ impl Executor {
         let now_wall = SystemTime::now();
 
         let mut observed = Observed::default();
+        let mut refs = BTreeMap::new();
         for img in images {
+            // What the status reports as imageID: the repo digest when the image came from a
+            // registry, its content id otherwise (as the kubelet shows them).
+            let r = img.repo_digests.first().cloned().unwrap_or(img.id);
+            for name in img.repo_tags.iter().chain(img.repo_digests.iter()) {
+                refs.insert(normalize_image(name), r.clone());
+            }
             observed.images.extend(img.repo_tags);
             observed.images.extend(img.repo_digests);
         }
+        *self.image_refs.borrow_mut() = refs;
         let live_sandboxes: BTreeSet<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
         self.sandbox_ips
             .borrow_mut()
@@ -203,6 +215,7 @@ impl Executor {
                 } else {
                     facts.image.clone()
                 },
+                image_ref: facts.image_ref.clone(),
                 exit_code: facts.exit_code,
                 reason: facts.reason.clone(),
                 started_at: facts.started_at.map(|t| to_instant(t, now, now_wall)),
@@ -246,6 +259,7 @@ impl Executor {
             exit_code: exited.then_some(st.exit_code),
             reason: (exited && !st.reason.is_empty()).then(|| st.reason.clone()),
             image: st.image.map(|i| i.image).unwrap_or_default(),
+            image_ref: st.image_ref,
             complete: exited,
         };
         self.container_facts
@@ -324,7 +338,10 @@ impl Executor {
                 .create_container(uid, sandbox_id, container, *init, *attempt)
                 .await
             {
-                Ok(id) => ActionResult::ContainerCreated { container_id: id },
+                Ok((id, image_ref)) => ActionResult::ContainerCreated {
+                    container_id: id,
+                    image_ref,
+                },
                 Err(m) => failed(m),
             },
             ActionKind::StartContainer { container_id, .. } => {
@@ -406,7 +423,7 @@ impl Executor {
         name: &str,
         init: bool,
         attempt: u32,
-    ) -> Result<String, String> {
+    ) -> Result<(String, String), String> {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
@@ -464,10 +481,16 @@ impl Executor {
             config: Some(config),
             sandbox_config: Some(sandbox_config),
         };
+        let image_ref = self
+            .image_refs
+            .borrow()
+            .get(&normalize_image(&c.image))
+            .cloned()
+            .unwrap_or_default();
         self.cri
             .create_container(&req)
             .await
-            .map(|r| r.container_id)
+            .map(|r| (r.container_id, image_ref))
             .map_err(|e| e.to_string())
     }
 

@@ -222,12 +222,16 @@ impl Sim {
                     attempt: *attempt,
                     state: ContainerState::Created,
                     image: spec.image.clone(),
+                    image_ref: format!("sha256:{}", spec.image.len()),
                     exit_code: None,
                     reason: None,
                     started_at: None,
                     finished_at: None,
                 });
-                ActionResult::ContainerCreated { container_id: id }
+                ActionResult::ContainerCreated {
+                    container_id: id,
+                    image_ref: String::new(),
+                }
             }
             ActionKind::StartContainer { container_id, .. } => {
                 match self.containers.iter_mut().find(|c| &c.id == container_id) {
