@@ -16,6 +16,45 @@ pub struct Service {
     pub metadata: ObjectMeta,
     /// Desired behaviour.
     pub spec: ServiceSpec,
+    /// Observed state: the load balancer's addresses.
+    #[serde(skip_serializing_if = "ServiceStatus::is_empty")]
+    pub status: ServiceStatus,
+}
+
+/// core/v1 ServiceStatus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceStatus {
+    /// Addresses a cloud or bare-metal load balancer gave the service.
+    pub load_balancer: LoadBalancerStatus,
+}
+
+impl ServiceStatus {
+    fn is_empty(&self) -> bool {
+        self.load_balancer.ingress.is_empty()
+    }
+}
+
+/// core/v1 LoadBalancerStatus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadBalancerStatus {
+    /// One entry per load-balancer address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<LoadBalancerIngress>,
+}
+
+/// core/v1 LoadBalancerIngress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadBalancerIngress {
+    /// IP address (empty for hostname-only balancers).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    /// "VIP" (default: traffic arrives with the LB IP as destination) or "Proxy" (the balancer
+    /// rewrites it, so the node must not capture the IP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_mode: Option<String>,
 }
 
 /// core/v1 ServiceSpec.
@@ -52,6 +91,9 @@ pub struct ServiceSpec {
     /// "Cluster" (default) or "Local" for cluster traffic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub internal_traffic_policy: Option<String>,
+    /// Client CIDRs allowed through the load balancer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
 }
 
 /// core/v1 ServicePort.
@@ -116,6 +158,21 @@ impl Service {
         };
         ips.into_iter()
             .filter(|ip| !ip.is_empty() && *ip != "None")
+            .collect()
+    }
+
+    /// Load-balancer IPs traffic is sent to with that IP as destination (ipMode VIP or unset):
+    /// the ones kube-proxy captures on the node.
+    pub fn load_balancer_vips(&self) -> Vec<&str> {
+        if self.spec.type_ != "LoadBalancer" {
+            return Vec::new();
+        }
+        self.status
+            .load_balancer
+            .ingress
+            .iter()
+            .filter(|i| !i.ip.is_empty() && i.ip_mode.as_deref().unwrap_or("VIP") == "VIP")
+            .map(|i| i.ip.as_str())
             .collect()
     }
 

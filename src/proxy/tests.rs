@@ -463,3 +463,59 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn load_balancer_vips_are_served_like_external_ips_proxy_mode_ones_are_not() {
+    let lb = svc("
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.10
+  externalTrafficPolicy: Local
+  ports:
+  - {name: http, port: 80, targetPort: 8080, nodePort: 30080}
+status:
+  loadBalancer:
+    ingress:
+    - {ip: 203.0.113.7}
+    - {ip: 203.0.113.8, ipMode: Proxy}
+    - {hostname: lb.example.com}
+");
+    let s = web_slice(&[
+        ("10.244.0.5", true, true, false, "n1"),
+        ("10.244.1.5", true, true, false, "n2"),
+    ]);
+    let d = desired_state(&[lb], &[s], &cfg());
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    let st = &d.state;
+    // The VIP only gets this node's endpoints (externalTrafficPolicy: Local), and is bound.
+    assert_eq!(
+        reals(st, vk(Proto::Tcp, "203.0.113.7", 80)),
+        vec![rk("10.244.0.5", 8080)]
+    );
+    assert!(st.addresses.contains(&ip("203.0.113.7")));
+    // ipMode Proxy: the balancer rewrites the destination; the node must not capture the IP.
+    assert!(!st.services.contains_key(&vk(Proto::Tcp, "203.0.113.8", 80)));
+    assert!(!st.addresses.contains(&ip("203.0.113.8")));
+    // Cluster IP + VIP + node port on the IPv4 node address.
+    assert_eq!(st.services.len(), 3);
+
+    // Source ranges cannot be enforced without a packet filter: said, not silently dropped.
+    let mut ranged = svc("
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.10
+  loadBalancerSourceRanges: [198.51.100.0/24]
+  ports: [{name: http, port: 80, nodePort: 30080}]
+");
+    ranged.status.load_balancer.ingress = vec![crate::k8s::service::LoadBalancerIngress {
+        ip: "203.0.113.7".into(),
+        ip_mode: None,
+    }];
+    let d = desired_state(&[ranged], &[], &cfg());
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    assert!(d.warnings[0].contains("loadBalancerSourceRanges"));
+}
