@@ -24,9 +24,10 @@ mod scenarios;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use cluster::ProjectCluster;
+use cluster::{Cluster, ProjectCluster};
 use cri_bed::Bed;
 use real::{Assets, LaunchError, Plan, PlanFiles, RealCluster};
 
@@ -44,8 +45,13 @@ fn project(test: &str) -> Option<(Bed, ProjectCluster)> {
     Some((bed, ProjectCluster::start()))
 }
 
-/// The bed and a started real control plane, or None (skip line printed).
-fn real(test: &str) -> Option<(Bed, RealCluster)> {
+/// One real control plane at a time: four etcd + kube-apiserver pairs at once would only
+/// wait for the agent lock while loading a small machine.
+static ONE_CONTROL_PLANE: Mutex<()> = Mutex::new(());
+
+/// The bed and a started real control plane (with the guard that serializes them), or None
+/// (skip line printed).
+fn real(test: &str) -> Option<(MutexGuard<'static, ()>, Bed, RealCluster)> {
     let Some(assets) = Assets::from_env() else {
         skip(&format!(
             "SKIPPED (no kube-apiserver/etcd): {test} — {}",
@@ -54,8 +60,9 @@ fn real(test: &str) -> Option<(Bed, RealCluster)> {
         return None;
     };
     let bed = Bed::get(test)?;
+    let serial = ONE_CONTROL_PLANE.lock().unwrap_or_else(|p| p.into_inner());
     match RealCluster::start(&assets) {
-        Ok(c) => Some((bed, c)),
+        Ok(c) => Some((serial, bed, c)),
         Err(e) => panic!("{e}"),
     }
 }
@@ -70,7 +77,7 @@ fn project_bootstrap_registers_and_renews_lease() {
 
 #[test]
 fn real_bootstrap_registers_and_renews_lease() {
-    let Some((bed, c)) = real("envtest_real_bootstrap") else {
+    let Some((_serial, bed, c)) = real("envtest_real_bootstrap") else {
         return;
     };
     scenarios::bootstrap(&c, bed);
@@ -86,7 +93,7 @@ fn project_pod_lifecycle_with_config_and_token_volumes() {
 
 #[test]
 fn real_pod_lifecycle_with_config_and_token_volumes() {
-    let Some((bed, c)) = real("envtest_real_pod_lifecycle") else {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_lifecycle") else {
         return;
     };
     scenarios::pod_lifecycle(&c, bed);
@@ -102,7 +109,7 @@ fn project_node_restriction_refuses_other_nodes() {
 
 #[test]
 fn real_node_restriction_refuses_other_nodes() {
-    let Some((bed, c)) = real("envtest_real_node_restriction") else {
+    let Some((_serial, bed, c)) = real("envtest_real_node_restriction") else {
         return;
     };
     scenarios::node_restriction(&c, bed);
@@ -118,7 +125,7 @@ fn project_outage_keeps_pod_and_lease_resumes() {
 
 #[test]
 fn real_outage_keeps_pod_and_lease_resumes() {
-    let Some((bed, c)) = real("envtest_real_outage") else {
+    let Some((_serial, bed, c)) = real("envtest_real_outage") else {
         return;
     };
     scenarios::outage(&c, bed, OUTAGE);
@@ -277,6 +284,118 @@ fn launch_failure_reports_the_log_and_cleans_up() {
     assert!(err.to_string().contains("fake etcd"), "{err}");
     assert_eq!(fake_leftovers(), Vec::<String>::new(), "temp dir removed");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The launcher's API side (admin over TLS with a client certificate, bootstrap-token
+/// Secret, CSR approval through `/approval`, openssl signing, certificate through `/status`)
+/// run against the project server's socket, since no kube-apiserver is at hand.
+#[test]
+fn launcher_api_side_against_the_project_server() {
+    use serde_json::json;
+    use tinylet::node::x509::{pem_encode, GeneratedKey};
+    let srv = apiserver::start(apiserver::Config {
+        csr_approval: apiserver::CsrApproval::Manual,
+        ..apiserver::Config::tls()
+    })
+    .unwrap();
+    let admin = srv.admin_cert().unwrap();
+    let c = RealCluster::attach(srv.addr(), srv.ca_pem(), &admin).unwrap();
+    assert_eq!(c.url(), srv.url());
+
+    c.ensure_namespace("envtest-attach").unwrap();
+    c.ensure_namespace("envtest-attach").unwrap();
+    let root = c
+        .get("/api/v1/namespaces/envtest-attach/configmaps/kube-root-ca.crt")
+        .unwrap();
+    assert_eq!(root["data"]["ca.crt"], srv.ca_pem());
+    assert!(c
+        .get("/api/v1/namespaces/envtest-attach/serviceaccounts/default")
+        .is_ok());
+    let missing = c
+        .get("/api/v1/namespaces/envtest-attach/configmaps/absent")
+        .unwrap_err();
+    assert_eq!(missing.code, 404, "{missing}");
+
+    let token = c.bootstrap_token().unwrap();
+    let (id, secret) = token.split_once('.').unwrap();
+    let shape = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    assert!(shape(id, 6) && shape(secret, 16), "{token}");
+    let s = c
+        .get(&format!(
+            "/api/v1/namespaces/kube-system/secrets/bootstrap-token-{id}"
+        ))
+        .unwrap();
+    assert_eq!(s["type"], "bootstrap.kubernetes.io/token");
+    let field = |k: &str| -> String {
+        match s["stringData"][k].as_str() {
+            Some(v) => v.to_string(),
+            None => String::from_utf8(
+                apiserver::pki::base64_decode(s["data"][k].as_str().unwrap_or("")).unwrap(),
+            )
+            .unwrap(),
+        }
+    };
+    assert_eq!(field("token-id"), id);
+    assert_eq!(field("token-secret"), secret);
+    assert_eq!(field("usage-bootstrap-authentication"), "true");
+    assert!(field("auth-extra-groups").starts_with("system:bootstrappers:"));
+
+    let key = GeneratedKey::generate().unwrap();
+    let der = key
+        .certificate_request("system:node:attach-1", &["system:nodes"])
+        .unwrap();
+    let pem = pem_encode("CERTIFICATE REQUEST", &der);
+    c.create(
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+        json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+               "metadata": {"name": "csr-attach"},
+               "spec": {"request": apiserver::pki::base64_encode(pem.as_bytes()),
+                        "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                        "usages": ["digital signature", "client auth"]}}),
+    )
+    .unwrap();
+    c.approve_and_sign("csr-attach").unwrap();
+    let csr = c
+        .get("/apis/certificates.k8s.io/v1/certificatesigningrequests/csr-attach")
+        .unwrap();
+    let approved = csr["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["type"] == "Approved" && k["status"] == "True");
+    assert!(approved, "{csr}");
+    let cert =
+        apiserver::pki::base64_decode(csr["status"]["certificate"].as_str().unwrap()).unwrap();
+    let cert_der = apiserver::pki::pem_block(&cert, "CERTIFICATE").unwrap();
+    let subject = apiserver::pki::cert_subject(&cert_der).unwrap();
+    assert_eq!(subject.common_name.as_deref(), Some("system:node:attach-1"));
+    assert_eq!(subject.organizations, ["system:nodes"]);
+    // Issued by the harness's CA through /status (it replaced what the server signed).
+    let d = scratch("attach");
+    std::fs::write(d.join("ca.crt"), c.signer_ca_pem()).unwrap();
+    std::fs::write(d.join("node.crt"), &cert).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(d.join("ca.crt"))
+        .arg(d.join("node.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+    assert!(c.node_forbidden("attach-1").is_none());
+    // Without processes the outage switch is inert, and the calls still work.
+    c.down();
+    c.up();
+    assert!(c.get("/api/v1/namespaces/envtest-attach").is_ok());
 }
 
 /// Launcher temp dirs of this process whose etcd log is a fake's (other tests' dirs may

@@ -275,7 +275,10 @@ static INSTANCE: AtomicU64 = AtomicU64::new(0);
 pub struct RealCluster {
     // Field order: the client and PKI go before the processes and the dir.
     admin: Mutex<TestClient>,
+    /// Signs approved CSRs (the cluster CA when launched here).
     pki: Pki,
+    /// The CA the server's certificate chains to.
+    ca_pem: String,
     addr: SocketAddr,
     owned: Mutex<Owned>,
     etcd_log: PathBuf,
@@ -461,6 +464,7 @@ impl RealCluster {
 
         let cluster = RealCluster {
             admin: Mutex::new(client(&admin)?),
+            ca_pem: pki.ca_pem.clone(),
             pki,
             addr,
             owned: Mutex::new(owned),
@@ -483,6 +487,47 @@ impl RealCluster {
             )
             .map_err(LaunchError::Setup)?;
         Ok(cluster)
+    }
+
+    /// The harness side alone, for an API server someone else runs at `addr` (serving cert
+    /// from `ca_pem`, `admin` in system:masters): admin calls, bootstrap-token Secrets and CSR
+    /// approval + signing with a CA of its own. No processes: `down`/`up` do nothing. This is
+    /// how the launcher's API code is exercised without kube-apiserver binaries.
+    pub fn attach(
+        addr: SocketAddr,
+        ca_pem: &str,
+        admin: &ClientCredentials,
+    ) -> Result<RealCluster, LaunchError> {
+        let dir = std::env::temp_dir().join(format!(
+            "tinylet-envtest-{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let owned = Owned {
+            dir: dir.clone(),
+            etcd: None,
+            apiserver: None,
+        };
+        let pki = Pki::generate(&dir.join("pki")).map_err(|e| LaunchError::Pki(e.to_string()))?;
+        let admin = TestClient::tls(addr, ca_pem, Some(admin))
+            .map(|c| c.with_timeout(Duration::from_secs(15)))
+            .map_err(|e| LaunchError::Pki(format!("admin TLS client: {e}")))?;
+        Ok(RealCluster {
+            admin: Mutex::new(admin),
+            pki,
+            ca_pem: ca_pem.to_string(),
+            addr,
+            owned: Mutex::new(owned),
+            etcd_log: dir.join("etcd.log"),
+            apiserver_log: dir.join("kube-apiserver.log"),
+        })
+    }
+
+    /// The CA certificate that signs approved CSRs.
+    pub fn signer_ca_pem(&self) -> &str {
+        &self.pki.ca_pem
     }
 
     fn with_owned<T>(&self, f: impl FnOnce(&mut Owned) -> T) -> T {
@@ -510,7 +555,7 @@ impl Cluster for RealCluster {
     }
 
     fn ca_pem(&self) -> String {
-        self.pki.ca_pem.clone()
+        self.ca_pem.clone()
     }
 
     fn call(
