@@ -286,6 +286,76 @@ fn launch_failure_reports_the_log_and_cleans_up() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A healthy etcd and a kube-apiserver that dies at once: the launch waits for etcd's
+/// /health, reports the API server's exit with its log, kills the still-running etcd and
+/// removes the temp dir. The fake etcd is a few lines of python3 (skipped without it).
+#[test]
+fn apiserver_exit_is_reported_and_healthy_etcd_killed() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        skip("SKIPPED (no python3 for the fake etcd): apiserver_exit_is_reported_and_healthy_etcd_killed");
+        return;
+    }
+    let d = scratch("apiexit");
+    let etcd = d.join("etcd");
+    let api = d.join("kube-apiserver");
+    let pidfile = d.join("etcd.pid");
+    let py = [
+        "import sys, http.server",
+        "port = [a.rsplit(':', 1)[1] for a in sys.argv[1:] if a.startswith('--listen-client-urls=')][0]",
+        "class H(http.server.BaseHTTPRequestHandler):",
+        "    def do_GET(self):",
+        "        b = b'{\"health\":\"true\",\"reason\":\"\"}'",
+        "        self.send_response(200)",
+        "        self.send_header('Content-Type', 'application/json')",
+        "        self.send_header('Content-Length', str(len(b)))",
+        "        self.end_headers()",
+        "        self.wfile.write(b)",
+        "    def log_message(self, *a):",
+        "        pass",
+        "print('fake etcd serving', flush=True)",
+        "http.server.HTTPServer(('127.0.0.1', int(port)), H).serve_forever()",
+        "",
+    ]
+    .join("\n");
+    std::fs::write(d.join("etcd.py"), py).unwrap();
+    write_script(
+        &etcd,
+        &format!(
+            "echo $$ > {}; exec python3 {} \"$@\"",
+            pidfile.display(),
+            d.join("etcd.py").display()
+        ),
+    );
+    write_script(&api, "echo \"fake apiserver $*\"; exit 4");
+    let err = RealCluster::start(&Assets {
+        kube_apiserver: api,
+        etcd,
+    })
+    .err()
+    .expect("a dead kube-apiserver is a launch error");
+    match &err {
+        LaunchError::Daemon { name, what, log } => {
+            assert_eq!(*name, "kube-apiserver", "{err}");
+            assert!(what.contains("exited"), "{what}");
+            assert!(log.contains("--enable-bootstrap-token-auth=true"), "{log}");
+            assert!(log.contains("--authorization-mode=Node,RBAC"), "{log}");
+        }
+        other => panic!("{other}"),
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(!alive, "etcd (pid {pid}) killed");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// The launcher's API side (admin over TLS with a client certificate, bootstrap-token
 /// Secret, CSR approval through `/approval`, openssl signing, certificate through `/status`)
 /// run against the project server's socket, since no kube-apiserver is at hand.

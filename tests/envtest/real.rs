@@ -12,6 +12,7 @@ use std::fmt;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,17 +296,21 @@ fn spawn(
     let err = out
         .try_clone()
         .map_err(io_err(format!("dup {}", log.display())))?;
-    Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| LaunchError::Daemon {
-            name,
-            what: format!("cannot start {}: {e}", bin.display()),
-            log: String::new(),
-        })
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    // If the test process dies without unwinding (SIGKILL, ^C), the daemons die with it.
+    // SAFETY: only prctl(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn().map_err(|e| LaunchError::Daemon {
+        name,
+        what: format!("cannot start {}: {e}", bin.display()),
+        log: String::new(),
+    })
 }
 
 /// Waits until `ready()` or the child exits or `limit` passes.
