@@ -133,11 +133,12 @@ fn real_outage_keeps_pod_and_lease_resumes() {
 
 // ---- the launcher's own checks (no binaries needed) ----
 
-fn scratch(tag: &str) -> std::path::PathBuf {
+/// A fresh temp dir for one self-test, removed when the guard drops (also on panic).
+fn scratch(tag: &str) -> cri_bed::Scratch {
     let d = std::env::temp_dir().join(format!("tinylet-envtest-self-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    cri_bed::Scratch(d)
 }
 
 fn write_script(path: &Path, body: &str) {
@@ -147,7 +148,8 @@ fn write_script(path: &Path, body: &str) {
 
 #[test]
 fn assets_are_found_by_pair_or_by_directory() {
-    let d = scratch("assets");
+    let guard = scratch("assets");
+    let d = &guard.0;
     let api = d.join("kube-apiserver");
     let etcd = d.join("etcd");
     assert_eq!(
@@ -188,7 +190,6 @@ fn assets_are_found_by_pair_or_by_directory() {
         Assets::resolve(None, None, Some(d.clone().into_os_string())),
         None
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -258,7 +259,8 @@ fn plan_has_the_documented_flags() {
 /// leaves no temp dir behind.
 #[test]
 fn launch_failure_reports_the_log_and_cleans_up() {
-    let d = scratch("launch");
+    let guard = scratch("launch");
+    let d = &guard.0;
     let etcd = d.join("etcd");
     let api = d.join("kube-apiserver");
     write_script(&etcd, "echo \"fake etcd $*\"; exit 3");
@@ -283,7 +285,6 @@ fn launch_failure_reports_the_log_and_cleans_up() {
     }
     assert!(err.to_string().contains("fake etcd"), "{err}");
     assert_eq!(fake_leftovers(), Vec::<String>::new(), "temp dir removed");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A healthy etcd and a kube-apiserver that dies at once: the launch waits for etcd's
@@ -299,7 +300,8 @@ fn apiserver_exit_is_reported_and_healthy_etcd_killed() {
         skip("SKIPPED (no python3 for the fake etcd): apiserver_exit_is_reported_and_healthy_etcd_killed");
         return;
     }
-    let d = scratch("apiexit");
+    let guard = scratch("apiexit");
+    let d = &guard.0;
     let etcd = d.join("etcd");
     let api = d.join("kube-apiserver");
     let pidfile = d.join("etcd.pid");
@@ -353,7 +355,6 @@ fn apiserver_exit_is_reported_and_healthy_etcd_killed() {
         .unwrap();
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     assert!(!alive, "etcd (pid {pid}) killed");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// The launcher's API side (admin over TLS with a client certificate, bootstrap-token
@@ -445,7 +446,8 @@ fn launcher_api_side_against_the_project_server() {
     assert_eq!(subject.common_name.as_deref(), Some("system:node:attach-1"));
     assert_eq!(subject.organizations, ["system:nodes"]);
     // Issued by the harness's CA through /status (it replaced what the server signed).
-    let d = scratch("attach");
+    let guard = scratch("attach");
+    let d = &guard.0;
     std::fs::write(d.join("ca.crt"), c.signer_ca_pem()).unwrap();
     std::fs::write(d.join("node.crt"), &cert).unwrap();
     let out = std::process::Command::new("openssl")
@@ -460,7 +462,6 @@ fn launcher_api_side_against_the_project_server() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&d);
     assert!(c.node_forbidden("attach-1").is_none());
     // Without processes the outage switch is inert, and the calls still work.
     c.down();
