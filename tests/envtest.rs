@@ -263,7 +263,7 @@ fn launch_failure_reports_the_log_and_cleans_up() {
     let d = &guard.0;
     let etcd = d.join("etcd");
     let api = d.join("kube-apiserver");
-    write_script(&etcd, "echo \"fake etcd $*\"; exit 3");
+    write_script(&etcd, "echo \"fake dying etcd $*\"; exit 3");
     write_script(&api, "echo fake apiserver; exit 4");
     let err = RealCluster::start(&Assets {
         kube_apiserver: api,
@@ -283,8 +283,12 @@ fn launch_failure_reports_the_log_and_cleans_up() {
         }
         other => panic!("{other}"),
     }
-    assert!(err.to_string().contains("fake etcd"), "{err}");
-    assert_eq!(fake_leftovers(), Vec::<String>::new(), "temp dir removed");
+    assert!(err.to_string().contains("fake dying etcd"), "{err}");
+    assert_eq!(
+        leftovers_logging("fake dying etcd"),
+        Vec::<String>::new(),
+        "temp dir removed"
+    );
 }
 
 /// A healthy etcd and a kube-apiserver that dies at once: the launch waits for etcd's
@@ -355,6 +359,11 @@ fn apiserver_exit_is_reported_and_healthy_etcd_killed() {
         .unwrap();
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     assert!(!alive, "etcd (pid {pid}) killed");
+    assert_eq!(
+        leftovers_logging("fake etcd serving"),
+        Vec::<String>::new(),
+        "temp dir removed"
+    );
 }
 
 /// The launcher's API side (admin over TLS with a client certificate, bootstrap-token
@@ -469,17 +478,16 @@ fn launcher_api_side_against_the_project_server() {
     assert!(c.get("/api/v1/namespaces/envtest-attach").is_ok());
 }
 
-/// Launcher temp dirs of this process whose etcd log is a fake's (other tests' dirs may
-/// exist concurrently and are not counted).
-fn fake_leftovers() -> Vec<String> {
+/// Launcher temp dirs of this process whose etcd log contains `marker` (other tests' dirs
+/// may exist concurrently and are not counted).
+fn leftovers_logging(marker: &str) -> Vec<String> {
     let prefix = format!("tinylet-envtest-{}-", std::process::id());
     std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .filter(|e| {
-            std::fs::read_to_string(e.path().join("etcd.log"))
-                .is_ok_and(|t| t.contains("fake etcd"))
+            std::fs::read_to_string(e.path().join("etcd.log")).is_ok_and(|t| t.contains(marker))
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
