@@ -29,6 +29,7 @@ struct OnFailure<'a> {
     cluster: &'a dyn Cluster,
     node: String,
     dir: std::path::PathBuf,
+    since: Instant,
 }
 
 impl<'a> OnFailure<'a> {
@@ -37,6 +38,7 @@ impl<'a> OnFailure<'a> {
             cluster,
             node: a.node.clone(),
             dir: a.dir.clone(),
+            since: Instant::now(),
         }
     }
 }
@@ -44,6 +46,13 @@ impl<'a> OnFailure<'a> {
 impl Drop for OnFailure<'_> {
     fn drop(&mut self) {
         if !std::thread::panicking() {
+            // Visible with --nocapture: how long the scenario ran once it held the agent lock.
+            eprintln!(
+                "{} cluster, node {}: scenario took {:?}",
+                self.cluster.kind(),
+                self.node,
+                self.since.elapsed()
+            );
             return;
         }
         let mut logs = String::new();
