@@ -53,6 +53,11 @@ static ONE_CONTROL_PLANE: Mutex<()> = Mutex::new(());
 /// (skip line printed).
 fn real(test: &str) -> Option<(MutexGuard<'static, ()>, Bed, RealCluster)> {
     let Some(assets) = Assets::from_env() else {
+        assert!(
+            !Assets::requested(),
+            "{test}: TEST_ASSET_KUBE_APISERVER/TEST_ASSET_ETCD or KUBEBUILDER_ASSETS is set but \
+             does not name executable kube-apiserver and etcd files"
+        );
         skip(&format!(
             "SKIPPED (no kube-apiserver/etcd): {test} — {}",
             real::HOW_TO_ENABLE

@@ -60,6 +60,17 @@ impl Assets {
         )
     }
 
+    /// Whether any of the variables is set: then a failed lookup is an error, not a skip.
+    pub fn requested() -> bool {
+        [
+            "TEST_ASSET_KUBE_APISERVER",
+            "TEST_ASSET_ETCD",
+            "KUBEBUILDER_ASSETS",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+    }
+
     /// The explicit pair wins; else `KUBEBUILDER_ASSETS/{kube-apiserver,etcd}`. Both must be
     /// executable files.
     pub fn resolve(
