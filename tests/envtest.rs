@@ -371,6 +371,38 @@ fn apiserver_exit_is_reported_and_healthy_etcd_killed() {
     );
 }
 
+/// A real etcd (when `TEST_ASSET_ETCD` or `KUBEBUILDER_ASSETS` names one) accepts the
+/// planned flags and answers /health on the picked port; a kube-apiserver that exits at once
+/// is then reported, and etcd is stopped and its data dir removed.
+#[test]
+fn real_etcd_starts_with_the_planned_flags() {
+    let Some(etcd) = Assets::etcd_from_env() else {
+        skip("SKIPPED (no etcd): real_etcd_starts_with_the_planned_flags — set TEST_ASSET_ETCD");
+        return;
+    };
+    let guard = scratch("realetcd");
+    let api = guard.0.join("kube-apiserver");
+    write_script(&api, "echo \"fake apiserver after a real etcd $*\"; exit 4");
+    let err = RealCluster::start(&Assets {
+        kube_apiserver: api,
+        etcd,
+    })
+    .err()
+    .expect("the fake kube-apiserver fails the launch");
+    match &err {
+        LaunchError::Daemon { name, log, .. } => {
+            assert_eq!(*name, "kube-apiserver", "etcd came up first: {err}");
+            assert!(log.contains("fake apiserver after a real etcd"), "{log}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        leftovers_logging("envtest"),
+        Vec::<String>::new(),
+        "temp dir (with etcd's data dir) removed"
+    );
+}
+
 /// The launcher's API side (admin over TLS with a client certificate, bootstrap-token
 /// Secret, CSR approval through `/approval`, openssl signing, certificate through `/status`)
 /// run against the project server's socket, since no kube-apiserver is at hand.

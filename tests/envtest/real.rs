@@ -60,15 +60,23 @@ impl Assets {
         )
     }
 
-    /// Whether any of the variables is set: then a failed lookup is an error, not a skip.
+    /// Whether a control plane was asked for (an etcd alone is not one): then a failed
+    /// lookup is an error, not a skip.
     pub fn requested() -> bool {
-        [
-            "TEST_ASSET_KUBE_APISERVER",
-            "TEST_ASSET_ETCD",
-            "KUBEBUILDER_ASSETS",
-        ]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+        ["TEST_ASSET_KUBE_APISERVER", "KUBEBUILDER_ASSETS"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+    }
+
+    /// etcd alone (`TEST_ASSET_ETCD`, else `KUBEBUILDER_ASSETS/etcd`), if executable.
+    pub fn etcd_from_env() -> Option<PathBuf> {
+        let named = std::env::var_os("TEST_ASSET_ETCD")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let in_dir = std::env::var_os("KUBEBUILDER_ASSETS")
+            .filter(|s| !s.is_empty())
+            .map(|d| PathBuf::from(d).join("etcd"));
+        named.or(in_dir).filter(|p| is_executable(p))
     }
 
     /// The explicit pair wins; else `KUBEBUILDER_ASSETS/{kube-apiserver,etcd}`. Both must be
@@ -212,8 +220,8 @@ impl Plan {
             format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
             format!("--initial-cluster=envtest=http://127.0.0.1:{peer}"),
             "--initial-cluster-state=new".to_string(),
-            // A test cluster's data is thrown away: skip fsync as envtest does (etcd >= 3.5).
-            "--unsafe-no-fsync=true".to_string(),
+            // No --unsafe-no-fsync: etcd 3.4 (still what Debian ships) refuses unknown flags,
+            // and a handful of writes to a temp dir does not need the speed.
         ];
         let kube_apiserver = vec![
             format!("--etcd-servers=http://127.0.0.1:{client}"),
