@@ -727,7 +727,7 @@ impl Client {
         body: Option<(&'static str, Vec<u8>)>,
         accept: Option<&str>,
         via: Via,
-    ) -> Result<(Option<String>, Vec<u8>), ApiError> {
+    ) -> Result<Answer, ApiError> {
         if let (Via::Link, Some(link)) = (via, &self.inner.link) {
             if let Some(answer) = self.send_link(link, method, path, query, &body, accept) {
                 return answer;
@@ -768,7 +768,7 @@ impl Client {
         query: &[(&'static str, String)],
         body: &Option<(&'static str, Vec<u8>)>,
         accept: Option<&str>,
-    ) -> Option<Result<(Option<String>, Vec<u8>), ApiError>> {
+    ) -> Option<Result<Answer, ApiError>> {
         let err = |kind| Some(Err(ApiError::new(method, path, kind)));
         let url = match self.url(method, path, query) {
             Ok(u) => u,
@@ -937,6 +937,9 @@ impl Client {
         ))
     }
 }
+
+/// A bounded answer: its content type (if sent) and whole body.
+type Answer = (Option<String>, Vec<u8>);
 
 /// Which transport a bounded request may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,7 +38,13 @@ pub struct TlsStream<C, S> {
     conn: C,
     io: S,
     closing: bool,
+    /// Plaintext written since the last flush: h2 writes a frame header and its payload
+    /// separately, and sealing them together saves a TLS record (22 bytes) per frame.
+    pending: Vec<u8>,
 }
+
+/// Plaintext gathered before it is sealed into records (one full TLS record).
+const COALESCE: usize = 16 << 10;
 
 /// `std::io` view of an async stream for rustls: `Pending` becomes `WouldBlock`.
 struct Blocking<'a, 'b, S> {
@@ -87,6 +93,7 @@ where
             conn,
             io,
             closing: false,
+            pending: Vec::new(),
         }
     }
 
@@ -144,6 +151,32 @@ where
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Seals the gathered plaintext and writes out every record.
+    fn poll_seal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut refused = 0;
+        // Bounded: rustls only refuses plaintext while unsent records exceed its buffer
+        // limit, and a completed flush empties that buffer.
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.conn.writer().write(&self.pending)?;
+                self.pending.drain(..n.min(self.pending.len()));
+                if n == 0 {
+                    refused += 1;
+                }
+            }
+            match self.poll_flush_tls(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            if self.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if refused > 1 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
     }
 
     /// Reads TLS records once and processes them; `Ok(0)` at end of stream.
@@ -219,29 +252,22 @@ where
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // Bounded: when rustls refuses more plaintext, a completed flush makes room.
-        loop {
-            let n = this.conn.writer().write(buf)?;
-            let flushed = this.poll_flush_tls(cx);
-            if n > 0 {
-                // Records that could not go out yet leave on the next write or flush.
-                return match flushed {
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    _ => Poll::Ready(Ok(n)),
-                };
-            }
-            match flushed {
+        if this.pending.len() >= COALESCE {
+            match this.poll_seal(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
+        let n = buf.len().min(COALESCE.saturating_sub(this.pending.len()));
+        this.pending
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.conn.writer().flush()?;
-        match this.poll_flush_tls(cx) {
+        match this.poll_seal(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_flush(cx),
             other => other,
         }
@@ -249,6 +275,10 @@ where
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        match this.poll_seal(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
         if !this.closing {
             this.conn.send_close_notify();
             this.closing = true;
@@ -677,4 +707,314 @@ async fn exchange(
 /// h2 still answer (and the link then reports not available).
 pub fn alpn_protocols() -> Vec<Vec<u8>> {
     vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::OnceLock;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    /// CA, server certificate for 127.0.0.1 and its key, made once by the `openssl` CLI.
+    fn certs() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
+        static CERTS: OnceLock<(Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
+        CERTS.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("tinylet-h2link-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let run = |args: &[&str]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{args:?}: {out:?}");
+            };
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=ca"];
+            a.extend(ec);
+            a.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+            a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            a.extend(["-addext", "keyUsage=critical,keyCertSign"]);
+            run(&a);
+            let mut a = vec![
+                "req", "-subj", "/CN=srv", "-keyout", "s.key", "-out", "s.csr",
+            ];
+            a.extend(ec);
+            run(&a);
+            std::fs::write(
+                dir.join("ext"),
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                "s.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+                "-out",
+                "s.crt",
+            ]);
+            let read = |f: &str| std::fs::read(Path::new(&dir).join(f)).unwrap();
+            let out = (read("ca.crt"), read("s.crt"), read("s.key"));
+            let _ = std::fs::remove_dir_all(&dir);
+            out
+        })
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let (_, cert, key) = certs();
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, PrivateKeyDer::from_pem_slice(key).unwrap())
+            .unwrap();
+        cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Arc::new(cfg)
+    }
+
+    fn client_config(trust_ca: bool) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        if trust_ca {
+            for c in CertificateDer::pem_slice_iter(&certs().0) {
+                roots.add(c.unwrap()).unwrap();
+            }
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn_protocols();
+        Arc::new(cfg)
+    }
+
+    /// A stream that hands over at most 3 bytes per read and 5 per write, and answers every
+    /// other call `Pending`: TLS records always arrive in pieces.
+    struct Choppy {
+        inner: Async<TcpStream>,
+        turn: bool,
+    }
+
+    impl Choppy {
+        fn stall(&mut self, cx: &mut Context<'_>) -> bool {
+            self.turn = !self.turn;
+            if self.turn {
+                cx.waker().wake_by_ref();
+            }
+            self.turn
+        }
+    }
+
+    impl smol::io::AsyncRead for Choppy {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.stall(cx) {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(3);
+            Pin::new(&mut self.inner).poll_read(cx, &mut buf[..n])
+        }
+    }
+
+    impl smol::io::AsyncWrite for Choppy {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.stall(cx) {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(5);
+            Pin::new(&mut self.inner).poll_write(cx, &buf[..n])
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_close(cx)
+        }
+    }
+
+    async fn write_all<T: AsyncWrite + Unpin>(t: &mut T, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = std::future::poll_fn(|cx| Pin::new(&mut *t).poll_write(cx, data)).await?;
+            data = &data[n..];
+        }
+        std::future::poll_fn(|cx| Pin::new(&mut *t).poll_flush(cx)).await
+    }
+
+    async fn read_n<T: AsyncRead + Unpin>(t: &mut T, n: usize) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            let mut rb = ReadBuf::new(&mut out[got..]);
+            std::future::poll_fn(|cx| Pin::new(&mut *t).poll_read(cx, &mut rb)).await?;
+            let k = rb.filled().len();
+            if k == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += k;
+        }
+        Ok(out)
+    }
+
+    /// A blocking rustls echo server for one connection: echoes `n` bytes, then closes.
+    fn echo_server(n: usize) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = server_config();
+        let t = std::thread::spawn(move || {
+            let (tcp, _) = l.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = vec![0u8; n];
+            if tls.read_exact(&mut buf).is_err() {
+                return;
+            }
+            tls.write_all(&buf).unwrap();
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn handshake_and_echo_through_chopped_reads_and_writes() {
+        const N: usize = 40_000;
+        let (addr, t) = echo_server(N);
+        let data: Vec<u8> = (0..N).map(|i| (i * 7 % 251) as u8).collect();
+        smol::block_on(async {
+            let tcp = Async::<TcpStream>::connect(addr).await.unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let conn = rustls::ClientConnection::new(client_config(true), name).unwrap();
+            let mut tls = TlsStream::new(
+                conn,
+                Choppy {
+                    inner: tcp,
+                    turn: false,
+                },
+            );
+            tls.handshake().await.unwrap();
+            assert_eq!(tls.connection().alpn_protocol(), Some(ALPN_H2));
+            write_all(&mut tls, &data).await.unwrap();
+            let back = read_n(&mut tls, N).await.unwrap();
+            assert!(back == data, "echo differs");
+            // The server's close_notify reads as a clean end of stream.
+            let mut one = [0u8; 1];
+            let mut rb = ReadBuf::new(&mut one);
+            std::future::poll_fn(|cx| Pin::new(&mut tls).poll_read(cx, &mut rb))
+                .await
+                .unwrap();
+            assert!(rb.filled().is_empty());
+        });
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn untrusted_server_fails_the_handshake_naming_the_certificate() {
+        let (addr, t) = echo_server(1);
+        let e = smol::block_on(async {
+            let tcp = Async::<TcpStream>::connect(addr).await.unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let conn = rustls::ClientConnection::new(client_config(false), name).unwrap();
+            TlsStream::new(conn, tcp).handshake().await.unwrap_err()
+        });
+        assert!(e.to_string().contains("certificate"), "{e}");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn peer_closing_during_the_handshake_is_an_error_not_a_hang() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || drop(l.accept()));
+        let e = smol::block_on(async {
+            let tcp = Async::<TcpStream>::connect(addr).await.unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let conn = rustls::ClientConnection::new(client_config(true), name).unwrap();
+            TlsStream::new(conn, tcp).handshake().await.unwrap_err()
+        });
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        );
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn link_to_a_closed_port_is_a_transport_error_and_alpn_lists_h2_first() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let link = Link::new(
+            Endpoint {
+                connect_to: addr.to_string(),
+                server_name: ServerName::try_from("127.0.0.1").unwrap(),
+            },
+            client_config(true),
+            LinkConfig {
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(2),
+                max_body: 1 << 20,
+                max_error_body: 1 << 10,
+            },
+        );
+        let url = format!("https://{addr}/api");
+        let e = link
+            .send(&LinkRequest {
+                method: "GET",
+                url: &url,
+                headers: &[],
+                body: &[],
+            })
+            .unwrap_err();
+        assert!(matches!(e, LinkError::Transport(_)), "{e}");
+        assert!(link.is_available());
+        let bad = link
+            .send(&LinkRequest {
+                method: "GET",
+                url: "not a url",
+                headers: &[("bad header", String::new())],
+                body: &[],
+            })
+            .unwrap_err();
+        assert!(matches!(bad, LinkError::Request(_)), "{bad}");
+        assert_eq!(alpn_protocols().first().map(Vec::as_slice), Some(ALPN_H2));
+    }
 }

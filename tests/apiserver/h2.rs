@@ -32,7 +32,12 @@ struct ServerIo {
     sock: Counting<TcpStream>,
     ready: Async<TcpStream>,
     closing: bool,
+    /// Plaintext since the last flush, sealed into one record as Go's buffered writer does.
+    pending: Vec<u8>,
 }
+
+/// Plaintext gathered before sealing (one full TLS record).
+const COALESCE: usize = 16 << 10;
 
 impl ServerIo {
     fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -51,6 +56,29 @@ impl ServerIo {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn poll_seal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut refused = 0;
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.tls.writer().write(&self.pending)?;
+                self.pending.drain(..n.min(self.pending.len()));
+                if n == 0 {
+                    refused += 1;
+                }
+            }
+            match self.poll_flush_tls(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            if self.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if refused > 1 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
     }
 
     fn poll_read_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -117,29 +145,29 @@ impl tokio::io::AsyncWrite for ServerIo {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        loop {
-            let n = this.tls.writer().write(buf)?;
-            let flushed = this.poll_flush_tls(cx);
-            if n > 0 {
-                return match flushed {
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    _ => Poll::Ready(Ok(n)),
-                };
-            }
-            match flushed {
+        if this.pending.len() >= COALESCE {
+            match this.poll_seal(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
+        let n = buf.len().min(COALESCE.saturating_sub(this.pending.len()));
+        this.pending
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_flush_tls(cx)
+        self.get_mut().poll_seal(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        match this.poll_seal(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
         if !this.closing {
             this.tls.send_close_notify();
             this.closing = true;
@@ -170,6 +198,7 @@ pub(super) fn serve(
         sock,
         ready,
         closing: false,
+        pending: Vec::new(),
     };
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(async {
