@@ -374,6 +374,26 @@ fn hostile_bodies_over_h2_are_bounded_errors() {
     assert!(c.uses_http2());
 }
 
+#[test]
+fn trickled_answers_complete_or_hit_the_request_timeout() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    let c = node_client(&srv, "n1", fast_config());
+    let _: Node = c.create("/api/v1/nodes", &node("n1")).unwrap();
+    // 64 bytes every 5 ms: a few hundred bytes arrive well within the timeout.
+    let rule = srv.faults().trickle_all(64, Duration::from_millis(5));
+    let got: Node = c.get("/api/v1/nodes/n1").unwrap();
+    assert_eq!(got.metadata.name, "n1");
+    srv.faults().remove(rule);
+    // 16 bytes every 200 ms never finishes within 2 s.
+    let rule = srv.faults().trickle_all(16, Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    let e = c.get::<Node>("/api/v1/nodes/n1").unwrap_err();
+    assert!(matches!(e.kind, ApiErrorKind::Transport(_)), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    srv.faults().remove(rule);
+    let _: Node = c.get("/api/v1/nodes/n1").unwrap();
+}
+
 // ---------------------------------------------------------------- hostile raw peers
 
 /// A CA and a server certificate for 127.0.0.1, made once by the `openssl` CLI.

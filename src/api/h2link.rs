@@ -462,10 +462,12 @@ impl Link {
         let (sender, alive) = self.connection()?;
         let body = Bytes::copy_from_slice(req.body);
         let cfg = self.config.clone();
-        let result = smol::block_on(within(
+        // On the heap: callers may run on small stacks (the node thread has 256 KiB), and
+        // h2 and rustls futures are large in debug builds.
+        let result = smol::block_on(Box::pin(within(
             cfg.request_timeout,
-            exchange(sender, http_req, body, &cfg),
-        ))
+            Box::pin(exchange(sender, http_req, body, &cfg)),
+        )))
         .unwrap_or_else(|| {
             Err(LinkError::Transport(format!(
                 "no complete answer within {} ms",
@@ -531,46 +533,51 @@ impl Link {
                 .map_err(|e| transport("TLS setup", e))?;
         let limit = self.config.connect_timeout;
         let target = self.endpoint.connect_to.clone();
-        let opened = smol::block_on(within(limit, async move {
-            let mut last = None;
-            let mut tcp = None;
-            for a in addrs {
-                match Async::<TcpStream>::connect(a).await {
-                    Ok(s) => {
-                        tcp = Some(s);
-                        break;
+        let opened = smol::block_on(Box::pin(within(
+            limit,
+            Box::pin(async move {
+                let mut last = None;
+                let mut tcp = None;
+                for a in addrs {
+                    match Async::<TcpStream>::connect(a).await {
+                        Ok(s) => {
+                            tcp = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
                     }
-                    Err(e) => last = Some(e),
                 }
-            }
-            let tcp = match (tcp, last) {
-                (Some(t), _) => t,
-                (None, Some(e)) => return Err(transport(&format!("connecting to {target}"), e)),
-                (None, None) => {
-                    return Err(LinkError::Transport(format!(
-                        "connecting to {target}: no address"
-                    )))
+                let tcp = match (tcp, last) {
+                    (Some(t), _) => t,
+                    (None, Some(e)) => {
+                        return Err(transport(&format!("connecting to {target}"), e))
+                    }
+                    (None, None) => {
+                        return Err(LinkError::Transport(format!(
+                            "connecting to {target}: no address"
+                        )))
+                    }
+                };
+                let _ = tcp.get_ref().set_nodelay(true);
+                let mut tls: ClientTls = TlsStream::new(conn, tcp);
+                tls.handshake()
+                    .await
+                    .map_err(|e| transport(&format!("TLS handshake with {target}"), e))?;
+                if tls.connection().alpn_protocol() != Some(ALPN_H2) {
+                    return Ok(None);
                 }
-            };
-            let _ = tcp.get_ref().set_nodelay(true);
-            let mut tls: ClientTls = TlsStream::new(conn, tcp);
-            tls.handshake()
-                .await
-                .map_err(|e| transport(&format!("TLS handshake with {target}"), e))?;
-            if tls.connection().alpn_protocol() != Some(ALPN_H2) {
-                return Ok(None);
-            }
-            let (sender, connection) = h2::client::Builder::new()
-                // Room for a typical object in flight without a WINDOW_UPDATE round trip.
-                .initial_window_size(256 << 10)
-                .initial_connection_window_size(1 << 20)
-                .max_header_list_size(64 << 10)
-                .enable_push(false)
-                .handshake::<_, Bytes>(tls)
-                .await
-                .map_err(|e| h2_error(&format!("HTTP/2 handshake with {target}"), e))?;
-            Ok(Some((sender, connection)))
-        }))
+                let (sender, connection) = h2::client::Builder::new()
+                    // Room for a typical object in flight without a WINDOW_UPDATE round trip.
+                    .initial_window_size(256 << 10)
+                    .initial_connection_window_size(1 << 20)
+                    .max_header_list_size(64 << 10)
+                    .enable_push(false)
+                    .handshake::<_, Bytes>(tls)
+                    .await
+                    .map_err(|e| h2_error(&format!("HTTP/2 handshake with {target}"), e))?;
+                Ok(Some((sender, connection)))
+            }),
+        )))
         .unwrap_or_else(|| {
             Err(LinkError::Transport(format!(
                 "connecting to {}: no TLS session within {} ms",
@@ -589,11 +596,11 @@ impl Link {
             .name("api-h2".into())
             .spawn(move || {
                 smol::block_on(smol::future::or(
-                    async {
+                    Box::pin(async {
                         if let Err(e) = connection.await {
                             log::debug!("HTTP/2 connection to {name} ended: {e}");
                         }
-                    },
+                    }),
                     async {
                         // Resolves when the link drops its handle: close without waiting
                         // on a peer that may be gone.
