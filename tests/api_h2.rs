@@ -132,6 +132,23 @@ fn client_certificate_over_verified_h2_for_every_single_object_verb() {
 }
 
 #[test]
+fn tls_server_name_is_verified_over_h2() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    let mut cfg = cluster(&srv, cert_auth(&srv, "n1"));
+    cfg.tls_server_name = Some("localhost".into());
+    let c = Client::new(&cfg, fast_config()).unwrap();
+    let _: Node = c.create("/api/v1/nodes", &node("n1")).unwrap();
+    assert!(c.uses_http2());
+    cfg.tls_server_name = Some("kubernetes.default.svc".into());
+    let c = Client::new(&cfg, fast_config()).unwrap();
+    let e = c.get::<Node>("/api/v1/nodes/n1").unwrap_err();
+    assert!(matches!(e.kind, ApiErrorKind::Transport(_)), "{e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // Nothing reached the handler over the unverified name.
+    assert_eq!(srv.stats().count("get", "nodes"), 0);
+}
+
+#[test]
 fn raw_patch_asks_for_another_content_type_over_both_transports() {
     for http2 in [true, false] {
         let srv = apiserver::start(apiserver::Config::tls()).unwrap();

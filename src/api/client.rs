@@ -4,6 +4,9 @@
 //!
 //! Owns the wire exchange and turning every failure into an [`ApiError`] that says whether
 //! to retry and when. It does not retry by itself: the caller's back-off decides.
+//! Single-object requests travel over one shared HTTP/2 connection (`h2link`) when the
+//! server offers h2, else over HTTP/1.1 like lists and watches; either way the headers and
+//! the error mapping are decided here.
 
 use std::fmt;
 use std::io::Read;
