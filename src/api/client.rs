@@ -797,7 +797,7 @@ impl Client {
         };
         match link.send(&req) {
             Err(LinkError::NotAvailable) => None,
-            Err(LinkError::Transport(m)) => err(ApiErrorKind::Transport(m)),
+            Err(LinkError::Transport(m)) => err(ApiErrorKind::Transport(format!("HTTP/2: {m}"))),
             Err(LinkError::TooLarge { limit }) => err(ApiErrorKind::TooLarge { limit }),
             Err(LinkError::Request(m)) => err(ApiErrorKind::Config(m)),
             Ok(r) if (200..300).contains(&r.status) => Some(Ok((r.content_type, r.body))),
