@@ -392,6 +392,42 @@ fn hostile_bodies_over_h2_are_bounded_errors() {
 }
 
 #[test]
+fn bodies_larger_than_the_flow_control_windows_go_both_ways() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    let admin = srv.admin_cert().unwrap();
+    let c = Client::new(
+        &cluster(
+            &srv,
+            Auth {
+                client_cert: Some((admin.cert_pem.into_bytes(), admin.key_pem.into_bytes())),
+                bearer: None,
+            },
+        ),
+        ClientConfig {
+            read_timeout: Duration::from_secs(10),
+            ..fast_config()
+        },
+    )
+    .unwrap();
+    // 3 MiB: beyond the server's 1 MiB stream window and the client's 256 KiB one.
+    let blob: String = (0..3 << 20)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "default"}, "data": {"blob": blob}});
+    let created: Value = c
+        .create("/api/v1/namespaces/default/configmaps", &cm)
+        .unwrap();
+    assert_eq!(
+        created["data"]["blob"].as_str().map(str::len),
+        Some(3 << 20)
+    );
+    let got: Value = c.get("/api/v1/namespaces/default/configmaps/big").unwrap();
+    assert_eq!(got["data"]["blob"], cm["data"]["blob"]);
+    assert!(c.uses_http2());
+}
+
+#[test]
 fn trickled_answers_complete_or_hit_the_request_timeout() {
     let srv = apiserver::start(apiserver::Config::tls()).unwrap();
     let c = node_client(&srv, "n1", fast_config());

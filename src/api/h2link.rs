@@ -13,9 +13,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,6 +41,58 @@ pub struct TlsStream<C, S> {
     /// Plaintext written since the last flush: h2 writes a frame header and its payload
     /// separately, and sealing them together saves a TLS record (22 bytes) per frame.
     pending: Vec<u8>,
+    cork: Option<Cork>,
+}
+
+/// Holds back flushes while a caller queues the frames of one request (HEADERS, then DATA
+/// from another thread), so they leave in one TLS record: TCP_CORK for the TLS layer.
+#[derive(Clone, Default)]
+pub struct Cork(Arc<CorkState>);
+
+#[derive(Default)]
+struct CorkState {
+    held: AtomicUsize,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// Releases the cork when dropped.
+pub struct CorkGuard<'a>(&'a Cork);
+
+impl Cork {
+    /// Holds flushes until the guard drops (never hold it across an await).
+    pub fn hold(&self) -> CorkGuard<'_> {
+        self.0.held.fetch_add(1, Ordering::AcqRel);
+        CorkGuard(self)
+    }
+
+    fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.held.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(());
+        }
+        *self.0.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        // Released between the check and the registration: nobody would wake us.
+        if self.0.held.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for CorkGuard<'_> {
+    fn drop(&mut self) {
+        if self.0 .0.held.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let w = self
+                .0
+                 .0
+                .waker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
 }
 
 /// Plaintext gathered before it is sealed into records (one full TLS record).
@@ -94,7 +146,14 @@ where
             io,
             closing: false,
             pending: Vec::new(),
+            cork: None,
         }
+    }
+
+    /// Makes flushes wait while `cork` is held.
+    pub fn with_cork(mut self, cork: Cork) -> Self {
+        self.cork = Some(cork);
+        self
     }
 
     /// The rustls connection (negotiated ALPN protocol, peer certificates).
@@ -267,6 +326,11 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(cork) = &this.cork {
+            if cork.poll_open(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
         match this.poll_seal(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_flush(cx),
             other => other,
@@ -376,6 +440,7 @@ impl std::error::Error for LinkError {}
 struct Conn {
     sender: h2::client::SendRequest<Bytes>,
     alive: Arc<AtomicBool>,
+    cork: Cork,
     _kill: smol::channel::Sender<()>,
 }
 
@@ -406,6 +471,9 @@ impl fmt::Debug for Link {
 }
 
 type ClientTls = TlsStream<rustls::ClientConnection, Async<TcpStream>>;
+
+/// What a caller needs of the current connection: its request handle, liveness flag, cork.
+type Handle = (h2::client::SendRequest<Bytes>, Arc<AtomicBool>, Cork);
 
 fn transport(what: &str, e: impl fmt::Display) -> LinkError {
     LinkError::Transport(format!("{what}: {e}"))
@@ -459,14 +527,14 @@ impl Link {
     /// Sends one request and reads the whole answer within the request timeout.
     pub fn send(&self, req: &LinkRequest<'_>) -> Result<LinkResponse, LinkError> {
         let http_req = build_request(req)?;
-        let (sender, alive) = self.connection()?;
+        let (sender, alive, cork) = self.connection()?;
         let body = Bytes::copy_from_slice(req.body);
         let cfg = self.config.clone();
         // On the heap: callers may run on small stacks (the node thread has 256 KiB), and
         // h2 and rustls futures are large in debug builds.
         let result = smol::block_on(Box::pin(within(
             cfg.request_timeout,
-            Box::pin(exchange(sender, http_req, body, &cfg)),
+            Box::pin(exchange(sender, &cork, http_req, body, &cfg)),
         )))
         .unwrap_or_else(|| {
             Err(LinkError::Transport(format!(
@@ -492,19 +560,19 @@ impl Link {
 
     /// The current connection's handle, connecting first if there is none (callers wait for
     /// one attempt instead of racing their own).
-    fn connection(&self) -> Result<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>), LinkError> {
+    fn connection(&self) -> Result<Handle, LinkError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &*st {
             State::Unavailable => return Err(LinkError::NotAvailable),
             State::Up(c) if c.alive.load(Ordering::Acquire) => {
-                return Ok((c.sender.clone(), c.alive.clone()))
+                return Ok((c.sender.clone(), c.alive.clone(), c.cork.clone()))
             }
             _ => {}
         }
         *st = State::Idle;
         match self.connect() {
             Ok(Some(c)) => {
-                let out = (c.sender.clone(), c.alive.clone());
+                let out = (c.sender.clone(), c.alive.clone(), c.cork.clone());
                 *st = State::Up(c);
                 Ok(out)
             }
@@ -533,6 +601,8 @@ impl Link {
                 .map_err(|e| transport("TLS setup", e))?;
         let limit = self.config.connect_timeout;
         let target = self.endpoint.connect_to.clone();
+        let cork = Cork::default();
+        let stream_cork = cork.clone();
         let opened = smol::block_on(Box::pin(within(
             limit,
             Box::pin(async move {
@@ -559,7 +629,7 @@ impl Link {
                     }
                 };
                 let _ = tcp.get_ref().set_nodelay(true);
-                let mut tls: ClientTls = TlsStream::new(conn, tcp);
+                let mut tls: ClientTls = TlsStream::new(conn, tcp).with_cork(stream_cork);
                 tls.handshake()
                     .await
                     .map_err(|e| transport(&format!("TLS handshake with {target}"), e))?;
@@ -613,6 +683,7 @@ impl Link {
         Ok(Some(Conn {
             sender,
             alive,
+            cork,
             _kill: kill,
         }))
     }
@@ -628,6 +699,7 @@ fn build_request(req: &LinkRequest<'_>) -> Result<http::Request<()>, LinkError> 
 
 async fn exchange(
     sender: h2::client::SendRequest<Bytes>,
+    cork: &Cork,
     req: http::Request<()>,
     body: Bytes,
     cfg: &LinkConfig,
@@ -636,30 +708,24 @@ async fn exchange(
         .ready()
         .await
         .map_err(|e| h2_error("opening a stream", e))?;
-    let (response, mut stream) = sender
-        .send_request(req, body.is_empty())
-        .map_err(|e| h2_error("sending the request", e))?;
-    let mut rest = body;
-    // Bounded by the request timeout around this future.
-    while !rest.is_empty() {
-        stream.reserve_capacity(rest.len());
-        let cap = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(h2_error("sending the request body", e)),
-            None => {
-                return Err(LinkError::Transport(
-                    "sending the request body: stream closed".into(),
-                ))
-            }
-        };
-        if cap == 0 {
-            continue;
+    let (response, stream) = {
+        // HEADERS and DATA leave in one TLS record: the connection thread may encode HEADERS
+        // at once but cannot flush before the body is queued too. No await while corked.
+        let _corked = (!body.is_empty()).then(|| cork.hold());
+        let (response, mut stream) = sender
+            .send_request(req, body.is_empty())
+            .map_err(|e| h2_error("sending the request", e))?;
+        if !body.is_empty() {
+            // h2 asks for the window itself and sends as the server grants it; the body is
+            // already in memory, so nothing is gained by feeding it piecewise.
+            stream
+                .send_data(body, true)
+                .map_err(|e| h2_error("sending the request body", e))?;
         }
-        let chunk = rest.split_to(cap.min(rest.len()));
-        stream
-            .send_data(chunk, rest.is_empty())
-            .map_err(|e| h2_error("sending the request body", e))?;
-    }
+        (response, stream)
+    };
+    // Held until the answer is in: the send half stays owned while h2 drains the body.
+    let _send = stream;
     let resp = response
         .await
         .map_err(|e| h2_error("waiting for the answer", e))?;
@@ -982,6 +1048,34 @@ mod tests {
             "{e}"
         );
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_held_cork_keeps_flushes_pending_and_its_release_wakes_them() {
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let cork = Cork::default();
+        assert!(cork.poll_open(&mut cx).is_ready());
+        let a = cork.hold();
+        let b = cork.hold();
+        assert!(cork.poll_open(&mut cx).is_pending());
+        drop(a);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "still held by the other caller"
+        );
+        assert!(cork.poll_open(&mut cx).is_pending());
+        drop(b);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(cork.poll_open(&mut cx).is_ready());
     }
 
     #[test]
