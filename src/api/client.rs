@@ -4,6 +4,9 @@
 //!
 //! Owns the wire exchange and turning every failure into an [`ApiError`] that says whether
 //! to retry and when. It does not retry by itself: the caller's back-off decides.
+//! Single-object requests travel over one shared HTTP/2 connection (`h2link`) when the
+//! server offers h2, else over HTTP/1.1 like lists and watches; either way the headers and
+//! the error mapping are decided here.
 
 use std::fmt;
 use std::io::Read;
@@ -17,6 +20,7 @@ use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
+use super::h2link::{self, Endpoint, Link, LinkConfig, LinkError, LinkRequest};
 use super::kubeconfig::{Bearer, ClusterConfig};
 use super::watch::{EventDecoder, WatchDecodeError, DEFAULT_MAX_LINE};
 use crate::k8s::coordination::parse_time;
@@ -44,6 +48,9 @@ pub struct ClientConfig {
     pub max_watch_line: usize,
     /// Sent as User-Agent, so server logs tell the agent apart.
     pub user_agent: String,
+    /// Carry single-object requests (get, create, replace, patch, delete) over one HTTP/2
+    /// connection when the server offers `h2`; lists and watches always use HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +62,7 @@ impl Default for ClientConfig {
             max_body: 16 << 20,
             max_watch_line: DEFAULT_MAX_LINE,
             user_agent: concat!("tinylet/", env!("CARGO_PKG_VERSION")).to_string(),
+            http2: true,
         }
     }
 }
@@ -308,6 +316,8 @@ struct Inner {
     base: String,
     token: Option<TokenSource>,
     config: ClientConfig,
+    /// The HTTP/2 link for single-object requests (None: off, or not an https server).
+    link: Option<Link>,
 }
 
 /// A blocking API client; cheap to clone and share between threads.
@@ -354,17 +364,91 @@ fn parse_key(pem: &[u8]) -> Result<ureq::tls::PrivateKey<'static>, ApiError> {
     Err(setup_err("client key: no PEM private key found".into()))
 }
 
+/// The rustls configuration of the HTTP/2 link, from the same roots and client certificate
+/// the HTTP/1.1 agent uses: only the cluster CA is trusted, and ALPN offers h2 then HTTP/1.1.
+fn link_tls_config(
+    roots: &[ureq::tls::Certificate<'static>],
+    client: Option<(&[ureq::tls::Certificate<'static>], &[u8])>,
+) -> Result<rustls::ClientConfig, ApiError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store
+            .add(CertificateDer::from(c.der().to_vec()))
+            .map_err(|e| setup_err(format!("cluster CA: {e}")))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup_err(format!("TLS setup: {e}")))?
+        .with_root_certificates(store);
+    let mut cfg = match client {
+        Some((chain, key_pem)) => {
+            let chain = chain
+                .iter()
+                .map(|c| CertificateDer::from(c.der().to_vec()))
+                .collect();
+            // The same PEM the HTTP/1.1 agent's key came from, read as rustls wants it.
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|e| setup_err(format!("client key: invalid PEM: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| setup_err(format!("client certificate: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = h2link::alpn_protocols();
+    Ok(cfg)
+}
+
+/// Where the link connects and which name it verifies: the URL's host and port, and the
+/// `tls-server-name` when the kubeconfig gives one (as the HTTP/1.1 agent does).
+fn link_endpoint(
+    real: &ureq::http::Uri,
+    tls_server_name: Option<&str>,
+) -> Result<Endpoint, ApiError> {
+    let host = real
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| setup_err(format!("server URL {real} has no host")))?;
+    let port = real.port_u16().unwrap_or(443);
+    let name = tls_server_name
+        .unwrap_or(host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let server_name = rustls::pki_types::ServerName::try_from(name)
+        .map_err(|e| setup_err(format!("server name for {real}: {e}")))?;
+    Ok(Endpoint {
+        connect_to: format!("{host}:{port}"),
+        server_name,
+    })
+}
+
 impl Client {
     /// A client for the cluster described by a resolved kubeconfig.
     pub fn new(cluster: &ClusterConfig, config: ClientConfig) -> Result<Self, ApiError> {
         let roots = parse_certs(&cluster.ca_pem, "cluster CA")?;
-        let client_cert = match &cluster.auth.client_cert {
-            Some((cert, key)) => Some(ClientCert::new_with_certs(
-                &parse_certs(cert, "client certificate")?,
+        let client_parts = match &cluster.auth.client_cert {
+            Some((cert, key)) => Some((
+                parse_certs(cert, "client certificate")?,
                 parse_key(key)?,
+                key.as_slice(),
             )),
             None => None,
         };
+        let link_tls = if config.http2 {
+            Some(link_tls_config(
+                &roots,
+                client_parts
+                    .as_ref()
+                    .map(|(c, _, pem)| (c.as_slice(), *pem)),
+            )?)
+        } else {
+            None
+        };
+        let client_cert = client_parts.map(|(c, k, _)| ClientCert::new_with_certs(&c, k));
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::new_with_certs(&roots))
@@ -410,6 +494,19 @@ impl Client {
                 cluster.server.trim_end_matches('/').to_string(),
             ),
         };
+        let link = match link_tls {
+            Some(tls) if real.scheme_str() == Some("https") => Some(Link::new(
+                link_endpoint(&real, cluster.tls_server_name.as_deref())?,
+                Arc::new(tls),
+                LinkConfig {
+                    connect_timeout: config.connect_timeout,
+                    request_timeout: config.read_timeout,
+                    max_body: config.max_body,
+                    max_error_body: MAX_ERROR_BODY,
+                },
+            )),
+            _ => None,
+        };
         let token = match &cluster.auth.bearer {
             Some(Bearer::Static(t)) => Some(TokenSource::Static(t.clone())),
             Some(Bearer::File(p)) => Some(TokenSource::File {
@@ -424,6 +521,7 @@ impl Client {
                 base,
                 token,
                 config,
+                link,
             }),
         })
     }
@@ -435,7 +533,7 @@ impl Client {
 
     /// GET one object.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        self.request_json("GET", path, &[], None)
+        self.request_json("GET", path, &[], None, Via::Link)
     }
 
     /// GET a collection.
@@ -444,7 +542,7 @@ impl Client {
         path: &str,
         params: &ListParams,
     ) -> Result<List<T>, ApiError> {
-        self.request_json("GET", path, &params.pairs(), None)
+        self.request_json("GET", path, &params.pairs(), None, Via::Http1)
     }
 
     /// POST a new object.
@@ -454,7 +552,7 @@ impl Client {
         body: &B,
     ) -> Result<T, ApiError> {
         let b = encode("POST", path, body)?;
-        self.request_json("POST", path, &[], Some(("application/json", b)))
+        self.request_json("POST", path, &[], Some(("application/json", b)), Via::Link)
     }
 
     /// PUT (replace) an object; the server checks `metadata.resourceVersion` (409 if stale).
@@ -464,7 +562,7 @@ impl Client {
         body: &B,
     ) -> Result<T, ApiError> {
         let b = encode("PUT", path, body)?;
-        self.request_json("PUT", path, &[], Some(("application/json", b)))
+        self.request_json("PUT", path, &[], Some(("application/json", b)), Via::Link)
     }
 
     /// PATCH with a JSON merge patch (RFC 7386).
@@ -479,7 +577,28 @@ impl Client {
             path,
             &[],
             Some(("application/merge-patch+json", b)),
+            Via::Link,
         )
+    }
+
+    /// PATCH with a JSON merge patch given as bytes, asking for the answer in `accept` (e.g.
+    /// `application/vnd.kubernetes.protobuf`); returns the answer's content type and body
+    /// undecoded. Uses the HTTP/2 link when there is one, HTTP/1.1 otherwise.
+    pub fn patch_merge_raw(
+        &self,
+        path: &str,
+        patch_json: &[u8],
+        accept: &str,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        let (ctype, body) = self.request_bytes(
+            "PATCH",
+            path,
+            &[],
+            Some(("application/merge-patch+json", patch_json.to_vec())),
+            Some(accept),
+            Via::Link,
+        )?;
+        Ok((ctype.unwrap_or_default(), body))
     }
 
     /// PATCH with a strategic merge patch (lists merged by key, e.g. conditions by type).
@@ -494,6 +613,7 @@ impl Client {
             path,
             &[],
             Some(("application/strategic-merge-patch+json", b)),
+            Via::Link,
         )
     }
 
@@ -504,7 +624,19 @@ impl Client {
         options: &DeleteOptions,
     ) -> Result<T, ApiError> {
         let b = encode("DELETE", path, options)?;
-        self.request_json("DELETE", path, &[], Some(("application/json", b)))
+        self.request_json(
+            "DELETE",
+            path,
+            &[],
+            Some(("application/json", b)),
+            Via::Link,
+        )
+    }
+
+    /// Whether single-object requests currently go over HTTP/2 (false when disabled, or once
+    /// the server was seen not to offer h2).
+    pub fn uses_http2(&self) -> bool {
+        self.inner.link.as_ref().is_some_and(Link::is_available)
     }
 
     /// Opens a watch from `resource_version`; the server ends it after `timeout_seconds`.
@@ -555,6 +687,7 @@ impl Client {
             q,
             None,
             Some((body_timeout, cfg.watch_idle_timeout)),
+            None,
         )?;
         let resp = self.check_status("GET", path, resp)?;
         let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
@@ -573,28 +706,9 @@ impl Client {
         path: &str,
         query: &[(&'static str, String)],
         body: Option<(&'static str, Vec<u8>)>,
+        via: Via,
     ) -> Result<T, ApiError> {
-        let resp = self.send(method, path, query, body, None)?;
-        let mut resp = self.check_status(method, path, resp)?;
-        let limit = self.inner.config.max_body;
-        let too_large = || ApiError::new(method, path, ApiErrorKind::TooLarge { limit });
-        let hint = resp.body().content_length();
-        // Refuse before reading a byte when the server announces too much.
-        if hint.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let mut reader = resp.body_mut().as_reader();
-        let bytes = match read_limited(&mut reader, limit, hint) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(too_large()),
-            Err(e) => {
-                return Err(ApiError::new(
-                    method,
-                    path,
-                    ApiErrorKind::Transport(format!("reading response body: {e}")),
-                ))
-            }
-        };
+        let (_, bytes) = self.request_bytes(method, path, query, body, None, via)?;
         serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 method,
@@ -607,15 +721,110 @@ impl Client {
         })
     }
 
-    /// Sends one request. `watch` = (total body timeout, idle timeout) for streams.
-    fn send(
+    /// One bounded request; the answer's content type and body, or the error it maps to.
+    fn request_bytes(
         &self,
         method: &str,
         path: &str,
         query: &[(&'static str, String)],
         body: Option<(&'static str, Vec<u8>)>,
-        watch: Option<(Duration, Duration)>,
-    ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
+        accept: Option<&str>,
+        via: Via,
+    ) -> Result<Answer, ApiError> {
+        if let (Via::Link, Some(link)) = (via, &self.inner.link) {
+            if let Some(answer) = self.send_link(link, method, path, query, &body, accept) {
+                return answer;
+            }
+        }
+        let resp = self.send(method, path, query, body, None, accept)?;
+        let mut resp = self.check_status(method, path, resp)?;
+        let limit = self.inner.config.max_body;
+        let too_large = || ApiError::new(method, path, ApiErrorKind::TooLarge { limit });
+        let hint = resp.body().content_length();
+        // Refuse before reading a byte when the server announces too much.
+        if hint.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let ctype = resp
+            .headers()
+            .get("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut reader = resp.body_mut().as_reader();
+        match read_limited(&mut reader, limit, hint) {
+            Ok(Some(b)) => Ok((ctype, b)),
+            Ok(None) => Err(too_large()),
+            Err(e) => Err(ApiError::new(
+                method,
+                path,
+                ApiErrorKind::Transport(format!("reading response body: {e}")),
+            )),
+        }
+    }
+
+    /// Sends over the HTTP/2 link; None when the server does not offer h2 (use HTTP/1.1).
+    fn send_link(
+        &self,
+        link: &Link,
+        method: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: &Option<(&'static str, Vec<u8>)>,
+        accept: Option<&str>,
+    ) -> Option<Result<Answer, ApiError>> {
+        let err = |kind| Some(Err(ApiError::new(method, path, kind)));
+        let url = match self.url(method, path, query) {
+            Ok(u) => u,
+            Err(e) => return Some(Err(e)),
+        };
+        // Few and stable headers: HPACK sends repeats as one-byte indexes.
+        let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(4);
+        headers.push(("accept", accept.unwrap_or("application/json").to_string()));
+        headers.push(("user-agent", self.inner.config.user_agent.clone()));
+        match self.bearer(method, path) {
+            Ok(Some(t)) => headers.push(("authorization", format!("Bearer {t}"))),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if let Some((ctype, _)) = body {
+            headers.push(("content-type", (*ctype).to_string()));
+        }
+        let req = LinkRequest {
+            method,
+            url: &url,
+            headers: &headers,
+            body: body.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default(),
+        };
+        match link.send(&req) {
+            Err(LinkError::NotAvailable) => None,
+            Err(LinkError::Transport(m)) => err(ApiErrorKind::Transport(format!("HTTP/2: {m}"))),
+            Err(LinkError::TooLarge { limit }) => err(ApiErrorKind::TooLarge { limit }),
+            Err(LinkError::Request(m)) => err(ApiErrorKind::Config(m)),
+            Ok(r) if (200..300).contains(&r.status) => Some(Ok((r.content_type, r.body))),
+            Ok(r) => {
+                let reason = http::StatusCode::from_u16(r.status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("");
+                Some(Err(status_error(
+                    method,
+                    path,
+                    r.status,
+                    reason,
+                    r.retry_after.as_deref(),
+                    &r.body,
+                )))
+            }
+        }
+    }
+
+    /// The full URL of `path` with `query` percent-encoded.
+    fn url(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+    ) -> Result<String, ApiError> {
         if !path.starts_with('/') {
             return Err(ApiError::new(
                 method,
@@ -634,12 +843,38 @@ impl Client {
             url.push('=');
             percent_encode_into(&mut url, v);
         }
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(tok) = &self.inner.token {
-            let t = tok
+        Ok(url)
+    }
+
+    /// The bearer token to send now (token files are re-read when rotated).
+    fn bearer(&self, method: &str, path: &str) -> Result<Option<String>, ApiError> {
+        match &self.inner.token {
+            Some(tok) => tok
                 .token()
-                .map_err(|m| ApiError::new(method, path, ApiErrorKind::Config(m)))?;
+                .map(Some)
+                .map_err(|m| ApiError::new(method, path, ApiErrorKind::Config(m))),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends one request over HTTP/1.1. `watch` = (total body timeout, idle timeout) for
+    /// streams; `accept` overrides `application/json`.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: Option<(&'static str, Vec<u8>)>,
+        watch: Option<(Duration, Duration)>,
+        accept: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
+        let url = self.url(method, path, query)?;
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = self.bearer(method, path)? {
             builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(a) = accept {
+            builder = builder.header("Accept", a);
         }
         let (ctype, bytes) = match body {
             Some((ctype, bytes)) => (Some(ctype), bytes),
@@ -684,50 +919,85 @@ impl Client {
         if (200..300).contains(&code) {
             return Ok(resp);
         }
-        let mut retry_after = if code == 429 || code >= 500 {
-            resp.headers()
-                .get("Retry-After")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()))
-        } else {
-            None
-        };
+        let retry_after = resp
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp
             .body_mut()
             .with_config()
             .limit(MAX_ERROR_BODY)
             .read_to_vec()
             .unwrap_or_default();
-        let (reason, message) = match serde_json::from_slice::<Status>(&body) {
-            Ok(s) if s.is_status() => {
-                // Some servers say it only in the body: details.retryAfterSeconds.
-                if retry_after.is_none() && (code == 429 || code >= 500) {
-                    retry_after = s
-                        .details
-                        .as_ref()
-                        .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
-                        .filter(|s| *s > 0)
-                        .map(Duration::from_secs);
-                }
-                (s.reason, s.message)
-            }
-            _ => (
-                resp.status().canonical_reason().unwrap_or("").to_string(),
-                String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned(),
-            ),
-        };
-        let mut e = ApiError::new(
+        Err(status_error(
             method,
             path,
-            ApiErrorKind::Status {
-                code,
-                reason,
-                message,
-            },
-        );
-        e.retry_after = retry_after;
-        Err(e)
+            code,
+            resp.status().canonical_reason().unwrap_or(""),
+            retry_after.as_deref(),
+            &body,
+        ))
     }
+}
+
+/// A bounded answer: its content type (if sent) and whole body.
+type Answer = (Option<String>, Vec<u8>);
+
+/// Which transport a bounded request may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The HTTP/2 link when there is one (single objects).
+    Link,
+    /// Always HTTP/1.1 (lists, whose answers can be large and slow).
+    Http1,
+}
+
+/// The error for a non-2xx answer: Status reason and message when the body is a Status,
+/// Retry-After (header, or `details.retryAfterSeconds`) on 429 and 5xx.
+fn status_error(
+    method: &str,
+    path: &str,
+    code: u16,
+    canonical_reason: &str,
+    retry_after_header: Option<&str>,
+    body: &[u8],
+) -> ApiError {
+    let throttled = code == 429 || code >= 500;
+    let mut retry_after = if throttled {
+        retry_after_header.and_then(|v| parse_retry_after(v, SystemTime::now()))
+    } else {
+        None
+    };
+    let (reason, message) = match serde_json::from_slice::<Status>(body) {
+        Ok(s) if s.is_status() => {
+            // Some servers say it only in the body: details.retryAfterSeconds.
+            if retry_after.is_none() && throttled {
+                retry_after = s
+                    .details
+                    .as_ref()
+                    .and_then(|d| u64::try_from(d.retry_after_seconds).ok())
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs);
+            }
+            (s.reason, s.message)
+        }
+        _ => (
+            canonical_reason.to_string(),
+            String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned(),
+        ),
+    };
+    let mut e = ApiError::new(
+        method,
+        path,
+        ApiErrorKind::Status {
+            code,
+            reason,
+            message,
+        },
+    );
+    e.retry_after = retry_after;
+    e
 }
 
 /// Reads at most `limit` bytes; `Ok(None)` if there is more. Capacity never grows past the

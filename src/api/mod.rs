@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod h2link;
 pub mod kubeconfig;
 pub mod watch;
 

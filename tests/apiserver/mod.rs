@@ -25,7 +25,7 @@
 //! history, selectors), `patch` (merge / strategic merge / JSON patch), `authz` (users, Node
 //! authorizer, NodeRestriction), `handler` (verbs, routing, Status errors), `watch` (event
 //! streams), `fault` (fault injector), `stats` (counters, byte counts, request log), `server`
-//! (sockets, TLS, DOWN/UP), `client` (a raw HTTP client for self-tests and harnesses).
+//! (sockets, TLS, DOWN/UP; its child `h2` serves HTTP/2 when ALPN picks it), `client` (a raw HTTP client for self-tests and harnesses).
 #![allow(dead_code, unused_imports)]
 
 pub mod authz;
@@ -85,6 +85,8 @@ pub struct Config {
     pub anonymous: Option<User>,
     /// Seed of the fault injector's PRNG and of generated names.
     pub seed: u64,
+    /// Offer HTTP/2 (ALPN `h2`) next to HTTP/1.1 over TLS; false forces HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Config {
             ],
             anonymous: None,
             seed: 0x5eed_1234_abcd,
+            http2: true,
         }
     }
 
@@ -183,7 +186,14 @@ impl ApiServer {
         ));
         let pki = Arc::new(Pki::generate(&dir).map_err(StartError::Pki)?);
         let tls = if cfg.tls {
-            Some(pki.server_config().map_err(StartError::Pki)?)
+            let base = pki.server_config().map_err(StartError::Pki)?;
+            if cfg.http2 {
+                let mut both = (*base).clone();
+                both.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Some(Arc::new(both))
+            } else {
+                Some(base)
+            }
         } else {
             None
         };

@@ -313,7 +313,7 @@ impl Pki {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| PkiError::Tls(e.to_string()))?;
-        // Only HTTP/1.1 is spoken; clients offering h2 as well fall back to it.
+        // HTTP/1.1 only here; the server adds h2 in front of it when `Config.http2` is on.
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }

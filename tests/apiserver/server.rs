@@ -26,6 +26,9 @@ use super::proto;
 use super::stats::{Counting, Stats};
 use super::watch;
 
+#[path = "h2.rs"]
+mod h2;
+
 /// State shared by the listener, the connections and the test-facing handle.
 pub struct Shared {
     /// API semantics and store.
@@ -199,12 +202,18 @@ fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, epoch: u64) {
                 }
             }
             let _ = ctl.set_read_timeout(None);
+            let h2 = tls.conn.alpn_protocol() == Some(b"h2");
             let cert_user = tls
                 .conn
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| pki::cert_subject(c.as_ref()))
                 .map(|s| User::from_subject(&s));
+            if h2 {
+                let StreamOwned { conn, sock } = tls;
+                h2::serve(shared, conn, sock, cert_user, &ctl);
+                return;
+            }
             serve_stream(shared, tls, cert_user, &ctl, epoch);
         }
     }
