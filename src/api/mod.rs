@@ -4,7 +4,9 @@
 //! Owns talking to the API server and nothing else: it does not decide what to do with pods,
 //! nodes or leases (reconcile and the status reporters do), and it never disables TLS
 //! verification. Pure logic (`backoff`, the watch decoder and informer state machine) is
-//! sans-I/O; `client` and the thin drivers in `watch` are the only places that touch sockets.
+//! sans-I/O; `client` (HTTP/1.1 through ureq), `h2link` (one HTTP/2 connection for
+//! single-object requests) and the thin drivers in `watch` are the only places that touch
+//! sockets.
 
 pub mod backoff;
 pub mod client;

@@ -24,7 +24,7 @@ use super::super::fault::{Fault, Hostile, RequestInfo};
 use super::super::handler::{self, status, Reply, Target};
 use super::super::http::{RequestHead, MAX_BODY};
 use super::super::stats::Counting;
-use super::{api_headers, authenticate, json_body, reset, Shared, ENDLESS_CAP};
+use super::{api_headers, authenticate, json_body, proto, reset, Shared, ENDLESS_CAP};
 
 /// rustls over the counted socket; readiness comes from a smol handle on the same socket.
 struct ServerIo {
@@ -397,11 +397,19 @@ async fn serve_stream(
             ),
         };
         match reply {
-            Reply::Json { code, body } => (
-                code,
-                api_headers("application/json"),
-                Body::of(json_body(&body)),
-            ),
+            Reply::Json { code, body } => match proto::negotiate(head.header("accept"), &body) {
+                Some((ctype, bytes)) => (code, api_headers(ctype), Body::of(bytes)),
+                None => (
+                    406,
+                    api_headers("application/json"),
+                    Body::of(json_body(&status(
+                        406,
+                        "NotAcceptable",
+                        "only the following media types are accepted: application/json",
+                        None,
+                    ))),
+                ),
+            },
             Reply::Text(code, text) => (
                 code,
                 api_headers("text/plain; charset=utf-8"),
