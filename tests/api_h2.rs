@@ -172,10 +172,32 @@ fn raw_patch_asks_for_another_content_type_over_both_transports() {
                 "application/vnd.kubernetes.protobuf, application/json",
             )
             .unwrap();
-        // The test server answers JSON whatever is asked.
+        // Protobuf, as a real server answers for a Lease.
+        assert_eq!(ctype, "application/vnd.kubernetes.protobuf");
+        let l = tinylet::k8s::protobuf::decode_lease(&bytes).unwrap();
+        assert_eq!(l.spec.holder_identity.as_deref(), Some("n1"));
+        assert_ne!(l.metadata.resource_version, lease.metadata.resource_version);
+        // JSON only: JSON.
+        let (ctype, bytes) = c
+            .patch_merge_raw(
+                &format!("{LEASES}/n1"),
+                &serde_json::to_vec(&renewal_patch(&l.metadata.resource_version, "n1")).unwrap(),
+                "application/json",
+            )
+            .unwrap();
         assert!(ctype.starts_with("application/json"), "{ctype}");
         let l: Lease = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(l.spec.holder_identity.as_deref(), Some("n1"));
+        // An error asked for in protobuf comes back in protobuf and still reads as a Status.
+        let err = c
+            .patch_merge_raw(
+                &format!("{LEASES}/n1"),
+                &serde_json::to_vec(&renewal_patch("1", "n1")).unwrap(),
+                "application/vnd.kubernetes.protobuf",
+            )
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err}");
+        assert!(err.to_string().contains("modified"), "{err}");
         assert_eq!(c.uses_http2(), http2);
     }
 }

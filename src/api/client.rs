@@ -44,6 +44,10 @@ pub struct ClientConfig {
     pub watch_idle_timeout: Duration,
     /// Largest response body accepted (non-watch).
     pub max_body: u64,
+    /// Largest single-object answer accepted (get, create, patch, ...). etcd refuses objects
+    /// over 1.5 MiB by default, so anything far beyond is hostile, and the agent's memory
+    /// stays bounded by these limits, not by what a server sends.
+    pub max_object: u64,
     /// Largest single watch event line.
     pub max_watch_line: usize,
     /// Sent as User-Agent, so server logs tell the agent apart.
@@ -60,6 +64,7 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(15),
             watch_idle_timeout: Duration::from_secs(180),
             max_body: 16 << 20,
+            max_object: 4 << 20,
             max_watch_line: DEFAULT_MAX_LINE,
             user_agent: concat!("tinylet/", env!("CARGO_PKG_VERSION")).to_string(),
             http2: true,
@@ -501,7 +506,7 @@ impl Client {
                 LinkConfig {
                     connect_timeout: config.connect_timeout,
                     request_timeout: config.read_timeout,
-                    max_body: config.max_body,
+                    max_body: config.max_object.min(config.max_body),
                     max_error_body: MAX_ERROR_BODY,
                 },
             )),
@@ -738,7 +743,11 @@ impl Client {
         }
         let resp = self.send(method, path, query, body, None, accept)?;
         let mut resp = self.check_status(method, path, resp)?;
-        let limit = self.inner.config.max_body;
+        let cfg = &self.inner.config;
+        let limit = match via {
+            Via::Link => cfg.max_object.min(cfg.max_body),
+            Via::Http1 => cfg.max_body,
+        };
         let too_large = || ApiError::new(method, path, ApiErrorKind::TooLarge { limit });
         let hint = resp.body().content_length();
         // Refuse before reading a byte when the server announces too much.
@@ -982,10 +991,21 @@ fn status_error(
             }
             (s.reason, s.message)
         }
-        _ => (
-            canonical_reason.to_string(),
-            String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned(),
-        ),
+        _ => match crate::k8s::protobuf::decode_status(body) {
+            // A server asked for protobuf answers its errors in protobuf too.
+            Ok(s) => {
+                if retry_after.is_none() && throttled && s.retry_after_seconds > 0 {
+                    retry_after = u64::try_from(s.retry_after_seconds)
+                        .ok()
+                        .map(Duration::from_secs);
+                }
+                (s.reason, s.message)
+            }
+            Err(_) => (
+                canonical_reason.to_string(),
+                String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned(),
+            ),
+        },
     };
     let mut e = ApiError::new(
         method,
