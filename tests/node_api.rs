@@ -362,6 +362,18 @@ fn lease_renewed_and_status_patched_only_on_change() {
     // Lease writes are merge patches guarded by the cached resourceVersion after the create.
     assert_eq!(srv.stats().count("create", "leases.coordination.k8s.io"), 1);
     assert!(srv.stats().count("patch", "leases.coordination.k8s.io") >= 4);
+    // After the first renewal's managedFields reset, the node's entry covers renewTime only
+    // (the answer to every renewal stays small).
+    let lease = srv
+        .get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n3")
+        .unwrap();
+    let entries = lease["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{lease}");
+    assert_eq!(
+        entries[0]["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:renewTime": {}}}),
+        "{lease}"
+    );
 
     // Someone else writes the Lease: the cached resourceVersion is stale, the next patch gets
     // 409, the node reads it again and renews.
