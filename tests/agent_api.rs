@@ -352,3 +352,91 @@ fn static_pod_gets_a_mirror_pod_recreated_when_deleted() {
         env.log()
     );
 }
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_answers_to_pod_list_watch_and_lease_are_survived_with_bounded_memory() {
+    use apiserver::fault::{Fault, Hostile, Matcher, Trigger};
+    let Some(mut env) = setup("hostile") else {
+        return;
+    };
+    env.start();
+    env.create_pod(env.pod("h", "true"));
+    env.wait_ready("h", START);
+    let before = env.running_ids("h");
+    let pid = env.agent.as_ref().unwrap().id();
+
+    let modes = [
+        Hostile::InvalidJson,
+        Hostile::WrongTypes,
+        Hostile::HugeObject(100 << 20),
+        Hostile::EndlessLine,
+    ];
+    for mode in modes {
+        let injected = env.srv.faults().injected();
+        // The pod list and watch the agent makes after a reconnect, and its next Lease write.
+        for (path, watch) in [
+            ("/pods", Some(false)),
+            ("/pods", Some(true)),
+            ("/leases/", None),
+        ] {
+            env.srv.faults().add_matching(
+                Fault::Hostile(mode),
+                Trigger::Next(1),
+                Matcher {
+                    path_contains: Some(path.into()),
+                    watch,
+                    ..Default::default()
+                },
+            );
+        }
+        env.srv.down();
+        env.srv.up().unwrap();
+        let t0 = std::time::Instant::now();
+        // After the reconnect the agent resumes its pod watch (or lists, if it must) and
+        // writes its Lease within one renewal period: two of the three rules fire.
+        while env.srv.faults().injected() < injected + 2 && t0.elapsed() < START {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        println!(
+            "{mode:?}: {} hostile answer(s) served",
+            env.srv.faults().injected() - injected
+        );
+        assert!(
+            env.srv.faults().injected() >= injected + 2,
+            "{mode:?} answers were not requested:\n{}",
+            env.log()
+        );
+        env.srv.faults().clear();
+        assert!(
+            env.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "agent exited after {mode:?}:\n{}",
+            env.log()
+        );
+    }
+    // A 100 MB object and an endless line never made the agent hold them: at worst one list
+    // (16 MiB limit), one watch line (4 MiB) and one object (4 MiB) at once, on top of the
+    // agent itself.
+    let peak = peak_rss_kib(pid);
+    println!(
+        "agent peak RSS {} MiB after 100 MB and endless answers",
+        peak / 1024
+    );
+    assert!(peak < 40 * 1024, "peak RSS {peak} KiB");
+    // Nothing restarted, and the agent still follows the API: a new pod runs.
+    assert_eq!(env.running_ids("h"), before);
+    env.create_pod(env.pod("h2", "true"));
+    env.wait_ready("h2", START);
+    let log = env.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
