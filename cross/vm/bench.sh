@@ -3,7 +3,8 @@
 # (N = 1,000 and 10,000 unless TINYLET_VM_BENCH_SIZES says otherwise), then one destination
 # added at the largest N; all figures of a guest come from one boot. Prints a table per guest.
 #
-# Usage: cross/vm/bench.sh [x86_64] [aarch64]     (default: x86_64; aarch64 takes ~3x longer)
+# Usage: cross/vm/bench.sh [x86_64] [aarch64] [armv7]   (default: x86_64; the ARM guests take
+#                                                       ~3x longer)
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 . "$VM_DIR/build-payload.sh"

@@ -13,7 +13,17 @@ deb_arch() {
     case "$1" in
         x86_64) echo amd64 ;;
         aarch64) echo arm64 ;;
-        *) echo "unsupported guest arch: $1 (x86_64 | aarch64)" >&2; return 1 ;;
+        armv7) echo armhf ;;
+        *) echo "unsupported guest arch: $1 (x86_64 | aarch64 | armv7)" >&2; return 1 ;;
+    esac
+}
+
+# Debian's kernel flavour for a guest arch (linux-image-FLAVOUR): armhf's multiplatform kernel
+# is "armmp" (it boots QEMU's virt machine like a Cortex-A7/A15 board).
+deb_kernel_flavour() {
+    case "$1" in
+        armv7) echo armmp ;;
+        *) deb_arch "$1" ;;
     esac
 }
 

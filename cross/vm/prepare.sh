@@ -3,7 +3,7 @@
 # busybox initramfs per guest arch. Idempotent: reruns reuse what is cached under
 # $TINYLET_VM_CACHE (default /var/cache/tinylet-vm).
 #
-# Usage: cross/vm/prepare.sh [x86_64] [aarch64]     (default: both)
+# Usage: cross/vm/prepare.sh [x86_64] [aarch64] [armv7]     (default: x86_64 aarch64)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -18,8 +18,10 @@ for a in "${ARCHES[@]}"; do deb_arch "$a" >/dev/null; done
 # qemu-system-common 7.2; so QEMU comes from backports too. The source lives in a file of our own
 # so it can be removed cleanly and never edits the machine's main sources.
 BACKPORTS_LIST=/etc/apt/sources.list.d/tinylet-bookworm-backports.sources
-# musl-tools: musl-gcc compiles ring's C for the static x86_64 test binaries.
-HOST_PKGS=(cpio busybox-static jq xz-utils zstd binutils gcc-aarch64-linux-gnu musl-tools)
+# musl-tools: musl-gcc compiles ring's C for the static x86_64 test binaries; the armhf cross gcc
+# and libc6-dev (its libc.a) link the static armv7 ones.
+HOST_PKGS=(cpio busybox-static jq xz-utils zstd binutils gcc-aarch64-linux-gnu musl-tools
+    gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 QEMU_PKGS=(qemu-system-x86 qemu-system-arm)
 
 have_backports_source() {
@@ -80,10 +82,20 @@ deb [arch=$darch signed-by=$kr] http://deb.debian.org/debian $VM_SUITE main
 deb [arch=$darch signed-by=$kr] http://deb.debian.org/debian $VM_SUITE-updates main
 deb [arch=$darch signed-by=$kr] http://deb.debian.org/debian-security $VM_SUITE-security main
 SRC
-    # Lists younger than a day are good enough: the guest only needs a consistent set.
-    if [ -z "$(find "$root/state/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ]; then
+    # Lists younger than a day are good enough: the guest only needs a consistent set. A partial
+    # update (one suite failed, e.g. a mirror mid-sync on bookworm-security) is used, since the
+    # main suite alone still has a kernel with IPVS, but retried on the next run: it may mean an
+    # older kernel than the other guests get.
+    if [ -f "$root/state/partial" ] ||
+        [ -z "$(find "$root/state/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ]; then
         log "apt update for $darch guest packages"
-        guest_apt apt-get "$darch" update >/dev/null
+        if guest_apt apt-get "$darch" update >"$root/state/update.log" 2>&1; then
+            rm -f "$root/state/partial"
+        else
+            touch "$root/state/partial"
+            grep '^E:' "$root/state/update.log" | head -n 3 >&2 || true
+            log "warning: apt update for $darch was partial; using what it got"
+        fi
     fi
 }
 
@@ -104,8 +116,8 @@ guest_deb() {
 
 # The versioned kernel image package behind Debian's linux-image-<flavour> metapackage.
 guest_kernel_pkg() {
-    local darch=$1
-    guest_apt apt-cache "$darch" depends "linux-image-$darch" 2>/dev/null |
+    local darch=$1 flavour=$2
+    guest_apt apt-cache "$darch" depends "linux-image-$flavour" 2>/dev/null |
         awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
 }
 
@@ -186,8 +198,8 @@ build_guest() {
     darch=$(deb_arch "$arch")
     out=$VM_CACHE/$arch
     guest_apt_setup "$darch"
-    kpkg=$(guest_kernel_pkg "$darch")
-    [ -n "$kpkg" ] || die "cannot resolve linux-image-$darch"
+    kpkg=$(guest_kernel_pkg "$darch" "$(deb_kernel_flavour "$arch")")
+    [ -n "$kpkg" ] || die "cannot resolve linux-image-$(deb_kernel_flavour "$arch") ($darch)"
     stamp="$kpkg $(cat "$0" "$VM_DIR/init" | sha256sum | cut -c1-16)"
     if [ -f "$out/READY" ] && [ "$(cat "$out/READY")" = "$stamp" ]; then
         log "$arch guest ready ($kpkg, cached in $out)"
@@ -234,7 +246,7 @@ build_guest() {
     (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6 > "$out/initramfs.cpio.gz"
     case "$arch" in
         x86_64) extract_vmlinux "$work/kernel/boot/vmlinuz-$kver" "$out/kernel" ;;
-        aarch64) cp "$work/kernel/boot/vmlinuz-$kver" "$out/kernel" ;;
+        aarch64|armv7) cp "$work/kernel/boot/vmlinuz-$kver" "$out/kernel" ;;
     esac
     cp "$root/lib/modules/order" "$out/modules.order"
     echo "$kver" > "$out/kernel-release"

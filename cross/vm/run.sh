@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boot a guest kernel under QEMU (TCG) with a payload directory and report what it printed.
 #
-# Usage: cross/vm/run.sh ARCH PAYLOAD_DIR        (ARCH = x86_64 | aarch64)
+# Usage: cross/vm/run.sh ARCH PAYLOAD_DIR        (ARCH = x86_64 | aarch64 | armv7)
 #
 # The payload directory appears in the guest as /payload; the guest's init runs /payload/run
 # (a shell script) after loading the IPVS modules. Its output is printed here and this script
@@ -10,7 +10,8 @@
 #   TINYLET_VM_TIMEOUT  seconds before QEMU is killed (default 300)
 #   TINYLET_VM_MEM      guest memory in MiB (default 1024)
 #   TINYLET_VM_CONSOLE  1: also print the whole console log (kernel messages, init)
-#   TINYLET_VM_CPU      aarch64 only: QEMU -cpu (default cortex-a53, a Raspberry Pi 3/Zero 2)
+#   TINYLET_VM_CPU      ARM only: QEMU -cpu (default cortex-a53 for aarch64, a Raspberry Pi 3/
+#                       Zero 2; cortex-a15 for armv7)
 #   TINYLET_VM_APPEND   extra kernel command line. The default keeps the stock kernel's
 #                       settings: e.g. mitigations=off makes every syscall ~5x cheaper under TCG
 #                       (ipvsadm -R of 10,000 services: 7 s instead of 38 s), which flatters
@@ -61,6 +62,12 @@ case "$ARCH" in
         QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu max -append "console=ttyS0 $CMDLINE") ;;
     aarch64)
         QEMU=(qemu-system-aarch64 -accel tcg -M virt -cpu "${TINYLET_VM_CPU:-cortex-a53}"
+            -append "console=ttyAMA0 $CMDLINE") ;;
+    armv7)
+        # Debian's armmp kernel on QEMU's virt board: QEMU passes its generated device tree, so no
+        # DTB from the .deb is needed; highmem=off keeps all devices below 4 GiB for a 32-bit
+        # kernel without LPAE. cortex-a15 is the armmp kernel's virt reference (a Pi 2 is an A7).
+        QEMU=(qemu-system-arm -accel tcg -M virt,highmem=off -cpu "${TINYLET_VM_CPU:-cortex-a15}"
             -append "console=ttyAMA0 $CMDLINE") ;;
 esac
 QEMU+=(-m "$MEM" -smp 1 -kernel "$GUEST/kernel" -initrd "$TMP/initrd"

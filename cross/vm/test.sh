@@ -6,7 +6,8 @@
 #   - `tinylet ipvs list` against `ipvsadm -Ln`, idempotence, drift repair, `tinylet ipvs flush`.
 # Prints PASS/FAIL per guest and a last line `vm: N passed, M failed`; exits non-zero on failure.
 #
-# Usage: cross/vm/test.sh [x86_64] [aarch64]     (default: both; run as root: prepare.sh installs)
+# Usage: cross/vm/test.sh [x86_64] [aarch64] [armv7]   (default: x86_64 aarch64; run as root:
+#                                                     prepare.sh installs)
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 . "$VM_DIR/build-payload.sh"
