@@ -394,6 +394,11 @@ struct Worker {
     /// renewal of renewTime alone keeps it so).
     lease_fields_lean: bool,
     last_sent: Option<NodeStatus>,
+    /// Whether the server holds `last_sent` from our own status PATCH (then the next report
+    /// may be a diff against it); false after registering, after the link was down, and every
+    /// [`FULL_STATUS_EVERY`] reports, so whatever someone else changed is put right.
+    status_synced: bool,
+    diff_reports: u32,
     uid: String,
     link_down: bool,
 }
@@ -409,6 +414,8 @@ impl Worker {
             lease: None,
             lease_fields_lean: false,
             last_sent: None,
+            status_synced: false,
+            diff_reports: 0,
             uid: String::new(),
             link_down: false,
         }
@@ -605,6 +612,7 @@ impl Worker {
                     self.hb.force_report();
                     self.hb.compute_at(now);
                     self.last_sent = Some(sent);
+                    self.status_synced = false;
                     let uid = self.uid.clone();
                     self.shared.update(|s| {
                         s.uid = Some(uid);
@@ -653,6 +661,9 @@ impl Worker {
                     let at = self.failed("renewing the Lease", &NodeError::Api(e), ra);
                     self.hb.renew_retry_at(at);
                     self.link_down = true;
+                    // The node controller may mark conditions Unknown meanwhile: send them all
+                    // when the link is back.
+                    self.status_synced = false;
                 }
             }
         }
@@ -669,11 +680,15 @@ impl Worker {
         let mut sent = status;
         register::stamp_conditions(&mut sent, self.last_sent.as_ref(), SystemTime::now());
         let path = format!("/api/v1/nodes/{}/status", self.name());
-        let patch = serde_json::json!({ "status": &sent });
+        let diff = self.status_synced && self.diff_reports < FULL_STATUS_EVERY;
+        let base = self.last_sent.as_ref().filter(|_| diff);
+        let patch = register::status_patch(&sent, base);
         match client.patch_strategic::<_, serde::de::IgnoredAny>(&path, &patch) {
             Ok(_) => {
                 self.hb.status_reported(Instant::now(), hash);
                 self.last_sent = Some(sent);
+                self.status_synced = true;
+                self.diff_reports = if diff { self.diff_reports + 1 } else { 0 };
                 self.shared.update(|s| s.status_reports += 1);
             }
             Err(e) => {
@@ -682,6 +697,7 @@ impl Worker {
                 // Probe the link with the next lease write rather than retrying the patch.
                 self.hb.renew_retry_at(at);
                 self.link_down = true;
+                self.status_synced = false;
             }
         }
     }
@@ -772,6 +788,10 @@ fn patch_lease(client: &Client, path: &str, patch: &serde_json::Value) -> Result
         serde_json::from_slice(&bytes).map_err(|e| decode_err(e.to_string()))
     }
 }
+
+/// Status reports sent as a diff before one carries the whole status again (5-minute
+/// heartbeats: the whole status every 30 minutes).
+const FULL_STATUS_EVERY: u32 = 5;
 
 /// The Lease renewal as a merge patch: guarded by the cached resourceVersion (the same
 /// conflict semantics as a PUT of the whole object), carrying only renewTime unless the holder

@@ -335,6 +335,50 @@ pub fn stamp_conditions(status: &mut NodeStatus, previous: Option<&NodeStatus>, 
     }
 }
 
+/// The status PATCH body (strategic merge): the whole status on the first report or when
+/// anything but the conditions changed, otherwise only what changed in each condition, keyed
+/// by type (conditions merge by type and are never removed) — as the kubelet's two-way merge
+/// patch sends its 5-minute heartbeat, about 300 bytes instead of the whole status.
+pub fn status_patch(sent: &NodeStatus, previous: Option<&NodeStatus>) -> serde_json::Value {
+    let full = || serde_json::json!({ "status": sent });
+    let Some(prev) = previous else {
+        return full();
+    };
+    let mut same_but_conditions = sent.clone();
+    same_but_conditions.conditions.clone_from(&prev.conditions);
+    if &same_but_conditions != prev {
+        return full();
+    }
+    let mut changed = Vec::new();
+    for c in &sent.conditions {
+        let (Ok(now), Ok(before)) = (
+            serde_json::to_value(c),
+            serde_json::to_value(prev.condition(&c.condition_type)),
+        ) else {
+            return full();
+        };
+        let (Some(now), Some(before)) = (now.as_object(), before.as_object()) else {
+            // A new condition type: send it whole.
+            match serde_json::to_value(c) {
+                Ok(v) => changed.push(v),
+                Err(_) => return full(),
+            }
+            continue;
+        };
+        let mut diff = serde_json::Map::new();
+        for (k, v) in now {
+            if before.get(k) != Some(v) {
+                diff.insert(k.clone(), v.clone());
+            }
+        }
+        if !diff.is_empty() {
+            diff.insert("type".into(), c.condition_type.clone().into());
+            changed.push(serde_json::Value::Object(diff));
+        }
+    }
+    serde_json::json!({ "status": { "conditions": changed } })
+}
+
 /// The Node object to create.
 pub fn build_node(s: &NodeSettings, host: &HostInfo, status: NodeStatus) -> Node {
     Node {
@@ -649,6 +693,65 @@ mod tests {
             ready.last_heartbeat_time.as_deref(),
             Some("2024-05-01T12:01:00Z")
         );
+    }
+
+    #[test]
+    fn status_patch_is_whole_first_then_only_changed_condition_fields() {
+        let s = settings();
+        let mut h = host();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_714_564_800);
+        let mut first = compute_status(&s, &h, None);
+        stamp_conditions(&mut first, None, t0);
+        let p = status_patch(&first, None);
+        assert!(p["status"]["capacity"].is_object(), "{p}");
+        assert!(p["status"]["nodeInfo"].is_object(), "{p}");
+
+        // The 5-minute heartbeat: only lastHeartbeatTime of each condition, keyed by type.
+        let mut beat = compute_status(&s, &h, None);
+        stamp_conditions(
+            &mut beat,
+            Some(&first),
+            t0 + std::time::Duration::from_secs(300),
+        );
+        let p = status_patch(&beat, Some(&first));
+        let conds = p["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), first.conditions.len(), "{p}");
+        for c in conds {
+            let o = c.as_object().unwrap();
+            assert_eq!(o.len(), 2, "{c}");
+            assert_eq!(c["lastHeartbeatTime"], "2024-05-01T12:05:00Z");
+            assert!(c["type"].is_string());
+        }
+        assert!(p["status"].get("capacity").is_none());
+        assert!(p.to_string().len() < 400, "{p}");
+
+        // A condition that flips carries status, reason, message and transition time too.
+        h.memory_available = 1 << 20;
+        let mut flip = compute_status(&s, &h, None);
+        stamp_conditions(
+            &mut flip,
+            Some(&first),
+            t0 + std::time::Duration::from_secs(310),
+        );
+        let mut same_capacity = flip.clone();
+        same_capacity.allocatable.clone_from(&first.allocatable);
+        same_capacity.capacity.clone_from(&first.capacity);
+        let p = status_patch(&same_capacity, Some(&first));
+        let mem = p["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "MemoryPressure")
+            .unwrap()
+            .clone();
+        assert_eq!(mem["status"], "True");
+        assert!(mem["lastTransitionTime"].is_string());
+
+        // Anything else changed (addresses, capacity...): the whole status again.
+        let mut moved = beat.clone();
+        moved.addresses.clear();
+        let p = status_patch(&moved, Some(&first));
+        assert!(p["status"]["nodeInfo"].is_object(), "{p}");
     }
 
     #[test]
