@@ -23,9 +23,10 @@ use super::client::{ApiError, Client, ListParams};
 use crate::k8s::list::{List, WatchEvent};
 use crate::k8s::meta::ObjectMeta;
 
-/// Default bound on one watch event line: the API server's own object limit is ~1.5 MiB,
-/// so 16 MiB leaves room for large ConfigMaps while keeping memory bounded.
-pub const DEFAULT_MAX_LINE: usize = 16 << 20;
+/// Default bound on one watch event line (one object): etcd's default request limit is
+/// 1.5 MiB, so 4 MiB leaves room for the event envelope and JSON escaping while keeping an
+/// edge agent's memory bounded.
+pub const DEFAULT_MAX_LINE: usize = 4 << 20;
 
 /// Why a watch stream could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,8 +309,10 @@ pub enum WatchMode {
 pub struct InformerConfig {
     /// Watch or poll.
     pub mode: WatchMode,
-    /// Each watch asks the server to end it after a random time in this range (client-go:
-    /// 5–10 min), so connections rotate and many nodes do not reconnect in lockstep.
+    /// Each watch asks the server to end it after a random time in this range, so connections
+    /// rotate and many nodes do not reconnect in lockstep. 30–60 min (client-go: 5–10): the
+    /// once-a-minute bookmarks keep a long watch's resourceVersion fresh and prove the link
+    /// alive, and every rotation costs an idle link a request and a response head.
     pub watch_timeout_min: Duration,
     /// Upper end of the watch timeout range.
     pub watch_timeout_max: Duration,
@@ -321,8 +324,8 @@ impl Default for InformerConfig {
     fn default() -> Self {
         InformerConfig {
             mode: WatchMode::Watch,
-            watch_timeout_min: Duration::from_secs(300),
-            watch_timeout_max: Duration::from_secs(600),
+            watch_timeout_min: Duration::from_secs(1800),
+            watch_timeout_max: Duration::from_secs(3600),
             backoff: BackoffConfig::default(),
         }
     }
@@ -978,7 +981,7 @@ mod tests {
             panic!()
         };
         assert_eq!(resource_version, "5");
-        assert!((300..=600).contains(&timeout_seconds));
+        assert!((1800..=3600).contains(&timeout_seconds));
         assert!(inf.is_watching());
 
         let b = obj("n", "b", "6", 1);
@@ -1163,7 +1166,7 @@ mod tests {
         let t0 = Instant::now();
         let mut inf = informer(WatchMode::StreamingList);
         assert!(
-            matches!(inf.next_action(t0), Action::WatchList { timeout_seconds } if (300..=600).contains(&timeout_seconds))
+            matches!(inf.next_action(t0), Action::WatchList { timeout_seconds } if (1800..=3600).contains(&timeout_seconds))
         );
         // Initial events are collected silently, replacing whatever was known before.
         assert_eq!(
