@@ -1,8 +1,9 @@
 #![no_main]
 //! Decodes arbitrary bytes (behind the `k8s\0` magic, so the fuzzer reaches the envelope) as a
-//! protobuf Lease: never a panic; whatever decodes must survive encode → decode unchanged.
+//! protobuf Lease and as a protobuf Status: never a panic; a Lease that decodes must survive
+//! encode → decode unchanged.
 use libfuzzer_sys::fuzz_target;
-use tinylet::k8s::protobuf::{decode_lease, encode_lease, MAGIC};
+use tinylet::k8s::protobuf::{decode_lease, decode_status, encode_lease, MAGIC};
 
 fuzz_target!(|data: &[u8]| {
     let mut body = MAGIC.to_vec();
@@ -11,5 +12,6 @@ fuzz_target!(|data: &[u8]| {
         let again = decode_lease(&encode_lease(&lease)).expect("re-encoded lease decodes");
         assert_eq!(again, lease);
     }
+    let _ = decode_status(&body);
     let _ = decode_lease(data);
 });
