@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::cri_bed::Bed;
+use super::cri_bed::{stop_child, unmount_below, Bed};
 
 #[allow(unused_imports)]
 pub use super::cri_bed::{one_agent, OneAgent};
@@ -170,19 +170,7 @@ impl AgentEnv {
     /// Sends `sig` to the agent and reaps it (bounded: SIGKILL after 10 s); its exit status
     /// if it exited by itself.
     pub fn stop(&mut self, sig: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
-        let mut child = self.agent.take()?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, sig);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        stop_child(self.agent.take()?, sig)
     }
 
     /// `tinylet status` (the table) from the running agent.
@@ -322,17 +310,8 @@ impl AgentEnv {
 
     /// Unmounts anything left mounted below the environment's directory (tmpfs volumes).
     fn unmount_leftovers(&self) {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.dir.display().to_string();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            eprintln!("cleanup: unmounting {p}");
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        for p in unmount_below(&self.dir) {
+            eprintln!("cleanup: unmounted {p}");
         }
     }
 }

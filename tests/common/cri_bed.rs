@@ -257,3 +257,86 @@ pub fn one_agent(bed: &Bed) -> OneAgent {
         _guard: guard,
     }
 }
+
+/// Sends `sig` to an agent process and reaps it within 10 s (then SIGKILL); its exit status
+/// if it exited by itself.
+pub fn stop_child(
+    mut child: std::process::Child,
+    sig: nix::sys::signal::Signal,
+) -> Option<std::process::ExitStatus> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, sig);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Unmounts (lazily, deepest first) whatever is still mounted below `dir`, e.g. tmpfs volumes
+/// an agent left; returns the mount points.
+pub fn unmount_below(dir: &std::path::Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    let mut points: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in &points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    points
+}
+
+/// The content of `path` once it exists and is not empty, waited for up to `limit` ("" if it
+/// never came): how tests read what a container wrote to a hostPath.
+pub fn read_nonempty(path: &std::path::Path, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        if t0.elapsed() > limit {
+            return String::new();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops and removes every container and sandbox of pods in namespace `ns` straight via CRI
+/// (what a reboot does to them; also the last resort of cleanup guards).
+pub fn remove_namespace_pods(bed: &Bed, ns: &str) {
+    let client = bed.client();
+    smol::block_on(async {
+        if let Ok(list) = client.list_containers(None).await {
+            for c in list.containers {
+                if c.labels
+                    .get("io.kubernetes.pod.namespace")
+                    .map(String::as_str)
+                    == Some(ns)
+                {
+                    let _ = client.stop_container(&c.id, 0).await;
+                    let _ = client.remove_container(&c.id).await;
+                }
+            }
+        }
+        if let Ok(list) = client.list_pod_sandbox(None).await {
+            for s in list.items {
+                if s.metadata.as_ref().is_some_and(|m| m.namespace == ns) {
+                    let _ = client.stop_pod_sandbox(&s.id).await;
+                    let _ = client.remove_pod_sandbox(&s.id).await;
+                }
+            }
+        }
+    });
+}

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::apiserver::{self, ApiServer};
-use super::cri_bed::Bed;
+use super::cri_bed::{read_nonempty, remove_namespace_pods, stop_child, unmount_below, Bed};
 
 #[allow(unused_imports)]
 pub use super::cri_bed::{one_agent, OneAgent};
@@ -155,20 +155,9 @@ impl Env {
 
     /// SIGTERM, reaped within 10 s (then SIGKILL).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.agent.take() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.agent.take() {
+            stop_child(child, nix::sys::signal::Signal::SIGTERM);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// A pod running `script` in busybox, bound to this node, with the output dir at /out.
@@ -273,51 +262,17 @@ impl Env {
 
     /// Removes this test's pods straight via CRI (what a reboot does to containers).
     pub fn force_remove_pods(&self) {
-        let client = self.bed.client();
-        let containers: Vec<String> = self.containers().into_keys().collect();
-        let sandboxes = self.sandboxes();
-        smol::block_on(async {
-            for id in containers {
-                let _ = client.stop_container(&id, 0).await;
-                let _ = client.remove_container(&id).await;
-            }
-            for (id, _) in sandboxes {
-                let _ = client.stop_pod_sandbox(&id).await;
-                let _ = client.remove_pod_sandbox(&id).await;
-            }
-        });
+        remove_namespace_pods(&self.bed, &self.ns);
     }
 
     /// Unmounts what is left mounted below the test's directory (tmpfs volumes).
     pub fn unmount_leftovers(&self) {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.dir.display().to_string();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_below(&self.dir);
     }
 
     /// A file a pod wrote into its output dir, waited for (empty if it never came).
     pub fn read_out(&self, pod: &str, file: &str, limit: Duration) -> String {
-        let path = self.out.join(pod).join(file);
-        let t0 = Instant::now();
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&path) {
-                if !s.is_empty() {
-                    return s;
-                }
-            }
-            if t0.elapsed() > limit {
-                return String::new();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        read_nonempty(&self.out.join(pod).join(file), limit)
     }
 }
 

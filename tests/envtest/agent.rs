@@ -9,12 +9,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tinylet::k8s::configmap::base64_encode;
 
 use super::cluster::Cluster;
-use super::cri_bed::{one_agent, Bed, OneAgent};
+use super::cri_bed::{
+    one_agent, read_nonempty, remove_namespace_pods, stop_child, unmount_below, Bed, OneAgent,
+};
 
 /// The node Lease lasts 4 s, so it is renewed every second (a quarter, as the kubelet does).
 const LEASE_SECONDS: u32 = 4;
@@ -169,20 +171,9 @@ impl Agent {
 
     /// SIGTERM, reaped within 10 s (then SIGKILL).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            stop_child(child, nix::sys::signal::Signal::SIGTERM);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Containers of pods in namespace `ns`: (id, pod name, state, attempt).
@@ -224,40 +215,12 @@ impl Agent {
 
     /// Removes the pods of namespace `ns` straight via CRI (cleanup after a failure).
     pub fn force_remove_pods(&self, ns: &str) {
-        let client = self.bed.client();
-        let containers: Vec<String> = self.containers(ns).into_iter().map(|c| c.0).collect();
-        smol::block_on(async {
-            for id in containers {
-                let _ = client.stop_container(&id, 0).await;
-                let _ = client.remove_container(&id).await;
-            }
-            let Ok(list) = client.list_pod_sandbox(None).await else {
-                return;
-            };
-            for s in list.items {
-                if s.metadata.as_ref().is_some_and(|m| m.namespace == ns) {
-                    let _ = client.stop_pod_sandbox(&s.id).await;
-                    let _ = client.remove_pod_sandbox(&s.id).await;
-                }
-            }
-        });
+        remove_namespace_pods(&self.bed, ns);
     }
 
     /// A file a pod wrote into its output dir, waited for (empty if it never came).
     pub fn read_out(&self, pod: &str, file: &str, limit: Duration) -> String {
-        let path = self.out.join(pod).join(file);
-        let t0 = Instant::now();
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&path) {
-                if !s.is_empty() {
-                    return s;
-                }
-            }
-            if t0.elapsed() > limit {
-                return String::new();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        read_nonempty(&self.out.join(pod).join(file), limit)
     }
 
     /// The namespace used for this agent's pods (one per agent, so cleanup can find them).
@@ -266,17 +229,7 @@ impl Agent {
     }
 
     fn unmount_leftovers(&self) {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.dir.display().to_string();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_below(&self.dir);
     }
 }
 
