@@ -429,26 +429,8 @@ impl WriterThread {
                     self.client.patch_merge::<Value, Value>(&path, body),
                 )
             }
-            Job::ConfirmDelete { ns, name, uid } => {
-                let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
-                let r = self
-                    .client
-                    .delete::<Value>(&path, &DeleteOptions::confirm_gone(uid));
-                match r {
-                    Err(e) if e.is_not_found() || e.is_conflict() => Outcome::Done,
-                    r => outcome(&format!("delete pod {ns}/{name}"), r),
-                }
-            }
-            Job::DeleteMirror { ns, name, uid } => {
-                let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
-                let r = self
-                    .client
-                    .delete::<Value>(&path, &DeleteOptions::confirm_gone(uid));
-                match r {
-                    Err(e) if e.is_not_found() || e.is_conflict() => Outcome::Done,
-                    r => outcome(&format!("delete mirror pod {ns}/{name}"), r),
-                }
-            }
+            Job::ConfirmDelete { ns, name, uid } => self.delete_exact("pod", ns, name, uid),
+            Job::DeleteMirror { ns, name, uid } => self.delete_exact("mirror pod", ns, name, uid),
             Job::Mirror { pod, hash, replace } => self.mirror(pod, hash, replace.as_deref()),
             Job::Event(ev, _) => {
                 let regarding = crate::k8s::events::ObjectReference {
@@ -493,6 +475,19 @@ impl WriterThread {
                 Refresh::Retry => Outcome::Retry(None),
                 Refresh::Dropped => Outcome::Done,
             },
+        }
+    }
+
+    /// The final DELETE of pod `ns/name` with a UID precondition: done when it is gone or
+    /// already replaced by a pod of another UID.
+    fn delete_exact(&self, what: &str, ns: &str, name: &str, uid: &str) -> Outcome {
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
+        let r = self
+            .client
+            .delete::<Value>(&path, &DeleteOptions::confirm_gone(uid));
+        match r {
+            Err(e) if e.is_not_found() || e.is_conflict() => Outcome::Done,
+            r => outcome(&format!("delete {what} {ns}/{name}"), r),
         }
     }
 
