@@ -24,7 +24,10 @@ use super::super::fault::{Fault, Hostile, RequestInfo};
 use super::super::handler::{self, status, Reply, Target};
 use super::super::http::{RequestHead, MAX_BODY};
 use super::super::stats::Counting;
-use super::{api_headers, authenticate, json_body, proto, reset, Shared, ENDLESS_CAP};
+use super::{
+    api_headers, api_reply, authenticate, injected_status, json_body, json_reply, reset, Shared,
+    ENDLESS_CAP,
+};
 
 /// rustls over the counted socket; readiness comes from a smol handle on the same socket.
 struct ServerIo {
@@ -352,23 +355,8 @@ async fn serve_stream(
         Fault::Status { code, retry_after } => Some((*code, *retry_after)),
         _ => None,
     }) {
-        let (reason, msg) = if code == 429 {
-            (
-                "TooManyRequests",
-                "Too many requests, please try again later.",
-            )
-        } else {
-            ("InternalError", "injected server error")
-        };
-        let mut headers = api_headers("application/json");
-        if let Some(s) = retry {
-            headers.push(("Retry-After", s.to_string()));
-        }
-        (
-            code,
-            headers,
-            Body::of(json_body(&status(code, reason, msg, None))),
-        )
+        let (headers, body) = injected_status(code, retry);
+        (code, headers, Body::of(body))
     } else if let Some(mode) = faults.iter().find_map(|f| match f {
         Fault::Hostile(m) => Some(*m),
         _ => None,
@@ -379,37 +367,11 @@ async fn serve_stream(
             hostile_body(mode),
         )
     } else {
-        let reply = match user {
-            None => Reply::Json {
-                code: 401,
-                body: status(401, "Unauthorized", "Unauthorized", None),
-            },
-            Some(u) => shared.api.handle(
-                &u,
-                &head.method,
-                &path,
-                &q,
-                &handler::RequestMeta {
-                    content_type: head.header("content-type").unwrap_or(""),
-                    user_agent: head.header("user-agent").unwrap_or(""),
-                },
-                &body,
-            ),
-        };
-        match reply {
-            Reply::Json { code, body } => match proto::negotiate(head.header("accept"), &body) {
-                Some((ctype, bytes)) => (code, api_headers(ctype), Body::of(bytes)),
-                None => (
-                    406,
-                    api_headers("application/json"),
-                    Body::of(json_body(&status(
-                        406,
-                        "NotAcceptable",
-                        "only the following media types are accepted: application/json",
-                        None,
-                    ))),
-                ),
-            },
+        match api_reply(shared, user.as_ref(), &head, &path, &q, &body) {
+            Reply::Json { code, body } => {
+                let (code, headers, bytes) = json_reply(head.header("accept"), code, &body);
+                (code, headers, Body::of(bytes))
+            }
             Reply::Text(code, text) => (
                 code,
                 api_headers("text/plain; charset=utf-8"),

@@ -363,21 +363,7 @@ fn serve_stream<S: Read + Write>(
             _ => None,
         }) {
             record(code);
-            let reason = if code == 429 {
-                "TooManyRequests"
-            } else {
-                "InternalError"
-            };
-            let msg = if code == 429 {
-                "Too many requests, please try again later."
-            } else {
-                "injected server error"
-            };
-            let body = json_body(&status(code, reason, msg, None));
-            let mut headers = api_headers("application/json");
-            if let Some(s) = retry {
-                headers.push(("Retry-After", s.to_string()));
-            }
+            let (headers, body) = injected_status(code, retry);
             write_full(&mut w, code, &headers, &body, keep)
         } else if let Some(mode) = faults.iter().find_map(|f| match f {
             Fault::Hostile(m) => Some(*m),
@@ -386,38 +372,11 @@ fn serve_stream<S: Read + Write>(
             record(200);
             write_hostile(&mut w, mode, verb == "watch").map(|()| false)
         } else {
-            let reply = match user {
-                None => handler::Reply::Json {
-                    code: 401,
-                    body: status(401, "Unauthorized", "Unauthorized", None),
-                },
-                Some(u) => shared.api.handle(
-                    &u,
-                    &head.method,
-                    &path,
-                    &q,
-                    &handler::RequestMeta {
-                        content_type: head.header("content-type").unwrap_or(""),
-                        user_agent: head.header("user-agent").unwrap_or(""),
-                    },
-                    &body,
-                ),
-            };
-            match reply {
+            match api_reply(shared, user.as_ref(), &head, &path, &q, &body) {
                 Reply::Json { code, body } => {
-                    match proto::negotiate(head.header("accept"), &body) {
-                        Some((ctype, bytes)) => {
-                            record(code);
-                            write_full(&mut w, code, &api_headers(ctype), &bytes, keep)
-                        }
-                        None => {
-                            record(406);
-                            let msg =
-                                "only the following media types are accepted: application/json";
-                            let body = json_body(&status(406, "NotAcceptable", msg, None));
-                            write_full(&mut w, 406, &api_headers("application/json"), &body, keep)
-                        }
-                    }
+                    let (code, headers, bytes) = json_reply(head.header("accept"), code, &body);
+                    record(code);
+                    write_full(&mut w, code, &headers, &bytes, keep)
                 }
                 Reply::Text(code, text) => {
                     record(code);
@@ -478,6 +437,71 @@ fn api_headers(content_type: &str) -> Vec<(&'static str, String)> {
             http_date(super::store::now_unix_nanos() / 1_000_000_000),
         ),
     ]
+}
+
+/// The answer to an injected Status fault (500s, or 429 with its Retry-After): headers, body.
+pub(super) fn injected_status(
+    code: u16,
+    retry: Option<u32>,
+) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let (reason, msg) = if code == 429 {
+        (
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        )
+    } else {
+        ("InternalError", "injected server error")
+    };
+    let mut headers = api_headers("application/json");
+    if let Some(s) = retry {
+        headers.push(("Retry-After", s.to_string()));
+    }
+    (headers, json_body(&status(code, reason, msg, None)))
+}
+
+/// What the API makes of a request (401 without a user), for either HTTP version.
+pub(super) fn api_reply(
+    shared: &Shared,
+    user: Option<&User>,
+    head: &http::RequestHead,
+    path: &str,
+    q: &[(String, String)],
+    body: &[u8],
+) -> Reply {
+    match user {
+        None => Reply::Json {
+            code: 401,
+            body: status(401, "Unauthorized", "Unauthorized", None),
+        },
+        Some(u) => shared.api.handle(
+            u,
+            &head.method,
+            path,
+            q,
+            &handler::RequestMeta {
+                content_type: head.header("content-type").unwrap_or(""),
+                user_agent: head.header("user-agent").unwrap_or(""),
+            },
+            body,
+        ),
+    }
+}
+
+/// A JSON reply in the media type the request accepts (protobuf for the kinds that have
+/// it), or 406 when it accepts none: code, headers, body.
+pub(super) fn json_reply(
+    accept: Option<&str>,
+    code: u16,
+    body: &Value,
+) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
+    match proto::negotiate(accept, body) {
+        Some((ctype, bytes)) => (code, api_headers(ctype), bytes),
+        None => {
+            let msg = "only the following media types are accepted: application/json";
+            let body = json_body(&status(406, "NotAcceptable", msg, None));
+            (406, api_headers("application/json"), body)
+        }
+    }
 }
 
 /// RFC 9110 IMF-fixdate, e.g. `Sat, 28 Nov 2026 05:40:00 GMT`.
