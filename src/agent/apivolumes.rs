@@ -104,21 +104,6 @@ fn encode_kept(c: &Cache) -> Kept {
     }
 }
 
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 fn config_map_data(cm: ConfigMap) -> Data {
     let mut d: Data = cm
         .data
@@ -214,7 +199,7 @@ impl ApiVolumes {
         let kept = encode_kept(&self.lock());
         match serde_json::to_vec(&kept) {
             Ok(bytes) => {
-                if let Err(e) = write_private(path, &bytes) {
+                if let Err(e) = crate::store::fs::write_private(path, &bytes) {
                     log::warn!("keeping volume data in {}: {e}", path.display());
                 }
             }

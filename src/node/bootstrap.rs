@@ -6,8 +6,7 @@
 //! Owns the credential files under the cert dir and the kubeconfig it writes. It never weakens
 //! TLS (the API client refuses a kubeconfig without a CA) and never touches other files.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -260,30 +259,11 @@ fn sleep_unless(d: Duration, stop: &dyn Fn() -> bool) -> Result<(), NodeError> {
 
 /// Writes `bytes` to `path` with mode 0600 through a synced temporary file and a rename.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
-    let err = |e: std::io::Error| NodeError::Io {
+    crate::store::fs::write_private(path, bytes).map_err(|e| NodeError::Io {
         op: "write",
         path: path.to_path_buf(),
         source: e,
-    };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    })
 }
 
 fn store_credentials(
