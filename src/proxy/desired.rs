@@ -164,14 +164,14 @@ pub fn desired_state(services: &[Service], slices: &[EndpointSlice], cfg: &Confi
         // Load-balancer VIPs are handled like external IPs (kube-proxy binds them to the
         // dummy interface too); source ranges would need a packet filter this proxy does not
         // program, so they are reported rather than silently ignored.
-        if !svc.spec.load_balancer_source_ranges.is_empty() && !svc.load_balancer_vips().is_empty()
-        {
+        let vips = svc.load_balancer_vips();
+        if !svc.spec.load_balancer_source_ranges.is_empty() && !vips.is_empty() {
             d.warnings.push(format!(
                 "service {id}: loadBalancerSourceRanges are not enforced (no packet filter is \
                  programmed); its load-balancer IPs accept every client"
             ));
         }
-        for ip in svc.load_balancer_vips() {
+        for ip in vips {
             match ip.parse::<IpAddr>() {
                 Ok(a) if !external.contains(&a) => external.push(a),
                 Ok(_) => {}
