@@ -59,7 +59,7 @@ CMDLINE="quiet loglevel=3 panic=-1 ${TINYLET_VM_APPEND:-}"
 case "$ARCH" in
     x86_64)
         # The uncompressed vmlinux boots through QEMU's PVH entry (no in-guest decompression).
-        QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu max -append "console=ttyS0 $CMDLINE") ;;
+        QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu "${TINYLET_VM_CPU:-max}" -append "console=ttyS0 $CMDLINE") ;;
     aarch64)
         QEMU=(qemu-system-aarch64 -accel tcg -M virt -cpu "${TINYLET_VM_CPU:-cortex-a53}"
             -append "console=ttyAMA0 $CMDLINE") ;;
