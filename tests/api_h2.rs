@@ -12,7 +12,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use tinylet::api::client::{ApiErrorKind, Client, ClientConfig, ListParams};
+use tinylet::api::client::{
+    ApiErrorKind, Client, ClientConfig, ListParams, ACCEPT_METADATA, MERGE_PATCH,
+};
 use tinylet::api::h2link::TlsStream;
 use tinylet::api::{Auth, Bearer, ClusterConfig};
 use tinylet::k8s::coordination::{format_micro_time, Lease};
@@ -166,8 +168,9 @@ fn raw_patch_asks_for_another_content_type_over_both_transports() {
         let body =
             serde_json::to_vec(&renewal_patch(&lease.metadata.resource_version, "n1")).unwrap();
         let (ctype, bytes) = c
-            .patch_merge_raw(
+            .patch_raw(
                 &format!("{LEASES}/n1"),
+                MERGE_PATCH,
                 &body,
                 "application/vnd.kubernetes.protobuf, application/json",
             )
@@ -179,8 +182,9 @@ fn raw_patch_asks_for_another_content_type_over_both_transports() {
         assert_ne!(l.metadata.resource_version, lease.metadata.resource_version);
         // JSON only: JSON.
         let (ctype, bytes) = c
-            .patch_merge_raw(
+            .patch_raw(
                 &format!("{LEASES}/n1"),
+                MERGE_PATCH,
                 &serde_json::to_vec(&renewal_patch(&l.metadata.resource_version, "n1")).unwrap(),
                 "application/json",
             )
@@ -188,12 +192,31 @@ fn raw_patch_asks_for_another_content_type_over_both_transports() {
         assert!(ctype.starts_with("application/json"), "{ctype}");
         let l: Lease = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(l.spec.holder_identity.as_deref(), Some("n1"));
+        // The metadata alone, in protobuf: what renewals ask for.
+        let (ctype, bytes) = c
+            .patch_raw(
+                &format!("{LEASES}/n1"),
+                MERGE_PATCH,
+                &serde_json::to_vec(&renewal_patch(&l.metadata.resource_version, "n1")).unwrap(),
+                ACCEPT_METADATA,
+            )
+            .unwrap();
+        assert_eq!(ctype, "application/vnd.kubernetes.protobuf");
+        assert!(
+            tinylet::k8s::protobuf::decode_lease(&bytes).is_err(),
+            "no spec: not a Lease"
+        );
+        let (kind, meta) = tinylet::k8s::protobuf::decode_metadata(&bytes).unwrap();
+        assert_eq!(kind, "PartialObjectMetadata");
+        assert_eq!(meta.name, "n1");
+        assert_ne!(meta.resource_version, l.metadata.resource_version);
         // An error asked for in protobuf comes back in protobuf and still reads as a Status.
         let err = c
-            .patch_merge_raw(
+            .patch_raw(
                 &format!("{LEASES}/n1"),
+                MERGE_PATCH,
                 &serde_json::to_vec(&renewal_patch("1", "n1")).unwrap(),
-                "application/vnd.kubernetes.protobuf",
+                ACCEPT_METADATA,
             )
             .unwrap_err();
         assert!(err.is_conflict(), "{err}");

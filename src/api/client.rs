@@ -28,6 +28,19 @@ use crate::k8s::list::{List, WatchEvent};
 use crate::k8s::status::{DeleteOptions, Status};
 
 /// Largest token file read (projected tokens are ~1 KiB).
+/// Content type of a JSON merge patch (RFC 7386).
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+
+/// Content type of a strategic merge patch (lists merged by their keys).
+pub const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
+
+/// Accept header for writes whose answer is only needed for its metadata (the new
+/// resourceVersion): the metadata alone (`PartialObjectMetadata`), protobuf first; the whole
+/// object, protobuf or JSON, from a server that cannot transform. Errors come back as a
+/// Status in the first plain range (protobuf). A Node's status answer shrinks from the whole
+/// Node to its metadata this way.
+pub const ACCEPT_METADATA: &str = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/vnd.kubernetes.protobuf, application/json";
+
 const MAX_TOKEN_FILE: u64 = 64 << 10;
 /// Error bodies are read only this far: enough for any Status, no more.
 const MAX_ERROR_BODY: u64 = 256 << 10;
@@ -577,29 +590,24 @@ impl Client {
         patch: &B,
     ) -> Result<T, ApiError> {
         let b = encode("PATCH", path, patch)?;
-        self.request_json(
-            "PATCH",
-            path,
-            &[],
-            Some(("application/merge-patch+json", b)),
-            Via::Link,
-        )
+        self.request_json("PATCH", path, &[], Some((MERGE_PATCH, b)), Via::Link)
     }
 
-    /// PATCH with a JSON merge patch given as bytes, asking for the answer in `accept` (e.g.
-    /// `application/vnd.kubernetes.protobuf`); returns the answer's content type and body
+    /// PATCH with a patch of `patch_type` (e.g. [`MERGE_PATCH`]) given as bytes, asking for the
+    /// answer in `accept` (e.g. [`ACCEPT_METADATA`]); returns the answer's content type and body
     /// undecoded. Uses the HTTP/2 link when there is one, HTTP/1.1 otherwise.
-    pub fn patch_merge_raw(
+    pub fn patch_raw(
         &self,
         path: &str,
-        patch_json: &[u8],
+        patch_type: &'static str,
+        patch: &[u8],
         accept: &str,
     ) -> Result<(String, Vec<u8>), ApiError> {
         let (ctype, body) = self.request_bytes(
             "PATCH",
             path,
             &[],
-            Some(("application/merge-patch+json", patch_json.to_vec())),
+            Some((patch_type, patch.to_vec())),
             Some(accept),
             Via::Link,
         )?;
@@ -617,7 +625,7 @@ impl Client {
             "PATCH",
             path,
             &[],
-            Some(("application/strategic-merge-patch+json", b)),
+            Some((STRATEGIC_MERGE_PATCH, b)),
             Via::Link,
         )
     }

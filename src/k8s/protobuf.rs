@@ -1,5 +1,6 @@
 //! The API server's protobuf encoding (`application/vnd.kubernetes.protobuf`) for the one
-//! object tinylet exchanges every 10 s: the node's `Lease`.
+//! object tinylet exchanges every 10 s, the node's `Lease`, and for the metadata-only answers
+//! (`PartialObjectMetadata`) its periodic writes ask for.
 //!
 //! A protobuf body is the 4-byte magic `k8s\0` followed by a `runtime.Unknown` envelope whose
 //! `raw` field holds the object. Wire types are small prost structs with the field numbers of
@@ -40,7 +41,9 @@ impl fmt::Display for ProtoError {
         match self {
             ProtoError::NoMagic => write!(f, "protobuf body without the k8s\\0 prefix"),
             ProtoError::Decode(e) => write!(f, "invalid protobuf: {e}"),
-            ProtoError::WrongType(t) => write!(f, "protobuf body holds {t}, not a Lease"),
+            ProtoError::WrongType(t) => {
+                write!(f, "protobuf body holds {t}, not the kind asked for")
+            }
         }
     }
 }
@@ -127,6 +130,14 @@ struct Spec {
     lease_transitions: Option<i32>,
 }
 
+/// Any top-level object read for its metadata alone: every kind, PartialObjectMetadata
+/// included, carries its ObjectMeta in field 1.
+#[derive(Clone, PartialEq, Message)]
+struct WireMetaOnly {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<Meta>,
+}
+
 #[derive(Clone, PartialEq, Message)]
 struct WireLease {
     #[prost(message, optional, tag = "1")]
@@ -173,17 +184,14 @@ pub struct StatusParts {
 
 /// Decodes a protobuf error body (a server that was asked for protobuf answers errors in it).
 pub fn decode_status(body: &[u8]) -> Result<StatusParts, ProtoError> {
-    let rest = body.strip_prefix(MAGIC).ok_or(ProtoError::NoMagic)?;
-    let env = Unknown::decode(rest).map_err(|e| ProtoError::Decode(e.to_string()))?;
-    let tm = env.type_meta.unwrap_or_default();
+    let (tm, raw) = envelope(body)?;
     if tm.kind != "Status" {
         return Err(ProtoError::WrongType(format!(
             "{} {}",
             tm.api_version, tm.kind
         )));
     }
-    let w =
-        WireStatus::decode(env.raw.as_slice()).map_err(|e| ProtoError::Decode(e.to_string()))?;
+    let w = WireStatus::decode(raw.as_slice()).map_err(|e| ProtoError::Decode(e.to_string()))?;
     Ok(StatusParts {
         reason: w.reason,
         message: w.message,
@@ -208,57 +216,80 @@ fn from_system_time(t: SystemTime) -> Timestamp {
     }
 }
 
-/// Decodes a protobuf body (magic + envelope) holding a coordination.k8s.io/v1 Lease. Times
-/// outside what the API allows (negative, nanos ≥ 1 s) are dropped, not errors: the renewal
-/// needs the resourceVersion, not the server's clock.
-pub fn decode_lease(body: &[u8]) -> Result<Lease, ProtoError> {
+/// The envelope of a protobuf body: its type and the object's bytes.
+fn envelope(body: &[u8]) -> Result<(TypeMeta, Vec<u8>), ProtoError> {
     let rest = body.strip_prefix(MAGIC).ok_or(ProtoError::NoMagic)?;
     let env = Unknown::decode(rest).map_err(|e| ProtoError::Decode(e.to_string()))?;
-    let tm = env.type_meta.unwrap_or_default();
-    if tm.kind != "Lease" || !tm.api_version.starts_with("coordination.k8s.io/") {
-        return Err(ProtoError::WrongType(format!(
-            "{} {}",
-            tm.api_version, tm.kind
-        )));
-    }
     if !env.content_encoding.is_empty() {
         return Err(ProtoError::WrongType(format!(
             "contentEncoding {:?}",
             env.content_encoding
         )));
     }
-    let w = WireLease::decode(env.raw.as_slice()).map_err(|e| ProtoError::Decode(e.to_string()))?;
-    let m = w.metadata.unwrap_or_default();
+    Ok((env.type_meta.unwrap_or_default(), env.raw))
+}
+
+fn object_meta(m: Meta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        generation: m.generation,
+        creation_timestamp: m
+            .creation_timestamp
+            .as_ref()
+            .and_then(to_system_time)
+            .map(format_time),
+        owner_references: m
+            .owner_references
+            .into_iter()
+            .map(|o| OwnerReference {
+                api_version: o.api_version,
+                kind: o.kind,
+                name: o.name,
+                uid: o.uid,
+                controller: o.controller,
+                block_owner_deletion: o.block_owner_deletion,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Decodes the kind and metadata of any protobuf object: a `meta.k8s.io` PartialObjectMetadata
+/// (what a server sends for `as=PartialObjectMetadata`) or the whole object from a server that
+/// answered without transforming it.
+pub fn decode_metadata(body: &[u8]) -> Result<(String, ObjectMeta), ProtoError> {
+    let (tm, raw) = envelope(body)?;
+    if tm.kind.is_empty() || tm.kind == "Status" {
+        return Err(ProtoError::WrongType(format!(
+            "{} {}",
+            tm.api_version, tm.kind
+        )));
+    }
+    let w = WireMetaOnly::decode(raw.as_slice()).map_err(|e| ProtoError::Decode(e.to_string()))?;
+    Ok((tm.kind, object_meta(w.metadata.unwrap_or_default())))
+}
+
+/// Decodes a protobuf body (magic + envelope) holding a coordination.k8s.io/v1 Lease. Times
+/// outside what the API allows (negative, nanos ≥ 1 s) are dropped, not errors: the renewal
+/// needs the resourceVersion, not the server's clock.
+pub fn decode_lease(body: &[u8]) -> Result<Lease, ProtoError> {
+    let (tm, raw) = envelope(body)?;
+    if tm.kind != "Lease" || !tm.api_version.starts_with("coordination.k8s.io/") {
+        return Err(ProtoError::WrongType(format!(
+            "{} {}",
+            tm.api_version, tm.kind
+        )));
+    }
+    let w = WireLease::decode(raw.as_slice()).map_err(|e| ProtoError::Decode(e.to_string()))?;
     let s = w.spec.unwrap_or_default();
     let micro = |t: Option<Timestamp>| t.as_ref().and_then(to_system_time).map(format_micro_time);
     Ok(Lease {
         api_version: tm.api_version,
         kind: tm.kind,
-        metadata: ObjectMeta {
-            name: m.name,
-            namespace: m.namespace,
-            uid: m.uid,
-            resource_version: m.resource_version,
-            generation: m.generation,
-            creation_timestamp: m
-                .creation_timestamp
-                .as_ref()
-                .and_then(to_system_time)
-                .map(format_time),
-            owner_references: m
-                .owner_references
-                .into_iter()
-                .map(|o| OwnerReference {
-                    api_version: o.api_version,
-                    kind: o.kind,
-                    name: o.name,
-                    uid: o.uid,
-                    controller: o.controller,
-                    block_owner_deletion: o.block_owner_deletion,
-                })
-                .collect(),
-            ..Default::default()
-        },
+        metadata: object_meta(w.metadata.unwrap_or_default()),
         spec: LeaseSpec {
             holder_identity: s.holder_identity,
             lease_duration_seconds: s.lease_duration_seconds,
@@ -512,5 +543,46 @@ mod tests {
         let d = decode_lease(&b).unwrap();
         assert_eq!(d.spec.renew_time, None);
         assert_eq!(d.spec.acquire_time, None);
+    }
+
+    #[test]
+    fn metadata_of_a_partial_object_or_of_the_whole_lease() {
+        let l = sample();
+        let meta = WireMetaOnly {
+            metadata: Some(Meta {
+                name: "edge-7".into(),
+                namespace: "kube-node-lease".into(),
+                resource_version: "48214".into(),
+                ..Default::default()
+            }),
+        };
+        let env = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: "meta.k8s.io/v1".into(),
+                kind: "PartialObjectMetadata".into(),
+            }),
+            raw: meta.encode_to_vec(),
+            content_encoding: String::new(),
+            content_type: String::new(),
+        };
+        let mut partial = MAGIC.to_vec();
+        partial.extend_from_slice(&env.encode_to_vec());
+        let (kind, m) = decode_metadata(&partial).unwrap();
+        assert_eq!(kind, "PartialObjectMetadata");
+        assert_eq!(
+            (m.name.as_str(), m.resource_version.as_str()),
+            ("edge-7", "48214")
+        );
+        // Not a Lease, and said so.
+        assert!(matches!(
+            decode_lease(&partial),
+            Err(ProtoError::WrongType(_))
+        ));
+
+        let (kind, m) = decode_metadata(&encode_lease(&l)).unwrap();
+        assert_eq!(kind, "Lease");
+        assert_eq!(m, l.metadata);
+        assert!(decode_metadata(b"k8s\0\x0a\x02").is_err());
+        assert!(decode_metadata(b"{}").is_err());
     }
 }

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::backoff::{Backoff, BackoffConfig, RandomSource, XorShift64};
+use crate::api::client::{ACCEPT_METADATA, MERGE_PATCH, STRATEGIC_MERGE_PATCH};
 use crate::api::{ApiError, Client, ClientConfig, ClusterConfig, Kubeconfig};
 use crate::config::AgentConfig;
 use crate::k8s::coordination::{format_micro_time, Lease, NODE_LEASE_NAMESPACE};
@@ -683,7 +684,9 @@ impl Worker {
         let diff = self.status_synced && self.diff_reports < FULL_STATUS_EVERY;
         let base = self.last_sent.as_ref().filter(|_| diff);
         let patch = register::status_patch(&sent, base);
-        match client.patch_strategic::<_, serde::de::IgnoredAny>(&path, &patch) {
+        // The answer is not read: its metadata alone is asked for, not the whole Node.
+        let sent_patch = serde_json::to_vec(&patch).unwrap_or_default();
+        match client.patch_raw(&path, STRATEGIC_MERGE_PATCH, &sent_patch, ACCEPT_METADATA) {
             Ok(_) => {
                 self.hb.status_reported(Instant::now(), hash);
                 self.last_sent = Some(sent);
@@ -736,14 +739,9 @@ impl Worker {
                     Err(e) => return Err(e),
                 },
             };
-            let patch = renewal_patch(
-                &lease,
-                &name,
-                duration,
-                SystemTime::now(),
-                !self.lease_fields_lean,
-            );
-            match patch_lease(client, &path, &patch) {
+            let now = SystemTime::now();
+            let patch = renewal_patch(&lease, &name, duration, now, !self.lease_fields_lean);
+            match patch_lease(client, &path, &patch, renewed(lease, &name, duration, now)) {
                 Ok(l) => {
                     // A renewal of renewTime alone, after a reset, leaves our entry lean.
                     self.lease_fields_lean =
@@ -766,9 +764,16 @@ impl Worker {
     }
 }
 
-/// Sends the renewal asking for the answer in protobuf (about half the JSON size; JSON still
-/// accepted for servers that cannot), and decodes whichever came back.
-fn patch_lease(client: &Client, path: &str, patch: &serde_json::Value) -> Result<Lease, ApiError> {
+/// Sends the renewal asking for the answer's metadata alone (the new resourceVersion is all
+/// the next renewal needs; protobuf, about half the size of JSON) and returns the Lease as
+/// the server now holds it: `renewed` (the cached Lease with the patch applied) under the
+/// answer's metadata, or the whole Lease from a server that answered with it.
+fn patch_lease(
+    client: &Client,
+    path: &str,
+    patch: &serde_json::Value,
+    renewed: Lease,
+) -> Result<Lease, ApiError> {
     let decode_err = |message: String| {
         ApiError::new(
             "PATCH",
@@ -780,13 +785,38 @@ fn patch_lease(client: &Client, path: &str, patch: &serde_json::Value) -> Result
         )
     };
     let body = serde_json::to_vec(patch).map_err(|e| decode_err(e.to_string()))?;
-    let accept = "application/vnd.kubernetes.protobuf, application/json";
-    let (ctype, bytes) = client.patch_merge_raw(path, &body, accept)?;
-    if ctype.starts_with(protobuf::MEDIA_TYPE) {
-        protobuf::decode_lease(&bytes).map_err(|e| decode_err(e.to_string()))
+    let (ctype, bytes) = client.patch_raw(path, MERGE_PATCH, &body, ACCEPT_METADATA)?;
+    let proto = ctype.starts_with(protobuf::MEDIA_TYPE);
+    let (kind, metadata) = if proto {
+        protobuf::decode_metadata(&bytes).map_err(|e| decode_err(e.to_string()))?
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| decode_err(e.to_string()))
+        #[derive(serde::Deserialize)]
+        struct KindAndMeta {
+            #[serde(default)]
+            kind: String,
+            #[serde(default)]
+            metadata: crate::k8s::meta::ObjectMeta,
+        }
+        let v: KindAndMeta =
+            serde_json::from_slice(&bytes).map_err(|e| decode_err(e.to_string()))?;
+        (v.kind, v.metadata)
+    };
+    match kind.as_str() {
+        "PartialObjectMetadata" => Ok(Lease {
+            metadata,
+            ..renewed
+        }),
+        _ if proto => protobuf::decode_lease(&bytes).map_err(|e| decode_err(e.to_string())),
+        _ => serde_json::from_slice(&bytes).map_err(|e| decode_err(e.to_string())),
     }
+}
+
+/// The cached Lease as a successful [`renewal_patch`] leaves it (before the server's metadata).
+fn renewed(mut lease: Lease, name: &str, duration: i32, now: SystemTime) -> Lease {
+    lease.spec.holder_identity = Some(name.to_string());
+    lease.spec.lease_duration_seconds = Some(duration);
+    lease.spec.renew_time = Some(format_micro_time(now));
+    lease
 }
 
 /// Status reports sent as a diff before one carries the whole status again (5-minute

@@ -1,42 +1,72 @@
 //! Content negotiation for `application/vnd.kubernetes.protobuf`, as a real server answers a
 //! client that asks for it: Leases and Status objects (the kinds its clients ask for) encoded
 //! with the `k8s\0` magic and the runtime.Unknown envelope; JSON for everything else when the
-//! client also accepts JSON, 406 otherwise.
+//! client also accepts JSON, 406 otherwise. Media ranges with
+//! `as=PartialObjectMetadata;g=meta.k8s.io;v=v1` (or `v1beta1`) get the object's metadata alone,
+//! in JSON or protobuf, as the real handlers transform any single-object answer (GET, PATCH,
+//! PUT, POST); error Statuses are never transformed (the next range without `as` applies), a
+//! list asked for as PartialObjectMetadata is 406, and other `as=` targets (Table,
+//! PartialObjectMetadataList) are skipped here. Ranges are taken in the order sent.
 //!
 //! The encoder is written here from the JSON objects the store keeps, field numbers from
 //! k8s.io/apimachinery and k8s.io/api, independently of the agent's own decoder.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Media type of the protobuf encoding.
 pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
-/// What to send for `accept`: (content type, body), or None when nothing acceptable exists
-/// (the caller answers 406).
-pub fn negotiate(accept: Option<&str>, body: &Value) -> Option<(&'static str, Vec<u8>)> {
+/// What to send for `accept`: (content type, body), or the message of a 406 answer.
+pub fn negotiate(accept: Option<&str>, body: &Value) -> Result<(&'static str, Vec<u8>), String> {
     let accept = accept.unwrap_or("*/*");
-    let mut wants_proto = false;
-    let mut wants_json = false;
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
+    let is_error = kind == "Status";
+    let is_list = kind.ends_with("List") || body.get("items").is_some();
     for part in accept.split(',') {
-        let media = part.split(';').next().unwrap_or("").trim();
-        match media {
-            PROTOBUF => wants_proto = true,
-            "application/json" | "application/*" | "*/*" | "" => wants_json = true,
-            _ => {}
+        let mut fields = part.split(';');
+        let media = fields.next().unwrap_or("").trim();
+        let param = |name: &str| {
+            part.split(';').skip(1).find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim() == name).then(|| v.trim())
+            })
+        };
+        let proto = media == PROTOBUF;
+        if !proto && !matches!(media, "application/json" | "application/*" | "*/*" | "") {
+            continue;
         }
-    }
-    if wants_proto {
-        if let Some(b) = encode(body) {
-            return Some((PROTOBUF, b));
+        let object = match param("as") {
+            None => body.clone(),
+            Some(target) => {
+                let meta_gv = param("g") == Some("meta.k8s.io")
+                    && matches!(param("v"), Some("v1" | "v1beta1"));
+                if is_error || !meta_gv || target != "PartialObjectMetadata" {
+                    continue;
+                }
+                if is_list {
+                    return Err(format!(
+                        "you requested PartialObjectMetadata, but the requested object is a list ({kind})"
+                    ));
+                }
+                json!({
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": format!("meta.k8s.io/{}", param("v").unwrap_or("v1")),
+                    "metadata": body.get("metadata").cloned().unwrap_or_else(|| json!({})),
+                })
+            }
+        };
+        if proto {
+            match encode(&object) {
+                Some(b) => return Ok((PROTOBUF, b)),
+                None => continue,
+            }
         }
-    }
-    if wants_json {
-        return Some((
+        return Ok((
             "application/json",
-            serde_json::to_vec(body).unwrap_or_default(),
+            serde_json::to_vec(&object).unwrap_or_default(),
         ));
     }
-    None
+    Err("only the following media types are accepted: application/json".into())
 }
 
 /// The protobuf body for the kinds this server encodes.
@@ -46,6 +76,15 @@ pub fn encode(v: &Value) -> Option<Vec<u8>> {
     let raw = match (kind, api_version) {
         ("Lease", "coordination.k8s.io/v1") => lease(v),
         ("Status", "v1") | ("Status", "") => status(v),
+        ("PartialObjectMetadata", "meta.k8s.io/v1" | "meta.k8s.io/v1beta1") => {
+            let mut out = Vec::new();
+            put_msg(
+                &mut out,
+                1,
+                &object_meta(v.get("metadata").unwrap_or(&Value::Null)),
+            );
+            out
+        }
         _ => return None,
     };
     let mut tm = Vec::new();
@@ -279,5 +318,64 @@ mod tests {
             Some((1_795_844_400, 123_456_000))
         );
         assert_eq!(parse_time("garbage"), None);
+    }
+
+    const PARTIAL: &str = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json";
+
+    fn lease() -> Value {
+        json!({
+            "kind": "Lease", "apiVersion": "coordination.k8s.io/v1",
+            "metadata": {"name": "n1", "namespace": "kube-node-lease", "resourceVersion": "42"},
+            "spec": {"holderIdentity": "n1", "renewTime": "2026-11-28T05:40:00.123456Z"},
+        })
+    }
+
+    #[test]
+    fn partial_object_metadata_carries_the_metadata_alone() {
+        let (ctype, b) = negotiate(Some(PARTIAL), &lease()).unwrap();
+        assert_eq!(ctype, PROTOBUF);
+        let full = encode(&lease()).unwrap();
+        assert!(b.len() < full.len(), "{} vs {}", b.len(), full.len());
+        let text = String::from_utf8_lossy(&b);
+        assert!(text.contains("PartialObjectMetadata") && text.contains("meta.k8s.io/v1"));
+        assert!(text.contains("kube-node-lease"), "the metadata is kept");
+
+        let (ctype, b) = negotiate(
+            Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1"),
+            &lease(),
+        )
+        .unwrap();
+        assert_eq!(ctype, "application/json");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["kind"], "PartialObjectMetadata");
+        assert_eq!(v["apiVersion"], "meta.k8s.io/v1beta1");
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert!(v.get("spec").is_none());
+    }
+
+    #[test]
+    fn errors_and_unknown_targets_fall_through_to_plain_ranges() {
+        let st = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409});
+        let (ctype, b) = negotiate(Some(PARTIAL), &st).unwrap();
+        assert_eq!(ctype, "application/json");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&b).unwrap()["kind"],
+            "Status"
+        );
+        let table = "application/json;as=Table;g=meta.k8s.io;v=v1, application/json";
+        let (_, b) = negotiate(Some(table), &lease()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&b).unwrap()["kind"],
+            "Lease"
+        );
+        let other_group = "application/json;as=PartialObjectMetadata;g=apps;v=v1";
+        assert!(negotiate(Some(other_group), &lease()).is_err());
+    }
+
+    #[test]
+    fn a_list_asked_for_as_partial_object_metadata_is_not_acceptable() {
+        let list = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []});
+        let err = negotiate(Some(PARTIAL), &list).unwrap_err();
+        assert!(err.contains("is a list"), "{err}");
     }
 }

@@ -495,10 +495,9 @@ pub(super) fn json_reply(
     body: &Value,
 ) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
     match proto::negotiate(accept, body) {
-        Some((ctype, bytes)) => (code, api_headers(ctype), bytes),
-        None => {
-            let msg = "only the following media types are accepted: application/json";
-            let body = json_body(&status(406, "NotAcceptable", msg, None));
+        Ok((ctype, bytes)) => (code, api_headers(ctype), bytes),
+        Err(msg) => {
+            let body = json_body(&status(406, "NotAcceptable", &msg, None));
             (406, api_headers("application/json"), body)
         }
     }
