@@ -2,9 +2,9 @@
 //! API test server, on the bed's real containerd. `cargo bench --bench podstart` (root, bed
 //! up); prints figures, asserts nothing about speed.
 //!
-//! - Pod start: a pod is created at the server (the watch delivers ADDED within the same
-//!   millisecond) → every container started (CRI startedAt) and → phase Running stored at the
-//!   server; p50/p99 over PODSTART_PODS pods (default 50), one at a time, next to the direct CRI
+//! - Pod start: from the moment the server wrote the pod's ADDED event to the agent's watch →
+//!   every container started (CRI startedAt) and → phase Running stored at the server (the
+//!   create request before it is the client's, not the agent's); p50/p99 over PODSTART_PODS pods (default 50), one at a time, next to the direct CRI
 //!   time (RunPodSandbox + CreateContainer + StartContainer) measured in the same run.
 //! - Idle link: bytes in + out at the server over PODSTART_IDLE_SECS (default 600, which spans a
 //!   node status report and watch re-establishments) with 10 pods running, plus 52 bytes of IP and
@@ -167,18 +167,31 @@ fn main() {
                 }],
             }
         });
-        let t0_wall = wall_ns();
-        let t0 = Instant::now();
+        // Pod start is timed from the moment the server wrote the ADDED event to the agent's
+        // watch (instants from the same clock; CRI's startedAt is wall-clock nanoseconds).
+        let before_wall = wall_ns();
+        let before = Instant::now();
         env.create_pod(pod);
         let ok = env.srv.wait_until(Duration::from_secs(60), |s| {
             s.pod_status(&env.ns, &name)
                 .is_some_and(|st| st["phase"] == "Running")
         });
+        let running_at = Instant::now();
         if !ok {
             eprintln!("pod {name} not Running within 60 s:\n{}", env.log());
             continue;
         }
-        to_running.push(t0.elapsed());
+        let uid = env
+            .srv
+            .pod(&env.ns, &name)
+            .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let Some(added) = env.srv.first_added_at(&uid) else {
+            eprintln!("pod {name}: the server never wrote its ADDED event");
+            continue;
+        };
+        let added_wall = before_wall + added.saturating_duration_since(before).as_nanos() as i64;
+        to_running.push(running_at.saturating_duration_since(added));
         let ids = env.running_ids(&name);
         let started = smol::block_on(async {
             let mut latest = 0i64;
@@ -191,8 +204,8 @@ fn main() {
             }
             latest
         });
-        if started > t0_wall {
-            to_started.push(Duration::from_nanos((started - t0_wall) as u64));
+        if started > added_wall {
+            to_started.push(Duration::from_nanos((started - added_wall) as u64));
         }
     }
     if let Some(id) = leftover.take() {

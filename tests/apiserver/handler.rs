@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -55,6 +55,9 @@ pub struct Api {
     pub tokens: Mutex<HashMap<String, User>>,
     /// Interval of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Mutex<Duration>,
+    /// When an ADDED event for each object UID was first written to a watcher (what "the
+    /// watch delivered it" means to a benchmark).
+    pub first_added: Mutex<HashMap<String, Instant>>,
     /// Watch length when the client gives no timeoutSeconds.
     pub default_watch_timeout: Duration,
     /// Counter for generated names and token signatures.

@@ -208,6 +208,7 @@ impl ApiServer {
             expired: Mutex::new(cfg.expired),
             tokens: Mutex::new(HashMap::new()),
             bookmark_interval: Mutex::new(cfg.bookmark_interval),
+            first_added: Mutex::new(HashMap::new()),
             default_watch_timeout: cfg.default_watch_timeout,
             rand: Mutex::new(cfg.seed | 1),
         };
@@ -509,6 +510,11 @@ impl ApiServer {
     /// Changes how too-old watches are refused.
     pub fn set_expired_mode(&self, mode: ExpiredMode) {
         *lock(&self.shared.api.expired) = mode;
+    }
+
+    /// When the ADDED event of the object with `uid` was first written to a watch stream.
+    pub fn first_added_at(&self, uid: &str) -> Option<Instant> {
+        lock(&self.shared.api.first_added).get(uid).copied()
     }
 
     /// Changes the BOOKMARK interval for watches started from now on.

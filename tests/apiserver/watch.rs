@@ -42,6 +42,7 @@ fn bookmark(plan: &WatchPlan, rv: u64, initial_end: bool) -> Value {
 }
 
 struct Sender<'w, W: Write> {
+    api: &'w Api,
     w: &'w mut W,
     sent: usize,
     max: Option<usize>,
@@ -61,6 +62,17 @@ impl<W: Write> Sender<'_, W> {
         http::write_chunk(self.w, &line)?;
         self.w.flush()?;
         self.sent += 1;
+        if typ == "ADDED" {
+            if let Some(uid) = object
+                .get("metadata")
+                .and_then(|m| m.get("uid"))
+                .and_then(Value::as_str)
+            {
+                lock(&self.api.first_added)
+                    .entry(uid.to_string())
+                    .or_insert_with(Instant::now);
+            }
+        }
         Ok(())
     }
 }
@@ -76,6 +88,7 @@ pub fn stream<W: Write>(
 ) -> io::Result<()> {
     let deadline = Instant::now() + plan.timeout;
     let mut tx = Sender {
+        api,
         w,
         sent: 0,
         max: max_events,
