@@ -221,7 +221,9 @@ pub async fn run(
         if let Some(a) = api.as_mut() {
             a.after_poll(&pods, now);
         }
-        let converging = pods.iter().any(|p| !steady(p));
+        // A pod whose start is in flight learns its progress from the CRI calls' results; a
+        // relist then would only compete with them for the runtime (and hold up this loop).
+        let converging = pods.iter().any(|p| !steady(p) && !engine.acting(&p.uid));
         if !boot_logged && !static_pods.is_empty() && all_started(&pods, static_pods.len()) {
             boot_logged = true;
             log::info!(

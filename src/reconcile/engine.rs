@@ -319,6 +319,16 @@ impl Engine {
         self.events.drain(..).collect()
     }
 
+    /// Whether the pod has runtime actions (probes aside) issued and not yet completed: their
+    /// results will say what changed, so a relist meanwhile would only repeat it.
+    pub fn acting(&self, uid: &str) -> bool {
+        self.pods.get(uid).is_some_and(|r| {
+            r.inflight
+                .values()
+                .any(|k| !matches!(k, ActionKind::RunProbe { .. }))
+        })
+    }
+
     /// Number of actions issued and not yet completed.
     pub fn outstanding(&self) -> usize {
         self.owners.len()

@@ -961,6 +961,45 @@ fn in_flight_actions_are_not_repeated() {
 }
 
 #[test]
+fn a_pod_is_acting_while_its_runtime_actions_are_in_flight_but_not_its_probes() {
+    let mut p = pod("a", &["app"]);
+    p.containers[0].liveness = Some(probe());
+    let mut h = Harness::with_pods(vec![p]);
+    h.relist();
+    assert!(!h.e.acting("a"), "nothing issued yet");
+    let acts = h.e.poll(h.now);
+    assert!(matches!(acts[0].kind, ActionKind::RunSandbox { .. }));
+    assert!(h.e.acting("a"));
+    let r = h.sim.execute(&acts[0], &h.desired, h.now);
+    h.e.complete(acts[0].id, r, h.now).unwrap();
+    h.settle();
+    assert!(!h.e.acting("a"), "started: nothing in flight");
+    // Issue the next probe without completing it.
+    let mut issued = Vec::new();
+    for _ in 0..60 {
+        h.now += secs(1);
+        h.relist();
+        issued.extend(h.e.poll(h.now));
+        if !issued.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        issued
+            .iter()
+            .all(|a| matches!(a.kind, ActionKind::RunProbe { .. })),
+        "{issued:?}"
+    );
+    assert!(!issued.is_empty());
+    assert_eq!(h.e.outstanding(), issued.len());
+    assert!(
+        !h.e.acting("a"),
+        "a probe in flight is not a change being made"
+    );
+    assert!(!h.e.acting("nobody"));
+}
+
+#[test]
 fn exited_instances_are_garbage_collected_keeping_two() {
     let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
     h.sim.behaviour.insert(
