@@ -308,6 +308,7 @@ pub fn spawn_watch(
                 if tx.send_blocking(out).is_err() {
                     return;
                 }
+                volumes.keep_fetched();
             }
         })
         .map(|_| ())

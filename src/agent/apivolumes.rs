@@ -72,6 +72,14 @@ pub struct ApiVolumes {
     client: Client,
     cache: Mutex<Cache>,
     keep: Option<PathBuf>,
+    /// Changes not yet written to `keep` (see [`ApiVolumes::prefetch`]).
+    unkept: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    /// Set while [`ApiVolumes::prefetch`] runs: writes to `keep` wait for
+    /// [`ApiVolumes::keep_fetched`].
+    static DEFER_KEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// What survives a reboot: configMaps and tokens (already expired when read back, so they are
@@ -189,13 +197,20 @@ impl ApiVolumes {
             client,
             cache: Mutex::new(cache),
             keep,
+            unkept: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn persist(&self) {
+        use std::sync::atomic::Ordering;
         let Some(path) = &self.keep else {
             return;
         };
+        if DEFER_KEEP.with(|d| d.get()) {
+            self.unkept.store(true, Ordering::Release);
+            return;
+        }
+        self.unkept.store(false, Ordering::Release);
         let kept = encode_kept(&self.lock());
         match serde_json::to_vec(&kept) {
             Ok(bytes) => {
@@ -333,11 +348,27 @@ impl ApiVolumes {
     }
 
     /// Fetches what `pod`'s volumes and env reference that is not cached yet (called off the
-    /// agent loop, before the pod is handed to it, so container creation rarely waits).
+    /// agent loop, before the pod is handed to it, so container creation rarely waits). What
+    /// it fetched reaches the keep file only with [`ApiVolumes::keep_fetched`], which the
+    /// caller runs after handing the pod over: the file write (two fsyncs) is not on the
+    /// pod's start path.
     pub fn prefetch(&self, pod: &Pod) {
         if pod.metadata.deletion_timestamp.is_some() {
             return;
         }
+        DEFER_KEEP.with(|d| d.set(true));
+        self.prefetch_now(pod);
+        DEFER_KEEP.with(|d| d.set(false));
+    }
+
+    /// Writes what [`ApiVolumes::prefetch`] fetched to the keep file, if anything.
+    pub fn keep_fetched(&self) {
+        if self.unkept.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.persist();
+        }
+    }
+
+    fn prefetch_now(&self, pod: &Pod) {
         let ns = &pod.metadata.namespace;
         for v in &pod.spec.volumes {
             if let Some(c) = &v.config_map {
