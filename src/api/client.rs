@@ -27,7 +27,6 @@ use crate::k8s::coordination::parse_time;
 use crate::k8s::list::{List, WatchEvent};
 use crate::k8s::status::{DeleteOptions, Status};
 
-/// Largest token file read (projected tokens are ~1 KiB).
 /// Content type of a JSON merge patch (RFC 7386).
 pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
@@ -41,6 +40,7 @@ pub const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json"
 /// Node to its metadata this way.
 pub const ACCEPT_METADATA: &str = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/vnd.kubernetes.protobuf, application/json";
 
+/// Largest token file read (projected tokens are ~1 KiB).
 const MAX_TOKEN_FILE: u64 = 64 << 10;
 /// Error bodies are read only this far: enough for any Status, no more.
 const MAX_ERROR_BODY: u64 = 256 << 10;
