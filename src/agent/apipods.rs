@@ -665,7 +665,17 @@ pub struct ApiSide {
     next_token_check: Instant,
     recorder: EventRecorder,
     event_seq: u64,
+    /// Pods whose report waits for their runtime calls in flight: since when.
+    held: BTreeMap<String, Instant>,
+    /// Events of those pods, sent with their report.
+    held_events: Vec<PodEvent>,
 }
+
+/// Longest a starting pod's status and events wait for its runtime calls to return: a start
+/// takes ~0.1 s, and the writes it would send meanwhile (an intermediate status, Pulled and
+/// Created events) compete with the runtime for the node's CPUs; a long image pull still
+/// reports after this.
+const HOLD_WHILE_ACTING: Duration = Duration::from_secs(1);
 
 impl ApiSide {
     /// Starts the watch and writer threads (None without a kubeconfig).
@@ -698,6 +708,8 @@ impl ApiSide {
             memory: BTreeMap::new(),
             last_sent: BTreeMap::new(),
             confirmed: BTreeSet::new(),
+            held: BTreeMap::new(),
+            held_events: Vec::new(),
             mirrors_wanted: BTreeMap::new(),
             next_token_check: Instant::now() + TOKEN_CHECK,
             recorder: EventRecorder::new(Instant::now()),
@@ -875,12 +887,18 @@ impl ApiSide {
         }
     }
 
-    /// After each engine poll: status reports, deletion confirmations, token refreshes.
-    pub fn after_poll(&mut self, views: &[PodStatus], now: Instant) {
+    /// After each engine poll: status reports, deletion confirmations, token refreshes. A pod
+    /// that is not being deleted and for which `acting` says runtime calls are in flight (a
+    /// start) has its report and events held until they return, at most
+    /// [`HOLD_WHILE_ACTING`].
+    pub fn after_poll(&mut self, views: &[PodStatus], now: Instant, acting: &dyn Fn(&str) -> bool) {
         let clock = ReportClock {
             now,
             now_wall: SystemTime::now(),
         };
+        self.held
+            .retain(|uid, _| views.iter().any(|v| &v.uid == uid));
+        let mut holding = BTreeSet::new();
         for v in views {
             let Some(sp) = self.pods.pods.get(&v.uid) else {
                 continue;
@@ -888,6 +906,16 @@ impl ApiSide {
             let pod = &sp.pod;
             let mem = self.memory.entry(v.uid.clone()).or_default();
             prune(mem, v, RUNTIME);
+            // Only starts are held: a stopping pod's Killing and final status go at once.
+            if acting(&v.uid) && !v.deleting {
+                let since = *self.held.entry(v.uid.clone()).or_insert(now);
+                if now < since + HOLD_WHILE_ACTING {
+                    holding.insert(v.uid.clone());
+                    continue;
+                }
+            } else {
+                self.held.remove(&v.uid);
+            }
             let status = build_status(v, &self.host.host_ip, RUNTIME, clock, mem);
             if self.last_sent.get(&v.uid) != Some(&status) {
                 self.writer.push(Job::Status {
@@ -909,7 +937,12 @@ impl ApiSide {
             }
         }
         self.recorder.observe(now, views);
-        for ev in self.recorder.take() {
+        self.held_events.extend(self.recorder.take());
+        let (send, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_events)
+            .into_iter()
+            .partition(|e| !holding.contains(&e.uid));
+        self.held_events = keep;
+        for ev in send {
             self.event_seq += 1;
             self.writer.push(Job::Event(Box::new(ev), self.event_seq));
         }
@@ -923,7 +956,12 @@ impl ApiSide {
 
     /// When the loop must wake for the API side next.
     pub fn next_wakeup(&self) -> Instant {
-        self.next_token_check
+        let now = Instant::now();
+        self.held
+            .values()
+            .map(|since| *since + HOLD_WHILE_ACTING)
+            .filter(|end| *end > now)
+            .fold(self.next_token_check, Instant::min)
     }
 
     /// A token of pod `uid` changed: rewrite its volumes (the atomic writer swaps files in).

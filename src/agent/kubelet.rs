@@ -219,7 +219,7 @@ pub async fn run(
         }
         let pods = engine.status(now);
         if let Some(a) = api.as_mut() {
-            a.after_poll(&pods, now);
+            a.after_poll(&pods, now, &|uid| engine.acting(uid));
         }
         // A pod whose start is in flight learns its progress from the CRI calls' results; a
         // relist then would only compete with them for the runtime (and hold up this loop).
