@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 
 use cri_bed::{container_config, sandbox_config, Bed};
 use podsync::Env;
+use tinylet::cri::proto::{ContainerConfig, PodSandboxConfig};
 
 const UPSTREAM_IDLE_BPH: f64 = 664_705.0;
 
@@ -78,29 +79,31 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-/// Direct CRI: sandbox (pod network) + container create + start for one pod, timed; returns
-/// the sandbox for [`remove_sandbox`] (it carries no tinylet label: the agent leaves it alone).
-fn direct_cri_one(bed: &Bed, i: usize) -> (Option<Duration>, Option<String>) {
+/// Sandbox + container create + start straight to the runtime, timed from the first call to
+/// the start's return; returns the time (None on any failure) and the sandbox for
+/// [`remove_sandbox`].
+fn timed_start(
+    bed: &Bed,
+    sandbox: PodSandboxConfig,
+    container: ContainerConfig,
+) -> (Option<Duration>, Option<String>) {
     let client = bed.client();
     smol::block_on(async {
-        let name = format!("podstart-cri-{i}-{}", std::process::id());
-        let cfg = sandbox_config(&name, false, &[]);
         let t0 = Instant::now();
         let sb = client
             .run_pod_sandbox(&tinylet::cri::proto::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
+                config: Some(sandbox.clone()),
                 runtime_handler: String::new(),
             })
             .await;
         let Ok(sb) = sb else {
             return (None, None);
         };
-        let cc = container_config("main", &bed.test_image, "sleep 3600");
         let created = client
             .create_container(&tinylet::cri::proto::CreateContainerRequest {
                 pod_sandbox_id: sb.pod_sandbox_id.clone(),
-                config: Some(cc),
-                sandbox_config: Some(cfg),
+                config: Some(container),
+                sandbox_config: Some(sandbox),
             })
             .await;
         let mut took = None;
@@ -111,6 +114,14 @@ fn direct_cri_one(bed: &Bed, i: usize) -> (Option<Duration>, Option<String>) {
         }
         (took, Some(sb.pod_sandbox_id))
     })
+}
+
+/// Direct CRI for a bare pod (pod network, no mounts, no log file); the sandbox carries no
+/// tinylet label, so the agent leaves it alone.
+fn direct_cri_one(bed: &Bed, i: usize) -> (Option<Duration>, Option<String>) {
+    let name = format!("podstart-cri-{i}-{}", std::process::id());
+    let cc = container_config("main", &bed.test_image, "sleep 3600");
+    timed_start(bed, sandbox_config(&name, false, &[]), cc)
 }
 
 /// Direct CRI with the configs tinylet derives for `server_pod` (the pod as the server holds
@@ -174,44 +185,15 @@ fn direct_cri_same(
     ) else {
         return (None, None, tag);
     };
-    let client = bed.client();
-    smol::block_on(async {
-        let t0 = Instant::now();
-        let sb = client
-            .run_pod_sandbox(&tinylet::cri::proto::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await;
-        let Ok(sb) = sb else {
-            return (None, None, tag.clone());
-        };
-        let created = client
-            .create_container(&tinylet::cri::proto::CreateContainerRequest {
-                pod_sandbox_id: sb.pod_sandbox_id.clone(),
-                config: Some(cc),
-                sandbox_config: Some(cfg),
-            })
-            .await;
-        let mut took = None;
-        if let Ok(c) = created {
-            if client.start_container(&c.container_id).await.is_ok() {
-                took = Some(t0.elapsed());
-            }
-        }
-        (took, Some(sb.pod_sandbox_id), tag.clone())
-    })
+    let (took, sandbox) = timed_start(bed, cfg, cc);
+    (took, sandbox, tag)
 }
 
 /// What [`direct_cri_same`] left on the host once its sandbox is gone: the pod's cgroup
-/// directory (runc removes only the container's) and its log directory.
+/// directory (runc removes only the container's; the agent's own cleanup does the rest) and
+/// its log directory.
 fn remove_same_leftovers(uid: &str, scratch: &Path) {
-    for base in [
-        "/sys/fs/cgroup/kubepods",
-        "/sys/fs/cgroup/kubepods/besteffort",
-    ] {
-        let _ = std::fs::remove_dir(Path::new(base).join(format!("pod{uid}")));
-    }
+    tinylet::runtime::executor::remove_pod_cgroups("/kubepods", uid);
     let _ = std::fs::remove_dir_all(scratch.join("logs"));
 }
 

@@ -575,7 +575,7 @@ fn remove_pod_logs(root: &str, uid: &str) {
 }
 
 /// Removes the pod's (empty) cgroupfs directories in every controller hierarchy.
-fn remove_pod_cgroups(root: &str, uid: &str) {
+pub fn remove_pod_cgroups(root: &str, uid: &str) {
     let root = if root.is_empty() { "/kubepods" } else { root };
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
