@@ -72,14 +72,8 @@ pub struct ApiVolumes {
     client: Client,
     cache: Mutex<Cache>,
     keep: Option<PathBuf>,
-    /// Changes not yet written to `keep` (see [`ApiVolumes::prefetch`]).
+    /// Fetched data not yet written to `keep` (see [`ApiVolumes::keep_fetched`]).
     unkept: std::sync::atomic::AtomicBool,
-}
-
-thread_local! {
-    /// Set while [`ApiVolumes::prefetch`] runs: writes to `keep` wait for
-    /// [`ApiVolumes::keep_fetched`].
-    static DEFER_KEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// What survives a reboot: configMaps and tokens (already expired when read back, so they are
@@ -201,16 +195,13 @@ impl ApiVolumes {
         }
     }
 
+    /// Writes the whole cache to the keep file (which covers anything fetched before).
     fn persist(&self) {
-        use std::sync::atomic::Ordering;
         let Some(path) = &self.keep else {
             return;
         };
-        if DEFER_KEEP.with(|d| d.get()) {
-            self.unkept.store(true, Ordering::Release);
-            return;
-        }
-        self.unkept.store(false, Ordering::Release);
+        self.unkept
+            .store(false, std::sync::atomic::Ordering::Release);
         let kept = encode_kept(&self.lock());
         match serde_json::to_vec(&kept) {
             Ok(bytes) => {
@@ -283,7 +274,8 @@ impl ApiVolumes {
                     old.map(|o| o.0) != Some(d.clone())
                 };
                 if changed && !secret {
-                    self.persist();
+                    self.unkept
+                        .store(true, std::sync::atomic::Ordering::Release);
                 }
                 Some(d)
             }
@@ -347,50 +339,41 @@ impl ApiVolumes {
         })
     }
 
-    /// Fetches what `pod`'s volumes and env reference that is not cached yet (called off the
-    /// agent loop, before the pod is handed to it, so container creation rarely waits). What
-    /// it fetched reaches the keep file only with [`ApiVolumes::keep_fetched`], which the
-    /// caller runs after handing the pod over: the file write (two fsyncs) is not on the
-    /// pod's start path.
-    pub fn prefetch(&self, pod: &Pod) {
-        if pod.metadata.deletion_timestamp.is_some() {
-            return;
-        }
-        DEFER_KEEP.with(|d| d.set(true));
-        self.prefetch_now(pod);
-        DEFER_KEEP.with(|d| d.set(false));
-    }
-
-    /// Writes what [`ApiVolumes::prefetch`] fetched to the keep file, if anything.
+    /// Writes what was fetched since the last write to the keep file, if anything. Fetches
+    /// only mark the cache unkept, so the caller picks when the write (two fsyncs) happens:
+    /// the pod watch after handing a prefetched pod over, off its start path; the volume
+    /// reads of the [`VolumeData`] impl at once.
     pub fn keep_fetched(&self) {
         if self.unkept.swap(false, std::sync::atomic::Ordering::AcqRel) {
             self.persist();
         }
     }
 
-    fn prefetch_now(&self, pod: &Pod) {
+    /// Fetches what `pod`'s volumes and env reference that is not cached yet (called off the
+    /// agent loop, before the pod is handed to it, so container creation rarely waits). It
+    /// reaches the keep file with the caller's [`ApiVolumes::keep_fetched`].
+    pub fn prefetch(&self, pod: &Pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return;
+        }
         let ns = &pod.metadata.namespace;
         for v in &pod.spec.volumes {
             if let Some(c) = &v.config_map {
-                let _ = self.config_map(ns, &c.name);
+                let _ = self.object(false, ns, &c.name, false);
             }
             if let Some(s) = &v.secret {
-                let _ = self.secret(ns, &s.secret_name);
+                let _ = self.object(true, ns, &s.secret_name, false);
             }
             if let Some(p) = &v.projected {
                 for src in &p.sources {
                     if let Some(c) = &src.config_map {
-                        let _ = self.config_map(ns, &c.name);
+                        let _ = self.object(false, ns, &c.name, false);
                     }
                     if let Some(s) = &src.secret {
-                        let _ = self.secret(ns, &s.name);
+                        let _ = self.object(true, ns, &s.name, false);
                     }
                     if let Some(t) = &src.service_account_token {
-                        let _ = self.service_account_token(
-                            pod,
-                            &t.audience,
-                            t.expiration_seconds.unwrap_or(3600),
-                        );
+                        let _ = self.token(pod, &t.audience, t.expiration_seconds.unwrap_or(3600));
                     }
                 }
             }
@@ -399,19 +382,19 @@ impl ApiVolumes {
             for e in &c.env {
                 if let Some(src) = &e.value_from {
                     if let Some(r) = &src.config_map_key_ref {
-                        let _ = self.config_map(ns, &r.name);
+                        let _ = self.object(false, ns, &r.name, false);
                     }
                     if let Some(r) = &src.secret_key_ref {
-                        let _ = self.secret(ns, &r.name);
+                        let _ = self.object(true, ns, &r.name, false);
                     }
                 }
             }
             for e in &c.env_from {
                 if let Some(r) = &e.config_map_ref {
-                    let _ = self.config_map(ns, &r.name);
+                    let _ = self.object(false, ns, &r.name, false);
                 }
                 if let Some(r) = &e.secret_ref {
-                    let _ = self.secret(ns, &r.name);
+                    let _ = self.object(true, ns, &r.name, false);
                 }
             }
         }
@@ -469,11 +452,15 @@ impl ApiVolumes {
 
 impl VolumeData for ApiVolumes {
     fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
-        self.object(false, namespace, name, false)
+        let d = self.object(false, namespace, name, false);
+        self.keep_fetched();
+        d
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<Data> {
-        self.object(true, namespace, name, false)
+        let d = self.object(true, namespace, name, false);
+        self.keep_fetched();
+        d
     }
 
     fn service_account_token(
@@ -482,6 +469,16 @@ impl VolumeData for ApiVolumes {
         audience: &str,
         expiration_seconds: i64,
     ) -> Option<String> {
+        let t = self.token(pod, audience, expiration_seconds);
+        self.keep_fetched();
+        t
+    }
+}
+
+impl ApiVolumes {
+    /// The pod's token for `audience`: the cached one while valid, else a new one (marked for
+    /// the keep file), else the last one while the API cannot give another.
+    fn token(&self, pod: &Pod, audience: &str, expiration_seconds: i64) -> Option<String> {
         let key = TokenKey {
             uid: pod.metadata.uid.clone(),
             audience: audience.to_string(),
@@ -506,7 +503,8 @@ impl VolumeData for ApiVolumes {
             Ok(t) => {
                 let v = t.value.clone();
                 self.lock().tokens.insert(key, t);
-                self.persist();
+                self.unkept
+                    .store(true, std::sync::atomic::Ordering::Release);
                 Some(v)
             }
             Err(e) => {
