@@ -357,13 +357,13 @@ pub fn status_patch(sent: &NodeStatus, previous: Option<&NodeStatus>) -> serde_j
         ) else {
             return full();
         };
-        let (Some(now), Some(before)) = (now.as_object(), before.as_object()) else {
+        let Some(before) = before.as_object() else {
             // A new condition type: send it whole.
-            match serde_json::to_value(c) {
-                Ok(v) => changed.push(v),
-                Err(_) => return full(),
-            }
+            changed.push(now);
             continue;
+        };
+        let Some(now) = now.as_object() else {
+            return full();
         };
         let mut diff = serde_json::Map::new();
         for (k, v) in now {

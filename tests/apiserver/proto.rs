@@ -25,12 +25,11 @@ pub fn negotiate(accept: Option<&str>, body: &Value) -> Result<(&'static str, Ve
     for part in accept.split(',') {
         let mut fields = part.split(';');
         let media = fields.next().unwrap_or("").trim();
-        let param = |name: &str| {
-            part.split(';').skip(1).find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                (k.trim() == name).then(|| v.trim())
-            })
-        };
+        let params: Vec<(&str, &str)> = fields
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         let proto = media == PROTOBUF;
         if !proto && !matches!(media, "application/json" | "application/*" | "*/*" | "") {
             continue;
