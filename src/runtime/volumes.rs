@@ -547,7 +547,7 @@ pub fn check_host_path(path: &str, kind: &str) -> Result<(), String> {
 }
 
 fn mount_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
-    if mounts_under(dir).iter().any(|m| m == dir) {
+    if is_mount_point(dir) {
         return Ok(());
     }
     let mut data = String::from("mode=0777");
@@ -562,6 +562,18 @@ fn mount_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
         Some(data.as_str()),
     )
     .map_err(|e| format!("mount tmpfs on {}: {e}", dir.display()))
+}
+
+/// Whether something is mounted at `dir`: it sits on another device than its parent. Two
+/// stats instead of reading /proc/self/mountinfo, which on a node with many pods is hundreds
+/// of lines read on every container start. (A bind mount of the parent's own filesystem would
+/// not show; nothing here makes one.)
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(dir), fs::metadata(dir.join(".."))) {
+        (Ok(d), Ok(parent)) => d.is_dir() && d.dev() != parent.dev(),
+        _ => false,
+    }
 }
 
 /// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
@@ -643,6 +655,19 @@ mod tests {
         assert!(write_atomic(&d, &files(&[("../x", "1")])).is_err());
         assert!(write_atomic(&d, &files(&[("..data", "1")])).is_err());
         assert!(write_atomic(&d, &files(&[("/etc/x", "1")])).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn mount_point_check_agrees_with_mountinfo() {
+        let d = tmp("mountpoint");
+        fs::create_dir_all(&d).unwrap();
+        assert!(!is_mount_point(&d));
+        assert!(!is_mount_point(&d.join("missing")));
+        // Whatever this host has mounted, the two ways of asking agree on /proc and /.
+        let proc_listed = mounts_under(Path::new("/proc")).contains(&PathBuf::from("/proc"));
+        assert_eq!(is_mount_point(Path::new("/proc")), proc_listed);
+        assert!(!is_mount_point(Path::new("/")), "/ is its own parent");
         fs::remove_dir_all(&d).unwrap();
     }
 
