@@ -190,7 +190,9 @@ pub async fn run(
             next_relist = last_relist + RELIST_PERIOD;
         }
         let now = Instant::now();
-        for action in engine.poll(now) {
+        let actions = engine.poll(now);
+        let spawned = !actions.is_empty();
+        for action in actions {
             if let Some(a) = api.as_mut() {
                 a.on_action(&action, now);
             }
@@ -216,6 +218,11 @@ pub async fn run(
                 let _ = tx.send((action.id, result)).await;
             })
             .detach();
+        }
+        if spawned {
+            // Let the new actions send their runtime calls before the bookkeeping below: on a
+            // pod's start path every call waits for the one before it.
+            smol::future::yield_now().await;
         }
         let pods = engine.status(now);
         if let Some(a) = api.as_mut() {
