@@ -162,6 +162,60 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
 }
 
 #[test]
+fn api_pod_waits_for_a_missing_config_map_without_sandboxes() {
+    let Some(mut env) = setup("api_pod_missing_cm") else {
+        return;
+    };
+    env.start();
+    let mut pod = env.pod("late", "cat /etc/cfg/greeting > /out/cfg");
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "cfg", "configMap": {"name": "late-cfg"}}));
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+    env.create_pod(pod);
+    // The pod reports why it waits, and no sandbox is left behind while it does.
+    env.wait_pod(
+        "late",
+        START,
+        "a status naming the missing configMap",
+        |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+                || p["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("late-cfg"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(env.running_ids("late").is_empty());
+    let st = env.srv.pod_status(&env.ns, "late").unwrap();
+    assert_eq!(st["phase"], "Pending", "{st}");
+    let kept: Vec<_> = env
+        .sandboxes()
+        .into_iter()
+        .filter(|(_, name)| name == "late")
+        .collect();
+    assert!(kept.is_empty(), "sandboxes while waiting: {kept:?}");
+    assert!(
+        env.log().contains("late-cfg"),
+        "the agent log names the missing configMap:\n{}",
+        env.log()
+    );
+
+    env.srv
+        .create(
+            &format!("/api/v1/namespaces/{}/configmaps", env.ns),
+            json!({"metadata": {"name": "late-cfg"}, "data": {"greeting": "here at last"}}),
+        )
+        .unwrap();
+    env.wait_ready("late", START);
+    assert_eq!(env.read_out("late", "cfg", START), "here at last");
+}
+
+#[test]
 fn watch_410_is_recovered_without_restarting_containers() {
     let Some(mut env) = setup("watch_410") else {
         return;

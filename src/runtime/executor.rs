@@ -60,6 +60,9 @@ pub struct Executor {
     sandbox_ips: RefCell<BTreeMap<String, Option<String>>>,
     /// Normalised image name → the runtime's reference (imageID), from the last relist.
     image_refs: RefCell<BTreeMap<String, String>>,
+    /// Pods whose volumes failed at their last sandbox attempt: their next attempt makes the
+    /// volumes first, so a pod waiting for a missing configMap creates no sandboxes.
+    volumes_failed: RefCell<BTreeSet<String>>,
 }
 
 fn wall(ns: i64) -> Option<SystemTime> {
@@ -94,6 +97,7 @@ impl Executor {
             container_facts: RefCell::new(BTreeMap::new()),
             sandbox_ips: RefCell::new(BTreeMap::new()),
             image_refs: RefCell::new(BTreeMap::new()),
+            volumes_failed: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -116,7 +120,10 @@ impl Executor {
         let map = pods
             .into_iter()
             .map(|e| (e.pod.metadata.uid.clone(), e))
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        self.volumes_failed
+            .borrow_mut()
+            .retain(|uid| map.contains_key(uid));
         *self.pods.borrow_mut() = map;
     }
 
@@ -300,11 +307,22 @@ impl Executor {
                 let Some(e) = self.entry(uid) else {
                     return failed(format!("pod {} is no longer desired", action.pod.uid));
                 };
-                if let Err(err) =
-                    self.volumes
-                        .prepare(&e.pod, &self.host, "", self.volume_data().as_ref())
-                {
-                    return failed(err.to_string());
+                let prepare = || {
+                    let r =
+                        self.volumes
+                            .prepare(&e.pod, &self.host, "", self.volume_data().as_ref());
+                    let mut failed_set = self.volumes_failed.borrow_mut();
+                    match &r {
+                        Ok(_) => failed_set.remove(uid),
+                        Err(_) => failed_set.insert(uid.clone()),
+                    };
+                    r
+                };
+                let volumes_first = self.volumes_failed.borrow().contains(uid);
+                if volumes_first {
+                    if let Err(err) = prepare() {
+                        return failed(err.to_string());
+                    }
                 }
                 let config = self.sandbox_config(&e, *attempt);
                 if let Err(err) = std::fs::create_dir_all(&config.log_directory) {
@@ -314,7 +332,27 @@ impl Executor {
                     config: Some(config),
                     runtime_handler: String::new(),
                 };
-                match self.cri.run_pod_sandbox(&req).await {
+                // The sandbox needs none of the volumes: they are made while the runtime
+                // creates it (in its own process), off the pod's start path. A volume that
+                // cannot be made takes the new sandbox down again.
+                let volumes = async {
+                    if volumes_first {
+                        Ok(BTreeMap::new())
+                    } else {
+                        prepare()
+                    }
+                };
+                let created = match smol::future::zip(self.cri.run_pod_sandbox(&req), volumes).await
+                {
+                    (Ok(r), Err(err)) => {
+                        let _ = self.cri.stop_pod_sandbox(&r.pod_sandbox_id).await;
+                        let _ = self.cri.remove_pod_sandbox(&r.pod_sandbox_id).await;
+                        return failed(err.to_string());
+                    }
+                    (Err(_), Err(err)) => return failed(err.to_string()),
+                    (r, Ok(_)) => r,
+                };
+                match created {
                     Ok(r) => {
                         let ip = self.sandbox_ip(&r.pod_sandbox_id).await;
                         if let Some(ip) = &ip {
