@@ -94,6 +94,8 @@ pub struct ApiPods {
     pub mirrors: BTreeMap<String, (String, String)>,
     /// A list has been seen since boot.
     pub synced: bool,
+    /// Admitted pods whose record is not written yet (see [`ApiPods::store_pending`]).
+    unstored: BTreeSet<String>,
 }
 
 /// What one event changed.
@@ -132,7 +134,7 @@ impl ApiPods {
         }
     }
 
-    fn admit(&mut self, mut pod: Pod, store: &mut Store) -> bool {
+    fn admit(&mut self, mut pod: Pod) -> bool {
         let uid = pod.metadata.uid.clone();
         if uid.is_empty() {
             return false;
@@ -149,7 +151,21 @@ impl ApiPods {
             spec_hash: hash,
         };
         if changed_spec || (changed && sp.pod.metadata.deletion_timestamp.is_some()) {
-            match serde_json::to_vec(&sp) {
+            self.unstored.insert(uid.clone());
+        }
+        self.pods.insert(uid, sp);
+        changed
+    }
+
+    /// Writes the records of pods admitted or changed since the last call. The agent calls it
+    /// once their runtime calls are on their way, so the flash write is not on a pod's start
+    /// path; only a crash in that window loses the record, and the next list brings it back.
+    pub fn store_pending(&mut self, store: &mut Store) {
+        for uid in std::mem::take(&mut self.unstored) {
+            let Some(sp) = self.pods.get(&uid) else {
+                continue;
+            };
+            match serde_json::to_vec(sp) {
                 Ok(bytes) => {
                     if let Err(e) = store.put(RecordKind::ApiPod, &uid, &bytes) {
                         log::error!("store API pod {}: {e}", sp.pod.key());
@@ -158,18 +174,18 @@ impl ApiPods {
                 Err(e) => log::error!("encode API pod {}: {e}", sp.pod.key()),
             }
         }
-        self.pods.insert(uid, sp);
-        changed
     }
 
     fn forget(&mut self, uid: &str, store: &mut Store) -> bool {
+        self.unstored.remove(uid);
         if let Err(e) = store.delete(RecordKind::ApiPod, uid) {
             log::error!("store delete API pod {uid}: {e}");
         }
         self.pods.remove(uid).is_some()
     }
 
-    /// Applies one watch event; writes the store only when a pod's spec changed or it went.
+    /// Applies one watch event. A pod that went is deleted from the store at once; one whose
+    /// spec changed is written by the next [`ApiPods::store_pending`].
     pub fn apply(&mut self, ev: ApiEvent, store: &mut Store) -> Changed {
         let mut ch = Changed::default();
         match ev {
@@ -185,7 +201,7 @@ impl ApiPods {
                     let entry = (hash, pod.metadata.uid.clone());
                     ch.mirrors = self.mirrors.insert(pod.key(), entry.clone()) != Some(entry);
                 } else {
-                    ch.desired = self.admit(pod, store);
+                    ch.desired = self.admit(pod);
                 }
             }
             ApiEvent::Deleted(pod) => {
@@ -211,7 +227,7 @@ impl ApiPods {
                         continue;
                     }
                     seen.insert(pod.metadata.uid.clone());
-                    ch.desired |= self.admit(pod, store);
+                    ch.desired |= self.admit(pod);
                 }
                 let gone: Vec<String> = self
                     .pods
@@ -803,6 +819,11 @@ impl ApiSide {
         self.recorder.result(Instant::now(), id, r);
     }
 
+    /// Writes the flash records of pods admitted since the last call.
+    pub fn store_pending(&mut self, store: &mut Store) {
+        self.pods.store_pending(store);
+    }
+
     /// Applies a watch event; true if the desired pod set changed.
     pub fn on_event(&mut self, ev: ApiEvent, store: &mut Store) -> bool {
         if matches!(ev, ApiEvent::Unreachable) {
@@ -1029,20 +1050,32 @@ mod tests {
             a.apply(ApiEvent::Applied(pod("u1", "p", "x:1")), &mut st)
                 .desired
         );
+        assert!(
+            st.get(RecordKind::ApiPod, "u1").unwrap().is_none(),
+            "written after the pod's runtime calls are sent"
+        );
+        a.store_pending(&mut st);
         let rec = st.get(RecordKind::ApiPod, "u1").unwrap().unwrap();
         // Status churn and resourceVersion bumps: no new record, no desired change.
         let mut p = pod("u1", "p", "x:1");
         p.status = None;
         p.metadata.resource_version = "2".into();
         let ch = a.apply(ApiEvent::Applied(p), &mut st);
+        a.store_pending(&mut st);
         assert_eq!(st.get(RecordKind::ApiPod, "u1").unwrap().unwrap(), rec);
         let _ = ch;
         // A spec change rewrites it.
         a.apply(ApiEvent::Applied(pod("u1", "p", "x:2")), &mut st);
+        a.store_pending(&mut st);
         assert_ne!(st.get(RecordKind::ApiPod, "u1").unwrap().unwrap(), rec);
         // Resync without it: gone from the set and the store.
         assert!(a.apply(ApiEvent::Resync(vec![]), &mut st).desired);
         assert!(st.get(RecordKind::ApiPod, "u1").unwrap().is_none());
+        // Admitted and gone before its record was written: nothing is written.
+        a.apply(ApiEvent::Applied(pod("u3", "q", "x:1")), &mut st);
+        a.apply(ApiEvent::Deleted(pod("u3", "q", "x:1")), &mut st);
+        a.store_pending(&mut st);
+        assert!(st.get(RecordKind::ApiPod, "u3").unwrap().is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -1070,6 +1103,7 @@ mod tests {
         let (mut st, dir) = store("offline");
         let mut a = ApiPods::default();
         a.apply(ApiEvent::Applied(pod("u1", "p", "x:1")), &mut st);
+        a.store_pending(&mut st);
         let stored = ApiPods::stored(&mut st);
         assert_eq!(stored.len(), 1);
         let mut b = ApiPods::default();

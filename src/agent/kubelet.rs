@@ -224,6 +224,9 @@ pub async fn run(
             // pod's start path every call waits for the one before it.
             smol::future::yield_now().await;
         }
+        if let Some(a) = api.as_mut() {
+            a.store_pending(&mut store);
+        }
         let pods = engine.status(now);
         if let Some(a) = api.as_mut() {
             a.after_poll(&pods, now, &|uid| engine.acting(uid));
@@ -292,6 +295,9 @@ pub async fn run(
         let api_wake = api_wakeup(api.as_ref());
         match signal.or(result).or(api_wake).or(manifests).or(timer).await {
             Wake::Signal => {
+                if let Some(a) = api.as_mut() {
+                    a.store_pending(&mut store);
+                }
                 log::info!(
                     "signal received: stopping (pods keep running and are adopted on restart)"
                 );
