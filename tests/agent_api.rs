@@ -162,6 +162,53 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
 }
 
 #[test]
+fn pods_started_together_fetch_a_shared_config_map_once() {
+    let Some(mut env) = setup("api_pods_shared_cm") else {
+        return;
+    };
+    env.srv
+        .create(
+            &format!("/api/v1/namespaces/{}/configmaps", env.ns),
+            json!({"metadata": {"name": "shared"}, "data": {"k": "v"}}),
+        )
+        .unwrap();
+    env.start();
+    let names = ["s1", "s2", "s3"];
+    for name in names {
+        let mut pod = env.pod(name, "cat /etc/cfg/k > /out/cfg");
+        pod["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "cfg", "configMap": {"name": "shared"}}));
+        pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+        env.create_pod(pod);
+    }
+    for name in names {
+        env.wait_ready(name, START);
+        assert_eq!(env.read_out(name, "cfg", START), "v");
+    }
+    // Their volumes are made in parallel; one fetch serves all (the others wait for it).
+    let gets = |suffix: &str| {
+        env.srv
+            .stats()
+            .log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.target.split('?').next().unwrap().ends_with(suffix))
+            .count()
+    };
+    assert_eq!(gets("/configmaps/shared"), 1, "{}", env.log());
+    assert_eq!(gets("/configmaps/kube-root-ca.crt"), 1, "{}", env.log());
+    assert_eq!(
+        env.srv.stats().count("create", "serviceaccounts/token"),
+        names.len() as u64,
+        "one token per pod"
+    );
+}
+
+#[test]
 fn api_pod_waits_for_a_missing_config_map_without_sandboxes() {
     let Some(mut env) = setup("api_pod_missing_cm") else {
         return;

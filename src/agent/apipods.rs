@@ -274,7 +274,6 @@ pub fn client(cfg: &AgentConfig) -> Result<Option<Client>, AgentError> {
 pub fn spawn_watch(
     client: Client,
     node: &str,
-    volumes: Arc<ApiVolumes>,
     tx: smol::channel::Sender<ApiEvent>,
 ) -> Result<(), AgentError> {
     let params = ListParams::fields(&format!("spec.nodeName={node}"));
@@ -305,26 +304,19 @@ pub fn spawn_watch(
                 let Some(ev) = lw.next_event(&mut sleep) else {
                     return;
                 };
+                // Pods go to the agent at once: what their volumes need is fetched while the
+                // runtime creates their sandboxes.
                 let out = match ev {
                     InformerEvent::Resync(pods) => {
                         synced = true;
-                        for p in pods.iter().filter(|p| !is_mirror(p)) {
-                            volumes.prefetch(p);
-                        }
                         ApiEvent::Resync(pods)
                     }
-                    InformerEvent::Applied(p) => {
-                        if !is_mirror(&p) {
-                            volumes.prefetch(&p);
-                        }
-                        ApiEvent::Applied(p)
-                    }
+                    InformerEvent::Applied(p) => ApiEvent::Applied(p),
                     InformerEvent::Deleted(p) => ApiEvent::Deleted(p),
                 };
                 if tx.send_blocking(out).is_err() {
                     return;
                 }
-                volumes.keep_fetched();
             }
         })
         .map(|_| ())
@@ -709,7 +701,7 @@ impl ApiSide {
         ));
         let (etx, erx) = smol::channel::unbounded();
         let (rtx, rrx) = smol::channel::unbounded();
-        spawn_watch(client.clone(), node, volumes.clone(), etx)?;
+        spawn_watch(client.clone(), node, etx)?;
         let writer = Writer::start(client, node, volumes.clone(), rtx)?;
         log::info!("API pods: watching pods bound to node {node}");
         Ok(Some(ApiSide {

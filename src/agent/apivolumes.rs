@@ -10,9 +10,9 @@
 //! from flash after a reboot with the API unreachable; secrets are never written to disk. It
 //! must not write volume files (the runtime's volume manager does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -26,6 +26,9 @@ use crate::runtime::volumes::VolumeData;
 const OBJECT_TTL: Duration = Duration::from_secs(60);
 /// After a failed request, cache misses do not block on the link for this long.
 const OFFLINE_HOLD: Duration = Duration::from_secs(10);
+/// How long a reader waits for another thread's fetch of the same object before fetching it
+/// itself.
+const FETCH_WAIT: Duration = Duration::from_secs(15);
 
 type Data = BTreeMap<String, Vec<u8>>;
 
@@ -54,6 +57,8 @@ struct Cache {
     secrets: BTreeMap<(String, String), (Data, Instant)>,
     tokens: BTreeMap<TokenKey, Token>,
     offline_until: Option<Instant>,
+    /// Objects and tokens some thread is fetching now.
+    inflight: BTreeSet<String>,
 }
 
 /// Result of a token refresh.
@@ -74,6 +79,23 @@ pub struct ApiVolumes {
     keep: Option<PathBuf>,
     /// Fetched data not yet written to `keep` (see [`ApiVolumes::keep_fetched`]).
     unkept: std::sync::atomic::AtomicBool,
+    /// Signalled whenever a fetch ends (see [`ApiVolumes::claim`]).
+    fetch_done: Condvar,
+}
+
+/// The right to fetch one object; dropping it lets waiting readers look at the cache again.
+struct Claim<'a> {
+    owner: &'a ApiVolumes,
+    key: Option<String>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.owner.lock().inflight.remove(&key);
+            self.owner.fetch_done.notify_all();
+        }
+    }
 }
 
 /// What survives a reboot: configMaps and tokens (already expired when read back, so they are
@@ -192,6 +214,7 @@ impl ApiVolumes {
             cache: Mutex::new(cache),
             keep,
             unkept: std::sync::atomic::AtomicBool::new(false),
+            fetch_done: Condvar::new(),
         }
     }
 
@@ -220,6 +243,38 @@ impl ApiVolumes {
         }
     }
 
+    /// Claims the fetch of `key`. If another thread is fetching it, waits (bounded) for that
+    /// fetch to end and returns `None`: the caller reads the cache again. With `wait` false
+    /// (the caller already waited once and found nothing) it fetches alongside.
+    fn claim(&self, key: String, wait: bool) -> Option<Claim<'_>> {
+        let mut c = self.lock();
+        if !c.inflight.contains(&key) {
+            c.inflight.insert(key.clone());
+            return Some(Claim {
+                owner: self,
+                key: Some(key),
+            });
+        }
+        if !wait {
+            return Some(Claim {
+                owner: self,
+                key: None,
+            });
+        }
+        let deadline = Instant::now() + FETCH_WAIT;
+        while c.inflight.contains(&key) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            c = match self.fetch_done.wait_timeout(c, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        None
+    }
+
     fn may_try(&self, now: Instant) -> bool {
         self.lock().offline_until.is_none_or(|t| now >= t)
     }
@@ -234,22 +289,43 @@ impl ApiVolumes {
         }
     }
 
-    fn object(&self, secret: bool, ns: &str, name: &str, force: bool) -> Option<Data> {
-        let now = Instant::now();
+    fn object(&self, secret: bool, ns: &str, name: &str, mut force: bool) -> Option<Data> {
         let key = (ns.to_string(), name.to_string());
-        let cached = {
-            let c = self.lock();
-            let map = if secret { &c.secrets } else { &c.config_maps };
-            map.get(&key).cloned()
-        };
-        if let Some((d, at)) = &cached {
-            if !force && now < *at + OBJECT_TTL {
-                return Some(d.clone());
+        let gate = format!("{}/{ns}/{name}", if secret { "secret" } else { "cm" });
+        let mut waited = false;
+        loop {
+            let now = Instant::now();
+            let cached = {
+                let c = self.lock();
+                let map = if secret { &c.secrets } else { &c.config_maps };
+                map.get(&key).cloned()
+            };
+            if let Some((d, at)) = &cached {
+                if !force && now < *at + OBJECT_TTL {
+                    return Some(d.clone());
+                }
             }
+            if !self.may_try(now) {
+                return cached.map(|(d, _)| d);
+            }
+            let Some(_claim) = self.claim(gate.clone(), !waited) else {
+                // Another thread just fetched it: that answer is as fresh as a forced one.
+                waited = true;
+                force = false;
+                continue;
+            };
+            return self.fetch_object(secret, ns, name, key, cached);
         }
-        if !self.may_try(now) {
-            return cached.map(|(d, _)| d);
-        }
+    }
+
+    fn fetch_object(
+        &self,
+        secret: bool,
+        ns: &str,
+        name: &str,
+        key: (String, String),
+        cached: Option<(Data, Instant)>,
+    ) -> Option<Data> {
         let fetched = if secret {
             let path = format!("/api/v1/namespaces/{ns}/secrets/{name}");
             let r = self.client.get::<Secret>(&path);
@@ -339,19 +415,18 @@ impl ApiVolumes {
         })
     }
 
-    /// Writes what was fetched since the last write to the keep file, if anything. Fetches
-    /// only mark the cache unkept, so the caller picks when the write (two fsyncs) happens:
-    /// the pod watch after handing a prefetched pod over, off its start path; the volume
-    /// reads of the [`VolumeData`] impl at once.
+    /// Writes what was fetched since the last write to the keep file, if anything (fetches
+    /// only mark the cache unkept: one write covers a pod's whole prefetch).
     pub fn keep_fetched(&self) {
         if self.unkept.swap(false, std::sync::atomic::Ordering::AcqRel) {
             self.persist();
         }
     }
 
-    /// Fetches what `pod`'s volumes and env reference that is not cached yet (called off the
-    /// agent loop, before the pod is handed to it, so container creation rarely waits). It
-    /// reaches the keep file with the caller's [`ApiVolumes::keep_fetched`].
+    /// Fetches what `pod`'s volumes and env reference that is not cached yet. The executor
+    /// calls it (as [`VolumeData::warm`]) on a worker thread while the runtime creates the
+    /// pod's sandbox, so neither the agent loop nor container creation waits for the link.
+    /// It reaches the keep file with the caller's [`ApiVolumes::keep_fetched`].
     pub fn prefetch(&self, pod: &Pod) {
         if pod.metadata.deletion_timestamp.is_some() {
             return;
@@ -451,6 +526,11 @@ impl ApiVolumes {
 }
 
 impl VolumeData for ApiVolumes {
+    fn warm(&self, pod: &Pod) {
+        self.prefetch(pod);
+        self.keep_fetched();
+    }
+
     fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
         let d = self.object(false, namespace, name, false);
         self.keep_fetched();
@@ -484,21 +564,29 @@ impl ApiVolumes {
             audience: audience.to_string(),
             expiration: expiration_seconds,
         };
-        let now = Instant::now();
-        let stale = {
-            let c = self.lock();
-            let t = c.tokens.get(&key);
-            // A token past its refresh point is still valid until its end; the refresher
-            // replaces it, and volume preparation never blocks on the link for it.
-            if let Some(t) = t.filter(|t| now < t.fetched + t.lifetime) {
-                return Some(t.value.clone());
+        let gate = format!("token/{}/{}/{}", key.uid, key.audience, key.expiration);
+        let mut waited = false;
+        let (stale, _claim) = loop {
+            let now = Instant::now();
+            let stale = {
+                let c = self.lock();
+                let t = c.tokens.get(&key);
+                // A token past its refresh point is still valid until its end; the refresher
+                // replaces it, and volume preparation never blocks on the link for it.
+                if let Some(t) = t.filter(|t| now < t.fetched + t.lifetime) {
+                    return Some(t.value.clone());
+                }
+                t.map(|t| t.value.clone())
+            };
+            if !self.may_try(now) {
+                // Offline: the last token is better than a pod that cannot start.
+                return stale;
             }
-            t.map(|t| t.value.clone())
+            match self.claim(gate.clone(), !waited) {
+                Some(c) => break (stale, c),
+                None => waited = true,
+            }
         };
-        if !self.may_try(now) {
-            // Offline: the last token is better than a pod that cannot start.
-            return stale;
-        }
         match self.fetch_token(pod, &key) {
             Ok(t) => {
                 let v = t.value.clone();
@@ -512,21 +600,6 @@ impl ApiVolumes {
                 stale
             }
         }
-    }
-}
-
-/// The shared source as the executor holds it.
-impl VolumeData for std::sync::Arc<ApiVolumes> {
-    fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
-        self.as_ref().config_map(namespace, name)
-    }
-
-    fn secret(&self, namespace: &str, name: &str) -> Option<Data> {
-        self.as_ref().secret(namespace, name)
-    }
-
-    fn service_account_token(&self, pod: &Pod, audience: &str, exp: i64) -> Option<String> {
-        self.as_ref().service_account_token(pod, audience, exp)
     }
 }
 

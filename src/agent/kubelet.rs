@@ -430,10 +430,10 @@ fn api_result(api: Option<&mut ApiSide>, id: ActionId, r: &ActionResult) {
 }
 
 /// The executor's source of configMap/secret/token data: the API when there is one.
-fn volume_data(api: Option<&ApiSide>) -> Rc<dyn crate::runtime::volumes::VolumeData> {
+fn volume_data(api: Option<&ApiSide>) -> Arc<dyn crate::runtime::volumes::VolumeData> {
     match api {
-        Some(a) => Rc::new(a.volumes.clone()),
-        None => Rc::new(NoApiData),
+        Some(a) => a.volumes.clone(),
+        None => Arc::new(NoApiData),
     }
 }
 

@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,7 +51,7 @@ pub struct Executor {
     cri: CriClient,
     host: HostFacts,
     volumes: VolumeManager,
-    data: RefCell<Rc<dyn VolumeData>>,
+    data: RefCell<Arc<dyn VolumeData>>,
     memory_capacity: u64,
     pods: RefCell<BTreeMap<String, PodEntry>>,
     pod_ips: RefCell<BTreeMap<String, String>>,
@@ -83,7 +82,7 @@ impl Executor {
         cri: CriClient,
         host: HostFacts,
         pods_root: PathBuf,
-        data: Rc<dyn VolumeData>,
+        data: Arc<dyn VolumeData>,
         memory_capacity: u64,
     ) -> Self {
         Executor {
@@ -102,11 +101,11 @@ impl Executor {
     }
 
     /// Replaces the source of configMap/secret/token data (when the API side starts late).
-    pub fn set_volume_data(&self, data: Rc<dyn VolumeData>) {
+    pub fn set_volume_data(&self, data: Arc<dyn VolumeData>) {
         *self.data.borrow_mut() = data;
     }
 
-    fn volume_data(&self) -> Rc<dyn VolumeData> {
+    fn volume_data(&self) -> Arc<dyn VolumeData> {
         self.data.borrow().clone()
     }
 
@@ -307,20 +306,28 @@ impl Executor {
                 let Some(e) = self.entry(uid) else {
                     return failed(format!("pod {} is no longer desired", action.pod.uid));
                 };
-                let prepare = || {
-                    let r =
-                        self.volumes
-                            .prepare(&e.pod, &self.host, "", self.volume_data().as_ref());
+                // Volumes are made on a worker thread: fetching their data may wait for the
+                // API server, and the agent loop must not.
+                let prepare = {
+                    let (volumes, pod) = (self.volumes.clone(), e.pod.clone());
+                    let (host, data) = (self.host.clone(), self.volume_data());
+                    move || {
+                        data.warm(&pod);
+                        volumes.prepare(&pod, &host, "", data.as_ref())
+                    }
+                };
+                let note = |r: &Result<_, _>| {
                     let mut failed_set = self.volumes_failed.borrow_mut();
-                    match &r {
+                    match r {
                         Ok(_) => failed_set.remove(uid),
                         Err(_) => failed_set.insert(uid.clone()),
                     };
-                    r
                 };
-                let volumes_first = self.volumes_failed.borrow().contains(uid);
-                if volumes_first {
-                    if let Err(err) = prepare() {
+                let mut prepare = Some(prepare);
+                if self.volumes_failed.borrow().contains(uid) {
+                    let r = smol::unblock(prepare.take().expect("not taken yet")).await;
+                    note(&r);
+                    if let Err(err) = r {
                         return failed(err.to_string());
                     }
                 }
@@ -336,10 +343,13 @@ impl Executor {
                 // creates it (in its own process), off the pod's start path. A volume that
                 // cannot be made takes the new sandbox down again.
                 let volumes = async {
-                    if volumes_first {
-                        Ok(BTreeMap::new())
-                    } else {
-                        prepare()
+                    match prepare {
+                        Some(f) => {
+                            let r = smol::unblock(f).await;
+                            note(&r);
+                            r
+                        }
+                        None => Ok(BTreeMap::new()),
                     }
                 };
                 let created = match smol::future::zip(self.cri.run_pod_sandbox(&req), volumes).await

@@ -37,8 +37,12 @@ impl std::fmt::Display for VolumeError {
 
 impl std::error::Error for VolumeError {}
 
-/// Where the data of API-backed volumes comes from. Static pods have none.
-pub trait VolumeData {
+/// Where the data of API-backed volumes comes from. Static pods have none. Shared with the
+/// threads that prepare volumes, and read there while the agent loop goes on.
+pub trait VolumeData: Send + Sync {
+    /// Fetches whatever `pod`'s volumes and env will read, so the reads that follow find it
+    /// (a pod's sandbox step calls it off the agent loop). Nothing to do by default.
+    fn warm(&self, _pod: &Pod) {}
     /// The data of a ConfigMap (keys to bytes), or `None` if it is not available.
     fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>>;
     /// The data of a Secret, or `None` if it is not available.
