@@ -5,7 +5,7 @@
 //! so the engine is only ever touched here. The loop sleeps until the engine's next wake-up,
 //! the next relist, a manifest change, an action result, or a signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +19,10 @@ use crate::cri::{CriClient, CriOptions};
 use crate::k8s::pod::Pod;
 use crate::manifest::{ManifestSet, ManifestWatcher, WatchOptions};
 use crate::reconcile::from_pod::desired_pod;
-use crate::reconcile::{ActionId, ActionResult, Engine, EngineConfig, PodPhase, PodStatus};
+use crate::reconcile::startclock::StartClock;
+use crate::reconcile::{
+    ActionId, ActionKind, ActionResult, Engine, EngineConfig, PodPhase, PodStatus,
+};
 use crate::runtime::executor::{Executor, PodEntry};
 use crate::runtime::spec::{parse_resolv_conf, HostFacts};
 use crate::runtime::volumes::NoApiData;
@@ -45,7 +48,8 @@ struct StoredPod {
 
 enum Wake {
     Manifests(ManifestSet),
-    Result(ActionId, ActionResult),
+    /// An action's result, with its pod's UID when the call is part of a start's timing.
+    Result(ActionId, Option<String>, ActionResult),
     Api(Box<ApiEvent>),
     ApiReport(Report),
     Tick,
@@ -158,7 +162,11 @@ pub async fn run(
         api.as_ref(),
         &mut desired_errors,
     );
-    let (tx, rx) = smol::channel::unbounded::<(ActionId, ActionResult)>();
+    let (tx, rx) = smol::channel::unbounded::<(ActionId, Option<String>, ActionResult)>();
+    // Pods seen so far, and the start clocks of those being started.
+    let mut known_pods: BTreeSet<String> = BTreeSet::new();
+    let mut start_clock = StartClock::default();
+    let mut woke = Instant::now();
     let mut next_relist = Instant::now();
     let mut last_relist = Instant::now();
     let mut boot_logged = false;
@@ -189,6 +197,7 @@ pub async fn run(
             last_relist = Instant::now();
             next_relist = last_relist + RELIST_PERIOD;
         }
+        note_new_pods(&engine, &mut known_pods, &mut start_clock, woke);
         let now = Instant::now();
         let actions = engine.poll(now);
         let spawned = !actions.is_empty();
@@ -203,6 +212,12 @@ pub async fn run(
                 action.kind.name(),
                 action.kind.target()
             );
+            // Probes are not part of a start; every other call is timed.
+            let timed = !matches!(action.kind, ActionKind::RunProbe { .. });
+            let timed_uid = timed.then(|| action.pod.uid.clone());
+            if timed {
+                start_clock.call_started(&action.pod.uid, now);
+            }
             let executor = executor.clone();
             let tx = tx.clone();
             ex.spawn(async move {
@@ -215,7 +230,7 @@ pub async fn run(
                         action.kind.name()
                     );
                 }
-                let _ = tx.send((action.id, result)).await;
+                let _ = tx.send((action.id, timed_uid, result)).await;
             })
             .detach();
         }
@@ -228,6 +243,7 @@ pub async fn run(
             a.store_pending(&mut store);
         }
         let pods = engine.status(now);
+        time_started_pods(&pods, &mut start_clock, now);
         if let Some(a) = api.as_mut() {
             a.after_poll(&pods, now, &|uid| engine.acting(uid));
         }
@@ -279,7 +295,7 @@ pub async fn run(
         let result = async {
             rx.recv()
                 .await
-                .map(|(id, r)| Wake::Result(id, r))
+                .map(|(id, uid, r)| Wake::Result(id, uid, r))
                 .unwrap_or(Wake::Tick)
         };
         let manifests = async {
@@ -293,7 +309,9 @@ pub async fn run(
             Wake::Signal
         };
         let api_wake = api_wakeup(api.as_ref());
-        match signal.or(result).or(api_wake).or(manifests).or(timer).await {
+        let wake = signal.or(result).or(api_wake).or(manifests).or(timer).await;
+        woke = Instant::now();
+        match wake {
             Wake::Signal => {
                 if let Some(a) = api.as_mut() {
                     a.store_pending(&mut store);
@@ -306,13 +324,19 @@ pub async fn run(
                 }
                 return Ok(true);
             }
-            Wake::Result(id, r) => {
+            Wake::Result(id, uid, r) => {
+                if let Some(uid) = uid {
+                    start_clock.call_ended(&uid, woke);
+                }
                 api_result(api.as_mut(), id, &r);
                 if let Err(e) = engine.complete(id, r, Instant::now()) {
                     log::debug!("{e}");
                 }
                 // Drain whatever else finished meanwhile, so one poll sees all of it.
-                while let Ok((id, r)) = rx.try_recv() {
+                while let Ok((id, uid, r)) = rx.try_recv() {
+                    if let Some(uid) = uid {
+                        start_clock.call_ended(&uid, Instant::now());
+                    }
                     api_result(api.as_mut(), id, &r);
                     if let Err(e) = engine.complete(id, r, Instant::now()) {
                         log::debug!("{e}");
@@ -513,6 +537,56 @@ fn apply_desired(
     }
     engine.set_desired(entries.iter().map(|e| e.desired.clone()));
     executor.set_pods(entries);
+}
+
+/// Starts the start clock of pods the engine has not seen before (first sighting: `at`).
+fn note_new_pods(
+    engine: &Engine,
+    known: &mut BTreeSet<String>,
+    clock: &mut StartClock,
+    at: Instant,
+) {
+    let tracked: BTreeSet<&str> = engine.tracked_pods().collect();
+    if tracked.len() == known.len() && tracked.iter().all(|u| known.contains(*u)) {
+        return;
+    }
+    for uid in &tracked {
+        if known.insert(uid.to_string()) {
+            clock.seen(uid, at);
+        }
+    }
+    known.retain(|u| tracked.contains(u.as_str()));
+    clock.retain(|u| tracked.contains(u));
+}
+
+/// Logs where the start time of each pod that now has all its containers running went.
+fn time_started_pods(pods: &[PodStatus], clock: &mut StartClock, now: Instant) {
+    use crate::reconcile::status::ContainerStateView;
+    for p in pods {
+        if !clock.tracks(&p.uid) {
+            continue;
+        }
+        let running = p.conditions.initialized
+            && !p.containers.is_empty()
+            && p.containers
+                .iter()
+                .all(|c| matches!(c.state, ContainerStateView::Running { .. }));
+        if !running {
+            continue;
+        }
+        if let Some(b) = clock.started(&p.uid, now) {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            log::info!(
+                "pod {}/{}: all containers started {:.1} ms after it reached the agent:                  {:.1} ms in {} runtime call(s), {:.1} ms the agent's own",
+                p.namespace,
+                p.name,
+                ms(b.total),
+                ms(b.runtime),
+                b.calls,
+                ms(b.own())
+            );
+        }
+    }
 }
 
 /// A pod at rest: running with every container up, or finished.

@@ -30,6 +30,7 @@ pub mod model;
 mod pod;
 mod pod_status;
 pub mod probe;
+pub mod startclock;
 pub mod status;
 
 #[cfg(test)]
