@@ -60,7 +60,8 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
         "web",
         "cat /etc/cfg/greeting > /out/cfg; echo -n \"$GREETING\" > /out/env; \
          cat /var/run/secrets/kubernetes.io/serviceaccount/token > /out/token; \
-         cat /var/run/secrets/kubernetes.io/serviceaccount/namespace > /out/ns",
+         cat /var/run/secrets/kubernetes.io/serviceaccount/namespace > /out/ns; \
+         echo -n \"$POD_IP\" > /out/ip",
     );
     pod["spec"]["volumes"]
         .as_array_mut()
@@ -71,7 +72,8 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
         .unwrap()
         .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
     pod["spec"]["containers"][0]["env"] = json!([{"name": "GREETING",
-        "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}}]);
+        "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]);
     let created = env.create_pod(pod);
     let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
     env.wait_ready("web", START);
@@ -115,6 +117,10 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
     assert_eq!(env.read_out("web", "cfg", START), "hello from the API");
     assert_eq!(env.read_out("web", "env", START), "hello from the API");
     assert_eq!(env.read_out("web", "ns", START), env.ns);
+    assert_eq!(
+        env.read_out("web", "ip", START),
+        st["podIP"].as_str().unwrap()
+    );
     let token = env.read_out("web", "token", START);
     assert_eq!(token.split('.').count(), 3, "a JWT: {token:?}");
     assert!(env.srv.stats().count("create", "serviceaccounts/token") >= 1);

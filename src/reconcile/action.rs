@@ -161,6 +161,8 @@ pub enum ActionResult {
         container_id: String,
         /// The runtime's reference of the image it runs (imageID), if already known.
         image_ref: String,
+        /// The pod IP, when it was learned alongside (the sandbox step left it out).
+        pod_ip: Option<String>,
     },
     /// `RunProbe` passed.
     ProbeSucceeded,

@@ -1080,8 +1080,15 @@ impl PodRecord {
                     ActionResult::ContainerCreated {
                         container_id,
                         image_ref,
+                        pod_ip,
                     },
                 ) => {
+                    if let Some(ip) = pod_ip {
+                        let sandbox = self.sandboxes.iter_mut().find(|s| s.id == sandbox_id);
+                        if let Some(s) = sandbox.filter(|s| s.ip.is_none()) {
+                            s.ip = Some(ip);
+                        }
+                    }
                     let labels = labels::container_labels_for(&self.pod, &container, &spec_hash);
                     self.containers.retain(|c| c.id != container_id);
                     self.containers.push(ObservedContainer {

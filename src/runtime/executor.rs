@@ -21,7 +21,7 @@ use crate::k8s::pod::Pod;
 use crate::reconcile::labels;
 use crate::reconcile::model::{
     normalize_image, ContainerState, DesiredPod, HttpScheme, Observed, ObservedContainer,
-    ObservedSandbox, ProbeHandler, SandboxState,
+    ObservedSandbox, ProbeHandler, PullPolicy, SandboxState,
 };
 use crate::reconcile::{Action, ActionKind, ActionResult};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
@@ -364,10 +364,14 @@ impl Executor {
                 };
                 match created {
                     Ok(r) => {
-                        let ip = self.sandbox_ip(&r.pod_sandbox_id).await;
-                        if let Some(ip) = &ip {
-                            self.pod_ips.borrow_mut().insert(uid.clone(), ip.clone());
-                        }
+                        // The pod IP is asked for here only when an image pull may come
+                        // first (the status shows the IP meanwhile); otherwise the first
+                        // CreateContainer asks for it alongside its own call.
+                        let ip = if self.may_pull(&e) {
+                            self.learn_pod_ip(uid, &r.pod_sandbox_id).await
+                        } else {
+                            None
+                        };
                         ActionResult::SandboxCreated {
                             sandbox_id: r.pod_sandbox_id,
                             pod_ip: ip,
@@ -386,9 +390,10 @@ impl Executor {
                 .create_container(uid, sandbox_id, container, *init, *attempt)
                 .await
             {
-                Ok((id, image_ref)) => ActionResult::ContainerCreated {
+                Ok((id, image_ref, pod_ip)) => ActionResult::ContainerCreated {
                     container_id: id,
                     image_ref,
+                    pod_ip,
                 },
                 Err(m) => failed(m),
             },
@@ -450,6 +455,30 @@ impl Executor {
         }
     }
 
+    /// Whether one of the pod's containers may need an image pull before it is created.
+    fn may_pull(&self, e: &PodEntry) -> bool {
+        let refs = self.image_refs.borrow();
+        let d = &e.desired;
+        d.init_containers
+            .iter()
+            .chain(d.containers.iter())
+            .any(|c| {
+                c.pull_policy == PullPolicy::Always
+                    || !refs.contains_key(&normalize_image(&c.image))
+            })
+    }
+
+    /// The IP of the pod's sandbox `sandbox_id`, remembered for the pod.
+    async fn learn_pod_ip(&self, uid: &str, sandbox_id: &str) -> Option<String> {
+        let ip = self.sandbox_ip(sandbox_id).await;
+        if let Some(ip) = &ip {
+            self.pod_ips
+                .borrow_mut()
+                .insert(uid.to_string(), ip.clone());
+        }
+        ip
+    }
+
     /// Once a pod that is no longer desired lost its last sandbox, its host state goes too:
     /// volumes (unmounting tmpfs), logs and its cgroup directories.
     fn after_sandbox_removed(&self, uid: &str) {
@@ -471,7 +500,7 @@ impl Executor {
         name: &str,
         init: bool,
         attempt: u32,
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String, Option<String>), String> {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
@@ -491,7 +520,14 @@ impl Executor {
             .chain(e.desired.containers.iter())
             .find(|d| d.name == name)
             .ok_or_else(|| format!("pod {}: container {name:?} not in the model", e.pod.key()))?;
-        let pod_ip = self.pod_ips.borrow().get(uid).cloned().unwrap_or_default();
+        // A pod IP not known yet is asked for first when this container's config needs it,
+        // else alongside the create call (and handed to the engine with its result).
+        let mut known_ip = self.pod_ips.borrow().get(uid).cloned();
+        if known_ip.is_none() && spec::uses_pod_ip(&e.pod, c) {
+            known_ip = self.learn_pod_ip(uid, sandbox_id).await;
+        }
+        let learn_ip = known_ip.is_none();
+        let pod_ip = known_ip.unwrap_or_default();
         let volumes = self
             .volumes
             .prepare(&e.pod, &self.host, &pod_ip, self.volume_data().as_ref())
@@ -535,10 +571,18 @@ impl Executor {
             .get(&normalize_image(&c.image))
             .cloned()
             .unwrap_or_default();
-        self.cri
-            .create_container(&req)
-            .await
-            .map(|r| (r.container_id, image_ref))
+        let ip = async {
+            if learn_ip {
+                self.learn_pod_ip(uid, sandbox_id).await
+            } else {
+                None
+            }
+        };
+        let (created, _) = smol::future::zip(self.cri.create_container(&req), ip).await;
+        // The IP as known now, however it was learned: the engine takes it if it had none.
+        let ip = self.pod_ips.borrow().get(uid).cloned();
+        created
+            .map(|r| (r.container_id, image_ref, ip))
             .map_err(|e| e.to_string())
     }
 

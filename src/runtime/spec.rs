@@ -419,6 +419,32 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// Whether container `c`'s config depends on the pod IP: an env var or a downward-API file of
+/// the pod referring to `status.podIP(s)`. Only then must the IP be known before the
+/// container is created.
+pub fn uses_pod_ip(pod: &Pod, c: &Container) -> bool {
+    let is_ip = |f: &Option<crate::k8s::pod::ObjectFieldSelector>| {
+        f.as_ref()
+            .is_some_and(|f| matches!(f.field_path.as_str(), "status.podIP" | "status.podIPs"))
+    };
+    let env = c
+        .env
+        .iter()
+        .filter_map(|e| e.value_from.as_ref())
+        .any(|v| is_ip(&v.field_ref));
+    let files = pod.spec.volumes.iter().any(|v| {
+        let direct = v.downward_api.iter().flat_map(|d| &d.items);
+        let projected = v
+            .projected
+            .iter()
+            .flat_map(|p| &p.sources)
+            .filter_map(|s| s.downward_api.as_ref())
+            .flat_map(|d| &d.items);
+        direct.chain(projected).any(|f| is_ip(&f.field_ref))
+    });
+    env || files
+}
+
 /// Resolves a downward-API `fieldPath` for a pod (the fields a static pod can use).
 pub fn field_ref(pod: &Pod, host: &HostFacts, pod_ip: &str, path: &str) -> Option<String> {
     let m = &pod.metadata;
@@ -670,6 +696,29 @@ mod tests {
 
     fn pod(json: &str) -> Pod {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn pod_ip_use_is_seen_in_env_and_downward_files() {
+        let p = pod(WEB);
+        assert!(!uses_pod_ip(&p, &p.spec.containers[0]));
+        let with_env = pod(
+            r#"{"metadata":{"name":"a"},"spec":{"containers":[{"name":"c","image":"i",
+              "env":[{"name":"IP","valueFrom":{"fieldRef":{"fieldPath":"status.podIP"}}}]}]}}"#,
+        );
+        assert!(uses_pod_ip(&with_env, &with_env.spec.containers[0]));
+        let projected = pod(
+            r#"{"metadata":{"name":"a"},"spec":{"containers":[{"name":"c","image":"i"}],
+              "volumes":[{"name":"v","projected":{"sources":[{"downwardAPI":{"items":[
+                {"path":"ips","fieldRef":{"fieldPath":"status.podIPs"}}]}}]}}]}}"#,
+        );
+        assert!(uses_pod_ip(&projected, &projected.spec.containers[0]));
+        let direct = pod(
+            r#"{"metadata":{"name":"a"},"spec":{"containers":[{"name":"c","image":"i"}],
+              "volumes":[{"name":"v","downwardAPI":{"items":[
+                {"path":"n","fieldRef":{"fieldPath":"metadata.name"}}]}}]}}"#,
+        );
+        assert!(!uses_pod_ip(&direct, &direct.spec.containers[0]));
     }
 
     fn host() -> HostFacts {

@@ -35,6 +35,30 @@ fn nothing_happens_before_desired_and_relist_are_known() {
 }
 
 #[test]
+fn pod_ip_learned_with_the_first_container_reaches_the_status() {
+    let mut h = Harness::with_pods(vec![pod("a", &["one", "two"])]);
+    h.sim.ip_with_container = true;
+    // One relist at the start, then only the actions' results: no relist to learn it from.
+    h.relist();
+    for _ in 0..20 {
+        let actions = h.e.poll(h.now);
+        if actions.is_empty() {
+            break;
+        }
+        for a in actions {
+            if matches!(a.kind, ActionKind::CreateContainer { .. }) && h.sim.containers.is_empty() {
+                assert_eq!(h.status("a").pod_ip, None, "not known before the container");
+            }
+            let r = h.sim.execute(&a, &h.desired, h.now);
+            h.e.complete(a.id, r, h.now).unwrap();
+        }
+    }
+    let st = h.status("a");
+    assert!(st.containers.iter().all(|c| c.started), "{st:?}");
+    assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.1"));
+}
+
+#[test]
 fn sandbox_first_then_containers_in_order() {
     let mut h = Harness::with_pods(vec![pod("a", &["one", "two"])]);
     h.settle();

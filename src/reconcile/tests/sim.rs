@@ -31,6 +31,8 @@ pub struct Sim {
     pub probe_default: BTreeMap<(String, ProbeKind), bool>,
     /// Fail the next N actions of a name.
     pub fail: BTreeMap<&'static str, u32>,
+    /// The sandbox step leaves the pod IP out; the first container creation returns it.
+    pub ip_with_container: bool,
 }
 
 impl Sim {
@@ -182,7 +184,7 @@ impl Sim {
                 });
                 ActionResult::SandboxCreated {
                     sandbox_id: id,
-                    pod_ip: Some(ip),
+                    pod_ip: (!self.ip_with_container).then_some(ip),
                 }
             }
             ActionKind::CreateContainer {
@@ -213,6 +215,13 @@ impl Sim {
                         message: "image not present".into(),
                     };
                 }
+                let first = !self.containers.iter().any(|c| &c.sandbox_id == sandbox_id);
+                let pod_ip = self
+                    .sandboxes
+                    .iter()
+                    .find(|s| &s.id == sandbox_id)
+                    .and_then(|s| s.ip.clone())
+                    .filter(|_| self.ip_with_container && first);
                 let id = self.id("c");
                 self.containers.push(ObservedContainer {
                     id: id.clone(),
@@ -231,6 +240,7 @@ impl Sim {
                 ActionResult::ContainerCreated {
                     container_id: id,
                     image_ref: String::new(),
+                    pod_ip,
                 }
             }
             ActionKind::StartContainer { container_id, .. } => {
