@@ -54,7 +54,6 @@ pub struct Executor {
     data: RefCell<Arc<dyn VolumeData>>,
     memory_capacity: u64,
     pods: RefCell<BTreeMap<String, PodEntry>>,
-    pod_ips: RefCell<BTreeMap<String, String>>,
     container_facts: RefCell<BTreeMap<String, ContainerFacts>>,
     sandbox_ips: RefCell<BTreeMap<String, Option<String>>>,
     /// Normalised image name → the runtime's reference (imageID), from the last relist.
@@ -92,7 +91,6 @@ impl Executor {
             data: RefCell::new(data),
             memory_capacity,
             pods: RefCell::new(BTreeMap::new()),
-            pod_ips: RefCell::new(BTreeMap::new()),
             container_facts: RefCell::new(BTreeMap::new()),
             sandbox_ips: RefCell::new(BTreeMap::new()),
             image_refs: RefCell::new(BTreeMap::new()),
@@ -181,9 +179,6 @@ impl Executor {
             } else {
                 None
             };
-            if let (Some(ip), Some(uid)) = (&ip, s.labels.get(labels::POD_UID)) {
-                self.pod_ips.borrow_mut().insert(uid.clone(), ip.clone());
-            }
             observed.sandboxes.push(ObservedSandbox {
                 attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
                 id: s.id,
@@ -368,7 +363,7 @@ impl Executor {
                         // first (the status shows the IP meanwhile); otherwise the first
                         // CreateContainer asks for it alongside its own call.
                         let ip = if self.may_pull(&e) {
-                            self.learn_pod_ip(uid, &r.pod_sandbox_id).await
+                            self.sandbox_ip(&r.pod_sandbox_id).await
                         } else {
                             None
                         };
@@ -468,24 +463,12 @@ impl Executor {
             })
     }
 
-    /// The IP of the pod's sandbox `sandbox_id`, remembered for the pod.
-    async fn learn_pod_ip(&self, uid: &str, sandbox_id: &str) -> Option<String> {
-        let ip = self.sandbox_ip(sandbox_id).await;
-        if let Some(ip) = &ip {
-            self.pod_ips
-                .borrow_mut()
-                .insert(uid.to_string(), ip.clone());
-        }
-        ip
-    }
-
     /// Once a pod that is no longer desired lost its last sandbox, its host state goes too:
     /// volumes (unmounting tmpfs), logs and its cgroup directories.
     fn after_sandbox_removed(&self, uid: &str) {
         if self.pods.borrow().contains_key(uid) {
             return;
         }
-        self.pod_ips.borrow_mut().remove(uid);
         if let Err(e) = self.volumes.cleanup(uid) {
             log::warn!("{e}");
         }
@@ -520,11 +503,12 @@ impl Executor {
             .chain(e.desired.containers.iter())
             .find(|d| d.name == name)
             .ok_or_else(|| format!("pod {}: container {name:?} not in the model", e.pod.key()))?;
-        // A pod IP not known yet is asked for first when this container's config needs it,
-        // else alongside the create call (and handed to the engine with its result).
-        let mut known_ip = self.pod_ips.borrow().get(uid).cloned();
+        // The sandbox's IP, if not known yet, is asked for first when this container's config
+        // needs it, else alongside the create call (and handed to the engine with its result).
+        let cached_ip = || self.sandbox_ips.borrow().get(sandbox_id).cloned().flatten();
+        let mut known_ip = cached_ip();
         if known_ip.is_none() && spec::uses_pod_ip(&e.pod, c) {
-            known_ip = self.learn_pod_ip(uid, sandbox_id).await;
+            known_ip = self.sandbox_ip(sandbox_id).await;
         }
         let learn_ip = known_ip.is_none();
         let pod_ip = known_ip.unwrap_or_default();
@@ -573,14 +557,14 @@ impl Executor {
             .unwrap_or_default();
         let ip = async {
             if learn_ip {
-                self.learn_pod_ip(uid, sandbox_id).await
+                self.sandbox_ip(sandbox_id).await
             } else {
                 None
             }
         };
         let (created, _) = smol::future::zip(self.cri.create_container(&req), ip).await;
         // The IP as known now, however it was learned: the engine takes it if it had none.
-        let ip = self.pod_ips.borrow().get(uid).cloned();
+        let ip = cached_ip();
         created
             .map(|r| (r.container_id, image_ref, ip))
             .map_err(|e| e.to_string())
