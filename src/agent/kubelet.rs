@@ -577,7 +577,8 @@ fn time_started_pods(pods: &[PodStatus], clock: &mut StartClock, now: Instant) {
         if let Some(b) = clock.started(&p.uid, now) {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             log::info!(
-                "pod {}/{}: all containers started {:.1} ms after it reached the agent:                  {:.1} ms in {} runtime call(s), {:.1} ms the agent's own",
+                "pod {}/{}: all containers started {:.1} ms after it reached the agent: \
+                 {:.1} ms in {} runtime call(s), {:.1} ms the agent's own",
                 p.namespace,
                 p.name,
                 ms(b.total),
