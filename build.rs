@@ -27,5 +27,7 @@ fn main() {
     println!("cargo:rustc-env=TINYLET_GIT_COMMIT={commit}{suffix}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
+    // Appended to by every commit and checkout, whichever branch HEAD names.
+    println!("cargo:rerun-if-changed=.git/logs/HEAD");
     println!("cargo:rerun-if-env-changed=TARGET");
 }
