@@ -546,10 +546,13 @@ fn note_new_pods(
     clock: &mut StartClock,
     at: Instant,
 ) {
-    let tracked: BTreeSet<&str> = engine.tracked_pods().collect();
-    if tracked.len() == known.len() && tracked.iter().all(|u| known.contains(*u)) {
+    // The usual case, every loop iteration: nothing new, nothing gone (no allocation).
+    if engine.tracked_pods().count() == known.len()
+        && engine.tracked_pods().all(|u| known.contains(u))
+    {
         return;
     }
+    let tracked: BTreeSet<&str> = engine.tracked_pods().collect();
     for uid in &tracked {
         if known.insert(uid.to_string()) {
             clock.seen(uid, at);
