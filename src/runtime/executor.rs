@@ -318,14 +318,17 @@ impl Executor {
                         Err(_) => failed_set.insert(uid.clone()),
                     };
                 };
-                let mut prepare = Some(prepare);
-                if self.volumes_failed.borrow().contains(uid) {
-                    let r = smol::unblock(prepare.take().expect("not taken yet")).await;
+                // After a volume failure the volumes come first: no sandbox until they work.
+                let prepare = if self.volumes_failed.borrow().contains(uid) {
+                    let r = smol::unblock(prepare).await;
                     note(&r);
                     if let Err(err) = r {
                         return failed(err.to_string());
                     }
-                }
+                    None
+                } else {
+                    Some(prepare)
+                };
                 let config = self.sandbox_config(&e, *attempt);
                 if let Err(err) = std::fs::create_dir_all(&config.log_directory) {
                     return failed(format!("create log dir {}: {err}", config.log_directory));
