@@ -5,6 +5,8 @@
 #
 # Usage: cross/vm/bench.sh [x86_64] [aarch64] [armv7]   (default: x86_64; the ARM guests take
 #                                                       ~3x longer)
+# TINYLET_VM_BENCH_DIRTY=1 adds an ipvsadm -R run in the same namespace right after its flush
+# (the kernel still holds the flushed destinations in its trash list): how much that costs.
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 . "$VM_DIR/build-payload.sh"
@@ -48,6 +50,7 @@ bench_table() {
             names["sync"] = "sync N x 2 dests"; names["add-one"] = "+1 dest at N"
             names["resync"] = "resync, no change"; names["flush"] = "flush"
             names["encode"] = "diff+encode only (no I/O)"
+            names["sync-after-flush"] = "sync, same netns just after a flush"
             printf "| %-36s | %-22s | %-22s | %-8s |\n", "case", "ipvsadm", "tinylet", "ratio"
             printf "|--------------------------------------|------------------------|------------------------|----------|\n"
             for (i = 1; i <= nk; i++) {
@@ -67,6 +70,7 @@ for arch in "${ARCHES[@]}"; do
     payload=$WORK/$arch
     mkdir -p "$payload/bin"
     echo "$SIZES" > "$payload/bench-sizes"
+    [ "${TINYLET_VM_BENCH_DIRTY:-0}" != 1 ] || touch "$payload/bench-dirty"
     cp "$VM_DIR/guest/lib.sh" "$payload/"
     cp "$VM_DIR/guest/bench.sh" "$payload/run"
     add_tinylet_bench "$arch" "$payload" || { echo "FAIL bench $arch: build"; status=1; continue; }

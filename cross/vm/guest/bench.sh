@@ -48,6 +48,15 @@ ipvsadm_case() {
     t=$(elapsed "$t0" "$(uptime_s)")
     echo "ipvsadm -C at N=$n: $t s"
     echo "@@BENCH ipvsadm flush $n $t 2"
+    [ -f ./bench-dirty ] || return 0
+    # The same restore again at once, in this namespace: its flushed destinations are still in
+    # the kernel's trash list, which every destination add scans.
+    t0=$(uptime_s)
+    ipvsadm -R < /tmp/restore || { echo "ipvsadm -R of $n after the flush failed"; return 1; }
+    t=$(elapsed "$t0" "$(uptime_s)")
+    echo "ipvsadm -R, N=$n, same namespace right after the flush: $t s ($(table_size))"
+    echo "@@BENCH ipvsadm sync-after-flush $n $t $((6 * n))"
+    ipvsadm -C || return 1
 }
 if [ "${1:-}" = ipvsadm-case ]; then ipvsadm_case "$2"; exit; fi
 
