@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use cri_bed::Bed;
-use podsync::{ready, Env};
+use podsync::{mount_config_map, ready, Env};
 
 fn setup(test: &str) -> Option<Env> {
     let bed = Bed::get(test)?;
@@ -63,14 +63,7 @@ fn api_pod_runs_reads_config_and_token_then_is_deleted() {
          cat /var/run/secrets/kubernetes.io/serviceaccount/namespace > /out/ns; \
          echo -n \"$POD_IP\" > /out/ip",
     );
-    pod["spec"]["volumes"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "cfg", "configMap": {"name": "cfg"}}));
-    pod["spec"]["containers"][0]["volumeMounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+    mount_config_map(&mut pod, "cfg");
     pod["spec"]["containers"][0]["env"] = json!([{"name": "GREETING",
         "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]);
@@ -182,14 +175,7 @@ fn pods_started_together_fetch_a_shared_config_map_once() {
     let names = ["s1", "s2", "s3"];
     for name in names {
         let mut pod = env.pod(name, "cat /etc/cfg/k > /out/cfg");
-        pod["spec"]["volumes"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "cfg", "configMap": {"name": "shared"}}));
-        pod["spec"]["containers"][0]["volumeMounts"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+        mount_config_map(&mut pod, "shared");
         env.create_pod(pod);
     }
     for name in names {
@@ -221,14 +207,7 @@ fn api_pod_waits_for_a_missing_config_map_without_sandboxes() {
     };
     env.start();
     let mut pod = env.pod("late", "cat /etc/cfg/greeting > /out/cfg");
-    pod["spec"]["volumes"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "cfg", "configMap": {"name": "late-cfg"}}));
-    pod["spec"]["containers"][0]["volumeMounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+    mount_config_map(&mut pod, "late-cfg");
     env.create_pod(pod);
     // The pod reports why it waits, and no sandbox is left behind while it does.
     env.wait_pod(

@@ -285,6 +285,18 @@ impl Drop for Env {
     }
 }
 
+/// Adds a volume `cfg` of configMap `name` to `pod`, mounted at /etc/cfg in its first container.
+pub fn mount_config_map(pod: &mut Value, name: &str) {
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .expect("the test pod has a volume list")
+        .push(json!({"name": "cfg", "configMap": {"name": name}}));
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .expect("the test pod has a mount list")
+        .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+}
+
 /// Phase Running and condition Ready True.
 pub fn ready(p: &Value) -> bool {
     let st = &p["status"];

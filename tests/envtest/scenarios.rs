@@ -14,7 +14,7 @@ use super::agent::Agent;
 use super::apiserver::pki;
 use super::cluster::Cluster;
 use super::cri_bed::Bed;
-use super::podsync::ready;
+use super::podsync::{mount_config_map, ready};
 
 /// Bound of every "it comes up" wait (CSR, registration, pod start, deletion).
 const LIMIT: Duration = Duration::from_secs(60);
@@ -271,14 +271,7 @@ pub fn pod_lifecycle(c: &dyn Cluster, bed: Bed) {
              cat {SA_DIR}/namespace > /out/ns; cat {SA_DIR}/ca.crt > /out/ca"
         ),
     );
-    p["spec"]["volumes"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "cfg", "configMap": {"name": "cfg"}}));
-    p["spec"]["containers"][0]["volumeMounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "cfg", "mountPath": "/etc/cfg"}));
+    mount_config_map(&mut p, "cfg");
     c.create(&format!("/api/v1/namespaces/{ns}/pods"), p)
         .unwrap();
     wait_ready(c, &ns, "web");
