@@ -5,7 +5,7 @@
 //! so the engine is only ever touched here. The loop sleeps until the engine's next wake-up,
 //! the next relist, a manifest change, an action result, or a signal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -163,8 +163,7 @@ pub async fn run(
         &mut desired_errors,
     );
     let (tx, rx) = smol::channel::unbounded::<(ActionId, Option<String>, ActionResult)>();
-    // Pods seen so far, and the start clocks of those being started.
-    let mut known_pods: BTreeSet<String> = BTreeSet::new();
+    // When each pod reached the agent, and its runtime calls until it started.
     let mut start_clock = StartClock::default();
     let mut woke = Instant::now();
     let mut next_relist = Instant::now();
@@ -197,7 +196,7 @@ pub async fn run(
             last_relist = Instant::now();
             next_relist = last_relist + RELIST_PERIOD;
         }
-        note_new_pods(&engine, &mut known_pods, &mut start_clock, woke);
+        start_clock.sync(engine.tracked_pods(), woke);
         let now = Instant::now();
         let actions = engine.poll(now);
         let spawned = !actions.is_empty();
@@ -537,29 +536,6 @@ fn apply_desired(
     }
     engine.set_desired(entries.iter().map(|e| e.desired.clone()));
     executor.set_pods(entries);
-}
-
-/// Starts the start clock of pods the engine has not seen before (first sighting: `at`).
-fn note_new_pods(
-    engine: &Engine,
-    known: &mut BTreeSet<String>,
-    clock: &mut StartClock,
-    at: Instant,
-) {
-    // The usual case, every loop iteration: nothing new, nothing gone (no allocation).
-    if engine.tracked_pods().count() == known.len()
-        && engine.tracked_pods().all(|u| known.contains(u))
-    {
-        return;
-    }
-    let tracked: BTreeSet<&str> = engine.tracked_pods().collect();
-    for uid in &tracked {
-        if known.insert(uid.to_string()) {
-            clock.seen(uid, at);
-        }
-    }
-    known.retain(|u| tracked.contains(u.as_str()));
-    clock.retain(|u| tracked.contains(u));
 }
 
 /// Logs where the start time of each pod that now has all its containers running went.

@@ -309,7 +309,7 @@ impl Engine {
     }
 
     /// UIDs the engine tracks (desired pods and orphans being cleaned up).
-    pub fn tracked_pods(&self) -> impl Iterator<Item = &str> {
+    pub fn tracked_pods(&self) -> impl Iterator<Item = &str> + Clone {
         self.pods.keys().map(String::as_str)
     }
 

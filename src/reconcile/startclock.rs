@@ -33,27 +33,50 @@ struct Track {
     calls: u32,
 }
 
-/// Start clocks of the pods being started.
+/// Start clocks of the pods the agent knows: a clock runs from a pod's first sighting until it
+/// has started (then the pod is only remembered, so it is not timed again).
 #[derive(Debug, Default)]
 pub struct StartClock {
-    pods: BTreeMap<String, Track>,
+    pods: BTreeMap<String, Option<Track>>,
 }
 
 impl StartClock {
-    /// The pod reached the agent at `at` (a pod already tracked keeps its first time).
+    /// The pods known now (`uids`, e.g. the engine's): new ones reached the agent at `at`,
+    /// gone ones are forgotten. Allocates nothing when the set did not change.
+    pub fn sync<'a, I>(&mut self, uids: I, at: Instant)
+    where
+        I: Iterator<Item = &'a str> + Clone,
+    {
+        if uids.clone().count() == self.pods.len()
+            && uids.clone().all(|u| self.pods.contains_key(u))
+        {
+            return;
+        }
+        let now: std::collections::BTreeSet<&str> = uids.collect();
+        self.pods.retain(|uid, _| now.contains(uid.as_str()));
+        for uid in now {
+            self.seen(uid, at);
+        }
+    }
+
+    /// The pod reached the agent at `at` (a pod already known keeps its first time).
     pub fn seen(&mut self, uid: &str, at: Instant) {
-        self.pods.entry(uid.to_string()).or_insert(Track {
+        self.pods.entry(uid.to_string()).or_insert(Some(Track {
             seen: at,
             runtime: Duration::ZERO,
             in_flight: 0,
             busy_since: None,
             calls: 0,
-        });
+        }));
+    }
+
+    fn timing(&mut self, uid: &str) -> Option<&mut Track> {
+        self.pods.get_mut(uid).and_then(Option::as_mut)
     }
 
     /// A runtime call of the pod went out at `at`.
     pub fn call_started(&mut self, uid: &str, at: Instant) {
-        if let Some(t) = self.pods.get_mut(uid) {
+        if let Some(t) = self.timing(uid) {
             if t.in_flight == 0 {
                 t.busy_since = Some(at);
             }
@@ -64,7 +87,7 @@ impl StartClock {
 
     /// A runtime call of the pod returned at `at`.
     pub fn call_ended(&mut self, uid: &str, at: Instant) {
-        if let Some(t) = self.pods.get_mut(uid) {
+        if let Some(t) = self.timing(uid) {
             t.in_flight = t.in_flight.saturating_sub(1);
             if t.in_flight == 0 {
                 if let Some(since) = t.busy_since.take() {
@@ -75,9 +98,9 @@ impl StartClock {
     }
 
     /// All containers of the pod run at `at`: its breakdown, if the agent started it (a pod
-    /// found running, e.g. adopted after a restart, made no calls and is only forgotten).
+    /// found running, e.g. adopted after a restart, made no calls). Its clock stops either way.
     pub fn started(&mut self, uid: &str, at: Instant) -> Option<StartBreakdown> {
-        let t = self.pods.remove(uid)?;
+        let t = self.pods.get_mut(uid)?.take()?;
         (t.calls > 0).then(|| StartBreakdown {
             total: at.saturating_duration_since(t.seen),
             runtime: t.runtime,
@@ -87,12 +110,7 @@ impl StartClock {
 
     /// Whether the pod's start is being timed.
     pub fn tracks(&self, uid: &str) -> bool {
-        self.pods.contains_key(uid)
-    }
-
-    /// Forgets pods for which `keep` is false (gone before they started).
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.pods.retain(|uid, _| keep(uid));
+        self.pods.get(uid).is_some_and(Option::is_some)
     }
 }
 
@@ -135,11 +153,33 @@ mod tests {
         assert_eq!(c.started("adopted", t0 + ms(1)), None);
         c.seen("gone", t0);
         c.call_started("gone", t0);
-        c.retain(|u| u != "gone");
+        c.sync(["adopted"].into_iter(), t0);
         assert!(!c.tracks("gone"));
         c.call_ended("gone", t0 + ms(3)); // late results of forgotten pods are ignored
         c.call_started("never-seen", t0);
         assert!(!c.tracks("never-seen"));
+    }
+
+    #[test]
+    fn sync_starts_clocks_once_per_pod() {
+        let t0 = Instant::now();
+        let mut c = StartClock::default();
+        c.sync(["a", "b"].into_iter(), t0);
+        assert!(c.tracks("a") && c.tracks("b"));
+        c.call_started("a", t0 + ms(1));
+        c.call_ended("a", t0 + ms(9));
+        assert_eq!(c.started("a", t0 + ms(10)).unwrap().total, ms(10));
+        // Started pods stay known: a later sync does not time them again.
+        c.sync(["a", "b", "c"].into_iter(), t0 + ms(20));
+        assert!(!c.tracks("a"));
+        assert!(c.tracks("c"));
+        c.call_started("c", t0 + ms(21));
+        c.call_ended("c", t0 + ms(25));
+        assert_eq!(c.started("c", t0 + ms(26)).unwrap().total, ms(6));
+        // A pod that went and came back (same UID) is a new sighting.
+        c.sync(["b"].into_iter(), t0 + ms(30));
+        c.sync(["a", "b"].into_iter(), t0 + ms(40));
+        assert!(c.tracks("a"));
     }
 
     #[test]
