@@ -417,7 +417,7 @@ impl ApiVolumes {
 
     /// Writes what was fetched since the last write to the keep file, if anything (fetches
     /// only mark the cache unkept: one write covers a pod's whole prefetch).
-    pub fn keep_fetched(&self) {
+    fn keep_fetched(&self) {
         if self.unkept.swap(false, std::sync::atomic::Ordering::AcqRel) {
             self.persist();
         }
@@ -427,7 +427,7 @@ impl ApiVolumes {
     /// calls it (as [`VolumeData::warm`]) on a worker thread while the runtime creates the
     /// pod's sandbox, so neither the agent loop nor container creation waits for the link.
     /// It reaches the keep file with the caller's [`ApiVolumes::keep_fetched`].
-    pub fn prefetch(&self, pod: &Pod) {
+    fn prefetch(&self, pod: &Pod) {
         if pod.metadata.deletion_timestamp.is_some() {
             return;
         }
