@@ -13,6 +13,7 @@ use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_L
 use super::desired::{desired_state, Config, Desired};
 use super::schedule::Schedule;
 use super::source::{dir_fingerprint, load_dir, Model};
+use super::table::State;
 use crate::api::client::{Client, ClientConfig};
 use crate::api::kubeconfig::Kubeconfig;
 use crate::api::watch::InformerConfig;
@@ -31,8 +32,11 @@ Programs IPVS from Service and EndpointSlice manifests (kube-proxy's IPVS mode).
   --hostname-override=NAME     node name for Local traffic policies (default: hostname)
   --nodeport-addresses=LIST    comma-separated CIDRs or IPs node ports are served on
                                (default: every non-loopback address of the host)
-  --sync-period=DURATION       full resync interval, e.g. 30s, 1m (default 30s)
+  --sync-period=DURATION       full resync interval, e.g. 30s, 1m (default 30s);
+                               --ipvs-sync-period is the same flag
   --once                       sync once, print what changed, exit non-zero on failure
+  --cleanup                    remove what the proxy made (its virtual servers, the
+                               kube-ipvs0 interface and its addresses), print it and exit
   -h, --help                   this help
 ";
 
@@ -60,6 +64,8 @@ pub struct ProxyArgs {
     pub sync_period: Duration,
     /// --once.
     pub once: bool,
+    /// --cleanup.
+    pub cleanup: bool,
     /// --help.
     pub help: bool,
 }
@@ -75,6 +81,7 @@ impl Default for ProxyArgs {
             nodeport_addresses: None,
             sync_period: Duration::from_secs(30),
             once: false,
+            cleanup: false,
             help: false,
         }
     }
@@ -171,6 +178,7 @@ pub fn parse_proxy_args(args: &[String]) -> Result<ProxyArgs, String> {
         match name {
             "-h" | "--help" => a.help = true,
             "--once" => a.once = true,
+            "--cleanup" => a.cleanup = true,
             "--proxy-mode" => a.mode = value(&mut it)?,
             "--ipvs-scheduler" => a.scheduler = value(&mut it)?,
             "--proxy-manifest-path" => a.manifest_path = Some(value(&mut it)?.into()),
@@ -187,11 +195,11 @@ pub fn parse_proxy_args(args: &[String]) -> Result<ProxyArgs, String> {
                 }
                 a.nodeport_addresses = Some(list);
             }
-            "--sync-period" => {
+            "--sync-period" | "--ipvs-sync-period" => {
                 let v = value(&mut it)?;
                 a.sync_period = parse_duration(&v)
                     .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("bad --sync-period {v:?}"))?;
+                    .ok_or_else(|| format!("bad {name} {v:?}"))?;
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -261,6 +269,9 @@ pub fn proxy_main(args: &[String]) -> i32 {
         );
         return 2;
     }
+    if a.cleanup {
+        return cleanup(a.nodeport_addresses.as_deref());
+    }
     let source = match (&a.manifest_path, &a.kubeconfig) {
         (Some(dir), _) => Source::Dir(dir.clone()),
         (None, Some(kc)) => match api_source(kc) {
@@ -320,6 +331,45 @@ pub fn proxy_main(args: &[String]) -> i32 {
         },
         Source::Dir(dir) => run_loop(&mut syncer, &dir, &cfg, a.sync_period),
     }
+}
+
+/// `tinylet proxy --cleanup`: sync to an empty table (which removes only virtual servers on
+/// kube-ipvs0's addresses or the node's, and unbinds the addresses), then delete kube-ipvs0.
+fn cleanup(ranges: Option<&[Cidr]>) -> i32 {
+    let mut backend = match IpvsBackend::open(DUMMY_LINK) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tinylet proxy --cleanup: {e}");
+            return 1;
+        }
+    };
+    let node_addrs = match node_addresses(backend.rtnl(), ranges) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("tinylet proxy --cleanup: find node addresses: {e}");
+            return 1;
+        }
+    };
+    let mut syncer = Syncer::new(backend, node_addrs);
+    let mut failed = match syncer.sync(&State::default(), SyncMode::Full) {
+        Ok(r) => {
+            print_report(&r);
+            !r.failures.is_empty()
+        }
+        Err(e) => {
+            eprintln!("tinylet proxy --cleanup: {e}");
+            true
+        }
+    };
+    match syncer.backend().rtnl().delete_link(DUMMY_LINK) {
+        Ok(true) => println!("delete interface {DUMMY_LINK}"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("tinylet proxy --cleanup: {e}");
+            failed = true;
+        }
+    }
+    i32::from(failed)
 }
 
 /// Where Services and EndpointSlices come from.
@@ -400,6 +450,11 @@ fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period
     let mut model = Model::default();
     let mut schedule = Schedule::new(period);
     let mut last_fp = None;
+    // Whether the directory was ever read whole: until then a bad file must not lead to a
+    // sync of an empty model, which would remove the table an earlier run made.
+    let mut loaded = false;
+    // The same bad file is read again at every resync: say so once, not every period.
+    let mut last_error: Option<String> = None;
     loop {
         let fp = dir_fingerprint(dir);
         let now = Instant::now();
@@ -407,14 +462,25 @@ fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period
             schedule.attempted(now, mode);
             last_fp = Some(fp);
             match load_dir(dir) {
-                Err(e) => eprintln!("tinylet proxy: {e} (keeping the previous table)"),
                 Ok(objs) => {
                     model.replace(objs);
-                    let d = compute(&model, cfg);
-                    match syncer.sync(&d.state, mode) {
-                        Ok(r) => print_report(&r),
-                        Err(e) => eprintln!("tinylet proxy: sync: {e}"),
+                    loaded = true;
+                    last_error = None;
+                }
+                // The last good model stays in force; a full resync of it still repairs drift.
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        eprintln!("tinylet proxy: {text} (keeping the previous table)");
+                        last_error = Some(text);
                     }
+                }
+            }
+            if loaded {
+                let d = compute(&model, cfg);
+                match syncer.sync(&d.state, mode) {
+                    Ok(r) => print_report(&r),
+                    Err(e) => eprintln!("tinylet proxy: sync: {e}"),
                 }
             }
         }
@@ -482,6 +548,10 @@ mod tests {
         assert!(!r[0].contains(&"10.0.0.1".parse().unwrap()));
         assert!(r[1].contains(&"fd00::1".parse().unwrap()));
         assert!(!r[1].contains(&"fd00::2".parse().unwrap()));
+        let b = parse_proxy_args(&s(&["--ipvs-sync-period", "5s", "--cleanup"])).unwrap();
+        assert_eq!(b.sync_period, Duration::from_secs(5));
+        assert!(b.cleanup && !b.once);
+        assert!(parse_proxy_args(&s(&["--ipvs-sync-period=0"])).is_err());
         assert!(parse_proxy_args(&s(&["--bogus"])).is_err());
         assert!(parse_proxy_args(&s(&["--sync-period=0s"])).is_err());
         assert!(parse_proxy_args(&s(&["--ipvs-scheduler"])).is_err());
