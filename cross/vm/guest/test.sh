@@ -123,4 +123,72 @@ ip -o addr show dev kube-ipvs0 2>/dev/null | grep -q ' fd00:96::10/128' && ok "k
 
 ./bin/tinylet ipvs flush && [ -z "$(ipvsadm -Ln | normalize_listing)" ] &&
     ok "tinylet ipvs flush" || not_ok "tinylet ipvs flush"
+
+# --- tinylet proxy as a daemon: directory changes, periodic drift repair, a bad file, --cleanup --
+# wait_for SECONDS CMD...: true as soon as CMD is, polled once a second (bounded).
+wait_for() {
+    w=$1; shift
+    while [ "$w" -gt 0 ]; do "$@" && return 0; sleep 1; w=$((w - 1)); done
+    "$@"
+}
+table_is() { ipvsadm -Ln | normalize_listing | cmp -s - "$1"; }
+# want FILE LINE...: the expected table plus lines, sorted like normalize_listing's output.
+want() { f=$1; shift; { cat /tmp/expected.norm; for l in "$@"; do echo "$l"; done; } | LC_ALL=C sort > "$f"; }
+daemon_alive() { kill -0 "$PROXY" 2>/dev/null; }
+
+rm -rf /tmp/d && cp -r proxy-manifests /tmp/d
+./bin/tinylet proxy --proxy-manifest-path /tmp/d --ipvs-sync-period 2s > /tmp/daemon.log 2>&1 &
+PROXY=$!
+wait_for 30 table_is /tmp/expected.norm && ok "proxy daemon: table from the directory" ||
+    { not_ok "proxy daemon: table from the directory"; ipvsadm -Ln; }
+
+# An endpoint turns ready: the file is replaced the way manifests are (write, then rename).
+sed 's/{ready: false, serving: false, terminating: false}/{ready: true, serving: true, terminating: false}/' \
+    /tmp/d/web.yaml > /tmp/web.yaml.new && mv /tmp/web.yaml.new /tmp/d/web.yaml
+want /tmp/want1 "TCP 10.96.0.10:80 rr -> 10.244.1.4:8080 Masq 1" "TCP 192.168.7.7:80 rr -> 10.244.1.4:8080 Masq 1"
+wait_for 20 table_is /tmp/want1 && ok "proxy daemon: an endpoint that turns ready is added" ||
+    { not_ok "proxy daemon: an endpoint that turns ready is added"; ipvsadm -Ln; }
+
+# Drift: a destination removed and a stray virtual server on a ClusterIP are repaired by the
+# periodic resync; a virtual server on an address that is not the proxy's is left alone.
+ipvsadm -d -t 10.96.0.53:53 -r 10.244.0.5:53
+ipvsadm -A -t 10.96.0.10:81 -s rr
+ipvsadm -A -t 172.16.0.1:80 -s rr
+want /tmp/want2 "TCP 10.96.0.10:80 rr -> 10.244.1.4:8080 Masq 1" "TCP 192.168.7.7:80 rr -> 10.244.1.4:8080 Masq 1" \
+    "TCP 172.16.0.1:80 rr -> none"
+wait_for 20 table_is /tmp/want2 && ok "proxy daemon: periodic resync repairs drift, leaves others' services" ||
+    { not_ok "proxy daemon: periodic resync repairs drift, leaves others' services"; ipvsadm -Ln; }
+
+# A malformed file: the daemon says which file (once, though every resync reads it again),
+# keeps running and keeps the table.
+printf 'apiVersion: v1\nkind: Service\nspec: [\n' > /tmp/d/broken.yaml
+sleep 5
+if daemon_alive && table_is /tmp/want2 && [ "$(grep -c 'broken.yaml' /tmp/daemon.log)" -eq 1 ]; then
+    ok "proxy daemon: a malformed manifest is reported once by name, the table kept"
+else
+    not_ok "proxy daemon: a malformed manifest is reported once by name, the table kept"; tail -n 5 /tmp/daemon.log
+fi
+rm -f /tmp/d/broken.yaml
+
+# A manifest removed: its virtual server goes, and its ClusterIP leaves kube-ipvs0.
+rm /tmp/d/sticky.yaml
+grep -v '^TCP 10.96.0.20:443 ' /tmp/want2 > /tmp/want3
+gone20() { table_is /tmp/want3 && ! ip -o addr show dev kube-ipvs0 | grep -q ' 10.96.0.20/32'; }
+wait_for 20 gone20 && ok "proxy daemon: a removed manifest's service and address go" ||
+    { not_ok "proxy daemon: a removed manifest's service and address go"; ipvsadm -Ln; ip -o addr show dev kube-ipvs0; }
+daemon_alive && ok "proxy daemon still running" || { not_ok "proxy daemon still running"; cat /tmp/daemon.log; }
+kill "$PROXY" 2>/dev/null; wait "$PROXY" 2>/dev/null
+echo "--- proxy daemon output (last lines)"; tail -n 12 /tmp/daemon.log
+
+# --cleanup removes what the proxy made and nothing else.
+./bin/tinylet proxy --cleanup > /tmp/cleanup.out 2>&1
+rc=$?
+cat /tmp/cleanup.out
+if [ "$rc" -eq 0 ] && [ "$(ipvsadm -Ln | normalize_listing)" = "TCP 172.16.0.1:80 rr -> none" ] &&
+    ! ip link show kube-ipvs0 > /dev/null 2>&1; then
+    ok "tinylet proxy --cleanup"
+else
+    not_ok "tinylet proxy --cleanup" "exit $rc"; ipvsadm -Ln; ip link show
+fi
+ipvsadm -C
 summary
