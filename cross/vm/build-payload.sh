@@ -1,20 +1,27 @@
 # Build helpers shared by test.sh and bench.sh (sourced): static binaries of tinylet for a guest
 # arch, found through cargo's JSON messages, stripped into a payload directory.
 
-# ring's C code for the static x86_64 build: Debian's musl-gcc (prepare.sh installs musl-tools).
-# aarch64 gets its compiler from .cargo/config.toml ([env] CC_aarch64_unknown_linux_musl).
+# ring's C code for a static x86_64 musl build (TINYLET_VM_LIBC=musl): Debian's musl-gcc
+# (prepare.sh installs musl-tools). aarch64 gets its compiler from .cargo/config.toml
+# ([env] CC_aarch64_unknown_linux_musl).
 export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
 
-# The Rust target of a guest's payload. x86_64 and aarch64: musl, static by default. armv7: the
-# toolchain carries no armv7-unknown-linux-musleabihf standard library (and rustup cannot fetch
-# one here), so the payload is the gnueabihf target linked statically against the armhf cross
-# glibc (crt-static; libc6-dev-armhf-cross has libc.a). The IPVS tests resolve no host names, so
-# static glibc's NSS limits do not matter in the guest.
+# The Rust target of a guest's payload: a flavour tinylet ships (cross/build.sh), linked
+# statically since the guest has no dynamic loader. x86_64: gnu, as shipped (a musl build spends
+# ~4x longer encoding netlink messages: at opt-level "z" every field copy is a call into musl's
+# memcpy, whose rep-movs start-up dominates small copies). aarch64: musl, the static flavour
+# shipped. armv7: gnueabihf (the toolchain carries no armv7-unknown-linux-musleabihf standard
+# library and rustup cannot fetch one here). Static glibc comes from libc6-dev and the cross
+# libc6-dev packages (libc.a); the IPVS tests resolve no host names, so static glibc's NSS limits
+# do not matter in the guest. TINYLET_VM_LIBC=gnu|musl overrides the choice for x86_64/aarch64.
 payload_triple() {
+    local libc
     case "$1" in
-        armv7) echo armv7-unknown-linux-gnueabihf ;;
-        *) echo "$1-unknown-linux-musl" ;;
+        armv7) echo armv7-unknown-linux-gnueabihf; return ;;
+        x86_64) libc=${TINYLET_VM_LIBC:-gnu} ;;
+        *) libc=${TINYLET_VM_LIBC:-musl} ;;
     esac
+    echo "$1-unknown-linux-$libc"
 }
 
 # The rustup target for a guest (cross/setup.sh installs them too; this keeps the script whole).
@@ -37,7 +44,9 @@ cargo_exe() {
     local json exe env=()
     ensure_target "$arch" || return 1
     # With --target, RUSTFLAGS reach only the target's crates (not build scripts or proc macros).
-    [ "$arch" != armv7 ] || env=("RUSTFLAGS=${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static")
+    case "$(payload_triple "$arch")" in
+        *-gnu*) env=("RUSTFLAGS=${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static") ;;
+    esac
     json=$(cd "$REPO" && env "${env[@]}" cargo "$@" --locked --target "$(payload_triple "$arch")" \
         --message-format=json-render-diagnostics) || return 1
     exe=$(jq -r --arg n "$name" \

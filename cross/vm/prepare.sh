@@ -18,9 +18,10 @@ for a in "${ARCHES[@]}"; do deb_arch "$a" >/dev/null; done
 # qemu-system-common 7.2; so QEMU comes from backports too. The source lives in a file of our own
 # so it can be removed cleanly and never edits the machine's main sources.
 BACKPORTS_LIST=/etc/apt/sources.list.d/tinylet-bookworm-backports.sources
-# musl-tools: musl-gcc compiles ring's C for the static x86_64 test binaries; the armhf cross gcc
-# and libc6-dev (its libc.a) link the static armv7 ones.
-HOST_PKGS=(cpio busybox-static jq xz-utils zstd binutils gcc-aarch64-linux-gnu musl-tools
+# libc6-dev's libc.a links the static x86_64 payloads (glibc, as shipped); musl-tools' musl-gcc
+# compiles ring's C when they are built against musl instead (TINYLET_VM_LIBC=musl); the armhf
+# cross gcc and libc6-dev-armhf-cross (its libc.a) link the static armv7 ones.
+HOST_PKGS=(cpio busybox-static jq xz-utils zstd binutils libc6-dev gcc-aarch64-linux-gnu musl-tools
     gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 QEMU_PKGS=(qemu-system-x86 qemu-system-arm)
 
