@@ -277,13 +277,30 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
+/// Bytes a [`Builder`] stages before moving them to its buffer.
+const STAGE_BYTES: usize = 4096;
+
 /// Appends netlink messages to a byte buffer; lengths are patched when a part is closed.
 ///
 /// Several messages may be built back to back into one buffer, which is how requests are
 /// batched into a single `sendmsg`.
-#[derive(Debug, Default)]
+///
+/// Fields are written byte by byte into a fixed stage that moves to the buffer in one copy
+/// when full or read. Release builds are optimised for size, and there every `Vec` append or
+/// slice copy of a field is an out-of-line call ending in the C library's memcpy: a 10,000-
+/// service sync emits ~600,000 fields, and those calls cost more than everything else the
+/// agent does for it. Indexing a fixed array needs no call.
+#[derive(Debug)]
 pub struct Builder {
     buf: Vec<u8>,
+    stage: [u8; STAGE_BYTES],
+    staged: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
 }
 
 /// Position of an open message or nest in a [`Builder`].
@@ -293,79 +310,146 @@ pub struct Mark(usize);
 impl Builder {
     /// An empty builder.
     pub fn new() -> Self {
-        Builder { buf: Vec::new() }
+        Builder {
+            buf: Vec::new(),
+            stage: [0; STAGE_BYTES],
+            staged: 0,
+        }
+    }
+
+    /// Move the staged bytes to the buffer.
+    fn flush(&mut self) {
+        self.buf.extend_from_slice(&self.stage[..self.staged]);
+        self.staged = 0;
     }
 
     /// The bytes built so far.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub fn as_bytes(&mut self) -> &[u8] {
+        self.flush();
         &self.buf
     }
 
     /// Number of bytes built so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.staged
     }
 
     /// Nothing built yet.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     /// Drop everything built so far, keeping the allocation.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.staged = 0;
     }
 
     /// Take the built bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.flush();
         self.buf
     }
 
+    /// Append bytes: staged when they fit, straight to the buffer when they never could.
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if self.staged + n > STAGE_BYTES {
+            self.flush();
+            if n > STAGE_BYTES {
+                self.buf.extend_from_slice(bytes);
+                return;
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            self.stage[self.staged + i] = bytes[i];
+            i += 1;
+        }
+        self.staged += n;
+    }
+
+    /// Zero padding up to the next 4-byte boundary.
+    #[inline(always)]
     fn pad(&mut self) {
-        let n = align(self.buf.len()) - self.buf.len();
-        self.buf.extend(std::iter::repeat_n(0, n));
+        while self.len() % 4 != 0 {
+            self.put(&[0]);
+        }
+    }
+
+    /// Overwrite bytes already built at absolute offset `at` (a length or flags field).
+    #[inline(always)]
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        let base = self.buf.len();
+        let mut i = 0;
+        while i < bytes.len() {
+            let pos = at + i;
+            if pos >= base {
+                if let Some(b) = self.stage.get_mut(pos - base) {
+                    *b = bytes[i];
+                }
+            } else if let Some(b) = self.buf.get_mut(pos) {
+                *b = bytes[i];
+            }
+            i += 1;
+        }
+    }
+
+    /// The byte at absolute offset `at`, if built.
+    fn byte_at(&self, at: usize) -> Option<u8> {
+        let base = self.buf.len();
+        if at >= base {
+            (at - base < self.staged).then(|| self.stage[at - base])
+        } else {
+            self.buf.get(at).copied()
+        }
     }
 
     /// Open a message; close it with [`Builder::end_msg`].
     pub fn begin_msg(&mut self, msg_type: u16, flags: u16, seq: u32) -> Mark {
         self.pad();
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&msg_type.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        let at = self.len();
+        let (t, f, s) = (
+            msg_type.to_ne_bytes(),
+            flags.to_ne_bytes(),
+            seq.to_ne_bytes(),
+        );
+        self.put(&[
+            0, 0, 0, 0, t[0], t[1], f[0], f[1], s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+        ]);
         Mark(at)
     }
 
     /// Close a message, writing its length.
     pub fn end_msg(&mut self, m: Mark) {
-        let len = (self.buf.len() - m.0) as u32;
-        if let Some(s) = self.buf.get_mut(m.0..m.0 + 4) {
-            s.copy_from_slice(&len.to_ne_bytes());
-        }
+        let len = (self.len() - m.0) as u32;
+        self.patch(m.0, &len.to_ne_bytes());
     }
 
     /// Clear header flag bits of the message starting at `at`.
     pub fn clear_flag(&mut self, at: usize, flag: u16) {
-        if let Some(s) = self.buf.get_mut(at + 6..at + 8) {
-            let v = u16::from_ne_bytes([s[0], s[1]]) & !flag;
-            s.copy_from_slice(&v.to_ne_bytes());
+        if let (Some(a), Some(b)) = (self.byte_at(at + 6), self.byte_at(at + 7)) {
+            let v = u16::from_ne_bytes([a, b]) & !flag;
+            self.patch(at + 6, &v.to_ne_bytes());
         }
     }
 
     /// Raw bytes (family headers such as genlmsghdr or ifinfomsg).
     pub fn put_bytes(&mut self, b: &[u8]) {
-        self.buf.extend_from_slice(b);
+        self.put(b);
     }
 
     /// An attribute with a raw payload, padded to 4 bytes.
+    #[inline(always)]
     pub fn attr(&mut self, kind: u16, value: &[u8]) {
         self.pad();
-        let len = (ATTR_HDR_LEN + value.len()) as u16;
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(value);
+        let (l, k) = (
+            ((ATTR_HDR_LEN + value.len()) as u16).to_ne_bytes(),
+            kind.to_ne_bytes(),
+        );
+        self.put(&[l[0], l[1], k[0], k[1]]);
+        self.put(value);
         self.pad();
     }
 
@@ -392,30 +476,29 @@ impl Builder {
     /// A NUL-terminated string attribute.
     pub fn attr_strz(&mut self, kind: u16, s: &str) {
         self.pad();
-        let len = (ATTR_HDR_LEN + s.len() + 1) as u16;
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(s.as_bytes());
-        self.buf.push(0);
+        let (l, k) = (
+            ((ATTR_HDR_LEN + s.len() + 1) as u16).to_ne_bytes(),
+            kind.to_ne_bytes(),
+        );
+        self.put(&[l[0], l[1], k[0], k[1]]);
+        self.put(s.as_bytes());
+        self.put(&[0]);
         self.pad();
     }
 
     /// Open a nested attribute (NLA_F_NESTED set, as the kernel's own tools do).
     pub fn begin_nest(&mut self, kind: u16) -> Mark {
         self.pad();
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        let at = self.len();
+        let k = (kind | NLA_F_NESTED).to_ne_bytes();
+        self.put(&[0, 0, k[0], k[1]]);
         Mark(at)
     }
 
     /// Close a nested attribute, writing its length.
     pub fn end_nest(&mut self, m: Mark) {
-        let len = (self.buf.len() - m.0) as u16;
-        if let Some(s) = self.buf.get_mut(m.0..m.0 + 2) {
-            s.copy_from_slice(&len.to_ne_bytes());
-        }
+        let len = (self.len() - m.0) as u16;
+        self.patch(m.0, &len.to_ne_bytes());
     }
 }
 
@@ -447,6 +530,55 @@ mod tests {
         assert_eq!(inner[0].u16().unwrap(), 2);
         assert_eq!(inner[1].string(), "rr");
         assert_eq!(top[1].be16().unwrap(), 80);
+    }
+
+    #[test]
+    fn staging_keeps_bytes_and_patches_across_flushes() {
+        // Messages whose nests and lengths straddle the stage's flushes, one attribute larger
+        // than the stage, an odd raw part (padding), and a flag cleared after a flush.
+        let mut b = Builder::new();
+        let big = vec![0xab; STAGE_BYTES + 100];
+        let mut starts = Vec::new();
+        for i in 0..200u32 {
+            starts.push(b.len());
+            let m = b.begin_msg(0x20, NLM_F_REQUEST | NLM_F_ACK, i);
+            b.put_bytes(&[1, 1, 0]);
+            let n = b.begin_nest(1);
+            b.attr_u32(2, i);
+            if i == 57 {
+                b.attr(3, &big);
+            }
+            b.attr_strz(4, "wlc");
+            b.end_nest(n);
+            b.end_msg(m);
+        }
+        b.clear_flag(starts[0], NLM_F_ACK);
+        b.clear_flag(starts[199], NLM_F_ACK);
+        assert_eq!(b.len() % 4, 0);
+        let bytes = b.as_bytes().to_vec();
+        assert_eq!(bytes.len(), b.len());
+        let msgs: Vec<_> = messages(&bytes).map(|m| m.unwrap()).collect();
+        assert_eq!(msgs.len(), 200);
+        for (i, msg) in msgs.iter().enumerate() {
+            assert_eq!(msg.seq(), i as u32);
+            let acked = msg.flags() & NLM_F_ACK != 0;
+            assert_eq!(acked, i != 0 && i != 199, "message {i}");
+            assert_eq!(&msg.payload()[..4], &[1, 1, 0, 0]);
+            let top: Vec<_> = attrs(&msg.payload()[4..]).map(|a| a.unwrap()).collect();
+            assert_eq!(top.len(), 1);
+            let inner: Vec<_> = top[0].nested().map(|a| a.unwrap()).collect();
+            assert_eq!(inner[0].u32().unwrap(), i as u32);
+            if i == 57 {
+                assert_eq!(inner[1].value, &big[..]);
+            }
+            assert_eq!(inner.last().unwrap().string(), "wlc");
+        }
+        // Cleared, the builder starts over; taken, it hands over what as_bytes showed.
+        b.clear();
+        assert!(b.is_empty());
+        let m = b.begin_msg(1, 0, 9);
+        b.end_msg(m);
+        assert_eq!(b.into_bytes().len(), HDR_LEN);
     }
 
     #[test]
