@@ -25,7 +25,7 @@ use tinylet::proxy::desired::{desired_state, Config};
 use tinylet::proxy::diff::diff;
 use tinylet::proxy::source::{load_dir, Model};
 use tinylet::proxy::table::{
-    Proto, RealKey, RealParams, State, VirtualKey, VirtualParams, VirtualServer,
+    Proto, RealKey, RealParams, SchedName, State, VirtualKey, VirtualParams, VirtualServer,
 };
 
 /// IPVS is global kernel state: tests take turns.
@@ -297,7 +297,7 @@ fn proxy_applies_a_manifest_directory() {
     backend.ipvs().flush().unwrap();
     let node: BTreeSet<IpAddr> = [ip("192.168.50.1")].into_iter().collect();
     let cfg = Config {
-        scheduler: "rr".into(),
+        scheduler: SchedName::RR,
         node_name: "vm".into(),
         node_addresses: node.clone(),
     };
@@ -450,7 +450,7 @@ fn bench_state(n: u32, extra_endpoint: bool) -> State {
             },
             VirtualServer {
                 params: VirtualParams {
-                    scheduler: "rr".into(),
+                    scheduler: SchedName::RR,
                     affinity_timeout: None,
                 },
                 reals,

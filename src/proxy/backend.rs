@@ -11,7 +11,7 @@ use nix::errno::Errno;
 
 use super::diff::diff;
 use super::table::{
-    Op, Proto, RealKey, RealParams, State, VirtualKey, VirtualParams, VirtualServer,
+    Op, Proto, RealKey, RealParams, SchedName, State, VirtualKey, VirtualParams, VirtualServer,
 };
 use super::Error;
 use crate::netlink::ipvs::{self, DestRepr, Forward, Protocol, ServiceKey, ServiceRepr};
@@ -78,7 +78,7 @@ fn service_key(k: &VirtualKey) -> ServiceKey {
 }
 
 fn service_repr(k: &VirtualKey, p: &VirtualParams) -> ServiceRepr {
-    let mut s = ServiceRepr::new(service_key(k), &p.scheduler);
+    let mut s = ServiceRepr::new(service_key(k), p.scheduler.as_str());
     if let Some(t) = p.affinity_timeout {
         s.flags = ipvs::SVC_F_PERSISTENT;
         s.timeout = t;
@@ -131,7 +131,8 @@ fn from_kernel(s: &ServiceRepr) -> Option<(VirtualKey, VirtualParams)> {
     Some((
         VirtualKey { proto, addr, port },
         VirtualParams {
-            scheduler: s.scheduler.clone(),
+            // A name IPVS could not have taken from us: not a server we made.
+            scheduler: SchedName::new(&s.scheduler)?,
             affinity_timeout,
         },
     ))

@@ -13,7 +13,7 @@ use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_L
 use super::desired::{desired_state, Config, Desired};
 use super::schedule::Schedule;
 use super::source::{dir_fingerprint, load_dir, Model};
-use super::table::State;
+use super::table::{SchedName, State};
 use crate::api::client::{Client, ClientConfig};
 use crate::api::kubeconfig::Kubeconfig;
 use crate::api::watch::InformerConfig;
@@ -51,7 +51,7 @@ pub struct ProxyArgs {
     /// --proxy-mode.
     pub mode: String,
     /// --ipvs-scheduler.
-    pub scheduler: String,
+    pub scheduler: SchedName,
     /// --proxy-manifest-path.
     pub manifest_path: Option<PathBuf>,
     /// --kubeconfig.
@@ -74,7 +74,7 @@ impl Default for ProxyArgs {
     fn default() -> Self {
         ProxyArgs {
             mode: "ipvs".into(),
-            scheduler: "rr".into(),
+            scheduler: SchedName::RR,
             manifest_path: None,
             kubeconfig: None,
             hostname: None,
@@ -180,7 +180,12 @@ pub fn parse_proxy_args(args: &[String]) -> Result<ProxyArgs, String> {
             "--once" => a.once = true,
             "--cleanup" => a.cleanup = true,
             "--proxy-mode" => a.mode = value(&mut it)?,
-            "--ipvs-scheduler" => a.scheduler = value(&mut it)?,
+            "--ipvs-scheduler" => {
+                let v = value(&mut it)?;
+                a.scheduler = SchedName::new(&v).ok_or_else(|| {
+                    format!("bad --ipvs-scheduler {v:?}: 1 to 15 bytes, as IPVS keeps it")
+                })?;
+            }
             "--proxy-manifest-path" => a.manifest_path = Some(value(&mut it)?.into()),
             "--kubeconfig" => a.kubeconfig = Some(value(&mut it)?.into()),
             "--hostname-override" => a.hostname = Some(value(&mut it)?),
@@ -301,7 +306,7 @@ pub fn proxy_main(args: &[String]) -> i32 {
         }
     };
     let cfg = Config {
-        scheduler: a.scheduler.clone(),
+        scheduler: a.scheduler,
         node_name: a.hostname.clone().unwrap_or_else(host_name),
         node_addresses: node_addrs.clone(),
     };
@@ -555,6 +560,10 @@ mod tests {
         assert!(parse_proxy_args(&s(&["--bogus"])).is_err());
         assert!(parse_proxy_args(&s(&["--sync-period=0s"])).is_err());
         assert!(parse_proxy_args(&s(&["--ipvs-scheduler"])).is_err());
+        assert!(parse_proxy_args(&s(&["--ipvs-scheduler="])).is_err());
+        assert!(parse_proxy_args(&s(&["--ipvs-scheduler=sixteen-bytes-xy"])).is_err());
+        let fifteen = parse_proxy_args(&s(&["--ipvs-scheduler=fifteen-bytes-x"])).unwrap();
+        assert_eq!(fifteen.scheduler, "fifteen-bytes-x");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::table::{Proto, RealKey, RealParams, State, VirtualKey, VirtualParams, VirtualServer};
+use super::table::{
+    Proto, RealKey, RealParams, SchedName, State, VirtualKey, VirtualParams, VirtualServer,
+};
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::{Service, ServicePort};
 
@@ -21,7 +23,7 @@ pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// IPVS scheduler for every virtual server.
-    pub scheduler: String,
+    pub scheduler: SchedName,
     /// This node's name (for "Local" traffic policies).
     pub node_name: String,
     /// Addresses node ports are served on.
@@ -31,7 +33,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            scheduler: "rr".into(),
+            scheduler: SchedName::RR,
             node_name: String::new(),
             node_addresses: BTreeSet::new(),
         }
@@ -191,7 +193,7 @@ pub fn desired_state(services: &[Service], slices: &[EndpointSlice], cfg: &Confi
                 .unwrap_or(DEFAULT_AFFINITY_SECONDS)
         });
         let params = VirtualParams {
-            scheduler: cfg.scheduler.clone(),
+            scheduler: cfg.scheduler,
             affinity_timeout,
         };
         let internal_local = svc.spec.internal_traffic_policy.as_deref() == Some("Local");
@@ -219,10 +221,7 @@ pub fn desired_state(services: &[Service], slices: &[EndpointSlice], cfg: &Confi
                 let reals = select(&cands, local, addr.is_ipv6());
                 d.state.services.insert(
                     VirtualKey { proto, addr, port },
-                    VirtualServer {
-                        params: params.clone(),
-                        reals,
-                    },
+                    VirtualServer { params, reals },
                 );
             };
             for a in &cluster {

@@ -20,14 +20,14 @@ pub fn diff(desired: &State, current: &State, node_addresses: &BTreeSet<IpAddr>)
     for (key, want) in &desired.services {
         match current.services.get(key) {
             None => {
-                ops.push(Op::AddVirtual(*key, want.params.clone()));
+                ops.push(Op::AddVirtual(*key, want.params));
                 for (r, p) in &want.reals {
                     ops.push(Op::AddReal(*key, *r, *p));
                 }
             }
             Some(have) => {
                 if have.params != want.params {
-                    ops.push(Op::EditVirtual(*key, want.params.clone()));
+                    ops.push(Op::EditVirtual(*key, want.params));
                 }
                 for (r, p) in &want.reals {
                     match have.reals.get(r) {

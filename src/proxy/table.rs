@@ -68,11 +68,68 @@ impl fmt::Display for VirtualKey {
     }
 }
 
+/// Longest scheduler name: IPVS keeps 16 bytes with the NUL (IP_VS_SCHEDNAME_MAXLEN).
+pub const SCHED_NAME_MAX: usize = 15;
+
+/// A scheduler name ("rr", "wrr", "sh", ...), kept inline so that virtual-server settings
+/// copy without allocating: a large table carries one per virtual server through every diff.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SchedName {
+    len: u8,
+    bytes: [u8; SCHED_NAME_MAX],
+}
+
+impl SchedName {
+    /// Round robin, the default.
+    pub const RR: SchedName = SchedName {
+        len: 2,
+        bytes: *b"rr\0\0\0\0\0\0\0\0\0\0\0\0\0",
+    };
+
+    /// A name IPVS can hold: 1 to 15 bytes, no NUL.
+    pub fn new(name: &str) -> Option<SchedName> {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > SCHED_NAME_MAX || b.contains(&0) {
+            return None;
+        }
+        let mut bytes = [0u8; SCHED_NAME_MAX];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(SchedName {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Built from a &str of at most SCHED_NAME_MAX bytes: always whole UTF-8.
+        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or(&[])).unwrap_or("")
+    }
+}
+
+impl fmt::Display for SchedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SchedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for SchedName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Settings of a virtual server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtualParams {
     /// Scheduler name.
-    pub scheduler: String,
+    pub scheduler: SchedName,
     /// Client-IP affinity timeout in seconds; `None` = no affinity.
     pub affinity_timeout: Option<u32>,
 }
@@ -141,9 +198,9 @@ impl State {
             Op::AddVirtual(k, p) | Op::EditVirtual(k, p) => {
                 self.services
                     .entry(*k)
-                    .and_modify(|v| v.params = p.clone())
+                    .and_modify(|v| v.params = *p)
                     .or_insert_with(|| VirtualServer {
-                        params: p.clone(),
+                        params: *p,
                         reals: BTreeMap::new(),
                     });
             }

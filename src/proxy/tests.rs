@@ -7,7 +7,7 @@ use super::backend::{Backend, SyncMode, Syncer};
 use super::desired::{desired_state, Config, DEFAULT_AFFINITY_SECONDS};
 use super::diff::diff;
 use super::source::{parse_manifest, Model, Object};
-use super::table::{Op, Proto, RealKey, RealParams, State, VirtualKey};
+use super::table::{Op, Proto, RealKey, RealParams, SchedName, State, VirtualKey};
 use super::Error;
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::Service;
@@ -68,7 +68,7 @@ fn web_slice(eps: &[(&str, bool, bool, bool, &str)]) -> EndpointSlice {
 
 fn cfg() -> Config {
     Config {
-        scheduler: "rr".into(),
+        scheduler: SchedName::RR,
         node_name: "n1".into(),
         node_addresses: [ip("192.168.1.10"), ip("fd00:1::10")].into_iter().collect(),
     }
@@ -321,7 +321,7 @@ fn drift_is_repaired_and_foreign_servers_left_alone() {
             masquerade: true,
         },
     );
-    sv.params.scheduler = "wrr".into();
+    sv.params.scheduler = SchedName::new("wrr").unwrap();
     kernel.services.remove(&vk(Proto::Udp, "10.96.0.10", 53));
     let template = kernel.services[&http].clone();
     kernel
@@ -518,4 +518,16 @@ spec:
     let d = desired_state(&[ranged], &[], &cfg());
     assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
     assert!(d.warnings[0].contains("loadBalancerSourceRanges"));
+}
+
+#[test]
+fn scheduler_names_are_what_ipvs_can_hold() {
+    assert_eq!(SchedName::new("rr"), Some(SchedName::RR));
+    assert_eq!(SchedName::RR.to_string(), "rr");
+    assert_eq!(format!("{:?}", SchedName::RR), "\"rr\"");
+    assert_eq!(SchedName::new("fifteen-bytes-x").unwrap(), "fifteen-bytes-x");
+    assert_eq!(SchedName::new("sixteen-bytes-xy"), None);
+    assert_eq!(SchedName::new(""), None);
+    assert_eq!(SchedName::new("r\0r"), None);
+    assert_eq!(SchedName::new("wrr").unwrap().as_str(), "wrr");
 }
