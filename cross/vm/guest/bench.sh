@@ -81,6 +81,10 @@ tinylet_case() {
     return $rc
 }
 
+# What the guest kernel made of its CPU: the mitigations decide what a syscall costs.
+vuln() { cat "/sys/devices/system/cpu/vulnerabilities/$1" 2>/dev/null || echo "?"; }
+echo "@@CPU cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1); meltdown: $(vuln meltdown); mds: $(vuln mds)"
+
 fail=0
 for n in $(cat bench-sizes); do
     in_netns sh ./run ipvsadm-case "$n" || { echo "ipvsadm case N=$n failed"; fail=1; }
