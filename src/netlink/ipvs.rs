@@ -252,7 +252,7 @@ impl ServiceKey {
                 port,
             } => {
                 b.attr_u16(attr::SVC_PROTOCOL, protocol.number());
-                b.attr(attr::SVC_ADDR, &addr16(addr));
+                b.attr_16(attr::SVC_ADDR, addr16(addr));
                 b.attr_be16(attr::SVC_PORT, *port);
             }
             ServiceKey::Fwmark { mark, .. } => b.attr_u32(attr::SVC_FWMARK, *mark),
@@ -358,7 +358,7 @@ impl ServiceRepr {
         let mut fl = [0u8; 8];
         fl[..4].copy_from_slice(&self.flags.to_ne_bytes());
         fl[4..].copy_from_slice(&u32::MAX.to_ne_bytes());
-        b.attr(attr::SVC_FLAGS, &fl);
+        b.attr_8(attr::SVC_FLAGS, fl);
         b.attr_u32(attr::SVC_TIMEOUT, self.timeout);
         b.attr_u32(attr::SVC_NETMASK, self.netmask);
         b.end_nest(n);
@@ -461,7 +461,7 @@ impl DestRepr {
                 AF_INET
             },
         );
-        b.attr(attr::DEST_ADDR, &addr16(&self.addr));
+        b.attr_16(attr::DEST_ADDR, addr16(&self.addr));
         b.attr_be16(attr::DEST_PORT, self.port);
         b.attr_u32(attr::DEST_FWD_METHOD, self.forward.number());
         b.attr_u32(attr::DEST_WEIGHT, self.weight);

@@ -277,24 +277,25 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
-/// Bytes a [`Builder`] stages before moving them to its buffer.
-const STAGE_BYTES: usize = 4096;
+/// 4-byte words a [`Builder`] stages before moving them to its buffer.
+const STAGE_WORDS: usize = 1024;
 
 /// Appends netlink messages to a byte buffer; lengths are patched when a part is closed.
 ///
 /// Several messages may be built back to back into one buffer, which is how requests are
-/// batched into a single `sendmsg`.
+/// batched into a single `sendmsg`. Every part is padded to 4 bytes as it is written (netlink
+/// aligns every header and attribute to 4), so the length is always a multiple of 4.
 ///
-/// Fields are written byte by byte into a fixed stage that moves to the buffer in one copy
-/// when full or read. Release builds are optimised for size, and there every `Vec` append or
-/// slice copy of a field is an out-of-line call ending in the C library's memcpy: a 10,000-
-/// service sync emits ~600,000 fields, and those calls cost more than everything else the
-/// agent does for it. Indexing a fixed array needs no call.
+/// Parts are written a 4-byte word at a time into a fixed stage that moves to the buffer in
+/// one copy when full or read. Release builds are optimised for size, and there every `Vec`
+/// append or slice copy of a field is an out-of-line call ending in the C library's memcpy: a
+/// 10,000-service sync emits ~600,000 fields, and those calls cost more than everything else
+/// the agent does for it. Storing a `[u8; 4]` into an array of them needs no call.
 #[derive(Debug)]
 pub struct Builder {
     buf: Vec<u8>,
-    stage: [u8; STAGE_BYTES],
-    staged: usize,
+    stage: [[u8; 4]; STAGE_WORDS],
+    words: usize,
 }
 
 impl Default for Builder {
@@ -312,15 +313,16 @@ impl Builder {
     pub fn new() -> Self {
         Builder {
             buf: Vec::new(),
-            stage: [0; STAGE_BYTES],
-            staged: 0,
+            stage: [[0; 4]; STAGE_WORDS],
+            words: 0,
         }
     }
 
-    /// Move the staged bytes to the buffer.
+    /// Move the staged words to the buffer.
     fn flush(&mut self) {
-        self.buf.extend_from_slice(&self.stage[..self.staged]);
-        self.staged = 0;
+        let staged = self.stage.get(..self.words).unwrap_or(&[]);
+        self.buf.extend_from_slice(staged.as_flattened());
+        self.words = 0;
     }
 
     /// The bytes built so far.
@@ -331,7 +333,7 @@ impl Builder {
 
     /// Number of bytes built so far.
     pub fn len(&self) -> usize {
-        self.buf.len() + self.staged
+        self.buf.len() + 4 * self.words
     }
 
     /// Nothing built yet.
@@ -342,7 +344,7 @@ impl Builder {
     /// Drop everything built so far, keeping the allocation.
     pub fn clear(&mut self) {
         self.buf.clear();
-        self.staged = 0;
+        self.words = 0;
     }
 
     /// Take the built bytes.
@@ -351,45 +353,47 @@ impl Builder {
         self.buf
     }
 
-    /// Append bytes: staged when they fit, straight to the buffer when they never could.
+    /// Append one word.
     #[inline(always)]
-    fn put(&mut self, bytes: &[u8]) {
-        let n = bytes.len();
-        if self.staged + n > STAGE_BYTES {
+    fn word(&mut self, w: [u8; 4]) {
+        if self.words >= STAGE_WORDS {
             self.flush();
-            if n > STAGE_BYTES {
-                self.buf.extend_from_slice(bytes);
-                return;
-            }
         }
-        let mut i = 0;
-        while i < n {
-            self.stage[self.staged + i] = bytes[i];
-            i += 1;
+        if let Some(slot) = self.stage.get_mut(self.words) {
+            *slot = w;
+            self.words += 1;
         }
-        self.staged += n;
     }
 
-    /// Zero padding up to the next 4-byte boundary.
-    #[inline(always)]
-    fn pad(&mut self) {
-        while self.len() % 4 != 0 {
-            self.put(&[0]);
+    /// Append bytes of any length, zero padded to a whole word.
+    fn bytes(&mut self, b: &[u8]) {
+        let mut i = 0;
+        while i < b.len() {
+            let mut w = [0u8; 4];
+            let mut k = 0;
+            while k < 4 && i + k < b.len() {
+                w[k] = b[i + k];
+                k += 1;
+            }
+            self.word(w);
+            i += 4;
         }
     }
 
     /// Overwrite bytes already built at absolute offset `at` (a length or flags field).
-    #[inline(always)]
     fn patch(&mut self, at: usize, bytes: &[u8]) {
         let base = self.buf.len();
         let mut i = 0;
         while i < bytes.len() {
             let pos = at + i;
-            if pos >= base {
-                if let Some(b) = self.stage.get_mut(pos - base) {
-                    *b = bytes[i];
-                }
-            } else if let Some(b) = self.buf.get_mut(pos) {
+            let slot = if pos >= base {
+                self.stage
+                    .get_mut((pos - base) / 4)
+                    .and_then(|w| w.get_mut((pos - base) % 4))
+            } else {
+                self.buf.get_mut(pos)
+            };
+            if let Some(b) = slot {
                 *b = bytes[i];
             }
             i += 1;
@@ -400,7 +404,8 @@ impl Builder {
     fn byte_at(&self, at: usize) -> Option<u8> {
         let base = self.buf.len();
         if at >= base {
-            (at - base < self.staged).then(|| self.stage[at - base])
+            let staged = self.stage.get(..self.words)?;
+            staged.get((at - base) / 4).map(|w| w[(at - base) % 4])
         } else {
             self.buf.get(at).copied()
         }
@@ -408,16 +413,12 @@ impl Builder {
 
     /// Open a message; close it with [`Builder::end_msg`].
     pub fn begin_msg(&mut self, msg_type: u16, flags: u16, seq: u32) -> Mark {
-        self.pad();
         let at = self.len();
-        let (t, f, s) = (
-            msg_type.to_ne_bytes(),
-            flags.to_ne_bytes(),
-            seq.to_ne_bytes(),
-        );
-        self.put(&[
-            0, 0, 0, 0, t[0], t[1], f[0], f[1], s[0], s[1], s[2], s[3], 0, 0, 0, 0,
-        ]);
+        let (t, f) = (msg_type.to_ne_bytes(), flags.to_ne_bytes());
+        self.word([0; 4]);
+        self.word([t[0], t[1], f[0], f[1]]);
+        self.word(seq.to_ne_bytes());
+        self.word([0; 4]);
         Mark(at)
     }
 
@@ -435,63 +436,88 @@ impl Builder {
         }
     }
 
-    /// Raw bytes (family headers such as genlmsghdr or ifinfomsg).
+    /// Raw bytes (family headers such as genlmsghdr or ifinfomsg), zero padded to 4.
     pub fn put_bytes(&mut self, b: &[u8]) {
-        self.put(b);
+        self.bytes(b);
+    }
+
+    /// The header word of an attribute with `payload` bytes.
+    #[inline(always)]
+    fn attr_header(&mut self, kind: u16, payload: usize) {
+        let (l, k) = (
+            ((ATTR_HDR_LEN + payload) as u16).to_ne_bytes(),
+            kind.to_ne_bytes(),
+        );
+        self.word([l[0], l[1], k[0], k[1]]);
     }
 
     /// An attribute with a raw payload, padded to 4 bytes.
-    #[inline(always)]
     pub fn attr(&mut self, kind: u16, value: &[u8]) {
-        self.pad();
-        let (l, k) = (
-            ((ATTR_HDR_LEN + value.len()) as u16).to_ne_bytes(),
-            kind.to_ne_bytes(),
-        );
-        self.put(&[l[0], l[1], k[0], k[1]]);
-        self.put(value);
-        self.pad();
+        self.attr_header(kind, value.len());
+        self.bytes(value);
+    }
+
+    /// An attribute of one word (u8, u16 and u32 payloads, zero padded).
+    #[inline(always)]
+    fn attr_word(&mut self, kind: u16, payload: usize, w: [u8; 4]) {
+        self.attr_header(kind, payload);
+        self.word(w);
     }
 
     /// A u8 attribute.
     pub fn attr_u8(&mut self, kind: u16, v: u8) {
-        self.attr(kind, &[v]);
+        self.attr_word(kind, 1, [v, 0, 0, 0]);
     }
 
     /// A native-endian u16 attribute.
     pub fn attr_u16(&mut self, kind: u16, v: u16) {
-        self.attr(kind, &v.to_ne_bytes());
+        let b = v.to_ne_bytes();
+        self.attr_word(kind, 2, [b[0], b[1], 0, 0]);
     }
 
     /// A big-endian u16 attribute.
     pub fn attr_be16(&mut self, kind: u16, v: u16) {
-        self.attr(kind, &v.to_be_bytes());
+        let b = v.to_be_bytes();
+        self.attr_word(kind, 2, [b[0], b[1], 0, 0]);
     }
 
     /// A native-endian u32 attribute.
     pub fn attr_u32(&mut self, kind: u16, v: u32) {
-        self.attr(kind, &v.to_ne_bytes());
+        self.attr_word(kind, 4, v.to_ne_bytes());
+    }
+
+    /// A 16-byte attribute (an address, IPv4 ones zero padded as IPVS wants them).
+    pub fn attr_16(&mut self, kind: u16, v: [u8; 16]) {
+        self.attr_header(kind, 16);
+        self.word([v[0], v[1], v[2], v[3]]);
+        self.word([v[4], v[5], v[6], v[7]]);
+        self.word([v[8], v[9], v[10], v[11]]);
+        self.word([v[12], v[13], v[14], v[15]]);
+    }
+
+    /// An 8-byte attribute.
+    pub fn attr_8(&mut self, kind: u16, v: [u8; 8]) {
+        self.attr_header(kind, 8);
+        self.word([v[0], v[1], v[2], v[3]]);
+        self.word([v[4], v[5], v[6], v[7]]);
     }
 
     /// A NUL-terminated string attribute.
     pub fn attr_strz(&mut self, kind: u16, s: &str) {
-        self.pad();
-        let (l, k) = (
-            ((ATTR_HDR_LEN + s.len() + 1) as u16).to_ne_bytes(),
-            kind.to_ne_bytes(),
-        );
-        self.put(&[l[0], l[1], k[0], k[1]]);
-        self.put(s.as_bytes());
-        self.put(&[0]);
-        self.pad();
+        let b = s.as_bytes();
+        self.attr_header(kind, b.len() + 1);
+        // The NUL is padding's first zero; a length that is a multiple of 4 needs a word more.
+        self.bytes(b);
+        if b.len() % 4 == 0 {
+            self.word([0; 4]);
+        }
     }
 
     /// Open a nested attribute (NLA_F_NESTED set, as the kernel's own tools do).
     pub fn begin_nest(&mut self, kind: u16) -> Mark {
-        self.pad();
         let at = self.len();
         let k = (kind | NLA_F_NESTED).to_ne_bytes();
-        self.put(&[0, 0, k[0], k[1]]);
+        self.word([0, 0, k[0], k[1]]);
         Mark(at)
     }
 
@@ -537,7 +563,7 @@ mod tests {
         // Messages whose nests and lengths straddle the stage's flushes, one attribute larger
         // than the stage, an odd raw part (padding), and a flag cleared after a flush.
         let mut b = Builder::new();
-        let big = vec![0xab; STAGE_BYTES + 100];
+        let big = vec![0xab; 4 * STAGE_WORDS + 101];
         let mut starts = Vec::new();
         for i in 0..200u32 {
             starts.push(b.len());
