@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use nix::errno::Errno;
 
-use super::diff::diff;
+use super::diff::{after, diff};
 use super::table::{
     Op, Proto, RealKey, RealParams, SchedName, State, VirtualKey, VirtualParams, VirtualServer,
 };
@@ -292,7 +292,7 @@ impl<B: Backend> Syncer<B> {
 
     /// Bring the backend to `desired`.
     pub fn sync(&mut self, desired: &State, mode: SyncMode) -> Result<SyncReport, Error> {
-        let mut current = match (self.known.take(), mode) {
+        let current = match (self.known.take(), mode) {
             (Some(k), SyncMode::Incremental) => k,
             _ => self.backend.dump()?,
         };
@@ -305,10 +305,7 @@ impl<B: Backend> Syncer<B> {
         // What was applied is now the backend's content; after a failure that is uncertain,
         // so the next sync reads the backend again.
         if failures.is_empty() {
-            for op in &ops {
-                current.apply(op);
-            }
-            self.known = Some(current);
+            self.known = Some(after(desired, current, &self.node_addresses));
         }
         Ok(SyncReport { ops, failures })
     }

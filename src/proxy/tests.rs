@@ -1,13 +1,15 @@
 //! Desired-table, diff and syncer tests: no kernel, no I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::backend::{Backend, SyncMode, Syncer};
 use super::desired::{desired_state, Config, DEFAULT_AFFINITY_SECONDS};
-use super::diff::diff;
+use super::diff::{after, diff};
 use super::source::{parse_manifest, Model, Object};
-use super::table::{Op, Proto, RealKey, RealParams, SchedName, State, VirtualKey};
+use super::table::{
+    Op, Proto, RealKey, RealParams, SchedName, State, VirtualKey, VirtualParams, VirtualServer,
+};
 use super::Error;
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::Service;
@@ -525,9 +527,90 @@ fn scheduler_names_are_what_ipvs_can_hold() {
     assert_eq!(SchedName::new("rr"), Some(SchedName::RR));
     assert_eq!(SchedName::RR.to_string(), "rr");
     assert_eq!(format!("{:?}", SchedName::RR), "\"rr\"");
-    assert_eq!(SchedName::new("fifteen-bytes-x").unwrap(), "fifteen-bytes-x");
+    assert_eq!(
+        SchedName::new("fifteen-bytes-x").unwrap(),
+        "fifteen-bytes-x"
+    );
     assert_eq!(SchedName::new("sixteen-bytes-xy"), None);
     assert_eq!(SchedName::new(""), None);
     assert_eq!(SchedName::new("r\0r"), None);
     assert_eq!(SchedName::new("wrr").unwrap().as_str(), "wrr");
+}
+
+/// A small deterministic generator for the property test below (no extra crate).
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A random table over a small universe, so that desired and current overlap: addresses
+/// 10.0.0.0-7 (some bound), ports 80/81, two schedulers, affinity or not, reals 10.1.0.0-3
+/// with weights 0-2.
+fn random_state(g: &mut XorShift) -> State {
+    let mut st = State::default();
+    for _ in 0..g.below(6) {
+        let a = IpAddr::from([10, 0, 0, g.below(8) as u8]);
+        if g.below(2) == 0 {
+            st.addresses.insert(a);
+        }
+        let key = VirtualKey {
+            proto: if g.below(2) == 0 {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            },
+            addr: a,
+            port: 80 + g.below(2) as u16,
+        };
+        let params = VirtualParams {
+            scheduler: if g.below(2) == 0 {
+                SchedName::RR
+            } else {
+                SchedName::new("wrr").unwrap()
+            },
+            affinity_timeout: (g.below(2) == 0).then_some(600),
+        };
+        let mut reals = BTreeMap::new();
+        for _ in 0..g.below(4) {
+            reals.insert(
+                RealKey {
+                    addr: IpAddr::from([10, 1, 0, g.below(4) as u8]),
+                    port: 8080,
+                },
+                RealParams {
+                    weight: g.below(3) as u32,
+                    masquerade: true,
+                },
+            );
+        }
+        st.services.insert(key, VirtualServer { params, reals });
+    }
+    st
+}
+
+#[test]
+fn remembered_table_equals_current_with_every_op_applied() {
+    let mut g = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..2000 {
+        let desired = random_state(&mut g);
+        let current = random_state(&mut g);
+        let node: BTreeSet<IpAddr> = (0..g.below(3))
+            .map(|_| IpAddr::from([10, 0, 0, g.below(8) as u8]))
+            .collect();
+        let mut applied = current.clone();
+        for op in diff(&desired, &current, &node) {
+            applied.apply(&op);
+        }
+        assert_eq!(
+            after(&desired, current.clone(), &node),
+            applied,
+            "desired {desired:?}\ncurrent {current:?}\nnode {node:?}"
+        );
+    }
 }
