@@ -305,7 +305,17 @@ impl<B: Backend> Syncer<B> {
         // What was applied is now the backend's content; after a failure that is uncertain,
         // so the next sync reads the backend again.
         if failures.is_empty() {
-            self.known = Some(after(desired, current, &self.node_addresses));
+            // Both give the same table: replaying costs a map insertion per op, rebuilding a
+            // clone of the desired table. A changed endpoint replays; a first sync rebuilds.
+            self.known = Some(if ops.len() < desired.services.len() {
+                let mut known = current;
+                for op in &ops {
+                    known.apply(op);
+                }
+                known
+            } else {
+                after(desired, current, &self.node_addresses)
+            });
         }
         Ok(SyncReport { ops, failures })
     }
