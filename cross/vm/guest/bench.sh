@@ -83,7 +83,10 @@ tinylet_case() {
 
 # What the guest kernel made of its CPU: the mitigations decide what a syscall costs.
 vuln() { cat "/sys/devices/system/cpu/vulnerabilities/$1" 2>/dev/null || echo "?"; }
-echo "@@CPU cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1); meltdown: $(vuln meltdown); mds: $(vuln mds)"
+cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)
+# (arm64 names no model: its CPU part number says which core, 0xd03 a Cortex-A53.)
+[ -n "$cpu" ] || cpu="$(uname -m), CPU part $(sed -n 's/^CPU part[^:]*: //p' /proc/cpuinfo | head -n 1)"
+echo "@@CPU cpu: $cpu; meltdown: $(vuln meltdown); mds: $(vuln mds)"
 
 fail=0
 for n in $(cat bench-sizes); do
