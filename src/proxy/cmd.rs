@@ -291,17 +291,10 @@ pub fn proxy_main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let mut backend = match IpvsBackend::open(DUMMY_LINK) {
+    let (backend, node_addrs) = match open_backend(a.nodeport_addresses.as_deref()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("tinylet proxy: {e}");
-            return 1;
-        }
-    };
-    let node_addrs = match node_addresses(backend.rtnl(), a.nodeport_addresses.as_deref()) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("tinylet proxy: find node addresses: {e}");
             return 1;
         }
     };
@@ -338,20 +331,21 @@ pub fn proxy_main(args: &[String]) -> i32 {
     }
 }
 
+/// The IPVS backend and the node-port addresses in `ranges` (see [`node_addresses`]).
+fn open_backend(ranges: Option<&[Cidr]>) -> Result<(IpvsBackend, BTreeSet<IpAddr>), String> {
+    let mut backend = IpvsBackend::open(DUMMY_LINK).map_err(|e| e.to_string())?;
+    let addrs =
+        node_addresses(backend.rtnl(), ranges).map_err(|e| format!("find node addresses: {e}"))?;
+    Ok((backend, addrs))
+}
+
 /// `tinylet proxy --cleanup`: sync to an empty table (which removes only virtual servers on
 /// kube-ipvs0's addresses or the node's, and unbinds the addresses), then delete kube-ipvs0.
 fn cleanup(ranges: Option<&[Cidr]>) -> i32 {
-    let mut backend = match IpvsBackend::open(DUMMY_LINK) {
+    let (backend, node_addrs) = match open_backend(ranges) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("tinylet proxy --cleanup: {e}");
-            return 1;
-        }
-    };
-    let node_addrs = match node_addresses(backend.rtnl(), ranges) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("tinylet proxy --cleanup: find node addresses: {e}");
             return 1;
         }
     };
