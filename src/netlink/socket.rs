@@ -58,6 +58,9 @@ pub struct Socket {
     fd: OwnedFd,
     seq: u32,
     rx: Vec<u8>,
+    /// The request bytes being built, reused by every request (a builder carries a 4 KiB
+    /// stage: a resync's ten thousand dumps should not each set up a new one).
+    tx: Builder,
     hdrs: MultiHeaders<NetlinkAddr>,
     /// Largest number of messages put in one batch; smaller when the buffer could not grow.
     batch_msgs: usize,
@@ -109,6 +112,7 @@ impl Socket {
             fd,
             seq: 1,
             rx: vec![0; RECV_SLOTS_MAX * ACK_SLOT_BYTES],
+            tx: Builder::new(),
             hdrs: MultiHeaders::preallocate(RECV_SLOTS_MAX, None),
             batch_msgs,
             quiet: false,
@@ -132,7 +136,9 @@ impl Socket {
         self.seq
     }
 
-    fn send(&mut self, bytes: &[u8], n_msgs: usize, op: &dyn Fn() -> String) -> Result<(), Error> {
+    /// Send what `tx` holds: `n_msgs` messages.
+    fn send(&mut self, n_msgs: usize, op: &dyn Fn() -> String) -> Result<(), Error> {
+        let bytes = self.tx.as_bytes();
         let dest = NetlinkAddr::new(0, 0);
         let sent = socket::sendto(self.fd.as_raw_fd(), bytes, &dest, MsgFlags::empty())
             .map_err(|errno| Error::Io { op: op(), errno })?;
@@ -201,9 +207,9 @@ impl Socket {
         on_reply: &mut OnReply<'_>,
     ) -> Result<(), Error> {
         let seq = self.next_seq();
-        let mut b = Builder::new();
-        emit(&mut b, seq);
-        self.send(b.as_bytes(), 1, op)?;
+        self.tx.clear();
+        emit(&mut self.tx, seq);
+        self.send(1, op)?;
         let mut interrupted = false;
         'recv: loop {
             let got = self.recv_multi(READ_BYTES, op)?;
@@ -238,18 +244,17 @@ impl Socket {
         describe: &dyn Fn(usize) -> String,
     ) -> Vec<Outcome> {
         let mut out: Vec<Outcome> = Vec::with_capacity(count);
-        let mut b = Builder::new();
         let mut next = 0;
         while next < count {
-            b.clear();
+            self.tx.clear();
             let first = next;
             let base = self.seq.wrapping_add(1);
-            while next < count && next - first < self.batch_msgs && b.len() < BATCH_BYTES {
+            while next < count && next - first < self.batch_msgs && self.tx.len() < BATCH_BYTES {
                 let seq = self.next_seq();
-                let at = align(b.len());
-                emit(next, &mut b, seq);
+                let at = align(self.tx.len());
+                emit(next, &mut self.tx, seq);
                 if self.quiet {
-                    b.clear_flag(at, NLM_F_ACK);
+                    self.tx.clear_flag(at, NLM_F_ACK);
                 }
                 next += 1;
             }
@@ -257,13 +262,15 @@ impl Socket {
             if self.quiet {
                 // Control messages are acknowledged in order after everything before them.
                 let seq = self.next_seq();
-                let m = b.begin_msg(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq);
-                b.end_msg(m);
+                let m = self
+                    .tx
+                    .begin_msg(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq);
+                self.tx.end_msg(m);
             }
             let chunk_op = || format!("{} (and {} more in the batch)", describe(first), n - 1);
             let mut results: Vec<Option<Outcome>> =
                 (0..n + usize::from(self.quiet)).map(|_| None).collect();
-            if let Err(e) = self.send(b.as_bytes(), n + usize::from(self.quiet), &chunk_op) {
+            if let Err(e) = self.send(n + usize::from(self.quiet), &chunk_op) {
                 let text = e.to_string();
                 out.extend((0..n).map(|_| Err(Error::Batch(text.clone()))));
                 continue;
