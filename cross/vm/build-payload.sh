@@ -7,10 +7,9 @@
 export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
 
 # The Rust target of a guest's payload: a flavour tinylet ships (cross/build.sh), linked
-# statically since the guest has no dynamic loader. x86_64: gnu, as shipped (a musl build spends
-# ~4x longer encoding netlink messages: at opt-level "z" every field copy is a call into musl's
-# memcpy, whose rep-movs start-up dominates small copies). aarch64: musl, the static flavour
-# shipped. armv7: gnueabihf (the toolchain carries no armv7-unknown-linux-musleabihf standard
+# statically since the guest has no dynamic loader. x86_64: gnu, as shipped (the C library's
+# small copies differ: musl's x86_64 memcpy starts each with rep movs). aarch64: musl, the
+# static flavour shipped. armv7: gnueabihf (the toolchain carries no armv7-unknown-linux-musleabihf standard
 # library and rustup cannot fetch one here). Static glibc comes from libc6-dev and the cross
 # libc6-dev packages (libc.a); the IPVS tests resolve no host names, so static glibc's NSS limits
 # do not matter in the guest. TINYLET_VM_LIBC=gnu|musl overrides the choice for x86_64/aarch64.
