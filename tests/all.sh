@@ -19,6 +19,17 @@ cleanup() { "$root/tests/bed/down.sh" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 step "cross toolchains" cross/setup.sh
+# The real control plane (kube-apiserver + etcd from ../shared/kube/) for the envtest `real_`
+# scenarios and the kubectl end-to-end tests. Under CI its absence is a failure, not a skip.
+if kube_env=$(tests/envtest/assets.sh); then
+    eval "$kube_env"
+    echo "real control plane: $TEST_ASSET_KUBE_APISERVER, $TEST_ASSET_ETCD"
+elif [ "${CI:-}" = true ]; then
+    failed_steps+=("real control plane assets")
+else
+    echo "no real control plane: the envtest real_ scenarios will skip" >&2
+fi
+command -v kubectl >/dev/null || echo "kubectl not found: the kubectl end-to-end tests will fail" >&2
 step "test bed up" tests/bed/up.sh
 step "build" cargo build --locked --all-targets
 step "tests (host, real containerd)" cargo test --locked --no-fail-fast
