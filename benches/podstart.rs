@@ -196,7 +196,7 @@ fn direct_cri_same(
 /// directory (runc removes only the container's; the agent's own cleanup does the rest) and
 /// its log directory.
 fn remove_same_leftovers(uid: &str, scratch: &Path) {
-    tinylet::runtime::executor::remove_pod_cgroups("/kubepods", uid);
+    tinylet::runtime::housekeeping::remove_pod_cgroups("/kubepods", uid);
     let _ = std::fs::remove_dir_all(scratch.join("logs"));
 }
 

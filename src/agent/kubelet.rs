@@ -5,7 +5,7 @@
 //! so the engine is only ever touched here. The loop sleeps until the engine's next wake-up,
 //! the next relist, a manifest change, an action result, or a signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::reconcile::{
     ActionId, ActionKind, ActionResult, Engine, EngineConfig, PodPhase, PodStatus,
 };
 use crate::runtime::executor::{Executor, PodEntry};
+use crate::runtime::housekeeping::Schedule;
 use crate::runtime::spec::{parse_resolv_conf, HostFacts};
 use crate::runtime::volumes::NoApiData;
 use crate::store::{RecordKind, Store};
@@ -169,6 +170,7 @@ pub async fn run(
     let mut next_relist = Instant::now();
     let mut last_relist = Instant::now();
     let mut boot_logged = false;
+    let mut housekeeping = Schedule::new(Instant::now());
     // `--once` must not settle before the manifest dir has been read at least once.
     let mut manifests_seen = watcher.is_none();
     let once_deadline = started + Duration::from_secs(300);
@@ -197,6 +199,10 @@ pub async fn run(
             next_relist = last_relist + RELIST_PERIOD;
         }
         start_clock.sync(engine.tracked_pods(), woke);
+        let asked = executor.take_housekeeping_due();
+        if housekeeping.due(Instant::now(), engine.tracked_pods().count(), asked) {
+            spawn_housekeeping(&ex, &executor, engine.tracked_pods());
+        }
         let now = Instant::now();
         let actions = engine.poll(now);
         let spawned = !actions.is_empty();
@@ -394,6 +400,22 @@ pub async fn run(
             Wake::Tick => {}
         }
     }
+}
+
+/// Runs one housekeeping pass as a task of the loop (see [`Executor::housekeeping`]).
+fn spawn_housekeeping<'a>(
+    ex: &smol::LocalExecutor<'static>,
+    executor: &Rc<Executor>,
+    tracked: impl Iterator<Item = &'a str>,
+) {
+    let tracked: BTreeSet<String> = tracked.map(String::from).collect();
+    let executor = executor.clone();
+    ex.spawn(async move {
+        if let Err(e) = executor.housekeeping(&tracked).await {
+            log::warn!("housekeeping: listing the runtime: {e}; nothing removed");
+        }
+    })
+    .detach();
 }
 
 /// Brings the flash store in line with the manifest set; writes only what changed. Pods whose

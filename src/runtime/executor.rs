@@ -6,7 +6,7 @@
 //! calls plus one status call per container it has not seen before. It decides nothing: what to
 //! do and when is the engine's business.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::reconcile::model::{
     ObservedSandbox, ProbeHandler, PullPolicy, SandboxState,
 };
 use crate::reconcile::{Action, ActionKind, ActionResult};
+use crate::runtime::housekeeping::{self, Cleaned, Places};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
 use crate::runtime::spec::{self, HostFacts};
 use crate::runtime::volumes::{VolumeData, VolumeManager};
@@ -43,6 +44,8 @@ struct ContainerFacts {
     reason: Option<String>,
     image: String,
     image_ref: String,
+    /// Where the runtime writes its log (for removing it with the container).
+    log_path: String,
     complete: bool,
 }
 
@@ -61,6 +64,12 @@ pub struct Executor {
     /// Pods whose volumes failed at their last sandbox attempt: their next attempt makes the
     /// volumes first, so a pod waiting for a missing configMap creates no sandboxes.
     volumes_failed: RefCell<BTreeSet<String>>,
+    /// Where ended pods leave things (see [`housekeeping`]).
+    places: Places,
+    /// A pod's last sandbox went: its leftovers may be ready for housekeeping.
+    housekeeping_due: Cell<bool>,
+    /// A housekeeping pass is running (one at a time).
+    housekeeping_running: Cell<bool>,
 }
 
 fn wall(ns: i64) -> Option<SystemTime> {
@@ -84,9 +93,18 @@ impl Executor {
         data: Arc<dyn VolumeData>,
         memory_capacity: u64,
     ) -> Self {
+        let places = Places {
+            pods_root: pods_root.clone(),
+            logs_root: PathBuf::from(&host.pod_logs_root),
+            cgroup_root: host.cgroup_root.clone(),
+            cgroup_fs: PathBuf::from("/sys/fs/cgroup"),
+        };
         Executor {
             cri,
             host,
+            places,
+            housekeeping_due: Cell::new(false),
+            housekeeping_running: Cell::new(false),
             volumes: VolumeManager::new(pods_root),
             data: RefCell::new(data),
             memory_capacity,
@@ -261,6 +279,7 @@ impl Executor {
             reason: (exited && !st.reason.is_empty()).then(|| st.reason.clone()),
             image: st.image.map(|i| i.image).unwrap_or_default(),
             image_ref: st.image_ref,
+            log_path: st.log_path,
             complete: exited,
         };
         self.container_facts
@@ -414,9 +433,18 @@ impl Executor {
                 }
             }
             ActionKind::RemoveContainer { container_id } => {
+                // The log goes with its container: the engine keeps the latest instance and
+                // the one before it (`kubectl logs -p`), so their logs are all that stay.
+                let log = self.log_path(container_id).await;
                 match self.cri.remove_container(container_id).await {
-                    Ok(_) => ActionResult::Done,
-                    Err(e) if e.is_not_found() => ActionResult::Done,
+                    Ok(_) => {
+                        self.remove_log(log);
+                        ActionResult::Done
+                    }
+                    Err(e) if e.is_not_found() => {
+                        self.remove_log(log);
+                        ActionResult::Done
+                    }
                     Err(e) => failed(e.to_string()),
                 }
             }
@@ -466,17 +494,105 @@ impl Executor {
             })
     }
 
-    /// Once a pod that is no longer desired lost its last sandbox, its host state goes too:
-    /// volumes (unmounting tmpfs), logs and its cgroup directories.
+    /// Once a pod that is no longer desired lost its last sandbox, its host state may go:
+    /// the next housekeeping pass looks.
     fn after_sandbox_removed(&self, uid: &str) {
-        if self.pods.borrow().contains_key(uid) {
-            return;
+        if !self.pods.borrow().contains_key(uid) {
+            self.housekeeping_due.set(true);
         }
-        if let Err(e) = self.volumes.cleanup(uid) {
-            log::warn!("{e}");
+    }
+
+    /// Whether a sandbox removal asked for housekeeping since the last call.
+    pub fn take_housekeeping_due(&self) -> bool {
+        self.housekeeping_due.replace(false)
+    }
+
+    /// The log file of a container, from the cached facts or the runtime.
+    async fn log_path(&self, container_id: &str) -> Option<String> {
+        let cached = self
+            .container_facts
+            .borrow()
+            .get(container_id)
+            .map(|f| f.log_path.clone());
+        let path = match cached {
+            Some(p) => p,
+            None => {
+                self.cri
+                    .container_status(container_id, false)
+                    .await
+                    .ok()?
+                    .status?
+                    .log_path
+            }
+        };
+        (!path.is_empty()).then_some(path)
+    }
+
+    /// Removes a removed container's log file, if it lies under the pod logs root.
+    fn remove_log(&self, path: Option<String>) {
+        let Some(path) = path else { return };
+        let p = PathBuf::from(&path);
+        let inside = p.starts_with(&self.places.logs_root)
+            && !p.components().any(|c| c == std::path::Component::ParentDir);
+        if inside {
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::warn!("removing container log {path}: {e}");
+                }
+            }
         }
-        remove_pod_logs(&self.host.pod_logs_root, uid);
-        remove_pod_cgroups(&self.host.cgroup_root, uid);
+    }
+
+    /// One housekeeping pass: the pod directories, log directories and cgroups that belong to
+    /// no pod the agent knows (desired, `tracked` by the engine) and none the runtime still
+    /// has a sandbox or container of are removed, one log line per pod. Nothing is removed
+    /// when the runtime cannot be listed. Returns the pods cleaned (`None` if a pass was
+    /// already running).
+    pub async fn housekeeping(
+        &self,
+        tracked: &BTreeSet<String>,
+    ) -> Result<Option<Vec<(String, Cleaned)>>, CriError> {
+        if self.housekeeping_running.replace(true) {
+            // Asked again while one runs: the next loop turn runs another.
+            self.housekeeping_due.set(true);
+            return Ok(None);
+        }
+        let r = self.housekeeping_pass(tracked).await;
+        self.housekeeping_running.set(false);
+        r.map(Some)
+    }
+
+    async fn housekeeping_pass(
+        &self,
+        tracked: &BTreeSet<String>,
+    ) -> Result<Vec<(String, Cleaned)>, CriError> {
+        let sandboxes = self.cri.list_pod_sandbox(None).await?.items;
+        let containers = self.cri.list_containers(None).await?.containers;
+        let mut known = tracked.clone();
+        known.extend(self.pods.borrow().keys().cloned());
+        for s in &sandboxes {
+            known.extend(s.labels.get(labels::POD_UID).cloned());
+            known.extend(s.metadata.as_ref().map(|m| m.uid.clone()));
+        }
+        for c in &containers {
+            known.extend(c.labels.get(labels::POD_UID).cloned());
+        }
+        // From here on nothing awaits: the scan and the removals see one consistent view.
+        let places = self.places.clone();
+        let mut cleaned = Vec::new();
+        for (uid, left) in housekeeping::orphans(housekeeping::scan(&places), &known) {
+            let done = housekeeping::clean(&uid, &left, &self.volumes);
+            if done.complete() {
+                log::info!("pod {uid}: ended; cleaned up after it: {done}");
+            } else {
+                log::warn!("pod {uid}: ended; cleaning up after it: {done}");
+            }
+            cleaned.push((uid, done));
+        }
+        if !cleaned.is_empty() {
+            housekeeping::remove_empty_qos_levels(&places);
+        }
+        Ok(cleaned)
     }
 
     async fn create_container(
@@ -637,36 +753,6 @@ impl Executor {
         match outcome {
             ProbeOutcome::Success => ActionResult::ProbeSucceeded,
             ProbeOutcome::Failure(message) => ActionResult::ProbeFailed { message },
-        }
-    }
-}
-
-fn remove_pod_logs(root: &str, uid: &str) {
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.ends_with(&format!("_{uid}")) {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Removes the pod's (empty) cgroupfs directories in every controller hierarchy.
-pub fn remove_pod_cgroups(root: &str, uid: &str) {
-    let root = if root.is_empty() { "/kubepods" } else { root };
-    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for ctl in rd.flatten() {
-        let base = ctl.path().join(root.trim_start_matches('/'));
-        for qos in ["", "burstable/", "besteffort/"] {
-            let _ = std::fs::remove_dir(base.join(format!("{qos}pod{uid}")));
-        }
-        // The QoS levels and the root exist only for pods: rmdir fails while any pod remains.
-        for dir in ["burstable", "besteffort", ""] {
-            let _ = std::fs::remove_dir(base.join(dir));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! CRI, prepares volumes on the host, and runs probes. It decides nothing itself.
 
 pub mod executor;
+pub mod housekeeping;
 pub mod probe;
 pub mod spec;
 pub mod volumes;
