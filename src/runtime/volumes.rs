@@ -95,7 +95,8 @@ impl VolumeManager {
     }
 
     /// Makes every volume of `pod` ready and returns the host path of each, by volume name.
-    /// Idempotent: an already prepared volume is reused (file volumes are refreshed).
+    /// Idempotent: an already prepared volume is reused (file volumes are refreshed). One
+    /// pod's volumes are prepared (or removed) by one thread at a time.
     pub fn prepare(
         &self,
         pod: &Pod,
@@ -103,6 +104,7 @@ impl VolumeManager {
         pod_ip: &str,
         data: &dyn VolumeData,
     ) -> Result<BTreeMap<String, HostVolume>, VolumeError> {
+        let _busy = PodBusy::take(self.pod_dir(&pod.metadata.uid));
         let mut out = BTreeMap::new();
         for v in &pod.spec.volumes {
             let hv = self
@@ -126,7 +128,7 @@ impl VolumeManager {
         data: &dyn VolumeData,
     ) -> Result<HostVolume, String> {
         let uid = &pod.metadata.uid;
-        if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
+        if !valid_uid(uid) {
             return Err(format!("pod UID {uid:?} cannot name a directory"));
         }
         if let Some(hp) = &v.host_path {
@@ -197,8 +199,11 @@ impl VolumeManager {
             for src in &p.sources {
                 if let Some(t) = &src.service_account_token {
                     let exp = t.expiration_seconds.unwrap_or(3600);
+                    // Tokens are never kept on disk: while the API cannot give one, the
+                    // still-valid token already in this pod's own tmpfs serves.
                     let token = data
                         .service_account_token(pod, &t.audience, exp)
+                        .or_else(|| valid_token_in(&dir, &t.path, std::time::SystemTime::now()))
                         .ok_or_else(|| "service account token is not available".to_string())?;
                     files.insert(
                         t.path.clone(),
@@ -240,25 +245,33 @@ impl VolumeManager {
         Err(format!("unsupported volume source {kinds:?}"))
     }
 
-    /// Unmounts what this module mounted for the pod and removes its directory.
-    pub fn cleanup(&self, uid: &str) -> Result<(), VolumeError> {
+    /// Unmounts everything mounted below the pod's directory (deepest first), then removes
+    /// the directory without following symlinks or crossing into a mount that is still
+    /// there. Returns how many mounts were taken down.
+    pub fn cleanup(&self, uid: &str) -> Result<usize, VolumeError> {
         let err = |reason: String| VolumeError {
             pod: uid.to_string(),
             volume: String::new(),
             reason,
         };
-        if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
+        if !valid_uid(uid) {
             return Err(err(format!("pod UID {uid:?} cannot name a directory")));
         }
         let dir = self.pod_dir(uid);
-        if !dir.exists() {
-            return Ok(());
+        // Never wait here: the caller is the agent loop, and a preparation may be waiting for
+        // the link. A busy pod is cleaned at the next pass.
+        let _busy = PodBusy::try_take(dir.clone())
+            .ok_or_else(|| err("its volumes are being prepared; retried later".into()))?;
+        if fs::symlink_metadata(&dir).is_err() {
+            return Ok(0);
         }
-        for m in mounts_under(&dir) {
-            nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH)
+        let mounts = mounts_under(&dir);
+        for m in &mounts {
+            nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(|e| err(format!("unmount {}: {e}", m.display())))?;
         }
-        fs::remove_dir_all(&dir).map_err(|e| err(format!("remove {}: {e}", dir.display())))
+        remove_tree(&dir).map_err(err)?;
+        Ok(mounts.len())
     }
 
     /// UIDs of pods that have a directory here (for cleaning up after pods that are gone).
@@ -271,6 +284,129 @@ impl VolumeManager {
             })
             .unwrap_or_default()
     }
+}
+
+/// Pod directories some thread is preparing or removing, process-wide (every volume manager
+/// over the same root shares it).
+static BUSY: (std::sync::Mutex<Vec<PathBuf>>, std::sync::Condvar) =
+    (std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new());
+
+/// The right to work on one pod directory; others wait for it to drop.
+struct PodBusy(PathBuf);
+
+impl PodBusy {
+    fn take(dir: PathBuf) -> PodBusy {
+        let (m, cv) = &BUSY;
+        let mut busy = m.lock().unwrap_or_else(|p| p.into_inner());
+        while busy.contains(&dir) {
+            busy = cv.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.push(dir.clone());
+        PodBusy(dir)
+    }
+
+    fn try_take(dir: PathBuf) -> Option<PodBusy> {
+        let mut busy = BUSY.0.lock().unwrap_or_else(|p| p.into_inner());
+        if busy.contains(&dir) {
+            return None;
+        }
+        busy.push(dir.clone());
+        Some(PodBusy(dir))
+    }
+}
+
+impl Drop for PodBusy {
+    fn drop(&mut self) {
+        let (m, cv) = &BUSY;
+        m.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d| d != &self.0);
+        cv.notify_all();
+    }
+}
+
+/// Whether a pod UID can name a directory of its own (no separators, no dot names).
+pub fn valid_uid(uid: &str) -> bool {
+    !uid.is_empty() && !uid.contains('/') && !uid.starts_with('.') && !uid.contains('\0')
+}
+
+/// Removes `path` and everything below it. Symlinks are removed, never followed; a mount
+/// still in place below `path` (listed in mountinfo, which catches bind mounts of the same
+/// filesystem, or a directory on another device, which catches one made meanwhile) stops the
+/// removal with an error, so nothing is ever deleted through a mount.
+pub fn remove_tree(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("stat {}: {e}", path.display())),
+    };
+    if !md.is_dir() {
+        return fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display()));
+    }
+    if let Some(m) = mounts_under(path).first() {
+        return Err(format!(
+            "{} is a mount point: not removed through it",
+            m.display()
+        ));
+    }
+    remove_below(path, md.dev())?;
+    fs::remove_dir(path).map_err(|e| format!("remove {}: {e}", path.display()))
+}
+
+fn remove_below(dir: &Path, dev: u64) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let rd = fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+    for e in rd {
+        let e = e.map_err(|e| format!("read {}: {e}", dir.display()))?;
+        let p = e.path();
+        let md = fs::symlink_metadata(&p).map_err(|e| format!("stat {}: {e}", p.display()))?;
+        if md.is_dir() {
+            if md.dev() != dev {
+                return Err(format!(
+                    "{} is a mount point: not removed through it",
+                    p.display()
+                ));
+            }
+            remove_below(&p, dev)?;
+            fs::remove_dir(&p).map_err(|e| format!("remove {}: {e}", p.display()))?;
+        } else {
+            fs::remove_file(&p).map_err(|e| format!("remove {}: {e}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The token file `rel` of a projected volume at `dir`, if it holds a JWT that has not
+/// expired at `now` (the `exp` claim of its payload).
+fn valid_token_in(dir: &Path, rel: &str, now: std::time::SystemTime) -> Option<String> {
+    if !safe_rel(rel) {
+        return None;
+    }
+    let text = fs::read_to_string(dir.join(rel)).ok()?;
+    let exp = jwt_expiry(text.trim())?;
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    (exp > now).then(|| text.trim().to_string())
+}
+
+/// The `exp` claim (seconds since the epoch) of a compact JWT; `None` for anything else.
+pub fn jwt_expiry(jwt: &str) -> Option<u64> {
+    let mut parts = jwt.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let std_alphabet: String = payload
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = crate::k8s::configmap::base64_decode(&std_alphabet)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_u64()
 }
 
 fn mode(item: Option<i32>, default: Option<i32>, fallback: u32) -> u32 {
@@ -728,6 +864,96 @@ mod tests {
         assert_eq!(e.volume, "cfg");
         assert!(e.to_string().contains("not available"));
         let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn jwt_expiry_reads_the_exp_claim() {
+        use crate::k8s::configmap::base64_encode;
+        let url = |s: &str| {
+            base64_encode(s.as_bytes())
+                .trim_end_matches('=')
+                .replace('+', "-")
+                .replace('/', "_")
+        };
+        let jwt = format!(
+            "{}.{}.sig",
+            url(r#"{"alg":"RS256"}"#),
+            url(r#"{"exp":2000000000,"sub":"x?>"}"#)
+        );
+        assert_eq!(jwt_expiry(&jwt), Some(2_000_000_000));
+        assert_eq!(jwt_expiry("a.b"), None);
+        assert_eq!(jwt_expiry("a.b.c.d"), None);
+        assert_eq!(jwt_expiry(&format!("h.{}.s", url("[]"))), None);
+        assert_eq!(jwt_expiry("h.!!!.s"), None);
+
+        let d = tmp("token");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("token"), format!("{jwt}\n")).unwrap();
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        assert_eq!(
+            valid_token_in(&d, "token", at(1_999_999_999)),
+            Some(jwt.clone())
+        );
+        assert_eq!(
+            valid_token_in(&d, "token", at(2_000_000_000)),
+            None,
+            "expired"
+        );
+        assert_eq!(valid_token_in(&d, "../token", at(0)), None);
+        assert_eq!(valid_token_in(&d, "missing", at(0)), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Removal never follows a symlink and never deletes through a mount: a hostPath-like
+    /// directory linked or bind-mounted below the tree keeps its files.
+    #[test]
+    fn remove_tree_stays_on_its_filesystem() {
+        let d = tmp("rmtree");
+        let host = d.join("host");
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("keep"), b"precious").unwrap();
+        let tree = d.join("pod");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        fs::write(tree.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(&host, tree.join("a/link")).unwrap();
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert_eq!(fs::read(host.join("keep")).unwrap(), b"precious");
+        assert!(
+            remove_tree(&tree).is_ok(),
+            "a missing tree is already removed"
+        );
+
+        if nix::unistd::Uid::effective().is_root() {
+            fs::create_dir_all(tree.join("vol")).unwrap();
+            nix::mount::mount(
+                Some(&host),
+                &tree.join("vol"),
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .unwrap();
+            // The bind mount is of the same filesystem (same device): only mountinfo shows it.
+            let e = remove_tree(&tree).unwrap_err();
+            assert!(e.contains("mount point"), "{e}");
+            assert_eq!(fs::read(host.join("keep")).unwrap(), b"precious");
+            fs::create_dir_all(tree.join("tmp")).unwrap();
+            mount_tmpfs(&tree.join("tmp"), Some(1 << 20)).unwrap();
+            fs::write(tree.join("tmp/secret"), b"s").unwrap();
+            let e = remove_tree(&tree).unwrap_err();
+            assert!(e.contains("mount point"), "{e}");
+            assert!(
+                tree.join("tmp/secret").exists(),
+                "nothing removed through the mount"
+            );
+            let m = VolumeManager::new(&d);
+            // The volume manager's cleanup unmounts first, then removes: "pod" is the UID.
+            assert_eq!(m.cleanup("pod").unwrap(), 2);
+            assert!(!tree.exists());
+            assert_eq!(fs::read(host.join("keep")).unwrap(), b"precious");
+        }
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
