@@ -24,7 +24,7 @@ use crate::config::AgentConfig;
 use crate::k8s::pod::Pod;
 use crate::k8s::status::DeleteOptions;
 use crate::manifest::identity::spec_hash;
-use crate::reconcile::PodStatus;
+use crate::reconcile::{PodPhase, PodStatus};
 use crate::runtime::spec::HostFacts;
 use crate::runtime::volumes::VolumeManager;
 use crate::store::{RecordKind, Store};
@@ -76,6 +76,21 @@ pub struct StoredApiPod {
 /// Whether `pod` is a mirror pod (never run: it only shows a static pod to the cluster).
 pub fn is_mirror(pod: &Pod) -> bool {
     pod.metadata.annotations.contains_key(MIRROR_ANNOTATION)
+}
+
+fn lock_set(m: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a pod has volumes whose content comes from the API or the pod's metadata and may
+/// change while it runs (configMap, secret, downward API, projected).
+fn has_live_volumes(pod: &Pod) -> bool {
+    pod.spec.volumes.iter().any(|v| {
+        v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+    })
 }
 
 fn terminal(pod: &Pod) -> bool {
@@ -677,6 +692,15 @@ pub struct ApiSide {
     held: BTreeMap<String, Instant>,
     /// Events of those pods, sent with their report.
     held_events: Vec<PodEvent>,
+    /// Running pods' configMap, secret, downward API and projected volumes are rewritten
+    /// every `refresh_period` (the kubelet's `syncFrequency`), so updates at the server reach
+    /// them; the atomic writer swaps only what changed.
+    refresh_period: Duration,
+    next_refresh: Instant,
+    /// Pods whose volumes are rewritten at the next poll (labels changed, token refreshed).
+    refresh_now: BTreeSet<String>,
+    /// Pods whose rewrite is running on a worker thread.
+    refreshing: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 /// Longest a starting pod's status and events wait for its runtime calls to return: a start
@@ -698,6 +722,7 @@ impl ApiSide {
         let volumes = Arc::new(ApiVolumes::new(
             client.clone(),
             Some(cfg.root_dir.join("api-volume-data.json")),
+            cfg.sync_frequency,
         ));
         let (etx, erx) = smol::channel::unbounded();
         let (rtx, rrx) = smol::channel::unbounded();
@@ -720,6 +745,10 @@ impl ApiSide {
             held_events: Vec::new(),
             mirrors_wanted: BTreeMap::new(),
             next_token_check: Instant::now() + TOKEN_CHECK,
+            refresh_period: cfg.sync_frequency.max(Duration::from_secs(1)),
+            next_refresh: Instant::now() + cfg.sync_frequency,
+            refresh_now: BTreeSet::new(),
+            refreshing: Arc::default(),
             recorder: EventRecorder::new(Instant::now()),
             event_seq: 0,
         }))
@@ -828,8 +857,14 @@ impl ApiSide {
                 .or_insert_with(|| StatusMemory::from_server(p));
         };
         match &ev {
-            ApiEvent::Applied(p) => seed(p, &mut self.memory),
-            ApiEvent::Resync(list) => list.iter().for_each(|p| seed(p, &mut self.memory)),
+            ApiEvent::Applied(p) => {
+                seed(p, &mut self.memory);
+                self.note_metadata(p);
+            }
+            ApiEvent::Resync(list) => list.iter().for_each(|p| {
+                seed(p, &mut self.memory);
+                self.note_metadata(p);
+            }),
             _ => {}
         }
         let ch = self.pods.apply(ev, store);
@@ -846,6 +881,67 @@ impl ApiSide {
             self.recorder.set_pods(self.event_pods());
         }
         ch.desired
+    }
+
+    /// A pod whose labels or annotations changed at the server has its downward API files
+    /// rewritten at once (they are what those files show).
+    fn note_metadata(&mut self, p: &Pod) {
+        if let Some(old) = self.pods.pods.get(&p.metadata.uid) {
+            let m = &old.pod.metadata;
+            if m.labels != p.metadata.labels || m.annotations != p.metadata.annotations {
+                self.refresh_now.insert(p.metadata.uid.clone());
+            }
+        }
+    }
+
+    /// Rewrites the API-backed volumes of running pods that are due (all of them every
+    /// refresh period, some at once), each on a worker thread: fetching may wait for the
+    /// link, and the agent loop must not. A pod with runtime calls in flight waits for the
+    /// next turn (its container start prepares the volumes itself).
+    fn refresh_volumes(
+        &mut self,
+        views: &[PodStatus],
+        now: Instant,
+        acting: &dyn Fn(&str) -> bool,
+    ) {
+        let all = now >= self.next_refresh;
+        if all {
+            self.next_refresh = now + self.refresh_period;
+        }
+        if !all && self.refresh_now.is_empty() {
+            return;
+        }
+        for v in views {
+            let due = all || self.refresh_now.contains(&v.uid);
+            if !due || v.phase != PodPhase::Running || v.deleting || acting(&v.uid) {
+                continue;
+            }
+            let Some(sp) = self.pods.pods.get(&v.uid) else {
+                continue;
+            };
+            if !has_live_volumes(&sp.pod) || !lock_set(&self.refreshing).insert(v.uid.clone()) {
+                continue;
+            }
+            self.refresh_now.remove(&v.uid);
+            let pod = sp.pod.clone();
+            let (vm, host, data) = (
+                self.volume_manager.clone(),
+                self.host.clone(),
+                self.volumes.clone(),
+            );
+            let ip = v.pod_ip.clone().unwrap_or_default();
+            let refreshing = self.refreshing.clone();
+            smol::unblock(move || {
+                if let Err(e) = vm.prepare(&pod, &host, &ip, data.as_ref()) {
+                    log::warn!("refreshing volumes: {e}");
+                }
+                lock_set(&refreshing).remove(&pod.metadata.uid);
+            })
+            .detach();
+        }
+        // Pods that went or stopped running need no rewrite any more.
+        self.refresh_now
+            .retain(|u| views.iter().any(|v| &v.uid == u && !v.deleting));
     }
 
     /// The admitted pods, for the desired set.
@@ -965,6 +1061,7 @@ impl ApiSide {
                 self.writer.push(Job::Token(k));
             }
         }
+        self.refresh_volumes(views, now, acting);
     }
 
     /// When the loop must wake for the API side next.
@@ -974,27 +1071,17 @@ impl ApiSide {
             .values()
             .map(|since| *since + HOLD_WHILE_ACTING)
             .filter(|end| *end > now)
-            .fold(self.next_token_check, Instant::min)
+            .fold(self.next_token_check.min(self.next_refresh), Instant::min)
     }
 
-    /// A token of pod `uid` changed: rewrite its volumes (the atomic writer swaps files in).
-    pub fn on_report(&mut self, r: Report, views: &[PodStatus]) {
+    /// A token of pod `uid` changed: its volumes are rewritten at the next poll (the atomic
+    /// writer swaps the new token in).
+    pub fn on_report(&mut self, r: Report, _views: &[PodStatus]) {
         match r {
             Report::TokenRefreshed(uid) => {
-                let Some(sp) = self.pods.pods.get(&uid) else {
-                    return;
-                };
-                let ip = views
-                    .iter()
-                    .find(|v| v.uid == uid)
-                    .and_then(|v| v.pod_ip.clone())
-                    .unwrap_or_default();
-                match self
-                    .volume_manager
-                    .prepare(&sp.pod, &self.host, &ip, self.volumes.as_ref())
-                {
-                    Ok(_) => log::info!("pod {}: service account token refreshed", sp.pod.key()),
-                    Err(e) => log::warn!("token refresh: {e}"),
+                if let Some(sp) = self.pods.pods.get(&uid) {
+                    log::info!("pod {}: service account token refreshed", sp.pod.key());
+                    self.refresh_now.insert(uid);
                 }
             }
         }

@@ -5,10 +5,12 @@
 //! references (the node may read only those) and TokenRequest for bound service account
 //! tokens. Tokens are due for refresh at 80% of their life; the agent loop asks which are due
 //! and re-runs volume preparation after a refresh so the atomic writer swaps them in. A cached
-//! value outlives a failed refresh, so a link that drops never empties a volume. ConfigMaps and
-//! tokens are also kept in one file (mode 0600, in the private root dir) so that pods can start
-//! from flash after a reboot with the API unreachable; secrets are never written to disk. It
-//! must not write volume files (the runtime's volume manager does).
+//! value outlives a failed refresh, so a link that drops never empties a volume. ConfigMaps are
+//! also kept in one file (mode 0600, in the private root dir) so that pods can start from flash
+//! after a reboot with the API unreachable. Secrets and service account tokens are never
+//! written to disk: a token lives in memory and in its pod's tmpfs volume only (the volume
+//! writer reuses that one while the API cannot give a new one). It must not write volume files
+//! (the runtime's volume manager does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -22,8 +24,9 @@ use crate::k8s::configmap::{ByteString, ConfigMap, Secret};
 use crate::k8s::pod::Pod;
 use crate::runtime::volumes::VolumeData;
 
-/// ConfigMaps and secrets are re-read for new containers after this long.
-const OBJECT_TTL: Duration = Duration::from_secs(60);
+/// ConfigMaps and secrets are re-read after this long unless the agent sets another age (its
+/// `syncFrequency`, the period at which running pods' volumes are refreshed).
+pub const OBJECT_TTL: Duration = Duration::from_secs(60);
 /// After a failed request, cache misses do not block on the link for this long.
 const OFFLINE_HOLD: Duration = Duration::from_secs(10);
 /// How long a reader waits for another thread's fetch of the same object before fetching it
@@ -76,6 +79,8 @@ pub enum Refresh {
 pub struct ApiVolumes {
     client: Client,
     cache: Mutex<Cache>,
+    /// How long a fetched configMap or secret is served before it is read again.
+    ttl: Duration,
     keep: Option<PathBuf>,
     /// Fetched data not yet written to `keep` (see [`ApiVolumes::keep_fetched`]).
     unkept: std::sync::atomic::AtomicBool,
@@ -98,13 +103,12 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// What survives a reboot: configMaps and tokens (already expired when read back, so they are
-/// only used while the API cannot give fresh ones).
+/// What survives a reboot: configMaps (stale when read back, so they are only used while the
+/// API cannot give fresh ones). Never a secret or a token.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct Kept {
     config_maps: Vec<(String, String, BTreeMap<String, ByteString>)>,
-    tokens: Vec<(TokenKey, String, Pod)>,
 }
 
 fn encode_kept(c: &Cache) -> Kept {
@@ -120,12 +124,15 @@ fn encode_kept(c: &Cache) -> Kept {
                 (ns.clone(), name.clone(), d)
             })
             .collect(),
-        tokens: c
-            .tokens
-            .iter()
-            .map(|(k, t)| (k.clone(), t.value.clone(), t.pod.clone()))
-            .collect(),
     }
+}
+
+/// Whether a keep file holds tokens (written by an older version).
+fn has_tokens(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("tokens").cloned())
+        .is_some()
 }
 
 fn config_map_data(cm: ConfigMap) -> Data {
@@ -180,42 +187,39 @@ pub fn refresh_due(fetched: Instant, lifetime: Duration, now: Instant) -> bool {
 }
 
 impl ApiVolumes {
-    /// A source reading through `client`; with `keep`, configMaps and tokens are also kept in
-    /// that file and read back from it now.
-    pub fn new(client: Client, keep: Option<PathBuf>) -> Self {
+    /// A source reading through `client`; with `keep`, configMaps are also kept in that file
+    /// and read back from it now. A file an older version wrote with tokens in it is rewritten
+    /// at once without them.
+    pub fn new(client: Client, keep: Option<PathBuf>, ttl: Duration) -> Self {
         let mut cache = Cache::default();
+        let mut legacy_tokens = false;
         if let Some(path) = &keep {
             if let Ok(bytes) = std::fs::read(path) {
+                legacy_tokens = has_tokens(&bytes);
                 match serde_json::from_slice::<Kept>(&bytes) {
                     Ok(k) => {
-                        let long_ago = Instant::now()
-                            .checked_sub(OBJECT_TTL)
-                            .unwrap_or_else(Instant::now);
+                        let long_ago = Instant::now().checked_sub(ttl).unwrap_or_else(Instant::now);
                         for (ns, name, d) in k.config_maps {
                             let d = d.into_iter().map(|(k, v)| (k, v.0)).collect();
                             cache.config_maps.insert((ns, name), (d, long_ago));
-                        }
-                        for (key, value, pod) in k.tokens {
-                            let t = Token {
-                                value,
-                                fetched: Instant::now(),
-                                lifetime: Duration::ZERO,
-                                pod,
-                            };
-                            cache.tokens.insert(key, t);
                         }
                     }
                     Err(e) => log::warn!("{}: not volume data ({e}); ignored", path.display()),
                 }
             }
         }
-        ApiVolumes {
+        let v = ApiVolumes {
             client,
             cache: Mutex::new(cache),
+            ttl,
             keep,
             unkept: std::sync::atomic::AtomicBool::new(false),
             fetch_done: Condvar::new(),
+        };
+        if legacy_tokens {
+            v.persist();
         }
+        v
     }
 
     /// Writes the whole cache to the keep file (which covers anything fetched before).
@@ -301,7 +305,7 @@ impl ApiVolumes {
                 map.get(&key).cloned()
             };
             if let Some((d, at)) = &cached {
-                if !force && now < *at + OBJECT_TTL {
+                if !force && now < *at + self.ttl {
                     return Some(d.clone());
                 }
             }
@@ -494,7 +498,6 @@ impl ApiVolumes {
         match self.fetch_token(&pod, key) {
             Ok(t) => {
                 self.lock().tokens.insert(key.clone(), t);
-                self.persist();
                 Refresh::Refreshed
             }
             Err(e) if e.is_retryable() => {
@@ -505,7 +508,6 @@ impl ApiVolumes {
                 // The pod or its service account is gone: the token goes with it.
                 log::warn!("token refresh for pod {}: {e}; token dropped", pod.key());
                 self.lock().tokens.remove(key);
-                self.persist();
                 Refresh::Dropped
             }
         }
@@ -513,15 +515,7 @@ impl ApiVolumes {
 
     /// Drops cached tokens of pods no longer admitted.
     pub fn retain_pods(&self, uids: &dyn Fn(&str) -> bool) {
-        let changed = {
-            let mut c = self.lock();
-            let before = c.tokens.len();
-            c.tokens.retain(|k, _| uids(&k.uid));
-            c.tokens.len() != before
-        };
-        if changed {
-            self.persist();
-        }
+        self.lock().tokens.retain(|k, _| uids(&k.uid));
     }
 }
 
@@ -556,8 +550,8 @@ impl VolumeData for ApiVolumes {
 }
 
 impl ApiVolumes {
-    /// The pod's token for `audience`: the cached one while valid, else a new one (marked for
-    /// the keep file), else the last one while the API cannot give another.
+    /// The pod's token for `audience`: the cached one while valid, else a new one, else the
+    /// last one while the API cannot give another.
     fn token(&self, pod: &Pod, audience: &str, expiration_seconds: i64) -> Option<String> {
         let key = TokenKey {
             uid: pod.metadata.uid.clone(),
@@ -591,8 +585,6 @@ impl ApiVolumes {
             Ok(t) => {
                 let v = t.value.clone();
                 self.lock().tokens.insert(key, t);
-                self.unkept
-                    .store(true, std::sync::atomic::Ordering::Release);
                 Some(v)
             }
             Err(e) => {
@@ -629,6 +621,43 @@ mod tests {
         assert_eq!(service_account(&pod), "sa");
         let b = token_request(&pod, "vault", 600);
         assert_eq!(b["spec"]["audiences"], json!(["vault"]));
+    }
+
+    /// Tokens never reach the keep file: the kubelet keeps them in memory and in the pod's
+    /// tmpfs only. A file from an older version that held them is recognised for rewriting.
+    #[test]
+    fn keep_file_holds_config_maps_and_never_tokens() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "d", "uid": "u1"},
+            "spec": {"containers": []}
+        }))
+        .unwrap();
+        let mut c = Cache::default();
+        c.config_maps.insert(
+            ("d".into(), "cfg".into()),
+            ([("k".to_string(), b"v".to_vec())].into(), Instant::now()),
+        );
+        c.tokens.insert(
+            TokenKey {
+                uid: "u1".into(),
+                audience: String::new(),
+                expiration: 3600,
+            },
+            Token {
+                value: "eyJhbGciOiJSUzI1NiJ9.SECRET-TOKEN.sig".into(),
+                fetched: Instant::now(),
+                lifetime: Duration::from_secs(3600),
+                pod,
+            },
+        );
+        let bytes = serde_json::to_vec(&encode_kept(&c)).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("SECRET-TOKEN"), "{text}");
+        assert!(!text.contains("u1"), "{text}");
+        assert!(text.contains("cfg"), "{text}");
+        assert!(!has_tokens(&bytes));
+        assert!(has_tokens(br#"{"configMaps":[],"tokens":[]}"#));
+        assert!(!has_tokens(b"not json"));
     }
 
     #[test]
