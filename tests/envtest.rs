@@ -20,6 +20,10 @@ mod cluster;
 mod real;
 #[path = "envtest/scenarios.rs"]
 mod scenarios;
+#[path = "envtest/teardown.rs"]
+mod teardown;
+#[path = "envtest/volume_updates.rs"]
+mod volume_updates;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -134,6 +138,30 @@ fn real_outage_keeps_pod_and_lease_resumes() {
         return;
     };
     scenarios::outage(&c, bed, OUTAGE);
+}
+
+#[test]
+fn real_deleted_pods_leave_nothing_behind() {
+    let Some((_serial, bed, c)) = real("envtest_real_teardown") else {
+        return;
+    };
+    teardown::deleted_pods_leave_nothing(&c, bed);
+}
+
+#[test]
+fn real_pods_ended_while_down_and_orphans_are_cleaned() {
+    let Some((_serial, bed, c)) = real("envtest_real_orphans") else {
+        return;
+    };
+    teardown::ended_while_down_and_orphans(&c, bed);
+}
+
+#[test]
+fn real_configmap_secret_and_label_updates_reach_running_pods() {
+    let Some((_serial, bed, c)) = real("envtest_real_volume_updates") else {
+        return;
+    };
+    volume_updates::updates_reach_running_pods(&c, bed);
 }
 
 // ---- the launcher's own checks (no binaries needed) ----
@@ -380,6 +408,9 @@ fn real_etcd_starts_with_the_planned_flags() {
         skip("SKIPPED (no etcd): real_etcd_starts_with_the_planned_flags — set TEST_ASSET_ETCD");
         return;
     };
+    // Alone: every real etcd's log names the member "envtest", so another control plane's
+    // temp dir, alive while this one runs, would look like this one's leftover.
+    let _serial = ONE_CONTROL_PLANE.lock().unwrap_or_else(|p| p.into_inner());
     let guard = scratch("realetcd");
     let api = guard.0.join("kube-apiserver");
     write_script(&api, "echo \"fake apiserver after a real etcd $*\"; exit 4");
