@@ -16,6 +16,8 @@ mod podsync;
 mod agent;
 #[path = "envtest/cluster.rs"]
 mod cluster;
+#[path = "envtest/pod_cgroups.rs"]
+mod pod_cgroups;
 #[path = "envtest/real.rs"]
 mod real;
 #[path = "envtest/scenarios.rs"]
@@ -162,6 +164,14 @@ fn real_configmap_secret_and_label_updates_reach_running_pods() {
         return;
     };
     volume_updates::updates_reach_running_pods(&c, bed);
+}
+
+#[test]
+fn real_pod_and_qos_cgroups_get_the_kubelet_values() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_cgroups") else {
+        return;
+    };
+    pod_cgroups::pod_cgroups_are_configured(&c, bed);
 }
 
 // ---- the launcher's own checks (no binaries needed) ----

@@ -119,6 +119,7 @@ pub async fn run(
         volume_data(api.as_ref()),
         memory_capacity,
     ));
+    executor.set_pod_pids_limit(cfg.pod_pids_limit);
 
     let status = StatusCell::default();
     let _status_task = match &cfg.status_socket {

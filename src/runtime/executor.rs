@@ -24,6 +24,7 @@ use crate::reconcile::model::{
     ObservedSandbox, ProbeHandler, PullPolicy, SandboxState,
 };
 use crate::reconcile::{Action, ActionKind, ActionResult};
+use crate::runtime::cgroups;
 use crate::runtime::housekeeping::{self, Cleaned, Places};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
 use crate::runtime::spec::{self, HostFacts};
@@ -70,6 +71,8 @@ pub struct Executor {
     housekeeping_due: Cell<bool>,
     /// A housekeeping pass is running (one at a time).
     housekeeping_running: Cell<bool>,
+    /// `podPidsLimit` for pod cgroups (≤ 0: none).
+    pod_pids_limit: Cell<i64>,
 }
 
 fn wall(ns: i64) -> Option<SystemTime> {
@@ -105,6 +108,7 @@ impl Executor {
             places,
             housekeeping_due: Cell::new(false),
             housekeeping_running: Cell::new(false),
+            pod_pids_limit: Cell::new(-1),
             volumes: VolumeManager::new(pods_root),
             data: RefCell::new(data),
             memory_capacity,
@@ -113,6 +117,27 @@ impl Executor {
             sandbox_ips: RefCell::new(BTreeMap::new()),
             image_refs: RefCell::new(BTreeMap::new()),
             volumes_failed: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// Sets `podPidsLimit`, the pids.max of every pod cgroup (≤ 0: none).
+    pub fn set_pod_pids_limit(&self, limit: i64) {
+        self.pod_pids_limit.set(limit);
+    }
+
+    /// Configures the pod's cgroup and the QoS levels before its sandbox is created (see
+    /// [`cgroups`]). A failure is logged: the pod still runs, as it did without them.
+    fn apply_pod_cgroup(&self, pod: &Pod) {
+        let v = cgroups::pod_values(pod, self.pod_pids_limit.get());
+        let burstable = cgroups::burstable_shares(self.pods.borrow().values().map(|e| &*e.pod));
+        if let Err(e) = cgroups::apply(
+            &self.places.cgroup_fs,
+            &self.host.cgroup_root,
+            pod,
+            &v,
+            burstable,
+        ) {
+            log::warn!("pod {}: pod cgroup: {e}", pod.key());
         }
     }
 
@@ -349,6 +374,7 @@ impl Executor {
                     Some(prepare)
                 };
                 let config = self.sandbox_config(&e, *attempt);
+                self.apply_pod_cgroup(&e.pod);
                 if let Err(err) = std::fs::create_dir_all(&config.log_directory) {
                     return failed(format!("create log dir {}: {err}", config.log_directory));
                 }

@@ -1,6 +1,7 @@
 //! The runtime side of the pod lifecycle: carries out the reconcile engine's actions through
 //! CRI, prepares volumes on the host, and runs probes. It decides nothing itself.
 
+pub mod cgroups;
 pub mod executor;
 pub mod housekeeping;
 pub mod probe;
