@@ -347,6 +347,10 @@ fn offline_reboot_starts_pods_from_flash() {
     let Some(mut env) = setup("offline_reboot") else {
         return;
     };
+    // Volumes are refreshed every 2 s, so the token that comes after the reboot shows soon.
+    let mut cfg = std::fs::read_to_string(&env.config).unwrap();
+    cfg.push_str("syncFrequency: 2s\n");
+    std::fs::write(&env.config, cfg).unwrap();
     env.start();
     env.create_pod(env.pod("r", "true"));
     env.wait_ready("r", START);
@@ -369,6 +373,37 @@ fn offline_reboot_starts_pods_from_flash() {
     env.wait_ready("r", START);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(env.running_ids("r"), now, "0 restarts after reconnect");
+    // Tokens are never kept on flash, so the rebooted pod started without one; once the link
+    // is back its projected volume gets a fresh token (none of it on disk meanwhile).
+    let uid = env.srv.pod(&env.ns, "r").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let projected = env
+        .root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~projected");
+    let token_file = || -> Option<String> {
+        std::fs::read_dir(&projected)
+            .ok()?
+            .flatten()
+            .find_map(|v| std::fs::read_to_string(v.path().join("token")).ok())
+            .filter(|t| !t.is_empty())
+    };
+    assert!(
+        std::fs::read_dir(&projected).is_ok(),
+        "the server's admission gave the pod an API access volume"
+    );
+    let t0 = std::time::Instant::now();
+    while token_file().is_none() && t0.elapsed() < START {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        token_file().is_some(),
+        "a fresh token in the projected volume after reconnect:\n{}",
+        env.log()
+    );
 }
 
 #[test]

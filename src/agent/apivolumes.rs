@@ -520,6 +520,10 @@ impl ApiVolumes {
 }
 
 impl VolumeData for ApiVolumes {
+    fn link_down(&self) -> bool {
+        !self.may_try(Instant::now())
+    }
+
     fn warm(&self, pod: &Pod) {
         self.prefetch(pod);
         self.keep_fetched();

@@ -54,6 +54,11 @@ pub trait VolumeData: Send + Sync {
         audience: &str,
         expiration_seconds: i64,
     ) -> Option<String>;
+    /// Whether the API is unreachable right now (offline autonomy): a token that cannot be
+    /// had is then written later, when the link returns, instead of holding the pod back.
+    fn link_down(&self) -> bool {
+        false
+    }
 }
 
 /// The source of a node without an API server: nothing is available.
@@ -200,15 +205,27 @@ impl VolumeManager {
                 if let Some(t) = &src.service_account_token {
                     let exp = t.expiration_seconds.unwrap_or(3600);
                     // Tokens are never kept on disk: while the API cannot give one, the
-                    // still-valid token already in this pod's own tmpfs serves.
+                    // still-valid token already in this pod's own tmpfs serves; with none
+                    // (an offline reboot) the pod starts without it, and the periodic volume
+                    // refresh writes a fresh one once the link is back.
                     let token = data
                         .service_account_token(pod, &t.audience, exp)
-                        .or_else(|| valid_token_in(&dir, &t.path, std::time::SystemTime::now()))
-                        .ok_or_else(|| "service account token is not available".to_string())?;
-                    files.insert(
-                        t.path.clone(),
-                        (token.into_bytes(), mode(None, p.default_mode, 0o644)),
-                    );
+                        .or_else(|| valid_token_in(&dir, &t.path, std::time::SystemTime::now()));
+                    match token {
+                        Some(token) => {
+                            files.insert(
+                                t.path.clone(),
+                                (token.into_bytes(), mode(None, p.default_mode, 0o644)),
+                            );
+                        }
+                        None if data.link_down() => log::warn!(
+                            "pod {}: volume {:?}: no service account token while the API is \
+                             unreachable; starting without it until the link returns",
+                            pod.key(),
+                            v.name
+                        ),
+                        None => return Err("service account token is not available".into()),
+                    }
                 }
                 if let Some(c) = &src.config_map {
                     let found = data.config_map(&pod.metadata.namespace, &c.name);
