@@ -237,11 +237,8 @@ fn static_uid(a: &Agent, ns: &str, not: Option<&str>) -> String {
     .unwrap_or_else(|| panic!("static pod {name} running (other than {not:?})"))
 }
 
-/// API pods deleted gracefully and by force, a crash-looping container's logs, a static pod
-/// replaced and removed: nothing of an ended pod stays, and no token reaches the disk.
-pub fn deleted_pods_leave_nothing(c: &dyn Cluster, bed: Bed) {
-    let mut a = Agent::new(bed, c, "teardown");
-    let _dump = OnFailure::new(c, &a);
+/// The agent's namespace with the configMap `cfg` and secret `sec` that [`volume_pod`] uses.
+fn namespace_with_sources(c: &dyn Cluster, a: &Agent) -> String {
     let ns = a.namespace();
     c.ensure_namespace(&ns).unwrap();
     c.create(
@@ -256,6 +253,15 @@ pub fn deleted_pods_leave_nothing(c: &dyn Cluster, bed: Bed) {
                "data": {"pw": base64_encode(b"s3cret")}}),
     )
     .unwrap();
+    ns
+}
+
+/// API pods deleted gracefully and by force, a crash-looping container's logs, a static pod
+/// replaced and removed: nothing of an ended pod stays, and no token reaches the disk.
+pub fn deleted_pods_leave_nothing(c: &dyn Cluster, bed: Bed) {
+    let mut a = Agent::new(bed, c, "teardown");
+    let _dump = OnFailure::new(c, &a);
+    let ns = namespace_with_sources(c, &a);
     join(c, &mut a);
 
     // The crash loop first: its restarts take the longest.
@@ -384,20 +390,7 @@ pub fn deleted_pods_leave_nothing(c: &dyn Cluster, bed: Bed) {
 pub fn ended_while_down_and_orphans(c: &dyn Cluster, bed: Bed) {
     let mut a = Agent::new(bed, c, "orphans");
     let _dump = OnFailure::new(c, &a);
-    let ns = a.namespace();
-    c.ensure_namespace(&ns).unwrap();
-    c.create(
-        &format!("/api/v1/namespaces/{ns}/configmaps"),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
-               "data": {"greeting": "hello"}}),
-    )
-    .unwrap();
-    c.create(
-        &format!("/api/v1/namespaces/{ns}/secrets"),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec"},
-               "data": {"pw": base64_encode(b"s3cret")}}),
-    )
-    .unwrap();
+    let ns = namespace_with_sources(c, &a);
     join(c, &mut a);
     c.create(
         &format!("/api/v1/namespaces/{ns}/pods"),
