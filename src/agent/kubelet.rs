@@ -172,6 +172,8 @@ pub async fn run(
     let mut last_relist = Instant::now();
     let mut boot_logged = false;
     let mut housekeeping = Schedule::new(Instant::now());
+    // Housekeeping passes spawned and not finished (`--once` waits for them).
+    let housekeeping_busy = Rc::new(std::cell::Cell::new(0u32));
     // `--once` must not settle before the manifest dir has been read at least once.
     let mut manifests_seen = watcher.is_none();
     let once_deadline = started + Duration::from_secs(300);
@@ -202,7 +204,7 @@ pub async fn run(
         start_clock.sync(engine.tracked_pods(), woke);
         let asked = executor.take_housekeeping_due();
         if housekeeping.due(Instant::now(), engine.tracked_pods().count(), asked) {
-            spawn_housekeeping(&ex, &executor, engine.tracked_pods());
+            spawn_housekeeping(&ex, &executor, engine.tracked_pods(), &housekeeping_busy);
         }
         let now = Instant::now();
         let actions = engine.poll(now);
@@ -274,6 +276,7 @@ pub async fn run(
         ));
         if opts.once {
             let settled = engine.outstanding() == 0
+                && housekeeping_busy.get() == 0
                 && engine.tracked_pods().count() == pods.len()
                 && manifests_seen
                 && (static_pods.is_empty() || boot_logged);
@@ -408,13 +411,17 @@ fn spawn_housekeeping<'a>(
     ex: &smol::LocalExecutor<'static>,
     executor: &Rc<Executor>,
     tracked: impl Iterator<Item = &'a str>,
+    busy: &Rc<std::cell::Cell<u32>>,
 ) {
     let tracked: BTreeSet<String> = tracked.map(String::from).collect();
     let executor = executor.clone();
+    let busy = busy.clone();
+    busy.set(busy.get() + 1);
     ex.spawn(async move {
         if let Err(e) = executor.housekeeping(&tracked).await {
             log::warn!("housekeeping: listing the runtime: {e}; nothing removed");
         }
+        busy.set(busy.get().saturating_sub(1));
     })
     .detach();
 }
