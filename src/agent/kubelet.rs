@@ -342,7 +342,9 @@ pub async fn run(
                     a.store_pending(&mut store);
                 }
                 log::info!(
-                    "signal received: stopping (pods keep running and are adopted on restart)"
+                    "signal received: stopping, leaving {} pod(s) running (a restarted agent \
+                     adopts them; an empty manifest dir and --once removes them)",
+                    pods.len()
                 );
                 if let Some(p) = &cfg.status_socket {
                     let _ = std::fs::remove_file(p);
@@ -370,10 +372,13 @@ pub async fn run(
             }
             Wake::Manifests(set) => {
                 manifests_seen = true;
-                manifest_errors = set.errors.iter().map(|e| e.to_string()).collect();
-                for e in &set.errors {
+                // Each error once per change of its file: the set comes again whenever any
+                // file changes, and an unchanged file's error is the same text.
+                let errors: Vec<String> = set.errors.iter().map(|e| e.to_string()).collect();
+                for e in errors.iter().filter(|e| !manifest_errors.contains(e)) {
                     log::error!("{e}");
                 }
+                manifest_errors = errors;
                 let dir_ok = cfg.static_pod_path.as_deref().is_some_and(Path::is_dir);
                 if dir_ok {
                     static_pods = import_manifests(&mut store, &set, &static_pods);

@@ -109,7 +109,12 @@ pub fn run_main(flags: RunFlags) -> i32 {
         let _ = std::fs::remove_file(p);
     }
     match result {
-        Ok(code) => code,
+        Ok(code) => {
+            if !flags.once {
+                log::info!("stopped");
+            }
+            code
+        }
         Err(e) => {
             log::error!("{e}");
             1
