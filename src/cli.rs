@@ -1,10 +1,22 @@
-//! Command line parsing.
+//! Command line parsing and each command's help.
 //!
 //! Flag names are the kubelet's (and kube-proxy's) wherever such a flag exists, so existing
-//! unit files and muscle memory carry over. Both `--flag value` and `--flag=value` are accepted.
-//! This module only turns words into a [`Command`]; it opens no files and starts nothing.
+//! unit files and muscle memory carry over. The spelling is Go's flag package's, as the kubelet
+//! accepts it: `--flag value`, `--flag=value`, one or two dashes (`-v=4`, `--v 4`), and a
+//! repeated flag's last value wins. This module only turns words into a [`Command`]; it opens
+//! no files and starts nothing.
+//!
+//! The parser is hand-written rather than a crate: lexopt reads `-v=4` as the value `=4` and
+//! pico-args needs a feature for `=`, neither writes help, and both would only replace the
+//! forty lines of [`Flags`]; the help texts, defaults and flag table stay ours either way.
 
 use std::fmt;
+use std::time::Duration;
+
+use crate::config::{self, AgentConfig};
+
+/// How long `run --once` waits for the runtime and the pods when `--once-timeout` is not given.
+pub const DEFAULT_ONCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the binary was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +31,19 @@ pub enum Command {
     Ipvs(Vec<String>),
     /// `tinylet --version`.
     Version,
-    /// `tinylet --help`.
-    Help,
+    /// `--help` of the binary or of one command: the text to print.
+    Help(Topic),
+}
+
+/// Whose help was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// `tinylet --help`: the commands.
+    Main,
+    /// `tinylet run --help`.
+    Run,
+    /// `tinylet status --help`.
+    Status,
 }
 
 /// Flags of `tinylet run`; `None` means "not given": the config file or board profile decides.
@@ -45,6 +68,17 @@ pub struct RunFlags {
     pub verbosity: Option<u8>,
     /// `--once`: converge once and exit (for scripts and tests).
     pub once: bool,
+    /// `--once-timeout`: the bound on `--once` ([`DEFAULT_ONCE_TIMEOUT`] when not given).
+    pub once_timeout: Option<Duration>,
+    /// `--json`: `--once` prints its report as JSON instead of a table.
+    pub json: bool,
+}
+
+impl RunFlags {
+    /// The bound on `--once`.
+    pub fn once_timeout(&self) -> Duration {
+        self.once_timeout.unwrap_or(DEFAULT_ONCE_TIMEOUT)
+    }
 }
 
 /// Flags of `tinylet status`.
@@ -55,64 +89,63 @@ pub struct StatusFlags {
     pub json: bool,
 }
 
-/// A command line that could not be understood.
+/// A command line that could not be understood, and the help that lists the right flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError(pub String);
+pub struct CliError {
+    /// What was wrong, naming the word.
+    pub message: String,
+    /// The command whose usage applies.
+    pub topic: Topic,
+}
+
+impl CliError {
+    fn new(topic: Topic, message: String) -> CliError {
+        CliError { message, topic }
+    }
+}
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (see `tinylet --help`)", self.0)
+        let help = match self.topic {
+            Topic::Main => "tinylet --help",
+            Topic::Run => "tinylet run --help",
+            Topic::Status => "tinylet status --help",
+        };
+        write!(f, "{} (see `{help}`)", self.message)
     }
 }
 
 impl std::error::Error for CliError {}
-
-/// The text of `tinylet --help`.
-pub const HELP: &str = "\
-tinylet: a small Kubernetes node agent (kubelet + kube-proxy) for edge and ARM devices
-
-USAGE:
-    tinylet [run] [FLAGS]     run the node agent (static pods; API server when a kubeconfig is given)
-    tinylet status [--json]   show a running agent's desired vs actual pods
-    tinylet proxy [FLAGS]     run the service proxy alone (see `tinylet proxy --help`)
-    tinylet ipvs list|flush   show or clear the kernel's IPVS table
-    tinylet --version
-
-FLAGS of run (kubelet names):
-    --config FILE                     KubeletConfiguration-style YAML
-    --board NAME                      board profile (see boards/), default: dev-host
-    --root-dir DIR                    state on flash (store, pod dirs)
-    --pod-manifest-path DIR           static pod manifests (YAML or JSON)
-    --container-runtime-endpoint EP   CRI socket, e.g. unix:///run/containerd/containerd.sock
-    --kubeconfig FILE                 join a cluster with this identity
-    --bootstrap-kubeconfig FILE       TLS bootstrap identity when --kubeconfig has no valid cert
-    --cert-dir DIR                    where bootstrapped certificates are kept
-    --hostname-override NAME          node name
-    --node-ip IP                      node address to report
-    --node-labels K=V,...             extra node labels
-    --register-with-taints K=V:E,...  taints to register with
-    --offline-autonomy=true|false     restart API pods from flash when the API is unreachable
-    --proxy-mode ipvs                 also run the service proxy in-process
-    --proxy-manifest-path DIR         Services/EndpointSlices for the proxy, offline
-    --status-socket PATH              local unix socket for `tinylet status`
-    --once                            converge once, report, and exit
-    -v, --v N                         log verbosity (0-1 info, 2-3 debug, 4+ trace)
-";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let Some(first) = args.first() else {
         return Ok(Command::Run(Box::default()));
     };
+    let rest = &args[1..];
     match first.as_str() {
-        "run" => parse_run(&args[1..]).map(|f| Command::Run(Box::new(f))),
-        "status" => parse_status(&args[1..]).map(Command::Status),
-        "proxy" => Ok(Command::Proxy(args[1..].to_vec())),
-        "ipvs" => Ok(Command::Ipvs(args[1..].to_vec())),
-        "--version" | "version" => Ok(Command::Version),
-        "--help" | "-h" | "help" => Ok(Command::Help),
-        s if s.starts_with('-') => parse_run(args).map(|f| Command::Run(Box::new(f))),
-        other => Err(CliError(format!("unknown command {other:?}"))),
+        "run" => parse_run(rest),
+        "status" => parse_status(rest),
+        "proxy" => Ok(Command::Proxy(rest.to_vec())),
+        "ipvs" => Ok(Command::Ipvs(rest.to_vec())),
+        "--version" | "-version" | "version" => Ok(Command::Version),
+        "--help" | "-help" | "-h" => Ok(Command::Help(Topic::Main)),
+        "help" => match rest.first().map(String::as_str) {
+            None => Ok(Command::Help(Topic::Main)),
+            Some("run") => Ok(Command::Help(Topic::Run)),
+            Some("status") => Ok(Command::Help(Topic::Status)),
+            Some("proxy") => Ok(Command::Proxy(vec!["--help".into()])),
+            Some("ipvs") => Ok(Command::Ipvs(vec!["--help".into()])),
+            Some(other) => Err(CliError::new(
+                Topic::Main,
+                format!("no help for {other:?}: the commands are run, status, proxy and ipvs"),
+            )),
+        },
+        s if s.starts_with('-') => parse_run(args),
+        other => Err(CliError::new(
+            Topic::Main,
+            format!("unknown command {other:?}: the commands are run, status, proxy and ipvs"),
+        )),
     }
 }
 
@@ -120,11 +153,20 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
 struct Flags<'a> {
     args: &'a [String],
     pos: usize,
+    topic: Topic,
 }
 
 impl<'a> Flags<'a> {
-    fn new(args: &'a [String]) -> Self {
-        Flags { args, pos: 0 }
+    fn new(args: &'a [String], topic: Topic) -> Self {
+        Flags {
+            args,
+            pos: 0,
+            topic,
+        }
+    }
+
+    fn error(&self, message: String) -> CliError {
+        CliError::new(self.topic, message)
     }
 
     /// The next flag's name (without dashes) and its inline `=value`, if any.
@@ -136,7 +178,8 @@ impl<'a> Flags<'a> {
         let body = arg
             .strip_prefix("--")
             .or_else(|| arg.strip_prefix('-'))
-            .ok_or_else(|| CliError(format!("unexpected argument {arg:?}")))?;
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| self.error(format!("unexpected argument {arg:?}")))?;
         Ok(Some(match body.split_once('=') {
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (body.to_string(), None),
@@ -151,25 +194,24 @@ impl<'a> Flags<'a> {
         let v = self
             .args
             .get(self.pos)
-            .ok_or_else(|| CliError(format!("flag --{name} needs a value")))?;
+            .ok_or_else(|| self.error(format!("flag --{name} needs a value")))?;
         self.pos += 1;
         Ok(v.clone())
     }
-}
 
-fn parse_bool(name: &str, inline: Option<String>) -> Result<bool, CliError> {
-    match inline.as_deref() {
-        None | Some("true") | Some("1") => Ok(true),
-        Some("false") | Some("0") => Ok(false),
-        Some(v) => Err(CliError(format!(
-            "flag --{name}: {v:?} is not true or false"
-        ))),
+    /// A boolean flag: bare means true, or `=true|false` inline (never the next word).
+    fn boolean(&self, name: &str, inline: Option<String>) -> Result<bool, CliError> {
+        match inline.as_deref() {
+            None | Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(v) => Err(self.error(format!("flag --{name}: {v:?} is not true or false"))),
+        }
     }
 }
 
-fn parse_run(args: &[String]) -> Result<RunFlags, CliError> {
+fn parse_run(args: &[String]) -> Result<Command, CliError> {
     let mut f = RunFlags::default();
-    let mut it = Flags::new(args);
+    let mut it = Flags::new(args, Topic::Run);
     while let Some((name, inline)) = it.next_flag()? {
         let slot = match name.as_str() {
             "config" => &mut f.config,
@@ -188,41 +230,195 @@ fn parse_run(args: &[String]) -> Result<RunFlags, CliError> {
             "proxy-manifest-path" => &mut f.proxy_manifest_path,
             "status-socket" => &mut f.status_socket,
             "offline-autonomy" => {
-                f.offline_autonomy = Some(parse_bool(&name, inline)?);
+                f.offline_autonomy = Some(it.boolean(&name, inline)?);
                 continue;
             }
             "once" => {
-                f.once = parse_bool(&name, inline)?;
+                f.once = it.boolean(&name, inline)?;
+                continue;
+            }
+            "json" => {
+                f.json = it.boolean(&name, inline)?;
+                continue;
+            }
+            "once-timeout" => {
+                let v = it.value(&name, inline)?;
+                let d = config::parse_duration(&v)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        it.error(format!(
+                            "flag --once-timeout: {v:?} is not a duration such as 60s or 2m"
+                        ))
+                    })?;
+                f.once_timeout = Some(d);
                 continue;
             }
             "v" => {
                 let v = it.value(&name, inline)?;
                 let n = v
                     .parse::<u8>()
-                    .map_err(|_| CliError(format!("flag -v: {v:?} is not a number 0-255")))?;
+                    .map_err(|_| it.error(format!("flag -v: {v:?} is not a number 0-255")))?;
                 f.verbosity = Some(n);
                 continue;
             }
-            "help" | "h" => return Err(CliError("help".into())),
-            _ => return Err(CliError(format!("unknown flag --{name}"))),
+            "help" | "h" => return Ok(Command::Help(Topic::Run)),
+            _ => return Err(it.error(format!("unknown flag --{name} for run"))),
         };
         *slot = Some(it.value(&name, inline)?);
     }
-    Ok(f)
+    Ok(Command::Run(Box::new(f)))
 }
 
-fn parse_status(args: &[String]) -> Result<StatusFlags, CliError> {
+fn parse_status(args: &[String]) -> Result<Command, CliError> {
     let mut f = StatusFlags::default();
-    let mut it = Flags::new(args);
+    let mut it = Flags::new(args, Topic::Status);
     while let Some((name, inline)) = it.next_flag()? {
         match name.as_str() {
             "status-socket" => f.status_socket = Some(it.value(&name, inline)?),
             "root-dir" => f.root_dir = Some(it.value(&name, inline)?),
-            "json" => f.json = parse_bool(&name, inline)?,
-            _ => return Err(CliError(format!("unknown flag --{name} for status"))),
+            "json" => f.json = it.boolean(&name, inline)?,
+            "help" | "h" => return Ok(Command::Help(Topic::Status)),
+            _ => return Err(it.error(format!("unknown flag --{name} for status"))),
         }
     }
-    Ok(f)
+    Ok(Command::Status(f))
+}
+
+/// The help text of `topic`, with the built-in defaults filled in from the configuration.
+pub fn help(topic: Topic) -> String {
+    match topic {
+        Topic::Main => MAIN_HELP.to_string(),
+        Topic::Run => run_help(),
+        Topic::Status => status_help(),
+    }
+}
+
+const MAIN_HELP: &str = "\
+tinylet: a small Kubernetes node agent (kubelet + kube-proxy) for edge and ARM devices
+
+usage:
+    tinylet [run] [FLAGS]      run the node agent: static pods, and API pods with a kubeconfig
+    tinylet status [FLAGS]     show a running agent's desired vs actual pods
+    tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS mode)
+    tinylet ipvs list|flush    show or clear the kernel's IPVS table
+    tinylet --version          print the version, target and commit
+    tinylet help [COMMAND]     this text, or a command's flags (same as COMMAND --help)
+
+Flags without a command are run's. Every command's --help lists its flags and defaults.
+";
+
+fn run_help() -> String {
+    let d = AgentConfig::default();
+    let manifests = d
+        .static_pod_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "none".into());
+    let boards = wrap(&config::board_names(), 58).join("\n                                      ");
+    format!(
+        "\
+usage: tinylet run [FLAGS]
+
+Runs the node agent: static pods from the manifest dir and, with a kubeconfig, the pods the API
+server binds to this node. Settings layer, later wins: built-in defaults, the board profile,
+--config, flags. Flag values are `--flag value` or `--flag=value`; a repeated flag's last
+value wins. Defaults below are the built-in ones; a board profile may set its own.
+
+flags (the kubelet's names where the kubelet has the flag):
+    --config FILE                     KubeletConfiguration-style YAML (default: none)
+    --board NAME                      board profile (default {board}); one of:
+                                      {boards}
+    --root-dir DIR                    state on flash: store, pod dirs (default {root})
+    --pod-manifest-path DIR           static pod manifests, YAML or JSON; empty disables
+                                      (default {manifests})
+    --container-runtime-endpoint EP   CRI socket, unix:// only
+                                      (default {endpoint})
+    --kubeconfig FILE                 join a cluster with this identity (default: none)
+    --bootstrap-kubeconfig FILE       TLS bootstrap identity when --kubeconfig has no valid
+                                      certificate (default: none)
+    --cert-dir DIR                    bootstrapped certificates (default ROOT-DIR/pki)
+    --hostname-override NAME          node name (default: the host name, lowercased)
+    --node-ip IP[,IP]                 node addresses to report (default: the host's)
+    --node-labels K=V,...             extra node labels (default: none)
+    --register-with-taints K=V:E,...  taints to register with (default: none)
+    --offline-autonomy=true|false     restart API pods from flash while the API server is
+                                      unreachable (default {autonomy})
+    --proxy-mode ipvs|none            also run the service proxy in-process (default none)
+    --proxy-manifest-path DIR         Services/EndpointSlices for the proxy, offline
+                                      (default: none)
+    --status-socket PATH              unix socket `tinylet status` reads
+                                      (default ROOT-DIR/tinylet.sock)
+    --once                            converge once, print the status and exit
+    --once-timeout DURATION           how long --once waits for the runtime and the pods
+                                      (default {once:?})
+    --json                            with --once: print the status as JSON, not a table
+    -v, --v N                         log verbosity: 0-1 info, 2-3 debug, 4+ trace
+                                      (default {v})
+    -h, --help                        this help
+
+exit codes of --once:
+    0  converged: every pod started (or finished), no manifest errors
+    1  the agent could not run (configuration, root dir, store, signal)
+    2  the command line is wrong
+    3  the container runtime did not answer within --once-timeout
+    4  converged, but a manifest (or a pod in it) has errors
+    5  pods did not start within --once-timeout
+",
+        board = config::DEFAULT_BOARD,
+        root = d.root_dir.display(),
+        endpoint = d.container_runtime_endpoint,
+        autonomy = d.offline_autonomy,
+        once = DEFAULT_ONCE_TIMEOUT,
+        v = d.verbosity,
+    )
+}
+
+/// Comma-separated words in lines of at most `width` characters.
+fn wrap(words: &[&str], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let piece = if i + 1 < words.len() {
+            format!("{w},")
+        } else {
+            w.to_string()
+        };
+        if !line.is_empty() && line.len() + 1 + piece.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&piece);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn status_help() -> String {
+    let d = AgentConfig::default();
+    format!(
+        "\
+usage: tinylet status [FLAGS]
+
+Asks a running `tinylet run` for its view: per pod the spec hash, phase, containers,
+restarts, back-off and errors, then manifest errors. With neither --root-dir nor
+--status-socket it tries the sockets the built-in board profiles use, first
+{default}.
+
+flags:
+    --root-dir DIR         the agent's --root-dir; its socket is DIR/tinylet.sock
+                           (default {root})
+    --status-socket PATH   the agent's --status-socket, when it set one (wins over --root-dir)
+    --json                 print the agent's JSON document instead of the table
+    -h, --help             this help
+",
+        root = d.root_dir.display(),
+        default = d.root_dir.join("tinylet.sock").display(),
+    )
 }
 
 #[cfg(test)]
@@ -233,6 +429,13 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
+    fn run_flags(s: &str) -> RunFlags {
+        match parse(&args(s)) {
+            Ok(Command::Run(f)) => *f,
+            other => panic!("{s}: not run: {other:?}"),
+        }
+    }
+
     #[test]
     fn no_arguments_runs_the_agent_on_defaults() {
         assert_eq!(parse(&[]).unwrap(), Command::Run(Box::default()));
@@ -240,13 +443,9 @@ mod tests {
 
     #[test]
     fn kubelet_flags_in_both_spellings() {
-        let c = parse(&args(
+        let f = run_flags(
             "run --root-dir /data/tl --container-runtime-endpoint=unix:///x.sock -v=3 --offline-autonomy=false --once",
-        ))
-        .unwrap();
-        let Command::Run(f) = c else {
-            panic!("not run")
-        };
+        );
         assert_eq!(f.root_dir.as_deref(), Some("/data/tl"));
         assert_eq!(
             f.container_runtime_endpoint.as_deref(),
@@ -255,34 +454,148 @@ mod tests {
         assert_eq!(f.verbosity, Some(3));
         assert_eq!(f.offline_autonomy, Some(false));
         assert!(f.once);
+        assert_eq!(f.once_timeout(), DEFAULT_ONCE_TIMEOUT);
+        assert!(!f.json);
+    }
+
+    #[test]
+    fn a_repeated_flag_keeps_its_last_value() {
+        // Go's flag package, which the kubelet uses, sets the flag again on each occurrence.
+        let f = run_flags("run --root-dir /a --v 1 --root-dir=/b -v=4");
+        assert_eq!(f.root_dir.as_deref(), Some("/b"));
+        assert_eq!(f.verbosity, Some(4));
+    }
+
+    #[test]
+    fn once_timeout_and_json() {
+        let f = run_flags("run --once --once-timeout 90s --json");
+        assert_eq!(f.once_timeout(), Duration::from_secs(90));
+        assert!(f.json && f.once);
+        let f = run_flags("run --once --once-timeout=1m30s");
+        assert_eq!(f.once_timeout(), Duration::from_secs(90));
+        for bad in [
+            "run --once-timeout soon",
+            "run --once-timeout 0s",
+            "run --once-timeout",
+        ] {
+            let e = parse(&args(bad)).unwrap_err();
+            assert!(e.message.contains("--once-timeout"), "{bad}: {e}");
+            assert_eq!(e.topic, Topic::Run);
+        }
     }
 
     #[test]
     fn flags_without_subcommand_mean_run() {
-        let c = parse(&args("--v 2 --hostname-override pi4")).unwrap();
-        let Command::Run(f) = c else {
-            panic!("not run")
-        };
+        let f = run_flags("--v 2 --hostname-override pi4");
         assert_eq!(f.verbosity, Some(2));
         assert_eq!(f.hostname_override.as_deref(), Some("pi4"));
     }
 
     #[test]
-    fn errors_name_the_flag() {
-        assert!(parse(&args("run --nope 1"))
-            .unwrap_err()
-            .0
-            .contains("--nope"));
+    fn errors_name_the_flag_and_the_help_to_read() {
+        let e = parse(&args("run --nope 1")).unwrap_err();
+        assert!(e.message.contains("--nope"), "{e}");
+        assert!(e.to_string().contains("tinylet run --help"), "{e}");
         assert!(parse(&args("run --root-dir"))
             .unwrap_err()
-            .0
+            .message
             .contains("--root-dir"));
-        assert!(parse(&args("run -v x")).unwrap_err().0.contains("-v"));
+        assert!(parse(&args("run -v x")).unwrap_err().message.contains("-v"));
         assert!(parse(&args("run --once=maybe"))
             .unwrap_err()
-            .0
+            .message
             .contains("--once"));
-        assert!(parse(&args("frobnicate")).is_err());
+        let e = parse(&args("status --root")).unwrap_err();
+        assert!(e.to_string().contains("tinylet status --help"), "{e}");
+        let e = parse(&args("frobnicate")).unwrap_err();
+        assert!(e.to_string().contains("tinylet --help"), "{e}");
+        assert!(parse(&args("run stray")).is_err());
+    }
+
+    #[test]
+    fn every_command_has_its_own_help() {
+        for (line, topic) in [
+            ("--help", Topic::Main),
+            ("-h", Topic::Main),
+            ("help", Topic::Main),
+            ("run --help", Topic::Run),
+            ("run --root-dir /x -h", Topic::Run),
+            ("help run", Topic::Run),
+            ("--v 2 --help", Topic::Run),
+            ("status --help", Topic::Status),
+            ("status -h", Topic::Status),
+            ("help status", Topic::Status),
+        ] {
+            assert_eq!(parse(&args(line)).unwrap(), Command::Help(topic), "{line}");
+        }
+        assert_eq!(
+            parse(&args("help proxy")).unwrap(),
+            Command::Proxy(args("--help"))
+        );
+        assert_eq!(
+            parse(&args("help ipvs")).unwrap(),
+            Command::Ipvs(args("--help"))
+        );
+    }
+
+    #[test]
+    fn run_help_lists_every_flag_with_defaults_and_the_boards() {
+        let h = help(Topic::Run);
+        for flag in [
+            "--config",
+            "--board",
+            "--root-dir",
+            "--pod-manifest-path",
+            "--container-runtime-endpoint",
+            "--kubeconfig",
+            "--bootstrap-kubeconfig",
+            "--cert-dir",
+            "--hostname-override",
+            "--node-ip",
+            "--node-labels",
+            "--register-with-taints",
+            "--offline-autonomy",
+            "--proxy-mode",
+            "--proxy-manifest-path",
+            "--status-socket",
+            "--once",
+            "--once-timeout",
+            "--json",
+            "--v",
+            "--help",
+        ] {
+            assert!(h.contains(flag), "run help lacks {flag}:\n{h}");
+        }
+        for board in config::board_names() {
+            assert!(h.contains(board), "run help lacks board {board}:\n{h}");
+        }
+        for default in [
+            "(default /var/lib/tinylet)",
+            "(default /etc/tinylet/manifests)",
+            "(default unix:///run/containerd/containerd.sock)",
+            "(default ROOT-DIR/tinylet.sock)",
+            "(default 60s)",
+            "(default dev-host)",
+        ] {
+            assert!(h.contains(default), "run help lacks {default}:\n{h}");
+        }
+    }
+
+    #[test]
+    fn status_help_lists_its_flags() {
+        let h = help(Topic::Status);
+        for s in [
+            "--root-dir",
+            "--status-socket",
+            "--json",
+            "/var/lib/tinylet/tinylet.sock",
+        ] {
+            assert!(h.contains(s), "status help lacks {s}:\n{h}");
+        }
+        let m = help(Topic::Main);
+        for s in ["run", "status", "proxy", "ipvs", "--version"] {
+            assert!(m.contains(s), "main help lacks {s}:\n{m}");
+        }
     }
 
     #[test]
@@ -296,9 +609,10 @@ mod tests {
             Command::Ipvs(args("list"))
         );
         assert_eq!(parse(&args("--version")).unwrap(), Command::Version);
-        let Command::Status(s) = parse(&args("status --json")).unwrap() else {
+        let Command::Status(s) = parse(&args("status --json --root-dir=/r")).unwrap() else {
             panic!("not status")
         };
         assert!(s.json);
+        assert_eq!(s.root_dir.as_deref(), Some("/r"));
     }
 }

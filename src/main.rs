@@ -8,7 +8,6 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
         Ok(c) => c,
-        Err(e) if e.0 == "help" => Command::Help,
         Err(e) => {
             eprintln!("tinylet: {e}");
             return ExitCode::from(2);
@@ -19,8 +18,8 @@ fn main() -> ExitCode {
             println!("{}", tinylet::version_line());
             0
         }
-        Command::Help => {
-            print!("{}", cli::HELP);
+        Command::Help(topic) => {
+            print!("{}", cli::help(topic));
             0
         }
         Command::Run(flags) => tinylet::agent::run_main(*flags),

@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh machine: installs what the tests need, brings up the real
 # containerd test bed, runs every test (unit, integration against containerd, ARM unit tests
 # under qemu-user, IPVS in real kernels under QEMU), tears everything down, and ends with one
-# line `tinylet tests: N passed, M failed`. Run as root from anywhere. Idempotent.
+# line `tests: N passed, M failed`. Run as root from anywhere. Idempotent.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -41,12 +41,19 @@ fi
 step "test bed down" tests/bed/down.sh
 trap - EXIT
 
-passed=$(grep -Eo '(test result: [a-zA-Z]+\. |vm: )[0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed; |vm: [0-9]+ passed, )[0-9]+ failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+sum() { grep -Eo "$1" "$log" | grep -Eo "[0-9]+ $2" | awk '{s+=$1} END {print s+0}'; }
+t_pass=$(sum 'test result: [a-zA-Z]+\. [0-9]+ passed' passed)
+t_fail=$(sum 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' failed)
+vm_pass=$(sum 'vm: [0-9]+ passed' passed)
+vm_fail=$(sum 'vm: [0-9]+ passed, [0-9]+ failed' failed)
+passed=$((t_pass + vm_pass))
+failed=$((t_fail + vm_fail))
 rm -f "$log"
 if [ ${#failed_steps[@]} -gt 0 ]; then
     printf '\nfailed steps: %s\n' "${failed_steps[*]}"
     [ "$failed" -gt 0 ] || failed=${#failed_steps[@]}
 fi
-printf '\ntests: %s passed, %s failed\n' "$passed" "$failed"
+printf '\nRust tests: %s passed, %s failed\n' "$t_pass" "$t_fail"
+printf 'VM guest checks: %s passed, %s failed\n' "$vm_pass" "$vm_fail"
+printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ] && [ ${#failed_steps[@]} -eq 0 ]

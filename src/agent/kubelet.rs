@@ -30,6 +30,7 @@ use crate::runtime::volumes::NoApiData;
 use crate::store::{RecordKind, Store};
 
 use super::apipods::{ApiEvent, ApiSide, Report};
+use super::once;
 use super::status::StatusCell;
 use super::AgentError;
 
@@ -60,17 +61,22 @@ enum Wake {
 /// Options of one run that do not come from the configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
-    /// Converge once (all static pods started, or a deadline), print the status and return.
+    /// Converge once (see [`super::once`]), print the report and return its exit code.
     pub once: bool,
+    /// The bound on `once`, counted from the agent's start.
+    pub once_timeout: Duration,
+    /// `once` reports as JSON instead of a table.
+    pub json: bool,
 }
 
-/// Runs the pod side of the agent until a signal (or, with `once`, until converged).
+/// Runs the pod side of the agent until a signal (or, with `once`, until converged); the
+/// process exit code.
 pub async fn run(
     cfg: AgentConfig,
     started: Instant,
     ex: Rc<smol::LocalExecutor<'static>>,
     opts: RunOptions,
-) -> Result<bool, AgentError> {
+) -> Result<i32, AgentError> {
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -146,7 +152,18 @@ pub async fn run(
     };
 
     let signals = Signals::new()?;
-    wait_for_runtime(&cri, &cfg.container_runtime_endpoint, &signals).await?;
+    let once_deadline = started + opts.once_timeout;
+    let endpoint = &cfg.container_runtime_endpoint;
+    let bound = opts.once.then_some(once_deadline);
+    if let Some(last_error) = wait_for_runtime(&cri, endpoint, &signals, bound).await? {
+        let outcome = once::Outcome::NoRuntime {
+            endpoint: endpoint.clone(),
+            waited: opts.once_timeout,
+            last_error,
+        };
+        print!("{}", once::report("", &outcome, opts.json));
+        return Ok(outcome.exit_code());
+    }
     // Join the cluster (credentials, Node, Lease) on its own thread when a kubeconfig is set.
     let node = start_node(&cfg, &node_name, &cri).await;
 
@@ -176,7 +193,6 @@ pub async fn run(
     let housekeeping_busy = Rc::new(std::cell::Cell::new(0u32));
     // `--once` must not settle before the manifest dir has been read at least once.
     let mut manifests_seen = watcher.is_none();
-    let once_deadline = started + Duration::from_secs(300);
 
     loop {
         // After a TLS bootstrap the API side starts as soon as the credentials exist.
@@ -275,14 +291,21 @@ pub async fn run(
             boot_logged,
         ));
         if opts.once {
-            let settled = engine.outstanding() == 0
-                && housekeeping_busy.get() == 0
-                && engine.tracked_pods().count() == pods.len()
-                && manifests_seen
-                && (static_pods.is_empty() || boot_logged);
-            if settled || now >= once_deadline {
-                println!("{}", status.get());
-                return Ok(settled);
+            let progress = once::Progress {
+                idle: engine.outstanding() == 0
+                    && housekeeping_busy.get() == 0
+                    && engine.tracked_pods().count() == pods.len()
+                    && manifests_seen,
+                pods: &pods,
+                manifest_errors: &manifest_errors,
+                pod_errors: &desired_errors,
+                now,
+                deadline: once_deadline,
+                timeout: opts.once_timeout,
+            };
+            if let Some(outcome) = once::decide(&progress) {
+                print!("{}", once::report(&status.get(), &outcome, opts.json));
+                return Ok(outcome.exit_code());
             }
         }
         // While pods are starting (init containers running, containers being created) the
@@ -296,6 +319,9 @@ pub async fn run(
             .map_or(next_relist, |w| w.min(next_relist));
         if let Some(a) = &api {
             wake_at = wake_at.min(a.next_wakeup());
+        }
+        if opts.once {
+            wake_at = wake_at.min(once_deadline);
         }
         let timer = async {
             smol::Timer::at(wake_at).await;
@@ -326,12 +352,14 @@ pub async fn run(
                     a.store_pending(&mut store);
                 }
                 log::info!(
-                    "signal received: stopping (pods keep running and are adopted on restart)"
+                    "signal received: stopping, leaving {} pod(s) running (a restarted agent \
+                     adopts them; an empty manifest dir and --once removes them)",
+                    pods.len()
                 );
                 if let Some(p) = &cfg.status_socket {
                     let _ = std::fs::remove_file(p);
                 }
-                return Ok(true);
+                return Ok(0);
             }
             Wake::Result(id, uid, r) => {
                 if let Some(uid) = uid {
@@ -354,10 +382,13 @@ pub async fn run(
             }
             Wake::Manifests(set) => {
                 manifests_seen = true;
-                manifest_errors = set.errors.iter().map(|e| e.to_string()).collect();
-                for e in &set.errors {
+                // Each error once per change of its file: the set comes again whenever any
+                // file changes, and an unchanged file's error is the same text.
+                let errors: Vec<String> = set.errors.iter().map(|e| e.to_string()).collect();
+                for e in errors.iter().filter(|e| !manifest_errors.contains(e)) {
                     log::error!("{e}");
                 }
+                manifest_errors = errors;
                 let dir_ok = cfg.static_pod_path.as_deref().is_some_and(Path::is_dir);
                 if dir_ok {
                     static_pods = import_manifests(&mut store, &set, &static_pods);
@@ -688,14 +719,21 @@ fn create_private_dir(dir: &PathBuf) -> Result<(), AgentError> {
 }
 
 /// Waits for the runtime to answer, with a back-off from 0.5 s to 10 s, logging each failure.
+/// With a `deadline` (`--once`) it gives up then: `Some(last failure)`.
 async fn wait_for_runtime(
     cri: &CriClient,
     endpoint: &str,
     signals: &Signals,
-) -> Result<(), AgentError> {
+    deadline: Option<Instant>,
+) -> Result<Option<String>, AgentError> {
     let mut delay = Duration::from_millis(500);
+    let mut last_error = String::from("no answer");
     loop {
-        match cri.version().await {
+        let call = async { Some(cri.version().await) };
+        let Some(answer) = call.or(expired(deadline)).await else {
+            return Ok(Some(last_error));
+        };
+        match answer {
             Ok(v) => {
                 log::info!(
                     "container runtime {} {} (CRI {}) at {endpoint}",
@@ -703,23 +741,37 @@ async fn wait_for_runtime(
                     v.runtime_version,
                     v.runtime_api_version
                 );
-                return Ok(());
+                return Ok(None);
             }
-            Err(e) => log::warn!("waiting for the container runtime: {e}; retrying in {delay:?}"),
+            Err(e) => {
+                log::warn!("waiting for the container runtime: {e}; retrying in {delay:?}");
+                last_error = e.to_string();
+            }
         }
         let stop = async {
             signals.wait().await;
-            true
+            Some(true)
         };
         let sleep = async {
             smol::Timer::after(delay).await;
-            false
+            Some(false)
         };
-        if stop.or(sleep).await {
-            return Err(AgentError::Interrupted);
+        match stop.or(sleep).or(expired(deadline)).await {
+            Some(true) => return Err(AgentError::Interrupted),
+            Some(false) => {}
+            None => return Ok(Some(last_error)),
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// `None` at `deadline`; never without one.
+async fn expired<T>(deadline: Option<Instant>) -> Option<T> {
+    match deadline {
+        Some(d) => smol::Timer::at(d).await,
+        None => std::future::pending().await,
+    };
+    None
 }
 
 /// Starts the node side when `--kubeconfig` or `--bootstrap-kubeconfig` is set. A failure is

@@ -4,6 +4,7 @@
 pub mod apipods;
 pub mod apivolumes;
 pub mod kubelet;
+pub mod once;
 pub mod podevents;
 pub mod podstatus;
 pub mod status;
@@ -70,7 +71,7 @@ fn overrides(f: &RunFlags) -> FlagOverrides {
 
 /// The status socket when none is configured: inside the root dir, reachable by root only.
 fn default_status_socket(root_dir: &std::path::Path) -> PathBuf {
-    root_dir.join("tinylet.sock")
+    status::default_socket(root_dir)
 }
 
 /// `tinylet run`.
@@ -87,26 +88,50 @@ pub fn run_main(flags: RunFlags) -> i32 {
     };
     let mut cfg = resolved.config;
     crate::logging::init(cfg.verbosity);
+    if let Err(e) = check_endpoint(&cfg.container_runtime_endpoint) {
+        log::error!("{e}");
+        return 2;
+    }
     if cfg.status_socket.is_none() {
         cfg.status_socket = Some(default_status_socket(&cfg.root_dir));
     }
     log::info!("{} starting, board {}", crate::version_line(), cfg.board);
     start_proxy(&cfg);
     let ex = Rc::new(smol::LocalExecutor::new());
-    let opts = kubelet::RunOptions { once: flags.once };
+    let opts = kubelet::RunOptions {
+        once: flags.once,
+        once_timeout: flags.once_timeout(),
+        json: flags.json,
+    };
     let socket = cfg.status_socket.clone();
     let result = smol::block_on(ex.run(kubelet::run(cfg, started, ex.clone(), opts)));
     if let Some(p) = socket {
         let _ = std::fs::remove_file(p);
     }
     match result {
-        Ok(true) => 0,
-        Ok(false) => 1,
+        Ok(code) => {
+            if !flags.once {
+                log::info!("stopped");
+            }
+            code
+        }
         Err(e) => {
             log::error!("{e}");
             1
         }
     }
+}
+
+/// The runtime endpoint must be a unix socket: CRI over TCP is not implemented.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+    if path.starts_with('/') && path.len() > 1 {
+        return Ok(());
+    }
+    Err(format!(
+        "container runtime endpoint {endpoint:?}: only unix:// endpoints are supported, \
+         e.g. --container-runtime-endpoint unix:///run/containerd/containerd.sock"
+    ))
 }
 
 /// With `--proxy-mode=ipvs` the service proxy runs in-process, on its own thread, exactly as
@@ -147,30 +172,5 @@ fn start_proxy(cfg: &config::AgentConfig) {
 
 /// `tinylet status`.
 pub fn status_main(flags: StatusFlags) -> i32 {
-    let socket = match (&flags.status_socket, &flags.root_dir) {
-        (Some(s), _) => PathBuf::from(s),
-        (None, Some(r)) => default_status_socket(std::path::Path::new(r)),
-        (None, None) => default_status_socket(std::path::Path::new("/var/lib/tinylet")),
-    };
-    let doc = match status::fetch(&socket) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("tinylet status: {e}");
-            return 1;
-        }
-    };
-    if flags.json {
-        println!("{}", doc.trim());
-        return 0;
-    }
-    match serde_json::from_str::<serde_json::Value>(&doc) {
-        Ok(v) => {
-            print!("{}", status::render_table(&v));
-            0
-        }
-        Err(e) => {
-            eprintln!("tinylet status: the agent answered something that is not JSON: {e}");
-            1
-        }
-    }
+    status::client_main(&flags)
 }

@@ -32,6 +32,8 @@ impl StatusCell {
 pub struct StatusError {
     pub path: PathBuf,
     pub what: String,
+    /// Nothing could be reached at the path (no socket, or nobody listening).
+    pub connect: bool,
 }
 
 impl std::fmt::Display for StatusError {
@@ -47,6 +49,7 @@ pub fn serve(path: &Path, cell: StatusCell) -> Result<smol::Task<()>, StatusErro
     let err = |what: String| StatusError {
         path: path.to_path_buf(),
         what,
+        connect: false,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("create parent dir: {e}")))?;
@@ -78,16 +81,125 @@ pub fn serve(path: &Path, cell: StatusCell) -> Result<smol::Task<()>, StatusErro
     }))
 }
 
+/// The socket of an agent whose `--root-dir` is `root` and that names no `--status-socket`.
+pub fn default_socket(root: &Path) -> PathBuf {
+    root.join("tinylet.sock")
+}
+
+/// Where `tinylet status` looks for an agent, in order: the socket or root dir it was given,
+/// else the socket each built-in board profile gives an agent (the default profile's first).
+pub fn candidate_sockets(socket: Option<&str>, root_dir: Option<&str>) -> Vec<PathBuf> {
+    if let Some(s) = socket {
+        return vec![PathBuf::from(s)];
+    }
+    if let Some(r) = root_dir {
+        return vec![default_socket(Path::new(r))];
+    }
+    let mut names = vec![crate::config::DEFAULT_BOARD];
+    names.extend(crate::config::board_names());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for name in names {
+        let flags = crate::config::FlagOverrides {
+            board: Some(name.to_string()),
+            ..Default::default()
+        };
+        let Ok(r) = crate::config::resolve_from(&flags, None) else {
+            continue;
+        };
+        let path = r
+            .config
+            .status_socket
+            .unwrap_or_else(|| default_socket(&r.config.root_dir));
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The candidate to ask: the first that exists, else the first (whose error then says so).
+pub fn pick_socket(candidates: &[PathBuf], exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .find(|p| exists(p))
+        .or_else(|| candidates.first())
+        .cloned()
+}
+
+/// What to tell someone whose `tinylet status` found no agent: which sockets were tried and
+/// how to name another.
+pub fn no_agent_hint(tried: &[PathBuf], err: &StatusError) -> String {
+    let others: Vec<String> = tried
+        .iter()
+        .filter(|p| **p != err.path)
+        .map(|p| p.display().to_string())
+        .collect();
+    let also = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (also tried {})", others.join(", "))
+    };
+    format!(
+        "no agent answers at {}{also}: {}\n\
+         point at a running `tinylet run` with --root-dir DIR (its socket is DIR/tinylet.sock) \
+         or --status-socket PATH, as given to it",
+        err.path.display(),
+        err.what
+    )
+}
+
+/// `tinylet status`: asks the agent, prints its table (or JSON); the process exit code.
+pub fn client_main(flags: &crate::cli::StatusFlags) -> i32 {
+    let tried = candidate_sockets(flags.status_socket.as_deref(), flags.root_dir.as_deref());
+    let Some(socket) = pick_socket(&tried, |p| p.exists()) else {
+        eprintln!("tinylet status: no status socket to try; give --root-dir or --status-socket");
+        return 1;
+    };
+    let doc = match fetch(&socket) {
+        Ok(d) => d,
+        Err(e) if e.connect => {
+            eprintln!("tinylet status: {}", no_agent_hint(&tried, &e));
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("tinylet status: {e}");
+            return 1;
+        }
+    };
+    if flags.json {
+        println!("{}", doc.trim());
+        return 0;
+    }
+    match serde_json::from_str::<serde_json::Value>(&doc) {
+        Ok(v) => {
+            print!("{}", render_table(&v));
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "tinylet status: the agent at {} answered something that is not JSON: {e}",
+                socket.display()
+            );
+            1
+        }
+    }
+}
+
 /// Reads one status document from a running agent (bounded to 16 MiB).
 pub fn fetch(path: &Path) -> Result<String, StatusError> {
     let err = |what: String| StatusError {
         path: path.to_path_buf(),
         what,
+        connect: false,
     };
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
-        err(format!(
-            "connect: {e} (is `tinylet run` running with this socket?)"
-        ))
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| StatusError {
+        connect: true,
+        ..err(match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                format!("connect: {e} (a stale socket: the agent that made it has stopped)")
+            }
+            _ => format!("connect: {e}"),
+        })
     })?;
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     let _ = s.flush();
@@ -251,6 +363,51 @@ mod tests {
     }
 
     #[test]
+    fn status_looks_where_the_flags_or_the_board_profiles_say() {
+        assert_eq!(
+            candidate_sockets(Some("/s.sock"), Some("/r")),
+            vec![PathBuf::from("/s.sock")]
+        );
+        assert_eq!(
+            candidate_sockets(None, Some("/r")),
+            vec![PathBuf::from("/r/tinylet.sock")]
+        );
+        let all = candidate_sockets(None, None);
+        // The default profile's socket first, then the other profiles' distinct ones.
+        assert_eq!(all[0], PathBuf::from("/var/lib/tinylet/tinylet.sock"));
+        assert!(
+            all.contains(&PathBuf::from("/run/tinylet/status.sock")),
+            "{all:?}"
+        );
+        let mut dedup = all.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), all.len());
+        let second = all[1].clone();
+        assert_eq!(pick_socket(&all, |p| p == second), Some(second.clone()));
+        assert_eq!(pick_socket(&all, |_| false), Some(all[0].clone()));
+        assert_eq!(pick_socket(&[], |_| true), None);
+    }
+
+    #[test]
+    fn no_agent_names_the_sockets_tried_and_the_flags() {
+        let tried = vec![PathBuf::from("/a/tinylet.sock"), PathBuf::from("/b.sock")];
+        let e = StatusError {
+            path: tried[0].clone(),
+            what: "connect: No such file or directory".into(),
+            connect: true,
+        };
+        let h = no_agent_hint(&tried, &e);
+        assert!(
+            h.contains("/a/tinylet.sock") && h.contains("also tried /b.sock"),
+            "{h}"
+        );
+        assert!(
+            h.contains("--root-dir DIR") && h.contains("--status-socket PATH"),
+            "{h}"
+        );
+    }
+
+    #[test]
     fn serves_the_latest_document_with_mode_0600() {
         let dir = std::env::temp_dir().join(format!("tl-status-{}", std::process::id()));
         let path = dir.join("s.sock");
@@ -270,6 +427,7 @@ mod tests {
         });
         let e = fetch(&dir.join("absent.sock")).unwrap_err();
         assert!(e.to_string().contains("absent.sock"));
+        assert!(e.connect);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

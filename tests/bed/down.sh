@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tears the containerd test bed down and puts the host back as up.sh found it: every pod of the
 # bed's containerd, the shims, containerd itself, the registry, the CNI bridge, pod cgroups,
-# mounts under the bed's dirs, and net.ipv4.ip_forward. Processes are stopped by pid (pid files,
-# or the shims of THIS bed's socket), never by process name. Safe to run when nothing is up.
+# mounts under the bed's dirs, and net.ipv4.ip_forward if the bed turned it on. Processes are
+# stopped by pid (pid files, or the shims of THIS bed's socket), never by process name. Safe to
+# run when nothing is up. Installed packages and the images under $BED_LIB stay (see README).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 need_root
@@ -24,7 +25,8 @@ containerd_stop
 
 # Shims of this bed outlive containerd by design; they name our socket in their arguments.
 for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    # stderr first: a process that exits meanwhile must not make the redirection complain.
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     case "$cmd" in
         *containerd-shim*"$BED_SOCK"*) kill -KILL "${p#/proc/}" 2>/dev/null ;;
     esac
@@ -46,8 +48,12 @@ for ctl in /sys/fs/cgroup/*/; do
     find "$ctl/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
 
+# ip_forward: only the change the bed makes is undone (its bridge turns forwarding on). If it was
+# on before up.sh, or is off now, it is left as it is.
 if [ -f "$BED_LIB/ip_forward.orig" ]; then
-    cat "$BED_LIB/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward
+    if [ "$(cat "$BED_LIB/ip_forward.orig")" = 0 ] && [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ]; then
+        echo 0 >/proc/sys/net/ipv4/ip_forward
+    fi
     rm -f "$BED_LIB/ip_forward.orig"
 fi
 

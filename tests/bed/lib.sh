@@ -27,6 +27,18 @@ need_root() {
     fi
 }
 
+# apt-get, non-interactive and quiet: its output (debconf notes included) goes to a log that is
+# shown only when apt-get fails. cross/setup.sh runs apt the same way.
+apt_quiet() {
+    local out rc=0
+    out=$(mktemp /tmp/tinylet-apt.XXXXXX)
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Use-Pty=0 -qq "$@" \
+        >"$out" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || { log "apt-get $* failed:"; cat "$out" >&2; }
+    rm -f "$out"
+    return "$rc"
+}
+
 # Installs the Debian packages the bed needs, only those that are missing.
 install_packages() {
     local missing=""
@@ -36,12 +48,12 @@ install_packages() {
     [ -z "$missing" ] && return 0
     log "installing:$missing"
     if [ ! -f /var/lib/apt/lists/lock ] || [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then
-        apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
+        apt_quiet update
     fi
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q $missing >/dev/null || {
-        apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q $missing >/dev/null
+    apt_quiet install -y $missing 2>/dev/null || {
+        apt_quiet update
+        apt_quiet install -y $missing
     }
 }
 

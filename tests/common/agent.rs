@@ -188,13 +188,21 @@ impl AgentEnv {
         matches!(self.agent.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// `tinylet run --once` (bounded by `limit`): its exit success and printed status.
+    /// `tinylet run --once --json` (bounded by `limit`): its exit success and printed status.
     pub fn run_once(&self, limit: Duration) -> (bool, Option<Value>) {
+        let (code, out) = self.run_once_with(limit, &["--json"]);
+        (code == Some(0), serde_json::from_str(out.trim()).ok())
+    }
+
+    /// `tinylet run --once` with `extra` arguments (bounded by `limit`, then killed): its exit
+    /// code (`None` if it had to be killed) and its stdout.
+    pub fn run_once_with(&self, limit: Duration, extra: &[&str]) -> (Option<i32>, String) {
         let m = self.manifests.clone();
         let log = std::fs::File::create(self.dir.join("once.log")).unwrap();
         let mut child = Command::new(&self.bin)
             .args(self.run_args(&m))
             .arg("--once")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -207,19 +215,18 @@ impl AgentEnv {
             s
         });
         let t0 = Instant::now();
-        let ok = loop {
+        let code = loop {
             if let Ok(Some(st)) = child.try_wait() {
-                break st.success();
+                break st.code();
             }
             if t0.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                break false;
+                break None;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let text = reader.join().unwrap_or_default();
-        (ok, serde_json::from_str(text.trim()).ok())
+        (code, reader.join().unwrap_or_default())
     }
 
     /// One `tinylet status --json` document from the running agent, if it answers.
