@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::api::{ApiError, Client};
 use crate::k8s::configmap::{ByteString, ConfigMap, Secret};
 use crate::k8s::pod::Pod;
+use crate::k8s::service::Service;
 use crate::runtime::volumes::VolumeData;
 
 /// ConfigMaps and secrets are re-read for new containers after this long.
@@ -59,6 +60,8 @@ struct Cache {
     offline_until: Option<Instant>,
     /// Objects and tokens some thread is fetching now.
     inflight: BTreeSet<String>,
+    /// Services by namespace, for Service link variables (see [`ApiVolumes::namespace_services`]).
+    services: BTreeMap<String, (Vec<Service>, Instant)>,
 }
 
 /// Result of a token refresh.
@@ -528,7 +531,12 @@ impl ApiVolumes {
 impl VolumeData for ApiVolumes {
     fn warm(&self, pod: &Pod) {
         self.prefetch(pod);
+        self.prefetch_services(pod);
         self.keep_fetched();
+    }
+
+    fn services(&self, namespace: &str) -> Vec<Service> {
+        self.namespace_services(namespace)
     }
 
     fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
@@ -599,6 +607,67 @@ impl ApiVolumes {
                 log::warn!("token for pod {}: {e}", pod.key());
                 stale
             }
+        }
+    }
+}
+
+/// The namespace whose `kubernetes` Service every pod's environment names.
+const MASTER_SERVICE_NAMESPACE: &str = "default";
+
+impl ApiVolumes {
+    /// Lists, ahead of container creation, the Services a pod's Service link variables need:
+    /// its namespace's when `enableServiceLinks` (default true), and `default`'s for the
+    /// master service. Only namespaces that have pods are ever listed.
+    fn prefetch_services(&self, pod: &Pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let _ = self.namespace_services(MASTER_SERVICE_NAMESPACE);
+        if pod.spec.enable_service_links != Some(false) {
+            let _ = self.namespace_services(&pod.metadata.namespace);
+        }
+    }
+
+    /// The Services of `ns`: one list per namespace per [`OBJECT_TTL`], the last list while the
+    /// API cannot give a new one (a pod then starts with the Services it saw before), none
+    /// if it never could. Nodes may list Services (the Node authorizer's node rules allow
+    /// get/list/watch on them cluster-wide).
+    fn namespace_services(&self, ns: &str) -> Vec<Service> {
+        let gate = format!("services/{ns}");
+        let mut waited = false;
+        loop {
+            let now = Instant::now();
+            let cached = self.lock().services.get(ns).cloned();
+            if let Some((list, at)) = &cached {
+                if now < *at + OBJECT_TTL {
+                    return list.clone();
+                }
+            }
+            if !self.may_try(now) {
+                return cached.map(|(l, _)| l).unwrap_or_default();
+            }
+            let Some(_claim) = self.claim(gate.clone(), !waited) else {
+                waited = true;
+                continue;
+            };
+            let path = format!("/api/v1/namespaces/{ns}/services");
+            let r = self
+                .client
+                .list::<Service>(&path, &crate::api::ListParams::default());
+            self.note(&r);
+            return match r {
+                Ok(list) => {
+                    let items = list.items;
+                    self.lock()
+                        .services
+                        .insert(ns.to_string(), (items.clone(), Instant::now()));
+                    items
+                }
+                Err(e) => {
+                    log::warn!("services of namespace {ns} for pod environments: {e}");
+                    cached.map(|(l, _)| l).unwrap_or_default()
+                }
+            };
         }
     }
 }

@@ -171,6 +171,12 @@ pub enum ActionResult {
         /// Why, for the status view.
         message: String,
     },
+    /// `CreateContainer` failed before the runtime was asked: the container's config cannot be
+    /// made from the pod spec and what it refers to (the kubelet's CreateContainerConfigError).
+    ConfigFailed {
+        /// The error, naming the field and the object at fault.
+        message: String,
+    },
     /// Any action failed.
     Failed {
         /// The error, for the status view.

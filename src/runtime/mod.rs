@@ -1,7 +1,9 @@
 //! The runtime side of the pod lifecycle: carries out the reconcile engine's actions through
 //! CRI, prepares volumes on the host, and runs probes. It decides nothing itself.
 
+pub mod env;
 pub mod executor;
 pub mod probe;
 pub mod spec;
+pub mod termination;
 pub mod volumes;

@@ -323,7 +323,8 @@ fn restart_policy_table() {
                 ContainerStateView::Terminated {
                     exit_code: Some(code),
                     reason: reason.into(),
-                    finished_secs_ago: Some(3)
+                    finished_secs_ago: Some(3),
+                    message: None,
                 }
             );
             assert!(!st.conditions.ready);
@@ -912,6 +913,29 @@ fn sandbox_failure_is_retried_with_back_off() {
     assert_eq!(runs, [0, 10, 30]);
     assert_eq!(h.status("a").phase, PodPhase::Running);
     assert!(h.status("a").message.is_none());
+}
+
+/// Upstream kuberuntime `startContainer`: an error generating the container's config (a
+/// missing configMap, an invalid subPathExpr) is reported as `CreateContainerConfigError`,
+/// other creation errors as `CreateContainerError`; both are retried with back-off.
+#[test]
+fn config_failures_are_create_container_config_errors() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    h.sim.fail.insert("CreateContainerConfig", 1);
+    h.settle();
+    let st = h.status("a");
+    assert_eq!(
+        st.containers[0].state.waiting_reason(),
+        Some(reason::CREATE_CONTAINER_CONFIG_ERROR)
+    );
+    assert!(
+        matches!(&st.containers[0].state, ContainerStateView::Waiting { message: Some(m), .. }
+            if m.contains("gone")),
+        "{:?}",
+        st.containers[0].state
+    );
+    h.run_for(secs(10));
+    assert_eq!(h.status("a").phase, PodPhase::Running);
 }
 
 #[test]

@@ -139,6 +139,14 @@ impl Sim {
         desired: &BTreeMap<String, DesiredPod>,
         now: Instant,
     ) -> ActionResult {
+        // "CreateContainerConfig": a creation refused for its config, before the runtime.
+        if matches!(a.kind, ActionKind::CreateContainer { .. })
+            && self.failing("CreateContainerConfig")
+        {
+            return ActionResult::ConfigFailed {
+                message: "configMap \"gone\" is not available".into(),
+            };
+        }
         if self.failing(a.kind.name()) {
             // As with containerd, a failed start leaves the container exited.
             if let ActionKind::StartContainer { container_id, .. } = &a.kind {
@@ -234,6 +242,7 @@ impl Sim {
                     image_ref: format!("sha256:{}", spec.image.len()),
                     exit_code: None,
                     reason: None,
+                    message: None,
                     started_at: None,
                     finished_at: None,
                 });
