@@ -16,6 +16,8 @@ mod podsync;
 mod agent;
 #[path = "envtest/cluster.rs"]
 mod cluster;
+#[path = "envtest/pod_env.rs"]
+mod pod_env;
 #[path = "envtest/real.rs"]
 mod real;
 #[path = "envtest/scenarios.rs"]
@@ -134,6 +136,32 @@ fn real_outage_keeps_pod_and_lease_resumes() {
         return;
     };
     scenarios::outage(&c, bed, OUTAGE);
+}
+
+// ---- what pods see of their container config (real control plane only) ----
+
+#[test]
+fn real_pod_env_from_service_links_and_resource_fields() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_env") else {
+        return;
+    };
+    pod_env::env_and_resources(&c, bed);
+}
+
+#[test]
+fn real_pod_config_errors_are_create_container_config_errors() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_config_errors") else {
+        return;
+    };
+    pod_env::config_errors(&c, bed);
+}
+
+#[test]
+fn real_pod_termination_messages() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_termination") else {
+        return;
+    };
+    pod_env::termination_messages(&c, bed);
 }
 
 // ---- the launcher's own checks (no binaries needed) ----

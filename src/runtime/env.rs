@@ -160,8 +160,9 @@ pub fn service_env(
 
 /// The value of a `resourceFieldRef` for container `c` of `pod` (or the container the selector
 /// names), by the kubelet's rules: unset limits of cpu, memory and ephemeral-storage default to
-/// the node's allocatable; unset requests are 0; the value is divided by `divisor` (default 1)
-/// and rounded up (CPU in millicores over the divisor's millicores, so "1" gives whole cores).
+/// the node's allocatable; unset requests are 0; the value is divided by `divisor` (default,
+/// also when zero, 1) and rounded up (CPU in millicores over the divisor's millicores, so "1"
+/// gives whole cores).
 pub fn resource_field_value(
     pod: &Pod,
     c: &Container,
@@ -203,14 +204,16 @@ pub fn resource_field_value(
     };
     // A zero limit counts as unset, as the kubelet's merge has it.
     let value = if limit && value == 0 { default } else { value };
+    // The API server defaults an absent divisor to "0", which means 1 as an absent one does.
     let divisor = match &sel.divisor {
         Some(d) => amount(d).map_err(|e| format!("divisor: {e}"))?,
-        None if cpu => 1000,
-        None => 1,
+        None => 0,
     };
-    if divisor == 0 {
-        return Err(format!("{}: divisor must be positive", sel.resource));
-    }
+    let divisor = match divisor {
+        0 if cpu => 1000,
+        0 => 1,
+        d => d,
+    };
     Ok(value.div_ceil(divisor).to_string())
 }
 
@@ -426,7 +429,12 @@ mod tests {
             .contains("zz"));
         assert!(resource_field_value(&p, a, &sel("limits.gpu", None), &alloc).is_err());
         assert!(resource_field_value(&p, a, &sel("cpu", None), &alloc).is_err());
-        assert!(resource_field_value(&p, a, &sel("limits.cpu", Some("0")), &alloc).is_err());
+        // The API server's default divisor "0" is the default divisor 1.
+        assert_eq!(v(a, "limits.cpu", Some("0")), "2");
+        assert_eq!(
+            v(a, "requests.memory", Some("0")),
+            (32u64 << 20).to_string()
+        );
         assert!(resource_field_value(&p, a, &sel("limits.cpu", Some("lots")), &alloc).is_err());
     }
 }
