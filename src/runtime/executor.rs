@@ -64,6 +64,18 @@ impl From<String> for CreateError {
     }
 }
 
+/// The pod's Service link variables from the Services its data source knows: `default`'s for
+/// the master service, the pod's namespace's when `enableServiceLinks` (default true).
+fn service_env(pod: &Pod, data: &dyn VolumeData) -> BTreeMap<String, String> {
+    let ns = pod.metadata.namespace.as_str();
+    let links = pod.spec.enable_service_links != Some(false);
+    let mut services = data.services("default");
+    if links && ns != "default" {
+        services.extend(data.services(ns));
+    }
+    env::service_env(&services, ns, links)
+}
+
 /// A stamp that differs between calls: names one termination message file per instance.
 fn unique_stamp() -> String {
     let nanos = SystemTime::now()
@@ -565,7 +577,12 @@ impl Executor {
             "configmap" => data.config_map(&ns, obj),
             _ => data.secret(&ns, obj),
         };
-        let services = self.service_env(&e.pod, data.as_ref());
+        // Listing Services may wait for the link (the sandbox step warmed the cache, but it
+        // expires): off the agent loop.
+        let services = {
+            let (pod, data) = (e.pod.clone(), data.clone());
+            smol::unblock(move || service_env(&pod, data.as_ref())).await
+        };
         let sources = spec::EnvSources {
             pod_ip: &pod_ip,
             object: &object,
@@ -626,17 +643,6 @@ impl Executor {
         created
             .map(|r| (r.container_id, image_ref, ip))
             .map_err(|e| CreateError::Other(e.to_string()))
-    }
-
-    /// The pod's Service link variables from the Services its data source knows.
-    fn service_env(&self, pod: &Pod, data: &dyn VolumeData) -> BTreeMap<String, String> {
-        let ns = pod.metadata.namespace.as_str();
-        let links = pod.spec.enable_service_links != Some(false);
-        let mut services = data.services("default");
-        if links && ns != "default" {
-            services.extend(data.services(ns));
-        }
-        env::service_env(&services, ns, links)
     }
 
     async fn probe(

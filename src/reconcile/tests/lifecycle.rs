@@ -293,6 +293,22 @@ fn run_exit(policy: RestartPolicy, code: i32) -> Harness {
     h
 }
 
+/// The runtime's termination message of an exited container is the status view's
+/// `terminated.message` (kubelet `toKubeContainerStatus` reads it on exit).
+#[test]
+fn termination_message_reaches_the_status_view() {
+    let mut h = run_exit(RestartPolicy::Never, 1);
+    h.sim.containers[0].message = Some("DONE".into());
+    h.run_for(secs(1));
+    let st = h.status("a");
+    assert!(
+        matches!(&st.containers[0].state, ContainerStateView::Terminated { message: Some(m), .. }
+            if m == "DONE"),
+        "{:?}",
+        st.containers[0].state
+    );
+}
+
 #[test]
 fn restart_policy_table() {
     let cases = [
