@@ -163,6 +163,9 @@ pub enum ActionResult {
         image_ref: String,
         /// The pod IP, when it was learned alongside (the sandbox step left it out).
         pod_ip: Option<String>,
+        /// (reason, message) of what was skipped on the way, to report as Warning events
+        /// (e.g. `InvalidEnvironmentVariableNames` for envFrom keys that are not valid names).
+        warnings: Vec<(String, String)>,
     },
     /// `RunProbe` passed.
     ProbeSucceeded,

@@ -1086,6 +1086,7 @@ impl PodRecord {
                         container_id,
                         image_ref,
                         pod_ip,
+                        warnings,
                     },
                 ) => {
                     if let Some(ip) = pod_ip {
@@ -1114,6 +1115,9 @@ impl PodRecord {
                     let mem = self.mem_mut(&container, config);
                     mem.next_attempt = mem.next_attempt.max(attempt.saturating_add(1));
                     mem.create.reset();
+                    for (reason, msg) in warnings {
+                        self.event(EventType::Warning, &container, &reason, msg);
+                    }
                     let msg = format!("Created container {container}");
                     self.event(EventType::Normal, &container, "Created", msg);
                 }

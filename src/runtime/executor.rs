@@ -439,10 +439,14 @@ impl Executor {
                 .create_container(uid, sandbox_id, container, *init, *attempt)
                 .await
             {
-                Ok((id, image_ref, pod_ip)) => ActionResult::ContainerCreated {
+                Ok((id, image_ref, pod_ip, warnings)) => ActionResult::ContainerCreated {
                     container_id: id,
                     image_ref,
                     pod_ip,
+                    warnings: warnings
+                        .into_iter()
+                        .map(|w| ("InvalidEnvironmentVariableNames".to_string(), w))
+                        .collect(),
                 },
                 Err(CreateError::Config(message)) => ActionResult::ConfigFailed { message },
                 Err(CreateError::Other(m)) => failed(m),
@@ -538,7 +542,7 @@ impl Executor {
         name: &str,
         init: bool,
         attempt: u32,
-    ) -> Result<(String, String, Option<String>), CreateError> {
+    ) -> Result<(String, String, Option<String>, Vec<String>), CreateError> {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
@@ -593,6 +597,7 @@ impl Executor {
         for w in &env.warnings {
             log::warn!("pod {} container {name}: {w}", e.pod.key());
         }
+        let warnings = env.warnings;
         let resources =
             spec::container_resources(&e.pod, c, self.memory_capacity).map_err(config_error)?;
         let mut annotations = labels::container_annotations(&e.desired, attempt);
@@ -641,7 +646,7 @@ impl Executor {
         // The IP as known now, however it was learned: the engine takes it if it had none.
         let ip = cached_ip();
         created
-            .map(|r| (r.container_id, image_ref, ip))
+            .map(|r| (r.container_id, image_ref, ip, warnings))
             .map_err(|e| CreateError::Other(e.to_string()))
     }
 

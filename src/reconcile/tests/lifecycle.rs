@@ -954,6 +954,26 @@ fn config_failures_are_create_container_config_errors() {
     assert_eq!(h.status("a").phase, PodPhase::Running);
 }
 
+/// Upstream `makeEnvironmentVariables`: envFrom keys skipped as invalid names are reported
+/// as a Warning event `InvalidEnvironmentVariableNames` on the pod, and the container starts.
+#[test]
+fn create_warnings_become_warning_events() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    let text = "Keys [X=1] from the EnvFrom configMap d/cm were skipped since they are \
+                considered invalid environment variable names.";
+    h.sim.create_warnings = vec![("InvalidEnvironmentVariableNames".into(), text.into())];
+    h.settle();
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    let ev = h.e.drain_events();
+    let w = ev
+        .iter()
+        .find(|e| e.reason == "InvalidEnvironmentVariableNames")
+        .expect("a warning event");
+    assert_eq!(w.kind, crate::reconcile::status::EventType::Warning);
+    assert_eq!(w.container.as_deref(), Some("app"));
+    assert_eq!(w.message, text);
+}
+
 #[test]
 fn create_and_start_failures_are_backed_off_and_reported() {
     let mut h = Harness::with_pods(vec![pod("a", &["app"])]);

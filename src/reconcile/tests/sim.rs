@@ -33,6 +33,8 @@ pub struct Sim {
     pub fail: BTreeMap<&'static str, u32>,
     /// The sandbox step leaves the pod IP out; the first container creation returns it.
     pub ip_with_container: bool,
+    /// Warnings every container creation reports.
+    pub create_warnings: Vec<(String, String)>,
 }
 
 impl Sim {
@@ -250,6 +252,7 @@ impl Sim {
                     container_id: id,
                     image_ref: String::new(),
                     pod_ip,
+                    warnings: self.create_warnings.clone(),
                 }
             }
             ActionKind::StartContainer { container_id, .. } => {
