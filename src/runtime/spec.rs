@@ -558,12 +558,8 @@ pub fn container_env(
         let Some(data) = (src.object)(kind, &k.name) else {
             return Err(format!("{api_kind} {:?} is not available", k.name));
         };
-        match data.get(&k.key).map(|v| String::from_utf8(v.clone())) {
-            Some(Ok(v)) => Ok(Some(v)),
-            Some(Err(_)) => Err(format!(
-                "{api_kind} {:?} key {:?} is not text",
-                k.name, k.key
-            )),
+        match data.get(&k.key) {
+            Some(v) => Ok(String::from_utf8_lossy(v).into_owned()),
             None => Err(format!("{api_kind} {:?} has no key {:?}", k.name, k.key)),
         }
     };
@@ -585,15 +581,13 @@ pub fn container_env(
                         .map_err(|m| fail(&e.name, m))?
                 } else if let Some(k) = &from.config_map_key_ref {
                     match key_of("configmap", "configMap", k) {
-                        Ok(Some(v)) => v,
-                        Ok(None) => continue,
+                        Ok(v) => v,
                         Err(_) if k.optional == Some(true) => continue,
                         Err(m) => return Err(fail(&e.name, m)),
                     }
                 } else if let Some(k) = &from.secret_key_ref {
                     match key_of("secret", "secret", k) {
-                        Ok(Some(v)) => v,
-                        Ok(None) => continue,
+                        Ok(v) => v,
                         Err(_) if k.optional == Some(true) => continue,
                         Err(m) => return Err(fail(&e.name, m)),
                     }
