@@ -25,9 +25,9 @@ pub struct Allocatable {
 }
 
 /// The namespace of the cluster's master service.
-const MASTER_NAMESPACE: &str = "default";
+pub const MASTER_NAMESPACE: &str = "default";
 /// The master service, whose variables every pod gets.
-const MASTER_SERVICE: &str = "kubernetes";
+pub const MASTER_SERVICE: &str = "kubernetes";
 
 /// Whether `name` may be an environment variable name. kube-apiserver and kubelet 1.32 default
 /// to the relaxed rule (RelaxedEnvironmentVariableValidation, beta and on): any printable

@@ -64,14 +64,14 @@ impl From<String> for CreateError {
     }
 }
 
-/// The pod's Service link variables from the Services its data source knows: `default`'s for
-/// the master service, the pod's namespace's when `enableServiceLinks` (default true).
+/// The pod's Service link variables from the Services its data source knows: the pod's
+/// namespace's when `enableServiceLinks` (default true), and the master service.
 fn service_env(pod: &Pod, data: &dyn VolumeData) -> BTreeMap<String, String> {
     let ns = pod.metadata.namespace.as_str();
     let links = pod.spec.enable_service_links != Some(false);
-    let mut services = data.services("default");
-    if links && ns != "default" {
-        services.extend(data.services(ns));
+    let mut services = if links { data.services(ns) } else { Vec::new() };
+    if !(links && ns == env::MASTER_NAMESPACE) {
+        services.extend(data.service(env::MASTER_NAMESPACE, env::MASTER_SERVICE));
     }
     env::service_env(&services, ns, links)
 }

@@ -59,6 +59,10 @@ pub trait VolumeData: Send + Sync {
     fn services(&self, _namespace: &str) -> Vec<crate::k8s::service::Service> {
         Vec::new()
     }
+    /// One Service (the master service `default/kubernetes`), if known; none by default.
+    fn service(&self, _namespace: &str, _name: &str) -> Option<crate::k8s::service::Service> {
+        None
+    }
 }
 
 /// The source of a node without an API server: nothing is available.
