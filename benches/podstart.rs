@@ -157,6 +157,7 @@ fn direct_cri_same(
         ),
         cgroup_root: "/kubepods".into(),
         pod_logs_root: scratch.join("logs").display().to_string(),
+        ..Default::default()
     };
     let mut volumes = BTreeMap::new();
     for vol in &pod.spec.volumes {
@@ -174,7 +175,15 @@ fn direct_cri_same(
     };
     let cfg = spec::sandbox_config(&pod, 0, &host, BTreeMap::new(), BTreeMap::new());
     let _ = std::fs::create_dir_all(Path::new(&cfg.log_directory).join(&c.name));
-    let env = spec::container_env(&pod, c, &host, "", &|_, _, _| None).unwrap_or_default();
+    let services = BTreeMap::new();
+    let sources = spec::EnvSources {
+        pod_ip: "",
+        object: &|_, _| None,
+        services: &services,
+    };
+    let env = spec::container_env(&pod, c, &host, &sources)
+        .map(|e| e.vars)
+        .unwrap_or_default();
     let resources = spec::container_resources(&pod, c, 1 << 30).unwrap_or_default();
     let Ok(cc) = spec::container_config(
         &pod,

@@ -18,6 +18,8 @@ mod agent;
 mod cluster;
 #[path = "envtest/pod_cgroups.rs"]
 mod pod_cgroups;
+#[path = "envtest/pod_env.rs"]
+mod pod_env;
 #[path = "envtest/real.rs"]
 mod real;
 #[path = "envtest/scenarios.rs"]
@@ -172,6 +174,32 @@ fn real_pod_and_qos_cgroups_get_the_kubelet_values() {
         return;
     };
     pod_cgroups::pod_cgroups_are_configured(&c, bed);
+}
+
+// ---- what pods see of their container config (real control plane only) ----
+
+#[test]
+fn real_pod_env_from_service_links_and_resource_fields() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_env") else {
+        return;
+    };
+    pod_env::env_and_resources(&c, bed);
+}
+
+#[test]
+fn real_pod_config_errors_are_create_container_config_errors() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_config_errors") else {
+        return;
+    };
+    pod_env::config_errors(&c, bed);
+}
+
+#[test]
+fn real_pod_termination_messages() {
+    let Some((_serial, bed, c)) = real("envtest_real_pod_termination") else {
+        return;
+    };
+    pod_env::termination_messages(&c, bed);
 }
 
 // ---- the launcher's own checks (no binaries needed) ----

@@ -22,6 +22,8 @@ use serde_json::{json, Value};
 use crate::api::{ApiError, Client};
 use crate::k8s::configmap::{ByteString, ConfigMap, Secret};
 use crate::k8s::pod::Pod;
+use crate::k8s::service::Service;
+use crate::runtime::env::{MASTER_NAMESPACE, MASTER_SERVICE};
 use crate::runtime::volumes::VolumeData;
 
 /// ConfigMaps and secrets are re-read after this long unless the agent sets another age (its
@@ -62,6 +64,9 @@ struct Cache {
     offline_until: Option<Instant>,
     /// Objects and tokens some thread is fetching now.
     inflight: BTreeSet<String>,
+    /// Services by namespace (or `namespace/name` for one), for Service link variables (see
+    /// [`ApiVolumes::cached_services`]).
+    services: BTreeMap<String, (Vec<Service>, Instant)>,
 }
 
 /// Result of a token refresh.
@@ -526,7 +531,16 @@ impl VolumeData for ApiVolumes {
 
     fn warm(&self, pod: &Pod) {
         self.prefetch(pod);
+        self.prefetch_services(pod);
         self.keep_fetched();
+    }
+
+    fn services(&self, namespace: &str) -> Vec<Service> {
+        self.namespace_services(namespace)
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<Service> {
+        self.one_service(namespace, name)
     }
 
     fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
@@ -595,6 +609,94 @@ impl ApiVolumes {
                 log::warn!("token for pod {}: {e}", pod.key());
                 stale
             }
+        }
+    }
+}
+
+impl ApiVolumes {
+    /// Fetches, ahead of container creation, the Services a pod's Service link variables need:
+    /// its namespace's when `enableServiceLinks` (default true), and the master service
+    /// `default/kubernetes` alone otherwise. Only namespaces that have pods are ever listed.
+    fn prefetch_services(&self, pod: &Pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let ns = pod.metadata.namespace.as_str();
+        let links = pod.spec.enable_service_links != Some(false);
+        if links {
+            let _ = self.namespace_services(ns);
+        }
+        if !(links && ns == MASTER_NAMESPACE) {
+            let _ = self.one_service(MASTER_NAMESPACE, MASTER_SERVICE);
+        }
+    }
+
+    /// The Services of `ns` (one list per namespace per [`OBJECT_TTL`]).
+    fn namespace_services(&self, ns: &str) -> Vec<Service> {
+        self.cached_services(
+            ns.to_string(),
+            &format!("/api/v1/namespaces/{ns}/services"),
+            true,
+        )
+    }
+
+    /// One Service (one GET per [`OBJECT_TTL`]); `None` if it does not exist or was never
+    /// read.
+    fn one_service(&self, ns: &str, name: &str) -> Option<Service> {
+        let path = format!("/api/v1/namespaces/{ns}/services/{name}");
+        self.cached_services(format!("{ns}/{name}"), &path, false)
+            .into_iter()
+            .next()
+    }
+
+    /// Services under `key` in the cache (a namespace, or `namespace/name` for one Service):
+    /// fresh for [`OBJECT_TTL`], the last answer while the API cannot give a new one (a pod
+    /// then starts with the Services it saw before), none if it never could. Nodes may read
+    /// Services (the Node authorizer's node rules allow get/list/watch on them).
+    fn cached_services(&self, key: String, path: &str, list: bool) -> Vec<Service> {
+        let gate = format!("services/{key}");
+        let mut waited = false;
+        loop {
+            let now = Instant::now();
+            let cached = self.lock().services.get(&key).cloned();
+            if let Some((items, at)) = &cached {
+                if now < *at + OBJECT_TTL {
+                    return items.clone();
+                }
+            }
+            if !self.may_try(now) {
+                return cached.map(|(l, _)| l).unwrap_or_default();
+            }
+            let Some(_claim) = self.claim(gate.clone(), !waited) else {
+                waited = true;
+                continue;
+            };
+            let r = if list {
+                let r = self
+                    .client
+                    .list::<Service>(path, &crate::api::ListParams::default());
+                self.note(&r);
+                r.map(|l| l.items)
+            } else {
+                let r = self.client.get::<Service>(path);
+                self.note(&r);
+                match r {
+                    Err(e) if e.is_not_found() => Ok(Vec::new()),
+                    r => r.map(|s| vec![s]),
+                }
+            };
+            return match r {
+                Ok(items) => {
+                    self.lock()
+                        .services
+                        .insert(key, (items.clone(), Instant::now()));
+                    items
+                }
+                Err(e) => {
+                    log::warn!("services for pod environments: {e}");
+                    cached.map(|(l, _)| l).unwrap_or_default()
+                }
+            };
         }
     }
 }

@@ -246,7 +246,9 @@ pub async fn run(
             let tx = tx.clone();
             ex.spawn(async move {
                 let result = executor.run(&action).await;
-                if let ActionResult::Failed { message } = &result {
+                if let ActionResult::Failed { message } | ActionResult::ConfigFailed { message } =
+                    &result
+                {
                     log::warn!(
                         "pod {}/{}: {}: {message}",
                         action.pod.namespace,
@@ -698,6 +700,25 @@ fn host_facts(cfg: &AgentConfig, node_name: &str) -> HostFacts {
             format!("{}/kubepods", cfg.cgroup_root.trim_end_matches('/'))
         },
         pod_logs_root: cfg.pod_logs_dir.display().to_string(),
+        allocatable: node_allocatable(cfg, node_name),
+    }
+}
+
+/// Node allocatable as the Node reports it: what `resourceFieldRef` gives for unset limits.
+fn node_allocatable(cfg: &AgentConfig, node_name: &str) -> crate::runtime::env::Allocatable {
+    use crate::k8s::quantity::Quantity;
+    let settings = crate::node::register::NodeSettings::from_config(cfg, node_name, "");
+    let info = crate::node::host::HostInfo::read(&cfg.root_dir);
+    let (_, alloc) = crate::node::register::resources(&settings, &info);
+    let get = |k: &str, millis: bool| {
+        let q = Quantity::new(alloc.get(k).map(String::as_str).unwrap_or("0"));
+        let v = if millis { q.to_millis() } else { q.to_units() };
+        v.unwrap_or(0)
+    };
+    crate::runtime::env::Allocatable {
+        cpu_millis: get("cpu", true),
+        memory: get("memory", false),
+        ephemeral_storage: get("ephemeral-storage", false),
     }
 }
 

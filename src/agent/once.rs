@@ -375,6 +375,7 @@ mod tests {
                 exit_code: Some(1),
                 reason: "Error".into(),
                 finished_secs_ago: None,
+                message: None,
             },
         )];
         let o = decide(&progress(true, &pods, &[], false)).unwrap();
@@ -420,6 +421,7 @@ mod tests {
                 exit_code: Some(0),
                 reason: "Completed".into(),
                 finished_secs_ago: None,
+                message: None,
             },
         )];
         assert_eq!(

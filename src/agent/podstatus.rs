@@ -220,6 +220,7 @@ fn container_status(
             exit_code,
             reason,
             finished_secs_ago,
+            message,
         } => {
             let started = stamp(mem, format!("{id}/start"), c.started_at, None, clock);
             let finished = stamp(
@@ -229,13 +230,17 @@ fn container_status(
                 *finished_secs_ago,
                 clock,
             );
-            json!({ "terminated": {
+            let mut t = json!({
                 "exitCode": exit_code.unwrap_or(0),
                 "reason": reason,
                 "startedAt": started,
                 "finishedAt": finished,
                 "containerID": id,
-            }})
+            });
+            if let Some(m) = message {
+                t["message"] = json!(m);
+            }
+            json!({ "terminated": t })
         }
     };
     let last = match &c.last_state {
@@ -243,14 +248,19 @@ fn container_status(
             exit_code,
             reason,
             finished_secs_ago,
+            message,
         }) => {
             let key = format!("{}/{}/last", c.name, c.restart_count);
             let finished = stamp(mem, key, None, *finished_secs_ago, clock);
-            json!({ "terminated": {
+            let mut t = json!({
                 "exitCode": exit_code.unwrap_or(0),
                 "reason": reason,
                 "finishedAt": finished,
-            }})
+            });
+            if let Some(m) = message {
+                t["message"] = json!(m);
+            }
+            json!({ "terminated": t })
         }
         _ => json!({}),
     };
@@ -328,6 +338,7 @@ mod tests {
                     exit_code: Some(1),
                     reason: "Error".into(),
                     finished_secs_ago: Some(5),
+                    message: None,
                 }),
                 ready,
                 started: true,
@@ -389,6 +400,37 @@ mod tests {
             c["conditions"][3]["lastTransitionTime"],
             a["conditions"][3]["lastTransitionTime"]
         );
+    }
+
+    /// The termination message goes to `state.terminated.message` and
+    /// `lastState.terminated.message` (core/v1 ContainerStateTerminated), absent when empty.
+    #[test]
+    fn termination_messages_are_reported() {
+        let t0 = Instant::now();
+        let clock = ReportClock {
+            now: t0,
+            now_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
+        let mut v = view(false);
+        let a = build_status(&v, "h", "containerd", clock, &mut StatusMemory::default());
+        let last = &a["containerStatuses"][0]["lastState"]["terminated"];
+        assert!(last.get("message").is_none(), "{last}");
+        v.containers[0].last_state = Some(ContainerStateView::Terminated {
+            exit_code: Some(1),
+            reason: "Error".into(),
+            finished_secs_ago: Some(5),
+            message: Some("first run failed".into()),
+        });
+        v.containers[0].state = ContainerStateView::Terminated {
+            exit_code: Some(0),
+            reason: "Completed".into(),
+            finished_secs_ago: Some(1),
+            message: Some("DONE".into()),
+        };
+        let b = build_status(&v, "h", "containerd", clock, &mut StatusMemory::default());
+        let cs = &b["containerStatuses"][0];
+        assert_eq!(cs["state"]["terminated"]["message"], "DONE");
+        assert_eq!(cs["lastState"]["terminated"]["message"], "first run failed");
     }
 
     #[test]

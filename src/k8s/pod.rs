@@ -482,6 +482,9 @@ pub struct VolumeMount {
     pub sub_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mount_propagation: Option<String>,
+    /// Like `subPath`, with `$(VAR)` references to the container's environment expanded.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sub_path_expr: String,
 }
 
 /// core/v1 Probe: one handler plus timing.

@@ -163,12 +163,21 @@ pub enum ActionResult {
         image_ref: String,
         /// The pod IP, when it was learned alongside (the sandbox step left it out).
         pod_ip: Option<String>,
+        /// (reason, message) of what was skipped on the way, to report as Warning events
+        /// (e.g. `InvalidEnvironmentVariableNames` for envFrom keys that are not valid names).
+        warnings: Vec<(String, String)>,
     },
     /// `RunProbe` passed.
     ProbeSucceeded,
     /// `RunProbe` failed or timed out.
     ProbeFailed {
         /// Why, for the status view.
+        message: String,
+    },
+    /// `CreateContainer` failed before the runtime was asked: the container's config cannot be
+    /// made from the pod spec and what it refers to (the kubelet's CreateContainerConfigError).
+    ConfigFailed {
+        /// The error, naming the field and the object at fault.
         message: String,
     },
     /// Any action failed.

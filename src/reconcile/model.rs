@@ -319,6 +319,8 @@ pub struct ObservedContainer {
     pub exit_code: Option<i32>,
     /// Runtime's reason for the exit (e.g. OOMKilled), if any.
     pub reason: Option<String>,
+    /// Its termination message once exited, if any.
+    pub message: Option<String>,
     /// When it started.
     pub started_at: Option<Instant>,
     /// When it finished.

@@ -1000,6 +1000,9 @@ impl PodRecord {
         let (result, err) = match (&kind, result) {
             (ActionKind::RunProbe { .. }, r) => (r, Some(mismatch)),
             (_, r @ ActionResult::Failed { .. }) => (r, None),
+            (ActionKind::CreateContainer { .. }, r @ ActionResult::ConfigFailed { .. }) => {
+                (r, None)
+            }
             (ActionKind::RunSandbox { .. }, r @ ActionResult::SandboxCreated { .. }) => (r, None),
             (ActionKind::CreateContainer { .. }, r @ ActionResult::ContainerCreated { .. }) => {
                 (r, None)
@@ -1021,7 +1024,9 @@ impl PodRecord {
             ),
         };
         let failure = match &result {
-            ActionResult::Failed { message } => Some(message.clone()),
+            ActionResult::Failed { message } | ActionResult::ConfigFailed { message } => {
+                Some(message.clone())
+            }
             _ => None,
         };
         match kind {
@@ -1081,6 +1086,7 @@ impl PodRecord {
                         container_id,
                         image_ref,
                         pod_ip,
+                        warnings,
                     },
                 ) => {
                     if let Some(ip) = pod_ip {
@@ -1102,20 +1108,28 @@ impl PodRecord {
                         image_ref,
                         exit_code: None,
                         reason: None,
+                        message: None,
                         started_at: None,
                         finished_at: None,
                     });
                     let mem = self.mem_mut(&container, config);
                     mem.next_attempt = mem.next_attempt.max(attempt.saturating_add(1));
                     mem.create.reset();
+                    for (reason, msg) in warnings {
+                        self.event(EventType::Warning, &container, &reason, msg);
+                    }
                     let msg = format!("Created container {container}");
                     self.event(EventType::Normal, &container, "Created", msg);
                 }
-                (msg, _) => {
+                (msg, r) => {
                     let mem = self.mem_mut(&container, config);
                     mem.create.record(now);
                     let msg = msg.unwrap_or_default();
-                    mem.wait(reason::CREATE_CONTAINER_ERROR, Some(msg.clone()));
+                    let why = match r {
+                        ActionResult::ConfigFailed { .. } => reason::CREATE_CONTAINER_CONFIG_ERROR,
+                        _ => reason::CREATE_CONTAINER_ERROR,
+                    };
+                    mem.wait(why, Some(msg.clone()));
                     mem.last_error = Some(msg.clone());
                     self.event(
                         EventType::Warning,

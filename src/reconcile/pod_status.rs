@@ -111,6 +111,7 @@ impl PodRecord {
             finished_secs_ago: c
                 .finished_at
                 .map(|f| now.saturating_duration_since(f).as_secs()),
+            message: c.message.clone(),
         }
     }
 

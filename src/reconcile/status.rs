@@ -21,6 +21,8 @@ pub mod reason {
     pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
     /// Creating the container failed.
     pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    /// The container's config could not be made (a missing configMap, an invalid subPathExpr).
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
     /// The runtime cannot tell the container's state.
     pub const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
     /// Exit 0.
@@ -83,6 +85,9 @@ pub enum ContainerStateView {
         /// Seconds since it finished, if known.
         #[serde(skip_serializing_if = "Option::is_none")]
         finished_secs_ago: Option<u64>,
+        /// The termination message (file or log tail), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
 }
 
@@ -223,6 +228,7 @@ mod tests {
             exit_code: Some(1),
             reason: "Error".into(),
             finished_secs_ago: Some(3),
+            message: None,
         };
         let j = serde_json::to_value(&term).unwrap();
         assert_eq!(

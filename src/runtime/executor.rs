@@ -25,9 +25,11 @@ use crate::reconcile::model::{
 };
 use crate::reconcile::{Action, ActionKind, ActionResult};
 use crate::runtime::cgroups;
+use crate::runtime::env;
 use crate::runtime::housekeeping::{self, Cleaned, Places};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
 use crate::runtime::spec::{self, HostFacts};
+use crate::runtime::termination;
 use crate::runtime::volumes::{VolumeData, VolumeManager};
 
 /// One pod the executor may act for: the API object and the engine's view of it.
@@ -43,11 +45,48 @@ struct ContainerFacts {
     finished_at: Option<SystemTime>,
     exit_code: Option<i32>,
     reason: Option<String>,
+    /// The termination message, read once the container exited.
+    message: Option<String>,
     image: String,
     image_ref: String,
     /// Where the runtime writes its log (for removing it with the container).
     log_path: String,
     complete: bool,
+}
+
+/// Why a container could not be created.
+enum CreateError {
+    /// Its config cannot be made from the spec (reported as CreateContainerConfigError).
+    Config(String),
+    /// Anything else: volumes, directories, the runtime.
+    Other(String),
+}
+
+impl From<String> for CreateError {
+    fn from(m: String) -> Self {
+        CreateError::Other(m)
+    }
+}
+
+/// The pod's Service link variables from the Services its data source knows: the pod's
+/// namespace's when `enableServiceLinks` (default true), and the master service.
+fn service_env(pod: &Pod, data: &dyn VolumeData) -> BTreeMap<String, String> {
+    let ns = pod.metadata.namespace.as_str();
+    let links = pod.spec.enable_service_links != Some(false);
+    let mut services = if links { data.services(ns) } else { Vec::new() };
+    if !(links && ns == env::MASTER_NAMESPACE) {
+        services.extend(data.service(env::MASTER_NAMESPACE, env::MASTER_SERVICE));
+    }
+    env::service_env(&services, ns, links)
+}
+
+/// A stamp that differs between calls: names one termination message file per instance.
+fn unique_stamp() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}")
 }
 
 /// Executes actions for the pods it is told about.
@@ -262,6 +301,7 @@ impl Executor {
                 image_ref: facts.image_ref.clone(),
                 exit_code: facts.exit_code,
                 reason: facts.reason.clone(),
+                message: facts.message.clone(),
                 started_at: facts.started_at.map(|t| to_instant(t, now, now_wall)),
                 finished_at: facts.finished_at.map(|t| to_instant(t, now, now_wall)),
                 id: c.id,
@@ -302,6 +342,17 @@ impl Executor {
             finished_at: if exited { wall(st.finished_at) } else { None },
             exit_code: exited.then_some(st.exit_code),
             reason: (exited && !st.reason.is_empty()).then(|| st.reason.clone()),
+            message: if exited {
+                termination::read_message(
+                    &st.annotations,
+                    &st.mounts,
+                    st.exit_code,
+                    &st.reason,
+                    &st.log_path,
+                )
+            } else {
+                None
+            },
             image: st.image.map(|i| i.image).unwrap_or_default(),
             image_ref: st.image_ref,
             log_path: st.log_path,
@@ -433,12 +484,17 @@ impl Executor {
                 .create_container(uid, sandbox_id, container, *init, *attempt)
                 .await
             {
-                Ok((id, image_ref, pod_ip)) => ActionResult::ContainerCreated {
+                Ok((id, image_ref, pod_ip, warnings)) => ActionResult::ContainerCreated {
                     container_id: id,
                     image_ref,
                     pod_ip,
+                    warnings: warnings
+                        .into_iter()
+                        .map(|w| ("InvalidEnvironmentVariableNames".to_string(), w))
+                        .collect(),
                 },
-                Err(m) => failed(m),
+                Err(CreateError::Config(message)) => ActionResult::ConfigFailed { message },
+                Err(CreateError::Other(m)) => failed(m),
             },
             ActionKind::StartContainer { container_id, .. } => {
                 match self.cri.start_container(container_id).await {
@@ -628,7 +684,7 @@ impl Executor {
         name: &str,
         init: bool,
         attempt: u32,
-    ) -> Result<(String, String, Option<String>), String> {
+    ) -> Result<(String, String, Option<String>, Vec<String>), CreateError> {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
@@ -663,28 +719,49 @@ impl Executor {
             .map_err(|e| e.to_string())?;
         let data = self.volume_data();
         let ns = e.pod.metadata.namespace.clone();
-        let lookup = move |kind: &str, obj: &str, key: &str| -> Option<String> {
-            let map = match kind {
-                "configmap" => data.config_map(&ns, obj)?,
-                _ => data.secret(&ns, obj)?,
-            };
-            map.get(key).and_then(|v| String::from_utf8(v.clone()).ok())
+        let object = |kind: &str, obj: &str| match kind {
+            "configmap" => data.config_map(&ns, obj),
+            _ => data.secret(&ns, obj),
         };
-        let env = spec::container_env(&e.pod, c, &self.host, &pod_ip, &lookup)
-            .map_err(|e| e.to_string())?;
-        let resources = spec::container_resources(&e.pod, c, self.memory_capacity)
-            .map_err(|e| e.to_string())?;
-        let config = spec::container_config(
+        // Listing Services may wait for the link (the sandbox step warmed the cache, but it
+        // expires): off the agent loop.
+        let services = {
+            let (pod, data) = (e.pod.clone(), data.clone());
+            smol::unblock(move || service_env(&pod, data.as_ref())).await
+        };
+        let sources = spec::EnvSources {
+            pod_ip: &pod_ip,
+            object: &object,
+            services: &services,
+        };
+        let config_error = |e: spec::SpecError| CreateError::Config(e.to_string());
+        let env = spec::container_env(&e.pod, c, &self.host, &sources).map_err(config_error)?;
+        for w in &env.warnings {
+            log::warn!("pod {} container {name}: {w}", e.pod.key());
+        }
+        let warnings = env.warnings;
+        let resources =
+            spec::container_resources(&e.pod, c, self.memory_capacity).map_err(config_error)?;
+        let mut annotations = labels::container_annotations(&e.desired, attempt);
+        let (message_path, message_policy) = termination::path_and_policy(c);
+        annotations.insert(termination::PATH_ANNOTATION.into(), message_path.clone());
+        annotations.insert(termination::POLICY_ANNOTATION.into(), message_policy);
+        let mut config = spec::container_config(
             &e.pod,
             c,
             attempt,
-            env,
+            env.vars,
             &volumes,
             resources,
             labels::container_labels(&e.desired, dc),
-            labels::container_annotations(&e.desired, attempt),
+            annotations,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(config_error)?;
+        let stamp = format!("{attempt}-{}", unique_stamp());
+        let message_mount =
+            termination::prepare(&self.volumes.pod_dir(uid), name, &message_path, &stamp)
+                .map_err(|m| format!("pod {}: container {name:?}: {m}", e.pod.key()))?;
+        config.mounts.push(message_mount);
         let sandbox_config = self.sandbox_config(&e, 0);
         let log_dir = PathBuf::from(&sandbox_config.log_directory).join(name);
         std::fs::create_dir_all(&log_dir)
@@ -711,8 +788,8 @@ impl Executor {
         // The IP as known now, however it was learned: the engine takes it if it had none.
         let ip = cached_ip();
         created
-            .map(|r| (r.container_id, image_ref, ip))
-            .map_err(|e| e.to_string())
+            .map(|r| (r.container_id, image_ref, ip, warnings))
+            .map_err(|e| CreateError::Other(e.to_string()))
     }
 
     async fn probe(

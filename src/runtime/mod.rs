@@ -2,8 +2,10 @@
 //! CRI, prepares volumes on the host, and runs probes. It decides nothing itself.
 
 pub mod cgroups;
+pub mod env;
 pub mod executor;
 pub mod housekeeping;
 pub mod probe;
 pub mod spec;
+pub mod termination;
 pub mod volumes;

@@ -13,6 +13,7 @@ use crate::cri::proto::{
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol,
 };
 use crate::k8s::pod::{Container, Pod};
+use crate::runtime::env;
 
 /// The CPU CFS period the kubelet uses (100 ms), in microseconds.
 pub const CPU_PERIOD_US: i64 = 100_000;
@@ -71,6 +72,8 @@ pub struct HostFacts {
     pub cgroup_root: String,
     /// The directory under which per-pod log directories are created.
     pub pod_logs_root: String,
+    /// Node allocatable: what `resourceFieldRef` reports for a limit a container does not set.
+    pub allocatable: env::Allocatable,
 }
 
 /// One volume as the runtime sees it: a host path, prepared by the volume manager.
@@ -387,6 +390,11 @@ pub fn container_resources(
 /// Expands `$(VAR)` references the way the kubelet does: known names are replaced, `$$`
 /// escapes a dollar, unknown references are left as written.
 pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
+    expand_with(text, &|k| vars.get(k).map(String::as_str))
+}
+
+/// [`expand`] over any lookup (several maps searched in turn, for instance).
+pub fn expand_with<'a>(text: &str, lookup: &dyn Fn(&str) -> Option<&'a str>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -397,12 +405,11 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
             rest = tail;
         } else if let Some(inner) = after.strip_prefix('(') {
             match inner.find(')') {
-                Some(end) if vars.contains_key(&inner[..end]) => {
-                    out.push_str(&vars[&inner[..end]]);
-                    rest = &inner[end + 1..];
-                }
                 Some(end) => {
-                    out.push_str(&rest[i..i + 3 + end]);
+                    match lookup(&inner[..end]) {
+                        Some(v) => out.push_str(v),
+                        None => out.push_str(&rest[i..i + 3 + end]),
+                    }
                     rest = &inner[end + 1..];
                 }
                 None => {
@@ -472,105 +479,174 @@ pub fn field_ref(pod: &Pod, host: &HostFacts, pod_ip: &str, path: &str) -> Optio
     })
 }
 
-/// The environment of a container, in order, with `$(VAR)` expansion against earlier entries.
-/// ConfigMap/Secret references need the API server and are resolved by the caller through
-/// `lookup` (`None` means "not available").
+/// The data of a configMap (`"configmap"`) or secret (`"secret"`) of the pod's namespace by
+/// name; `None` when it is not available.
+pub type ObjectLookup<'a> = dyn Fn(&str, &str) -> Option<BTreeMap<String, Vec<u8>>> + 'a;
+
+/// What a container's environment reads from outside the pod spec.
+pub struct EnvSources<'a> {
+    /// The pod's IP ("" while unknown).
+    pub pod_ip: &'a str,
+    /// Where configMap and secret data come from.
+    pub object: &'a ObjectLookup<'a>,
+    /// The pod's Service link variables ([`env::service_env`]).
+    pub services: &'a BTreeMap<String, String>,
+}
+
+/// A container's environment and what was skipped on the way.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerEnv {
+    /// The variables, in order: envFrom's, then env's, then Service links not set otherwise.
+    pub vars: Vec<KeyValue>,
+    /// Warnings for the pod's events/log (envFrom keys skipped as invalid names).
+    pub warnings: Vec<String>,
+}
+
+/// The environment of a container, by the kubelet's rules: the `envFrom` sources in order
+/// (later sources win; keys that are not valid names after the prefix are skipped and
+/// reported), then `env` entries, which override them (`$(VAR)` in a value expands against
+/// what is defined so far and the Service variables), then the Service link variables not set
+/// by either. A missing configMap or secret that is not optional fails the container, naming
+/// it.
 pub fn container_env(
     pod: &Pod,
     c: &Container,
     host: &HostFacts,
-    pod_ip: &str,
-    lookup: &dyn Fn(&str, &str, &str) -> Option<String>,
-) -> Result<Vec<KeyValue>, SpecError> {
+    src: &EnvSources<'_>,
+) -> Result<ContainerEnv, SpecError> {
+    let ns = &pod.metadata.namespace;
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    let mut set = |vars: &mut BTreeMap<String, String>, k: String, v: String| {
+    let mut warnings = Vec::new();
+    let set = |vars: &mut BTreeMap<String, String>, order: &mut Vec<String>, k: String, v| {
         if !vars.contains_key(&k) {
             order.push(k.clone());
         }
         vars.insert(k, v);
     };
+    for (i, from) in c.env_from.iter().enumerate() {
+        let (kind, api_kind, r) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => ("configmap", "configMap", r),
+            (None, Some(r)) => ("secret", "secret", r),
+            (None, None) => continue,
+        };
+        let data = match (src.object)(kind, &r.name) {
+            Some(d) => d,
+            None if r.optional == Some(true) => continue,
+            None => {
+                return Err(SpecError {
+                    pod: pod.key(),
+                    field: format!("spec.containers[{}].envFrom[{i}]", c.name),
+                    reason: format!("{api_kind} {:?} is not available", r.name),
+                })
+            }
+        };
+        let (from_vars, invalid) = env::env_from_vars(&from.prefix, &data);
+        if !invalid.is_empty() {
+            warnings.push(env::invalid_names_message(&invalid, api_kind, ns, &r.name));
+        }
+        for (k, v) in from_vars {
+            set(&mut vars, &mut order, k, v);
+        }
+    }
     let fail = |name: &str, reason: String| SpecError {
         pod: pod.key(),
         field: format!("spec.containers[{}].env[{name}]", c.name),
         reason,
     };
+    let key_of = |kind: &str, api_kind: &str, k: &crate::k8s::pod::KeySelector| {
+        let Some(data) = (src.object)(kind, &k.name) else {
+            return Err(format!("{api_kind} {:?} is not available", k.name));
+        };
+        match data.get(&k.key) {
+            Some(v) => Ok(String::from_utf8_lossy(v).into_owned()),
+            None => Err(format!("{api_kind} {:?} has no key {:?}", k.name, k.key)),
+        }
+    };
     for e in &c.env {
         let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => expand(v, &vars),
+            (Some(v), _) => expand_with(v, &|k| {
+                vars.get(k)
+                    .or_else(|| src.services.get(k))
+                    .map(String::as_str)
+            }),
             (None, None) => String::new(),
-            (None, Some(src)) => {
-                if let Some(f) = &src.field_ref {
-                    field_ref(pod, host, pod_ip, &f.field_path).ok_or_else(|| {
+            (None, Some(from)) => {
+                if let Some(f) = &from.field_ref {
+                    field_ref(pod, host, src.pod_ip, &f.field_path).ok_or_else(|| {
                         fail(&e.name, format!("unsupported fieldPath {:?}", f.field_path))
                     })?
-                } else if let Some(r) = &src.resource_field_ref {
-                    resource_value(pod, c, host, &r.container_name, &r.resource).ok_or_else(
-                        || fail(&e.name, format!("unsupported resource {:?}", r.resource)),
-                    )?
-                } else if let Some(k) = &src.config_map_key_ref {
-                    match lookup("configmap", &k.name, &k.key) {
-                        Some(v) => v,
-                        None if k.optional == Some(true) => continue,
-                        None => {
-                            return Err(fail(
-                                &e.name,
-                                format!("configMap {:?} key {:?} is not available", k.name, k.key),
-                            ))
-                        }
+                } else if let Some(r) = &from.resource_field_ref {
+                    env::resource_field_value(pod, c, r, &host.allocatable)
+                        .map_err(|m| fail(&e.name, m))?
+                } else if let Some(k) = &from.config_map_key_ref {
+                    match key_of("configmap", "configMap", k) {
+                        Ok(v) => v,
+                        Err(_) if k.optional == Some(true) => continue,
+                        Err(m) => return Err(fail(&e.name, m)),
                     }
-                } else if let Some(k) = &src.secret_key_ref {
-                    match lookup("secret", &k.name, &k.key) {
-                        Some(v) => v,
-                        None if k.optional == Some(true) => continue,
-                        None => {
-                            return Err(fail(
-                                &e.name,
-                                format!("secret {:?} key {:?} is not available", k.name, k.key),
-                            ))
-                        }
+                } else if let Some(k) = &from.secret_key_ref {
+                    match key_of("secret", "secret", k) {
+                        Ok(v) => v,
+                        Err(_) if k.optional == Some(true) => continue,
+                        Err(m) => return Err(fail(&e.name, m)),
                     }
                 } else {
                     String::new()
                 }
             }
         };
-        set(&mut vars, e.name.clone(), value);
+        set(&mut vars, &mut order, e.name.clone(), value);
     }
-    Ok(order
+    for (k, v) in src.services {
+        if !vars.contains_key(k) {
+            set(&mut vars, &mut order, k.clone(), v.clone());
+        }
+    }
+    let vars = order
         .into_iter()
         .map(|k| {
             let value = vars.get(&k).cloned().unwrap_or_default();
             KeyValue { key: k, value }
         })
-        .collect())
+        .collect();
+    Ok(ContainerEnv { vars, warnings })
 }
 
-fn resource_value(
-    pod: &Pod,
-    c: &Container,
-    host: &HostFacts,
-    name: &str,
-    res: &str,
-) -> Option<String> {
-    let _ = host;
-    let target = if name.is_empty() {
-        c
+/// Expands a `subPathExpr` against the container's environment; a reference to a variable
+/// that is unset or empty is an error, as in the kubelet's `ExpandContainerVolumeMounts`.
+pub fn sub_path_expr(expr: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let out = expand_with(expr, &|k| match vars.get(k) {
+        Some(v) if !v.is_empty() => Some(v.as_str()),
+        _ => {
+            missing.borrow_mut().insert(k.to_string());
+            Some("")
+        }
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        Ok(out)
     } else {
-        pod.spec.all_containers().find(|x| x.name == name)?
-    };
-    let (map, key) = match res.split_once('.') {
-        Some(("limits", k)) => (&target.resources.limits, k),
-        Some(("requests", k)) => (&target.resources.requests, k),
-        _ => return None,
-    };
-    let q = map.get(key)?;
-    if key == "cpu" {
-        // Whole cores, rounded up, as with the default divisor of 1.
-        q.to_millis().ok().map(|m| m.div_ceil(1000).to_string())
-    } else {
-        q.to_units().ok().map(|u| u.to_string())
+        let names: Vec<String> = missing.into_iter().collect();
+        Err(format!("missing value for {}", names.join(", ")))
     }
+}
+
+/// A sub path must stay inside its volume: not absolute, no `..` segment (the kubelet's
+/// `makeMounts` checks, with its messages).
+pub fn check_sub_path(sub: &str) -> Result<(), String> {
+    if sub.starts_with('/') {
+        return Err(format!(
+            "error SubPath `{sub}` must not be an absolute path"
+        ));
+    }
+    if sub.split('/').any(|p| p == "..") {
+        return Err(format!(
+            "unable to provision SubPath `{sub}`: must not contain '..'"
+        ));
+    }
+    Ok(())
 }
 
 /// The ContainerConfig for `c` (attempt `attempt`), given resolved env, mounts and labels.
@@ -601,13 +677,21 @@ pub fn container_config(
             .get(&vm.name)
             .ok_or_else(|| fail(format!("volume {:?} is not prepared", vm.name)))?;
         let mut host_path = v.host_path.clone();
-        if !vm.sub_path.is_empty() {
-            let sub = expand(&vm.sub_path, &vars);
-            if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
-                return Err(fail(format!(
-                    "subPath {sub:?} must be relative and stay inside the volume"
-                )));
-            }
+        let sub = if !vm.sub_path_expr.is_empty() {
+            let sub = sub_path_expr(&vm.sub_path_expr, &vars).map_err(|m| {
+                fail(format!(
+                    "volumeMount {:?}: subPathExpr {:?}: {m}",
+                    vm.name, vm.sub_path_expr
+                ))
+            })?;
+            Some(sub)
+        } else if !vm.sub_path.is_empty() {
+            Some(expand(&vm.sub_path, &vars))
+        } else {
+            None
+        };
+        if let Some(sub) = sub {
+            check_sub_path(&sub).map_err(|m| fail(format!("volumeMount {:?}: {m}", vm.name)))?;
             host_path = format!("{}/{}", host_path.trim_end_matches('/'), sub);
         }
         let propagation = match vm.mount_propagation.as_deref() {
@@ -790,17 +874,34 @@ mod tests {
         assert!(e.field.contains("limits.memory"), "{e}");
     }
 
+    fn no_objects(_: &str, _: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        None
+    }
+
+    fn sources<'a>(
+        pod_ip: &'a str,
+        object: &'a ObjectLookup<'a>,
+        services: &'a BTreeMap<String, String>,
+    ) -> EnvSources<'a> {
+        EnvSources {
+            pod_ip,
+            object,
+            services,
+        }
+    }
+
     #[test]
     fn env_expansion_and_downward_api() {
         let p = pod(WEB);
+        let none = BTreeMap::new();
         let env = container_env(
             &p,
             &p.spec.containers[0],
             &host(),
-            "10.1.0.5",
-            &|_, _, _| None,
+            &sources("10.1.0.5", &no_objects, &none),
         )
-        .unwrap();
+        .unwrap()
+        .vars;
         let get = |k: &str| env.iter().find(|kv| kv.key == k).map(|kv| kv.value.clone());
         assert_eq!(get("NODE").as_deref(), Some("pi4"));
         assert_eq!(get("GREETING").as_deref(), Some("hi-pi4"));
@@ -815,23 +916,198 @@ mod tests {
             &missing,
             &missing.spec.containers[0],
             &host(),
-            "",
-            &|_, _, _| None,
+            &sources("", &no_objects, &none),
         )
         .unwrap_err();
         assert!(
             e.to_string().contains("env[X]") && e.to_string().contains("cm"),
             "{e}"
         );
+        let cm = |kind: &str, n: &str| {
+            (kind == "configmap" && n == "cm")
+                .then(|| [("k".to_string(), b"v".to_vec())].into_iter().collect())
+        };
         let ok = container_env(
             &missing,
             &missing.spec.containers[0],
             &host(),
-            "",
-            &|kind, n, k| (kind == "configmap" && n == "cm" && k == "k").then(|| "v".to_string()),
+            &sources("", &cm, &none),
         )
         .unwrap();
-        assert_eq!(ok.len(), 1);
+        assert_eq!(ok.vars.len(), 1);
+    }
+
+    /// Upstream `makeEnvironmentVariables`: envFrom sources first (in order, later ones win),
+    /// then `env` entries override them and may refer to them and to the Service variables
+    /// with `$(VAR)`; Service variables come last unless set otherwise; invalid names are
+    /// skipped and reported; a missing source fails unless `optional`.
+    #[test]
+    fn env_from_then_env_then_services() {
+        let p = pod(
+            r#"{"metadata":{"name":"m","namespace":"d"},"spec":{"containers":[{"name":"a","image":"i",
+            "envFrom":[{"configMapRef":{"name":"cm"}},
+                       {"prefix":"S_","secretRef":{"name":"sec"}},
+                       {"configMapRef":{"name":"gone","optional":true}},
+                       {"prefix":"B=","configMapRef":{"name":"cm"}}],
+            "env":[{"name":"MODE","value":"env-wins"},
+                   {"name":"URL","value":"$(S_user)@$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"},
+                   {"name":"KUBERNETES_SERVICE_PORT","value":"1"}]}]}}"#,
+        );
+        let objects = |kind: &str, n: &str| -> Option<BTreeMap<String, Vec<u8>>> {
+            let pairs: &[(&str, &str)] = match (kind, n) {
+                ("configmap", "cm") => &[("MODE", "cm"), ("LEVEL", "3")],
+                ("secret", "sec") => &[("user", "admin"), ("MODE", "secret")],
+                _ => return None,
+            };
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
+        let services: BTreeMap<String, String> = [
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let out = container_env(
+            &p,
+            &p.spec.containers[0],
+            &host(),
+            &sources("", &objects, &services),
+        )
+        .unwrap();
+        let keys: Vec<&str> = out.vars.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "LEVEL",
+                "MODE",
+                "S_MODE",
+                "S_user",
+                "URL",
+                "KUBERNETES_SERVICE_PORT",
+                "KUBERNETES_SERVICE_HOST"
+            ]
+        );
+        let get = |k: &str| {
+            out.vars
+                .iter()
+                .find(|kv| kv.key == k)
+                .map(|kv| kv.value.as_str())
+        };
+        assert_eq!(get("MODE"), Some("env-wins"));
+        assert_eq!(get("LEVEL"), Some("3"));
+        assert_eq!(get("S_user"), Some("admin"));
+        assert_eq!(get("URL"), Some("admin@10.0.0.1:443"));
+        assert_eq!(
+            get("KUBERNETES_SERVICE_PORT"),
+            Some("1"),
+            "explicit env wins"
+        );
+        assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+        assert!(
+            out.warnings[0].contains("Keys [B=LEVEL, B=MODE] from the EnvFrom configMap d/cm"),
+            "{:?}",
+            out.warnings
+        );
+
+        let mut required = p.clone();
+        required.spec.containers[0].env_from[2]
+            .config_map_ref
+            .as_mut()
+            .unwrap()
+            .optional = None;
+        let e = container_env(
+            &required,
+            &required.spec.containers[0],
+            &host(),
+            &sources("", &objects, &services),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "spec.containers[a].envFrom[2]");
+        assert!(e.reason.contains("configMap \"gone\""), "{e}");
+    }
+
+    /// Upstream `makeMounts` / `ExpandContainerVolumeMounts` and the conformance tests
+    /// "should fail substituting values in a volume subpath with absolute path" (value `/tmp`)
+    /// and "... with backticks" (whose value is in fact `..`): a subPathExpr expanding to an
+    /// absolute path or with a `..` segment, or naming an unset variable, refuses the
+    /// container; the error names the volume mount.
+    #[test]
+    fn sub_path_expr_expands_and_is_checked() {
+        let vars: BTreeMap<String, String> = [
+            ("POD", "web-1"),
+            ("ABS", "/tmp"),
+            ("UP", ".."),
+            ("EMPTY", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(sub_path_expr("logs/$(POD)", &vars).unwrap(), "logs/web-1");
+        assert_eq!(sub_path_expr("$$(POD)", &vars).unwrap(), "$(POD)");
+        assert_eq!(
+            sub_path_expr("$(NOPE)/$(EMPTY)", &vars).unwrap_err(),
+            "missing value for EMPTY, NOPE"
+        );
+        assert!(check_sub_path("logs/web-1").is_ok());
+        assert!(check_sub_path("a..b/c").is_ok());
+        assert_eq!(
+            check_sub_path("/tmp").unwrap_err(),
+            "error SubPath `/tmp` must not be an absolute path"
+        );
+        assert_eq!(
+            check_sub_path("a/../..").unwrap_err(),
+            "unable to provision SubPath `a/../..`: must not contain '..'"
+        );
+
+        let vols: BTreeMap<String, HostVolume> = [(
+            "work".to_string(),
+            HostVolume {
+                host_path: "/srv/w".into(),
+                read_only: false,
+            },
+        )]
+        .into();
+        let build = |expr: &str| {
+            let p = pod(&format!(
+                r#"{{"metadata":{{"name":"s","namespace":"n"}},"spec":{{"containers":[{{"name":"c",
+                  "image":"i","volumeMounts":[{{"name":"work","mountPath":"/w","subPathExpr":"{expr}"}}]}}]}}}}"#
+            ));
+            let envs = vars
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            container_config(
+                &p,
+                &p.spec.containers[0],
+                0,
+                envs,
+                &vols,
+                LinuxContainerResources::default(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+            )
+        };
+        assert_eq!(build("$(POD)").unwrap().mounts[0].host_path, "/srv/w/web-1");
+        for (expr, why) in [
+            ("$(ABS)", "must not be an absolute path"),
+            ("$(UP)", "must not contain '..'"),
+            ("x/$(UP)/y", "must not contain '..'"),
+            ("$(NOPE)", "missing value for NOPE"),
+        ] {
+            let e = build(expr).unwrap_err();
+            assert_eq!(e.field, "spec.containers[c].volumeMounts[0]");
+            assert!(e.reason.contains("volumeMount \"work\""), "{e}");
+            assert!(e.reason.contains(why), "{expr}: {e}");
+        }
     }
 
     #[test]
@@ -847,7 +1123,10 @@ mod tests {
     fn container_config_carries_everything() {
         let p = pod(WEB);
         let c = &p.spec.containers[0];
-        let env = container_env(&p, c, &host(), "", &|_, _, _| None).unwrap();
+        let none = BTreeMap::new();
+        let env = container_env(&p, c, &host(), &sources("", &no_objects, &none))
+            .unwrap()
+            .vars;
         let res = container_resources(&p, c, 1 << 30).unwrap();
         let vols: BTreeMap<String, HostVolume> = [(
             "data".to_string(),

@@ -59,6 +59,15 @@ pub trait VolumeData: Send + Sync {
     fn link_down(&self) -> bool {
         false
     }
+    /// The Services of a namespace, for the pods' Service link variables (none by default:
+    /// a node without an API server knows no Services).
+    fn services(&self, _namespace: &str) -> Vec<crate::k8s::service::Service> {
+        Vec::new()
+    }
+    /// One Service (the master service `default/kubernetes`), if known; none by default.
+    fn service(&self, _namespace: &str, _name: &str) -> Option<crate::k8s::service::Service> {
+        None
+    }
 }
 
 /// The source of a node without an API server: nothing is available.
@@ -521,8 +530,25 @@ fn downward_value(
         return field_ref(pod, host, pod_ip, &f.field_path)
             .ok_or_else(|| format!("unsupported fieldPath {:?}", f.field_path));
     }
+    if let Some(r) = &item.resource_field_ref {
+        // A volume item must name its container (API validation); the kubelet resolves it
+        // with node allocatable for unset limits, as for env.
+        if r.container_name.is_empty() {
+            return Err(format!(
+                "item {:?}: resourceFieldRef needs a containerName",
+                item.path
+            ));
+        }
+        let any = pod
+            .spec
+            .all_containers()
+            .next()
+            .ok_or_else(|| "pod has no containers".to_string())?;
+        return crate::runtime::env::resource_field_value(pod, any, r, &host.allocatable)
+            .map_err(|e| format!("item {:?}: {e}", item.path));
+    }
     Err(format!(
-        "item {:?} has no fieldRef (resourceFieldRef files are not supported)",
+        "item {:?} has neither fieldRef nor resourceFieldRef",
         item.path
     ))
 }
@@ -880,6 +906,59 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.volume, "cfg");
         assert!(e.to_string().contains("not available"));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    /// Upstream downwardAPI volume plugin (`ExtractResourceValueByContainerNameAndNodeAllocatable`)
+    /// and the conformance tests "should provide container's cpu/memory limit/request" and
+    /// "should provide node allocatable (cpu/memory) as default ... limit if the limit is not
+    /// set": resourceFieldRef items are written like env values, divisor and rounding included.
+    #[test]
+    fn downward_resource_files() {
+        let root = tmp("resfiles");
+        let m = VolumeManager::new(&root);
+        let pod: Pod = serde_json::from_str(
+            r#"{"metadata":{"name":"p","namespace":"n","uid":"uid-r"},
+            "spec":{"containers":[{"name":"c","image":"i","resources":{"limits":{"memory":"64Mi","cpu":"500m"},
+                                                               "requests":{"memory":"32Mi","cpu":"250m"}}},
+                                  {"name":"free","image":"i"}],
+              "volumes":[{"name":"info","downwardAPI":{"items":[
+                {"path":"cpu_limit","resourceFieldRef":{"containerName":"c","resource":"limits.cpu","divisor":"1m"}},
+                {"path":"cpu_request","resourceFieldRef":{"containerName":"c","resource":"requests.cpu"}},
+                {"path":"mem_limit","resourceFieldRef":{"containerName":"c","resource":"limits.memory","divisor":"1Mi"}},
+                {"path":"mem_request","resourceFieldRef":{"containerName":"c","resource":"requests.memory"}},
+                {"path":"free_cpu","resourceFieldRef":{"containerName":"free","resource":"limits.cpu"}},
+                {"path":"free_mem","resourceFieldRef":{"containerName":"free","resource":"limits.memory"}}]}}]}}"#,
+        )
+        .unwrap();
+        let host = HostFacts {
+            allocatable: crate::runtime::env::Allocatable {
+                cpu_millis: 2000,
+                memory: 1 << 30,
+                ephemeral_storage: 0,
+            },
+            ..HostFacts::default()
+        };
+        let vols = m.prepare(&pod, &host, "", &NoApiData).unwrap();
+        let dir = Path::new(&vols["info"].host_path);
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("cpu_limit"), "500");
+        assert_eq!(read("cpu_request"), "1");
+        assert_eq!(read("mem_limit"), "64");
+        assert_eq!(read("mem_request"), (32u64 << 20).to_string());
+        assert_eq!(read("free_cpu"), "2");
+        assert_eq!(read("free_mem"), (1u64 << 30).to_string());
+        m.cleanup("uid-r").unwrap();
+
+        let mut bad = pod.clone();
+        let d = bad.spec.volumes[0].downward_api.as_mut().unwrap();
+        d.items[0]
+            .resource_field_ref
+            .as_mut()
+            .unwrap()
+            .container_name = String::new();
+        let e = m.prepare(&bad, &host, "", &NoApiData).unwrap_err();
+        assert!(e.to_string().contains("containerName"), "{e}");
         let _ = fs::remove_dir_all(&root);
     }
 

@@ -293,6 +293,22 @@ fn run_exit(policy: RestartPolicy, code: i32) -> Harness {
     h
 }
 
+/// The runtime's termination message of an exited container is the status view's
+/// `terminated.message` (kubelet `toKubeContainerStatus` reads it on exit).
+#[test]
+fn termination_message_reaches_the_status_view() {
+    let mut h = run_exit(RestartPolicy::Never, 1);
+    h.sim.containers[0].message = Some("DONE".into());
+    h.run_for(secs(1));
+    let st = h.status("a");
+    assert!(
+        matches!(&st.containers[0].state, ContainerStateView::Terminated { message: Some(m), .. }
+            if m == "DONE"),
+        "{:?}",
+        st.containers[0].state
+    );
+}
+
 #[test]
 fn restart_policy_table() {
     let cases = [
@@ -323,7 +339,8 @@ fn restart_policy_table() {
                 ContainerStateView::Terminated {
                     exit_code: Some(code),
                     reason: reason.into(),
-                    finished_secs_ago: Some(3)
+                    finished_secs_ago: Some(3),
+                    message: None,
                 }
             );
             assert!(!st.conditions.ready);
@@ -912,6 +929,49 @@ fn sandbox_failure_is_retried_with_back_off() {
     assert_eq!(runs, [0, 10, 30]);
     assert_eq!(h.status("a").phase, PodPhase::Running);
     assert!(h.status("a").message.is_none());
+}
+
+/// Upstream kuberuntime `startContainer`: an error generating the container's config (a
+/// missing configMap, an invalid subPathExpr) is reported as `CreateContainerConfigError`,
+/// other creation errors as `CreateContainerError`; both are retried with back-off.
+#[test]
+fn config_failures_are_create_container_config_errors() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    h.sim.fail.insert("CreateContainerConfig", 1);
+    h.settle();
+    let st = h.status("a");
+    assert_eq!(
+        st.containers[0].state.waiting_reason(),
+        Some(reason::CREATE_CONTAINER_CONFIG_ERROR)
+    );
+    assert!(
+        matches!(&st.containers[0].state, ContainerStateView::Waiting { message: Some(m), .. }
+            if m.contains("gone")),
+        "{:?}",
+        st.containers[0].state
+    );
+    h.run_for(secs(10));
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+}
+
+/// Upstream `makeEnvironmentVariables`: envFrom keys skipped as invalid names are reported
+/// as a Warning event `InvalidEnvironmentVariableNames` on the pod, and the container starts.
+#[test]
+fn create_warnings_become_warning_events() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    let text = "Keys [X=1] from the EnvFrom configMap d/cm were skipped since they are \
+                considered invalid environment variable names.";
+    h.sim.create_warnings = vec![("InvalidEnvironmentVariableNames".into(), text.into())];
+    h.settle();
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    let ev = h.e.drain_events();
+    let w = ev
+        .iter()
+        .find(|e| e.reason == "InvalidEnvironmentVariableNames")
+        .expect("a warning event");
+    assert_eq!(w.kind, crate::reconcile::status::EventType::Warning);
+    assert_eq!(w.container.as_deref(), Some("app"));
+    assert_eq!(w.message, text);
 }
 
 #[test]

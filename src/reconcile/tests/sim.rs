@@ -33,6 +33,8 @@ pub struct Sim {
     pub fail: BTreeMap<&'static str, u32>,
     /// The sandbox step leaves the pod IP out; the first container creation returns it.
     pub ip_with_container: bool,
+    /// Warnings every container creation reports.
+    pub create_warnings: Vec<(String, String)>,
 }
 
 impl Sim {
@@ -139,6 +141,14 @@ impl Sim {
         desired: &BTreeMap<String, DesiredPod>,
         now: Instant,
     ) -> ActionResult {
+        // "CreateContainerConfig": a creation refused for its config, before the runtime.
+        if matches!(a.kind, ActionKind::CreateContainer { .. })
+            && self.failing("CreateContainerConfig")
+        {
+            return ActionResult::ConfigFailed {
+                message: "configMap \"gone\" is not available".into(),
+            };
+        }
         if self.failing(a.kind.name()) {
             // As with containerd, a failed start leaves the container exited.
             if let ActionKind::StartContainer { container_id, .. } = &a.kind {
@@ -234,6 +244,7 @@ impl Sim {
                     image_ref: format!("sha256:{}", spec.image.len()),
                     exit_code: None,
                     reason: None,
+                    message: None,
                     started_at: None,
                     finished_at: None,
                 });
@@ -241,6 +252,7 @@ impl Sim {
                     container_id: id,
                     image_ref: String::new(),
                     pod_ip,
+                    warnings: self.create_warnings.clone(),
                 }
             }
             ActionKind::StartContainer { container_id, .. } => {
