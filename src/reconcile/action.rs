@@ -176,6 +176,22 @@ pub enum ActionResult {
         /// The error, for the status view.
         message: String,
     },
+    /// `CreateContainer` failed because the container's config cannot be assembled from what
+    /// the pod refers to (a missing configMap or secret key in `env`, ...): the kubelet's
+    /// `CreateContainerConfigError`, retried with back-off.
+    ConfigFailed {
+        /// The kubelet's wording, e.g. `couldn't find key K in ConfigMap ns/name`.
+        message: String,
+    },
+    /// `RunSandbox` or `CreateContainer` failed because a volume cannot be set up (its
+    /// configMap or secret is missing, ...): a `FailedMount` event while the pod stays
+    /// `ContainerCreating`, retried with back-off.
+    MountFailed {
+        /// The volume's name in the pod spec.
+        volume: String,
+        /// Why, e.g. `configmap "name" not found`.
+        message: String,
+    },
 }
 
 /// Errors the engine reports when fed results.

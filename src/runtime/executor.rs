@@ -26,7 +26,7 @@ use crate::reconcile::model::{
 use crate::reconcile::{Action, ActionKind, ActionResult};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
 use crate::runtime::spec::{self, HostFacts};
-use crate::runtime::volumes::{VolumeData, VolumeManager};
+use crate::runtime::volumes::{VolumeData, VolumeError, VolumeManager};
 
 /// One pod the executor may act for: the API object and the engine's view of it.
 #[derive(Debug, Clone)]
@@ -61,6 +61,39 @@ pub struct Executor {
     /// Pods whose volumes failed at their last sandbox attempt: their next attempt makes the
     /// volumes first, so a pod waiting for a missing configMap creates no sandboxes.
     volumes_failed: RefCell<BTreeSet<String>>,
+}
+
+/// Why a container could not be created, for the engine's waiting reason.
+enum CreateFailure {
+    /// Its config cannot be assembled (CreateContainerConfigError).
+    Config(String),
+    /// A volume cannot be set up (FailedMount).
+    Mount(VolumeError),
+    /// Anything else (CreateContainerError).
+    Other(String),
+}
+
+impl From<String> for CreateFailure {
+    fn from(m: String) -> Self {
+        CreateFailure::Other(m)
+    }
+}
+
+/// A volume that cannot be set up, as the engine reports it (a FailedMount event).
+fn mount_failed(err: VolumeError) -> ActionResult {
+    ActionResult::MountFailed {
+        volume: err.volume,
+        message: err.reason,
+    }
+}
+
+/// What an exec probe printed, bounded (an event message, not a log).
+fn exec_output(stdout: &[u8], stderr: &[u8]) -> String {
+    const MAX: usize = 1024;
+    let mut out = stdout.to_vec();
+    out.extend_from_slice(stderr);
+    out.truncate(MAX);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn wall(ns: i64) -> Option<SystemTime> {
@@ -323,7 +356,7 @@ impl Executor {
                     let r = smol::unblock(prepare).await;
                     note(&r);
                     if let Err(err) = r {
-                        return failed(err.to_string());
+                        return mount_failed(err);
                     }
                     None
                 } else {
@@ -355,9 +388,9 @@ impl Executor {
                     (Ok(r), Err(err)) => {
                         let _ = self.cri.stop_pod_sandbox(&r.pod_sandbox_id).await;
                         let _ = self.cri.remove_pod_sandbox(&r.pod_sandbox_id).await;
-                        return failed(err.to_string());
+                        return mount_failed(err);
                     }
-                    (Err(_), Err(err)) => return failed(err.to_string()),
+                    (Err(_), Err(err)) => return mount_failed(err),
                     (r, Ok(_)) => r,
                 };
                 match created {
@@ -393,7 +426,9 @@ impl Executor {
                     image_ref,
                     pod_ip,
                 },
-                Err(m) => failed(m),
+                Err(CreateFailure::Other(m)) => failed(m),
+                Err(CreateFailure::Config(message)) => ActionResult::ConfigFailed { message },
+                Err(CreateFailure::Mount(err)) => mount_failed(err),
             },
             ActionKind::StartContainer { container_id, .. } => {
                 match self.cri.start_container(container_id).await {
@@ -486,7 +521,7 @@ impl Executor {
         name: &str,
         init: bool,
         attempt: u32,
-    ) -> Result<(String, String, Option<String>), String> {
+    ) -> Result<(String, String, Option<String>), CreateFailure> {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
@@ -518,7 +553,7 @@ impl Executor {
         let volumes = self
             .volumes
             .prepare(&e.pod, &self.host, &pod_ip, self.volume_data().as_ref())
-            .map_err(|e| e.to_string())?;
+            .map_err(CreateFailure::Mount)?;
         let data = self.volume_data();
         let ns = e.pod.metadata.namespace.clone();
         let lookup = move |kind: &str, obj: &str, key: &str| -> Option<String> {
@@ -528,8 +563,10 @@ impl Executor {
             };
             map.get(key).and_then(|v| String::from_utf8(v.clone()).ok())
         };
+        // What env refers to and cannot be found is the kubelet's CreateContainerConfigError,
+        // reported in its own words (the reason alone, without the field path).
         let env = spec::container_env(&e.pod, c, &self.host, &pod_ip, &lookup)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CreateFailure::Config(e.reason))?;
         let resources = spec::container_resources(&e.pod, c, self.memory_capacity)
             .map_err(|e| e.to_string())?;
         let config = spec::container_config(
@@ -570,7 +607,7 @@ impl Executor {
         let ip = cached_ip();
         created
             .map(|r| (r.container_id, image_ref, ip))
-            .map_err(|e| e.to_string())
+            .map_err(|e| CreateFailure::Other(e.to_string()))
     }
 
     async fn probe(
@@ -600,11 +637,9 @@ impl Executor {
                 let secs = i64::try_from(timeout.as_secs().max(1)).unwrap_or(1);
                 match self.cri.exec_sync(container_id, &cmd, secs).await {
                     Ok(r) if r.exit_code == 0 => ProbeOutcome::Success,
-                    Ok(r) => ProbeOutcome::Failure(format!(
-                        "command {command:?} exited with {}: {}",
-                        r.exit_code,
-                        String::from_utf8_lossy(&r.stdout[..r.stdout.len().min(256)]).trim()
-                    )),
+                    // The kubelet's probe output for a failed exec probe is what the
+                    // command printed (stdout, then stderr).
+                    Ok(r) => ProbeOutcome::Failure(exec_output(&r.stdout, &r.stderr)),
                     Err(e) => ProbeOutcome::Failure(e.to_string()),
                 }
             }

@@ -57,7 +57,24 @@ async fn connect(host: &str, port: u16) -> ProbeOutcomeOr<TcpStream> {
     let addr = resolve(host, port)?;
     TcpStream::connect(addr)
         .await
-        .map_err(|e| ProbeOutcome::Failure(format!("dial tcp {addr}: {e}")))
+        .map_err(|e| ProbeOutcome::Failure(format!("dial tcp {addr}: {}", go_dial_error(&e))))
+}
+
+/// A connect error as Go's net package words it, which the kubelet's probe messages carry
+/// (`dial tcp 10.0.0.5:80: connect: connection refused`).
+fn go_dial_error(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connect: connection refused".into(),
+        ErrorKind::TimedOut => "i/o timeout".into(),
+        ErrorKind::HostUnreachable => "connect: no route to host".into(),
+        ErrorKind::NetworkUnreachable => "connect: network is unreachable".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or_default();
+            format!("connect: {}", text.to_lowercase())
+        }
+    }
 }
 
 fn resolve(host: &str, port: u16) -> ProbeOutcomeOr<SocketAddr> {
@@ -222,7 +239,13 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        assert!(!smol::block_on(tcp("127.0.0.1", port, Duration::from_secs(1))).is_success());
+        // The kubelet's probe output for a closed port is Go's dial error.
+        let out = smol::block_on(tcp("127.0.0.1", port, Duration::from_secs(1)));
+        let want = format!("dial tcp 127.0.0.1:{port}: connect: connection refused");
+        assert!(
+            matches!(&out, ProbeOutcome::Failure(m) if *m == want),
+            "{out:?}"
+        );
         // A peer that accepts but never answers: the timeout decides.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

@@ -515,8 +515,12 @@ pub fn container_env(
                         None => {
                             return Err(fail(
                                 &e.name,
-                                format!("configMap {:?} key {:?} is not available", k.name, k.key),
-                            ))
+                                // The kubelet's wording (makeEnvironmentVariables).
+                                format!(
+                                    "couldn't find key {} in ConfigMap {}/{}",
+                                    k.key, pod.metadata.namespace, k.name
+                                ),
+                            ));
                         }
                     }
                 } else if let Some(k) = &src.secret_key_ref {
@@ -526,7 +530,10 @@ pub fn container_env(
                         None => {
                             return Err(fail(
                                 &e.name,
-                                format!("secret {:?} key {:?} is not available", k.name, k.key),
+                                format!(
+                                    "couldn't find key {} in Secret {}/{}",
+                                    k.key, pod.metadata.namespace, k.name
+                                ),
                             ))
                         }
                     }
