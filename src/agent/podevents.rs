@@ -75,6 +75,9 @@ pub struct EventRecorder {
     paid_off: Instant,
     out: VecDeque<PodEvent>,
     pods: BTreeMap<String, (String, String)>,
+    /// Stamp of the last event: each one gets a later one, since the object name is made of
+    /// it (`POD.<hex nanoseconds>`, as upstream) and must not repeat.
+    last_at: Option<SystemTime>,
 }
 
 impl EventRecorder {
@@ -84,6 +87,7 @@ impl EventRecorder {
             paid_off: now,
             out: VecDeque::new(),
             pods: BTreeMap::new(),
+            last_at: None,
         }
     }
 
@@ -117,6 +121,11 @@ impl EventRecorder {
             if self.out.len() >= MAX_PENDING || !self.take_token(now) {
                 continue;
             }
+            let at = match self.last_at {
+                Some(last) if last >= wall => last + Duration::from_nanos(1),
+                _ => wall,
+            };
+            self.last_at = Some(at);
             self.out.push_back(PodEvent {
                 uid: e.pod.uid,
                 namespace,
@@ -128,7 +137,7 @@ impl EventRecorder {
                 },
                 reason: e.reason,
                 message: e.message,
-                at: wall,
+                at,
             });
         }
     }
@@ -188,6 +197,22 @@ mod tests {
         assert_eq!(core.source.host, "node-1");
         assert_eq!(core.count, 1);
         assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn events_of_one_instant_get_distinct_names() {
+        let t0 = Instant::now();
+        let mut r = EventRecorder::new(t0);
+        r.set_pods([("u".to_string(), ("d".to_string(), "p".to_string()))].into());
+        let batch = vec![engine_event("u", "Failed"), engine_event("u", "Failed")];
+        r.record(t0, wall(), batch);
+        r.record(t0, wall(), vec![engine_event("u", "Failed")]);
+        let names: std::collections::BTreeSet<String> = r
+            .take()
+            .iter()
+            .map(|e| e.to_event("n").metadata.name)
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 
     #[test]
