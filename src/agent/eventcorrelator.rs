@@ -30,8 +30,8 @@ pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
 /// Tunables; the defaults are client-go's (`tools/record/events_cache.go`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CorrelatorConfig {
-    /// Entries each cache keeps (client-go: 4096; a node holds far fewer pods, and the caches
-    /// are trimmed as pods go, so a smaller bound keeps memory low on small devices).
+    /// Entries each cache keeps, least recently used dropped first (client-go: 4096; a node
+    /// holds far fewer pods, so a smaller bound keeps memory low on small devices).
     pub max_entries: usize,
     /// Distinct messages of similar events within the window before they are combined (10).
     pub aggregate_max: usize,

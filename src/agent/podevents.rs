@@ -96,11 +96,6 @@ impl EventRecorder {
         self.pods = pods;
     }
 
-    /// Whether events of this pod UID are recorded.
-    pub fn knows(&self, uid: &str) -> bool {
-        self.pods.contains_key(uid)
-    }
-
     fn take_token(&mut self, now: Instant) -> bool {
         let period = Duration::from_secs(1) / RATE;
         let tolerance = period.saturating_mul(BURST - 1);

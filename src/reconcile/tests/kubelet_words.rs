@@ -166,6 +166,30 @@ fn probe_failures_and_the_kills_they_cause() {
     }
 }
 
+// kubelet (prober.go): a failed readiness probe is Unhealthy "Readiness probe failed: <output>"
+// and kills nothing.
+#[test]
+fn readiness_failures_are_unhealthy_without_a_kill() {
+    let mut p = pod("a", &["app"]);
+    p.containers[0].readiness = Some(probe());
+    let mut h = Harness::with_pods(vec![p]);
+    h.sim
+        .probe_default
+        .insert(("app".into(), ProbeKind::Readiness), false);
+    h.run_for(secs(35));
+    let ev = h.e.drain_events();
+    let unhealthy: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.reason == "Unhealthy")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(unhealthy.len() >= 3, "{unhealthy:?}");
+    assert!(unhealthy
+        .iter()
+        .all(|m| *m == "Readiness probe failed: probe said no"));
+    assert!(!ev.iter().any(|e| e.reason == "Killing"));
+}
+
 // kubelet: a pod being deleted gets Killing "Stopping container NAME" for each running one.
 #[test]
 fn deletion_kills_are_stopping_container() {
