@@ -218,7 +218,16 @@ pub async fn run(
             let tx = tx.clone();
             ex.spawn(async move {
                 let result = executor.run(&action).await;
-                if let ActionResult::Failed { message } = &result {
+                let failure = match &result {
+                    ActionResult::Failed { message } | ActionResult::ConfigFailed { message } => {
+                        Some(message.clone())
+                    }
+                    ActionResult::MountFailed { volume, message } => {
+                        Some(format!("volume {volume:?}: {message}"))
+                    }
+                    _ => None,
+                };
+                if let Some(message) = failure {
                     log::warn!(
                         "pod {}/{}: {}: {message}",
                         action.pod.namespace,
