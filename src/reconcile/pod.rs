@@ -1312,6 +1312,12 @@ impl PodRecord {
                 Some("probe returned an unexpected result".to_string()),
             ),
         };
+        // The kubelet adds ", will be restarted" when the pod's restart policy brings it back.
+        let restarts = self
+            .desired
+            .as_ref()
+            .is_none_or(|d| d.restart_policy != RestartPolicy::Never);
+        let then = if restarts { ", will be restarted" } else { "" };
         for (name, mem) in self.mem.iter_mut() {
             let Some(set) = mem.probes.as_mut() else {
                 continue;
@@ -1345,18 +1351,16 @@ impl PodRecord {
                     (ProbeKind::Startup, Verdict::Failed) => {
                         mem.kill =
                             Some((set.instance.clone(), format!("startup probe failed: {why}")));
-                        mem.kill_event = Some(format!(
-                            "Container {name} failed startup probe, will be restarted"
-                        ));
+                        mem.kill_event =
+                            Some(format!("Container {name} failed startup probe{then}"));
                     }
                     (ProbeKind::Liveness, Verdict::Failed) => {
                         mem.kill = Some((
                             set.instance.clone(),
                             format!("liveness probe failed: {why}"),
                         ));
-                        mem.kill_event = Some(format!(
-                            "Container {name} failed liveness probe, will be restarted"
-                        ));
+                        mem.kill_event =
+                            Some(format!("Container {name} failed liveness probe{then}"));
                     }
                     _ => {}
                 }

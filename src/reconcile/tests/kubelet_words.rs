@@ -190,6 +190,21 @@ fn readiness_failures_are_unhealthy_without_a_kill() {
     assert!(!ev.iter().any(|e| e.reason == "Killing"));
 }
 
+// kubelet: under restartPolicy Never the kill message does not promise a restart.
+#[test]
+fn liveness_kill_under_never_is_not_restarted() {
+    let mut p = pod("a", &["app"]);
+    p.restart_policy = crate::reconcile::model::RestartPolicy::Never;
+    p.containers[0].liveness = Some(probe());
+    let mut h = Harness::with_pods(vec![p]);
+    h.sim
+        .probe_default
+        .insert(("app".into(), ProbeKind::Liveness), false);
+    h.run_for(secs(35));
+    let ev = events(&mut h, "Killing");
+    assert_eq!(messages(&ev), ["Container app failed liveness probe"]);
+}
+
 // kubelet: a pod being deleted gets Killing "Stopping container NAME" for each running one.
 #[test]
 fn deletion_kills_are_stopping_container() {
