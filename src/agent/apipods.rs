@@ -4,7 +4,8 @@
 //!
 //! Threads: the watch runs a blocking [`ListWatch`] on a thread of its own and forwards events
 //! over a channel; a writer thread sends everything the node tells the server (status PATCHes,
-//! final DELETEs, mirror pods, token refreshes) from a latest-wins queue, so an outage leaves at
+//! final DELETEs, mirror pods, token refreshes, Events through the client-go style correlator
+//! in `eventcorrelator`) from a latest-wins queue, so an outage leaves at
 //! most one pending request per object and catches up with one request each. The agent loop
 //! owns [`ApiSide`] and is the only place that touches the engine. This module does not talk to
 //! the runtime and never reads the status subresource.
