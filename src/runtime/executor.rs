@@ -17,7 +17,7 @@ use crate::cri::proto::{
     PullImageRequest, RunPodSandboxRequest,
 };
 use crate::cri::{CriClient, CriError};
-use crate::k8s::pod::Pod;
+use crate::k8s::pod::{Container, Pod};
 use crate::reconcile::labels;
 use crate::reconcile::model::{
     normalize_image, ContainerState, DesiredPod, HttpScheme, Observed, ObservedContainer,
@@ -77,6 +77,26 @@ impl From<String> for CreateFailure {
     fn from(m: String) -> Self {
         CreateFailure::Other(m)
     }
+}
+
+/// The first configMap or secret a container's env refers to (not optionally) that does not
+/// exist, worded as the kubelet's configMap/secret manager reports it: `configmap "NAME" not
+/// found` (a missing key in an existing object is reported by `spec::container_env`).
+fn missing_env_object(pod: &Pod, c: &Container, data: &dyn VolumeData) -> Option<String> {
+    let ns = &pod.metadata.namespace;
+    c.env
+        .iter()
+        .filter(|e| e.value.is_none())
+        .filter_map(|e| e.value_from.as_ref())
+        .find_map(|src| {
+            if let Some(k) = src.config_map_key_ref.as_ref() {
+                let missing = k.optional != Some(true) && data.config_map(ns, &k.name).is_none();
+                return missing.then(|| format!("configmap \"{}\" not found", k.name));
+            }
+            let k = src.secret_key_ref.as_ref()?;
+            let missing = k.optional != Some(true) && data.secret(ns, &k.name).is_none();
+            missing.then(|| format!("secret \"{}\" not found", k.name))
+        })
 }
 
 /// A volume that cannot be set up, as the engine reports it (a FailedMount event).
@@ -555,6 +575,9 @@ impl Executor {
             .prepare(&e.pod, &self.host, &pod_ip, self.volume_data().as_ref())
             .map_err(CreateFailure::Mount)?;
         let data = self.volume_data();
+        if let Some(m) = missing_env_object(&e.pod, c, data.as_ref()) {
+            return Err(CreateFailure::Config(m));
+        }
         let ns = e.pod.metadata.namespace.clone();
         let lookup = move |kind: &str, obj: &str, key: &str| -> Option<String> {
             let map = match kind {
@@ -721,5 +744,53 @@ mod tests {
         assert_eq!(ahead.duration_since(now), Duration::from_secs(2));
         assert_eq!(wall(0), None);
         assert!(wall(-5).is_none());
+    }
+
+    /// Only configMap "cfg" exists.
+    struct OneConfigMap;
+
+    impl VolumeData for OneConfigMap {
+        fn config_map(&self, _: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+            (name == "cfg").then(BTreeMap::new)
+        }
+        fn secret(&self, _: &str, _: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+            None
+        }
+        fn service_account_token(&self, _: &Pod, _: &str, _: i64) -> Option<String> {
+            None
+        }
+    }
+
+    // kubelet (makeEnvironmentVariables): an env source object that does not exist fails the
+    // container with its manager's NotFound error, unless the reference is optional.
+    #[test]
+    fn env_objects_that_do_not_exist_are_named_as_the_kubelet_does() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "image": "i", "env": [
+                {"name": "A", "value": "literal"},
+                {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}},
+                {"name": "C", "valueFrom":
+                    {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+                {"name": "D", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "k"}}},
+                {"name": "E", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "k"}}},
+            ]}]}
+        }))
+        .unwrap();
+        let c = &pod.spec.containers[0];
+        assert_eq!(
+            missing_env_object(&pod, c, &OneConfigMap).as_deref(),
+            Some(r#"secret "sec" not found"#)
+        );
+        let mut only_cm = pod.clone();
+        only_cm.spec.containers[0].env.remove(3);
+        let c = &only_cm.spec.containers[0];
+        assert_eq!(
+            missing_env_object(&only_cm, c, &OneConfigMap).as_deref(),
+            Some(r#"configmap "later" not found"#)
+        );
+        only_cm.spec.containers[0].env.pop();
+        let c = &only_cm.spec.containers[0];
+        assert_eq!(missing_env_object(&only_cm, c, &OneConfigMap), None);
     }
 }

@@ -249,7 +249,8 @@ pub fn liveness_failure(c: &dyn Cluster, bed: Bed) {
 ///   (event BackOff with that text).
 /// - kubelet_pods.go makeEnvironmentVariables: an env key missing from its configMap is
 ///   CreateContainerConfigError "couldn't find key K in ConfigMap NS/NAME" (event Failed
-///   "Error: ...").
+///   "Error: ..."); a configMap that does not exist, its manager's `configmap "NAME" not
+///   found`.
 /// - the volume manager: a configMap volume whose configMap is missing keeps the containers
 ///   ContainerCreating and raises FailedMount "MountVolume.SetUp failed for volume \"V\" :
 ///   configmap \"C\" not found".
@@ -276,6 +277,11 @@ pub fn waiting_reasons(c: &dyn Cluster, bed: Bed) {
     let mut p = pod(&a, "nokey", "sleep 3600");
     p["spec"]["containers"][0]["env"] = json!([{"name": "X", "valueFrom":
         {"configMapKeyRef": {"name": "cfg", "key": "absent"}}}]);
+    c.create(&pods, p).unwrap();
+    // An env configMap that does not exist at all.
+    let mut p = pod(&a, "nocm", "sleep 3600");
+    p["spec"]["containers"][0]["env"] = json!([{"name": "X", "valueFrom":
+        {"configMapKeyRef": {"name": "absent-cm", "key": "k"}}}]);
     c.create(&pods, p).unwrap();
     // A configMap volume whose configMap does not exist.
     let mut p = pod(&a, "novolume", "sleep 3600");
@@ -349,6 +355,16 @@ pub fn waiting_reasons(c: &dyn Cluster, bed: Bed) {
             .iter()
             .any(|e| e["message"] == format!("Error: {want}")),
         "{failed:?}"
+    );
+
+    let cs = poll(LIMIT, || {
+        let cs = container_status(c, &ns, "nocm");
+        (waiting_reason(&cs).as_deref() == Some("CreateContainerConfigError")).then_some(cs)
+    })
+    .unwrap_or_else(|| panic!("CreateContainerConfigError; {}", describe(c, &ns, "nocm")));
+    assert_eq!(
+        cs["state"]["waiting"]["message"], "configmap \"absent-cm\" not found",
+        "{cs}"
     );
 
     // ContainerCreating + FailedMount.
