@@ -20,6 +20,8 @@ mod cluster;
 mod pod_cgroups;
 #[path = "envtest/pod_env.rs"]
 mod pod_env;
+#[path = "envtest/pod_events.rs"]
+mod pod_events;
 #[path = "envtest/real.rs"]
 mod real;
 #[path = "envtest/scenarios.rs"]
@@ -200,6 +202,30 @@ fn real_pod_termination_messages() {
         return;
     };
     pod_env::termination_messages(&c, bed);
+}
+
+#[test]
+fn real_crash_loop_is_one_backoff_event_with_a_growing_count() {
+    let Some((_serial, bed, c)) = real("envtest_real_crash_loop") else {
+        return;
+    };
+    pod_events::crash_loop(&c, bed);
+}
+
+#[test]
+fn real_liveness_failure_events_say_which_probe_and_why() {
+    let Some((_serial, bed, c)) = real("envtest_real_liveness_events") else {
+        return;
+    };
+    pod_events::liveness_failure(&c, bed);
+}
+
+#[test]
+fn real_waiting_reasons_follow_the_kubelet() {
+    let Some((_serial, bed, c)) = real("envtest_real_waiting_reasons") else {
+        return;
+    };
+    pod_events::waiting_reasons(&c, bed);
 }
 
 // ---- the launcher's own checks (no binaries needed) ----

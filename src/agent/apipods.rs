@@ -4,7 +4,8 @@
 //!
 //! Threads: the watch runs a blocking [`ListWatch`] on a thread of its own and forwards events
 //! over a channel; a writer thread sends everything the node tells the server (status PATCHes,
-//! final DELETEs, mirror pods, token refreshes) from a latest-wins queue, so an outage leaves at
+//! final DELETEs, mirror pods, token refreshes, Events through the client-go style correlator
+//! in `eventcorrelator`) from a latest-wins queue, so an outage leaves at
 //! most one pending request per object and catches up with one request each. The agent loop
 //! owns [`ApiSide`] and is the only place that touches the engine. This module does not talk to
 //! the runtime and never reads the status subresource.
@@ -30,9 +31,11 @@ use crate::runtime::volumes::VolumeManager;
 use crate::store::{RecordKind, Store};
 
 use super::apivolumes::{ApiVolumes, Refresh, TokenKey};
+use super::eventcorrelator::{Correlated, CorrelatorConfig, EventCorrelator};
 use super::podevents::{EventRecorder, PodEvent};
 use super::podstatus::{build_status, prune, ReportClock, StatusMemory};
 use super::AgentError;
+use crate::k8s::events::Event;
 
 /// The annotation that marks a mirror pod; its value is the static pod's config hash.
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -437,6 +440,7 @@ fn outcome<T>(what: &str, r: Result<T, ApiError>) -> Outcome {
 
 struct WriterThread {
     client: Client,
+    correlator: EventCorrelator,
     node: String,
     node_uid: Option<String>,
     volumes: Arc<ApiVolumes>,
@@ -457,36 +461,7 @@ impl WriterThread {
             Job::DeleteMirror { ns, name, uid } => self.delete_exact("mirror pod", ns, name, uid),
             Job::Mirror { pod, hash, replace } => self.mirror(pod, hash, replace.as_deref()),
             Job::Event(ev, _) => {
-                let regarding = crate::k8s::events::ObjectReference {
-                    kind: "Pod".into(),
-                    namespace: ev.namespace.clone(),
-                    name: ev.name.clone(),
-                    uid: ev.uid.clone(),
-                    api_version: "v1".into(),
-                    resource_version: String::new(),
-                    field_path: ev
-                        .container
-                        .as_ref()
-                        .map(|c| format!("spec.containers{{{c}}}"))
-                        .unwrap_or_default(),
-                };
-                let body = crate::k8s::events::Event::from_kubelet(
-                    &self.node,
-                    regarding,
-                    ev.event_type,
-                    ev.reason,
-                    &ev.message,
-                    SystemTime::now(),
-                );
-                let path = format!("/api/v1/namespaces/{}/events", ev.namespace);
-                if let Err(e) = self.client.create::<_, Value>(&path, &body) {
-                    log::debug!(
-                        "event {} for pod {}/{}: {e}",
-                        ev.reason,
-                        ev.namespace,
-                        ev.name
-                    );
-                }
+                self.send_event(ev);
                 Outcome::Done
             }
             Job::Token(k) => match self.volumes.refresh(k) {
@@ -499,6 +474,39 @@ impl WriterThread {
                 Refresh::Retry => Outcome::Retry(None),
                 Refresh::Dropped => Outcome::Done,
             },
+        }
+    }
+
+    /// Sends one event through the correlator: a new object, a PATCH of the earlier one
+    /// (re-created should it be gone), or nothing when the object's events are rate-limited.
+    /// Events are advisory: a failure is logged and the event dropped.
+    fn send_event(&mut self, ev: &PodEvent) {
+        let collection = format!("/api/v1/namespaces/{}/events", ev.namespace);
+        let sent = match self
+            .correlator
+            .correlate(ev.to_event(&self.node), Instant::now())
+        {
+            Correlated::Skip => return,
+            Correlated::Create(e) => self.client.create::<_, Event>(&collection, &e),
+            Correlated::Patch { mut event, patch } => {
+                let path = format!("{collection}/{}", event.metadata.name);
+                match self.client.patch_strategic::<_, Event>(&path, &patch) {
+                    Err(e) if e.is_not_found() => {
+                        event.metadata.resource_version.clear();
+                        self.client.create::<_, Event>(&collection, &event)
+                    }
+                    r => r,
+                }
+            }
+        };
+        match sent {
+            Ok(server) => self.correlator.sent(&server),
+            Err(e) => log::debug!(
+                "event {} for pod {}/{}: {e}",
+                ev.reason,
+                ev.namespace,
+                ev.name
+            ),
         }
     }
 
@@ -594,6 +602,7 @@ impl Writer {
         let shared = w.shared.clone();
         let mut t = WriterThread {
             client,
+            correlator: EventCorrelator::new(CorrelatorConfig::default()),
             node: node.to_string(),
             node_uid: None,
             volumes,
@@ -815,29 +824,12 @@ impl ApiSide {
             .collect()
     }
 
-    /// An action is about to run (Pulling and probe tracking for Events).
-    pub fn on_action(&mut self, action: &crate::reconcile::Action, now: Instant) {
-        use crate::reconcile::ActionKind;
-        match &action.kind {
-            ActionKind::PullImage { container, image } => {
-                self.recorder
-                    .pull_started(now, action.id, &action.pod.uid, container, image);
-            }
-            ActionKind::RunProbe { container, .. } => {
-                self.recorder
-                    .probe_started(action.id, &action.pod.uid, container);
-            }
-            _ => {}
+    /// The engine's events since the last call (those of API pods become Events).
+    pub fn record_events(&mut self, events: Vec<crate::reconcile::status::PodEvent>) {
+        if !events.is_empty() {
+            self.recorder
+                .record(Instant::now(), SystemTime::now(), events);
         }
-    }
-
-    /// An action finished (Pulled, Unhealthy).
-    pub fn on_result(
-        &mut self,
-        id: crate::reconcile::ActionId,
-        r: &crate::reconcile::ActionResult,
-    ) {
-        self.recorder.result(Instant::now(), id, r);
     }
 
     /// Writes the flash records of pods admitted since the last call.
@@ -1045,7 +1037,6 @@ impl ApiSide {
                 });
             }
         }
-        self.recorder.observe(now, views);
         self.held_events.extend(self.recorder.take());
         let (send, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_events)
             .into_iter()

@@ -226,9 +226,6 @@ pub async fn run(
         let actions = engine.poll(now);
         let spawned = !actions.is_empty();
         for action in actions {
-            if let Some(a) = api.as_mut() {
-                a.on_action(&action, now);
-            }
             log::debug!(
                 "pod {}/{}: {} {:?}",
                 action.pod.namespace,
@@ -246,9 +243,16 @@ pub async fn run(
             let tx = tx.clone();
             ex.spawn(async move {
                 let result = executor.run(&action).await;
-                if let ActionResult::Failed { message } | ActionResult::ConfigFailed { message } =
-                    &result
-                {
+                let failure = match &result {
+                    ActionResult::Failed { message } | ActionResult::ConfigFailed { message } => {
+                        Some(message.clone())
+                    }
+                    ActionResult::MountFailed { volume, message } => {
+                        Some(format!("volume {volume:?}: {message}"))
+                    }
+                    _ => None,
+                };
+                if let Some(message) = failure {
                     log::warn!(
                         "pod {}/{}: {}: {message}",
                         action.pod.namespace,
@@ -270,7 +274,9 @@ pub async fn run(
         }
         let pods = engine.status(now);
         time_started_pods(&pods, &mut start_clock, now);
+        let events = engine.drain_events();
         if let Some(a) = api.as_mut() {
+            a.record_events(events);
             a.after_poll(&pods, now, &|uid| engine.acting(uid));
         }
         // A pod whose start is in flight learns its progress from the CRI calls' results; a
@@ -367,7 +373,6 @@ pub async fn run(
                 if let Some(uid) = uid {
                     start_clock.call_ended(&uid, woke);
                 }
-                api_result(api.as_mut(), id, &r);
                 if let Err(e) = engine.complete(id, r, Instant::now()) {
                     log::debug!("{e}");
                 }
@@ -376,7 +381,6 @@ pub async fn run(
                     if let Some(uid) = uid {
                         start_clock.call_ended(&uid, Instant::now());
                     }
-                    api_result(api.as_mut(), id, &r);
                     if let Err(e) = engine.complete(id, r, Instant::now()) {
                         log::debug!("{e}");
                     }
@@ -506,13 +510,6 @@ fn import_manifests(
         }
     }
     next
-}
-
-/// Action results the API side records Events for.
-fn api_result(api: Option<&mut ApiSide>, id: ActionId, r: &ActionResult) {
-    if let Some(a) = api {
-        a.on_result(id, r);
-    }
 }
 
 /// The executor's source of configMap/secret/token data: the API when there is one.

@@ -3,6 +3,7 @@
 
 pub mod apipods;
 pub mod apivolumes;
+pub mod eventcorrelator;
 pub mod kubelet;
 pub mod once;
 pub mod podevents;

@@ -265,6 +265,9 @@ mod tests {
             last_error: None,
             started_at: None,
             finished_at: None,
+            last_container_id: None,
+            last_started_at: None,
+            last_finished_at: None,
         }
     }
 

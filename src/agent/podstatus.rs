@@ -250,15 +250,28 @@ fn container_status(
             finished_secs_ago,
             message,
         }) => {
+            // The kubelet reports the previous instance in full: exit code, reason, when it
+            // started and finished, and its container ID.
             let key = format!("{}/{}/last", c.name, c.restart_count);
-            let finished = stamp(mem, key, None, *finished_secs_ago, clock);
+            let finished = stamp(
+                mem,
+                key.clone(),
+                c.last_finished_at,
+                *finished_secs_ago,
+                clock,
+            );
+            let started = stamp(mem, format!("{key}-start"), c.last_started_at, None, clock);
             let mut t = json!({
                 "exitCode": exit_code.unwrap_or(0),
                 "reason": reason,
+                "startedAt": started,
                 "finishedAt": finished,
             });
             if let Some(m) = message {
                 t["message"] = json!(m);
+            }
+            if let Some(id) = c.last_container_id.as_deref() {
+                t["containerID"] = json!(container_id_uri(runtime, id));
             }
             json!({ "terminated": t })
         }
@@ -296,7 +309,7 @@ pub fn prune(mem: &mut StatusMemory, view: &PodStatus, runtime: &str) {
         .map(|c| format!("{}/{}/last", c.name, c.restart_count))
         .collect();
     mem.stamps.retain(|k, _| {
-        names.iter().any(|n| n == k)
+        names.iter().any(|n| k.starts_with(n.as_str()))
             || live.iter().any(|id| {
                 k.strip_prefix(id.as_str())
                     .is_some_and(|r| r.starts_with('/'))
@@ -347,6 +360,9 @@ mod tests {
                 last_error: None,
                 started_at: None,
                 finished_at: None,
+                last_container_id: None,
+                last_started_at: None,
+                last_finished_at: None,
             }],
         }
     }
@@ -431,6 +447,38 @@ mod tests {
         let cs = &b["containerStatuses"][0];
         assert_eq!(cs["state"]["terminated"]["message"], "DONE");
         assert_eq!(cs["lastState"]["terminated"]["message"], "first run failed");
+    }
+
+    // kubelet: lastState.terminated of a restarted container carries the previous instance's
+    // startedAt, finishedAt, exitCode, reason and containerID (kubectl describe prints the
+    // start as "Started:"; a null one reads as year 1).
+    #[test]
+    fn last_state_reports_the_previous_instance_in_full() {
+        let t0 = Instant::now();
+        let w0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut v = view(false);
+        v.containers[0].last_container_id = Some("old".into());
+        v.containers[0].last_started_at = t0.checked_sub(Duration::from_secs(9));
+        v.containers[0].last_finished_at = t0.checked_sub(Duration::from_secs(5));
+        let mut mem = StatusMemory::default();
+        let clock = ReportClock {
+            now: t0,
+            now_wall: w0,
+        };
+        let s = build_status(&v, "", "containerd", clock, &mut mem);
+        let last = &s["containerStatuses"][0]["lastState"]["terminated"];
+        assert_eq!(last["startedAt"], format_time(w0 - Duration::from_secs(9)));
+        assert_eq!(last["finishedAt"], format_time(w0 - Duration::from_secs(5)));
+        assert_eq!(last["exitCode"], 1);
+        assert_eq!(last["reason"], "Error");
+        assert_eq!(last["containerID"], "containerd://old");
+        // Stable in later reports, and kept by pruning while the instance is the last one.
+        prune(&mut mem, &v, "containerd");
+        let later = ReportClock {
+            now: t0 + Duration::from_millis(1500),
+            now_wall: w0 + Duration::from_millis(1500),
+        };
+        assert_eq!(build_status(&v, "", "containerd", later, &mut mem), s);
     }
 
     #[test]

@@ -174,15 +174,26 @@ pub enum ActionResult {
         /// Why, for the status view.
         message: String,
     },
-    /// `CreateContainer` failed before the runtime was asked: the container's config cannot be
-    /// made from the pod spec and what it refers to (the kubelet's CreateContainerConfigError).
-    ConfigFailed {
-        /// The error, naming the field and the object at fault.
-        message: String,
-    },
     /// Any action failed.
     Failed {
         /// The error, for the status view.
+        message: String,
+    },
+    /// `CreateContainer` failed before the runtime was asked: the container's config cannot be
+    /// assembled from the pod spec and what it refers to (a missing configMap or secret key in
+    /// `env`, an invalid subPathExpr, ...): the kubelet's `CreateContainerConfigError`, retried
+    /// with back-off.
+    ConfigFailed {
+        /// The kubelet's wording, e.g. `couldn't find key K in ConfigMap ns/name`.
+        message: String,
+    },
+    /// `RunSandbox` or `CreateContainer` failed because a volume cannot be set up (its
+    /// configMap or secret is missing, ...): a `FailedMount` event while the pod stays
+    /// `ContainerCreating`, retried with back-off.
+    MountFailed {
+        /// The volume's name in the pod spec.
+        volume: String,
+        /// Why, e.g. `configmap "name" not found`.
         message: String,
     },
 }

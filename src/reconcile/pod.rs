@@ -18,6 +18,7 @@ use super::model::{
     normalize_image, ContainerState, DesiredContainer, DesiredPod, ObservedContainer,
     ObservedSandbox, PodRef, ProbeKind, PullPolicy, RestartPolicy, SandboxState,
 };
+use super::pod_status::{go_duration, kubelet_pod_name, ERR_IMAGE_PULL_SHOWN};
 use super::probe::{ProbeTracker, Verdict};
 use super::status::{reason, EventType, PodEvent, PodPhase};
 
@@ -81,6 +82,10 @@ pub(super) struct ContainerMemory {
     pub(super) exit_seen: Option<(String, Instant)>,
     /// Running instance to be stopped, and why.
     pub(super) kill: Option<(String, String)>,
+    /// The Killing event's message for that kill, in the kubelet's words.
+    pub(super) kill_event: Option<String>,
+    /// The pull back-off window whose BackOff events were raised.
+    pub(super) pull_backoff_evented: Option<Instant>,
     /// Instance the engine stopped on purpose: restarts regardless of its exit code.
     pub(super) killed: Option<String>,
     /// Instance stopped because its spec changed: it is replaced whatever the restart policy.
@@ -104,6 +109,8 @@ impl ContainerMemory {
             accounted_exit: None,
             exit_seen: None,
             kill: None,
+            kill_event: None,
+            pull_backoff_evented: None,
             killed: None,
             respawn: None,
             pulled_for: None,
@@ -312,6 +319,14 @@ impl PodRecord {
         });
     }
 
+    /// The kubelet's Killing event for a container stopped with its pod: "Stopping container X".
+    fn stopping_event(&mut self, container: &str) {
+        if !container.is_empty() {
+            let msg = format!("Stopping container {container}");
+            self.event(EventType::Normal, container, "Killing", msg);
+        }
+    }
+
     // ---- planning ----
 
     /// Plans this pod if anything changed or its wake-up time has come; otherwise only
@@ -410,6 +425,7 @@ impl PodRecord {
                 pending = true;
                 if !self.busy(&c.id) {
                     let container = Self::container_name(c).to_string();
+                    self.stopping_event(&container);
                     self.emit(
                         p,
                         ActionKind::StopContainer {
@@ -636,16 +652,21 @@ impl PodRecord {
                 mem.backoff_until = None;
                 let changed =
                     labels::spec_hash(&c.labels, &c.annotations) != Some(spec.spec_hash.as_str());
+                let name = &spec.name;
+                let stopping = format!("Stopping container {name}");
                 let why = if c.state == ContainerState::Unknown {
-                    Some("container state unknown".to_string())
+                    Some(("container state unknown".to_string(), stopping))
                 } else if let Some((_, why)) = mem.kill.as_ref().filter(|(id, _)| *id == c.id) {
-                    Some(why.clone())
+                    let message = mem.kill_event.clone().unwrap_or(stopping);
+                    Some((why.clone(), message))
                 } else if changed {
-                    Some("container spec changed".to_string())
+                    // The kubelet's Killing message for a changed container definition.
+                    let message = format!("Container {name} definition changed, will be restarted");
+                    Some(("container spec changed".to_string(), message))
                 } else {
                     None
                 };
-                let Some(why) = why else {
+                let Some((why, killing)) = why else {
                     return Step::Running;
                 };
                 if self.busy(&c.id) {
@@ -657,12 +678,7 @@ impl PodRecord {
                     mem.respawn = Some(c.id.clone());
                 }
                 mem.last_error = Some(why.clone());
-                self.event(
-                    EventType::Normal,
-                    &spec.name,
-                    "Killing",
-                    format!("Stopping container {}: {why}", spec.name),
-                );
+                self.event(EventType::Normal, &spec.name, "Killing", killing);
                 self.emit(
                     p,
                     ActionKind::StopContainer {
@@ -688,6 +704,7 @@ impl PodRecord {
     ) -> Step {
         let reset_after = p.config.backoff_reset_after_run;
         let now = p.now;
+        let pod = kubelet_pod_name(&self.pod);
         let mem = self.mem_mut(&spec.name, p.config);
         let killed = mem.killed.as_deref() == Some(c.id.as_str());
         let success = c.exit_code == Some(0) && !killed;
@@ -727,15 +744,21 @@ impl PodRecord {
                 if now < until {
                     let delay = mem.crash.delay().unwrap_or_default();
                     let entering = mem.backoff_until.map(|(u, _)| u) != Some(until);
-                    let msg = format!(
-                        "back-off {}s restarting failed container {}",
-                        delay.as_secs(),
+                    // The kubelet's words: the status names the delay; the event does not, so
+                    // every back-off of one container is the same event, counted up.
+                    let status = format!(
+                        "back-off {} restarting failed container={} pod={pod}",
+                        go_duration(delay),
                         spec.name
                     );
-                    mem.wait(reason::CRASH_LOOP_BACK_OFF, Some(msg.clone()));
+                    mem.wait(reason::CRASH_LOOP_BACK_OFF, Some(status));
                     mem.backoff_until = Some((until, delay));
                     p.wake_at(until);
                     if entering {
+                        let msg = format!(
+                            "Back-off restarting failed container {} in pod {pod}",
+                            spec.name
+                        );
                         self.event(EventType::Warning, &spec.name, "BackOff", msg);
                     }
                     return Step::Waiting;
@@ -779,11 +802,27 @@ impl PodRecord {
         };
         if need_pull {
             if let Some(until) = mem.pull.until().filter(|u| now < *u) {
-                // Right after a failed pull the status says so; afterwards it is back-off.
-                if mem.pull.last() != Some(now) {
-                    let msg = mem.last_error.clone();
-                    mem.wait(reason::IMAGE_PULL_BACK_OFF, msg);
+                // ErrImagePull stays shown for a while after the failed pull (the status view
+                // applies the same rule); then the kubelet's next sync finds the back-off:
+                // BackOff "Back-off pulling image" and Failed "Error: ImagePullBackOff".
+                let shown = mem
+                    .pull
+                    .last()
+                    .and_then(|l| l.checked_add(ERR_IMAGE_PULL_SHOWN));
+                match shown {
+                    Some(t) if now < t => p.wake_at(t.min(until)),
+                    _ if mem.pull_backoff_evented != Some(until) => {
+                        mem.pull_backoff_evented = Some(until);
+                        let image = spec.image.clone();
+                        let name = spec.name.clone();
+                        let msg = format!("Back-off pulling image \"{image}\"");
+                        self.event(EventType::Normal, &name, "BackOff", msg);
+                        let msg = format!("Error: {}", reason::IMAGE_PULL_BACK_OFF);
+                        self.event(EventType::Warning, &name, "Failed", msg);
+                    }
+                    _ => {}
                 }
+                let mem = self.mem_mut(&spec.name, p.config);
                 mem.backoff_until = Some((until, mem.pull.delay().unwrap_or_default()));
                 p.wake_at(until);
                 return Step::Waiting;
@@ -838,6 +877,7 @@ impl PodRecord {
             .collect();
         for (id, name) in &running {
             if !self.busy(id) {
+                self.stopping_event(name);
                 self.emit(
                     p,
                     ActionKind::StopContainer {
@@ -1000,6 +1040,10 @@ impl PodRecord {
         let (result, err) = match (&kind, result) {
             (ActionKind::RunProbe { .. }, r) => (r, Some(mismatch)),
             (_, r @ ActionResult::Failed { .. }) => (r, None),
+            (
+                ActionKind::RunSandbox { .. } | ActionKind::CreateContainer { .. },
+                r @ ActionResult::MountFailed { .. },
+            ) => (r, None),
             (ActionKind::CreateContainer { .. }, r @ ActionResult::ConfigFailed { .. }) => {
                 (r, None)
             }
@@ -1027,8 +1071,16 @@ impl PodRecord {
             ActionResult::Failed { message } | ActionResult::ConfigFailed { message } => {
                 Some(message.clone())
             }
+            ActionResult::MountFailed { volume, message } => Some(format!(
+                "MountVolume.SetUp failed for volume \"{volume}\" : {message}"
+            )),
             _ => None,
         };
+        // The kubelet's FailedMount event names the volume and why; the pod stays
+        // ContainerCreating meanwhile.
+        if let (Some(msg), ActionResult::MountFailed { .. }) = (&failure, &result) {
+            self.event(EventType::Warning, "", "FailedMount", msg.clone());
+        }
         match kind {
             ActionKind::PullImage { container, image } => {
                 let mem = self.mem_mut(&container, config);
@@ -1043,11 +1095,15 @@ impl PodRecord {
                         self.event(EventType::Normal, &container, "Pulled", msg);
                     }
                     Some(msg) => {
+                        // The kubelet's words: the status message is the pull error; events
+                        // Failed "Failed to pull image ...: ERR" and Failed "Error: ErrImagePull".
                         mem.pull.record(now);
-                        let msg = format!("pulling image {image}: {msg}");
                         mem.wait(reason::ERR_IMAGE_PULL, Some(msg.clone()));
-                        mem.last_error = Some(msg.clone());
-                        self.event(EventType::Warning, &container, "Failed", msg);
+                        mem.last_error = Some(format!("pulling image {image}: {msg}"));
+                        let failed = format!("Failed to pull image \"{image}\": {msg}");
+                        self.event(EventType::Warning, &container, "Failed", failed);
+                        let err = format!("Error: {}", reason::ERR_IMAGE_PULL);
+                        self.event(EventType::Warning, &container, "Failed", err);
                     }
                 }
             }
@@ -1065,6 +1121,10 @@ impl PodRecord {
                     self.next_sandbox_attempt = attempt.saturating_add(1);
                     self.sandbox_retry.reset();
                     self.message = None;
+                }
+                (msg, ActionResult::MountFailed { .. }) => {
+                    self.sandbox_retry.record(now);
+                    self.message = msg;
                 }
                 (msg, _) => {
                     self.sandbox_retry.record(now);
@@ -1121,14 +1181,22 @@ impl PodRecord {
                     let msg = format!("Created container {container}");
                     self.event(EventType::Normal, &container, "Created", msg);
                 }
-                (msg, r) => {
+                (msg, ActionResult::MountFailed { .. }) => {
                     let mem = self.mem_mut(&container, config);
                     mem.create.record(now);
-                    let msg = msg.unwrap_or_default();
-                    let why = match r {
+                    mem.wait(reason::CONTAINER_CREATING, None);
+                    mem.last_error = msg;
+                }
+                (msg, result) => {
+                    // A config the kubelet cannot assemble is CreateContainerConfigError; any
+                    // other failure CreateContainerError. Both: Failed "Error: <why>".
+                    let why = match result {
                         ActionResult::ConfigFailed { .. } => reason::CREATE_CONTAINER_CONFIG_ERROR,
                         _ => reason::CREATE_CONTAINER_ERROR,
                     };
+                    let mem = self.mem_mut(&container, config);
+                    mem.create.record(now);
+                    let msg = msg.unwrap_or_default();
                     mem.wait(why, Some(msg.clone()));
                     mem.last_error = Some(msg.clone());
                     self.event(
@@ -1249,6 +1317,12 @@ impl PodRecord {
                 Some("probe returned an unexpected result".to_string()),
             ),
         };
+        // The kubelet adds ", will be restarted" when the pod's restart policy brings it back.
+        let restarts = self
+            .desired
+            .as_ref()
+            .is_none_or(|d| d.restart_policy != RestartPolicy::Never);
+        let then = if restarts { ", will be restarted" } else { "" };
         for (name, mem) in self.mem.iter_mut() {
             let Some(set) = mem.probes.as_mut() else {
                 continue;
@@ -1277,15 +1351,21 @@ impl PodRecord {
                 });
                 match (kind, verdict) {
                     (ProbeKind::Startup, Verdict::Passed) => set.started = true,
+                    // The kubelet's Killing message: "Container NAME failed liveness probe, will
+                    // be restarted" (startup likewise).
                     (ProbeKind::Startup, Verdict::Failed) => {
                         mem.kill =
                             Some((set.instance.clone(), format!("startup probe failed: {why}")));
+                        mem.kill_event =
+                            Some(format!("Container {name} failed startup probe{then}"));
                     }
                     (ProbeKind::Liveness, Verdict::Failed) => {
                         mem.kill = Some((
                             set.instance.clone(),
                             format!("liveness probe failed: {why}"),
                         ));
+                        mem.kill_event =
+                            Some(format!("Container {name} failed liveness probe{then}"));
                     }
                     _ => {}
                 }

@@ -1,14 +1,46 @@
 //! Phase, conditions and container states of a pod record, by the kubelet's counting rules.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::model::{
-    ContainerState, DesiredContainer, DesiredPod, ObservedContainer, RestartPolicy,
+    ContainerState, DesiredContainer, DesiredPod, ObservedContainer, PodRef, RestartPolicy,
 };
-use super::pod::{PhaseCount, PodRecord, Scope};
+use super::pod::{ContainerMemory, PhaseCount, PodRecord, Scope};
 use super::status::{
     reason, BackoffView, ContainerStateView, ContainerStatus, PodConditions, PodPhase, PodStatus,
 };
+
+/// How long a failed pull is shown as ErrImagePull before its back-off shows as
+/// ImagePullBackOff. The kubelet reports the result of its last pod sync: the sync whose pull
+/// failed reports ErrImagePull (with the error), and a pod whose sync failed is synced again
+/// after the pod worker's back-off of 10 s, which then finds the image back-off and reports
+/// ImagePullBackOff until the next pull.
+pub(super) const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(10);
+
+/// Whether the status shows the image back-off rather than the failed pull itself.
+fn pull_backing_off(m: &ContainerMemory, now: Instant) -> bool {
+    let shown_over = m
+        .pull
+        .last()
+        .and_then(|l| l.checked_add(ERR_IMAGE_PULL_SHOWN))
+        .is_some_and(|t| now >= t);
+    shown_over && m.pull.active(now)
+}
+
+/// A pod as the kubelet names it in messages (`format.Pod`): `NAME_NAMESPACE(UID)`.
+pub(super) fn kubelet_pod_name(pod: &PodRef) -> String {
+    format!("{}_{}({})", pod.name, pod.namespace, pod.uid)
+}
+
+/// A whole-second duration as Go prints it (`10s`, `2m40s`, `5m0s`), as in kubelet messages.
+pub(super) fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
 
 impl PodRecord {
     pub(super) fn phase_count(&self, d: &DesiredPod, spec: &DesiredContainer) -> PhaseCount {
@@ -129,10 +161,9 @@ impl PodRecord {
         let previous = instances.get(1).copied();
         let waiting = mem.and_then(|m| {
             let (reason, message) = m.waiting.clone()?;
-            // ErrImagePull names the failure itself; while its back-off runs it is ImagePullBackOff.
-            if reason == reason::ERR_IMAGE_PULL && m.pull.last() != Some(now) && m.pull.active(now)
-            {
-                return Some((reason::IMAGE_PULL_BACK_OFF, message));
+            if reason == reason::ERR_IMAGE_PULL && pull_backing_off(m, now) {
+                let message = format!("Back-off pulling image \"{}\"", spec.image);
+                return Some((reason::IMAGE_PULL_BACK_OFF, Some(message)));
             }
             Some((reason, message))
         });
@@ -146,9 +177,7 @@ impl PodRecord {
                 message,
             }
         };
-        let mut last_state = previous
-            .filter(|c| c.state == ContainerState::Exited)
-            .map(|c| Self::terminated_view(c, now));
+        let mut last_instance = previous.filter(|c| c.state == ContainerState::Exited);
         let state = match latest {
             Some(c) => match c.state {
                 ContainerState::Running => ContainerStateView::Running {
@@ -162,7 +191,7 @@ impl PodRecord {
                     message: None,
                 },
                 ContainerState::Exited if waiting.is_some() => {
-                    last_state = Some(Self::terminated_view(c, now));
+                    last_instance = Some(c);
                     waiting_view(reason::CONTAINER_CREATING)
                 }
                 ContainerState::Exited => Self::terminated_view(c, now),
@@ -170,6 +199,7 @@ impl PodRecord {
             None if !init && !initialized => waiting_view(reason::POD_INITIALIZING),
             None => waiting_view(reason::CONTAINER_CREATING),
         };
+        let last_state = last_instance.map(|c| Self::terminated_view(c, now));
         let running = latest.filter(|c| c.state == ContainerState::Running);
         let probes = running.and_then(|c| {
             mem.and_then(|m| m.probes.as_ref())
@@ -207,6 +237,9 @@ impl PodRecord {
             last_error: mem.and_then(|m| m.last_error.clone()),
             started_at: latest.and_then(|c| c.started_at),
             finished_at: latest.and_then(|c| c.finished_at),
+            last_container_id: last_instance.map(|c| c.id.clone()),
+            last_started_at: last_instance.and_then(|c| c.started_at),
+            last_finished_at: last_instance.and_then(|c| c.finished_at),
         }
     }
 

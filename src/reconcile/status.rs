@@ -21,7 +21,8 @@ pub mod reason {
     pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
     /// Creating the container failed.
     pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
-    /// The container's config could not be made (a missing configMap, an invalid subPathExpr).
+    /// The container's config could not be made (a missing configMap or secret key, an
+    /// invalid subPathExpr).
     pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
     /// The runtime cannot tell the container's state.
     pub const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
@@ -142,6 +143,15 @@ pub struct ContainerStatus {
     /// When the latest instance finished (not serialised).
     #[serde(skip)]
     pub finished_at: Option<Instant>,
+    /// Runtime id of the instance `last_state` describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_container_id: Option<String>,
+    /// When the instance `last_state` describes started (not serialised: monotonic clock).
+    #[serde(skip)]
+    pub last_started_at: Option<Instant>,
+    /// When the instance `last_state` describes finished (not serialised).
+    #[serde(skip)]
+    pub last_finished_at: Option<Instant>,
 }
 
 /// Status of one desired pod.

@@ -17,7 +17,7 @@ use crate::cri::proto::{
     PullImageRequest, RunPodSandboxRequest,
 };
 use crate::cri::{CriClient, CriError};
-use crate::k8s::pod::Pod;
+use crate::k8s::pod::{Container, Pod};
 use crate::reconcile::labels;
 use crate::reconcile::model::{
     normalize_image, ContainerState, DesiredPod, HttpScheme, Observed, ObservedContainer,
@@ -30,7 +30,7 @@ use crate::runtime::housekeeping::{self, Cleaned, Places};
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
 use crate::runtime::spec::{self, HostFacts};
 use crate::runtime::termination;
-use crate::runtime::volumes::{VolumeData, VolumeManager};
+use crate::runtime::volumes::{VolumeData, VolumeError, VolumeManager};
 
 /// One pod the executor may act for: the API object and the engine's view of it.
 #[derive(Debug, Clone)]
@@ -52,20 +52,6 @@ struct ContainerFacts {
     /// Where the runtime writes its log (for removing it with the container).
     log_path: String,
     complete: bool,
-}
-
-/// Why a container could not be created.
-enum CreateError {
-    /// Its config cannot be made from the spec (reported as CreateContainerConfigError).
-    Config(String),
-    /// Anything else: volumes, directories, the runtime.
-    Other(String),
-}
-
-impl From<String> for CreateError {
-    fn from(m: String) -> Self {
-        CreateError::Other(m)
-    }
 }
 
 /// The pod's Service link variables from the Services its data source knows: the pod's
@@ -112,6 +98,59 @@ pub struct Executor {
     housekeeping_running: Cell<bool>,
     /// `podPidsLimit` for pod cgroups (≤ 0: none).
     pod_pids_limit: Cell<i64>,
+}
+
+/// Why a container could not be created, for the engine's waiting reason.
+enum CreateFailure {
+    /// Its config cannot be assembled (CreateContainerConfigError).
+    Config(String),
+    /// A volume cannot be set up (FailedMount).
+    Mount(VolumeError),
+    /// Anything else (CreateContainerError).
+    Other(String),
+}
+
+impl From<String> for CreateFailure {
+    fn from(m: String) -> Self {
+        CreateFailure::Other(m)
+    }
+}
+
+/// The first configMap or secret a container's env refers to (not optionally) that does not
+/// exist, worded as the kubelet's configMap/secret manager reports it: `configmap "NAME" not
+/// found` (a missing key in an existing object is reported by `spec::container_env`).
+fn missing_env_object(pod: &Pod, c: &Container, data: &dyn VolumeData) -> Option<String> {
+    let ns = &pod.metadata.namespace;
+    c.env
+        .iter()
+        .filter(|e| e.value.is_none())
+        .filter_map(|e| e.value_from.as_ref())
+        .find_map(|src| {
+            if let Some(k) = src.config_map_key_ref.as_ref() {
+                let missing = k.optional != Some(true) && data.config_map(ns, &k.name).is_none();
+                return missing.then(|| format!("configmap \"{}\" not found", k.name));
+            }
+            let k = src.secret_key_ref.as_ref()?;
+            let missing = k.optional != Some(true) && data.secret(ns, &k.name).is_none();
+            missing.then(|| format!("secret \"{}\" not found", k.name))
+        })
+}
+
+/// A volume that cannot be set up, as the engine reports it (a FailedMount event).
+fn mount_failed(err: VolumeError) -> ActionResult {
+    ActionResult::MountFailed {
+        volume: err.volume,
+        message: err.reason,
+    }
+}
+
+/// What an exec probe printed, bounded (an event message, not a log).
+fn exec_output(stdout: &[u8], stderr: &[u8]) -> String {
+    const MAX: usize = 1024;
+    let mut out = stdout.to_vec();
+    out.extend_from_slice(stderr);
+    out.truncate(MAX);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn wall(ns: i64) -> Option<SystemTime> {
@@ -418,7 +457,7 @@ impl Executor {
                     let r = smol::unblock(prepare).await;
                     note(&r);
                     if let Err(err) = r {
-                        return failed(err.to_string());
+                        return mount_failed(err);
                     }
                     None
                 } else {
@@ -451,9 +490,9 @@ impl Executor {
                     (Ok(r), Err(err)) => {
                         let _ = self.cri.stop_pod_sandbox(&r.pod_sandbox_id).await;
                         let _ = self.cri.remove_pod_sandbox(&r.pod_sandbox_id).await;
-                        return failed(err.to_string());
+                        return mount_failed(err);
                     }
-                    (Err(_), Err(err)) => return failed(err.to_string()),
+                    (Err(_), Err(err)) => return mount_failed(err),
                     (r, Ok(_)) => r,
                 };
                 match created {
@@ -493,8 +532,9 @@ impl Executor {
                         .map(|w| ("InvalidEnvironmentVariableNames".to_string(), w))
                         .collect(),
                 },
-                Err(CreateError::Config(message)) => ActionResult::ConfigFailed { message },
-                Err(CreateError::Other(m)) => failed(m),
+                Err(CreateFailure::Other(m)) => failed(m),
+                Err(CreateFailure::Config(message)) => ActionResult::ConfigFailed { message },
+                Err(CreateFailure::Mount(err)) => mount_failed(err),
             },
             ActionKind::StartContainer { container_id, .. } => {
                 match self.cri.start_container(container_id).await {
@@ -684,7 +724,7 @@ impl Executor {
         name: &str,
         init: bool,
         attempt: u32,
-    ) -> Result<(String, String, Option<String>, Vec<String>), CreateError> {
+    ) -> Result<(String, String, Option<String>, Vec<String>), CreateFailure> {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
@@ -716,8 +756,11 @@ impl Executor {
         let volumes = self
             .volumes
             .prepare(&e.pod, &self.host, &pod_ip, self.volume_data().as_ref())
-            .map_err(|e| e.to_string())?;
+            .map_err(CreateFailure::Mount)?;
         let data = self.volume_data();
+        if let Some(m) = missing_env_object(&e.pod, c, data.as_ref()) {
+            return Err(CreateFailure::Config(m));
+        }
         let ns = e.pod.metadata.namespace.clone();
         let object = |kind: &str, obj: &str| match kind {
             "configmap" => data.config_map(&ns, obj),
@@ -734,7 +777,9 @@ impl Executor {
             object: &object,
             services: &services,
         };
-        let config_error = |e: spec::SpecError| CreateError::Config(e.to_string());
+        // A config the kubelet cannot assemble is reported in its own words: the reason
+        // alone, without the field path.
+        let config_error = |e: spec::SpecError| CreateFailure::Config(e.reason);
         let env = spec::container_env(&e.pod, c, &self.host, &sources).map_err(config_error)?;
         for w in &env.warnings {
             log::warn!("pod {} container {name}: {w}", e.pod.key());
@@ -789,7 +834,7 @@ impl Executor {
         let ip = cached_ip();
         created
             .map(|r| (r.container_id, image_ref, ip, warnings))
-            .map_err(|e| CreateError::Other(e.to_string()))
+            .map_err(|e| CreateFailure::Other(e.to_string()))
     }
 
     async fn probe(
@@ -819,11 +864,9 @@ impl Executor {
                 let secs = i64::try_from(timeout.as_secs().max(1)).unwrap_or(1);
                 match self.cri.exec_sync(container_id, &cmd, secs).await {
                     Ok(r) if r.exit_code == 0 => ProbeOutcome::Success,
-                    Ok(r) => ProbeOutcome::Failure(format!(
-                        "command {command:?} exited with {}: {}",
-                        r.exit_code,
-                        String::from_utf8_lossy(&r.stdout[..r.stdout.len().min(256)]).trim()
-                    )),
+                    // The kubelet's probe output for a failed exec probe is what the
+                    // command printed (stdout, then stderr).
+                    Ok(r) => ProbeOutcome::Failure(exec_output(&r.stdout, &r.stderr)),
                     Err(e) => ProbeOutcome::Failure(e.to_string()),
                 }
             }
@@ -875,5 +918,53 @@ mod tests {
         assert_eq!(ahead.duration_since(now), Duration::from_secs(2));
         assert_eq!(wall(0), None);
         assert!(wall(-5).is_none());
+    }
+
+    /// Only configMap "cfg" exists.
+    struct OneConfigMap;
+
+    impl VolumeData for OneConfigMap {
+        fn config_map(&self, _: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+            (name == "cfg").then(BTreeMap::new)
+        }
+        fn secret(&self, _: &str, _: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+            None
+        }
+        fn service_account_token(&self, _: &Pod, _: &str, _: i64) -> Option<String> {
+            None
+        }
+    }
+
+    // kubelet (makeEnvironmentVariables): an env source object that does not exist fails the
+    // container with its manager's NotFound error, unless the reference is optional.
+    #[test]
+    fn env_objects_that_do_not_exist_are_named_as_the_kubelet_does() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "image": "i", "env": [
+                {"name": "A", "value": "literal"},
+                {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}},
+                {"name": "C", "valueFrom":
+                    {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+                {"name": "D", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "k"}}},
+                {"name": "E", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "k"}}},
+            ]}]}
+        }))
+        .unwrap();
+        let c = &pod.spec.containers[0];
+        assert_eq!(
+            missing_env_object(&pod, c, &OneConfigMap).as_deref(),
+            Some(r#"secret "sec" not found"#)
+        );
+        let mut only_cm = pod.clone();
+        only_cm.spec.containers[0].env.remove(3);
+        let c = &only_cm.spec.containers[0];
+        assert_eq!(
+            missing_env_object(&only_cm, c, &OneConfigMap).as_deref(),
+            Some(r#"configmap "later" not found"#)
+        );
+        only_cm.spec.containers[0].env.pop();
+        let c = &only_cm.spec.containers[0];
+        assert_eq!(missing_env_object(&only_cm, c, &OneConfigMap), None);
     }
 }

@@ -44,7 +44,7 @@ async fn with_timeout<T>(
     fut.or(async {
         smol::Timer::after(timeout).await;
         Err(ProbeOutcome::Failure(format!(
-            "timeout after {}ms",
+            "{TIMEOUT_PREFIX}{}ms",
             timeout.as_millis()
         )))
     })
@@ -57,7 +57,24 @@ async fn connect(host: &str, port: u16) -> ProbeOutcomeOr<TcpStream> {
     let addr = resolve(host, port)?;
     TcpStream::connect(addr)
         .await
-        .map_err(|e| ProbeOutcome::Failure(format!("dial tcp {addr}: {e}")))
+        .map_err(|e| ProbeOutcome::Failure(format!("dial tcp {addr}: {}", go_dial_error(&e))))
+}
+
+/// A connect error as Go's net package words it, which the kubelet's probe messages carry
+/// (`dial tcp 10.0.0.5:80: connect: connection refused`).
+fn go_dial_error(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connect: connection refused".into(),
+        ErrorKind::TimedOut => "i/o timeout".into(),
+        ErrorKind::HostUnreachable => "connect: no route to host".into(),
+        ErrorKind::NetworkUnreachable => "connect: network is unreachable".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or_default();
+            format!("connect: {}", text.to_lowercase())
+        }
+    }
 }
 
 fn resolve(host: &str, port: u16) -> ProbeOutcomeOr<SocketAddr> {
@@ -76,8 +93,43 @@ fn resolve(host: &str, port: u16) -> ProbeOutcomeOr<SocketAddr> {
 pub async fn tcp(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
     match with_timeout(timeout, connect(host, port)).await {
         Ok(_) => ProbeOutcome::Success,
+        // Go's dialer words a timeout "dial tcp ADDR: i/o timeout" (the kubelet's output).
+        Err(ProbeOutcome::Failure(m)) if m.starts_with(TIMEOUT_PREFIX) => {
+            let addr =
+                resolve(host, port).map_or_else(|_| format!("{host}:{port}"), |a| a.to_string());
+            ProbeOutcome::Failure(format!("dial tcp {addr}: i/o timeout"))
+        }
         Err(o) => o,
     }
+}
+
+/// How `with_timeout` starts its failure text.
+const TIMEOUT_PREFIX: &str = "timeout after ";
+
+/// An httpGet probe's failure as Go's HTTP client words it, which the kubelet reports:
+/// `Get "URL": <why>`, a timeout being `context deadline exceeded (Client.Timeout exceeded
+/// while awaiting headers)`.
+fn http_failure(probe: &HttpProbe, why: &str) -> String {
+    let host = if probe.host.is_empty() {
+        "127.0.0.1"
+    } else {
+        probe.host.as_str()
+    };
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]"),
+        Err(_) => host.to_string(),
+    };
+    let path = if probe.path.starts_with('/') {
+        probe.path.clone()
+    } else {
+        format!("/{}", probe.path)
+    };
+    let why = if why.starts_with(TIMEOUT_PREFIX) {
+        "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+    } else {
+        why
+    };
+    format!("Get \"http://{host}:{}{path}\": {why}", probe.port)
 }
 
 /// Runs an httpGet probe: success for a status code in 200..400, as the kubelet does.
@@ -85,6 +137,7 @@ pub async fn http_get(probe: &HttpProbe, timeout: Duration) -> ProbeOutcome {
     match with_timeout(timeout, http_get_inner(probe)).await {
         Ok(code) if (200..400).contains(&code) => ProbeOutcome::Success,
         Ok(code) => ProbeOutcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        Err(ProbeOutcome::Failure(m)) => ProbeOutcome::Failure(http_failure(probe, &m)),
         Err(o) => o,
     }
 }
@@ -222,14 +275,35 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        assert!(!smol::block_on(tcp("127.0.0.1", port, Duration::from_secs(1))).is_success());
+        // The kubelet's probe output for a closed port is Go's dial error.
+        let out = smol::block_on(tcp("127.0.0.1", port, Duration::from_secs(1)));
+        let want = format!("dial tcp 127.0.0.1:{port}: connect: connection refused");
+        assert!(
+            matches!(&out, ProbeOutcome::Failure(m) if *m == want),
+            "{out:?}"
+        );
         // A peer that accepts but never answers: the timeout decides.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
+        // The kubelet's output (Go's HTTP client) for a timeout.
         let out = smol::block_on(http_get(&probe(port), Duration::from_millis(200)));
-        assert!(matches!(out, ProbeOutcome::Failure(m) if m.contains("timeout")));
+        let want = format!(
+            "Get \"http://127.0.0.1:{port}/healthz\": context deadline exceeded \
+             (Client.Timeout exceeded while awaiting headers)"
+        );
+        assert_eq!(out, ProbeOutcome::Failure(want));
         assert!(smol::block_on(tcp("127.0.0.1", port, Duration::from_secs(1))).is_success());
         drop(l);
+        // A refused httpGet names the URL, then the dial error.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let out = smol::block_on(http_get(&probe(port), Duration::from_secs(1)));
+        let want = format!(
+            "Get \"http://127.0.0.1:{port}/healthz\": dial tcp 127.0.0.1:{port}: connect: \
+             connection refused"
+        );
+        assert_eq!(out, ProbeOutcome::Failure(want));
     }
 
     #[test]

@@ -554,13 +554,17 @@ pub fn container_env(
         field: format!("spec.containers[{}].env[{name}]", c.name),
         reason,
     };
+    // The kubelet's words (makeEnvironmentVariables and its configMap/secret managers).
     let key_of = |kind: &str, api_kind: &str, k: &crate::k8s::pod::KeySelector| {
         let Some(data) = (src.object)(kind, &k.name) else {
-            return Err(format!("{api_kind} {:?} is not available", k.name));
+            return Err(format!("{kind} {:?} not found", k.name));
         };
         match data.get(&k.key) {
             Some(v) => Ok(String::from_utf8_lossy(v).into_owned()),
-            None => Err(format!("{api_kind} {:?} has no key {:?}", k.name, k.key)),
+            None => Err(format!(
+                "couldn't find key {} in {api_kind} {}/{}",
+                k.key, pod.metadata.namespace, k.name
+            )),
         }
     };
     for e in &c.env {
@@ -580,13 +584,13 @@ pub fn container_env(
                     env::resource_field_value(pod, c, r, &host.allocatable)
                         .map_err(|m| fail(&e.name, m))?
                 } else if let Some(k) = &from.config_map_key_ref {
-                    match key_of("configmap", "configMap", k) {
+                    match key_of("configmap", "ConfigMap", k) {
                         Ok(v) => v,
                         Err(_) if k.optional == Some(true) => continue,
                         Err(m) => return Err(fail(&e.name, m)),
                     }
                 } else if let Some(k) = &from.secret_key_ref {
-                    match key_of("secret", "secret", k) {
+                    match key_of("secret", "Secret", k) {
                         Ok(v) => v,
                         Err(_) if k.optional == Some(true) => continue,
                         Err(m) => return Err(fail(&e.name, m)),

@@ -464,7 +464,8 @@ fn fetched(
     match found {
         Some(d) => project(&d, items, default_mode, 0o644),
         None if optional == Some(true) => Ok(BTreeMap::new()),
-        None => Err(format!("{what} {name:?} is not available")),
+        // The kubelet's wording (its configMap/secret manager's NotFound error).
+        None => Err(format!("{} \"{name}\" not found", what.to_lowercase())),
     }
 }
 
@@ -905,7 +906,7 @@ mod tests {
             .prepare(&bad, &HostFacts::default(), "", &NoApiData)
             .unwrap_err();
         assert_eq!(e.volume, "cfg");
-        assert!(e.to_string().contains("not available"));
+        assert!(e.to_string().contains(r#"configmap "x" not found"#), "{e}");
         let _ = fs::remove_dir_all(&root);
     }
 

@@ -467,14 +467,24 @@ fn pull_back_off_then_success() {
         .as_ref()
         .unwrap()
         .contains("not found"));
+    // The kubelet shows ErrImagePull until its next sync of the pod (10 s later) finds the
+    // image back-off; the first window is 10 s, so the next pull comes first.
     h.advance(secs(1));
+    let st = h.status("a");
+    assert_eq!(
+        st.containers[0].state.waiting_reason(),
+        Some(reason::ERR_IMAGE_PULL)
+    );
+    assert_eq!(st.containers[0].backoff.unwrap().remaining_secs, 9);
+    // Second failure at 10 s, back-off 20 s: ErrImagePull until 20 s, then ImagePullBackOff.
+    h.run_until(h.t0 + secs(21));
     let st = h.status("a");
     assert_eq!(
         st.containers[0].state.waiting_reason(),
         Some(reason::IMAGE_PULL_BACK_OFF)
     );
     assert_eq!(st.containers[0].backoff.unwrap().remaining_secs, 9);
-    h.run_for(secs(150));
+    h.run_until(h.t0 + secs(151));
     let pulls: Vec<u64> = h
         .logged("PullImage", None)
         .iter()
