@@ -271,6 +271,7 @@ mod tests {
             pod_ip: None,
             deleting,
             terminated: false,
+            reason: None,
             message: None,
             init_containers: vec![],
             containers: vec![ContainerStatus {

@@ -4,3 +4,4 @@ mod lifecycle;
 mod probes;
 mod random;
 mod sim;
+mod status_rules;
