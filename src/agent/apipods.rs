@@ -216,7 +216,15 @@ impl ApiPods {
             }
             ApiEvent::Deleted(pod) => {
                 if is_mirror(&pod) {
-                    ch.mirrors = self.mirrors.remove(&pod.key()).is_some();
+                    // Only this very mirror: its replacement may already be known.
+                    let key = pod.key();
+                    if self
+                        .mirrors
+                        .get(&key)
+                        .is_some_and(|(_, uid)| *uid == pod.metadata.uid)
+                    {
+                        ch.mirrors = self.mirrors.remove(&key).is_some();
+                    }
                 } else {
                     ch.desired = self.forget(&pod.metadata.uid, store);
                 }
