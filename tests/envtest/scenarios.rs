@@ -25,7 +25,7 @@ const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Prints the agent logs and the cluster's diagnostics if the scenario panics. It copies what
 /// it needs so the agent stays free to be mutated; declared after the agent, it drops first.
-struct OnFailure<'a> {
+pub struct OnFailure<'a> {
     cluster: &'a dyn Cluster,
     node: String,
     dir: std::path::PathBuf,
@@ -33,7 +33,7 @@ struct OnFailure<'a> {
 }
 
 impl<'a> OnFailure<'a> {
-    fn new(cluster: &'a dyn Cluster, a: &Agent) -> Self {
+    pub fn new(cluster: &'a dyn Cluster, a: &Agent) -> Self {
         OnFailure {
             cluster,
             node: a.node.clone(),
@@ -71,7 +71,7 @@ impl Drop for OnFailure<'_> {
 }
 
 /// Polls `f` every 100 ms until it returns Some or `limit` passes.
-fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let t0 = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -84,7 +84,7 @@ fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-fn condition(obj: &Value, t: &str) -> Option<String> {
+pub fn condition(obj: &Value, t: &str) -> Option<String> {
     obj.pointer("/status/conditions")?
         .as_array()?
         .iter()
@@ -129,7 +129,7 @@ fn pending_csr(c: &dyn Cluster, node: &str) -> Option<Value> {
 
 /// Starts the agent with its bootstrap kubeconfig, checks the CSR it files, approves and
 /// signs it, and waits for the Node to be Ready and its Lease to exist. Returns the Node.
-fn join(c: &dyn Cluster, a: &mut Agent) -> Value {
+pub fn join(c: &dyn Cluster, a: &mut Agent) -> Value {
     a.start();
     let csr = poll(LIMIT, || pending_csr(c, &a.node)).expect("the node files a CSR");
     let name = csr["metadata"]["name"].as_str().unwrap().to_string();
