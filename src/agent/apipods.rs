@@ -844,9 +844,18 @@ impl ApiSide {
             return !self.pods.pods.is_empty();
         }
         // Seed status memory from the server's view of newly seen pods.
+        // A mirror pod's status is its static pod's: kept under the static pod's UID, which
+        // is the mirror's config hash.
         let seed = |p: &Pod, mem: &mut BTreeMap<String, StatusMemory>| {
-            mem.entry(p.metadata.uid.clone())
-                .or_insert_with(|| StatusMemory::from_server(p));
+            let key = if is_mirror(p) {
+                mirror_entry(p).0
+            } else {
+                p.metadata.uid.clone()
+            };
+            if !key.is_empty() {
+                mem.entry(key)
+                    .or_insert_with(|| StatusMemory::from_server(p));
+            }
         };
         match &ev {
             ApiEvent::Applied(p) => seed(p, &mut self.memory),
@@ -861,6 +870,7 @@ impl ApiSide {
             .mirrors_wanted
             .values()
             .map(|(_, h)| h.as_str())
+            .chain(self.pods.mirrors.values().map(|(h, _)| h.as_str()))
             .collect();
         let mirrors: BTreeSet<&str> = self
             .pods
