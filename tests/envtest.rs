@@ -432,6 +432,9 @@ fn real_etcd_starts_with_the_planned_flags() {
         skip("SKIPPED (no etcd): real_etcd_starts_with_the_planned_flags — set TEST_ASSET_ETCD");
         return;
     };
+    // Its leftover check counts every etcd dir of this process: no other control plane may
+    // be up meanwhile.
+    let _serial = ONE_CONTROL_PLANE.lock().unwrap_or_else(|p| p.into_inner());
     let guard = scratch("realetcd");
     let api = guard.0.join("kube-apiserver");
     write_script(&api, "echo \"fake apiserver after a real etcd $*\"; exit 4");
