@@ -22,6 +22,8 @@ mod pod_cgroups;
 mod pod_env;
 #[path = "envtest/pod_events.rs"]
 mod pod_events;
+#[path = "envtest/pod_status.rs"]
+mod pod_status;
 #[path = "envtest/real.rs"]
 mod real;
 #[path = "envtest/scenarios.rs"]
@@ -226,6 +228,56 @@ fn real_waiting_reasons_follow_the_kubelet() {
         return;
     };
     pod_events::waiting_reasons(&c, bed);
+}
+
+// ---- pod and node status as the kubelet reports it (real control plane only) ----
+
+#[test]
+fn real_pod_status_host_ips() {
+    let Some((_serial, bed, c)) = real("envtest_real_host_ips") else {
+        return;
+    };
+    pod_status::host_ips(&c, bed);
+}
+
+#[test]
+fn real_node_hostname_address_is_the_override() {
+    let Some((_serial, bed, c)) = real("envtest_real_hostname_address") else {
+        return;
+    };
+    pod_status::hostname_address(&c, bed);
+}
+
+#[test]
+fn real_status_boot_complete_without_static_pods() {
+    let Some((_serial, bed, c)) = real("envtest_real_boot_without_static_pods") else {
+        return;
+    };
+    pod_status::status_boot_without_static_pods(&c, bed);
+}
+
+#[test]
+fn real_init_container_status() {
+    let Some((_serial, bed, c)) = real("envtest_real_init_container_status") else {
+        return;
+    };
+    pod_status::init_container_status(&c, bed);
+}
+
+#[test]
+fn real_active_deadline_fails_the_pod() {
+    let Some((_serial, bed, c)) = real("envtest_real_active_deadline") else {
+        return;
+    };
+    pod_status::active_deadline(&c, bed);
+}
+
+#[test]
+fn real_mirror_pod_status_and_recreation() {
+    let Some((_serial, bed, c)) = real("envtest_real_mirror_pods") else {
+        return;
+    };
+    pod_status::mirror_pods(&c, bed);
 }
 
 // ---- the launcher's own checks (no binaries needed) ----

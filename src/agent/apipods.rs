@@ -33,7 +33,7 @@ use crate::store::{RecordKind, Store};
 use super::apivolumes::{ApiVolumes, Refresh, TokenKey};
 use super::eventcorrelator::{Correlated, CorrelatorConfig, EventCorrelator};
 use super::podevents::{EventRecorder, PodEvent};
-use super::podstatus::{build_status, prune, ReportClock, StatusMemory};
+use super::podstatus::{build_status, prune, HostAddrs, ReportClock, StatusMemory};
 use super::AgentError;
 use crate::k8s::events::Event;
 
@@ -94,6 +94,22 @@ fn has_live_volumes(pod: &Pod) -> bool {
             || v.downward_api.is_some()
             || v.projected.is_some()
     })
+}
+
+/// What the node keeps of a mirror pod seen at the server: (config hash, UID). A mirror pod
+/// being deleted counts as having no hash, so it is replaced: the kubelet deletes a mirror
+/// pod that has a deletion timestamp at once (grace 0, UID precondition) and creates it anew.
+fn mirror_entry(pod: &Pod) -> (String, String) {
+    let hash = if pod.metadata.deletion_timestamp.is_some() {
+        String::new()
+    } else {
+        pod.metadata
+            .annotations
+            .get(MIRROR_ANNOTATION)
+            .cloned()
+            .unwrap_or_default()
+    };
+    (hash, pod.metadata.uid.clone())
 }
 
 fn terminal(pod: &Pod) -> bool {
@@ -210,13 +226,7 @@ impl ApiPods {
             ApiEvent::Unreachable => {}
             ApiEvent::Applied(pod) => {
                 if is_mirror(&pod) {
-                    let hash = pod
-                        .metadata
-                        .annotations
-                        .get(MIRROR_ANNOTATION)
-                        .cloned()
-                        .unwrap_or_default();
-                    let entry = (hash, pod.metadata.uid.clone());
+                    let entry = mirror_entry(&pod);
                     ch.mirrors = self.mirrors.insert(pod.key(), entry.clone()) != Some(entry);
                 } else {
                     ch.desired = self.admit(pod);
@@ -224,7 +234,15 @@ impl ApiPods {
             }
             ApiEvent::Deleted(pod) => {
                 if is_mirror(&pod) {
-                    ch.mirrors = self.mirrors.remove(&pod.key()).is_some();
+                    // Only this very mirror: its replacement may already be known.
+                    let key = pod.key();
+                    if self
+                        .mirrors
+                        .get(&key)
+                        .is_some_and(|(_, uid)| *uid == pod.metadata.uid)
+                    {
+                        ch.mirrors = self.mirrors.remove(&key).is_some();
+                    }
                 } else {
                     ch.desired = self.forget(&pod.metadata.uid, store);
                 }
@@ -235,13 +253,7 @@ impl ApiPods {
                 let mut seen = BTreeSet::new();
                 for pod in list {
                     if is_mirror(&pod) {
-                        let hash = pod
-                            .metadata
-                            .annotations
-                            .get(MIRROR_ANNOTATION)
-                            .cloned()
-                            .unwrap_or_default();
-                        mirrors.insert(pod.key(), (hash, pod.metadata.uid.clone()));
+                        mirrors.insert(pod.key(), mirror_entry(&pod));
                         continue;
                     }
                     seen.insert(pod.metadata.uid.clone());
@@ -688,6 +700,8 @@ pub struct ApiSide {
     pub pods: ApiPods,
     writer: Writer,
     host: HostFacts,
+    /// The node's IPs for pod statuses (`hostIPs`, and `podIPs` of hostNetwork pods).
+    host_ips: Vec<String>,
     volume_manager: VolumeManager,
     offline_autonomy: bool,
     memory: BTreeMap<String, StatusMemory>,
@@ -745,6 +759,13 @@ impl ApiSide {
             pods: ApiPods::default(),
             writer,
             host,
+            host_ips: crate::node::register::host_ips(
+                &cfg.node_ips,
+                crate::node::register::detect_node_ip(),
+            )
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect(),
             volume_manager: VolumeManager::new(cfg.root_dir.join("pods")),
             offline_autonomy: cfg.offline_autonomy,
             memory: BTreeMap::new(),
@@ -844,9 +865,18 @@ impl ApiSide {
             return !self.pods.pods.is_empty();
         }
         // Seed status memory from the server's view of newly seen pods.
+        // A mirror pod's status is its static pod's: kept under the static pod's UID, which
+        // is the mirror's config hash.
         let seed = |p: &Pod, mem: &mut BTreeMap<String, StatusMemory>| {
-            mem.entry(p.metadata.uid.clone())
-                .or_insert_with(|| StatusMemory::from_server(p));
+            let key = if is_mirror(p) {
+                mirror_entry(p).0
+            } else {
+                p.metadata.uid.clone()
+            };
+            if !key.is_empty() {
+                mem.entry(key)
+                    .or_insert_with(|| StatusMemory::from_server(p));
+            }
         };
         match &ev {
             ApiEvent::Applied(p) => {
@@ -861,8 +891,24 @@ impl ApiSide {
         }
         let ch = self.pods.apply(ev, store);
         let live = &self.pods.pods;
-        self.memory.retain(|u, _| live.contains_key(u));
-        self.last_sent.retain(|u, _| live.contains_key(u));
+        // Static pods report onto their mirror pods: their memory is kept by static UID,
+        // what was sent by mirror UID.
+        let statics: BTreeSet<&str> = self
+            .mirrors_wanted
+            .values()
+            .map(|(_, h)| h.as_str())
+            .chain(self.pods.mirrors.values().map(|(h, _)| h.as_str()))
+            .collect();
+        let mirrors: BTreeSet<&str> = self
+            .pods
+            .mirrors
+            .values()
+            .map(|(_, u)| u.as_str())
+            .collect();
+        self.memory
+            .retain(|u, _| live.contains_key(u) || statics.contains(u.as_str()));
+        self.last_sent
+            .retain(|u, _| live.contains_key(u) || mirrors.contains(u.as_str()));
         self.confirmed.retain(|u| live.contains_key(u));
         let uids: BTreeSet<String> = live.keys().cloned().collect();
         self.volumes.retain_pods(&|u| uids.contains(u));
@@ -1002,6 +1048,7 @@ impl ApiSide {
         let mut holding = BTreeSet::new();
         for v in views {
             let Some(sp) = self.pods.pods.get(&v.uid) else {
+                self.report_mirror(v, clock);
                 continue;
             };
             let pod = &sp.pod;
@@ -1017,7 +1064,11 @@ impl ApiSide {
             } else {
                 self.held.remove(&v.uid);
             }
-            let status = build_status(v, &self.host.host_ip, RUNTIME, clock, mem);
+            let host = HostAddrs {
+                ips: &self.host_ips,
+                host_network: pod.spec.host_network,
+            };
+            let status = build_status(v, host, RUNTIME, clock, mem);
             if self.last_sent.get(&v.uid) != Some(&status) {
                 self.writer.push(Job::Status {
                     ns: pod.metadata.namespace.clone(),
@@ -1055,6 +1106,38 @@ impl ApiSide {
         self.refresh_volumes(views, now, acting);
     }
 
+    /// Reports a static pod's status on its mirror pod, as the kubelet does: only onto the
+    /// mirror of this very static pod (its config hash) that is not being deleted, with the
+    /// mirror's UID as a precondition so a replaced mirror is never written by mistake.
+    fn report_mirror(&mut self, v: &PodStatus, clock: ReportClock) {
+        let key = format!("{}/{}", v.namespace, v.name);
+        let Some((pod, hash)) = self.mirrors_wanted.get(&key) else {
+            return;
+        };
+        let Some((seen_hash, mirror_uid)) = self.pods.mirrors.get(&key) else {
+            return;
+        };
+        if *hash != v.uid || seen_hash != hash {
+            return;
+        }
+        let mem = self.memory.entry(v.uid.clone()).or_default();
+        prune(mem, v, RUNTIME);
+        let host = HostAddrs {
+            ips: &self.host_ips,
+            host_network: pod.spec.host_network,
+        };
+        let status = build_status(v, host, RUNTIME, clock, mem);
+        if self.last_sent.get(mirror_uid) == Some(&status) {
+            return;
+        }
+        self.writer.push(Job::Status {
+            ns: v.namespace.clone(),
+            name: v.name.clone(),
+            body: json!({ "metadata": { "uid": mirror_uid }, "status": status }),
+        });
+        self.last_sent.insert(mirror_uid.clone(), status);
+    }
+
     /// When the loop must wake for the API side next.
     pub fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
@@ -1076,6 +1159,22 @@ impl ApiSide {
                 }
             }
         }
+    }
+
+    /// The start times (`status.startTime`) known for admitted pods, as monotonic instants
+    /// relative to `now`: the server's, for pods that were running before an agent restart.
+    pub fn active_since(&self, now: Instant) -> Vec<(String, Instant)> {
+        let now_wall = SystemTime::now();
+        self.pods
+            .pods
+            .keys()
+            .filter_map(|uid| {
+                let text = self.memory.get(uid)?.start_time()?;
+                let wall = crate::k8s::coordination::parse_time(text)?;
+                let ago = now_wall.duration_since(wall).unwrap_or_default();
+                Some((uid.clone(), now.checked_sub(ago).unwrap_or(now)))
+            })
+            .collect()
     }
 
     /// Requests waiting to be sent (for status output).
@@ -1165,6 +1264,27 @@ mod tests {
         assert!(!a.apply(ApiEvent::Applied(done), &mut st).desired);
         assert!(a.pods.is_empty());
         assert!(a.apply(ApiEvent::Deleted(m), &mut st).mirrors);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A mirror pod being deleted is stale: its entry has no hash, so the static pod's mirror
+    /// is replaced (deleted at once, then created anew) as the kubelet does.
+    #[test]
+    fn terminating_mirror_is_stale() {
+        let (mut st, dir) = store("mirrordel");
+        let mut a = ApiPods::default();
+        let mut m = pod("m1", "static-n1", "x:1");
+        m.metadata
+            .annotations
+            .insert(MIRROR_ANNOTATION.into(), "h1".into());
+        a.apply(ApiEvent::Applied(m.clone()), &mut st);
+        assert_eq!(a.mirrors["default/static-n1"], ("h1".into(), "m1".into()));
+        m.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
+        let ch = a.apply(ApiEvent::Applied(m.clone()), &mut st);
+        assert!(ch.mirrors && !ch.desired);
+        assert_eq!(a.mirrors["default/static-n1"], (String::new(), "m1".into()));
+        a.apply(ApiEvent::Resync(vec![m]), &mut st);
+        assert_eq!(a.mirrors["default/static-n1"].0, "");
         let _ = std::fs::remove_dir_all(dir);
     }
 

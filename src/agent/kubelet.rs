@@ -282,7 +282,7 @@ pub async fn run(
         // A pod whose start is in flight learns its progress from the CRI calls' results; a
         // relist then would only compete with them for the runtime (and hold up this loop).
         let converging = pods.iter().any(|p| !steady(p) && !engine.acting(&p.uid));
-        if !boot_logged && !static_pods.is_empty() && all_started(&pods, static_pods.len()) {
+        if !boot_logged && boot_complete(manifests_seen, &pods, static_pods.len()) {
             boot_logged = true;
             log::info!(
                 "boot: all {} static pod(s) have their containers started, {} ms after start",
@@ -595,6 +595,12 @@ fn apply_desired(
         }
     }
     engine.set_desired(entries.iter().map(|e| e.desired.clone()));
+    // Deadlines count from the start time the server kept from before a restart.
+    if let Some(a) = api {
+        for (uid, at) in a.active_since(Instant::now()) {
+            engine.note_active_since(&uid, at);
+        }
+    }
     executor.set_pods(entries);
 }
 
@@ -645,6 +651,12 @@ fn steady(p: &PodStatus) -> bool {
     }
 }
 
+/// Boot is complete once the manifest dir was read (or there is none) and every static pod
+/// has its containers started; with no static pods at all, as soon as the dir was read.
+fn boot_complete(manifests_seen: bool, pods: &[PodStatus], static_pods: usize) -> bool {
+    manifests_seen && (static_pods == 0 || all_started(pods, static_pods))
+}
+
 fn all_started(pods: &[PodStatus], expected: usize) -> bool {
     pods.len() >= expected
         && pods.iter().all(|p| {
@@ -681,11 +693,14 @@ fn status_document(
 fn host_facts(cfg: &AgentConfig, node_name: &str) -> HostFacts {
     HostFacts {
         node_name: node_name.to_string(),
-        host_ip: cfg
-            .node_ips
-            .first()
-            .map(|ip| ip.to_string())
-            .unwrap_or_default(),
+        // The node's primary IP, as its Node reports it (`--node-ip`, else detected).
+        host_ip: crate::node::register::host_ips(
+            &cfg.node_ips,
+            crate::node::register::detect_node_ip(),
+        )
+        .first()
+        .map(|ip| ip.to_string())
+        .unwrap_or_default(),
         cluster_dns: cfg.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
         cluster_domain: cfg.cluster_domain.clone(),
         host_dns: parse_resolv_conf(
@@ -863,4 +878,18 @@ pub fn block_signals() {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no static pods, boot is complete as soon as the manifest dir was read; with some,
+    /// once each has its containers started.
+    #[test]
+    fn boot_completes_without_static_pods() {
+        assert!(boot_complete(true, &[], 0));
+        assert!(!boot_complete(false, &[], 0), "manifest dir not read yet");
+        assert!(!boot_complete(true, &[], 1), "a static pod not started");
+    }
 }

@@ -298,6 +298,7 @@ mod tests {
             pod_ip: None,
             deleting: false,
             terminated: false,
+            reason: None,
             message: None,
             init_containers: Vec::new(),
             containers: vec![container("c", c)],

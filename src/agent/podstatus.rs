@@ -58,6 +58,11 @@ impl StatusMemory {
         }
         m
     }
+
+    /// The pod's `status.startTime` as reported (or as the server had it), if known yet.
+    pub fn start_time(&self) -> Option<&str> {
+        self.start_time.as_deref()
+    }
 }
 
 const CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
@@ -100,10 +105,31 @@ pub struct ReportClock {
     pub now_wall: SystemTime,
 }
 
+/// The node's addresses as a pod status shows them: `hostIP`/`hostIPs` of every pod, and
+/// `podIP`/`podIPs` of a `hostNetwork` pod.
+#[derive(Debug, Clone, Copy)]
+pub struct HostAddrs<'a> {
+    /// The node's IPs, primary first, at most one per family (see `node::register::host_ips`).
+    pub ips: &'a [String],
+    /// Whether this pod runs in the host's network namespace.
+    pub host_network: bool,
+}
+
+/// Go's `%s` of a `[]string`, as the kubelet's condition messages print container lists.
+fn go_list(names: &[String]) -> String {
+    format!("[{}]", names.join(" "))
+}
+
 /// Builds `status` for the pod (a JSON object ready to be the `status` of a merge patch).
+///
+/// The kubelet's rules followed here: every pod reports the node's IPs as `hostIP`/`hostIPs`,
+/// and a `hostNetwork` pod the same as `podIP`/`podIPs`; a False Initialized condition has
+/// reason ContainersNotInitialized and the message `containers with incomplete status: [..]`,
+/// a False ContainersReady/Ready has ContainersNotReady and `containers with unready status:
+/// [..]`, or PodFailed/PodCompleted once the pod is terminal.
 pub fn build_status(
     view: &PodStatus,
-    host_ip: &str,
+    host: HostAddrs<'_>,
     runtime: &str,
     clock: ReportClock,
     mem: &mut StatusMemory,
@@ -134,11 +160,36 @@ pub fn build_status(
             "lastProbeTime": null,
             "lastTransitionTime": entry.1,
         });
-        if !status && (*ty == "ContainersReady" || *ty == "Ready") {
-            c["reason"] = json!("ContainersNotReady");
-        }
-        if !status && *ty == "Initialized" {
-            c["reason"] = json!("ContainersNotInitialized");
+        let terminal = match view.phase {
+            PodPhase::Failed => Some("PodFailed"),
+            PodPhase::Succeeded => Some("PodCompleted"),
+            _ => None,
+        };
+        let unready = &view.conditions.unready;
+        match *ty {
+            "ContainersReady" | "Ready" if !status => match terminal {
+                Some(r) => c["reason"] = json!(r),
+                None => {
+                    c["reason"] = json!("ContainersNotReady");
+                    if !unready.is_empty() {
+                        c["message"] = json!(format!(
+                            "containers with unready status: {}",
+                            go_list(unready)
+                        ));
+                    }
+                }
+            },
+            "Initialized" if !status => {
+                c["reason"] = json!("ContainersNotInitialized");
+                let incomplete = &view.conditions.incomplete_init;
+                if !incomplete.is_empty() {
+                    c["message"] = json!(format!(
+                        "containers with incomplete status: {}",
+                        go_list(incomplete)
+                    ));
+                }
+            }
+            _ => {}
         }
         conditions.push(c);
     }
@@ -153,17 +204,32 @@ pub fn build_status(
     let mut out = Map::new();
     out.insert("phase".into(), json!(phase_name(view.phase)));
     out.insert("conditions".into(), Value::Array(conditions));
-    if !host_ip.is_empty() {
-        out.insert("hostIP".into(), json!(host_ip));
-        out.insert("hostIPs".into(), json!([{ "ip": host_ip }]));
+    let ip_list = |ips: &[String]| -> Value {
+        Value::Array(ips.iter().map(|ip| json!({ "ip": ip })).collect())
+    };
+    if let Some(first) = host.ips.first() {
+        out.insert("hostIP".into(), json!(first));
+        out.insert("hostIPs".into(), ip_list(host.ips));
     }
-    if let Some(ip) = view.pod_ip.as_deref().filter(|ip| !ip.is_empty()) {
-        out.insert("podIP".into(), json!(ip));
-        out.insert("podIPs".into(), json!([{ "ip": ip }]));
+    match view.pod_ip.as_deref().filter(|ip| !ip.is_empty()) {
+        Some(ip) => {
+            out.insert("podIP".into(), json!(ip));
+            out.insert("podIPs".into(), json!([{ "ip": ip }]));
+        }
+        None if host.host_network => {
+            if let Some(first) = host.ips.first() {
+                out.insert("podIP".into(), json!(first));
+                out.insert("podIPs".into(), ip_list(host.ips));
+            }
+        }
+        None => {}
     }
     out.insert("startTime".into(), json!(start));
     out.insert("containerStatuses".into(), Value::Array(containers));
     out.insert("initContainerStatuses".into(), Value::Array(inits));
+    if let Some(r) = &view.reason {
+        out.insert("reason".into(), json!(r));
+    }
     if let Some(m) = &view.message {
         out.insert("message".into(), json!(m));
     }
@@ -322,6 +388,21 @@ mod tests {
     use super::*;
     use crate::reconcile::status::PodConditions;
 
+    const NO_HOST: HostAddrs<'static> = HostAddrs {
+        ips: &[],
+        host_network: false,
+    };
+
+    fn host() -> HostAddrs<'static> {
+        HostAddrs {
+            ips: HOST_IPS.as_slice(),
+            host_network: false,
+        }
+    }
+
+    static HOST_IPS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["192.168.1.2".to_string()]);
+
     fn view(ready: bool) -> PodStatus {
         PodStatus {
             uid: "u".into(),
@@ -333,10 +414,12 @@ mod tests {
                 initialized: true,
                 containers_ready: ready,
                 ready,
+                ..PodConditions::default()
             },
             pod_ip: Some("10.0.0.5".into()),
             deleting: false,
             terminated: false,
+            reason: None,
             message: None,
             init_containers: vec![],
             containers: vec![ContainerStatus {
@@ -378,7 +461,7 @@ mod tests {
             now: t0,
             now_wall: w0,
         };
-        let a = build_status(&v, "192.168.1.2", "containerd", c0, &mut mem);
+        let a = build_status(&v, host(), "containerd", c0, &mut mem);
         assert_eq!(a["phase"], "Running");
         assert_eq!(a["podIP"], "10.0.0.5");
         assert_eq!(a["containerStatuses"][0]["containerID"], "containerd://abc");
@@ -398,14 +481,14 @@ mod tests {
         v.containers[0].state = ContainerStateView::Running {
             running_for_secs: 5,
         };
-        let b = build_status(&v, "192.168.1.2", "containerd", c1, &mut mem);
+        let b = build_status(&v, host(), "containerd", c1, &mut mem);
         assert_eq!(a, b);
         // Readiness flips: only the transition times of the flipped conditions move.
         let mut r = v.clone();
         r.conditions.containers_ready = true;
         r.conditions.ready = true;
         r.containers[0].ready = true;
-        let c = build_status(&r, "192.168.1.2", "containerd", c1, &mut mem);
+        let c = build_status(&r, host(), "containerd", c1, &mut mem);
         assert_ne!(b, c);
         assert_eq!(c["conditions"][3]["status"], "True");
         assert_eq!(
@@ -428,7 +511,13 @@ mod tests {
             now_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         };
         let mut v = view(false);
-        let a = build_status(&v, "h", "containerd", clock, &mut StatusMemory::default());
+        let a = build_status(
+            &v,
+            host(),
+            "containerd",
+            clock,
+            &mut StatusMemory::default(),
+        );
         let last = &a["containerStatuses"][0]["lastState"]["terminated"];
         assert!(last.get("message").is_none(), "{last}");
         v.containers[0].last_state = Some(ContainerStateView::Terminated {
@@ -443,7 +532,13 @@ mod tests {
             finished_secs_ago: Some(1),
             message: Some("DONE".into()),
         };
-        let b = build_status(&v, "h", "containerd", clock, &mut StatusMemory::default());
+        let b = build_status(
+            &v,
+            host(),
+            "containerd",
+            clock,
+            &mut StatusMemory::default(),
+        );
         let cs = &b["containerStatuses"][0];
         assert_eq!(cs["state"]["terminated"]["message"], "DONE");
         assert_eq!(cs["lastState"]["terminated"]["message"], "first run failed");
@@ -465,7 +560,7 @@ mod tests {
             now: t0,
             now_wall: w0,
         };
-        let s = build_status(&v, "", "containerd", clock, &mut mem);
+        let s = build_status(&v, NO_HOST, "containerd", clock, &mut mem);
         let last = &s["containerStatuses"][0]["lastState"]["terminated"];
         assert_eq!(last["startedAt"], format_time(w0 - Duration::from_secs(9)));
         assert_eq!(last["finishedAt"], format_time(w0 - Duration::from_secs(5)));
@@ -478,7 +573,7 @@ mod tests {
             now: t0 + Duration::from_millis(1500),
             now_wall: w0 + Duration::from_millis(1500),
         };
-        assert_eq!(build_status(&v, "", "containerd", later, &mut mem), s);
+        assert_eq!(build_status(&v, NO_HOST, "containerd", later, &mut mem), s);
     }
 
     #[test]
@@ -499,7 +594,7 @@ mod tests {
             now: Instant::now(),
             now_wall: SystemTime::now(),
         };
-        let s = build_status(&view(false), "", "containerd", clock, &mut mem);
+        let s = build_status(&view(false), NO_HOST, "containerd", clock, &mut mem);
         assert_eq!(s["startTime"], "2026-01-01T00:00:00Z");
         assert_eq!(
             s["conditions"][3]["lastTransitionTime"],
@@ -512,6 +607,94 @@ mod tests {
         assert!(s.get("hostIP").is_none());
     }
 
+    /// Upstream (kubelet generateAPIPodStatus): every pod's hostIP/hostIPs are the node's
+    /// IPs, and a hostNetwork pod, which has no IP of its own, gets them as podIP/podIPs.
+    #[test]
+    fn host_ips_on_every_pod_and_pod_ips_of_host_network_pods() {
+        let clock = ReportClock {
+            now: Instant::now(),
+            now_wall: SystemTime::now(),
+        };
+        let ips = vec!["192.0.2.2".to_string(), "2001:db8::2".to_string()];
+        let mut v = view(true);
+        let mut mem = StatusMemory::default();
+        let host = HostAddrs {
+            ips: &ips,
+            host_network: false,
+        };
+        let s = build_status(&v, host, "containerd", clock, &mut mem);
+        assert_eq!(s["hostIP"], "192.0.2.2");
+        assert_eq!(
+            s["hostIPs"],
+            json!([{"ip": "192.0.2.2"}, {"ip": "2001:db8::2"}])
+        );
+        assert_eq!(s["podIP"], "10.0.0.5", "the sandbox's own IP");
+        v.pod_ip = None;
+        let host = HostAddrs {
+            ips: &ips,
+            host_network: true,
+        };
+        let s = build_status(&v, host, "containerd", clock, &mut mem);
+        assert_eq!(s["podIP"], "192.0.2.2");
+        assert_eq!(s["podIPs"], s["hostIPs"]);
+        let host = HostAddrs {
+            ips: &ips,
+            host_network: false,
+        };
+        let s = build_status(&v, host, "containerd", clock, &mut mem);
+        assert!(s.get("podIP").is_none(), "no IP yet is no IP: {s}");
+    }
+
+    /// Upstream (status/generate.go): a False Initialized condition has reason
+    /// ContainersNotInitialized and the message "containers with incomplete status: [..]" (Go's
+    /// %s of a []string: space separated, in brackets); a False ContainersReady/Ready has
+    /// ContainersNotReady and "containers with unready status: [..]", or PodFailed once the pod
+    /// failed. A pod-level reason and message go out as they are.
+    #[test]
+    fn condition_reasons_and_messages_name_the_containers() {
+        let clock = ReportClock {
+            now: Instant::now(),
+            now_wall: SystemTime::now(),
+        };
+        let mut v = view(false);
+        v.phase = PodPhase::Pending;
+        v.conditions.initialized = false;
+        v.conditions.incomplete_init = vec!["init2".into()];
+        v.conditions.unready = vec!["c".into(), "d".into()];
+        let mut mem = StatusMemory::default();
+        let s = build_status(&v, NO_HOST, "containerd", clock, &mut mem);
+        let cond = |s: &Value, t: &str| -> Value {
+            s["conditions"]
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["type"] == t).cloned())
+                .unwrap_or(Value::Null)
+        };
+        let init = cond(&s, "Initialized");
+        assert_eq!(init["status"], "False");
+        assert_eq!(init["reason"], "ContainersNotInitialized");
+        assert_eq!(
+            init["message"],
+            "containers with incomplete status: [init2]"
+        );
+        for t in ["ContainersReady", "Ready"] {
+            let c = cond(&s, t);
+            assert_eq!(c["reason"], "ContainersNotReady", "{c}");
+            assert_eq!(c["message"], "containers with unready status: [c d]", "{c}");
+        }
+        v.phase = PodPhase::Failed;
+        v.reason = Some("DeadlineExceeded".into());
+        v.message = Some("Pod was active on the node longer than the specified deadline".into());
+        let s = build_status(&v, NO_HOST, "containerd", clock, &mut mem);
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["reason"], "DeadlineExceeded");
+        assert_eq!(
+            s["message"],
+            "Pod was active on the node longer than the specified deadline"
+        );
+        assert_eq!(cond(&s, "Ready")["reason"], "PodFailed");
+        assert!(cond(&s, "Ready").get("message").is_none());
+    }
+
     #[test]
     fn prune_drops_gone_instances() {
         let mut mem = StatusMemory::default();
@@ -521,7 +704,7 @@ mod tests {
         };
         let mut v = view(true);
         v.containers[0].started_at = Some(clock.now);
-        build_status(&v, "", "containerd", clock, &mut mem);
+        build_status(&v, NO_HOST, "containerd", clock, &mut mem);
         assert!(mem.stamps.contains_key("containerd://abc/start"));
         v.containers[0].container_id = Some("def".into());
         prune(&mut mem, &v, "containerd");

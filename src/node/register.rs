@@ -197,7 +197,27 @@ pub fn resources(
     (cap, alloc)
 }
 
-/// InternalIP(s) and Hostname.
+/// The node's IPs as its pods' `status.hostIPs` show them: the `--node-ip` addresses, else
+/// the detected one; never loopback; the first of each family, the very first one first (the
+/// kubelet takes the node's first InternalIP of each family, primary first).
+pub fn host_ips(node_ips: &[IpAddr], detected: Option<IpAddr>) -> Vec<IpAddr> {
+    let candidates: Vec<IpAddr> = if node_ips.is_empty() {
+        detected.into_iter().collect()
+    } else {
+        node_ips.to_vec()
+    };
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in candidates.into_iter().filter(|ip| !ip.is_loopback()) {
+        if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// InternalIP(s) and Hostname. The Hostname address is the node name, which is
+/// `--hostname-override` when given and the machine's hostname (lowercased) otherwise, as the
+/// kubelet reports it.
 pub fn addresses(s: &NodeSettings, host: &HostInfo, detected: Option<IpAddr>) -> Vec<NodeAddress> {
     let mut out: Vec<NodeAddress> = Vec::new();
     let ips: Vec<IpAddr> = if s.node_ips.is_empty() {
@@ -211,10 +231,10 @@ pub fn addresses(s: &NodeSettings, host: &HostInfo, detected: Option<IpAddr>) ->
             address: ip.to_string(),
         });
     }
-    let hostname = if host.hostname.is_empty() {
-        s.name.clone()
-    } else {
+    let hostname = if s.name.is_empty() {
         host.hostname.to_lowercase()
+    } else {
+        s.name.clone()
     };
     out.push(NodeAddress {
         address_type: "Hostname".into(),
@@ -649,6 +669,49 @@ mod tests {
         assert_eq!(
             pick_address("eth0", &v6only),
             Some("2001:db8::5".parse().unwrap())
+        );
+    }
+
+    /// The kubelet's Hostname address is `--hostname-override` when given (it is also the
+    /// node name), not the machine's hostname.
+    #[test]
+    fn hostname_address_is_the_override() {
+        let cfg = AgentConfig {
+            hostname_override: Some("edge-7".into()),
+            ..AgentConfig::default()
+        };
+        let name = cfg.node_name("Pi-1");
+        let s = NodeSettings::from_config(&cfg, &name, "");
+        let a = addresses(&s, &host(), None);
+        assert_eq!(a.last().map(|a| a.address_type.as_str()), Some("Hostname"));
+        assert_eq!(a.last().map(|a| a.address.as_str()), Some("edge-7"));
+        // Without an override the node name is the machine's hostname, lowercased.
+        let plain = AgentConfig::default();
+        let s = NodeSettings::from_config(&plain, &plain.node_name("Pi-1"), "");
+        assert_eq!(addresses(&s, &host(), None)[0].address, "pi-1");
+    }
+
+    /// `status.hostIPs`: `--node-ip` wins over detection, loopback never counts, and there is
+    /// one address per family with the first one first (the kubelet's primary IP).
+    #[test]
+    fn host_ips_one_per_family_primary_first() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(host_ips(&[], Some(ip("192.0.2.2"))), [ip("192.0.2.2")]);
+        assert_eq!(host_ips(&[], None), Vec::<IpAddr>::new());
+        assert_eq!(host_ips(&[], Some(ip("127.0.0.1"))), Vec::<IpAddr>::new());
+        let given = [
+            ip("2001:db8::5"),
+            ip("10.0.0.7"),
+            ip("10.0.0.8"),
+            ip("2001:db8::6"),
+        ];
+        assert_eq!(
+            host_ips(&given, Some(ip("192.0.2.2"))),
+            [ip("2001:db8::5"), ip("10.0.0.7")]
+        );
+        assert_eq!(
+            host_ips(&[ip("127.0.0.1"), ip("10.0.0.7")], None),
+            [ip("10.0.0.7")]
         );
     }
 

@@ -147,6 +147,18 @@ impl Engine {
         }
     }
 
+    /// Tells the engine that pod `uid` became active on this node at `at` (its
+    /// `status.startTime` as the server kept it from before an agent restart), so deadlines
+    /// count from then rather than from the restart. Only ever moves the start earlier.
+    pub fn note_active_since(&mut self, uid: &str, at: Instant) {
+        if let Some(rec) = self.pods.get_mut(uid) {
+            if rec.active_since.is_none_or(|t| at < t) {
+                rec.active_since = Some(at);
+                rec.dirty = true;
+            }
+        }
+    }
+
     /// Withdraws one pod: it is stopped and removed with its last known grace period.
     pub fn remove_pod(&mut self, uid: &str) {
         self.desired_known = true;

@@ -101,6 +101,11 @@ pub fn desired_pod(pod: &Pod) -> Result<DesiredPod, FromPodError> {
             .map(|c| desired_container(c, false))
             .collect(),
         deletion,
+        active_deadline: pod
+            .spec
+            .active_deadline_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs),
     })
 }
 

@@ -216,6 +216,9 @@ pub struct DesiredPod {
     pub containers: Vec<DesiredContainer>,
     /// Set once deletion was requested.
     pub deletion: Option<Deletion>,
+    /// `activeDeadlineSeconds`: how long the pod may be active on the node, counted from when
+    /// it first reached the engine (its `status.startTime`); past it the pod is failed.
+    pub active_deadline: Option<Duration>,
 }
 
 impl DesiredPod {
@@ -232,6 +235,7 @@ impl DesiredPod {
             init_containers: Vec::new(),
             containers: Vec::new(),
             deletion: None,
+            active_deadline: None,
         }
     }
 

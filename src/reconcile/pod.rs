@@ -194,6 +194,11 @@ pub(super) struct PodRecord {
     /// Some container of this pod ran at some point.
     pub(super) ever_ran: bool,
     pub(super) message: Option<String>,
+    /// Pod-level reason that goes with a terminal phase the engine decided (DeadlineExceeded).
+    pub(super) reason: Option<&'static str>,
+    /// When the pod became active on this node (its `status.startTime`): the first planning
+    /// of its desired spec, or an earlier time the agent knew from before a restart.
+    pub(super) active_since: Option<Instant>,
     /// Something changed since the last planning (input, result, relist difference).
     pub(super) dirty: bool,
     /// When planning last asked to be woken for this pod (back-off end, probe due).
@@ -228,6 +233,8 @@ impl PodRecord {
             replacing: false,
             ever_ran: false,
             message: None,
+            reason: None,
+            active_since: None,
             dirty: true,
             wake: None,
             events: Vec::new(),
@@ -363,8 +370,36 @@ impl PodRecord {
             self.plan_teardown(p, del.grace, &|_| true);
             return;
         }
+        self.check_deadline(p, &d);
         self.plan_running(p, &d);
         self.plan_probes(p, &d);
+    }
+
+    /// The kubelet's active deadline: once the pod has been active for `activeDeadlineSeconds`
+    /// (counted from its start time, `now - start >= deadline`), a pod that has not finished
+    /// is failed with reason DeadlineExceeded; as a terminal pod, its containers are then
+    /// stopped and never restarted. Before that, planning asks to be woken at the deadline.
+    pub(super) fn check_deadline(&mut self, p: &mut Planner<'_>, d: &DesiredPod) {
+        let since = *self.active_since.get_or_insert(p.now);
+        let (Some(limit), None) = (d.active_deadline, self.terminal) else {
+            return;
+        };
+        let Some(end) = since.checked_add(limit) else {
+            return;
+        };
+        if p.now < end {
+            p.wake_at(end);
+            return;
+        }
+        self.terminal = Some(PodPhase::Failed);
+        self.reason = Some(reason::DEADLINE_EXCEEDED);
+        self.message = Some(reason::DEADLINE_EXCEEDED_MESSAGE.to_string());
+        self.event(
+            EventType::Normal,
+            "",
+            reason::DEADLINE_EXCEEDED,
+            reason::DEADLINE_EXCEEDED_MESSAGE.to_string(),
+        );
     }
 
     /// A deleted pod ends Succeeded when every app container exited 0, else Failed (the
@@ -496,6 +531,7 @@ impl PodRecord {
             self.replacing = false;
             self.mem.clear();
             self.terminal = None;
+            self.reason = None;
             self.ever_ran = false;
             self.message = None;
         }

@@ -152,7 +152,6 @@ impl PodRecord {
         d: &DesiredPod,
         spec: &DesiredContainer,
         init: bool,
-        initialized: bool,
         now: Instant,
     ) -> ContainerStatus {
         let mem = self.mem.get(&spec.name);
@@ -196,7 +195,10 @@ impl PodRecord {
                 }
                 ContainerState::Exited => Self::terminated_view(c, now),
             },
-            None if !init && !initialized => waiting_view(reason::POD_INITIALIZING),
+            // The kubelet's default for a container the runtime does not know yet:
+            // PodInitializing in a pod with init containers (for its init and app containers
+            // alike), ContainerCreating otherwise.
+            None if !d.init_containers.is_empty() => waiting_view(reason::POD_INITIALIZING),
             None => waiting_view(reason::CONTAINER_CREATING),
         };
         let last_state = last_instance.map(|c| Self::terminated_view(c, now));
@@ -206,11 +208,22 @@ impl PodRecord {
                 .filter(|s| s.instance == c.id)
         });
         let started = running.is_some() && probes.map_or(spec.startup.is_none(), |s| s.started);
-        let ready = (!init || spec.sidecar)
-            && running.is_some()
-            && probes.map_or(spec.startup.is_none() && spec.readiness.is_none(), |s| {
-                s.ready()
-            });
+        // A regular init container is ready once it exited 0 (the kubelet's prober manager
+        // marks terminated-with-0 init containers ready); sidecars and app containers by their
+        // probes while running.
+        let completed = latest.is_some_and(|c| {
+            c.state == ContainerState::Exited
+                && c.exit_code == Some(0)
+                && mem.is_none_or(|m| m.killed.as_deref() != Some(c.id.as_str()))
+        });
+        let ready = if init && !spec.sidecar {
+            completed
+        } else {
+            running.is_some()
+                && probes.map_or(spec.startup.is_none() && spec.readiness.is_none(), |s| {
+                    s.ready()
+                })
+        };
         let backoff = mem
             .and_then(|m| m.backoff_until)
             .filter(|(until, _)| now < *until)
@@ -248,12 +261,12 @@ impl PodRecord {
         let init_containers: Vec<ContainerStatus> = d
             .init_containers
             .iter()
-            .map(|c| self.container_status(d, c, true, initialized, now))
+            .map(|c| self.container_status(d, c, true, now))
             .collect();
         let containers: Vec<ContainerStatus> = d
             .containers
             .iter()
-            .map(|c| self.container_status(d, c, false, initialized, now))
+            .map(|c| self.container_status(d, c, false, now))
             .collect();
         let phase = self.terminal.unwrap_or_else(|| self.compute_phase(d));
         let sidecars_ready = d
@@ -264,6 +277,36 @@ impl PodRecord {
         let containers_ready =
             !containers.is_empty() && containers.iter().all(|c| c.ready) && sidecars_ready;
         let deleting = d.deletion.is_some();
+        // What the Initialized condition names while False: regular init containers not
+        // complete, sidecars not started.
+        let incomplete_init: Vec<String> = if initialized {
+            Vec::new()
+        } else {
+            d.init_containers
+                .iter()
+                .zip(init_containers.iter())
+                .filter(|(spec, st)| if spec.sidecar { !st.started } else { !st.ready })
+                .map(|(spec, _)| spec.name.clone())
+                .collect()
+        };
+        let unready: Vec<String> = d
+            .init_containers
+            .iter()
+            .zip(init_containers.iter())
+            .filter(|(spec, st)| spec.sidecar && !st.ready)
+            .map(|(_, st)| st.name.clone())
+            .chain(
+                containers
+                    .iter()
+                    .filter(|st| !st.ready)
+                    .map(|st| st.name.clone()),
+            )
+            .collect();
+        // A pod failed for a reason keeps that reason's message, whatever teardown says.
+        let message = match self.reason {
+            Some(reason::DEADLINE_EXCEEDED) => Some(reason::DEADLINE_EXCEEDED_MESSAGE.to_string()),
+            _ => self.message.clone(),
+        };
         PodStatus {
             uid: d.uid.clone(),
             namespace: d.namespace.clone(),
@@ -274,13 +317,16 @@ impl PodRecord {
                 initialized,
                 containers_ready,
                 ready: containers_ready && phase == PodPhase::Running && !deleting,
+                incomplete_init,
+                unready,
             },
             pod_ip: self
                 .current_sandbox(&d.spec_hash)
                 .and_then(|s| s.ip.clone()),
             deleting,
             terminated: deleting && self.view_empty() && self.inflight.is_empty(),
-            message: self.message.clone(),
+            reason: self.reason.map(str::to_string),
+            message,
             init_containers,
             containers,
         }

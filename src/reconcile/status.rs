@@ -32,6 +32,11 @@ pub mod reason {
     pub const ERROR: &str = "Error";
     /// Starting the container failed.
     pub const START_ERROR: &str = "StartError";
+    /// Pod-level reason: the pod outlived its `activeDeadlineSeconds` (the kubelet's spelling).
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// The pod-level message that goes with [`DEADLINE_EXCEEDED`] (the kubelet's wording).
+    pub const DEADLINE_EXCEEDED_MESSAGE: &str =
+        "Pod was active on the node longer than the specified deadline";
 }
 
 /// Pod phase (Kubernetes semantics).
@@ -48,7 +53,7 @@ pub enum PodPhase {
 }
 
 /// The pod conditions the kubelet owns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodConditions {
     /// All init containers completed successfully.
@@ -57,6 +62,14 @@ pub struct PodConditions {
     pub containers_ready: bool,
     /// The pod is ready to serve.
     pub ready: bool,
+    /// Init containers not yet complete (regular ones not exited 0, sidecars not started), in
+    /// spec order: what the Initialized condition's message names while it is False.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete_init: Vec<String>,
+    /// Sidecars and app containers that are not ready, in spec order: what the
+    /// ContainersReady condition's message names while it is False.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unready: Vec<String>,
 }
 
 /// A container's current state.
@@ -177,6 +190,9 @@ pub struct PodStatus {
     pub deleting: bool,
     /// Deletion requested and every container and sandbox is gone: safe to confirm.
     pub terminated: bool,
+    /// Pod-level reason in CamelCase (e.g. DeadlineExceeded), when the pod was failed for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Last pod-level error (sandbox, teardown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

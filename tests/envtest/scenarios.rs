@@ -84,7 +84,7 @@ pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-fn condition(obj: &Value, t: &str) -> Option<String> {
+pub fn condition(obj: &Value, t: &str) -> Option<String> {
     obj.pointer("/status/conditions")?
         .as_array()?
         .iter()

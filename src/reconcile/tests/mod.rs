@@ -5,3 +5,4 @@ mod lifecycle;
 mod probes;
 mod random;
 mod sim;
+mod status_rules;
