@@ -43,6 +43,14 @@ pub struct RunFlags {
     pub proxy_manifest_path: Option<String>,
     pub status_socket: Option<String>,
     pub verbosity: Option<u8>,
+    pub address: Option<String>,
+    pub port: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_private_key_file: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub anonymous_auth: Option<bool>,
+    pub authentication_token_webhook: Option<bool>,
+    pub authorization_mode: Option<String>,
     /// `--once`: converge once and exit (for scripts and tests).
     pub once: bool,
 }
@@ -187,6 +195,20 @@ fn parse_run(args: &[String]) -> Result<RunFlags, CliError> {
             "proxy-mode" => &mut f.proxy_mode,
             "proxy-manifest-path" => &mut f.proxy_manifest_path,
             "status-socket" => &mut f.status_socket,
+            "address" => &mut f.address,
+            "port" => &mut f.port,
+            "tls-cert-file" => &mut f.tls_cert_file,
+            "tls-private-key-file" => &mut f.tls_private_key_file,
+            "client-ca-file" => &mut f.client_ca_file,
+            "authorization-mode" => &mut f.authorization_mode,
+            "anonymous-auth" => {
+                f.anonymous_auth = Some(parse_bool(&name, inline)?);
+                continue;
+            }
+            "authentication-token-webhook" => {
+                f.authentication_token_webhook = Some(parse_bool(&name, inline)?);
+                continue;
+            }
             "offline-autonomy" => {
                 f.offline_autonomy = Some(parse_bool(&name, inline)?);
                 continue;
@@ -300,5 +322,25 @@ mod tests {
             panic!("not status")
         };
         assert!(s.json);
+    }
+
+    #[test]
+    fn kubelet_api_flags() {
+        let Command::Run(f) = parse(&args(
+            "run --address 127.0.0.1 --port=11250 --tls-cert-file /c --tls-private-key-file /k \
+             --client-ca-file /ca --anonymous-auth=false --authentication-token-webhook \
+             --authorization-mode AlwaysAllow",
+        ))
+        .unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(f.address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(f.port.as_deref(), Some("11250"));
+        assert_eq!(f.tls_cert_file.as_deref(), Some("/c"));
+        assert_eq!(f.tls_private_key_file.as_deref(), Some("/k"));
+        assert_eq!(f.client_ca_file.as_deref(), Some("/ca"));
+        assert_eq!(f.anonymous_auth, Some(false));
+        assert_eq!(f.authentication_token_webhook, Some(true));
+        assert_eq!(f.authorization_mode.as_deref(), Some("AlwaysAllow"));
     }
 }

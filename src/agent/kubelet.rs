@@ -130,6 +130,14 @@ pub async fn run(
         None => None,
     };
 
+    // The kubelet API reads the agent through this view only; a server that cannot start
+    // (certificate, taken port) is logged and the pods run on.
+    let server_view = crate::server::NodeView::default();
+    let _server = crate::server::start(&cfg, &node_name, server_view.clone()).unwrap_or_else(|e| {
+        log::error!("kubelet API not served: {e}");
+        None
+    });
+
     let mut watcher = match &cfg.static_pod_path {
         Some(dir) => Some(
             ManifestWatcher::new(
@@ -163,6 +171,7 @@ pub async fn run(
         &static_pods,
         api.as_ref(),
         &mut desired_errors,
+        &server_view,
     );
     let (tx, rx) = smol::channel::unbounded::<(ActionId, Option<String>, ActionResult)>();
     // When each pod reached the agent, and its runtime calls until it started.
@@ -272,6 +281,10 @@ pub async fn run(
             started,
             boot_logged,
         ));
+        server_view.set_status(&pods);
+        if !server_view.has_cluster() {
+            server_view.set_cluster(node.as_ref().and_then(|n| n.cluster()));
+        }
         if opts.once {
             let settled = engine.outstanding() == 0
                 && engine.tracked_pods().count() == pods.len()
@@ -367,6 +380,7 @@ pub async fn run(
                         &static_pods,
                         api.as_ref(),
                         &mut desired_errors,
+                        &server_view,
                     );
                 } else {
                     log::warn!(
@@ -389,6 +403,7 @@ pub async fn run(
                             &static_pods,
                             Some(&*a),
                             &mut desired_errors,
+                            &server_view,
                         );
                     }
                 }
@@ -541,6 +556,7 @@ fn apply_desired(
     pods: &BTreeMap<String, StoredPod>,
     api: Option<&ApiSide>,
     errors: &mut BTreeMap<String, String>,
+    view: &crate::server::NodeView,
 ) {
     errors.clear();
     let mut entries = Vec::new();
@@ -558,6 +574,7 @@ fn apply_desired(
         }
     }
     engine.set_desired(entries.iter().map(|e| e.desired.clone()));
+    view.set_pods(entries.iter().map(|e| e.pod.clone()).collect());
     executor.set_pods(entries);
 }
 

@@ -1,0 +1,102 @@
+//! What the server may see of the agent: the pods this node runs, where each container stands
+//! (attempt, running), and the cluster credentials for reviews. The agent loop publishes into
+//! it; the server only reads. Nothing here can change a pod.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::api::kubeconfig::ClusterConfig;
+use crate::k8s::pod::Pod;
+use crate::reconcile::status::ContainerStateView;
+use crate::reconcile::PodStatus;
+
+/// A container's latest instance as the agent last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRun {
+    /// The latest instance's attempt number (its restart count).
+    pub attempt: u32,
+    /// It is running now.
+    pub running: bool,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    pods: Vec<Arc<Pod>>,
+    /// Pod UID → container name → latest instance.
+    containers: HashMap<String, HashMap<String, ContainerRun>>,
+    cluster: Option<ClusterConfig>,
+}
+
+/// The shared, read-mostly view (cheap to clone).
+#[derive(Clone, Default)]
+pub struct NodeView(Arc<Mutex<Snapshot>>);
+
+impl NodeView {
+    fn lock(&self) -> MutexGuard<'_, Snapshot> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the pods the node runs (agent side).
+    pub fn set_pods(&self, pods: Vec<Arc<Pod>>) {
+        self.lock().pods = pods;
+    }
+
+    /// Publishes where containers stand (agent side).
+    pub fn set_status(&self, statuses: &[PodStatus]) {
+        let containers = statuses
+            .iter()
+            .map(|p| {
+                let runs = p
+                    .init_containers
+                    .iter()
+                    .chain(&p.containers)
+                    .map(|c| {
+                        (
+                            c.name.clone(),
+                            ContainerRun {
+                                attempt: c.restart_count,
+                                running: matches!(c.state, ContainerStateView::Running { .. }),
+                            },
+                        )
+                    })
+                    .collect();
+                (p.uid.clone(), runs)
+            })
+            .collect();
+        self.lock().containers = containers;
+    }
+
+    /// Publishes the credentials once the node has them (agent side).
+    pub fn set_cluster(&self, cluster: Option<ClusterConfig>) {
+        self.lock().cluster = cluster;
+    }
+
+    /// Whether credentials were published.
+    pub fn has_cluster(&self) -> bool {
+        self.lock().cluster.is_some()
+    }
+
+    /// The node's pods.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.lock().pods.clone()
+    }
+
+    /// The pod `namespace/name`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        self.lock()
+            .pods
+            .iter()
+            .find(|p| p.metadata.namespace == namespace && p.metadata.name == name)
+            .cloned()
+    }
+
+    /// Where a container of pod `uid` stands, if the agent has seen it.
+    pub fn container(&self, uid: &str, name: &str) -> Option<ContainerRun> {
+        self.lock().containers.get(uid)?.get(name).cloned()
+    }
+
+    /// The credentials for TokenReview/SubjectAccessReview.
+    pub fn cluster(&self) -> Option<ClusterConfig> {
+        self.lock().cluster.clone()
+    }
+}
