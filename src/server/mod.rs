@@ -77,7 +77,12 @@ pub struct Settings {
     pub denied_ttl: Duration,
     /// Where container logs are (`podLogsDir`).
     pub pod_logs_dir: PathBuf,
+    /// Connections served at once.
     pub max_connections: usize,
+    /// Bound of the TLS handshake and of a request head once it began.
+    pub header_timeout: Duration,
+    /// Bound of a kept-alive connection's wait for its next request.
+    pub idle_timeout: Duration,
 }
 
 impl Settings {
@@ -109,6 +114,8 @@ impl Settings {
             denied_ttl: api.unauthorized_ttl,
             pod_logs_dir: cfg.pod_logs_dir.clone(),
             max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
         }))
     }
 }
@@ -148,7 +155,17 @@ pub fn start(
         .zip(api.tls_private_key_file.as_deref());
     let dns = vec![node_name.to_string()];
     let pair = tls::serving_pair(files, &cfg.cert_dir(), node_name, &dns, &cfg.node_ips)?;
-    let (tls_cfg, client_auth) = tls::server_config(&pair, api.client_ca_file.as_deref())?;
+    start_with(settings, &pair, api.client_ca_file.as_deref(), view).map(Some)
+}
+
+/// Starts the server with explicit settings and serving pair.
+pub fn start_with(
+    settings: Settings,
+    pair: &tls::ServingPair,
+    client_ca: Option<&std::path::Path>,
+    view: NodeView,
+) -> Result<Server, ServerError> {
+    let (tls_cfg, client_auth) = tls::server_config(pair, client_ca)?;
     let listener = TcpListener::bind(settings.bind)
         .map_err(|e| ServerError::Listen(format!("{}: {e}", settings.bind)))?;
     let addr = listener
@@ -158,11 +175,13 @@ pub fn start(
     log::info!(
         "kubelet API on https://{addr} (certificate {}, client CA {}, anonymous {}, authorization {:?})",
         pair.source,
-        api.client_ca_file
-            .as_ref()
-            .map_or("none".to_string(), |p| p.display().to_string()),
-        if api.anonymous_auth { "allowed" } else { "refused" },
-        api.authorization_mode
+        client_ca.map_or("none".to_string(), |p| p.display().to_string()),
+        if settings.authn.anonymous {
+            "allowed"
+        } else {
+            "refused"
+        },
+        settings.authorization
     );
     let state = Arc::new(State {
         tokens: Mutex::new(TokenCache::new(settings.token_ttl)),
@@ -188,7 +207,10 @@ pub fn start(
                 }
             };
             let Some(slot) = state.slots.try_acquire_arc() else {
-                log::warn!("kubelet API: {peer}: over {MAX_CONNECTIONS} connections, closed");
+                log::warn!(
+                    "kubelet API: {peer}: over {} connections, closed",
+                    state.settings.max_connections
+                );
                 continue;
             };
             let state = state.clone();
@@ -199,7 +221,7 @@ pub fn start(
             .detach();
         }
     });
-    Ok(Some(Server { addr, _task: task }))
+    Ok(Server { addr, _task: task })
 }
 
 async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
@@ -208,7 +230,7 @@ async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
     };
     let handshake = async { conn.handshake().await.is_ok() };
     let timeout = async {
-        smol::Timer::after(HEADER_TIMEOUT).await;
+        smol::Timer::after(state.settings.header_timeout).await;
         false
     };
     if !handshake.or(timeout).await {
@@ -217,7 +239,8 @@ async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
     let peer = state.client_auth.check(conn.peer_certificates());
     let mut buf = Vec::new();
     loop {
-        let head = match http::read_head(&mut conn, &mut buf, IDLE_TIMEOUT, HEADER_TIMEOUT).await {
+        let (idle, header) = (state.settings.idle_timeout, state.settings.header_timeout);
+        let head = match http::read_head(&mut conn, &mut buf, idle, header).await {
             Ok(h) => h,
             Err(HeadError::Closed) => break,
             Err(e) => {
@@ -387,3 +410,6 @@ async fn authorize(state: &State, user: &User, attrs: &authz::Attributes) -> Res
         .put(user, attrs, allowed, Instant::now());
     Ok(allowed)
 }
+
+#[cfg(test)]
+mod tests;

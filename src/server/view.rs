@@ -66,6 +66,16 @@ impl NodeView {
         self.lock().containers = containers;
     }
 
+    /// Sets one container's standing directly (tests of the server).
+    #[cfg(test)]
+    pub(crate) fn put_container(&self, uid: &str, name: &str, run: ContainerRun) {
+        self.lock()
+            .containers
+            .entry(uid.to_string())
+            .or_default()
+            .insert(name.to_string(), run);
+    }
+
     /// Publishes the credentials once the node has them (agent side).
     pub fn set_cluster(&self, cluster: Option<ClusterConfig>) {
         self.lock().cluster = cluster;
