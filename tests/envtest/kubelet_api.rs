@@ -401,6 +401,62 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         422
     );
     assert_eq!(get(Some(&admin), "/healthz"), (200, "ok".to_string()));
+
+    // Bearer tokens go through TokenReview, then SubjectAccessReview: a service account RBAC
+    // lets use the kubelet API is allowed, one it does not is refused in the kubelet's words.
+    let token = |sa: &str| -> String {
+        c.create(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+        )
+        .unwrap();
+        let tr = c
+            .create(
+                &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"),
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                       "spec": {"expirationSeconds": 600}}),
+            )
+            .unwrap();
+        tr["status"]["token"].as_str().unwrap().to_string()
+    };
+    let binding = format!("tinylet-envtest:{ns}:scraper");
+    c.create(
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:kubelet-api-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": ns}],
+        }),
+    )
+    .unwrap();
+    let bearer = |tok: &str, path: &str| {
+        let mut t = TestClient::tls(addr, &c.ca_pem(), None)
+            .unwrap()
+            .with_timeout(Duration::from_secs(15))
+            .with_token(tok);
+        let r = t.request("GET", path, None, b"").unwrap();
+        (r.code, String::from_utf8_lossy(&r.body).trim().to_string())
+    };
+    let allowed = token("scraper");
+    assert_eq!(bearer(&allowed, "/healthz"), (200, "ok".to_string()));
+    let denied = token("stranger");
+    assert_eq!(
+        bearer(&denied, "/pods"),
+        (
+            403,
+            format!(
+                "Forbidden (user=system:serviceaccount:{ns}:stranger, verb=get, \
+                 resource=nodes, subresource(s)=[proxy])"
+            )
+        )
+    );
+    assert_eq!(bearer("not-a-token", "/pods").0, 401);
+    let _ = c.delete(
+        &format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}"),
+        None,
+    );
     drop(other);
     let _ = std::fs::remove_dir_all(&other_dir);
 
