@@ -282,9 +282,7 @@ pub async fn run(
             boot_logged,
         ));
         server_view.set_status(&pods);
-        if !server_view.has_cluster() {
-            server_view.set_cluster(node.as_ref().and_then(|n| n.cluster()));
-        }
+        server_view.set_cluster(node.as_ref().and_then(|n| n.cluster()));
         if opts.once {
             let settled = engine.outstanding() == 0
                 && engine.tracked_pods().count() == pods.len()

@@ -127,7 +127,8 @@ struct State {
     view: NodeView,
     tokens: Mutex<TokenCache>,
     decisions: Mutex<DecisionCache>,
-    client: Mutex<Option<Client>>,
+    /// The review client and the credentials generation it was built from.
+    client: Mutex<Option<(u64, Client)>>,
     slots: Arc<Semaphore>,
 }
 
@@ -330,15 +331,18 @@ async fn handle(
 /// The API client for reviews, built from the node's credentials once they exist.
 fn client(state: &State) -> Result<Client, String> {
     let mut g = state.client.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = g.as_ref() {
-        return Ok(c.clone());
+    let generation = state.view.cluster_generation();
+    if let Some((built, c)) = g.as_ref() {
+        if *built == generation {
+            return Ok(c.clone());
+        }
     }
-    let cluster = state
+    let (generation, cluster) = state
         .view
         .cluster()
         .ok_or("the node has no API credentials yet")?;
     let c = Client::new(&cluster, ClientConfig::default()).map_err(|e| e.to_string())?;
-    *g = Some(c.clone());
+    *g = Some((generation, c.clone()));
     Ok(c)
 }
 

@@ -25,6 +25,8 @@ struct Snapshot {
     /// Pod UID → container name → latest instance.
     containers: HashMap<String, HashMap<String, ContainerRun>>,
     cluster: Option<ClusterConfig>,
+    /// Bumped whenever the credentials change (a rotated client certificate).
+    cluster_generation: u64,
 }
 
 /// The shared, read-mostly view (cheap to clone).
@@ -76,14 +78,14 @@ impl NodeView {
             .insert(name.to_string(), run);
     }
 
-    /// Publishes the credentials once the node has them (agent side).
+    /// Publishes the node's current credentials (agent side); a change (first credentials,
+    /// a rotated certificate) makes the server rebuild its client.
     pub fn set_cluster(&self, cluster: Option<ClusterConfig>) {
-        self.lock().cluster = cluster;
-    }
-
-    /// Whether credentials were published.
-    pub fn has_cluster(&self) -> bool {
-        self.lock().cluster.is_some()
+        let mut g = self.lock();
+        if cluster.is_some() && g.cluster != cluster {
+            g.cluster = cluster;
+            g.cluster_generation += 1;
+        }
     }
 
     /// The node's pods.
@@ -105,8 +107,50 @@ impl NodeView {
         self.lock().containers.get(uid)?.get(name).cloned()
     }
 
-    /// The credentials for TokenReview/SubjectAccessReview.
-    pub fn cluster(&self) -> Option<ClusterConfig> {
-        self.lock().cluster.clone()
+    /// The credentials for TokenReview/SubjectAccessReview, with their generation.
+    pub fn cluster(&self) -> Option<(u64, ClusterConfig)> {
+        let g = self.lock();
+        g.cluster.clone().map(|c| (g.cluster_generation, c))
+    }
+
+    /// The generation of the published credentials (0: none yet).
+    pub fn cluster_generation(&self) -> u64 {
+        self.lock().cluster_generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::kubeconfig::Auth;
+
+    fn cluster(cert: &[u8]) -> ClusterConfig {
+        ClusterConfig {
+            server: "https://127.0.0.1:6443".into(),
+            ca_pem: b"ca".to_vec(),
+            tls_server_name: None,
+            auth: Auth {
+                client_cert: Some((cert.to_vec(), b"key".to_vec())),
+                bearer: None,
+            },
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn credentials_change_bumps_the_generation_only_on_change() {
+        let v = NodeView::default();
+        assert_eq!(v.cluster_generation(), 0);
+        assert!(v.cluster().is_none());
+        v.set_cluster(Some(cluster(b"one")));
+        v.set_cluster(Some(cluster(b"one")));
+        assert_eq!(v.cluster_generation(), 1);
+        // A lost handle does not take the credentials away; a rotation replaces them.
+        v.set_cluster(None);
+        assert_eq!(v.cluster_generation(), 1);
+        v.set_cluster(Some(cluster(b"two")));
+        let (generation, c) = v.cluster().unwrap();
+        assert_eq!(generation, 2);
+        assert_eq!(c, cluster(b"two"));
     }
 }
