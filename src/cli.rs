@@ -51,6 +51,8 @@ pub struct RunFlags {
     pub anonymous_auth: Option<bool>,
     pub authentication_token_webhook: Option<bool>,
     pub authorization_mode: Option<String>,
+    pub healthz_port: Option<String>,
+    pub healthz_bind_address: Option<String>,
     /// `--once`: converge once and exit (for scripts and tests).
     pub once: bool,
 }
@@ -201,6 +203,8 @@ fn parse_run(args: &[String]) -> Result<RunFlags, CliError> {
             "tls-private-key-file" => &mut f.tls_private_key_file,
             "client-ca-file" => &mut f.client_ca_file,
             "authorization-mode" => &mut f.authorization_mode,
+            "healthz-port" => &mut f.healthz_port,
+            "healthz-bind-address" => &mut f.healthz_bind_address,
             "anonymous-auth" => {
                 f.anonymous_auth = Some(parse_bool(&name, inline)?);
                 continue;

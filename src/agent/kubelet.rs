@@ -137,6 +137,10 @@ pub async fn run(
         log::error!("kubelet API not served: {e}");
         None
     });
+    let _healthz = crate::server::start_healthz(&cfg).unwrap_or_else(|e| {
+        log::error!("healthz not served: {e}");
+        None
+    });
 
     let mut watcher = match &cfg.static_pod_path {
         Some(dir) => Some(

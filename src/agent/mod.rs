@@ -73,6 +73,8 @@ fn overrides(f: &RunFlags) -> FlagOverrides {
         anonymous_auth: f.anonymous_auth,
         authentication_token_webhook: f.authentication_token_webhook,
         authorization_mode: f.authorization_mode.clone(),
+        healthz_port: f.healthz_port.clone(),
+        healthz_bind_address: f.healthz_bind_address.clone(),
     }
 }
 

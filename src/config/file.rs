@@ -54,6 +54,8 @@ pub(super) struct RawConfig {
     pub serialize_image_pulls: Option<bool>,
     pub pod_pids_limit: Option<i64>,
     pub port: Option<i64>,
+    pub healthz_port: Option<i64>,
+    pub healthz_bind_address: Option<String>,
     pub tls_cert_file: Option<String>,
     pub tls_private_key_file: Option<String>,
     pub authentication: Option<RawAuthentication>,
@@ -497,6 +499,18 @@ fn apply_api(
 ) -> Result<(), ConfigError> {
     let api = &mut cfg.kubelet_api;
     int_in(source, "port", raw.port, 0..=65535, &mut api.port)?;
+    int_in(
+        source,
+        "healthzPort",
+        raw.healthz_port,
+        0..=65535,
+        &mut api.healthz_port,
+    )?;
+    if let Some(a) = &raw.healthz_bind_address {
+        api.healthz_bind_address = a
+            .parse()
+            .map_err(|_| field_error(source, "healthzBindAddress", a, "not an IP address"))?;
+    }
     if let Some(p) = &raw.tls_cert_file {
         api.tls_cert_file = path(p);
     }

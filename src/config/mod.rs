@@ -123,6 +123,10 @@ pub struct KubeletApiConfig {
     pub authorized_ttl: Duration,
     /// `authorization.webhook.cacheUnauthorizedTTL`.
     pub unauthorized_ttl: Duration,
+    /// `healthzPort`, `--healthz-port`: plain-HTTP `/healthz`; 0 disables it.
+    pub healthz_port: u16,
+    /// `healthzBindAddress`, `--healthz-bind-address`.
+    pub healthz_bind_address: IpAddr,
 }
 
 impl Default for KubeletApiConfig {
@@ -139,6 +143,8 @@ impl Default for KubeletApiConfig {
             authorization_mode: AuthorizationMode::Webhook,
             authorized_ttl: Duration::from_secs(300),
             unauthorized_ttl: Duration::from_secs(30),
+            healthz_port: 10248,
+            healthz_bind_address: IpAddr::from([127, 0, 0, 1]),
         }
     }
 }
@@ -341,6 +347,10 @@ pub struct FlagOverrides {
     pub authentication_token_webhook: Option<bool>,
     /// `--authorization-mode`
     pub authorization_mode: Option<String>,
+    /// `--healthz-port`
+    pub healthz_port: Option<String>,
+    /// `--healthz-bind-address`
+    pub healthz_bind_address: Option<String>,
 }
 
 /// Where a setting came from, for errors and warnings.
@@ -659,6 +669,16 @@ fn apply_api_flags(cfg: &mut AgentConfig, f: &FlagOverrides) -> Result<(), Confi
         api.authorization_mode = AuthorizationMode::parse(m).ok_or_else(|| {
             flag_error("--authorization-mode", m, "must be Webhook or AlwaysAllow")
         })?;
+    }
+    if let Some(p) = &f.healthz_port {
+        api.healthz_port = p
+            .parse()
+            .map_err(|_| flag_error("--healthz-port", p, "not a port number 0-65535"))?;
+    }
+    if let Some(a) = &f.healthz_bind_address {
+        api.healthz_bind_address = a
+            .parse()
+            .map_err(|_| flag_error("--healthz-bind-address", a, "not an IP address"))?;
     }
     Ok(())
 }

@@ -367,9 +367,13 @@ fn kubelet_api_fields_and_flags() {
             Duration::from_secs(30)
         )
     );
+    assert_eq!(d.healthz_port, 10248);
+    assert_eq!(d.healthz_bind_address, IpAddr::from([127, 0, 0, 1]));
     let file = "\
 address: 127.0.0.1
 port: 11250
+healthzPort: 11248
+healthzBindAddress: 0.0.0.0
 tlsCertFile: /etc/tl/kubelet.crt
 tlsPrivateKeyFile: /etc/tl/kubelet.key
 authentication:
@@ -386,6 +390,8 @@ authorization:
     let a = &c.kubelet_api;
     assert_eq!(c.address.as_deref(), Some("127.0.0.1"));
     assert_eq!(a.port, 11250);
+    assert_eq!(a.healthz_port, 11248);
+    assert_eq!(a.healthz_bind_address, IpAddr::from([0, 0, 0, 0]));
     assert_eq!(a.client_ca_file, Some("/etc/tl/ca.crt".into()));
     assert!(!a.token_webhook && a.anonymous_auth);
     assert_eq!(a.token_webhook_cache_ttl, Duration::from_secs(10));
@@ -402,6 +408,8 @@ authorization:
         authentication_token_webhook: Some(true),
         authorization_mode: Some("Webhook".into()),
         client_ca_file: Some("/x/ca.crt".into()),
+        healthz_port: Some("0".into()),
+        healthz_bind_address: Some("::1".into()),
         ..Default::default()
     };
     let c = resolve_text(&flags, file).unwrap().config;
@@ -409,6 +417,11 @@ authorization:
     assert!(!c.kubelet_api.anonymous_auth && c.kubelet_api.token_webhook);
     assert_eq!(c.kubelet_api.authorization_mode, AuthorizationMode::Webhook);
     assert_eq!(c.kubelet_api.client_ca_file, Some("/x/ca.crt".into()));
+    assert_eq!(c.kubelet_api.healthz_port, 0);
+    assert_eq!(
+        c.kubelet_api.healthz_bind_address,
+        "::1".parse::<IpAddr>().unwrap()
+    );
     // Bad values name the flag or field.
     for (flags, text, want) in [
         (
@@ -428,6 +441,11 @@ authorization:
             "--authorization-mode",
         ),
         (FlagOverrides::default(), "port: -1\n", "port"),
+        (
+            FlagOverrides::default(),
+            "healthzBindAddress: here\n",
+            "healthzBindAddress",
+        ),
         (
             FlagOverrides::default(),
             "authorization: {mode: Node}\n",

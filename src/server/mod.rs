@@ -12,6 +12,7 @@ pub mod authn;
 pub mod authz;
 pub mod cache;
 pub mod conn;
+pub mod healthz;
 pub mod http;
 pub mod logs;
 pub mod logstream;
@@ -157,6 +158,15 @@ pub fn start(
     let dns = vec![node_name.to_string()];
     let pair = tls::serving_pair(files, &cfg.cert_dir(), node_name, &dns, &cfg.node_ips)?;
     start_with(settings, &pair, api.client_ca_file.as_deref(), view).map(Some)
+}
+
+/// Starts the plain `/healthz` when configured (None for `healthzPort: 0`).
+pub fn start_healthz(cfg: &AgentConfig) -> Result<Option<Server>, ServerError> {
+    let api = &cfg.kubelet_api;
+    if api.healthz_port == 0 {
+        return Ok(None);
+    }
+    healthz::start(SocketAddr::new(api.healthz_bind_address, api.healthz_port)).map(Some)
 }
 
 /// Starts the server with explicit settings and serving pair.

@@ -207,9 +207,13 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
          Hostname address and traffic stays on loopback); it resolves to {resolved:?}"
     );
     let (cert, key) = serving_cert(c, &a.dir, &host, &a.node);
+    let healthz_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
     let mut cfg = std::fs::read_to_string(&a.config).unwrap();
     cfg.push_str(&format!(
-        "address: 127.0.0.1\nport: {port}\ntlsCertFile: {}\ntlsPrivateKeyFile: {}\n\
+        "address: 127.0.0.1\nport: {port}\nhealthzPort: {healthz_port}\ntlsCertFile: {}\ntlsPrivateKeyFile: {}\n\
          authentication:\n  x509: {{clientCAFile: {}}}\n",
         cert.display(),
         key.display(),
@@ -401,6 +405,10 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         422
     );
     assert_eq!(get(Some(&admin), "/healthz"), (200, "ok".to_string()));
+    // The plain /healthz on healthzPort, for local probes (no TLS, no credentials).
+    let mut plain = TestClient::plain(SocketAddr::from(([127, 0, 0, 1], healthz_port)));
+    let r = plain.request("GET", "/healthz", None, b"").unwrap();
+    assert_eq!((r.code, r.body.as_slice()), (200, &b"ok"[..]));
 
     // Bearer tokens go through TokenReview, then SubjectAccessReview: a service account RBAC
     // lets use the kubelet API is allowed, one it does not is refused in the kubelet's words.
