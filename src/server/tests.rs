@@ -295,3 +295,35 @@ fn container_logs_tail_timestamps_and_follow() {
     assert_eq!(next_chunk(), "", "the last chunk ends the stream");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_ten_megabyte_log_is_read_whole() {
+    let dir = temp_dir("big");
+    let p = pair();
+    let view = NodeView::default();
+    let pod: crate::k8s::pod::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "big", "namespace": "default", "uid": "u2"},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }))
+    .unwrap();
+    view.set_pods(vec![Arc::new(pod)]);
+    let cdir = dir.join("default_big_u2").join("app");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let mut file = Vec::new();
+    let mut want = Vec::new();
+    let mut i = 0u64;
+    while want.len() < 10 << 20 {
+        let msg = format!("line {i:08} {}", "x".repeat(100));
+        file.extend_from_slice(format!("2024-01-01T00:00:00.{i:09}Z stdout F {msg}\n").as_bytes());
+        want.extend_from_slice(msg.as_bytes());
+        want.push(b'\n');
+        i += 1;
+    }
+    std::fs::write(cdir.join("0.log"), &file).unwrap();
+    let server = start_with(settings(true, &dir), &p, None, view).unwrap();
+    let (code, body) = get(&server, &p, "/containerLogs/default/big/app");
+    assert_eq!(code, 200);
+    assert_eq!(body.len(), want.len());
+    assert!(body.as_bytes() == want.as_slice(), "content differs");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -277,6 +277,12 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         "two\nthree\n"
     );
     assert_eq!(k.ok(&["logs", "talker", "--limit-bytes=5"]), "to-st");
+    // --since / --since-time: lines at or after the time (sinceSeconds, sinceTime).
+    assert_eq!(k.ok(&["logs", "talker", "--since=1h"]), plain);
+    assert_eq!(
+        k.ok(&["logs", "talker", "--since-time=2099-01-01T00:00:00Z"]),
+        ""
+    );
     let stamped = k.ok(&["logs", "talker", "--timestamps"]);
     let lines: Vec<&str> = stamped.lines().collect();
     assert_eq!(lines.len(), 4, "{stamped}");
