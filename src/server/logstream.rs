@@ -57,11 +57,6 @@ pub fn pick(available: &[u32], current: u32, previous: bool) -> Result<Option<u3
         .ok_or(NoPrevious)
 }
 
-/// The file of `attempt` in a container's log directory.
-pub fn attempt_path(dir: &Path, attempt: u32) -> PathBuf {
-    dir.join(format!("{attempt}.log"))
-}
-
 struct Sink<'a> {
     conn: &'a mut TlsConn,
     buf: Vec<u8>,

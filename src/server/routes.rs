@@ -12,6 +12,7 @@ use super::logs::LogOptions;
 use super::logstream;
 use super::path::Target;
 use super::view::NodeView;
+use crate::runtime::spec;
 
 /// What a route answered: keep the connection for another request or not.
 pub type Keep = bool;
@@ -97,13 +98,14 @@ async fn container_logs(
         return Ok(keep);
     }
     let uid = pod.metadata.uid.clone();
-    let dir = pod_logs_dir
-        .join(format!("{ns}_{pod_name}_{uid}"))
-        .join(container);
+    // The layout the executor gives the runtime: <podLogsDir>/<ns>_<name>_<uid>/<container>/.
+    let root = pod_logs_dir.display().to_string();
+    let pod_dir = std::path::PathBuf::from(spec::pod_log_dir(&pod, &root));
+    let dir = pod_dir.join(container);
     let run = view.container(&uid, container);
     let attempt = run.as_ref().map_or(0, |r| r.attempt);
     let file = match logstream::pick(&logstream::attempts(&dir), attempt, opts.previous) {
-        Ok(a) => a.map(|a| logstream::attempt_path(&dir, a)),
+        Ok(a) => a.map(|a| pod_dir.join(spec::container_log_path(container, a))),
         Err(logstream::NoPrevious) => {
             let msg = format!(
                 "previous terminated container {container:?} in pod {pod_name:?} not found"
