@@ -5,7 +5,7 @@
 //! One concern per file: `conn` (TLS over smol), `http` (request heads, responses), `path`
 //! (request targets), `authn`/`authz` (who and whether, sans-I/O), `cache`, `routes`, `logs`
 //! (CRI log format and options, sans-I/O), `logstream` (log files), `view` (what the server
-//! may read of the agent). The server never changes pods: it reads the [`NodeView`] the agent
+//! may read of the agent), `healthz` (the plain local health port). The server never changes pods: it reads the [`NodeView`] the agent
 //! publishes and asks the API server about users with the node's own credentials.
 
 pub mod authn;
