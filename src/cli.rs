@@ -66,6 +66,16 @@ pub struct RunFlags {
     pub proxy_manifest_path: Option<String>,
     pub status_socket: Option<String>,
     pub verbosity: Option<u8>,
+    pub address: Option<String>,
+    pub port: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_private_key_file: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub anonymous_auth: Option<bool>,
+    pub authentication_token_webhook: Option<bool>,
+    pub authorization_mode: Option<String>,
+    pub healthz_port: Option<String>,
+    pub healthz_bind_address: Option<String>,
     /// `--once`: converge once and exit (for scripts and tests).
     pub once: bool,
     /// `--once-timeout`: the bound on `--once` ([`DEFAULT_ONCE_TIMEOUT`] when not given).
@@ -229,6 +239,22 @@ fn parse_run(args: &[String]) -> Result<Command, CliError> {
             "proxy-mode" => &mut f.proxy_mode,
             "proxy-manifest-path" => &mut f.proxy_manifest_path,
             "status-socket" => &mut f.status_socket,
+            "address" => &mut f.address,
+            "port" => &mut f.port,
+            "tls-cert-file" => &mut f.tls_cert_file,
+            "tls-private-key-file" => &mut f.tls_private_key_file,
+            "client-ca-file" => &mut f.client_ca_file,
+            "authorization-mode" => &mut f.authorization_mode,
+            "healthz-port" => &mut f.healthz_port,
+            "healthz-bind-address" => &mut f.healthz_bind_address,
+            "anonymous-auth" => {
+                f.anonymous_auth = Some(it.boolean(&name, inline)?);
+                continue;
+            }
+            "authentication-token-webhook" => {
+                f.authentication_token_webhook = Some(it.boolean(&name, inline)?);
+                continue;
+            }
             "offline-autonomy" => {
                 f.offline_autonomy = Some(it.boolean(&name, inline)?);
                 continue;
@@ -349,6 +375,19 @@ flags (the kubelet's names where the kubelet has the flag):
                                       (default: none)
     --status-socket PATH              unix socket `tinylet status` reads
                                       (default ROOT-DIR/tinylet.sock)
+    --address IP                      kubelet API (HTTPS) address (default 0.0.0.0)
+    --port N                          kubelet API port; 0 turns it off (default 10250)
+    --tls-cert-file FILE              kubelet API serving certificate (default: a self-signed
+                                      CERT-DIR/kubelet.crt)
+    --tls-private-key-file FILE       its key (default CERT-DIR/kubelet.key)
+    --client-ca-file FILE             CA of accepted client certificates (default: none)
+    --anonymous-auth=true|false       let unauthenticated requests in (default false)
+    --authentication-token-webhook=true|false
+                                      check bearer tokens with TokenReview (default true)
+    --authorization-mode Webhook|AlwaysAllow
+                                      SubjectAccessReview per request (default Webhook)
+    --healthz-port N                  plain /healthz port; 0 turns it off (default 10248)
+    --healthz-bind-address IP         its address (default 127.0.0.1)
     --once                            converge once, print the status and exit
     --once-timeout DURATION           how long --once waits for the runtime and the pods
                                       (default {once:?})
@@ -614,5 +653,25 @@ mod tests {
         };
         assert!(s.json);
         assert_eq!(s.root_dir.as_deref(), Some("/r"));
+    }
+
+    #[test]
+    fn kubelet_api_flags() {
+        let Command::Run(f) = parse(&args(
+            "run --address 127.0.0.1 --port=11250 --tls-cert-file /c --tls-private-key-file /k \
+             --client-ca-file /ca --anonymous-auth=false --authentication-token-webhook \
+             --authorization-mode AlwaysAllow",
+        ))
+        .unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(f.address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(f.port.as_deref(), Some("11250"));
+        assert_eq!(f.tls_cert_file.as_deref(), Some("/c"));
+        assert_eq!(f.tls_private_key_file.as_deref(), Some("/k"));
+        assert_eq!(f.client_ca_file.as_deref(), Some("/ca"));
+        assert_eq!(f.anonymous_auth, Some(false));
+        assert_eq!(f.authentication_token_webhook, Some(true));
+        assert_eq!(f.authorization_mode.as_deref(), Some("AlwaysAllow"));
     }
 }

@@ -17,6 +17,7 @@ pub mod node;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;
+pub mod server;
 pub mod store;
 
 /// `tinylet --version`: version, target triple and git commit.

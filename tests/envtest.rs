@@ -16,6 +16,8 @@ mod podsync;
 mod agent;
 #[path = "envtest/cluster.rs"]
 mod cluster;
+#[path = "envtest/kubelet_api.rs"]
+mod kubelet_api;
 #[path = "envtest/pod_cgroups.rs"]
 mod pod_cgroups;
 #[path = "envtest/pod_env.rs"]
@@ -370,6 +372,10 @@ fn plan_has_the_documented_flags() {
         "--service-account-signing-key-file=/tmp/x/sa.key",
         "--service-cluster-ip-range=10.0.0.0/24",
         "--allow-privileged=true",
+        "--kubelet-client-certificate=/tmp/x/kubelet-client.crt",
+        "--kubelet-client-key=/tmp/x/kubelet-client.key",
+        "--kubelet-certificate-authority=/tmp/x/ca.crt",
+        "--kubelet-preferred-address-types=Hostname",
     ] {
         assert!(
             plan.kube_apiserver.iter().any(|a| a == f),
@@ -675,4 +681,12 @@ fn leftovers_logging(marker: &str) -> Vec<String> {
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
+}
+
+#[test]
+fn real_kubectl_logs_and_node_auth() {
+    let Some((_serial, bed, c)) = real("envtest_real_kubelet_api") else {
+        return;
+    };
+    kubelet_api::kubectl_logs_and_node_auth(&c, bed);
 }

@@ -136,6 +136,18 @@ pub async fn run(
         None => None,
     };
 
+    // The kubelet API reads the agent through this view only; a server that cannot start
+    // (certificate, taken port) is logged and the pods run on.
+    let server_view = crate::server::NodeView::default();
+    let _server = crate::server::start(&cfg, &node_name, server_view.clone()).unwrap_or_else(|e| {
+        log::error!("kubelet API not served: {e}");
+        None
+    });
+    let _healthz = crate::server::start_healthz(&cfg).unwrap_or_else(|e| {
+        log::error!("healthz not served: {e}");
+        None
+    });
+
     let mut watcher = match &cfg.static_pod_path {
         Some(dir) => Some(
             ManifestWatcher::new(
@@ -180,6 +192,7 @@ pub async fn run(
         &static_pods,
         api.as_ref(),
         &mut desired_errors,
+        &server_view,
     );
     let (tx, rx) = smol::channel::unbounded::<(ActionId, Option<String>, ActionResult)>();
     // When each pod reached the agent, and its runtime calls until it started.
@@ -298,6 +311,8 @@ pub async fn run(
             started,
             boot_logged,
         ));
+        server_view.set_status(&pods);
+        server_view.set_cluster(node.as_ref().and_then(|n| n.cluster()));
         if opts.once {
             let progress = once::Progress {
                 idle: engine.outstanding() == 0
@@ -407,6 +422,7 @@ pub async fn run(
                         &static_pods,
                         api.as_ref(),
                         &mut desired_errors,
+                        &server_view,
                     );
                 } else {
                     log::warn!(
@@ -429,6 +445,7 @@ pub async fn run(
                             &static_pods,
                             Some(&*a),
                             &mut desired_errors,
+                            &server_view,
                         );
                     }
                 }
@@ -578,6 +595,7 @@ fn apply_desired(
     pods: &BTreeMap<String, StoredPod>,
     api: Option<&ApiSide>,
     errors: &mut BTreeMap<String, String>,
+    view: &crate::server::NodeView,
 ) {
     errors.clear();
     let mut entries = Vec::new();
@@ -601,6 +619,7 @@ fn apply_desired(
             engine.note_active_since(&uid, at);
         }
     }
+    view.set_pods(entries.iter().map(|e| e.pod.clone()).collect());
     executor.set_pods(entries);
 }
 

@@ -67,6 +67,16 @@ fn overrides(f: &RunFlags) -> FlagOverrides {
         proxy_mode: f.proxy_mode.clone(),
         proxy_manifest_path: path(&f.proxy_manifest_path),
         status_socket: path(&f.status_socket),
+        address: f.address.clone(),
+        port: f.port.clone(),
+        tls_cert_file: path(&f.tls_cert_file),
+        tls_private_key_file: path(&f.tls_private_key_file),
+        client_ca_file: path(&f.client_ca_file),
+        anonymous_auth: f.anonymous_auth,
+        authentication_token_webhook: f.authentication_token_webhook,
+        authorization_mode: f.authorization_mode.clone(),
+        healthz_port: f.healthz_port.clone(),
+        healthz_bind_address: f.healthz_bind_address.clone(),
     }
 }
 

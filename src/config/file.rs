@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::duration::parse_duration;
+use super::AuthorizationMode;
 use super::{
     AgentConfig, CgroupDriver, ConfigError, ConfigSource, ConfigWarning, EvictionThreshold,
     ProxyMode, Reserved, Taint,
@@ -52,6 +53,13 @@ pub(super) struct RawConfig {
     pub runtime_request_timeout: Option<String>,
     pub serialize_image_pulls: Option<bool>,
     pub pod_pids_limit: Option<i64>,
+    pub port: Option<i64>,
+    pub healthz_port: Option<i64>,
+    pub healthz_bind_address: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_private_key_file: Option<String>,
+    pub authentication: Option<RawAuthentication>,
+    pub authorization: Option<RawAuthorization>,
     pub tinylet: Option<RawTinylet>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml_ng::Value>,
@@ -74,6 +82,54 @@ pub(super) struct RawTinylet {
     pub cert_dir: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// `authentication` of the kubelet API.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAuthentication {
+    pub x509: Option<RawX509>,
+    pub webhook: Option<RawAuthnWebhook>,
+    pub anonymous: Option<RawEnabled>,
+}
+
+/// `authentication.x509`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawX509 {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<String>,
+}
+
+/// `authentication.webhook`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawAuthnWebhook {
+    pub enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: Option<String>,
+}
+
+/// `{enabled: bool}`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawEnabled {
+    pub enabled: Option<bool>,
+}
+
+/// `authorization` of the kubelet API.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAuthorization {
+    pub mode: Option<String>,
+    pub webhook: Option<RawAuthzWebhook>,
+}
+
+/// `authorization.webhook`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawAuthzWebhook {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
 }
 
 /// A taint as written in `registerWithTaints`.
@@ -428,8 +484,83 @@ pub(super) fn apply(
         -1..=i64::from(u32::MAX),
         &mut cfg.pod_pids_limit,
     )?;
+    apply_api(cfg, source, raw)?;
     if let Some(t) = &raw.tinylet {
         apply_tinylet(cfg, source, t)?;
+    }
+    Ok(())
+}
+
+/// The kubelet API fields: `port`, TLS files, `authentication`, `authorization`.
+fn apply_api(
+    cfg: &mut AgentConfig,
+    source: &ConfigSource,
+    raw: &RawConfig,
+) -> Result<(), ConfigError> {
+    let api = &mut cfg.kubelet_api;
+    int_in(source, "port", raw.port, 0..=65535, &mut api.port)?;
+    int_in(
+        source,
+        "healthzPort",
+        raw.healthz_port,
+        0..=65535,
+        &mut api.healthz_port,
+    )?;
+    if let Some(a) = &raw.healthz_bind_address {
+        api.healthz_bind_address = a
+            .parse()
+            .map_err(|_| field_error(source, "healthzBindAddress", a, "not an IP address"))?;
+    }
+    if let Some(p) = &raw.tls_cert_file {
+        api.tls_cert_file = path(p);
+    }
+    if let Some(p) = &raw.tls_private_key_file {
+        api.tls_private_key_file = path(p);
+    }
+    if let Some(a) = &raw.authentication {
+        if let Some(p) = a.x509.as_ref().and_then(|x| x.client_ca_file.as_ref()) {
+            api.client_ca_file = path(p);
+        }
+        if let Some(w) = &a.webhook {
+            if let Some(b) = w.enabled {
+                api.token_webhook = b;
+            }
+            duration(
+                source,
+                "authentication.webhook.cacheTTL",
+                &w.cache_ttl,
+                &mut api.token_webhook_cache_ttl,
+            )?;
+        }
+        if let Some(b) = a.anonymous.as_ref().and_then(|x| x.enabled) {
+            api.anonymous_auth = b;
+        }
+    }
+    if let Some(z) = &raw.authorization {
+        if let Some(m) = &z.mode {
+            api.authorization_mode = AuthorizationMode::parse(m).ok_or_else(|| {
+                field_error(
+                    source,
+                    "authorization.mode",
+                    m,
+                    "must be Webhook or AlwaysAllow",
+                )
+            })?;
+        }
+        if let Some(w) = &z.webhook {
+            duration(
+                source,
+                "authorization.webhook.cacheAuthorizedTTL",
+                &w.cache_authorized_ttl,
+                &mut api.authorized_ttl,
+            )?;
+            duration(
+                source,
+                "authorization.webhook.cacheUnauthorizedTTL",
+                &w.cache_unauthorized_ttl,
+                &mut api.unauthorized_ttl,
+            )?;
+        }
     }
     Ok(())
 }

@@ -79,6 +79,76 @@ impl ProxyMode {
     }
 }
 
+/// How requests to the kubelet API are authorized (`authorization.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    /// SubjectAccessReview against the API server (the default).
+    Webhook,
+    /// Every authenticated request is allowed; only when configured.
+    AlwaysAllow,
+}
+
+impl AuthorizationMode {
+    /// Parses `Webhook` or `AlwaysAllow`, as spelled upstream.
+    pub fn parse(s: &str) -> Option<AuthorizationMode> {
+        match s {
+            "Webhook" => Some(AuthorizationMode::Webhook),
+            "AlwaysAllow" => Some(AuthorizationMode::AlwaysAllow),
+            _ => None,
+        }
+    }
+}
+
+/// The kubelet API server's settings (KubeletConfiguration names in the field docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletApiConfig {
+    /// `port`, `--port`: HTTPS port of the kubelet API; 0 disables the server.
+    pub port: u16,
+    /// `tlsCertFile`, `--tls-cert-file`: serving certificate (PEM, may hold a chain).
+    pub tls_cert_file: Option<PathBuf>,
+    /// `tlsPrivateKeyFile`, `--tls-private-key-file`.
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `authentication.x509.clientCAFile`, `--client-ca-file`.
+    pub client_ca_file: Option<PathBuf>,
+    /// `authentication.anonymous.enabled`, `--anonymous-auth`. Off by default (the
+    /// kubeadm/CIS setting rather than the upstream flag's default).
+    pub anonymous_auth: bool,
+    /// `authentication.webhook.enabled`, `--authentication-token-webhook`.
+    pub token_webhook: bool,
+    /// `authentication.webhook.cacheTTL`.
+    pub token_webhook_cache_ttl: Duration,
+    /// `authorization.mode`, `--authorization-mode`.
+    pub authorization_mode: AuthorizationMode,
+    /// `authorization.webhook.cacheAuthorizedTTL`.
+    pub authorized_ttl: Duration,
+    /// `authorization.webhook.cacheUnauthorizedTTL`.
+    pub unauthorized_ttl: Duration,
+    /// `healthzPort`, `--healthz-port`: plain-HTTP `/healthz`; 0 disables it.
+    pub healthz_port: u16,
+    /// `healthzBindAddress`, `--healthz-bind-address`.
+    pub healthz_bind_address: IpAddr,
+}
+
+impl Default for KubeletApiConfig {
+    /// KubeletConfiguration v1beta1 defaults, except anonymous access (off).
+    fn default() -> Self {
+        KubeletApiConfig {
+            port: 10250,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            client_ca_file: None,
+            anonymous_auth: false,
+            token_webhook: true,
+            token_webhook_cache_ttl: Duration::from_secs(120),
+            authorization_mode: AuthorizationMode::Webhook,
+            authorized_ttl: Duration::from_secs(300),
+            unauthorized_ttl: Duration::from_secs(30),
+            healthz_port: 10248,
+            healthz_bind_address: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+}
+
 /// The fully resolved configuration the agent runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -95,8 +165,10 @@ pub struct AgentConfig {
     pub sync_frequency: Duration,
     /// How often the static pod directory is rescanned as a backstop to inotify.
     pub file_check_frequency: Duration,
-    /// Accepted for compatibility; tinylet listens on nothing by default.
+    /// Address the kubelet API listens on (`address`, `--address`); `None` means 0.0.0.0.
     pub address: Option<String>,
+    /// The kubelet API (`port`, TLS, authentication, authorization).
+    pub kubelet_api: KubeletApiConfig,
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
     pub cgroup_driver: CgroupDriver,
@@ -167,6 +239,7 @@ impl Default for AgentConfig {
             sync_frequency: Duration::from_secs(60),
             file_check_frequency: Duration::from_secs(20),
             address: None,
+            kubelet_api: KubeletApiConfig::default(),
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
             cgroup_driver: CgroupDriver::Cgroupfs,
@@ -258,6 +331,26 @@ pub struct FlagOverrides {
     pub proxy_manifest_path: Option<PathBuf>,
     /// `--status-socket` (empty disables it)
     pub status_socket: Option<PathBuf>,
+    /// `--address`
+    pub address: Option<String>,
+    /// `--port`
+    pub port: Option<String>,
+    /// `--tls-cert-file`
+    pub tls_cert_file: Option<PathBuf>,
+    /// `--tls-private-key-file`
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `--client-ca-file`
+    pub client_ca_file: Option<PathBuf>,
+    /// `--anonymous-auth`
+    pub anonymous_auth: Option<bool>,
+    /// `--authentication-token-webhook`
+    pub authentication_token_webhook: Option<bool>,
+    /// `--authorization-mode`
+    pub authorization_mode: Option<String>,
+    /// `--healthz-port`
+    pub healthz_port: Option<String>,
+    /// `--healthz-bind-address`
+    pub healthz_bind_address: Option<String>,
 }
 
 /// Where a setting came from, for errors and warnings.
@@ -541,6 +634,52 @@ fn apply_flags(cfg: &mut AgentConfig, f: &FlagOverrides) -> Result<(), ConfigErr
     if let Some(p) = &f.status_socket {
         cfg.status_socket = non_empty_path(p);
     }
+    apply_api_flags(cfg, f)
+}
+
+/// The kubelet API flags (`--address`, `--port`, TLS, authn/authz).
+fn apply_api_flags(cfg: &mut AgentConfig, f: &FlagOverrides) -> Result<(), ConfigError> {
+    if let Some(a) = &f.address {
+        a.parse::<IpAddr>()
+            .map_err(|_| flag_error("--address", a, "not an IP address"))?;
+        cfg.address = Some(a.clone());
+    }
+    let api = &mut cfg.kubelet_api;
+    if let Some(p) = &f.port {
+        api.port = p
+            .parse()
+            .map_err(|_| flag_error("--port", p, "not a port number 0-65535"))?;
+    }
+    if let Some(p) = &f.tls_cert_file {
+        api.tls_cert_file = non_empty_path(p);
+    }
+    if let Some(p) = &f.tls_private_key_file {
+        api.tls_private_key_file = non_empty_path(p);
+    }
+    if let Some(p) = &f.client_ca_file {
+        api.client_ca_file = non_empty_path(p);
+    }
+    if let Some(b) = f.anonymous_auth {
+        api.anonymous_auth = b;
+    }
+    if let Some(b) = f.authentication_token_webhook {
+        api.token_webhook = b;
+    }
+    if let Some(m) = &f.authorization_mode {
+        api.authorization_mode = AuthorizationMode::parse(m).ok_or_else(|| {
+            flag_error("--authorization-mode", m, "must be Webhook or AlwaysAllow")
+        })?;
+    }
+    if let Some(p) = &f.healthz_port {
+        api.healthz_port = p
+            .parse()
+            .map_err(|_| flag_error("--healthz-port", p, "not a port number 0-65535"))?;
+    }
+    if let Some(a) = &f.healthz_bind_address {
+        api.healthz_bind_address = a
+            .parse()
+            .map_err(|_| flag_error("--healthz-bind-address", a, "not an IP address"))?;
+    }
     Ok(())
 }
 
@@ -556,6 +695,14 @@ fn check_consistency(cfg: &AgentConfig) -> Result<(), ConfigError> {
                 "must be lower than imageGCHighThresholdPercent ({}) after all layers",
                 cfg.image_gc_high_threshold_percent
             ),
+        });
+    }
+    if cfg.kubelet_api.tls_cert_file.is_some() != cfg.kubelet_api.tls_private_key_file.is_some() {
+        return Err(ConfigError::Field {
+            source,
+            field: "tlsCertFile".into(),
+            value: format!("{:?}", cfg.kubelet_api.tls_cert_file),
+            reason: "tlsCertFile and tlsPrivateKeyFile go together".into(),
         });
     }
     if cfg.file_check_frequency.is_zero() {

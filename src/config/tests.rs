@@ -149,7 +149,7 @@ fn unknown_fields_are_warnings_naming_the_path() {
     let file = "\
 kind: KubeletConfiguration
 apiVersion: kubelet.config.k8s.io/v1beta1
-authentication: {anonymous: {enabled: false}}
+featureGates: {SomeGate: true}
 maxPods: 20
 systemReserved: {cpu: 100m, gpu: 1}
 tinylet:
@@ -166,7 +166,7 @@ tinylet:
         .collect();
     assert_eq!(
         fields,
-        ["authentication", "tinylet.turbo", "systemReserved.gpu"]
+        ["featureGates", "tinylet.turbo", "systemReserved.gpu"]
     );
     assert_eq!(r.config.max_pods, 20);
     let msg = r.warnings[1].to_string();
@@ -346,4 +346,118 @@ fn eviction_percentages_are_exact() {
             milli_percent: 7_500
         }
     );
+}
+
+#[test]
+fn kubelet_api_fields_and_flags() {
+    // Defaults: port 10250, token webhook on, Webhook authorization, anonymous off.
+    let d = AgentConfig::default().kubelet_api;
+    assert_eq!(d.port, 10250);
+    assert!(d.token_webhook && !d.anonymous_auth);
+    assert_eq!(d.authorization_mode, AuthorizationMode::Webhook);
+    assert_eq!(
+        (
+            d.token_webhook_cache_ttl,
+            d.authorized_ttl,
+            d.unauthorized_ttl
+        ),
+        (
+            Duration::from_secs(120),
+            Duration::from_secs(300),
+            Duration::from_secs(30)
+        )
+    );
+    assert_eq!(d.healthz_port, 10248);
+    assert_eq!(d.healthz_bind_address, IpAddr::from([127, 0, 0, 1]));
+    let file = "\
+address: 127.0.0.1
+port: 11250
+healthzPort: 11248
+healthzBindAddress: 0.0.0.0
+tlsCertFile: /etc/tl/kubelet.crt
+tlsPrivateKeyFile: /etc/tl/kubelet.key
+authentication:
+  x509: {clientCAFile: /etc/tl/ca.crt}
+  webhook: {enabled: false, cacheTTL: 10s}
+  anonymous: {enabled: true}
+authorization:
+  mode: AlwaysAllow
+  webhook: {cacheAuthorizedTTL: 1m, cacheUnauthorizedTTL: 5s}
+";
+    let r = resolve_text(&FlagOverrides::default(), file).unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let c = r.config;
+    let a = &c.kubelet_api;
+    assert_eq!(c.address.as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.port, 11250);
+    assert_eq!(a.healthz_port, 11248);
+    assert_eq!(a.healthz_bind_address, IpAddr::from([0, 0, 0, 0]));
+    assert_eq!(a.client_ca_file, Some("/etc/tl/ca.crt".into()));
+    assert!(!a.token_webhook && a.anonymous_auth);
+    assert_eq!(a.token_webhook_cache_ttl, Duration::from_secs(10));
+    assert_eq!(a.authorization_mode, AuthorizationMode::AlwaysAllow);
+    assert_eq!(
+        (a.authorized_ttl, a.unauthorized_ttl),
+        (Duration::from_secs(60), Duration::from_secs(5))
+    );
+    // Flags win over the file.
+    let flags = FlagOverrides {
+        address: Some("0.0.0.0".into()),
+        port: Some("0".into()),
+        anonymous_auth: Some(false),
+        authentication_token_webhook: Some(true),
+        authorization_mode: Some("Webhook".into()),
+        client_ca_file: Some("/x/ca.crt".into()),
+        healthz_port: Some("0".into()),
+        healthz_bind_address: Some("::1".into()),
+        ..Default::default()
+    };
+    let c = resolve_text(&flags, file).unwrap().config;
+    assert_eq!(c.kubelet_api.port, 0);
+    assert!(!c.kubelet_api.anonymous_auth && c.kubelet_api.token_webhook);
+    assert_eq!(c.kubelet_api.authorization_mode, AuthorizationMode::Webhook);
+    assert_eq!(c.kubelet_api.client_ca_file, Some("/x/ca.crt".into()));
+    assert_eq!(c.kubelet_api.healthz_port, 0);
+    assert_eq!(
+        c.kubelet_api.healthz_bind_address,
+        "::1".parse::<IpAddr>().unwrap()
+    );
+    // Bad values name the flag or field.
+    for (flags, text, want) in [
+        (
+            FlagOverrides {
+                port: Some("70000".into()),
+                ..Default::default()
+            },
+            "",
+            "--port",
+        ),
+        (
+            FlagOverrides {
+                authorization_mode: Some("RBAC".into()),
+                ..Default::default()
+            },
+            "",
+            "--authorization-mode",
+        ),
+        (FlagOverrides::default(), "port: -1\n", "port"),
+        (
+            FlagOverrides::default(),
+            "healthzBindAddress: here\n",
+            "healthzBindAddress",
+        ),
+        (
+            FlagOverrides::default(),
+            "authorization: {mode: Node}\n",
+            "authorization.mode",
+        ),
+        (
+            FlagOverrides::default(),
+            "tlsCertFile: /a.crt\n",
+            "tlsCertFile",
+        ),
+    ] {
+        let e = resolve_text(&flags, text).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
 }

@@ -18,7 +18,8 @@ use crate::config::{AgentConfig, EvictionThreshold, Reserved};
 use crate::k8s::coordination::format_time;
 use crate::k8s::meta::ObjectMeta;
 use crate::k8s::node::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
 };
 
 use super::host::{HostInfo, Pressure, Thresholds};
@@ -47,6 +48,8 @@ pub struct NodeSettings {
     pub container_runtime_version: String,
     /// e.g. `v1.32.0-tinylet.0.1.0`.
     pub kubelet_version: String,
+    /// The port the kubelet API serves (`daemonEndpoints.kubeletEndpoint.Port`); 0: none.
+    pub kubelet_port: u16,
 }
 
 /// The kubelet version this agent reports (the API level it implements, then its own).
@@ -103,6 +106,7 @@ impl NodeSettings {
             eviction_nodefs_milli_percent,
             container_runtime_version: runtime_version.to_string(),
             kubelet_version: kubelet_version(),
+            kubelet_port: cfg.kubelet_api.port,
         }
     }
 
@@ -316,7 +320,11 @@ pub fn compute_status(s: &NodeSettings, host: &HostInfo, detected: Option<IpAddr
         allocatable,
         conditions: conditions(&host.pressure(&s.thresholds())),
         addresses: addresses(s, host, detected),
-        daemon_endpoints: None,
+        daemon_endpoints: (s.kubelet_port > 0).then(|| NodeDaemonEndpoints {
+            kubelet_endpoint: DaemonEndpoint {
+                port: i32::from(s.kubelet_port),
+            },
+        }),
         node_info: Some(NodeSystemInfo {
             machine_id: host.machine_id.clone(),
             system_uuid: String::new(),
@@ -614,6 +622,14 @@ mod tests {
         assert_eq!(l["kubernetes.io/hostname"], "pi-1");
         assert_eq!(l["tinylet.io/board"], "raspberry-pi-4");
         assert_eq!(n.spec.taints[0].key, "edge");
+        // The port the kubelet API serves, 10250 unless configured.
+        assert_eq!(
+            n.status
+                .daemon_endpoints
+                .as_ref()
+                .map(|d| d.kubelet_endpoint.port),
+            Some(10250)
+        );
         let cap = &n.status.capacity;
         assert_eq!(cap["cpu"], "4");
         assert_eq!(cap["memory"], "4194304Ki");

@@ -316,6 +316,104 @@ impl GeneratedKey {
     }
 }
 
+/// 2.5.29.17 subjectAltName
+const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
+/// 2.5.29.15 keyUsage
+const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
+/// 2.5.29.37 extKeyUsage
+const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+/// 1.3.6.1.5.5.7.3.1 id-kp-serverAuth
+const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// DER time: UTCTime through 2049, GeneralizedTime after (RFC 5280 4.1.2.5).
+fn time_der(t: SystemTime) -> Vec<u8> {
+    let text: String = crate::k8s::coordination::format_time(t)
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'Z')
+        .collect();
+    let year: u32 = text.get(..4).and_then(|y| y.parse().ok()).unwrap_or(0);
+    if (1950..2050).contains(&year) {
+        der(TAG_UTC_TIME, text.get(2..).unwrap_or_default().as_bytes())
+    } else {
+        der(TAG_GENERALIZED_TIME, text.as_bytes())
+    }
+}
+
+impl GeneratedKey {
+    /// A self-signed serving certificate (DER) for `cn` with the given DNS and IP SANs, valid
+    /// between the two times: what the kubelet makes when it is given no serving certificate.
+    pub fn self_signed_server_certificate(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        ips: &[std::net::IpAddr],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Vec<u8>, X509Error> {
+        let mut serial = [0u8; 16];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut serial)
+            .map_err(|_| X509Error::Crypto("drawing a serial number"))?;
+        serial[0] &= 0x7f;
+        serial[0] |= 0x40;
+        let mut tbs = der(TAG_CONTEXT_0, &der(TAG_INTEGER, &[2]));
+        emit(&mut tbs, TAG_INTEGER, &serial);
+        emit(&mut tbs, TAG_SEQUENCE, &der(TAG_OID, OID_ECDSA_SHA256));
+        let name = name_der(cn, &[]);
+        tbs.extend_from_slice(&name);
+        let mut validity = time_der(not_before);
+        validity.extend(time_der(not_after));
+        emit(&mut tbs, TAG_SEQUENCE, &validity);
+        tbs.extend_from_slice(&name);
+        let mut alg = der(TAG_OID, OID_EC_PUBLIC_KEY);
+        emit(&mut alg, TAG_OID, OID_P256);
+        let mut spki = der(TAG_SEQUENCE, &alg);
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(self.public_point());
+        emit(&mut spki, TAG_BIT_STRING, &bits);
+        emit(&mut tbs, TAG_SEQUENCE, &spki);
+
+        let mut names = Vec::new();
+        for d in dns {
+            emit(&mut names, 0x82, d.as_bytes());
+        }
+        for ip in ips {
+            match ip {
+                std::net::IpAddr::V4(a) => emit(&mut names, 0x87, &a.octets()),
+                std::net::IpAddr::V6(a) => emit(&mut names, 0x87, &a.octets()),
+            }
+        }
+        let ext = |oid: &[u8], critical: bool, value: Vec<u8>| {
+            let mut e = der(TAG_OID, oid);
+            if critical {
+                emit(&mut e, 0x01, &[0xff]);
+            }
+            emit(&mut e, 0x04, &value);
+            der(TAG_SEQUENCE, &e)
+        };
+        let mut exts = ext(OID_SAN, false, der(TAG_SEQUENCE, &names));
+        // digitalSignature only (bit 0): an ECDSA key signs, it does not encipher.
+        exts.extend(ext(OID_KEY_USAGE, true, der(TAG_BIT_STRING, &[7, 0x80])));
+        exts.extend(ext(
+            OID_EXT_KEY_USAGE,
+            false,
+            der(TAG_SEQUENCE, &der(TAG_OID, OID_SERVER_AUTH)),
+        ));
+        emit(&mut tbs, 0xa3, &der(TAG_SEQUENCE, &exts));
+        let tbs = der(TAG_SEQUENCE, &tbs);
+
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), &tbs)
+            .map_err(|_| X509Error::Crypto("signing the certificate"))?;
+        let mut sig_bits = vec![0u8];
+        sig_bits.extend_from_slice(sig.as_ref());
+        let mut cert = tbs;
+        emit(&mut cert, TAG_SEQUENCE, &der(TAG_OID, OID_ECDSA_SHA256));
+        emit(&mut cert, TAG_BIT_STRING, &sig_bits);
+        Ok(der(TAG_SEQUENCE, &cert))
+    }
+}
+
 /// Subject CN and O values of a DER PKCS#10 request.
 pub fn parse_request_subject(der: &[u8]) -> Result<(Option<String>, Vec<String>), X509Error> {
     let (req, _) = expect(der, TAG_SEQUENCE, "request is not a SEQUENCE")?;
@@ -484,5 +582,26 @@ mod tests {
         assert!(read_tlv(&[0x30, 0x80]).is_err());
         assert!(read_tlv(&[0x1f, 0x01, 0x00]).is_err());
         assert!(first_certificate(b"-----BEGIN CERTIFICATE-----\n!!\n").is_err());
+    }
+
+    #[test]
+    fn self_signed_certificate_reads_back() {
+        let key = GeneratedKey::generate().unwrap();
+        let nb = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let na = nb + std::time::Duration::from_secs(365 * 86_400 * 40);
+        let der = key
+            .self_signed_server_certificate(
+                "pi4@1700000000",
+                &["pi4"],
+                &["127.0.0.1".parse().unwrap()],
+                nb,
+                na,
+            )
+            .unwrap();
+        let info = parse_certificate(&der).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some("pi4@1700000000"));
+        assert_eq!((info.not_before, info.not_after), (nb, na));
+        let pem = pem_encode("CERTIFICATE", &der);
+        assert_eq!(first_certificate(pem.as_bytes()).unwrap(), info);
     }
 }

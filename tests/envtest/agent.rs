@@ -37,6 +37,8 @@ pub struct Agent {
     pub node: String,
     /// The bootstrap token id the agent authenticates with first.
     pub token_id: String,
+    /// Flags added to `tinylet run` (after the standard ones).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     starts: u32,
     _lock: OneAgent,
@@ -110,6 +112,7 @@ impl Agent {
             config,
             node,
             token_id,
+            extra_args: Vec::new(),
             child: None,
             starts: 0,
             _lock: lock,
@@ -143,6 +146,7 @@ impl Agent {
             "-v".into(),
             "2".into(),
         ];
+        let args: Vec<String> = args.into_iter().chain(self.extra_args.clone()).collect();
         let child = Command::new(&self.bin)
             .args(args)
             .stdin(Stdio::null())

@@ -34,6 +34,13 @@ const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Extra group of the bootstrap tokens made here (must start with system:bootstrappers:).
 const BOOTSTRAP_GROUP: &str = "system:bootstrappers:tinylet-envtest";
 
+/// The API server's client certificate towards kubelets (in the launch dir).
+pub const KUBELET_CLIENT_CERT: &str = "kubelet-client.crt";
+/// Its key.
+pub const KUBELET_CLIENT_KEY: &str = "kubelet-client.key";
+/// The user that certificate names (kubeadm's name), bound to system:kubelet-api-admin.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 /// The two binaries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assets {
@@ -241,6 +248,20 @@ impl Plan {
             format!("--api-audiences={ISSUER}"),
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
             "--allow-privileged=true".to_string(),
+            // The kubelet API (logs, exec): the API server's own client certificate, and the
+            // node's serving certificate checked against the test CA, never skipped.
+            format!(
+                "--kubelet-client-certificate={}",
+                d(&f.dir.join(KUBELET_CLIENT_CERT))
+            ),
+            format!(
+                "--kubelet-client-key={}",
+                d(&f.dir.join(KUBELET_CLIENT_KEY))
+            ),
+            format!("--kubelet-certificate-authority={}", d(f.ca_cert)),
+            // Nodes here run on the test host: its name (the Node's Hostname address) resolves
+            // to loopback, whereas a loopback InternalIP is never advertised.
+            "--kubelet-preferred-address-types=Hostname".to_string(),
             "--v=1".to_string(),
         ];
         Plan {
@@ -299,6 +320,10 @@ pub struct RealCluster {
     pki: Pki,
     /// The CA the server's certificate chains to.
     ca_pem: String,
+    /// The admin (system:masters) credentials, for tools that take files (kubectl).
+    admin_creds: ClientCredentials,
+    /// Where the PKI files are (ca.crt, the serving pair).
+    pki_dir: PathBuf,
     addr: SocketAddr,
     owned: Mutex<Owned>,
     etcd_log: PathBuf,
@@ -415,6 +440,15 @@ impl RealCluster {
         let admin = pki
             .client_cert("tinylet-envtest-admin", &["system:masters"])
             .map_err(|e| LaunchError::Pki(e.to_string()))?;
+        let kubelet_client = pki
+            .client_cert(KUBELET_CLIENT_USER, &[])
+            .map_err(|e| LaunchError::Pki(e.to_string()))?;
+        for (from, to) in [
+            (&kubelet_client.cert_path, KUBELET_CLIENT_CERT),
+            (&kubelet_client.key_path, KUBELET_CLIENT_KEY),
+        ] {
+            std::fs::copy(from, dir.join(to)).map_err(io_err(format!("copy {to}")))?;
+        }
         let sa_key = dir.join("sa.key");
         let sa_pub = dir.join("sa.pub");
         openssl(&[
@@ -489,6 +523,8 @@ impl RealCluster {
         let cluster = RealCluster {
             admin: Mutex::new(client(&admin)?),
             ca_pem: pki.ca_pem.clone(),
+            admin_creds: admin.clone(),
+            pki_dir: pki_dir.clone(),
             pki,
             addr,
             owned: Mutex::new(owned),
@@ -507,6 +543,21 @@ impl RealCluster {
                                 "name": "system:node-bootstrapper"},
                     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                                   "name": "system:bootstrappers"}],
+                }),
+            )
+            .map_err(LaunchError::Setup)?;
+        // What kubeadm sets up for `kubectl logs/exec`: the API server's kubelet client may
+        // use the whole kubelet API.
+        cluster
+            .create(
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "tinylet-envtest:kubelet-api-admin"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": "system:kubelet-api-admin"},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                  "name": KUBELET_CLIENT_USER}],
                 }),
             )
             .map_err(LaunchError::Setup)?;
@@ -535,6 +586,7 @@ impl RealCluster {
             apiserver: None,
         };
         let pki = Pki::generate(&dir.join("pki")).map_err(|e| LaunchError::Pki(e.to_string()))?;
+        let admin_creds = admin.clone();
         let admin = TestClient::tls(addr, ca_pem, Some(admin))
             .map(|c| c.with_timeout(Duration::from_secs(15)))
             .map_err(|e| LaunchError::Pki(format!("admin TLS client: {e}")))?;
@@ -542,6 +594,8 @@ impl RealCluster {
             admin: Mutex::new(admin),
             pki,
             ca_pem: ca_pem.to_string(),
+            admin_creds,
+            pki_dir: dir.join("pki"),
             addr,
             owned: Mutex::new(owned),
             etcd_log: dir.join("etcd.log"),
@@ -552,6 +606,26 @@ impl RealCluster {
     /// The CA certificate that signs approved CSRs.
     pub fn signer_ca_pem(&self) -> &str {
         &self.pki.ca_pem
+    }
+
+    /// The test PKI (it signs client certificates the API server and kubelets trust).
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// The admin (system:masters) credentials.
+    pub fn admin_credentials(&self) -> &ClientCredentials {
+        &self.admin_creds
+    }
+
+    /// The CA certificate file (client CA of the API server, and of kubelets in tests).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.pki_dir.join("ca.crt")
+    }
+
+    /// A serving pair for 127.0.0.1 signed by the test CA (certificate, key).
+    pub fn serving_pair_paths(&self) -> Result<(PathBuf, PathBuf), LaunchError> {
+        serving_pair(&self.pki_dir)
     }
 
     fn with_owned<T>(&self, f: impl FnOnce(&mut Owned) -> T) -> T {

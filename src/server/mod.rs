@@ -1,0 +1,429 @@
+//! The kubelet API on `address:port` (10250): HTTPS only, every request authenticated
+//! (client certificate, bearer token via TokenReview, anonymous only when enabled) and
+//! authorized (SubjectAccessReview, or AlwaysAllow when configured) before it is routed.
+//!
+//! One concern per file: `conn` (TLS over smol), `http` (request heads, responses), `path`
+//! (request targets), `authn`/`authz` (who and whether, sans-I/O), `cache`, `routes`, `logs`
+//! (CRI log format and options, sans-I/O), `logstream` (log files), `view` (what the server
+//! may read of the agent), `healthz` (the plain local health port). The server never changes pods: it reads the [`NodeView`] the agent
+//! publishes and asks the API server about users with the node's own credentials.
+
+pub mod authn;
+pub mod authz;
+pub mod cache;
+pub mod conn;
+pub mod healthz;
+pub mod http;
+pub mod logs;
+pub mod logstream;
+pub mod path;
+pub mod routes;
+pub mod tls;
+pub mod view;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use smol::future::FutureExt;
+use smol::lock::Semaphore;
+use smol::Async;
+
+use crate::api::client::{Client, ClientConfig};
+use crate::config::{AgentConfig, AuthorizationMode};
+use authn::{Authn, AuthnPolicy, PeerCert, TokenCache, User};
+use authz::DecisionCache;
+use conn::TlsConn;
+use http::HeadError;
+pub use view::NodeView;
+
+/// The head of a request must arrive within this (slow-loris bound).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection may sit idle this long before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Connections served at once (log followers included); more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    /// Serving certificate, key or client CA.
+    Tls(String),
+    /// The address could not be bound.
+    Listen(String),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Tls(m) => write!(f, "TLS: {m}"),
+            ServerError::Listen(m) => write!(f, "listen: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// What the server runs with, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub node_name: String,
+    pub authn: AuthnPolicy,
+    pub authorization: AuthorizationMode,
+    pub token_ttl: Duration,
+    pub allowed_ttl: Duration,
+    pub denied_ttl: Duration,
+    /// Where container logs are (`podLogsDir`).
+    pub pod_logs_dir: PathBuf,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Bound of the TLS handshake and of a request head once it began.
+    pub header_timeout: Duration,
+    /// Bound of a kept-alive connection's wait for its next request.
+    pub idle_timeout: Duration,
+}
+
+impl Settings {
+    /// From the agent configuration; None when the port is 0 (no server).
+    pub fn from_config(
+        cfg: &AgentConfig,
+        node_name: &str,
+    ) -> Result<Option<Settings>, ServerError> {
+        let api = &cfg.kubelet_api;
+        if api.port == 0 {
+            return Ok(None);
+        }
+        let ip: IpAddr = match &cfg.address {
+            Some(a) => a
+                .parse()
+                .map_err(|_| ServerError::Listen(format!("address {a:?} is not an IP address")))?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        Ok(Some(Settings {
+            bind: SocketAddr::new(ip, api.port),
+            node_name: node_name.to_string(),
+            authn: AuthnPolicy {
+                token_webhook: api.token_webhook,
+                anonymous: api.anonymous_auth,
+            },
+            authorization: api.authorization_mode,
+            token_ttl: api.token_webhook_cache_ttl,
+            allowed_ttl: api.authorized_ttl,
+            denied_ttl: api.unauthorized_ttl,
+            pod_logs_dir: cfg.pod_logs_dir.clone(),
+            max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+        }))
+    }
+}
+
+struct State {
+    settings: Settings,
+    tls: Arc<rustls::ServerConfig>,
+    client_auth: tls::ClientAuth,
+    view: NodeView,
+    tokens: Mutex<TokenCache>,
+    decisions: Mutex<DecisionCache>,
+    /// The review client and the credentials generation it was built from.
+    client: Mutex<Option<(u64, Client)>>,
+    slots: Arc<Semaphore>,
+}
+
+/// The running server; it stops when dropped.
+pub struct Server {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    _task: smol::Task<()>,
+}
+
+/// Starts the kubelet API when configured (None for port 0). Certificate problems and a
+/// taken port are errors naming the file or address.
+pub fn start(
+    cfg: &AgentConfig,
+    node_name: &str,
+    view: NodeView,
+) -> Result<Option<Server>, ServerError> {
+    let Some(settings) = Settings::from_config(cfg, node_name)? else {
+        return Ok(None);
+    };
+    let api = &cfg.kubelet_api;
+    let files = api
+        .tls_cert_file
+        .as_deref()
+        .zip(api.tls_private_key_file.as_deref());
+    let dns = vec![node_name.to_string()];
+    let pair = tls::serving_pair(files, &cfg.cert_dir(), node_name, &dns, &cfg.node_ips)?;
+    start_with(settings, &pair, api.client_ca_file.as_deref(), view).map(Some)
+}
+
+/// Starts the plain `/healthz` when configured (None for `healthzPort: 0`).
+pub fn start_healthz(cfg: &AgentConfig) -> Result<Option<Server>, ServerError> {
+    let api = &cfg.kubelet_api;
+    if api.healthz_port == 0 {
+        return Ok(None);
+    }
+    healthz::start(SocketAddr::new(api.healthz_bind_address, api.healthz_port)).map(Some)
+}
+
+/// Starts the server with explicit settings and serving pair.
+pub fn start_with(
+    settings: Settings,
+    pair: &tls::ServingPair,
+    client_ca: Option<&std::path::Path>,
+    view: NodeView,
+) -> Result<Server, ServerError> {
+    let (tls_cfg, client_auth) = tls::server_config(pair, client_ca)?;
+    let listener = TcpListener::bind(settings.bind)
+        .map_err(|e| ServerError::Listen(format!("{}: {e}", settings.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Listen(e.to_string()))?;
+    let listener = Async::new(listener).map_err(|e| ServerError::Listen(e.to_string()))?;
+    log::info!(
+        "kubelet API on https://{addr} (certificate {}, client CA {}, anonymous {}, authorization {:?})",
+        pair.source,
+        client_ca.map_or("none".to_string(), |p| p.display().to_string()),
+        if settings.authn.anonymous {
+            "allowed"
+        } else {
+            "refused"
+        },
+        settings.authorization
+    );
+    let state = Arc::new(State {
+        tokens: Mutex::new(TokenCache::new(settings.token_ttl)),
+        decisions: Mutex::new(DecisionCache::new(
+            settings.allowed_ttl,
+            settings.denied_ttl,
+        )),
+        slots: Arc::new(Semaphore::new(settings.max_connections)),
+        settings,
+        tls: tls_cfg,
+        client_auth,
+        view,
+        client: Mutex::new(None),
+    });
+    let task = smol::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("kubelet API: accept: {e}");
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = state.slots.try_acquire_arc() else {
+                log::warn!(
+                    "kubelet API: {peer}: over {} connections, closed",
+                    state.settings.max_connections
+                );
+                continue;
+            };
+            let state = state.clone();
+            smol::spawn(async move {
+                serve(&state, tcp).await;
+                drop(slot);
+            })
+            .detach();
+        }
+    });
+    Ok(Server { addr, _task: task })
+}
+
+async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
+    let Ok(mut conn) = TlsConn::new(tcp, state.tls.clone()) else {
+        return;
+    };
+    let handshake = async { conn.handshake().await.is_ok() };
+    let timeout = async {
+        smol::Timer::after(state.settings.header_timeout).await;
+        false
+    };
+    if !handshake.or(timeout).await {
+        return;
+    }
+    let peer = state.client_auth.check(conn.peer_certificates());
+    let mut buf = Vec::new();
+    loop {
+        let (idle, header) = (state.settings.idle_timeout, state.settings.header_timeout);
+        let head = match http::read_head(&mut conn, &mut buf, idle, header).await {
+            Ok(h) => h,
+            Err(HeadError::Closed) => break,
+            Err(e) => {
+                let (code, msg) = match e {
+                    HeadError::TooLarge => (431, "request header fields too large".to_string()),
+                    HeadError::Timeout => (408, "request header read timeout".to_string()),
+                    HeadError::Malformed(m) => (400, format!("malformed request: {m}")),
+                    HeadError::Closed => break,
+                };
+                let _ = conn.write_all(&http::text(code, &msg, false)).await;
+                break;
+            }
+        };
+        match handle(state, &mut conn, &head, &peer).await {
+            Ok(true) => continue,
+            _ => break,
+        }
+    }
+    conn.close().await;
+}
+
+/// One request: target check, authentication, authorization, route.
+async fn handle(
+    state: &State,
+    conn: &mut TlsConn,
+    head: &http::RequestHead,
+    peer: &PeerCert,
+) -> std::io::Result<bool> {
+    // A body is never read: answer, then close rather than misread it as the next request.
+    let keep = head.keep_alive && !head.has_body();
+    let target = match path::parse_target(&head.target) {
+        Ok(t) => t,
+        Err(e) => {
+            conn.write_all(&http::text(400, &e.to_string(), false))
+                .await?;
+            return Ok(false);
+        }
+    };
+    let user = match authenticate(state, peer, head.header("authorization")).await {
+        Ok(u) => u,
+        Err(why) => {
+            log::debug!(
+                "kubelet API: {} {}: unauthorized: {why}",
+                head.method,
+                head.target
+            );
+            conn.write_all(&http::text(401, "Unauthorized", keep))
+                .await?;
+            return Ok(keep);
+        }
+    };
+    let clean = format!("/{}", target.segments.join("/"));
+    let attrs = authz::attributes(&head.method, &clean, &state.settings.node_name);
+    match authorize(state, &user, &attrs).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let msg = authz::forbidden_message(&user, &attrs);
+            log::debug!("kubelet API: {msg}");
+            conn.write_all(&http::text(403, &msg, keep)).await?;
+            return Ok(keep);
+        }
+        Err(why) => {
+            log::warn!("kubelet API: authorization of {}: {why}", user.name);
+            let msg = format!(
+                "Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])",
+                user.name, attrs.verb, attrs.subresource
+            );
+            conn.write_all(&http::text(500, &msg, keep)).await?;
+            return Ok(keep);
+        }
+    }
+    if head.method != "GET" {
+        conn.write_all(&http::text(405, "Method Not Allowed", false))
+            .await?;
+        return Ok(false);
+    }
+    routes::route(
+        conn,
+        &target,
+        &state.view,
+        &state.settings.pod_logs_dir,
+        keep,
+    )
+    .await
+}
+
+/// The API client for reviews, built from the node's credentials once they exist.
+fn client(state: &State) -> Result<Client, String> {
+    let mut g = state.client.lock().unwrap_or_else(|p| p.into_inner());
+    let generation = state.view.cluster_generation();
+    if let Some((built, c)) = g.as_ref() {
+        if *built == generation {
+            return Ok(c.clone());
+        }
+    }
+    let (generation, cluster) = state
+        .view
+        .cluster()
+        .ok_or("the node has no API credentials yet")?;
+    let c = Client::new(&cluster, ClientConfig::default()).map_err(|e| e.to_string())?;
+    *g = Some((generation, c.clone()));
+    Ok(c)
+}
+
+async fn review(state: &State, path: &'static str, body: Value) -> Result<Value, String> {
+    let c = client(state)?;
+    smol::unblock(move || c.create::<Value, Value>(path, &body))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn authenticate(
+    state: &State,
+    peer: &PeerCert,
+    authorization: Option<&str>,
+) -> Result<User, String> {
+    let token = match authn::decide(peer, authorization, state.settings.authn) {
+        Authn::User(u) => return Ok(u),
+        Authn::Unauthorized(why) => return Err(why),
+        Authn::ReviewToken(t) => t,
+    };
+    let now = Instant::now();
+    if let Some(answer) = state
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&token, now)
+    {
+        return answer;
+    }
+    let answer = review(
+        state,
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        authn::token_review_body(&token),
+    )
+    .await?;
+    let user = authn::token_review_user(&answer);
+    state.tokens.lock().unwrap_or_else(|p| p.into_inner()).put(
+        &token,
+        user.clone(),
+        Instant::now(),
+    );
+    user
+}
+
+async fn authorize(state: &State, user: &User, attrs: &authz::Attributes) -> Result<bool, String> {
+    if state.settings.authorization == AuthorizationMode::AlwaysAllow {
+        return Ok(true);
+    }
+    let now = Instant::now();
+    if let Some(d) = state
+        .decisions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(user, attrs, now)
+    {
+        return Ok(d);
+    }
+    let answer = review(
+        state,
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        authz::sar_body(user, attrs),
+    )
+    .await?;
+    let allowed = authz::sar_allowed(&answer);
+    state
+        .decisions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .put(user, attrs, allowed, Instant::now());
+    Ok(allowed)
+}
+
+#[cfg(test)]
+mod tests;
