@@ -137,12 +137,22 @@ pub async fn run(
     };
 
     // The kubelet API reads the agent through this view only; a server that cannot start
-    // (certificate, taken port) is logged and the pods run on.
+    // (certificate, taken port) is logged and the pods run on. A standalone node with no way to
+    // authenticate anyone (no cluster, no client CA, anonymous off) does not listen at all.
     let server_view = crate::server::NodeView::default();
-    let _server = crate::server::start(&cfg, &node_name, server_view.clone()).unwrap_or_else(|e| {
-        log::error!("kubelet API not served: {e}");
+    let anyone_can_authenticate = cfg.kubeconfig.is_some()
+        || cfg.bootstrap_kubeconfig.is_some()
+        || cfg.kubelet_api.client_ca_file.is_some()
+        || cfg.kubelet_api.anonymous_auth;
+    let _server = if anyone_can_authenticate {
+        crate::server::start(&cfg, &node_name, server_view.clone()).unwrap_or_else(|e| {
+            log::error!("kubelet API not served: {e}");
+            None
+        })
+    } else {
+        log::info!("kubelet API not served: no cluster, client CA or anonymous access to authenticate anyone");
         None
-    });
+    };
     let _healthz = crate::server::start_healthz(&cfg).unwrap_or_else(|e| {
         log::error!("healthz not served: {e}");
         None
