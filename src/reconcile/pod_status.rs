@@ -329,6 +329,18 @@ impl PodRecord {
             message,
             init_containers,
             containers,
+            ephemeral_containers: d
+                .ephemeral_containers
+                .iter()
+                .map(|c| {
+                    // The kubelet reports ephemeral containers unready and unstarted: no probe
+                    // ever runs for them.
+                    let mut st = self.container_status(d, c, false, now);
+                    st.ready = false;
+                    st.started = false;
+                    st
+                })
+                .collect(),
         }
     }
 }
