@@ -648,7 +648,8 @@ impl PodRecord {
     /// Ephemeral containers join the running pod's sandbox once its app containers exist: each
     /// is created and started once and then left alone, whatever its exit (the kubelet never
     /// restarts an ephemeral container). Only a failed pull or create is tried again, under
-    /// its back-off. True when an action was emitted.
+    /// its back-off; one that ran in an earlier sandbox of the pod is not run again in a new
+    /// one. True when an action was emitted.
     pub(super) fn plan_ephemeral(
         &mut self,
         p: &mut Planner<'_>,
@@ -658,6 +659,10 @@ impl PodRecord {
         for spec in &d.ephemeral_containers {
             let Some(c) = self.latest(&spec.name, Scope::Sandbox(sid)) else {
                 let attempt = self.mem_mut(&spec.name, p.config).next_attempt;
+                // One that already existed (in a sandbox since replaced) is not run again.
+                if attempt > 0 {
+                    continue;
+                }
                 if self.plan_create(p, spec, sid, false, attempt) == Step::Acted {
                     return true;
                 }

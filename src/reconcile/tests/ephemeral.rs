@@ -177,3 +177,31 @@ fn a_pod_that_finishes_stops_its_ephemeral_container() {
     assert_eq!(count(&h, "StopContainer", Some("debugger")), 1);
     assert_eq!(count(&h, "CreateContainer", Some("debugger")), 1);
 }
+
+/// Ephemeral containers "will not be restarted when they exit or when a Pod is removed or
+/// restarted" (the API's EphemeralContainer doc): a new sandbox gets the app containers back,
+/// not the ephemeral one, which is then reported as a container that cannot be found.
+#[test]
+fn a_new_sandbox_does_not_run_the_ephemeral_container_again() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    h.settle();
+    h.set(vec![with_debugger(pod("a", &["app"]))]);
+    h.settle();
+    assert_eq!(count(&h, "StartContainer", Some("debugger")), 1);
+    let sandbox = h.sim.sandboxes[0].id.clone();
+    let now = h.now;
+    h.sim.kill_sandbox(&sandbox, now);
+    h.run_for(secs(60));
+    assert_eq!(count(&h, "RunSandbox", None), 2, "{:?}", h.log);
+    assert_eq!(count(&h, "StartContainer", Some("app")), 2);
+    assert_eq!(count(&h, "CreateContainer", Some("debugger")), 1);
+    let st = h.status("a");
+    assert_eq!(st.phase, PodPhase::Running);
+    let e = &st.ephemeral_containers[0];
+    assert!(
+        matches!(&e.state, ContainerStateView::Terminated { reason, .. }
+            if reason == "ContainerStatusUnknown"),
+        "{e:?}"
+    );
+    assert!(!e.ready && e.backoff.is_none());
+}
