@@ -16,6 +16,8 @@ mod podsync;
 mod agent;
 #[path = "envtest/cluster.rs"]
 mod cluster;
+#[path = "envtest/ephemeral.rs"]
+mod ephemeral;
 #[path = "envtest/kubelet_api.rs"]
 mod kubelet_api;
 #[path = "envtest/pod_cgroups.rs"]
@@ -172,6 +174,14 @@ fn real_configmap_secret_and_label_updates_reach_running_pods() {
         return;
     };
     volume_updates::updates_reach_running_pods(&c, bed);
+}
+
+#[test]
+fn real_ephemeral_container_runs_in_the_pod_and_is_reported() {
+    let Some((_serial, bed, c)) = real("envtest_real_ephemeral") else {
+        return;
+    };
+    ephemeral::ephemeral_container_runs_in_the_pod(&c, bed);
 }
 
 #[test]

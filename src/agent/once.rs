@@ -301,6 +301,7 @@ mod tests {
             reason: None,
             message: None,
             init_containers: Vec::new(),
+            ephemeral_containers: Vec::new(),
             containers: vec![container("c", c)],
         }
     }

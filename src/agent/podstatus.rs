@@ -201,6 +201,10 @@ pub fn build_status(
     for c in &view.init_containers {
         inits.push(container_status(c, runtime, clock, mem));
     }
+    let mut ephemeral = Vec::new();
+    for c in &view.ephemeral_containers {
+        ephemeral.push(container_status(c, runtime, clock, mem));
+    }
     let mut out = Map::new();
     out.insert("phase".into(), json!(phase_name(view.phase)));
     out.insert("conditions".into(), Value::Array(conditions));
@@ -227,6 +231,9 @@ pub fn build_status(
     out.insert("startTime".into(), json!(start));
     out.insert("containerStatuses".into(), Value::Array(containers));
     out.insert("initContainerStatuses".into(), Value::Array(inits));
+    if !ephemeral.is_empty() {
+        out.insert("ephemeralContainerStatuses".into(), Value::Array(ephemeral));
+    }
     if let Some(r) = &view.reason {
         out.insert("reason".into(), json!(r));
     }
@@ -365,6 +372,7 @@ pub fn prune(mem: &mut StatusMemory, view: &PodStatus, runtime: &str) {
         .containers
         .iter()
         .chain(view.init_containers.iter())
+        .chain(view.ephemeral_containers.iter())
         .filter_map(|c| c.container_id.as_deref())
         .map(|i| container_id_uri(runtime, i))
         .collect();
@@ -372,6 +380,7 @@ pub fn prune(mem: &mut StatusMemory, view: &PodStatus, runtime: &str) {
         .containers
         .iter()
         .chain(view.init_containers.iter())
+        .chain(view.ephemeral_containers.iter())
         .map(|c| format!("{}/{}/last", c.name, c.restart_count))
         .collect();
     mem.stamps.retain(|k, _| {
@@ -422,6 +431,7 @@ mod tests {
             reason: None,
             message: None,
             init_containers: vec![],
+            ephemeral_containers: vec![],
             containers: vec![ContainerStatus {
                 name: "c".into(),
                 image: "busybox:1".into(),

@@ -73,6 +73,11 @@ pub struct PodSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub init_containers: Vec<Container>,
     pub containers: Vec<Container>,
+    /// Containers added through the `ephemeralcontainers` subresource (`kubectl debug`): run
+    /// once in the pod's sandbox, never restarted. Same fields as a Container (the extra
+    /// `targetContainerName` is not used: tinylet does not share process namespaces by target).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_containers: Vec<Container>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -100,6 +100,19 @@ pub fn desired_pod(pod: &Pod) -> Result<DesiredPod, FromPodError> {
             .iter()
             .map(|c| desired_container(c, false))
             .collect(),
+        ephemeral_containers: pod
+            .spec
+            .ephemeral_containers
+            .iter()
+            .map(|c| {
+                // Ephemeral containers have no probes (the API server rejects them).
+                let mut d = desired_container(c, false);
+                d.liveness = None;
+                d.readiness = None;
+                d.startup = None;
+                d
+            })
+            .collect(),
         deletion,
         active_deadline: pod
             .spec
@@ -198,8 +211,9 @@ fn fnv1a64(bytes: &[u8]) -> String {
 }
 
 /// Hash of the pod spec minus what can change in place: container images (an image update
-/// restarts that one container, through its own hash), `activeDeadlineSeconds` and
-/// tolerations. Any other change replaces the pod.
+/// restarts that one container, through its own hash), `activeDeadlineSeconds`, tolerations
+/// and ephemeral containers (added to a running pod, they join its sandbox). Any other change
+/// replaces the pod.
 pub fn pod_spec_hash(spec: &PodSpec) -> String {
     let mut s = spec.clone();
     for c in s.init_containers.iter_mut().chain(s.containers.iter_mut()) {
@@ -207,6 +221,7 @@ pub fn pod_spec_hash(spec: &PodSpec) -> String {
     }
     s.active_deadline_seconds = None;
     s.tolerations.clear();
+    s.ephemeral_containers.clear();
     // Struct fields serialise in declaration order and maps are ordered: the bytes are stable.
     fnv1a64(&serde_json::to_vec(&s).unwrap_or_default())
 }
@@ -335,6 +350,20 @@ spec:
             dq.init_containers[0].spec_hash,
             d.init_containers[0].spec_hash
         );
+        // An ephemeral container joins the running pod: same pod hash, carried in the model
+        // without probes. The kubelet keeps the sandbox and app containers of a pod whose
+        // spec.ephemeralContainers grew (ephemeral containers are not part of its hash).
+        let mut e = p.clone();
+        let mut debug = p.spec.containers[0].clone();
+        debug.name = "debugger".into();
+        e.spec.ephemeral_containers.push(debug);
+        let de = desired_pod(&e).unwrap();
+        assert_eq!(de.spec_hash, d.spec_hash);
+        assert_eq!(de.containers, d.containers);
+        assert_eq!(de.ephemeral_containers.len(), 1);
+        assert_eq!(de.ephemeral_containers[0].name, "debugger");
+        assert!(de.ephemeral_containers[0].liveness.is_none());
+        assert!(de.ephemeral_containers[0].readiness.is_none());
         // Anything else in the spec: a new pod hash.
         let mut r = p.clone();
         r.spec.containers[0].env.push(Default::default());

@@ -214,6 +214,10 @@ pub struct DesiredPod {
     pub init_containers: Vec<DesiredContainer>,
     /// App containers.
     pub containers: Vec<DesiredContainer>,
+    /// Ephemeral containers (`kubectl debug`): created once in the running pod's sandbox after
+    /// its app containers have started, never restarted, no probes; they do not count for
+    /// the phase or readiness, and adding one never replaces the pod.
+    pub ephemeral_containers: Vec<DesiredContainer>,
     /// Set once deletion was requested.
     pub deletion: Option<Deletion>,
     /// `activeDeadlineSeconds`: how long the pod may be active on the node, counted from when
@@ -234,6 +238,7 @@ impl DesiredPod {
             host_network: false,
             init_containers: Vec::new(),
             containers: Vec::new(),
+            ephemeral_containers: Vec::new(),
             deletion: None,
             active_deadline: None,
         }

@@ -633,6 +633,9 @@ impl PodRecord {
                 return;
             }
         }
+        if app_started && self.plan_ephemeral(p, d, sid) {
+            return;
+        }
         let phase = self.compute_phase(d);
         if matches!(phase, PodPhase::Succeeded | PodPhase::Failed) {
             self.terminal = Some(phase);
@@ -640,6 +643,43 @@ impl PodRecord {
             return;
         }
         self.plan_gc(p, d, sid);
+    }
+
+    /// Ephemeral containers join the running pod's sandbox once its app containers exist: each
+    /// is created and started once and then left alone, whatever its exit (the kubelet never
+    /// restarts an ephemeral container). Only a failed pull or create is tried again, under
+    /// its back-off; one that ran in an earlier sandbox of the pod is not run again in a new
+    /// one. True when an action was emitted.
+    pub(super) fn plan_ephemeral(
+        &mut self,
+        p: &mut Planner<'_>,
+        d: &DesiredPod,
+        sid: &str,
+    ) -> bool {
+        for spec in &d.ephemeral_containers {
+            let Some(c) = self.latest(&spec.name, Scope::Sandbox(sid)) else {
+                let attempt = self.mem_mut(&spec.name, p.config).next_attempt;
+                // One that already existed (in a sandbox since replaced) is not run again.
+                if attempt > 0 {
+                    continue;
+                }
+                if self.plan_create(p, spec, sid, false, attempt) == Step::Acted {
+                    return true;
+                }
+                continue;
+            };
+            if c.state == ContainerState::Created && !self.busy(&c.id) {
+                self.emit(
+                    p,
+                    ActionKind::StartContainer {
+                        container_id: c.id.clone(),
+                        container: spec.name.clone(),
+                    },
+                );
+                return true;
+            }
+        }
+        false
     }
 
     /// A sidecar counts as started once running with its startup probe (if any) passed.
@@ -950,6 +990,7 @@ impl PodRecord {
             .init_containers
             .iter()
             .chain(d.containers.iter())
+            .chain(d.ephemeral_containers.iter())
             .map(|c| c.name.as_str())
             .collect();
         let mut stop = Vec::new();

@@ -329,6 +329,33 @@ impl PodRecord {
             message,
             init_containers,
             containers,
+            ephemeral_containers: d
+                .ephemeral_containers
+                .iter()
+                .map(|c| {
+                    // The kubelet reports ephemeral containers unready and unstarted: no probe
+                    // ever runs for them.
+                    let mut st = self.container_status(d, c, false, now);
+                    st.ready = false;
+                    st.started = false;
+                    // Gone with an earlier sandbox and not run again: the kubelet's words
+                    // for a container it can no longer find.
+                    let ran = self.mem.get(&c.name).is_some_and(|m| m.next_attempt > 0);
+                    if st.container_id.is_none() && ran {
+                        st.state = ContainerStateView::Terminated {
+                            exit_code: Some(137),
+                            reason: reason::CONTAINER_STATUS_UNKNOWN.to_string(),
+                            finished_secs_ago: None,
+                            message: Some(
+                                "The container could not be located when the pod was terminated"
+                                    .to_string(),
+                            ),
+                        };
+                        st.backoff = None;
+                    }
+                    st
+                })
+                .collect(),
         }
     }
 }

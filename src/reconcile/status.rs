@@ -200,6 +200,9 @@ pub struct PodStatus {
     pub init_containers: Vec<ContainerStatus>,
     /// App containers in spec order.
     pub containers: Vec<ContainerStatus>,
+    /// Ephemeral containers in spec order (never ready, never restarted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_containers: Vec<ContainerStatus>,
 }
 
 impl ContainerStateView {

@@ -610,6 +610,7 @@ impl Executor {
         d.init_containers
             .iter()
             .chain(d.containers.iter())
+            .chain(d.ephemeral_containers.iter())
             .any(|c| {
                 c.pull_policy == PullPolicy::Always
                     || !refs.contains_key(&normalize_image(&c.image))
@@ -728,20 +729,23 @@ impl Executor {
         let e = self
             .entry(uid)
             .ok_or_else(|| format!("pod {uid} is no longer desired"))?;
-        let list = if init {
-            &e.pod.spec.init_containers
+        // An app container's name may also be an ephemeral container's: names are unique
+        // across all three lists of a pod (the API server validates it).
+        let spec = &e.pod.spec;
+        let c = if init {
+            spec.init_containers.iter().find(|c| c.name == name)
         } else {
-            &e.pod.spec.containers
-        };
-        let c = list
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| format!("pod {}: no container {name:?}", e.pod.key()))?;
+            (spec.containers.iter())
+                .chain(spec.ephemeral_containers.iter())
+                .find(|c| c.name == name)
+        }
+        .ok_or_else(|| format!("pod {}: no container {name:?}", e.pod.key()))?;
         let dc = e
             .desired
             .init_containers
             .iter()
             .chain(e.desired.containers.iter())
+            .chain(e.desired.ephemeral_containers.iter())
             .find(|d| d.name == name)
             .ok_or_else(|| format!("pod {}: container {name:?} not in the model", e.pod.key()))?;
         // The sandbox's IP, if not known yet, is asked for first when this container's config

@@ -1,5 +1,6 @@
 //! Engine tests against a simulated runtime, with an injected clock.
 
+mod ephemeral;
 mod kubelet_words;
 mod lifecycle;
 mod probes;

@@ -207,6 +207,7 @@ impl Sim {
                     d.init_containers
                         .iter()
                         .chain(d.containers.iter())
+                        .chain(d.ephemeral_containers.iter())
                         .find(|c| &c.name == container)
                         .map(|c| (d, c))
                 });
@@ -351,7 +352,8 @@ impl Harness {
     pub fn with_pods(pods: Vec<DesiredPod>) -> Self {
         let mut h = Harness::new();
         for p in &pods {
-            for c in p.init_containers.iter().chain(p.containers.iter()) {
+            let all = p.init_containers.iter().chain(p.containers.iter());
+            for c in all.chain(p.ephemeral_containers.iter()) {
                 h.sim.images.insert(normalize_image(&c.image));
             }
         }
