@@ -206,6 +206,9 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         "the host name {host:?} must resolve to 127.0.0.1 (the API server dials the node's \
          Hostname address and traffic stays on loopback); it resolves to {resolved:?}"
     );
+    // The node is named after the host: a Node's Hostname address is its name (the kubelet
+    // reports the --hostname-override), and that is the address the API server dials here.
+    a.node = host.clone();
     let (cert, key) = serving_cert(c, &a.dir, &host, &a.node);
     let healthz_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
