@@ -80,7 +80,9 @@ pub struct Settings {
     pub pod_logs_dir: PathBuf,
     /// Connections served at once.
     pub max_connections: usize,
-    /// Bound of the TLS handshake and of a request head once it began.
+    /// Bound of the TLS handshake (a slow device signs slowly: it has its own bound).
+    pub handshake_timeout: Duration,
+    /// Bound of a request head once it began.
     pub header_timeout: Duration,
     /// Bound of a kept-alive connection's wait for its next request.
     pub idle_timeout: Duration,
@@ -115,6 +117,7 @@ impl Settings {
             denied_ttl: api.unauthorized_ttl,
             pod_logs_dir: cfg.pod_logs_dir.clone(),
             max_connections: MAX_CONNECTIONS,
+            handshake_timeout: HEADER_TIMEOUT,
             header_timeout: HEADER_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
         }))
@@ -241,7 +244,7 @@ async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
     };
     let handshake = async { conn.handshake().await.is_ok() };
     let timeout = async {
-        smol::Timer::after(state.settings.header_timeout).await;
+        smol::Timer::after(state.settings.handshake_timeout).await;
         false
     };
     if !handshake.or(timeout).await {
