@@ -292,27 +292,38 @@ impl GeneratedKey {
         let mut info = Vec::new();
         emit(&mut info, TAG_INTEGER, &[0]);
         info.extend(name_der(cn, orgs));
+        info.extend(self.public_key_info());
+        // No attributes: an empty [0] IMPLICIT SET.
+        emit(&mut info, TAG_CONTEXT_0, &[]);
+        let info = der(TAG_SEQUENCE, &info);
+
+        self.signed(info, "signing the certificate request")
+    }
+
+    /// The SubjectPublicKeyInfo SEQUENCE of this P-256 key.
+    fn public_key_info(&self) -> Vec<u8> {
         let mut alg = der(TAG_OID, OID_EC_PUBLIC_KEY);
         emit(&mut alg, TAG_OID, OID_P256);
         let mut spki = der(TAG_SEQUENCE, &alg);
         let mut bits = vec![0u8];
         bits.extend_from_slice(self.public_point());
         emit(&mut spki, TAG_BIT_STRING, &bits);
-        emit(&mut info, TAG_SEQUENCE, &spki);
-        // No attributes: an empty [0] IMPLICIT SET.
-        emit(&mut info, TAG_CONTEXT_0, &[]);
-        let info = der(TAG_SEQUENCE, &info);
+        der(TAG_SEQUENCE, &spki)
+    }
 
+    /// `SEQUENCE { body, ecdsa-with-SHA256, BIT STRING signature }` over a DER `body` (a
+    /// CertificationRequestInfo or TBSCertificate).
+    fn signed(&self, body: Vec<u8>, what: &'static str) -> Result<Vec<u8>, X509Error> {
         let sig = self
             .key
-            .sign(&SystemRandom::new(), &info)
-            .map_err(|_| X509Error::Crypto("signing the certificate request"))?;
+            .sign(&SystemRandom::new(), &body)
+            .map_err(|_| X509Error::Crypto(what))?;
         let mut sig_bits = vec![0u8];
         sig_bits.extend_from_slice(sig.as_ref());
-        let mut req = info;
-        emit(&mut req, TAG_SEQUENCE, &der(TAG_OID, OID_ECDSA_SHA256));
-        emit(&mut req, TAG_BIT_STRING, &sig_bits);
-        Ok(der(TAG_SEQUENCE, &req))
+        let mut out = body;
+        emit(&mut out, TAG_SEQUENCE, &der(TAG_OID, OID_ECDSA_SHA256));
+        emit(&mut out, TAG_BIT_STRING, &sig_bits);
+        Ok(der(TAG_SEQUENCE, &out))
     }
 }
 
@@ -364,13 +375,7 @@ impl GeneratedKey {
         validity.extend(time_der(not_after));
         emit(&mut tbs, TAG_SEQUENCE, &validity);
         tbs.extend_from_slice(&name);
-        let mut alg = der(TAG_OID, OID_EC_PUBLIC_KEY);
-        emit(&mut alg, TAG_OID, OID_P256);
-        let mut spki = der(TAG_SEQUENCE, &alg);
-        let mut bits = vec![0u8];
-        bits.extend_from_slice(self.public_point());
-        emit(&mut spki, TAG_BIT_STRING, &bits);
-        emit(&mut tbs, TAG_SEQUENCE, &spki);
+        tbs.extend(self.public_key_info());
 
         let mut names = Vec::new();
         for d in dns {
@@ -401,16 +406,7 @@ impl GeneratedKey {
         emit(&mut tbs, 0xa3, &der(TAG_SEQUENCE, &exts));
         let tbs = der(TAG_SEQUENCE, &tbs);
 
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), &tbs)
-            .map_err(|_| X509Error::Crypto("signing the certificate"))?;
-        let mut sig_bits = vec![0u8];
-        sig_bits.extend_from_slice(sig.as_ref());
-        let mut cert = tbs;
-        emit(&mut cert, TAG_SEQUENCE, &der(TAG_OID, OID_ECDSA_SHA256));
-        emit(&mut cert, TAG_BIT_STRING, &sig_bits);
-        Ok(der(TAG_SEQUENCE, &cert))
+        self.signed(tbs, "signing the certificate")
     }
 }
 
