@@ -1150,7 +1150,7 @@ impl ApiSide {
 
     /// A token of pod `uid` changed: its volumes are rewritten at the next poll (the atomic
     /// writer swaps the new token in).
-    pub fn on_report(&mut self, r: Report, _views: &[PodStatus]) {
+    pub fn on_report(&mut self, r: Report) {
         match r {
             Report::TokenRefreshed(uid) => {
                 if let Some(sp) = self.pods.pods.get(&uid) {

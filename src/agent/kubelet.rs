@@ -462,7 +462,7 @@ pub async fn run(
             }
             Wake::ApiReport(r) => {
                 if let Some(a) = api.as_mut() {
-                    a.on_report(r, &pods);
+                    a.on_report(r);
                 }
             }
             Wake::Tick => {}
