@@ -713,7 +713,7 @@ impl Executor {
             cleaned.push((uid, done));
         }
         if !cleaned.is_empty() {
-            housekeeping::remove_empty_qos_levels(&places);
+            housekeeping::remove_empty_qos_levels(&places.cgroup_fs, &places.cgroup_root);
         }
         Ok(cleaned)
     }

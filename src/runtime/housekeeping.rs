@@ -254,25 +254,20 @@ pub fn remove_cgroup(dir: &Path) -> Result<(), String> {
 /// Removes one pod's cgroups in every hierarchy under `/sys/fs/cgroup` (and the QoS levels
 /// left empty), for callers that know the pod is gone.
 pub fn remove_pod_cgroups(cgroup_root: &str, uid: &str) {
-    let places = Places {
-        pods_root: PathBuf::new(),
-        logs_root: PathBuf::new(),
-        cgroup_root: cgroup_root.to_string(),
-        cgroup_fs: PathBuf::from("/sys/fs/cgroup"),
-    };
-    for h in hierarchies(&places.cgroup_fs) {
+    let cgroup_fs = Path::new("/sys/fs/cgroup");
+    for h in hierarchies(cgroup_fs) {
         for parent in qos_dirs(&h, cgroup_root) {
             let _ = remove_cgroup(&parent.join(format!("pod{uid}")));
         }
     }
-    remove_empty_qos_levels(&places);
+    remove_empty_qos_levels(cgroup_fs, cgroup_root);
 }
 
 /// Removes the QoS-level cgroups and the pods' root cgroup where no pod is left in them (they
 /// exist only for pods; rmdir fails harmlessly while any remains).
-pub fn remove_empty_qos_levels(p: &Places) {
-    for h in hierarchies(&p.cgroup_fs) {
-        for dir in qos_dirs(&h, &p.cgroup_root) {
+pub fn remove_empty_qos_levels(cgroup_fs: &Path, cgroup_root: &str) {
+    for h in hierarchies(cgroup_fs) {
+        for dir in qos_dirs(&h, cgroup_root) {
             let _ = fs::remove_dir(dir);
         }
     }
@@ -375,7 +370,7 @@ mod tests {
             .cgroup_fs
             .join("memory/kubepods/besteffort/podu1")
             .exists());
-        remove_empty_qos_levels(&places);
+        remove_empty_qos_levels(&places.cgroup_fs, &places.cgroup_root);
         assert!(!places.cgroup_fs.join("memory/kubepods").exists());
 
         // cgroup v2: one hierarchy, the root itself.
