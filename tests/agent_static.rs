@@ -17,32 +17,6 @@ use serde_json::Value;
 use agent::*;
 use cri_bed::Bed;
 
-/// A test's environment and the agent lock, released after the environment is cleaned up.
-struct Held {
-    env: AgentEnv,
-    _lock: OneAgent,
-}
-
-impl std::ops::Deref for Held {
-    type Target = AgentEnv;
-    fn deref(&self) -> &AgentEnv {
-        &self.env
-    }
-}
-
-impl std::ops::DerefMut for Held {
-    fn deref_mut(&mut self) -> &mut AgentEnv {
-        &mut self.env
-    }
-}
-
-fn setup(test: &str) -> Option<Held> {
-    let bed = Bed::get(test)?;
-    let lock = one_agent(&bed);
-    let env = AgentEnv::new(bed, Path::new(env!("CARGO_BIN_EXE_tinylet")), test);
-    Some(Held { env, _lock: lock })
-}
-
 /// Waits for `check` on the status or fails with the agent's log.
 fn must(t: &AgentEnv, limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     match t.wait_status(limit, check) {

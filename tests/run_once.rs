@@ -7,23 +7,9 @@ mod agent;
 #[path = "common/cri_bed.rs"]
 mod cri_bed;
 
-use std::path::Path;
 use std::time::Duration;
 
 use agent::*;
-use cri_bed::Bed;
-
-struct Held {
-    env: AgentEnv,
-    _lock: OneAgent,
-}
-
-fn setup(test: &str) -> Option<Held> {
-    let bed = Bed::get(test)?;
-    let lock = one_agent(&bed);
-    let env = AgentEnv::new(bed, Path::new(env!("CARGO_BIN_EXE_tinylet")), test);
-    Some(Held { env, _lock: lock })
-}
 
 /// The bound of each run; the harness kills the agent only well after it.
 const BOUND: &str = "60s";

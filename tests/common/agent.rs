@@ -409,3 +409,31 @@ pub fn restarts(doc: &Value, name: &str, c: &str) -> u64 {
         .and_then(|x| x.get("restartCount")?.as_u64())
         .unwrap_or(0)
 }
+
+/// A test's environment and the agent lock, released after the environment is cleaned up
+/// (field order: the environment drops first).
+pub struct Held {
+    pub env: AgentEnv,
+    _lock: OneAgent,
+}
+
+impl std::ops::Deref for Held {
+    type Target = AgentEnv;
+    fn deref(&self) -> &AgentEnv {
+        &self.env
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut AgentEnv {
+        &mut self.env
+    }
+}
+
+/// The bed, the agent lock and a fresh environment for `test`, or None (skip line printed).
+pub fn setup(test: &str) -> Option<Held> {
+    let bed = Bed::get(test)?;
+    let lock = one_agent(&bed);
+    let env = AgentEnv::new(bed, Path::new(env!("CARGO_BIN_EXE_tinylet")), test);
+    Some(Held { env, _lock: lock })
+}
