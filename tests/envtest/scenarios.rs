@@ -206,7 +206,7 @@ pub fn api_access_volume() -> Value {
 }
 
 /// A busybox pod bound to the agent's node that runs `script` with /out on the host.
-fn pod(a: &Agent, ns: &str, name: &str, script: &str) -> Value {
+pub fn pod(a: &Agent, ns: &str, name: &str, script: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns},

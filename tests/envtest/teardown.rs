@@ -25,9 +25,7 @@ use tinylet::runtime::housekeeping::hierarchies;
 use super::agent::Agent;
 use super::cluster::Cluster;
 use super::cri_bed::Bed;
-use super::scenarios::{
-    api_access_volume, join, pod_path, poll, wait_ready, OnFailure, LIMIT, SA_DIR,
-};
+use super::scenarios::{join, pod, pod_path, poll, wait_ready, OnFailure, LIMIT, SA_DIR};
 
 /// How long an ended pod's leftovers may take to go ("within a few seconds", with margin for
 /// a loaded machine).
@@ -150,40 +148,29 @@ fn assert_all_gone(a: &Agent, uids: &[String], what: &str) {
 /// whose host directory must survive. It writes its token and a file into each volume.
 fn volume_pod(a: &Agent, ns: &str, name: &str) -> Value {
     let script = format!(
-        "trap 'exit 0' TERM; cat {SA_DIR}/token > /out/token; echo kept > /out/kept; \
-         echo d > /scratch/d; echo m > /mem/m; cat /etc/sec/pw > /dev/null; \
-         sleep 3600 & wait"
+        "cat {SA_DIR}/token > /out/token; echo kept > /out/kept; echo d > /scratch/d; \
+         echo m > /mem/m; cat /etc/sec/pw > /dev/null"
     );
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "nodeName": a.node,
-            "serviceAccountName": "default",
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{
-                "name": "main", "image": a.bed.test_image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [
-                    {"name": "out", "mountPath": "/out"},
-                    {"name": "kube-api-access-envtest", "mountPath": SA_DIR, "readOnly": true},
-                    {"name": "cfg", "mountPath": "/etc/cfg"},
-                    {"name": "sec", "mountPath": "/etc/sec"},
-                    {"name": "scratch", "mountPath": "/scratch"},
-                    {"name": "mem", "mountPath": "/mem"},
-                ],
-            }],
-            "volumes": [
-                {"name": "out", "hostPath": {"path": a.out.join(name).display().to_string(),
-                                             "type": "DirectoryOrCreate"}},
-                api_access_volume(),
-                {"name": "cfg", "configMap": {"name": "cfg"}},
-                {"name": "sec", "secret": {"secretName": "sec"}},
-                {"name": "scratch", "emptyDir": {}},
-                {"name": "mem", "emptyDir": {"medium": "Memory"}},
-            ],
-        }
-    })
+    let mut p = pod(a, ns, name, &script);
+    let mounts = p["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap();
+    for (v, path) in [
+        ("cfg", "/etc/cfg"),
+        ("sec", "/etc/sec"),
+        ("scratch", "/scratch"),
+        ("mem", "/mem"),
+    ] {
+        mounts.push(json!({"name": v, "mountPath": path}));
+    }
+    let volumes = p["spec"]["volumes"].as_array_mut().unwrap();
+    volumes.extend([
+        json!({"name": "cfg", "configMap": {"name": "cfg"}}),
+        json!({"name": "sec", "secret": {"secretName": "sec"}}),
+        json!({"name": "scratch", "emptyDir": {}}),
+        json!({"name": "mem", "emptyDir": {"medium": "Memory"}}),
+    ]);
+    p
 }
 
 fn uid_of(c: &dyn Cluster, ns: &str, name: &str) -> String {
