@@ -25,6 +25,7 @@ use crate::reconcile::{
 };
 use crate::runtime::executor::{Executor, PodEntry};
 use crate::runtime::housekeeping::Schedule;
+use crate::runtime::imagegc;
 use crate::runtime::spec::{parse_resolv_conf, HostFacts};
 use crate::runtime::volumes::NoApiData;
 use crate::store::{RecordKind, Store};
@@ -214,6 +215,19 @@ pub async fn run(
     let mut housekeeping = Schedule::new(Instant::now());
     // Housekeeping passes spawned and not finished (`--once` waits for them).
     let housekeeping_busy = Rc::new(std::cell::Cell::new(0u32));
+    // Image GC: first once the static pods have started (their images are in use by then) or
+    // a minute after start, then every imagegc::PERIOD; one pass at a time.
+    let image_gc = Rc::new(ImageGc {
+        tracker: std::cell::RefCell::new(imagegc::Tracker::default()),
+        policy: imagegc::Policy {
+            high_percent: cfg.image_gc_high_threshold_percent,
+            low_percent: cfg.image_gc_low_threshold_percent,
+            min_age: cfg.image_minimum_gc_age,
+            max_age: Some(cfg.image_maximum_gc_age).filter(|d| !d.is_zero()),
+        },
+        running: std::cell::Cell::new(false),
+    });
+    let mut next_image_gc = started + std::time::Duration::from_secs(60);
     // `--once` must not settle before the manifest dir has been read at least once.
     let mut manifests_seen = watcher.is_none();
 
@@ -307,11 +321,16 @@ pub async fn run(
         let converging = pods.iter().any(|p| !steady(p) && !engine.acting(&p.uid));
         if !boot_logged && boot_complete(manifests_seen, &pods, static_pods.len()) {
             boot_logged = true;
+            next_image_gc = next_image_gc.min(now);
             log::info!(
                 "boot: all {} static pod(s) have their containers started, {} ms after start",
                 static_pods.len(),
                 started.elapsed().as_millis()
             );
+        }
+        if now >= next_image_gc {
+            next_image_gc = now + imagegc::PERIOD;
+            spawn_image_gc(&ex, &executor, &image_gc);
         }
         status.set(status_document(
             &node_name,
@@ -468,6 +487,35 @@ pub async fn run(
             Wake::Tick => {}
         }
     }
+}
+
+/// The image garbage collector's state between passes.
+struct ImageGc {
+    tracker: std::cell::RefCell<imagegc::Tracker>,
+    policy: imagegc::Policy,
+    running: std::cell::Cell<bool>,
+}
+
+/// Runs one image GC pass as a task of the loop, unless one still runs.
+fn spawn_image_gc(ex: &smol::LocalExecutor<'static>, executor: &Rc<Executor>, gc: &Rc<ImageGc>) {
+    if gc.running.replace(true) {
+        return;
+    }
+    let executor = executor.clone();
+    let gc = gc.clone();
+    ex.spawn(async move {
+        match executor.image_gc(&gc.tracker, &gc.policy).await {
+            Ok(r) if !r.removed.is_empty() => log::info!(
+                "image GC: removed {} image(s), {} bytes freed",
+                r.removed.len(),
+                r.freed
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("image GC: listing the runtime: {e}; nothing removed"),
+        }
+        gc.running.set(false);
+    })
+    .detach();
 }
 
 /// Runs one housekeeping pass as a task of the loop (see [`Executor::housekeeping`]).

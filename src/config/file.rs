@@ -44,6 +44,8 @@ pub(super) struct RawConfig {
     pub image_gc_low_threshold_percent: Option<i64>,
     #[serde(rename = "imageMinimumGCAge")]
     pub image_minimum_gc_age: Option<String>,
+    #[serde(rename = "imageMaximumGCAge")]
+    pub image_maximum_gc_age: Option<String>,
     pub max_pods: Option<i64>,
     pub node_status_update_frequency: Option<String>,
     pub node_status_report_frequency: Option<String>,
@@ -424,6 +426,12 @@ pub(super) fn apply(
         "imageMinimumGCAge",
         &raw.image_minimum_gc_age,
         &mut cfg.image_minimum_gc_age,
+    )?;
+    duration(
+        source,
+        "imageMaximumGCAge",
+        &raw.image_maximum_gc_age,
+        &mut cfg.image_maximum_gc_age,
     )?;
     int_in(
         source,

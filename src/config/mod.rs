@@ -180,6 +180,8 @@ pub struct AgentConfig {
     pub image_gc_high_threshold_percent: u8,
     pub image_gc_low_threshold_percent: u8,
     pub image_minimum_gc_age: Duration,
+    /// `imageMaximumGCAge`: images unused this long are removed whatever the usage (0: off).
+    pub image_maximum_gc_age: Duration,
     pub max_pods: u32,
     pub node_status_update_frequency: Duration,
     pub node_status_report_frequency: Duration,
@@ -250,6 +252,7 @@ impl Default for AgentConfig {
             image_gc_high_threshold_percent: 85,
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age: Duration::from_secs(120),
+            image_maximum_gc_age: Duration::ZERO,
             max_pods: 110,
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),

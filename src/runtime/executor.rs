@@ -27,6 +27,7 @@ use crate::reconcile::{Action, ActionKind, ActionResult};
 use crate::runtime::cgroups;
 use crate::runtime::env;
 use crate::runtime::housekeeping::{self, Cleaned, Places};
+use crate::runtime::imagegc;
 use crate::runtime::probe::{self, HttpProbe, ProbeOutcome};
 use crate::runtime::spec::{self, HostFacts};
 use crate::runtime::termination;
@@ -163,6 +164,30 @@ fn to_instant(t: SystemTime, now: Instant, now_wall: SystemTime) -> Instant {
         Ok(ago) => now.checked_sub(ago).unwrap_or(now),
         Err(e) => now + e.duration(),
     }
+}
+
+/// What an image garbage collection pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageGcReport {
+    /// The image filesystem as measured (None: could not be measured).
+    pub usage: Option<imagegc::Usage>,
+    /// Bytes the pass had to free to reach the low threshold.
+    pub to_free: u64,
+    /// Bytes freed.
+    pub freed: u64,
+    /// Ids of the removed images.
+    pub removed: Vec<String>,
+}
+
+/// The sandbox image of the runtime, from its verbose status (containerd reports its CRI
+/// config as JSON under `config`, with `sandboxImage`).
+fn sandbox_image(info: &BTreeMap<String, String>) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_str(info.get("config")?).ok()?;
+    config
+        .get("sandboxImage")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(String::from)
 }
 
 impl Executor {
@@ -664,6 +689,112 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// One image garbage collection pass (see [`imagegc`]): lists images and every container
+    /// of the runtime, measures the image filesystem, and removes what the policy picks. A
+    /// removal that fails is logged and the rest go on.
+    pub async fn image_gc(
+        &self,
+        tracker: &RefCell<imagegc::Tracker>,
+        policy: &imagegc::Policy,
+    ) -> Result<ImageGcReport, CriError> {
+        let images: Vec<imagegc::Image> = self
+            .cri
+            .list_images(None)
+            .await?
+            .images
+            .into_iter()
+            .map(|i| imagegc::Image {
+                names: i
+                    .repo_tags
+                    .iter()
+                    .chain(i.repo_digests.iter())
+                    .cloned()
+                    .collect(),
+                id: i.id,
+                size: i.size,
+                pinned: i.pinned,
+            })
+            .collect();
+        let containers = self.cri.list_containers(None).await?.containers;
+        let refs = containers.iter().flat_map(|c| {
+            [c.image_ref.clone()]
+                .into_iter()
+                .chain(c.image.as_ref().map(|s| s.image.clone()))
+        });
+        let used = imagegc::in_use(&images, refs);
+        // The sandbox image is the runtime's to choose: read it from its config each pass.
+        let sandbox = match self.cri.status(true).await {
+            Ok(st) => sandbox_image(&st.info),
+            Err(e) => {
+                log::debug!("image GC: runtime status: {e}");
+                None
+            }
+        };
+        let usage = match self.cri.image_fs_info().await {
+            Ok(info) => info
+                .image_filesystems
+                .first()
+                .and_then(|f| f.fs_id.as_ref())
+                .map(|id| id.mountpoint.clone())
+                .filter(|m| !m.is_empty()),
+            Err(e) => {
+                log::debug!("image GC: image filesystem info: {e}");
+                None
+            }
+        }
+        .map(|mount| crate::node::host::disk_space(std::path::Path::new(&mount)))
+        .filter(|(cap, _)| *cap > 0)
+        .map(|(capacity, available)| imagegc::Usage {
+            capacity,
+            available,
+        });
+        let now = Instant::now();
+        let plan = {
+            let mut t = tracker.borrow_mut();
+            t.observe(now, &images, &used);
+            let protected: Vec<String> = sandbox.into_iter().collect();
+            t.plan(now, &images, &used, &protected, usage, policy)
+        };
+        let mut report = ImageGcReport {
+            usage,
+            to_free: plan.to_free,
+            ..Default::default()
+        };
+        for v in &plan.remove {
+            match self.cri.remove_image(&v.id).await {
+                Ok(_) => {
+                    let why = match v.reason {
+                        imagegc::Reason::Space => format!(
+                            "image filesystem {}% used (high threshold {}%)",
+                            usage.map(|u| u.percent()).unwrap_or(0),
+                            policy.high_percent
+                        ),
+                        imagegc::Reason::Unused(d) => {
+                            format!("unused for {}s (imageMaximumGCAge)", d.as_secs())
+                        }
+                    };
+                    log::info!(
+                        "image GC: removed image {} ({}, {} bytes): {why}",
+                        v.name,
+                        v.id,
+                        v.size
+                    );
+                    report.removed.push(v.id.clone());
+                    report.freed += v.size;
+                }
+                Err(e) => log::warn!("image GC: removing image {} ({}): {e}", v.name, v.id),
+            }
+        }
+        if plan.to_free > 0 && plan.freed < plan.to_free {
+            log::warn!(
+                "image GC: wanted to free {} bytes, only {} bytes of images are unused and old enough",
+                plan.to_free,
+                plan.freed
+            );
+        }
+        Ok(report)
     }
 
     /// One housekeeping pass: the pod directories, log directories and cgroups that belong to
