@@ -18,6 +18,8 @@ mod agent;
 mod cluster;
 #[path = "envtest/ephemeral.rs"]
 mod ephemeral;
+#[path = "envtest/eviction.rs"]
+mod eviction;
 #[path = "envtest/kubelet_api.rs"]
 mod kubelet_api;
 #[path = "envtest/pod_cgroups.rs"]
@@ -190,6 +192,14 @@ fn real_pod_and_qos_cgroups_get_the_kubelet_values() {
         return;
     };
     pod_cgroups::pod_cgroups_are_configured(&c, bed);
+}
+
+#[test]
+fn real_memory_pressure_evicts_api_pods_not_static_ones() {
+    let Some((_serial, bed, c)) = real("envtest_real_eviction") else {
+        return;
+    };
+    eviction::memory_pressure_evicts_api_pods_not_static_ones(&c, bed);
 }
 
 // ---- what pods see of their container config (real control plane only) ----

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use smol::future::FutureExt;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, EvictionThreshold};
 use crate::cri::{CriClient, CriOptions};
 use crate::k8s::pod::Pod;
 use crate::manifest::{ManifestSet, ManifestWatcher, WatchOptions};
+use crate::reconcile::eviction;
 use crate::reconcile::from_pod::desired_pod;
 use crate::reconcile::startclock::StartClock;
 use crate::reconcile::{
@@ -228,6 +229,10 @@ pub async fn run(
         running: std::cell::Cell::new(false),
     });
     let mut next_image_gc = started + std::time::Duration::from_secs(60);
+    // Eviction: a round every EVICTION_PERIOD over the measured signals.
+    let eviction_thresholds = eviction_thresholds(&cfg);
+    let mut eviction = eviction::Manager::new(EVICTION_TRANSITION, EVICTION_PERIOD * 3);
+    let mut next_eviction = started + EVICTION_PERIOD;
     // `--once` must not settle before the manifest dir has been read at least once.
     let mut manifests_seen = watcher.is_none();
 
@@ -327,6 +332,26 @@ pub async fn run(
                 static_pods.len(),
                 started.elapsed().as_millis()
             );
+        }
+        if now >= next_eviction && !eviction_thresholds.is_empty() {
+            next_eviction = now + EVICTION_PERIOD;
+            let readings = eviction_readings(&cfg.root_dir, executor.image_fs_mount());
+            let crossed = eviction::crossed(&eviction_thresholds, readings);
+            let d = eviction.round(now, &crossed, &executor.eviction_candidates());
+            if d.reclaim {
+                // Disk: collect images first; the next round evicts if that was not enough.
+                next_image_gc = now;
+            }
+            if let Some(e) = d.evict {
+                if engine.evict(&e.uid, &e.message) {
+                    log::warn!(
+                        "eviction: pod {} evicted ({}): {}",
+                        e.uid,
+                        e.signal.as_str(),
+                        e.message
+                    );
+                }
+            }
         }
         if now >= next_image_gc {
             next_image_gc = now + imagegc::PERIOD;
@@ -486,6 +511,65 @@ pub async fn run(
             }
             Wake::Tick => {}
         }
+    }
+}
+
+/// How often the eviction manager measures (the kubelet's monitoring interval).
+const EVICTION_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long pressure stays reported after its signal cleared (evictionPressureTransitionPeriod).
+const EVICTION_TRANSITION: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `evictionHard` as eviction signals (unknown signals were refused when the config loaded).
+fn eviction_thresholds(cfg: &AgentConfig) -> Vec<(eviction::Signal, eviction::Value)> {
+    cfg.eviction_hard
+        .iter()
+        .filter_map(|(name, t)| {
+            let s = eviction::Signal::parse(name)?;
+            Some(match t {
+                EvictionThreshold::Quantity(q) => (s, eviction::Value::Quantity(*q)),
+                EvictionThreshold::Percent { milli_percent } => {
+                    (s, eviction::Value::MilliPercent(*milli_percent))
+                }
+            })
+        })
+        .collect()
+}
+
+/// Measures the eviction signals now: memory from /proc/meminfo, nodefs from the root dir's
+/// filesystem, imagefs from the runtime's image filesystem (when it told where that is).
+#[allow(clippy::useless_conversion)] // statvfs field widths differ between targets
+fn eviction_readings(
+    root_dir: &std::path::Path,
+    image_mount: Option<String>,
+) -> impl Fn(eviction::Signal) -> Option<eviction::Reading> {
+    use eviction::{Reading, Signal};
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let (total, available) = crate::node::host::parse_meminfo(&meminfo);
+    let memory = (total > 0).then_some(Reading {
+        available,
+        capacity: total,
+    });
+    let fs = |p: &std::path::Path| -> Option<(Reading, Reading)> {
+        let s = nix::sys::statvfs::statvfs(p).ok()?;
+        let frag = u64::from(s.fragment_size());
+        Some((
+            Reading {
+                available: u64::from(s.blocks_available()).saturating_mul(frag),
+                capacity: u64::from(s.blocks()).saturating_mul(frag),
+            },
+            Reading {
+                available: u64::from(s.files_free()),
+                capacity: u64::from(s.files()),
+            },
+        ))
+    };
+    let nodefs = fs(root_dir);
+    let imagefs = image_mount.and_then(|m| fs(std::path::Path::new(&m)));
+    move |s| match s {
+        Signal::MemoryAvailable => memory,
+        Signal::NodefsAvailable => nodefs.map(|n| n.0),
+        Signal::NodefsInodesFree => nodefs.map(|n| n.1).filter(|r| r.capacity > 0),
+        Signal::ImagefsAvailable => imagefs.map(|n| n.0),
     }
 }
 

@@ -159,6 +159,20 @@ impl Engine {
         }
     }
 
+    /// Evicts pod `uid` under node pressure: it is failed with reason Evicted and `message`
+    /// (a Warning event says the same), its containers are stopped and never restarted. A pod
+    /// already finished or unknown is left alone; returns whether the pod was evicted.
+    pub fn evict(&mut self, uid: &str, message: &str) -> bool {
+        let Some(rec) = self.pods.get_mut(uid) else {
+            return false;
+        };
+        if rec.terminal.is_some() || rec.desired.is_none() {
+            return false;
+        }
+        rec.evict(message);
+        true
+    }
+
     /// Withdraws one pod: it is stopped and removed with its last known grace period.
     pub fn remove_pod(&mut self, uid: &str) {
         self.desired_known = true;

@@ -23,6 +23,7 @@
 pub mod action;
 pub mod backoff;
 pub mod engine;
+pub mod eviction;
 pub mod from_pod;
 pub mod labels;
 pub mod logs;

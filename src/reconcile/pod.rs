@@ -402,6 +402,15 @@ impl PodRecord {
         );
     }
 
+    /// Fails the pod for node pressure (see [`super::engine::Engine::evict`]).
+    pub(super) fn evict(&mut self, message: &str) {
+        self.terminal = Some(PodPhase::Failed);
+        self.reason = Some(reason::EVICTED);
+        self.message = Some(message.to_string());
+        self.dirty = true;
+        self.event(EventType::Warning, "", reason::EVICTED, message.to_string());
+    }
+
     /// A deleted pod ends Succeeded when every app container exited 0, else Failed (the
     /// kubelet's rule for terminating pods); decided once all containers have stopped.
     pub(super) fn note_final_phase(&mut self, d: &DesiredPod) {

@@ -37,6 +37,8 @@ pub mod reason {
     /// The pod-level message that goes with [`DEADLINE_EXCEEDED`] (the kubelet's wording).
     pub const DEADLINE_EXCEEDED_MESSAGE: &str =
         "Pod was active on the node longer than the specified deadline";
+    /// Pod-level reason: the node ran short of a resource and evicted the pod.
+    pub const EVICTED: &str = "Evicted";
 }
 
 /// Pod phase (Kubernetes semantics).

@@ -99,6 +99,8 @@ pub struct Executor {
     housekeeping_running: Cell<bool>,
     /// `podPidsLimit` for pod cgroups (≤ 0: none).
     pod_pids_limit: Cell<i64>,
+    /// Where the runtime keeps images (from ImageFsInfo), for the imagefs signal.
+    image_fs_mount: RefCell<Option<String>>,
 }
 
 /// Why a container could not be created, for the engine's waiting reason.
@@ -212,6 +214,7 @@ impl Executor {
             housekeeping_due: Cell::new(false),
             housekeeping_running: Cell::new(false),
             pod_pids_limit: Cell::new(-1),
+            image_fs_mount: RefCell::new(None),
             volumes: VolumeManager::new(pods_root),
             data: RefCell::new(data),
             memory_capacity,
@@ -691,6 +694,46 @@ impl Executor {
         }
     }
 
+    /// The pods eviction may choose from, with their memory use read from their cgroups now.
+    /// Static pods and system-critical ones are exempt.
+    pub fn eviction_candidates(&self) -> Vec<crate::reconcile::eviction::Candidate> {
+        use crate::manifest::identity::{ANNOTATION_CONFIG_SOURCE, CONFIG_SOURCE_FILE};
+        use crate::reconcile::eviction::{Candidate, SYSTEM_CRITICAL_PRIORITY};
+        self.pods
+            .borrow()
+            .values()
+            .map(|e| {
+                let pod = &e.pod;
+                let priority = pod.spec.priority.unwrap_or(0);
+                let is_static = pod
+                    .metadata
+                    .annotations
+                    .get(ANNOTATION_CONFIG_SOURCE)
+                    .is_some_and(|v| v == CONFIG_SOURCE_FILE);
+                Candidate {
+                    uid: e.desired.uid.clone(),
+                    name: format!("{}/{}", e.desired.namespace, e.desired.name),
+                    exempt: is_static || priority >= SYSTEM_CRITICAL_PRIORITY,
+                    priority,
+                    memory_usage: crate::runtime::cgroups::pod_working_set(
+                        &self.places.cgroup_fs,
+                        pod,
+                        &self.places.cgroup_root,
+                    )
+                    .unwrap_or(0),
+                    memory_request: crate::runtime::cgroups::memory_request(pod),
+                    disk_usage: 0,
+                    disk_request: 0,
+                }
+            })
+            .collect()
+    }
+
+    /// The image filesystem's mount point as the runtime last reported it (image GC asks).
+    pub fn image_fs_mount(&self) -> Option<String> {
+        self.image_fs_mount.borrow().clone()
+    }
+
     /// One image garbage collection pass (see [`imagegc`]): lists images and every container
     /// of the runtime, measures the image filesystem, and removes what the policy picks. A
     /// removal that fails is logged and the rest go on.
@@ -738,7 +781,8 @@ impl Executor {
                 .first()
                 .and_then(|f| f.fs_id.as_ref())
                 .map(|id| id.mountpoint.clone())
-                .filter(|m| !m.is_empty()),
+                .filter(|m| !m.is_empty())
+                .inspect(|m| *self.image_fs_mount.borrow_mut() = Some(m.clone())),
             Err(e) => {
                 log::debug!("image GC: image filesystem info: {e}");
                 None

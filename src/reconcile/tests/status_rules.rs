@@ -209,3 +209,33 @@ fn a_finished_pod_is_not_failed_by_its_deadline() {
         .iter()
         .any(|l| matches!(l.action.kind, ActionKind::StopContainer { .. })));
 }
+
+/// Upstream (eviction manager): an evicted pod is failed with reason Evicted and the
+/// manager's message, a Warning Evicted event says the same, its containers are stopped and,
+/// as a terminal pod, never restarted; a second eviction of the same pod does nothing.
+#[test]
+fn evicted_pod_fails_with_the_message_and_stays_stopped() {
+    let mut h = Harness::with_pods(vec![pod("a", &["app"])]);
+    h.run_for(secs(10));
+    assert_eq!(h.status("a").phase, PodPhase::Running);
+    let msg = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi.";
+    assert!(h.e.evict("a", msg));
+    h.settle();
+    let st = h.status("a");
+    assert_eq!(st.phase, PodPhase::Failed);
+    assert_eq!(st.reason.as_deref(), Some(reason::EVICTED));
+    assert_eq!(st.message.as_deref(), Some(msg));
+    assert_eq!(stops(&h), 1, "its container is stopped");
+    let events = h.e.drain_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Evicted" && e.message == msg),
+        "{events:?}"
+    );
+    assert!(!h.e.evict("a", "again"), "already terminal");
+    assert!(!h.e.evict("unknown", "x"));
+    let creates = h.logged("CreateContainer", Some("app")).len();
+    h.run_for(secs(600));
+    assert_eq!(h.logged("CreateContainer", Some("app")).len(), creates);
+}
