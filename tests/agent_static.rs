@@ -598,3 +598,100 @@ fn invalid_manifest_is_reported_and_valid_pods_run() {
     );
     assert_eq!(doc["pods"].as_array().unwrap().len(), 2, "{doc}");
 }
+
+/// A full flash (the root dir on a 4 MiB tmpfs the test fills): running pods keep running,
+/// a new static pod still starts and the status is still served, the refused store write is
+/// reported once, no temporary or torn record is left, and once there is room again the
+/// write catches up by itself.
+#[test]
+fn full_flash_keeps_pods_running_and_the_store_catches_up() {
+    let Some(mut t) = setup("full_flash_keeps_pods_running_and_the_store_catches_up") else {
+        return;
+    };
+    std::fs::create_dir_all(&t.root).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &t.root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("size=4m,mode=0700"),
+    )
+    .expect("mount a small tmpfs as the root dir");
+    let image = t.bed.test_image.clone();
+    let manifest = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\n\
+             spec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
+             - {{name: main, image: {image}, command: [sleep, \"3600\"]}}\n"
+        )
+    };
+    t.put_manifest("a.yaml", &manifest("a"));
+    t.start();
+    let a = t.pod_name("a");
+    must(&t, Duration::from_secs(60), "pod a running", |d| {
+        pod_running(d, &a)
+    });
+    let store = t.root.join("store");
+    let records = || -> Vec<String> {
+        std::fs::read_dir(&store)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".rec") || n.ends_with(".tmp"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(records().len(), 1, "{:?}", records());
+
+    // Fill the flash.
+    let filler = t.root.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5a; 64 << 10];
+        for _ in 0..256 {
+            if f.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+    }
+    t.put_manifest("b.yaml", &manifest("b"));
+    let b = t.pod_name("b");
+    must(
+        &t,
+        Duration::from_secs(60),
+        "pod b running on a full flash",
+        |d| pod_running(d, &b) && pod_running(d, &a),
+    );
+    let full_log = || {
+        let log = t.agent_log();
+        log.lines()
+            .filter(|l| l.starts_with('W') && l.contains("No space left on device"))
+            .count()
+    };
+    let t0 = Instant::now();
+    while full_log() == 0 && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(full_log(), 1, "reported once:\n{}", t.agent_log());
+    let now = records();
+    assert_eq!(now.len(), 1, "b's record could not be written yet: {now:?}");
+    assert!(
+        now.iter().all(|n| n.ends_with(".rec")),
+        "no temp file left: {now:?}"
+    );
+
+    // Room again: the kept write goes through by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let t0 = Instant::now();
+    while records().len() < 2 && t0.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now = records();
+    assert_eq!(now.len(), 2, "caught up: {now:?}\n{}", t.agent_log());
+    assert!(now.iter().all(|n| n.ends_with(".rec")), "{now:?}");
+    assert!(t.agent_log().contains("caught up"), "{}", t.agent_log());
+    assert!(t.agent_alive(), "the agent kept running");
+}

@@ -202,7 +202,7 @@ impl ApiPods {
             match serde_json::to_vec(sp) {
                 Ok(bytes) => {
                     if let Err(e) = store.put(RecordKind::ApiPod, &uid, &bytes) {
-                        log::error!("store API pod {}: {e}", sp.pod.key());
+                        super::kubelet::store_failed(&format!("API pod {}", sp.pod.key()), &e);
                     }
                 }
                 Err(e) => log::error!("encode API pod {}: {e}", sp.pod.key()),
@@ -213,7 +213,7 @@ impl ApiPods {
     fn forget(&mut self, uid: &str, store: &mut Store) -> bool {
         self.unstored.remove(uid);
         if let Err(e) = store.delete(RecordKind::ApiPod, uid) {
-            log::error!("store delete API pod {uid}: {e}");
+            super::kubelet::store_failed(&format!("delete API pod {uid}"), &e);
         }
         self.pods.remove(uid).is_some()
     }

@@ -393,7 +393,18 @@ pub async fn run(
 
         let mut wake_at = engine
             .next_wakeup()
-            .map_or(next_relist, |w| w.min(next_relist));
+            .map_or(next_relist, |w| w.min(next_relist))
+            .min(next_image_gc);
+        if !eviction_thresholds.is_empty() {
+            wake_at = wake_at.min(next_eviction);
+        }
+        // Writes a full flash refused: retried on the store's own back-off.
+        if store.retry_deferred(Instant::now()) > 0 {
+            log::debug!("store: kept writes retried");
+        }
+        if store.deferred() > 0 {
+            wake_at = wake_at.min(Instant::now() + Duration::from_secs(1));
+        }
         if let Some(a) = &api {
             wake_at = wake_at.min(a.next_wakeup());
         }
@@ -655,7 +666,7 @@ fn import_manifests(
         match serde_json::to_vec(sp) {
             Ok(bytes) => {
                 if let Err(e) = store.put(RecordKind::StaticPod, uid, &bytes) {
-                    log::error!("store static pod {}: {e}", sp.pod.key());
+                    store_failed(&format!("static pod {}", sp.pod.key()), &e);
                 }
             }
             Err(e) => log::error!("encode static pod {}: {e}", sp.pod.key()),
@@ -664,11 +675,22 @@ fn import_manifests(
     for uid in store.keys(RecordKind::StaticPod) {
         if !next.contains_key(&uid) {
             if let Err(e) = store.delete(RecordKind::StaticPod, &uid) {
-                log::error!("store delete static pod {uid}: {e}");
+                store_failed(&format!("delete static pod {uid}"), &e);
             }
         }
     }
     next
+}
+
+/// Logs a failed store write. A full or read-only medium was reported once by the store,
+/// which keeps the write and retries it: only a debug line here, so a full flash does not
+/// flood the log with one error per pod and change.
+pub(crate) fn store_failed(what: &str, e: &crate::store::StoreError) {
+    if e.is_out_of_space() {
+        log::debug!("store {what}: {e} (kept, retried)");
+    } else {
+        log::error!("store {what}: {e}");
+    }
 }
 
 /// The executor's source of configMap/secret/token data: the API when there is one.

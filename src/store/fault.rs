@@ -59,6 +59,7 @@ pub struct SimFs {
     budget: Option<u64>,
     steps: u64,
     powered_off: bool,
+    full: bool,
 }
 
 fn power_lost() -> io::Error {
@@ -86,6 +87,11 @@ impl SimFs {
     /// Steps taken so far; run a workload unlimited once to learn how many crash points it has.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Makes the disk full (writes create the file, then fail with ENOSPC) or gives room back.
+    pub fn set_full(&mut self, full: bool) {
+        self.full = full;
     }
 
     /// Whether the power has been cut.
@@ -267,6 +273,11 @@ impl Fs for SimFs {
         };
         if let Some(i) = self.inodes.get_mut(ino) {
             i.live.clear();
+        }
+        if self.full {
+            return Err(io::Error::from_raw_os_error(
+                nix::errno::Errno::ENOSPC as i32,
+            ));
         }
         for &b in data {
             self.step()?;

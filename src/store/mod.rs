@@ -126,6 +126,40 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the medium refused the write for lack of room or because it is read-only
+    /// (ENOSPC, EDQUOT, EROFS): a condition that passes, so the write is kept and retried.
+    pub fn is_out_of_space(&self) -> bool {
+        use nix::errno::Errno;
+        match self {
+            StoreError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(n) if n == Errno::ENOSPC as i32 || n == Errno::EDQUOT as i32 || n == Errno::EROFS as i32
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Writes the medium refused for lack of room, kept in memory (the latest intent per record)
+/// and retried with back-off until they succeed.
+#[derive(Debug, Default)]
+struct Deferred {
+    /// Record → the value to store (`None`: delete it).
+    writes: BTreeMap<(RecordKind, String), Option<Vec<u8>>>,
+    /// When the first of the current run of refusals happened.
+    since: Option<std::time::Instant>,
+    /// The current back-off.
+    delay: std::time::Duration,
+    /// When the next retry is due.
+    next: Option<std::time::Instant>,
+}
+
+/// The first retry of a refused write comes after this; each failed retry doubles it.
+const DEFER_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// Retries of refused writes are at most this far apart.
+const DEFER_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -219,6 +253,7 @@ pub struct Store<F: Fs = OsFs> {
     index: BTreeMap<(RecordKind, String), IndexEntry>,
     stats: StoreStats,
     recovery: Recovery,
+    deferred: Deferred,
 }
 
 impl Store<OsFs> {
@@ -259,6 +294,7 @@ impl<F: Fs> Store<F> {
             index: BTreeMap::new(),
             stats: StoreStats::default(),
             recovery: Recovery::default(),
+            deferred: Deferred::default(),
         };
         store.recover()?;
         Ok(store)
@@ -396,8 +432,100 @@ impl<F: Fs> Store<F> {
     }
 
     /// Stores `value` under `key`; returns once it survives power loss. Writes nothing if the
-    /// stored value is identical.
+    /// stored value is identical. When the medium is full or read-only the error is returned
+    /// and the write is also kept and retried by [`Store::retry_deferred`] (a later put or
+    /// delete of the same record replaces it); the first refusal of a run is logged once.
     pub fn put(
+        &mut self,
+        kind: RecordKind,
+        key: &str,
+        value: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
+        let r = self.put_now(kind, key, value);
+        self.note(kind, key, Some(value), r.as_ref().err());
+        r
+    }
+
+    /// Remembers or forgets a refused write of one record.
+    fn note(
+        &mut self,
+        kind: RecordKind,
+        key: &str,
+        value: Option<&[u8]>,
+        err: Option<&StoreError>,
+    ) {
+        let slot = (RecordKind::from_code(kind.code()), key.to_string());
+        match err {
+            None => {
+                self.deferred.writes.remove(&slot);
+            }
+            Some(e) if e.is_out_of_space() => {
+                self.deferred.writes.insert(slot, value.map(<[u8]>::to_vec));
+                if self.deferred.since.is_none() {
+                    let now = std::time::Instant::now();
+                    log::warn!("{e}; pods keep running, the write is kept in memory and retried");
+                    self.deferred.since = Some(now);
+                    self.deferred.delay = DEFER_FIRST;
+                    self.deferred.next = Some(now + DEFER_FIRST);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// How many refused writes wait for room.
+    pub fn deferred(&self) -> usize {
+        self.deferred.writes.len()
+    }
+
+    /// Retries the refused writes when their back-off is due at `now`; returns how many went
+    /// through. When all have, the catch-up is logged once; while the medium still refuses,
+    /// the back-off doubles (up to a minute) and nothing more is logged.
+    pub fn retry_deferred(&mut self, now: std::time::Instant) -> usize {
+        if self.deferred.writes.is_empty() || self.deferred.next.is_some_and(|n| now < n) {
+            return 0;
+        }
+        let pending: Vec<((RecordKind, String), Option<Vec<u8>>)> =
+            std::mem::take(&mut self.deferred.writes)
+                .into_iter()
+                .collect();
+        let total = pending.len();
+        let mut done = 0;
+        let mut refused = BTreeMap::new();
+        for ((kind, key), value) in pending {
+            let r = match &value {
+                Some(v) => self.put_now(kind, &key, v).map(|_| ()),
+                None => self.delete_now(kind, &key).map(|_| ()),
+            };
+            match r {
+                Ok(()) => done += 1,
+                Err(e) if e.is_out_of_space() => {
+                    refused.insert((kind, key), value);
+                }
+                Err(e) => {
+                    // Not a space problem: the caller's next write of it reports it.
+                    log::error!("store: retrying a kept write: {e}");
+                }
+            }
+        }
+        self.deferred.writes = refused;
+        if self.deferred.writes.is_empty() {
+            if let Some(since) = self.deferred.since.take() {
+                log::info!(
+                    "store: room again; {total} kept write(s) caught up after {} s",
+                    now.saturating_duration_since(since).as_secs()
+                );
+            }
+            self.deferred.next = None;
+            self.deferred.delay = DEFER_FIRST;
+        } else {
+            self.deferred.delay = (self.deferred.delay * 2).clamp(DEFER_FIRST, DEFER_MAX);
+            self.deferred.next = Some(now + self.deferred.delay);
+        }
+        done
+    }
+
+    fn put_now(
         &mut self,
         kind: RecordKind,
         key: &str,
@@ -475,6 +603,12 @@ impl<F: Fs> Store<F> {
     /// Removes the record; returns once the removal survives power loss. `Ok(false)` if there
     /// was none (nothing is written then).
     pub fn delete(&mut self, kind: RecordKind, key: &str) -> Result<bool, StoreError> {
+        let r = self.delete_now(kind, key);
+        self.note(kind, key, None, r.as_ref().err());
+        r
+    }
+
+    fn delete_now(&mut self, kind: RecordKind, key: &str) -> Result<bool, StoreError> {
         let kind = RecordKind::from_code(kind.code());
         let slot = (kind, key.to_string());
         let Some(entry) = self.index.get(&slot) else {
@@ -583,6 +717,12 @@ impl<F: Fs> Store<F> {
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The filesystem under the store (tests fill the simulated disk).
+    #[cfg(test)]
+    pub(crate) fn fs_mut(&mut self) -> &mut F {
+        &mut self.fs
     }
 
     /// Gives back the filesystem (tests inspect a simulated disk after a power cut).

@@ -535,3 +535,62 @@ fn torn_in_place_write_is_quarantined_never_loaded() {
     }
     assert!(quarantined > 0);
 }
+
+/// A full medium: the refused put is an error naming the file, leaves no temp file and no
+/// torn record, the old value stays readable, and once there is room again the kept write
+/// goes through on its retry (with back-off between refused retries); a later put of the
+/// same record replaces the kept intent, and a delete is kept the same way.
+#[test]
+fn full_disk_keeps_writes_and_catches_up() {
+    let mut disk = SimFs::new();
+    let mut s = Store::open_with(&mut disk, SIM_DIR).unwrap();
+    s.put(RecordKind::StaticPod, "a", b"v1").unwrap();
+    s.put(RecordKind::StaticPod, "gone", b"x").unwrap();
+    s.fs_mut().set_full(true);
+    let e = s.put(RecordKind::StaticPod, "a", b"v2").unwrap_err();
+    assert!(e.is_out_of_space(), "{e}");
+    assert!(e.to_string().contains("static.a.rec"), "{e}");
+    s.put(RecordKind::ApiPod, "b", b"new").unwrap_err();
+    s.put(RecordKind::ApiPod, "b", b"newer").unwrap_err();
+    // A delete on a full disk works (it writes no data), so it is not kept.
+    s.delete(RecordKind::StaticPod, "gone").unwrap();
+    assert_eq!(s.deferred(), 2);
+    assert_eq!(
+        s.get(RecordKind::StaticPod, "a").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(s.get(RecordKind::ApiPod, "b").unwrap(), None);
+
+    let t0 = std::time::Instant::now();
+    // Still full: nothing goes, and the next try waits longer.
+    assert_eq!(s.retry_deferred(t0 + std::time::Duration::from_secs(2)), 0);
+    assert_eq!(s.retry_deferred(t0 + std::time::Duration::from_secs(3)), 0);
+    assert_eq!(s.deferred(), 2);
+    s.fs_mut().set_full(false);
+    assert_eq!(
+        s.retry_deferred(t0 + std::time::Duration::from_secs(3)),
+        0,
+        "not due yet (back-off doubled to 2 s)"
+    );
+    assert_eq!(s.retry_deferred(t0 + std::time::Duration::from_secs(5)), 2);
+    assert_eq!(s.deferred(), 0);
+    assert_eq!(
+        s.get(RecordKind::StaticPod, "a").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert_eq!(
+        s.get(RecordKind::ApiPod, "b").unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
+    drop(s);
+    // Reopened: exactly these records, no temp files left.
+    let names = disk.names(Path::new(SIM_DIR));
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    let mut s = Store::open_with(&mut disk, SIM_DIR).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s.recovery().quarantined.len(), 0);
+    assert_eq!(
+        s.get(RecordKind::ApiPod, "b").unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
+}
