@@ -485,10 +485,7 @@ impl<F: Fs> Store<F> {
         if self.deferred.writes.is_empty() || self.deferred.next.is_some_and(|n| now < n) {
             return 0;
         }
-        let pending: Vec<((RecordKind, String), Option<Vec<u8>>)> =
-            std::mem::take(&mut self.deferred.writes)
-                .into_iter()
-                .collect();
+        let pending = std::mem::take(&mut self.deferred.writes);
         let total = pending.len();
         let mut done = 0;
         let mut refused = BTreeMap::new();
