@@ -504,11 +504,11 @@ impl Expr {
                 dreg,
                 invert,
             } => {
-                b.attr_strz(a::LOOKUP_SET, set);
                 reg(b, a::LOOKUP_SREG, sreg);
                 if let Some(d) = dreg {
                     reg(b, a::LOOKUP_DREG, d);
                 }
+                b.attr_strz(a::LOOKUP_SET, set);
                 if let Some(id) = set_id {
                     put_be32(b, a::LOOKUP_SET_ID, *id);
                 }
@@ -535,6 +535,9 @@ impl Expr {
             } => {
                 reg(b, a::BITWISE_SREG, sreg);
                 reg(b, a::BITWISE_DREG, dreg);
+                // NFT_BITWISE_MASK_XOR, as nft sends it for expressions (not for flag
+                // matches, where it leaves the kernel's default, the same operation).
+                put_be32(b, a::BITWISE_OP, 0);
                 put_be32(b, a::BITWISE_LEN, *len);
                 Data::Value(mask.clone()).emit(b, a::BITWISE_MASK);
                 Data::Value(xor.clone()).emit(b, a::BITWISE_XOR);
@@ -544,8 +547,8 @@ impl Expr {
                 dreg,
                 direction,
             } => {
-                reg(b, a::CT_DREG, dreg);
                 put_be32(b, a::CT_KEY, key.number());
+                reg(b, a::CT_DREG, dreg);
                 if let Some(d) = direction {
                     b.attr_u8(a::CT_DIRECTION, *d);
                 }
@@ -860,10 +863,7 @@ pub fn emit_list(b: &mut Builder, exprs: &[Expr]) {
 pub fn parse_list(list: &[u8]) -> Result<Vec<Expr>, WireError> {
     let mut out = Vec::new();
     for e in attrs(list) {
-        let e = e?;
-        if e.kind == attr::LIST_ELEM {
-            out.push(Expr::parse_elem(e.value)?);
-        }
+        out.push(Expr::parse_elem(e?.value)?);
     }
     Ok(out)
 }
