@@ -813,7 +813,12 @@ impl Expr {
                     set_id: f.be32(a::DYNSET_SET_ID)?,
                     sreg_key: f.req_reg(a::DYNSET_SREG_KEY, "NFTA_DYNSET_SREG_KEY")?,
                     sreg_data: f.reg(a::DYNSET_SREG_DATA)?,
-                    timeout_ms: f.get(a::DYNSET_TIMEOUT).map(|x| be64(&x)).transpose()?,
+                    // The kernel reports 0 for "the set's default", which is what absent means.
+                    timeout_ms: f
+                        .get(a::DYNSET_TIMEOUT)
+                        .map(|x| be64(&x))
+                        .transpose()?
+                        .filter(|&t| t != 0),
                     exprs,
                 }
             }

@@ -475,7 +475,8 @@ pub struct Set {
     pub policy: Option<u32>,
     /// Expected number of elements.
     pub size: Option<u32>,
-    /// Transaction id, for rules referring to the set in the same batch.
+    /// Transaction id, for rules referring to the set in the same batch (None: the message's
+    /// sequence number is sent, as the kernel requires one).
     pub id: Option<u32>,
     /// nft's user data (key byte order and the like); opaque here.
     pub userdata: Option<Vec<u8>>,
@@ -543,7 +544,7 @@ impl Set {
         self
     }
 
-    fn emit(&self, b: &mut Builder, full: bool) {
+    fn emit(&self, b: &mut Builder, full: bool, seq: u32) {
         b.attr_strz(a::SET_TABLE, &self.table);
         b.attr_strz(a::SET_NAME, &self.name);
         if let Some(h) = self.handle {
@@ -585,9 +586,9 @@ impl Set {
             }
             b.end_nest(d);
         }
-        if let Some(id) = self.id {
-            put_be32(b, a::SET_ID, id);
-        }
+        // The kernel requires a transaction id on every new set; without one of ours, the
+        // message's sequence number is unique in its batch.
+        put_be32(b, a::SET_ID, self.id.unwrap_or(seq));
         if let Some(t) = self.timeout_ms {
             put_be64(b, a::SET_TIMEOUT, t);
         }
@@ -1112,8 +1113,8 @@ impl Msg {
             Msg::DelTable(t) => t.emit(b, false),
             Msg::NewChain(c) => c.emit(b, true),
             Msg::DelChain(c) => c.emit(b, false),
-            Msg::NewSet(s) => s.emit(b, true),
-            Msg::DelSet(s) => s.emit(b, false),
+            Msg::NewSet(s) => s.emit(b, true, seq),
+            Msg::DelSet(s) => s.emit(b, false, seq),
             Msg::NewElems(e) | Msg::DelElems(e) => e.emit(b),
             Msg::NewRule(r) | Msg::DelRule(r) => r.emit(b),
             Msg::NewGen(g) => put_be32(b, a::GEN_ID, g.id),
@@ -1399,6 +1400,10 @@ mod tests {
                 Msg::DelTable(t) => Msg::DelTable(Table {
                     flags: 0,
                     ..t.clone()
+                }),
+                Msg::NewSet(s) => Msg::NewSet(Set {
+                    id: s.id.or(Some(100 + i as u32)),
+                    ..s.clone()
                 }),
                 other => other.clone(),
             };
