@@ -660,6 +660,12 @@ impl Expr {
 
     /// Parse the inside of one NFTA_LIST_ELEM (name + data).
     pub fn parse_elem(elem: &[u8]) -> Result<Expr, WireError> {
+        Expr::parse_elem_in(elem, false)
+    }
+
+    /// `inside_dynset`: an expression attached to a set element, where the kernel allows no
+    /// dynset; refusing it here also bounds the recursion on crafted input.
+    fn parse_elem_in(elem: &[u8], inside_dynset: bool) -> Result<Expr, WireError> {
         let mut name = None;
         let mut data: &[u8] = &[];
         for x in attrs(elem) {
@@ -671,6 +677,9 @@ impl Expr {
             }
         }
         let name = name.ok_or(WireError::MissingAttribute("NFTA_EXPR_NAME"))?;
+        if inside_dynset && name == "dynset" {
+            return Err(WireError::BadAttribute(a::DYNSET_EXPR));
+        }
         Expr::parse_data(&name, data)
     }
 
@@ -797,11 +806,11 @@ impl Expr {
             "dynset" => {
                 let mut exprs = Vec::new();
                 if let Some(one) = f.get(a::DYNSET_EXPR) {
-                    exprs.push(Expr::parse_elem(one.value)?);
+                    exprs.push(Expr::parse_elem_in(one.value, true)?);
                 }
                 if let Some(list) = f.get(a::DYNSET_EXPRESSIONS) {
                     for e in list.nested() {
-                        exprs.push(Expr::parse_elem(e?.value)?);
+                        exprs.push(Expr::parse_elem_in(e?.value, true)?);
                     }
                 }
                 if f.be32(a::DYNSET_FLAGS)?.unwrap_or(0) & DYNSET_F_INV != 0 {
@@ -1024,6 +1033,35 @@ mod tests {
         emit_list(&mut b, &all);
         let bytes = b.into_bytes();
         assert_eq!(parse_list(&bytes).unwrap(), all);
+    }
+
+    #[test]
+    fn a_dynset_inside_a_dynset_is_refused() {
+        let inner = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "s".into(),
+            set_id: None,
+            sreg_key: Reg::R1,
+            sreg_data: None,
+            timeout_ms: None,
+            exprs: vec![],
+        };
+        let outer = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "s".into(),
+            set_id: None,
+            sreg_key: Reg::R1,
+            sreg_data: None,
+            timeout_ms: None,
+            exprs: vec![inner],
+        };
+        let mut b = Builder::new();
+        emit_list(&mut b, &[outer]);
+        let bytes = b.into_bytes();
+        assert_eq!(
+            parse_list(&bytes),
+            Err(WireError::BadAttribute(a::DYNSET_EXPR))
+        );
     }
 
     #[test]

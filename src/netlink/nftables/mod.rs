@@ -420,6 +420,41 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_bytes_never_panic() {
+        // A tiny xorshift PRNG: deterministic, no dependency.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut seeds = Vec::new();
+        for m in msg::tests::samples() {
+            let mut b = Builder::new();
+            m.emit(&mut b, 1);
+            seeds.push(b.into_bytes());
+        }
+        let mut decoded = 0;
+        for seed in &seeds {
+            decoded += parse_any(seed);
+            for _ in 0..200 {
+                let mut c = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % c.len();
+                    c[i] = next() as u8;
+                }
+                let _ = parse_any(&c);
+            }
+        }
+        assert_eq!(decoded, seeds.len());
+        for len in 0..300 {
+            let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = parse_any(&junk);
+        }
+    }
+
+    #[test]
     fn families_keep_unknown_numbers() {
         for n in 0..=255u8 {
             assert_eq!(Family::from_number(n).number(), n);

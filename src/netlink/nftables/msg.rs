@@ -1259,7 +1259,7 @@ impl fmt::Display for Msg {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::super::wire::messages;
     use super::super::expr::{CmpOp, MetaKey};
     use super::super::Reg;
