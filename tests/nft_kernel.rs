@@ -634,6 +634,33 @@ fn inner_readback() {
     assert!(d.chains.iter().any(|c| c.name == "late"));
     assert!(!d.rules.iter().any(|r| r.chain == "service-a"));
 
+    // A large batch (send and receive buffers grow for it), with an ACK per message and
+    // without: every message is accounted for either way.
+    for (ack, prefix) in [(true, "many-"), (false, "quiet-")] {
+        nft.set_ack_each(ack);
+        let mut b = nft.batch();
+        for i in 0..10_000 {
+            let name = format!("{prefix}{i}");
+            b.push(&Msg::NewChain(chain(&name)));
+            b.push(&rule(&name, vec![Expr::Verdict(Verdict::Return)]));
+        }
+        let done = b.finish();
+        assert!(done.bytes().len() > 1 << 20);
+        nft.commit(&done).unwrap();
+        let d = nft.dump_table(F, T).unwrap();
+        let n = d.rules.iter().filter(|r| r.chain.starts_with(prefix)).count();
+        assert_eq!(n, 10_000, "{prefix}");
+    }
+    let mut b = nft.batch();
+    b.push(&Msg::NewChain(chain("fine-too")));
+    b.push(&rule("still-no-such-chain", vec![]));
+    let err = nft.commit(&b.finish()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("add rule ip {T} still-no-such-chain: No such file or directory")
+    );
+    nft.set_ack_each(true);
+
     // Delete the table: nothing of ours is left.
     nft.apply(&[Msg::delete_table(F, T)]).unwrap();
     assert!(nft.dump_table(F, T).unwrap().table.is_none());

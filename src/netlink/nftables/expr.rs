@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::super::wire::{attrs, Builder, NlAttr, WireError};
-use super::{attr, be32, be64, put_be32, put_be64, Data, Family, Reg, Verdict};
+use super::{attr, be32, be64, emit_value, put_be32, put_be64, Data, Family, Reg, Verdict};
 
 mod a {
     pub const EXPR_NAME: u16 = 1;
@@ -495,7 +495,7 @@ impl Expr {
             Expr::Cmp { sreg, op, data } => {
                 reg(b, a::CMP_SREG, sreg);
                 put_be32(b, a::CMP_OP, op.number());
-                Data::Value(data.clone()).emit(b, a::CMP_DATA);
+                emit_value(b, a::CMP_DATA, data);
             }
             Expr::Lookup {
                 set,
@@ -518,7 +518,7 @@ impl Expr {
             }
             Expr::Immediate { dreg, value } => {
                 reg(b, a::IMMEDIATE_DREG, dreg);
-                Data::Value(value.clone()).emit(b, a::IMMEDIATE_DATA);
+                emit_value(b, a::IMMEDIATE_DATA, value);
             }
             Expr::Verdict(v) => {
                 reg(b, a::IMMEDIATE_DREG, &Reg::VERDICT);
@@ -539,8 +539,8 @@ impl Expr {
                 // matches, where it leaves the kernel's default, the same operation).
                 put_be32(b, a::BITWISE_OP, 0);
                 put_be32(b, a::BITWISE_LEN, *len);
-                Data::Value(mask.clone()).emit(b, a::BITWISE_MASK);
-                Data::Value(xor.clone()).emit(b, a::BITWISE_XOR);
+                emit_value(b, a::BITWISE_MASK, mask);
+                emit_value(b, a::BITWISE_XOR, xor);
             }
             Expr::Ct {
                 key,

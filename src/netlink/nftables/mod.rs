@@ -292,12 +292,14 @@ pub enum Data {
 impl Data {
     /// Emit a nest of type `kind` holding this data.
     pub(crate) fn emit(&self, b: &mut Builder, kind: u16) {
-        let n = b.begin_nest(kind);
         match self {
-            Data::Value(v) => b.attr(attr::DATA_VALUE, v),
-            Data::Verdict(v) => v.emit_data(b),
+            Data::Value(v) => emit_value(b, kind, v),
+            Data::Verdict(v) => {
+                let n = b.begin_nest(kind);
+                v.emit_data(b);
+                b.end_nest(n);
+            }
         }
-        b.end_nest(n);
     }
 
     /// Parse a nest holding NFTA_DATA_VALUE or NFTA_DATA_VERDICT.
@@ -329,6 +331,13 @@ pub(crate) mod attr {
     pub const DATA_VERDICT: u16 = 2;
     pub const VERDICT_CODE: u16 = 1;
     pub const VERDICT_CHAIN: u16 = 2;
+}
+
+/// A nest of type `kind` holding NFTA_DATA_VALUE bytes (no copy into a [`Data`]).
+pub(crate) fn emit_value(b: &mut Builder, kind: u16, v: &[u8]) {
+    let n = b.begin_nest(kind);
+    b.attr(attr::DATA_VALUE, v);
+    b.end_nest(n);
 }
 
 /// A 32-bit attribute in network byte order.

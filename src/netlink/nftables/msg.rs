@@ -11,8 +11,8 @@ use super::super::wire::{
 };
 use super::expr::{self, Expr};
 use super::{
-    attr, be32, be64, msgtype, nft_type, put_be32, put_be64, Data, Family, Verdict, NFGENMSG_LEN,
-    NFNETLINK_V0, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND,
+    attr, be32, be64, emit_value, msgtype, nft_type, put_be32, put_be64, Data, Family, Verdict,
+    NFGENMSG_LEN, NFNETLINK_V0, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND,
 };
 
 mod a {
@@ -726,9 +726,9 @@ impl SetElem {
         if let Some(t) = self.expiration_ms {
             put_be64(b, a::ELEM_EXPIRATION, t);
         }
-        Data::Value(self.key.clone()).emit(b, a::ELEM_KEY);
+        emit_value(b, a::ELEM_KEY, &self.key);
         if let Some(k) = &self.key_end {
-            Data::Value(k.clone()).emit(b, a::ELEM_KEY_END);
+            emit_value(b, a::ELEM_KEY_END, k);
         }
         if let Some(d) = &self.data {
             d.emit(b, a::ELEM_DATA);
