@@ -228,7 +228,8 @@ fn bad_values_name_source_and_field() {
             "imageGCHighThresholdPercent",
         ),
         (
-            "imageGCLowThresholdPercent: 90\n",
+            // Not below the high threshold (the default board's 100).
+            "imageGCLowThresholdPercent: 100\n",
             "imageGCLowThresholdPercent",
         ),
         ("systemReserved: {memory: 1XB}\n", "systemReserved.memory"),

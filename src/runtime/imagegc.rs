@@ -200,7 +200,8 @@ impl Tracker {
         let Some(usage) = usage else {
             return plan;
         };
-        if usage.percent() < u64::from(policy.high_percent) {
+        // 100 % turns the space pass off (the kubelet's convention).
+        if policy.high_percent >= 100 || usage.percent() < u64::from(policy.high_percent) {
             return plan;
         }
         // Free enough for the available space to reach (100 - low) % of the capacity.
@@ -293,6 +294,24 @@ mod tests {
         );
         assert!(p.remove.is_empty());
         assert_eq!(p.to_free, 0);
+        // A high threshold of 100 % turns the space pass off, even on a full disk.
+        let off = Policy {
+            high_percent: 100,
+            ..policy()
+        };
+        let full = Usage {
+            capacity: 100 * GB,
+            available: 0,
+        };
+        let p = t.plan(
+            t0 + Duration::from_secs(3600),
+            &images,
+            &BTreeSet::new(),
+            &[],
+            Some(full),
+            &off,
+        );
+        assert!(p.remove.is_empty());
     }
 
     #[test]
