@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod grpc;
 pub mod proto;
+pub mod proto_stream;
 pub mod transport;
 
 #[cfg(test)]
