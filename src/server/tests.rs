@@ -53,6 +53,7 @@ fn settings(anonymous: bool, logs: &std::path::Path) -> Settings {
         handshake_timeout: super::HEADER_TIMEOUT,
         header_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(5),
+        streams: stream::StreamSettings::default(),
     }
 }
 
@@ -328,5 +329,97 @@ fn a_ten_megabyte_log_is_read_whole() {
     assert_eq!(code, 200);
     assert_eq!(body.len(), want.len());
     assert!(body.as_bytes() == want.as_slice(), "content differs");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn send(server: &Server, pair: &ServingPair, head: &str) -> (u16, String) {
+    let mut s = connect(server, pair).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.flush().unwrap();
+    let mut rd = BufReader::new(&mut s);
+    response(&mut rd)
+}
+
+#[test]
+fn stream_requests_get_clear_errors() {
+    let dir = temp_dir("streams");
+    let p = pair();
+    let view = NodeView::default();
+    let pod: crate::k8s::pod::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }))
+    .unwrap();
+    view.set_pods(vec![Arc::new(pod)]);
+    let mut st = settings(true, &dir);
+    st.streams.runtime_endpoint = Some(dir.join("no-runtime.sock").display().to_string());
+    let server = start_with(st.clone(), &p, None, view.clone()).unwrap();
+    let up = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n";
+    let exec = "/exec/default/web/app?command=sh&output=1";
+    // The kubelet's proxy requires an upgrade: without one nothing reaches the runtime.
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST {exec} HTTP/1.1\r\nHost: n\r\n\r\n")
+        ),
+        (400, "Upgrade request required\n".into())
+    );
+    let (code, body) = send(
+        &server,
+        &p,
+        &format!("POST {exec} HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"),
+    );
+    assert_eq!(code, 400, "{body}");
+    // Upstream wording: "you must specify at least 1 of stdin, stdout, stderr".
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST /exec/default/web/app?command=sh HTTP/1.1\r\n{up}\r\n")
+        ),
+        (
+            400,
+            "you must specify at least 1 of stdin, stdout, stderr\n".into()
+        )
+    );
+    assert_eq!(
+        send(&server, &p, &format!("PUT {exec} HTTP/1.1\r\n{up}\r\n")).0,
+        405
+    );
+    // Unknown pod and container: 404 in the kubelet's words.
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST /exec/default/nope/app?command=sh&output=1 HTTP/1.1\r\n{up}\r\n")
+        ),
+        (404, "pod does not exist\n".into())
+    );
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST /attach/default/web/u1/nope?output=1 HTTP/1.1\r\n{up}\r\n")
+        ),
+        (404, "container not found (\"nope\")\n".into())
+    );
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("GET /portForward/default/web/other-uid HTTP/1.1\r\n{up}\r\n")
+        ),
+        (404, "pod not found\n".into())
+    );
+    // A runtime that cannot be reached: a 500 naming the CRI call.
+    let (code, body) = send(&server, &p, &format!("POST {exec} HTTP/1.1\r\n{up}\r\n"));
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("ListContainers"), "{body}");
+    // More streams than the bound: 429.
+    st.streams.max_streams = 0;
+    let full = start_with(st, &p, None, view).unwrap();
+    let (code, body) = send(&full, &p, &format!("POST {exec} HTTP/1.1\r\n{up}\r\n"));
+    assert_eq!(code, 429, "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
