@@ -24,6 +24,8 @@ mod cluster;
 mod cri_bed;
 #[path = "../tests/envtest/kubelet_api.rs"]
 mod kubelet_api;
+#[path = "../tests/envtest/kubelet_exec.rs"]
+mod kubelet_exec;
 #[path = "../tests/common/podsync.rs"]
 mod podsync;
 #[path = "../tests/envtest/real.rs"]
@@ -34,11 +36,9 @@ mod scenarios;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::json;
 
 use cluster::Cluster;
@@ -47,6 +47,9 @@ use real::{Assets, RealCluster};
 use tinylet::cri::proto::{ContainerFilter, ContainerState, ContainerStateValue};
 use tinylet::cri::proto_stream::ExecRequest;
 use tinylet::cri::{CriClient, CriOptions};
+
+/// The WebSocket subprotocol the exec clients ask for.
+const PROTOCOL: &str = "v4.channel.k8s.io";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -70,102 +73,6 @@ fn line(what: &str, v: &mut [Duration]) -> Duration {
         v.len()
     );
     p50
-}
-
-/// A WebSocket exec over `s`: upgrade on `path`, then frames until the server closes. The
-/// status the server reports on channel 3 (empty for success on v4).
-fn ws_exec(s: &mut impl ReadWrite, host: &str, path: &str) -> Result<String, String> {
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGlueWxldC1iZW5jaC0xMg==\r\n\
-         Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    s.flush().map_err(|e| e.to_string())?;
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!(
-                "closed before a response: {:?}",
-                String::from_utf8_lossy(&data)
-            ));
-        }
-        data.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    if !head.starts_with("HTTP/1.1 101") {
-        return Err(format!("no upgrade: {head}"));
-    }
-    let mut frames = data.split_off(head_end);
-    let mut status = String::new();
-    loop {
-        // Parse whole frames (servers do not mask).
-        while frames.len() >= 2 {
-            let opcode = frames[0] & 0x0f;
-            let (len, at) = match frames[1] & 0x7f {
-                126 if frames.len() >= 4 => {
-                    (u16::from_be_bytes([frames[2], frames[3]]) as usize, 4)
-                }
-                127 if frames.len() >= 10 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&frames[2..10]);
-                    (u64::from_be_bytes(b) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n as usize, 2),
-            };
-            if frames.len() < at + len {
-                break;
-            }
-            let payload: Vec<u8> = frames.drain(..at + len).skip(at).collect();
-            if opcode == 8 {
-                return Ok(status);
-            }
-            if payload.first() == Some(&3) {
-                status.push_str(&String::from_utf8_lossy(&payload[1..]));
-            }
-        }
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(status);
-        }
-        frames.extend_from_slice(&buf[..n]);
-    }
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-fn tls_client(c: &RealCluster) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(c.ca_pem().as_bytes()).flatten() {
-        roots.add(cert).expect("test CA");
-    }
-    let who = c
-        .pki()
-        .client_cert("kube-apiserver-kubelet-client", &[])
-        .expect("client certificate");
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(who.cert_pem.as_bytes())
-            .flatten()
-            .collect();
-    let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).expect("client key");
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client auth"),
-    )
 }
 
 fn main() {
@@ -225,7 +132,7 @@ fn main() {
     }
 
     // The three ways below run interleaved, so load on the shared machine hits them alike.
-    let tls = tls_client(&c);
+    let tls = kubelet_exec::tls_client(&c);
     let addr = SocketAddr::from(([127, 0, 0, 1], node.port));
     let connect = || {
         let tcp = TcpStream::connect(addr).expect("connect to the kubelet API");
@@ -239,8 +146,9 @@ fn main() {
     let via_tinylet_once = || {
         let t0 = Instant::now();
         let mut s = connect();
-        let status = ws_exec(&mut s, &addr.to_string(), &path)
-            .unwrap_or_else(|e| panic!("exec via tinylet: {e}"));
+        let status = kubelet_exec::ws_exec(&mut s, &addr.to_string(), &path, PROTOCOL)
+            .unwrap_or_else(|e| panic!("exec via tinylet: {e}"))
+            .status;
         let took = t0.elapsed();
         assert!(
             status.is_empty() || status.contains("Success"),
@@ -297,7 +205,9 @@ fn main() {
             tinylet::server::stream::split_url(&url).unwrap_or_else(|e| panic!("{e}"));
         let mut tcp = TcpStream::connect(dial).expect("connect to the streaming server");
         tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        let status = ws_exec(&mut tcp, &host, &path).unwrap_or_else(|e| panic!("exec direct: {e}"));
+        let status = kubelet_exec::ws_exec(&mut tcp, &host, &path, PROTOCOL)
+            .unwrap_or_else(|e| panic!("exec direct: {e}"))
+            .status;
         let took = t0.elapsed();
         assert!(
             status.is_empty() || status.contains("Success"),

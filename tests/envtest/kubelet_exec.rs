@@ -6,7 +6,8 @@
 //! Upstream behaviour checked: `kubectl exec` carries stdout and stderr apart and exits with
 //! the command's exit code; `-i` passes stdin and its end; `-t` gives the command a terminal
 //! (stdin and stdout are TTYs); `attach -i` joins a running container's stdin and stdout;
-//! `port-forward` tunnels TCP connections to a port in the pod's network namespace; a user
+//! `port-forward` tunnels TCP connections to a port in the pod's network namespace; the
+//! WebSocket protocol (`v4.channel.k8s.io`) passes through as well as SPDY; a user
 //! RBAC does not allow is refused with the kubelet's message and verb `create`.
 #![allow(dead_code)]
 
@@ -14,9 +15,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 
 use super::apiserver::client::TestClient;
@@ -81,6 +84,126 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// What a WebSocket exec returned.
+#[derive(Debug, Default)]
+pub struct WsExec {
+    /// The subprotocol the server chose.
+    pub protocol: String,
+    /// Channels 1 and 2.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Channel 3: the exit status the server reports (a Status object from v4 on).
+    pub status: String,
+}
+
+/// A WebSocket exec over `s` as a channel.k8s.io client with no stdin: the upgrade on `path`
+/// offering `protocols`, then server frames (unmasked) until a close frame or the end.
+pub fn ws_exec(
+    s: &mut (impl Read + Write),
+    host: &str,
+    path: &str,
+    protocols: &str,
+) -> Result<WsExec, String> {
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGlueWxldC1iZW5jaC0xMg==\r\n\
+         Sec-WebSocket-Protocol: {protocols}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    s.flush().map_err(|e| e.to_string())?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            let got = String::from_utf8_lossy(&data).into_owned();
+            return Err(format!("closed before a response: {got:?}"));
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(format!("no upgrade: {head}"));
+    }
+    let mut out = WsExec {
+        protocol: head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default(),
+        ..WsExec::default()
+    };
+    let mut frames = data.split_off(head_end);
+    loop {
+        while frames.len() >= 2 {
+            let opcode = frames[0] & 0x0f;
+            let (len, at) = match frames[1] & 0x7f {
+                126 if frames.len() >= 4 => {
+                    (u16::from_be_bytes([frames[2], frames[3]]) as usize, 4)
+                }
+                127 if frames.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&frames[2..10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if frames.len() < at + len {
+                break;
+            }
+            let payload: Vec<u8> = frames.drain(..at + len).skip(at).collect();
+            if opcode == 8 {
+                return Ok(out);
+            }
+            match payload.split_first() {
+                Some((1, d)) => out.stdout.extend_from_slice(d),
+                Some((2, d)) => out.stderr.extend_from_slice(d),
+                Some((3, d)) => out.status.push_str(&String::from_utf8_lossy(d)),
+                _ => {}
+            }
+        }
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(out);
+        }
+        frames.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A TLS client of the kubelet API as the API server is one: the test CA, and the
+/// `kube-apiserver-kubelet-client` certificate.
+pub fn tls_client(c: &RealCluster) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(c.ca_pem().as_bytes()).flatten() {
+        roots.add(cert).expect("test CA");
+    }
+    let who = c
+        .pki()
+        .client_cert("kube-apiserver-kubelet-client", &[])
+        .expect("client certificate");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(who.cert_pem.as_bytes())
+            .flatten()
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).expect("client key");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth"),
+    )
 }
 
 /// What the pod's httpd serves.
@@ -281,8 +404,25 @@ pub fn kubectl_exec_attach_port_forward(c: &RealCluster, bed: Bed) {
     }
     drop(child);
 
-    // The node's own authorization: exec is `create` on nodes/proxy; RBAC refuses nobody.
+    // A WebSocket client straight to the node (as an API server that does not translate to
+    // SPDY would be): the runtime's WebSocket protocol is relayed as it is.
     let addr = SocketAddr::from(([127, 0, 0, 1], node.port));
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let tls = rustls::ClientConnection::new(tls_client(c), ServerName::IpAddress(addr.ip().into()))
+        .unwrap();
+    let mut s = rustls::StreamOwned::new(tls, tcp);
+    let path = format!(
+        "/exec/{ns}/shell/main?command=sh&command=-c&command=echo+ws-out%3B+echo+ws-err+%3E%262\
+         &output=1&error=1"
+    );
+    let ws = ws_exec(&mut s, &addr.to_string(), &path, "v4.channel.k8s.io").unwrap();
+    assert_eq!(ws.protocol, "v4.channel.k8s.io", "{ws:?}");
+    assert_eq!(String::from_utf8_lossy(&ws.stdout), "ws-out\n", "{ws:?}");
+    assert_eq!(String::from_utf8_lossy(&ws.stderr), "ws-err\n", "{ws:?}");
+    assert!(ws.status.contains("Success"), "{ws:?}");
+
+    // The node's own authorization: exec is `create` on nodes/proxy; RBAC refuses nobody.
     let nobody = c.pki().client_cert("nobody", &[]).unwrap();
     let mut t = TestClient::tls(addr, &c.ca_pem(), Some(&nobody))
         .unwrap()
