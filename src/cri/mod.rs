@@ -14,7 +14,7 @@ pub mod proto_stream;
 pub mod transport;
 
 #[cfg(test)]
-mod fake_runtime;
+pub(crate) mod fake_runtime;
 
 pub use client::{CriClient, CriOptions, CRI_API_VERSION};
 pub use error::{CriError, ErrorKind, GrpcCode};
