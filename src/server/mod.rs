@@ -322,9 +322,11 @@ async fn handle(
     let mut attrs = authz::attributes(&head.method, &clean, &state.settings.node_name);
     let stream_req = stream::parse(&target);
     if stream_req.is_some() {
-        // Exec, attach and port-forward create a process or a tunnel whatever the method (a
-        // WebSocket client sends GET): the verb is create, as for the API server's own
-        // pods/exec subresources.
+        // Exec, attach and port-forward create a process or a tunnel whatever the method. The
+        // kubelet maps a WebSocket's GET to verb get, so `get nodes/proxy` (granted to
+        // monitoring) can exec; here the verb is create for these routes, as the API server
+        // does for pods/exec since AuthorizePodWebsocketUpgradeCreatePermission and as
+        // proposed for the kubelet (kubernetes/kubernetes#136550).
         attrs.verb = "create".to_string();
     }
     match authorize(state, &user, &attrs).await {
