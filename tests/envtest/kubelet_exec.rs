@@ -358,17 +358,25 @@ pub fn kubectl_exec_attach_port_forward(c: &RealCluster, bed: Bed) {
         k.cmd(&["attach", "-i", "shell", "-c", "echoer"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let rx = lines(child.0.stdout.take().unwrap());
+    let errs = lines(child.0.stderr.take().unwrap());
     let mut stdin = child.0.stdin.take().unwrap();
     // kubectl sends stdin once the stream is up; a line before that waits in the pipe.
     stdin.write_all(b"ping\n").unwrap();
     stdin.flush().unwrap();
     let seen = wait_line(&rx, |l| l == "got:ping");
-    assert!(seen.is_ok(), "kubectl attach saw {seen:?}");
+    if seen.is_err() {
+        let err: Vec<String> = errs.try_iter().collect();
+        let status = c.get_opt(&pod_path(&ns, "shell")).unwrap_or_default();
+        panic!(
+            "kubectl attach saw {seen:?}, stderr {err:?}; pod status {}",
+            status["status"]
+        );
+    }
     drop(stdin);
     drop(child);
 
