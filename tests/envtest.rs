@@ -22,6 +22,8 @@ mod ephemeral;
 mod eviction;
 #[path = "envtest/kubelet_api.rs"]
 mod kubelet_api;
+#[path = "envtest/kubelet_exec.rs"]
+mod kubelet_exec;
 #[path = "envtest/pod_cgroups.rs"]
 mod pod_cgroups;
 #[path = "envtest/pod_env.rs"]
@@ -709,4 +711,12 @@ fn real_kubectl_logs_and_node_auth() {
         return;
     };
     kubelet_api::kubectl_logs_and_node_auth(&c, bed);
+}
+
+#[test]
+fn real_kubectl_exec_attach_port_forward() {
+    let Some((_serial, bed, c)) = real("envtest_real_kubelet_exec") else {
+        return;
+    };
+    kubelet_exec::kubectl_exec_attach_port_forward(&c, bed);
 }

@@ -18,6 +18,7 @@ use smol::lock::Mutex;
 use super::error::{CriError, ErrorKind, GrpcCode};
 use super::grpc::{self, FrameDecoder, Head};
 use super::proto::*;
+use super::proto_stream::*;
 use super::transport::{self, ConnectError, Connection};
 
 /// The CRI API version we speak, sent in VersionRequest.
@@ -86,6 +87,10 @@ rpc!(LIST_CONTAINERS, "RuntimeService", "ListContainers", true);
 rpc!(CONTAINER_STATUS, "RuntimeService", "ContainerStatus", true);
 rpc!(EXEC_SYNC, "RuntimeService", "ExecSync", false);
 rpc!(CONTAINER_STATS, "RuntimeService", "ContainerStats", true);
+// Each call only registers a one-time token at the runtime's streaming server.
+rpc!(EXEC, "RuntimeService", "Exec", true);
+rpc!(ATTACH, "RuntimeService", "Attach", true);
+rpc!(PORT_FORWARD, "RuntimeService", "PortForward", true);
 // Pulling an image twice only costs bandwidth; its result is the same.
 rpc!(PULL_IMAGE, "ImageService", "PullImage", true);
 rpc!(IMAGE_STATUS, "ImageService", "ImageStatus", true);
@@ -444,6 +449,33 @@ impl CriClient {
             container_id: id.to_owned(),
         };
         self.unary(&CONTAINER_STATS, id, &req, self.inner.opts.call_timeout)
+            .await
+    }
+
+    /// The streaming URL for an exec in a container.
+    pub async fn exec(&self, req: &ExecRequest) -> Result<ExecResponse, CriError> {
+        self.unary(&EXEC, &req.container_id, req, self.inner.opts.call_timeout)
+            .await
+    }
+
+    /// The streaming URL for attaching to a container.
+    pub async fn attach(&self, req: &AttachRequest) -> Result<AttachResponse, CriError> {
+        self.unary(
+            &ATTACH,
+            &req.container_id,
+            req,
+            self.inner.opts.call_timeout,
+        )
+        .await
+    }
+
+    /// The streaming URL for forwarding ports of a sandbox.
+    pub async fn port_forward(
+        &self,
+        req: &PortForwardRequest,
+    ) -> Result<PortForwardResponse, CriError> {
+        let id = &req.pod_sandbox_id;
+        self.unary(&PORT_FORWARD, id, req, self.inner.opts.call_timeout)
             .await
     }
 

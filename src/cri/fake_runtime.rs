@@ -19,7 +19,7 @@ use super::transport::SmolIo;
 use super::{CriClient, CriOptions};
 
 /// What the fake answers to one request.
-enum Reply {
+pub(crate) enum Reply {
     /// Raw body bytes, sent in DATA frames of `chunk` bytes, then `grpc-status: 0`.
     Body(Vec<u8>, usize),
     /// A trailers-only answer.
@@ -32,8 +32,8 @@ enum Reply {
 
 type Script = dyn Fn(usize, &str) -> Reply + Send + Sync;
 
-struct Fake {
-    path: PathBuf,
+pub(crate) struct Fake {
+    pub(crate) path: PathBuf,
     requests: Arc<AtomicUsize>,
     paths: Arc<Mutex<Vec<String>>>,
 }
@@ -44,7 +44,7 @@ impl Drop for Fake {
     }
 }
 
-fn framed<M: Message>(m: &M) -> Vec<u8> {
+pub(crate) fn framed<M: Message>(m: &M) -> Vec<u8> {
     let body = m.encode_to_vec();
     let mut out = vec![0];
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -141,7 +141,10 @@ async fn answer(
     }
 }
 
-fn start(name: &str, script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static) -> Fake {
+pub(crate) fn start(
+    name: &str,
+    script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static,
+) -> Fake {
     let path = std::env::temp_dir().join(format!("tl-cri-{name}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = Async::new(UnixListener::bind(&path).unwrap()).unwrap();

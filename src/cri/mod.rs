@@ -10,10 +10,11 @@ pub mod client;
 pub mod error;
 pub mod grpc;
 pub mod proto;
+pub mod proto_stream;
 pub mod transport;
 
 #[cfg(test)]
-mod fake_runtime;
+pub(crate) mod fake_runtime;
 
 pub use client::{CriClient, CriOptions, CRI_API_VERSION};
 pub use error::{CriError, ErrorKind, GrpcCode};

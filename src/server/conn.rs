@@ -103,6 +103,13 @@ impl TlsConn {
         Ok(())
     }
 
+    /// Plaintext already decrypted and waiting: a read returns it without the socket.
+    pub fn buffered(&mut self) -> usize {
+        self.tls
+            .process_new_packets()
+            .map_or(0, |s| s.plaintext_bytes_to_read())
+    }
+
     /// Waits until the socket has bytes (or an end) to read; cancel-safe.
     pub async fn readable(&self) -> io::Result<()> {
         self.tcp.readable().await

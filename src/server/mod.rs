@@ -4,7 +4,8 @@
 //!
 //! One concern per file: `conn` (TLS over smol), `http` (request heads, responses), `path`
 //! (request targets), `authn`/`authz` (who and whether, sans-I/O), `cache`, `routes`, `logs`
-//! (CRI log format and options, sans-I/O), `logstream` (log files), `view` (what the server
+//! (CRI log format and options, sans-I/O), `logstream` (log files), `stream` (exec, attach
+//! and port-forward relayed to the runtime's streaming server), `view` (what the server
 //! may read of the agent), `healthz` (the plain local health port). The server never changes pods: it reads the [`NodeView`] the agent
 //! publishes and asks the API server about users with the node's own credentials.
 
@@ -18,6 +19,7 @@ pub mod logs;
 pub mod logstream;
 pub mod path;
 pub mod routes;
+pub mod stream;
 pub mod tls;
 pub mod view;
 
@@ -86,6 +88,8 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Bound of a kept-alive connection's wait for its next request.
     pub idle_timeout: Duration,
+    /// exec/attach/port-forward: the runtime to ask and the bound of streams.
+    pub streams: stream::StreamSettings,
 }
 
 impl Settings {
@@ -120,6 +124,11 @@ impl Settings {
             handshake_timeout: HEADER_TIMEOUT,
             header_timeout: HEADER_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            streams: stream::StreamSettings {
+                runtime_endpoint: Some(cfg.container_runtime_endpoint.clone()),
+                timeout: cfg.runtime_request_timeout,
+                ..stream::StreamSettings::default()
+            },
         }))
     }
 }
@@ -134,6 +143,7 @@ struct State {
     /// The review client and the credentials generation it was built from.
     client: Mutex<Option<(u64, Client)>>,
     slots: Arc<Semaphore>,
+    streams: stream::Streams,
 }
 
 /// The running server; it stops when dropped.
@@ -204,6 +214,7 @@ pub fn start_with(
             settings.denied_ttl,
         )),
         slots: Arc::new(Semaphore::new(settings.max_connections)),
+        streams: stream::Streams::new(&settings.streams),
         settings,
         tls: tls_cfg,
         client_auth,
@@ -268,7 +279,7 @@ async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
                 break;
             }
         };
-        match handle(state, &mut conn, &head, &peer).await {
+        match handle(state, &mut conn, &head, &peer, &buf).await {
             Ok(true) => continue,
             _ => break,
         }
@@ -282,6 +293,7 @@ async fn handle(
     conn: &mut TlsConn,
     head: &http::RequestHead,
     peer: &PeerCert,
+    early: &[u8],
 ) -> std::io::Result<bool> {
     // A body is never read: answer, then close rather than misread it as the next request.
     let keep = head.keep_alive && !head.has_body();
@@ -307,7 +319,16 @@ async fn handle(
         }
     };
     let clean = format!("/{}", target.segments.join("/"));
-    let attrs = authz::attributes(&head.method, &clean, &state.settings.node_name);
+    let mut attrs = authz::attributes(&head.method, &clean, &state.settings.node_name);
+    let stream_req = stream::parse(&target);
+    if stream_req.is_some() {
+        // Exec, attach and port-forward create a process or a tunnel whatever the method. The
+        // kubelet maps a WebSocket's GET to verb get, so `get nodes/proxy` (granted to
+        // monitoring) can exec; here the verb is create for these routes, as the API server
+        // does for pods/exec since AuthorizePodWebsocketUpgradeCreatePermission and as
+        // proposed for the kubelet (kubernetes/kubernetes#136550).
+        attrs.verb = "create".to_string();
+    }
     match authorize(state, &user, &attrs).await {
         Ok(true) => {}
         Ok(false) => {
@@ -325,6 +346,10 @@ async fn handle(
             conn.write_all(&http::text(500, &msg, keep)).await?;
             return Ok(keep);
         }
+    }
+    if let Some(req) = stream_req {
+        stream::serve(&state.streams, &state.view, conn, head, req, early).await?;
+        return Ok(false);
     }
     if head.method != "GET" {
         conn.write_all(&http::text(405, "Method Not Allowed", false))

@@ -53,6 +53,7 @@ fn settings(anonymous: bool, logs: &std::path::Path) -> Settings {
         handshake_timeout: super::HEADER_TIMEOUT,
         header_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(5),
+        streams: stream::StreamSettings::default(),
     }
 }
 
@@ -328,5 +329,212 @@ fn a_ten_megabyte_log_is_read_whole() {
     assert_eq!(code, 200);
     assert_eq!(body.len(), want.len());
     assert!(body.as_bytes() == want.as_slice(), "content differs");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn send(server: &Server, pair: &ServingPair, head: &str) -> (u16, String) {
+    let mut s = connect(server, pair).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.flush().unwrap();
+    let mut rd = BufReader::new(&mut s);
+    response(&mut rd)
+}
+
+#[test]
+fn stream_requests_get_clear_errors() {
+    let dir = temp_dir("streams");
+    let p = pair();
+    let view = NodeView::default();
+    let pod: crate::k8s::pod::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }))
+    .unwrap();
+    view.set_pods(vec![Arc::new(pod)]);
+    let mut st = settings(true, &dir);
+    st.streams.runtime_endpoint = Some(dir.join("no-runtime.sock").display().to_string());
+    let server = start_with(st.clone(), &p, None, view.clone()).unwrap();
+    let up = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n";
+    let exec = "/exec/default/web/app?command=sh&output=1";
+    // The kubelet's proxy requires an upgrade: without one nothing reaches the runtime.
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST {exec} HTTP/1.1\r\nHost: n\r\n\r\n")
+        ),
+        (400, "Upgrade request required\n".into())
+    );
+    let (code, body) = send(
+        &server,
+        &p,
+        &format!("POST {exec} HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"),
+    );
+    assert_eq!(code, 400, "{body}");
+    // Upstream wording: "you must specify at least 1 of stdin, stdout, stderr".
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST /exec/default/web/app?command=sh HTTP/1.1\r\n{up}\r\n")
+        ),
+        (
+            400,
+            "you must specify at least 1 of stdin, stdout, stderr\n".into()
+        )
+    );
+    assert_eq!(
+        send(&server, &p, &format!("PUT {exec} HTTP/1.1\r\n{up}\r\n")).0,
+        405
+    );
+    // Unknown pod and container: 404 in the kubelet's words.
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST /exec/default/nope/app?command=sh&output=1 HTTP/1.1\r\n{up}\r\n")
+        ),
+        (404, "pod does not exist\n".into())
+    );
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("POST /attach/default/web/u1/nope?output=1 HTTP/1.1\r\n{up}\r\n")
+        ),
+        (404, "container not found (\"nope\")\n".into())
+    );
+    assert_eq!(
+        send(
+            &server,
+            &p,
+            &format!("GET /portForward/default/web/other-uid HTTP/1.1\r\n{up}\r\n")
+        ),
+        (404, "pod not found\n".into())
+    );
+    // A runtime that cannot be reached: a 500 naming the CRI call.
+    let (code, body) = send(&server, &p, &format!("POST {exec} HTTP/1.1\r\n{up}\r\n"));
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("ListContainers"), "{body}");
+    // More streams than the bound: 429.
+    st.streams.max_streams = 0;
+    let full = start_with(st, &p, None, view).unwrap();
+    let (code, body) = send(&full, &p, &format!("POST {exec} HTTP/1.1\r\n{up}\r\n"));
+    assert_eq!(code, 429, "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn streams_are_relayed_byte_for_byte_to_the_runtime_url() {
+    use crate::cri::fake_runtime::{self, framed, Reply};
+    use crate::cri::proto::{Container, ContainerState, ListContainersResponse};
+    use crate::cri::proto_stream::ExecResponse;
+
+    // The runtime's streaming server: records the head it gets, answers 101, echoes bytes
+    // until "bye\n", then closes.
+    let runtime = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream_addr = runtime.local_addr().unwrap();
+    let (head_tx, head_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = runtime.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let _ = head_tx.send(String::from_utf8_lossy(&head).into_owned());
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n",
+        );
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"bye\n") {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let _ = s.write_all(&buf[..n]);
+        }
+    });
+    let url = format!("http://{stream_addr}/exec/tok123");
+    let fake = fake_runtime::start("stream-relay", move |_, path| {
+        if path.ends_with("/ListContainers") {
+            let running = Container {
+                id: "cid".into(),
+                state: ContainerState::ContainerRunning as i32,
+                created_at: 1,
+                ..Container::default()
+            };
+            let list = ListContainersResponse {
+                containers: vec![running],
+            };
+            Reply::Body(framed(&list), 1 << 16)
+        } else if path.ends_with("/Exec") {
+            Reply::Body(framed(&ExecResponse { url: url.clone() }), 1 << 16)
+        } else {
+            Reply::TrailersOnly(12, "unimplemented")
+        }
+    });
+
+    let dir = temp_dir("relay");
+    let p = pair();
+    let view = NodeView::default();
+    let pod: crate::k8s::pod::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }))
+    .unwrap();
+    view.set_pods(vec![Arc::new(pod)]);
+    let mut st = settings(true, &dir);
+    st.streams.runtime_endpoint = Some(format!("unix://{}", fake.path.display()));
+    let server = start_with(st, &p, None, view).unwrap();
+
+    let mut s = connect(&server, &p).unwrap();
+    s.write_all(
+        b"POST /exec/default/web/app?command=sh&input=1&output=1 HTTP/1.1\r\nHost: node-a\r\n\
+          Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n",
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let mut rd = BufReader::new(&mut s);
+    let mut status = String::new();
+    rd.read_line(&mut status).unwrap();
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols\r\n");
+    loop {
+        let mut h = String::new();
+        rd.read_line(&mut h).unwrap();
+        if h == "\r\n" {
+            break;
+        }
+    }
+    // The runtime got the client's head with its own path and host.
+    let head = head_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        head.starts_with(&format!(
+            "POST /exec/tok123 HTTP/1.1\r\nHost: {stream_addr}\r\n"
+        )),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-stream-protocol-version: v4.channel.k8s.io\r\n"),
+        "{head}"
+    );
+    // Both directions, then the runtime's close ends the client's stream.
+    for msg in ["hello\n", "bye\n"] {
+        rd.get_mut().write_all(msg.as_bytes()).unwrap();
+        rd.get_mut().flush().unwrap();
+        let mut back = String::new();
+        rd.read_line(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+    let mut rest = Vec::new();
+    let _ = rd.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

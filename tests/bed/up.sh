@@ -35,6 +35,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   tolerate_missing_hugetlb_controller = true
   netns_mounts_under_state_dir = true
   systemd_cgroup = false
+  # kubectl exec/attach/port-forward: the agent proxies to this streaming server. Loopback
+  # only, plain HTTP (agent and runtime share the host), a free port picked at start. These are
+  # containerd 1.6's defaults, spelled out so a changed default cannot expose it.
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_tls_streaming = false
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -137,14 +137,15 @@ fn admin_kubeconfig(c: &RealCluster, dir: &Path) -> PathBuf {
     path
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    ns: String,
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub ns: String,
 }
 
 impl Kubectl {
-    fn cmd(&self, args: &[&str]) -> Command {
+    /// kubectl against the test cluster as admin, in the test namespace (stdin: null).
+    pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -157,7 +158,7 @@ impl Kubectl {
     }
 
     /// Runs kubectl; (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
         let out = self.cmd(args).output().expect("run kubectl");
         (
             out.status.success(),
@@ -167,7 +168,7 @@ impl Kubectl {
     }
 
     /// stdout of a kubectl that must succeed.
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);
         assert!(ok, "kubectl {args:?} failed: {err}\nstdout: {out}");
         out
@@ -182,10 +183,24 @@ const SCRIPT: &str = "trap 'exit 0' TERM; \
     while [ ! -e /out/go ]; do sleep 0.2; done; echo after-follow; \
     while [ ! -e /out/exit ]; do sleep 0.2; done; exit 3";
 
-pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
+/// A joined node serving the kubelet API as the API server reaches it, and the admin's kubectl.
+/// Fields drop in order: the failure dump reads the agent's files before the agent goes.
+pub struct ServedNode<'c> {
+    pub dump: OnFailure<'c>,
+    pub a: Agent,
+    /// The kubelet API port (HTTPS) and the plain healthz port, both on 127.0.0.1.
+    pub port: u16,
+    pub healthz_port: u16,
+    pub ns: String,
+    pub k: Kubectl,
+}
+
+/// Starts an agent named after the host, with the kubelet API on a free loopback port (serving
+/// certificate from the test CA, client CA = the test CA), joins it and waits until the Node
+/// advertises that port.
+pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c> {
     let kubectl_bin = kubectl_bin();
-    let mut a = Agent::new(bed, c, "kubeapi");
-    let _dump = OnFailure::new(c, &a);
+    let mut a = Agent::new(bed, c, tag);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -209,6 +224,7 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
     // The node is named after the host: a Node's Hostname address is its name (the kubelet
     // reports the --hostname-override), and that is the address the API server dials here.
     a.node = host.clone();
+    let dump = OnFailure::new(c, &a);
     let (cert, key) = serving_cert(c, &a.dir, &host, &a.node);
     let healthz_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -241,6 +257,25 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         "{}",
         node["status"]["addresses"]
     );
+    let k = Kubectl {
+        bin: kubectl_bin,
+        kubeconfig: admin_kubeconfig(c, &a.dir),
+        ns: ns.clone(),
+    };
+    ServedNode {
+        dump,
+        a,
+        port,
+        healthz_port,
+        ns,
+        k,
+    }
+}
+
+pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
+    let node = served_node(c, bed, "kubeapi");
+    let (a, k, ns) = (&node.a, &node.k, node.ns.clone());
+    let (port, healthz_port) = (node.port, node.healthz_port);
 
     let out_dir = a.out.join("talker");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -263,11 +298,6 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         .unwrap();
     wait_ready(c, &ns, "talker");
 
-    let k = Kubectl {
-        bin: kubectl_bin,
-        kubeconfig: admin_kubeconfig(c, &a.dir),
-        ns: ns.clone(),
-    };
     // Plain: both streams, in the order written.
     let plain = poll(LIMIT, || {
         let (ok, out, _) = k.run(&["logs", "talker"]);
