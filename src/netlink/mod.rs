@@ -9,6 +9,7 @@
 pub mod client;
 pub mod genl;
 pub mod ipvs;
+pub mod nftables;
 pub mod rtnl;
 pub mod socket;
 pub mod wire;

@@ -41,6 +41,8 @@ pub enum Kind {
     Generic,
     /// NETLINK_ROUTE (links, addresses).
     Route,
+    /// NETLINK_NETFILTER (nf_tables).
+    Netfilter,
 }
 
 /// Counts of what went over the socket, for benchmarks and logs.
@@ -84,6 +86,7 @@ impl Socket {
         let proto = match kind {
             Kind::Generic => SockProtocol::NetlinkGeneric,
             Kind::Route => SockProtocol::NetlinkRoute,
+            Kind::Netfilter => SockProtocol::NetlinkNetFilter,
         };
         let fd = socket::socket(
             AddressFamily::Netlink,
@@ -235,6 +238,75 @@ impl Socket {
         Ok(())
     }
 
+    /// The sequence number the next request will use.
+    pub fn peek_seq(&self) -> u32 {
+        self.seq.wrapping_add(1).max(1)
+    }
+
+    /// Send a prebuilt nfnetlink batch whose messages use sequence numbers up to `last_seq`,
+    /// then an NLMSG_NOOP asking for an ACK. nfnetlink answers a whole batch while it is being
+    /// sent, so that ACK comes after every reply to the batch: `on_ack` sees the (seq, error
+    /// code) of each ACK or error until then. `acks` is how many replies to make room for.
+    pub fn send_batch(
+        &mut self,
+        bytes: &[u8],
+        n_msgs: usize,
+        last_seq: u32,
+        acks: usize,
+        op: &dyn Fn() -> String,
+        on_ack: &mut dyn FnMut(u32, i32),
+    ) -> Result<(), Error> {
+        let io = |errno| Error::Io { op: op(), errno };
+        // The kernel refuses a datagram larger than the send buffer; an ACK takes about 1 KiB
+        // of receive buffer (its skb), so a large batch needs both raised, as nft does.
+        if bytes.len() + 4096 > BATCH_BYTES * 2 {
+            let want = bytes.len() + 64 * 1024;
+            if setsockopt(&self.fd, sockopt::SndBufForce, &want).is_err() {
+                setsockopt(&self.fd, sockopt::SndBuf, &want).map_err(io)?;
+            }
+        }
+        if acks > RCVBUF_BYTES / ACK_SLOT_BYTES {
+            let want = acks.saturating_mul(ACK_SLOT_BYTES + 256);
+            let _ = setsockopt(&self.fd, sockopt::RcvBufForce, &want);
+        }
+        let dest = NetlinkAddr::new(0, 0);
+        let sent =
+            socket::sendto(self.fd.as_raw_fd(), bytes, &dest, MsgFlags::empty()).map_err(io)?;
+        if sent != bytes.len() {
+            return Err(Error::Incomplete {
+                op: op(),
+                reason: "short netlink send",
+            });
+        }
+        self.counters.sends += 1;
+        self.counters.messages += n_msgs as u64;
+        let marker = last_seq.wrapping_add(1).max(1);
+        self.seq = marker;
+        self.tx.clear();
+        let m = self
+            .tx
+            .begin_msg(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, marker);
+        self.tx.end_msg(m);
+        self.send(0, op)?;
+        loop {
+            let got = self.recv_multi(ACK_SLOT_BYTES, op)?;
+            let mut done = false;
+            for (off, len, _) in got {
+                let buf = self.rx.get(off..off + len).unwrap_or(&[]);
+                for (seq, code) in acks_in(buf) {
+                    if seq == marker {
+                        done = true;
+                    } else {
+                        on_ack(seq, code);
+                    }
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
     /// Send many requests, packed into few sendmsg calls, each asking for an ACK; returns one
     /// outcome per request, in order. This is what makes large syncs fast.
     pub fn batch(
@@ -291,7 +363,7 @@ impl Socket {
                     let buf = self.rx.get(off..off + len).unwrap_or(&[]);
                     // An error echoes the request and may be cut at the slot size: the header
                     // and error code come first, which is all an outcome needs.
-                    for (seq, code) in acks(buf) {
+                    for (seq, code) in acks_in(buf) {
                         let idx = seq.wrapping_sub(base) as usize;
                         let Some(slot) = results.get_mut(idx) else {
                             continue;
@@ -321,7 +393,7 @@ impl Socket {
 
 /// (seq, error code) of each NLMSG_ERROR in a datagram, reading a cut-off last message by its
 /// header alone.
-fn acks(buf: &[u8]) -> Vec<(u32, i32)> {
+fn acks_in(buf: &[u8]) -> Vec<(u32, i32)> {
     let mut out = Vec::new();
     let mut rest = buf;
     while rest.len() >= HDR_LEN + 4 {
@@ -398,10 +470,10 @@ mod tests {
             b.end_msg(m);
         }
         let bytes = b.into_bytes();
-        assert_eq!(acks(&bytes), vec![(7, 0), (8, -17)]);
+        assert_eq!(acks_in(&bytes), vec![(7, 0), (8, -17)]);
         // A datagram cut by the receive slot keeps its header and error code.
-        assert_eq!(acks(&bytes[..bytes.len() - 40]), vec![(7, 0), (8, -17)]);
-        assert_eq!(acks(&bytes[..10]), vec![]);
-        assert!(acks(&[0u8; 64]).is_empty());
+        assert_eq!(acks_in(&bytes[..bytes.len() - 40]), vec![(7, 0), (8, -17)]);
+        assert_eq!(acks_in(&bytes[..10]), vec![]);
+        assert!(acks_in(&[0u8; 64]).is_empty());
     }
 }
