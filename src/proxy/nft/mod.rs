@@ -5,7 +5,9 @@
 //! messages of one transaction, sans I/O), `sync` (remembers what it programmed and sends
 //! one batch per sync through a [`sync::Kernel`]). Only our own tables are ever touched.
 
+pub mod cmd;
 pub mod diff;
+pub mod lower;
 pub mod model;
 pub mod ruleset;
 pub mod sync;
