@@ -60,6 +60,7 @@ pub struct Lab {
     pub dir: PathBuf,
     namespaces: Vec<String>,
     children: Vec<Child>,
+    node_children: Vec<Child>,
     host_ruleset: String,
 }
 
@@ -115,6 +116,7 @@ impl Lab {
             dir,
             namespaces: Vec::new(),
             children: Vec::new(),
+            node_children: Vec::new(),
             host_ruleset: host_ruleset_hash(),
             prefix,
         };
@@ -191,6 +193,20 @@ impl Lab {
             "netns", &ns,
         ])?;
         run(&["ip", "-n", &self.node, "link", "set", &vp, "master", "br0"])?;
+        // As a bridge CNI plugin with hairpinMode does: with bridge netfilter on, a pod's
+        // connection DNATed back to itself leaves through the port it came in on.
+        run(&[
+            "ip",
+            "-n",
+            &self.node,
+            "link",
+            "set",
+            &vp,
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ])?;
         run(&["ip", "-n", &self.node, "link", "set", &vp, "up"])?;
         run(&[
             "ip",
@@ -316,8 +332,17 @@ impl Lab {
         let child = cmd
             .spawn()
             .map_err(|e| format!("start {cmd:?} in {}: {e}", self.node))?;
-        self.children.push(child);
+        self.node_children.push(child);
         Ok(())
+    }
+
+    /// Stop what [`Lab::spawn_in_node`] started (and wait for it).
+    pub fn stop_node_processes(&mut self) {
+        for c in &mut self.node_children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.node_children.clear();
     }
 
     /// A command prefixed with `ip netns exec <node>`.
@@ -333,6 +358,7 @@ impl Lab {
     }
 
     fn teardown(&mut self) {
+        self.stop_node_processes();
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
