@@ -340,3 +340,56 @@ fn removed_endpoint_gets_no_new_connections_and_cleanup_leaves_nothing() {
     let rules = lab.node_ruleset().unwrap();
     assert!(!rules.contains("kube-proxy"), "{rules}");
 }
+
+/// `--once` programs the table in one batch and exits; `tinylet nft list` reads it back
+/// through our netlink layer (every rule decodes to a statement we make), and the real `nft`
+/// reads the same services, endpoints and spread from the kernel.
+#[test]
+fn once_then_read_back_by_tinylet_and_by_nft() {
+    need_lab!();
+    let lab = Lab::new(0).unwrap();
+    let dir = manifests(&lab);
+    write_manifest(
+        &dir,
+        "web.yaml",
+        &service(
+            "web",
+            CLUSTER_IP,
+            NODE_PORT,
+            "  sessionAffinity: ClientIP",
+            &[("10.244.1.10", true, "n1"), ("10.244.1.11", true, "n1")],
+        ),
+    );
+    let run = |args: &[&str]| {
+        let out = lab
+            .node_command(Path::new(TINYLET))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let synced = run(&[
+        "proxy",
+        "--proxy-mode=nftables",
+        "--once",
+        &format!("--proxy-manifest-path={}", dir.display()),
+    ]);
+    assert!(synced.contains("full sync"), "{synced}");
+    let ours = run(&["nft", "list"]);
+    let real = lab.node_ruleset().unwrap();
+    for text in [&ours, &real] {
+        for want in [
+            "10.96.0.10 . tcp . 80 : goto service-default/web/tcp/http",
+            "tcp . 30080 : goto external-default/web/tcp/http",
+            "numgen random mod 2 0 goto endpoint-default/web/tcp/http__10.244.1.10/8080",
+            "dnat to 10.244.1.11:8080",
+            "update @affinity-default/web/tcp/http__10.244.1.10/8080 { ip saddr }",
+            "masquerade fully-random",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+    assert!(ours.starts_with("table ip kube-proxy {"), "{ours}");
+    assert!(ours.contains("table ip6 kube-proxy {"), "{ours}");
+}

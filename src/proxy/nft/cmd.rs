@@ -239,3 +239,39 @@ fn api_loop(
         }
     }
 }
+
+const NFT_USAGE: &str = "\
+usage: tinylet nft list      print our kube-proxy tables (ip, ip6) as `nft list table` would
+";
+
+/// `tinylet nft list`: our tables as the kernel holds them, in `nft list table` style.
+pub fn nft_main(args: &[String]) -> i32 {
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    if matches!(sub, "-h" | "--help" | "help") {
+        print!("{NFT_USAGE}");
+        return 0;
+    }
+    if sub != "list" || args.len() > 1 {
+        eprintln!("tinylet nft: expected `list`\n{NFT_USAGE}");
+        return 2;
+    }
+    let mut kernel = match NetlinkKernel::open() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tinylet nft list: {e}");
+            return 1;
+        }
+    };
+    let mut failed = false;
+    for f in [Family::Ip, Family::Ip6] {
+        match super::readback::read_table(kernel.client(), f, TABLE) {
+            Ok(Some(t)) => print!("{}", super::model::render(&t)),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("tinylet nft list: table {} {TABLE}: {e}", f.word());
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}

@@ -3,12 +3,14 @@
 //! Layers: `model` (the table as values, and its `nft list` text), `ruleset` (Services +
 //! EndpointSlices → tables, sans I/O), `diff` (last programmed table + new table → the
 //! messages of one transaction, sans I/O), `sync` (remembers what it programmed and sends
-//! one batch per sync through a [`sync::Kernel`]). Only our own tables are ever touched.
+//! one batch per sync through a [`sync::Kernel`]), `lower` (model → netlink messages),
+//! `readback` (the kernel's table → model, for `tinylet nft list`), `cmd` (wiring). Only our own tables are ever touched.
 
 pub mod cmd;
 pub mod diff;
 pub mod lower;
 pub mod model;
+pub mod readback;
 pub mod ruleset;
 pub mod sync;
 

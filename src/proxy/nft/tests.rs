@@ -453,3 +453,73 @@ fn syncer_writes_nothing_when_nothing_changed_and_replaces_after_drift() {
     ));
     assert_eq!(s.batches, 3);
 }
+
+#[test]
+fn every_rule_lowers_and_reads_back_to_itself() {
+    use super::lower::stmt_exprs;
+    use super::readback::rule;
+    let c = Config {
+        cluster_cidrs: vec![Cidr::new(ip("10.244.0.0"), 16)],
+        masquerade_all: false,
+        ..cfg()
+    };
+    let t = table(
+        &web(
+            "  sessionAffinity: ClientIP\n  externalTrafficPolicy: Local",
+            EPS,
+        ),
+        &c,
+    );
+    let mut n = 0;
+    for (name, chain) in &t.chains {
+        for r in &chain.rules {
+            let exprs: Vec<_> = r.iter().flat_map(|s| stmt_exprs(Family::Ip, s)).collect();
+            assert_eq!(rule(Family::Ip, &exprs).as_ref(), Ok(r), "chain {name}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, t.rule_count());
+    // IPv6 addresses and a prefix match.
+    let r6 = vec![
+        Stmt::Saddr(Cidr::new(ip("fd00::"), 64), false),
+        Stmt::L4Proto(Proto::Udp),
+        Stmt::Dnat(ip("fd00::5"), 53),
+    ];
+    let exprs: Vec<_> = r6.iter().flat_map(|s| stmt_exprs(Family::Ip6, s)).collect();
+    assert_eq!(rule(Family::Ip6, &exprs), Ok(r6));
+    // Something we never make is named, not guessed at.
+    let odd = vec![crate::netlink::nftables::Expr::Counter {
+        bytes: 0,
+        packets: 0,
+    }];
+    assert!(rule(Family::Ip, &odd).unwrap_err().contains("counter"));
+}
+
+#[test]
+fn element_keys_round_trip() {
+    use super::lower::key_bytes;
+    for k in [
+        Key::AddrPort(ip("10.96.0.10"), Proto::Tcp, 80),
+        Key::AddrPort(ip("fd00::10"), Proto::Sctp, 9000),
+        Key::Port(Proto::Udp, 30053),
+        Key::Addr(ip("192.168.1.5")),
+    ] {
+        let b = key_bytes(&k);
+        let kind = match k {
+            Key::AddrPort(..) => SetKind::AddrPortMap,
+            Key::Port(..) => SetKind::PortMap,
+            Key::Addr(..) => SetKind::Addrs,
+        };
+        assert_eq!(super::readback::decode_key(kind, &b), Some(k));
+    }
+    // Short or odd bytes from the kernel decode to nothing rather than panic.
+    for b in [
+        &[][..],
+        &[6],
+        &[1, 2, 3, 4, 5, 6, 7],
+        &[99, 0, 0, 0, 0, 80, 0, 0],
+    ] {
+        let _ = super::readback::decode_key(SetKind::AddrPortMap, b);
+        let _ = super::readback::decode_key(SetKind::PortMap, b);
+    }
+}
