@@ -306,6 +306,33 @@ fn set_msg(f: Family, table: &str, name: &str, kind: SetKind) -> nl::Set {
     }
 }
 
+/// Room for one element in a message: key and data nests, a verdict's chain name.
+fn element_bytes(k: &Key, v: Option<&Verdict>) -> usize {
+    48 + key_bytes(k).len() + v.and_then(Verdict::chain).map_or(0, str::len)
+}
+
+/// Netlink attribute lengths are 16 bits: an element list nest must stay under 64 KiB, so
+/// a large set's elements go in several messages of the same batch (as nft does).
+const ELEMENTS_NEST_BYTES: usize = 48 * 1024;
+
+fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, it) in items.iter().enumerate() {
+        let b = size(it);
+        if i > start && bytes + b > ELEMENTS_NEST_BYTES {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += b;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
 /// The messages of one transaction, in order. New sets are numbered from `next_set_id`
 /// (the kernel requires a transaction id on every new set).
 pub fn messages(tx: &Transaction, next_set_id: &mut u32) -> Vec<Msg> {
@@ -314,6 +341,7 @@ pub fn messages(tx: &Transaction, next_set_id: &mut u32) -> Vec<Msg> {
     let t = tx.table.as_str();
     let mut out = Vec::with_capacity(tx.changes.len());
     for c in &tx.changes {
+        // Element changes may take several messages; everything else takes one.
         out.push(match c {
             Change::AddTable => Msg::NewTable(nl::Table::new(fam, t)),
             Change::DelTable => Msg::DelTable(nl::Table::new(fam, t)),
@@ -347,25 +375,29 @@ pub fn messages(tx: &Transaction, next_set_id: &mut u32) -> Vec<Msg> {
                 Msg::NewSet(m)
             }
             Change::DelSet(name) => Msg::DelSet(nl::Set::new(fam, t, name, &[])),
-            Change::AddElements(set, els) => Msg::NewElems(nl::SetElems::new(
-                fam,
-                t,
-                set,
-                els.iter()
-                    .map(|(k, v)| match v {
-                        Some(v) => nl::SetElem::map(key_bytes(k), Data::Verdict(verdict(v))),
-                        None => nl::SetElem::key(key_bytes(k)),
-                    })
-                    .collect(),
-            )),
-            Change::DelElements(set, keys) => Msg::DelElems(nl::SetElems::new(
-                fam,
-                t,
-                set,
-                keys.iter()
-                    .map(|k| nl::SetElem::key(key_bytes(k)))
-                    .collect(),
-            )),
+            Change::AddElements(set, els) => {
+                for chunk in chunks(els, |(k, v)| element_bytes(k, v.as_ref())) {
+                    let elems = chunk
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Some(v) => nl::SetElem::map(key_bytes(k), Data::Verdict(verdict(v))),
+                            None => nl::SetElem::key(key_bytes(k)),
+                        })
+                        .collect();
+                    out.push(Msg::NewElems(nl::SetElems::new(fam, t, set, elems)));
+                }
+                continue;
+            }
+            Change::DelElements(set, keys) => {
+                for chunk in chunks(keys, |k| element_bytes(k, None)) {
+                    let elems = chunk
+                        .iter()
+                        .map(|k| nl::SetElem::key(key_bytes(k)))
+                        .collect();
+                    out.push(Msg::DelElems(nl::SetElems::new(fam, t, set, elems)));
+                }
+                continue;
+            }
         });
     }
     out

@@ -523,3 +523,41 @@ fn element_keys_round_trip() {
         let _ = super::readback::decode_key(SetKind::PortMap, b);
     }
 }
+
+#[test]
+fn large_element_lists_are_split_below_the_netlink_attribute_limit() {
+    use super::diff::Transaction;
+    use super::lower::messages;
+    let els: Vec<(Key, Option<Verdict>)> = (0..5000u32)
+        .map(|i| {
+            (
+                Key::AddrPort(
+                    IpAddr::from((0x0a60_0000 + i).to_be_bytes()),
+                    Proto::Tcp,
+                    80,
+                ),
+                Some(Verdict::Goto(format!(
+                    "service-namespace-{i}/name-{i}/tcp/http"
+                ))),
+            )
+        })
+        .collect();
+    let tx = Transaction {
+        family: Family::Ip,
+        table: TABLE.into(),
+        changes: vec![Change::AddElements(SERVICE_IPS.into(), els)],
+    };
+    let msgs = messages(&tx, &mut 0);
+    assert!(msgs.len() > 1);
+    let mut total = 0;
+    for m in &msgs {
+        let crate::netlink::nftables::Msg::NewElems(e) = m else {
+            panic!("{m:?}");
+        };
+        total += e.elems.len();
+        let mut b = crate::netlink::wire::Builder::new();
+        m.emit(&mut b, 1);
+        assert!(b.len() < 64 * 1024, "{} bytes", b.len());
+    }
+    assert_eq!(total, 5000);
+}
