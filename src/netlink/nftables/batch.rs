@@ -6,7 +6,7 @@
 //! error asks for one (the message is decoded again from the batch's own bytes): a sync of
 //! tens of thousands of messages builds no strings. No I/O here.
 
-use super::super::wire::{messages, Builder, NlMsg, WireError, NLM_F_REQUEST};
+use super::super::wire::{messages, Builder, NlMsg, WireError, NLM_F_ACK, NLM_F_REQUEST};
 use super::msg::Msg;
 use super::NFNL_SUBSYS_NFTABLES;
 use super::{put_be32, NFNETLINK_V0, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END};
@@ -21,6 +21,7 @@ pub struct Batch {
     begin_seq: u32,
     next_seq: u32,
     offsets: Vec<u32>,
+    ack: bool,
 }
 
 fn emit_marker(b: &mut Builder, kind: u16, seq: u32, genid: Option<u32>) {
@@ -53,14 +54,25 @@ impl Batch {
             begin_seq: first_seq,
             next_seq: first_seq.wrapping_add(1),
             offsets: Vec::new(),
+            ack: true,
         }
+    }
+
+    /// Whether messages pushed from now on ask for an ACK (the default). Without, the kernel
+    /// still answers every message it rejects, and a large batch needs no room for ACKs.
+    pub fn set_ack(&mut self, ack: bool) {
+        self.ack = ack;
     }
 
     /// Append a message; returns its sequence number.
     pub fn push(&mut self, m: &Msg) -> u32 {
         let seq = self.next_seq;
-        self.offsets.push(self.b.len() as u32);
+        let at = self.b.len();
+        self.offsets.push(at as u32);
         m.emit(&mut self.b, seq);
+        if !self.ack {
+            self.b.clear_flag(at, NLM_F_ACK);
+        }
         self.next_seq = seq.wrapping_add(1);
         seq
     }
@@ -84,6 +96,7 @@ impl Batch {
             begin_seq: self.begin_seq,
             end_seq,
             offsets: self.offsets,
+            ack: self.ack,
         }
     }
 }
@@ -95,9 +108,15 @@ pub struct BatchMsgs {
     begin_seq: u32,
     end_seq: u32,
     offsets: Vec<u32>,
+    ack: bool,
 }
 
 impl BatchMsgs {
+    /// Did the last messages pushed ask for an ACK each?
+    pub fn acked(&self) -> bool {
+        self.ack
+    }
+
     /// The bytes to send in one sendmsg.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -211,5 +230,16 @@ mod tests {
         assert_eq!(done.describe(500), "begin nf_tables batch");
         assert_eq!(done.index_of(503), None);
         assert!(done.describe(9999).contains("9999"));
+        assert!(done.acked());
+        assert!(all[1].flags() & NLM_F_ACK != 0);
+
+        let mut quiet = Batch::new(1);
+        quiet.set_ack(false);
+        quiet.push(&Msg::flush_table(Family::Ip, "kube-proxy"));
+        let quiet = quiet.finish();
+        let m = messages(quiet.bytes()).nth(1).unwrap().unwrap();
+        assert_eq!(m.flags() & NLM_F_ACK, 0);
+        assert!(!quiet.acked());
+        assert_eq!(quiet.describe(2), "flush table ip kube-proxy");
     }
 }

@@ -62,12 +62,16 @@ impl Nftables {
 
     /// A new batch numbered from this socket's next sequence number.
     pub fn batch(&self) -> Batch {
-        Batch::new(self.sock.peek_seq())
+        let mut b = Batch::new(self.sock.peek_seq());
+        b.set_ack(self.ack_each);
+        b
     }
 
     /// A new batch the kernel commits only if the ruleset is still at generation `genid`.
     pub fn batch_at(&self, genid: u32) -> Batch {
-        Batch::with_genid(self.sock.peek_seq(), genid)
+        let mut b = Batch::with_genid(self.sock.peek_seq(), genid);
+        b.set_ack(self.ack_each);
+        b
     }
 
     /// Commit a batch atomically. On failure nothing was applied and the error names the
@@ -101,7 +105,7 @@ impl Nftables {
                 batch.describe(batch.begin_seq().wrapping_add(1))
             )
         };
-        let acks = if self.ack_each { batch.len() } else { 0 };
+        let acks = if batch.acked() { batch.len() } else { 0 };
         self.sock.send_batch(
             batch.bytes(),
             batch.len(),

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::super::wire::{attrs, Builder, NlAttr, WireError};
-use super::{attr, be32, be64, put_be32, put_be64, Data, Family, Reg, Verdict};
+use super::{attr, be32, be64, emit_value, put_be32, put_be64, Data, Family, Reg, Verdict};
 
 mod a {
     pub const EXPR_NAME: u16 = 1;
@@ -495,7 +495,7 @@ impl Expr {
             Expr::Cmp { sreg, op, data } => {
                 reg(b, a::CMP_SREG, sreg);
                 put_be32(b, a::CMP_OP, op.number());
-                Data::Value(data.clone()).emit(b, a::CMP_DATA);
+                emit_value(b, a::CMP_DATA, data);
             }
             Expr::Lookup {
                 set,
@@ -504,11 +504,11 @@ impl Expr {
                 dreg,
                 invert,
             } => {
-                b.attr_strz(a::LOOKUP_SET, set);
                 reg(b, a::LOOKUP_SREG, sreg);
                 if let Some(d) = dreg {
                     reg(b, a::LOOKUP_DREG, d);
                 }
+                b.attr_strz(a::LOOKUP_SET, set);
                 if let Some(id) = set_id {
                     put_be32(b, a::LOOKUP_SET_ID, *id);
                 }
@@ -518,7 +518,7 @@ impl Expr {
             }
             Expr::Immediate { dreg, value } => {
                 reg(b, a::IMMEDIATE_DREG, dreg);
-                Data::Value(value.clone()).emit(b, a::IMMEDIATE_DATA);
+                emit_value(b, a::IMMEDIATE_DATA, value);
             }
             Expr::Verdict(v) => {
                 reg(b, a::IMMEDIATE_DREG, &Reg::VERDICT);
@@ -535,17 +535,20 @@ impl Expr {
             } => {
                 reg(b, a::BITWISE_SREG, sreg);
                 reg(b, a::BITWISE_DREG, dreg);
+                // NFT_BITWISE_MASK_XOR, as nft sends it for expressions (not for flag
+                // matches, where it leaves the kernel's default, the same operation).
+                put_be32(b, a::BITWISE_OP, 0);
                 put_be32(b, a::BITWISE_LEN, *len);
-                Data::Value(mask.clone()).emit(b, a::BITWISE_MASK);
-                Data::Value(xor.clone()).emit(b, a::BITWISE_XOR);
+                emit_value(b, a::BITWISE_MASK, mask);
+                emit_value(b, a::BITWISE_XOR, xor);
             }
             Expr::Ct {
                 key,
                 dreg,
                 direction,
             } => {
-                reg(b, a::CT_DREG, dreg);
                 put_be32(b, a::CT_KEY, key.number());
+                reg(b, a::CT_DREG, dreg);
                 if let Some(d) = direction {
                     b.attr_u8(a::CT_DIRECTION, *d);
                 }
@@ -657,6 +660,12 @@ impl Expr {
 
     /// Parse the inside of one NFTA_LIST_ELEM (name + data).
     pub fn parse_elem(elem: &[u8]) -> Result<Expr, WireError> {
+        Expr::parse_elem_in(elem, false)
+    }
+
+    /// `inside_dynset`: an expression attached to a set element, where the kernel allows no
+    /// dynset; refusing it here also bounds the recursion on crafted input.
+    fn parse_elem_in(elem: &[u8], inside_dynset: bool) -> Result<Expr, WireError> {
         let mut name = None;
         let mut data: &[u8] = &[];
         for x in attrs(elem) {
@@ -668,6 +677,9 @@ impl Expr {
             }
         }
         let name = name.ok_or(WireError::MissingAttribute("NFTA_EXPR_NAME"))?;
+        if inside_dynset && name == "dynset" {
+            return Err(WireError::BadAttribute(a::DYNSET_EXPR));
+        }
         Expr::parse_data(&name, data)
     }
 
@@ -794,11 +806,11 @@ impl Expr {
             "dynset" => {
                 let mut exprs = Vec::new();
                 if let Some(one) = f.get(a::DYNSET_EXPR) {
-                    exprs.push(Expr::parse_elem(one.value)?);
+                    exprs.push(Expr::parse_elem_in(one.value, true)?);
                 }
                 if let Some(list) = f.get(a::DYNSET_EXPRESSIONS) {
                     for e in list.nested() {
-                        exprs.push(Expr::parse_elem(e?.value)?);
+                        exprs.push(Expr::parse_elem_in(e?.value, true)?);
                     }
                 }
                 if f.be32(a::DYNSET_FLAGS)?.unwrap_or(0) & DYNSET_F_INV != 0 {
@@ -810,7 +822,12 @@ impl Expr {
                     set_id: f.be32(a::DYNSET_SET_ID)?,
                     sreg_key: f.req_reg(a::DYNSET_SREG_KEY, "NFTA_DYNSET_SREG_KEY")?,
                     sreg_data: f.reg(a::DYNSET_SREG_DATA)?,
-                    timeout_ms: f.get(a::DYNSET_TIMEOUT).map(|x| be64(&x)).transpose()?,
+                    // The kernel reports 0 for "the set's default", which is what absent means.
+                    timeout_ms: f
+                        .get(a::DYNSET_TIMEOUT)
+                        .map(|x| be64(&x))
+                        .transpose()?
+                        .filter(|&t| t != 0),
                     exprs,
                 }
             }
@@ -860,10 +877,7 @@ pub fn emit_list(b: &mut Builder, exprs: &[Expr]) {
 pub fn parse_list(list: &[u8]) -> Result<Vec<Expr>, WireError> {
     let mut out = Vec::new();
     for e in attrs(list) {
-        let e = e?;
-        if e.kind == attr::LIST_ELEM {
-            out.push(Expr::parse_elem(e.value)?);
-        }
+        out.push(Expr::parse_elem(e?.value)?);
     }
     Ok(out)
 }
@@ -1019,6 +1033,35 @@ mod tests {
         emit_list(&mut b, &all);
         let bytes = b.into_bytes();
         assert_eq!(parse_list(&bytes).unwrap(), all);
+    }
+
+    #[test]
+    fn a_dynset_inside_a_dynset_is_refused() {
+        let inner = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "s".into(),
+            set_id: None,
+            sreg_key: Reg::R1,
+            sreg_data: None,
+            timeout_ms: None,
+            exprs: vec![],
+        };
+        let outer = Expr::Dynset {
+            op: DynsetOp::Add,
+            set: "s".into(),
+            set_id: None,
+            sreg_key: Reg::R1,
+            sreg_data: None,
+            timeout_ms: None,
+            exprs: vec![inner],
+        };
+        let mut b = Builder::new();
+        emit_list(&mut b, &[outer]);
+        let bytes = b.into_bytes();
+        assert_eq!(
+            parse_list(&bytes),
+            Err(WireError::BadAttribute(a::DYNSET_EXPR))
+        );
     }
 
     #[test]

@@ -292,12 +292,14 @@ pub enum Data {
 impl Data {
     /// Emit a nest of type `kind` holding this data.
     pub(crate) fn emit(&self, b: &mut Builder, kind: u16) {
-        let n = b.begin_nest(kind);
         match self {
-            Data::Value(v) => b.attr(attr::DATA_VALUE, v),
-            Data::Verdict(v) => v.emit_data(b),
+            Data::Value(v) => emit_value(b, kind, v),
+            Data::Verdict(v) => {
+                let n = b.begin_nest(kind);
+                v.emit_data(b);
+                b.end_nest(n);
+            }
         }
-        b.end_nest(n);
     }
 
     /// Parse a nest holding NFTA_DATA_VALUE or NFTA_DATA_VERDICT.
@@ -329,6 +331,13 @@ pub(crate) mod attr {
     pub const DATA_VERDICT: u16 = 2;
     pub const VERDICT_CODE: u16 = 1;
     pub const VERDICT_CHAIN: u16 = 2;
+}
+
+/// A nest of type `kind` holding NFTA_DATA_VALUE bytes (no copy into a [`Data`]).
+pub(crate) fn emit_value(b: &mut Builder, kind: u16, v: &[u8]) {
+    let n = b.begin_nest(kind);
+    b.attr(attr::DATA_VALUE, v);
+    b.end_nest(n);
 }
 
 /// A 32-bit attribute in network byte order.
@@ -417,6 +426,41 @@ mod tests {
         b.end_nest(n);
         let bytes = b.into_bytes();
         assert!(Data::parse_nest(&bytes).is_err());
+    }
+
+    #[test]
+    fn random_and_mutated_bytes_never_panic() {
+        // A tiny xorshift PRNG: deterministic, no dependency.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut seeds = Vec::new();
+        for m in msg::tests::samples() {
+            let mut b = Builder::new();
+            m.emit(&mut b, 1);
+            seeds.push(b.into_bytes());
+        }
+        let mut decoded = 0;
+        for seed in &seeds {
+            decoded += parse_any(seed);
+            for _ in 0..200 {
+                let mut c = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % c.len();
+                    c[i] = next() as u8;
+                }
+                let _ = parse_any(&c);
+            }
+        }
+        assert_eq!(decoded, seeds.len());
+        for len in 0..300 {
+            let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = parse_any(&junk);
+        }
     }
 
     #[test]

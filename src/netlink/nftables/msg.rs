@@ -11,8 +11,8 @@ use super::super::wire::{
 };
 use super::expr::{self, Expr};
 use super::{
-    attr, be32, be64, msgtype, nft_type, put_be32, put_be64, Data, Family, Verdict, NFGENMSG_LEN,
-    NFNETLINK_V0, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND,
+    attr, be32, be64, emit_value, msgtype, nft_type, put_be32, put_be64, Data, Family, Verdict,
+    NFGENMSG_LEN, NFNETLINK_V0, NFNL_SUBSYS_NFTABLES, NLM_F_APPEND,
 };
 
 mod a {
@@ -378,12 +378,13 @@ impl Chain {
             put_be64(b, a::CHAIN_HANDLE, h);
         }
         if let (true, Some(base)) = (full, &self.base) {
+            // nft's order: type, policy, hook.
+            b.attr_strz(a::CHAIN_TYPE, base.kind.as_str());
+            put_be32(b, a::CHAIN_POLICY, base.policy.code() as u32);
             let n = b.begin_nest(a::CHAIN_HOOK);
             put_be32(b, a::HOOK_HOOKNUM, base.hook.number());
             put_be32(b, a::HOOK_PRIORITY, base.priority as u32);
             b.end_nest(n);
-            put_be32(b, a::CHAIN_POLICY, base.policy.code() as u32);
-            b.attr_strz(a::CHAIN_TYPE, base.kind.as_str());
         }
     }
 
@@ -474,14 +475,16 @@ pub struct Set {
     pub policy: Option<u32>,
     /// Expected number of elements.
     pub size: Option<u32>,
-    /// Transaction id, for rules referring to the set in the same batch.
+    /// Transaction id, for rules referring to the set in the same batch (None: the message's
+    /// sequence number is sent, as the kernel requires one).
     pub id: Option<u32>,
     /// nft's user data (key byte order and the like); opaque here.
     pub userdata: Option<Vec<u8>>,
 }
 
 impl Set {
-    /// A set whose key is one data type, or a concatenation of several.
+    /// A set whose key is one data type, or a concatenation of several (sent as `nft`
+    /// does: type and length only; see [`Set::with_concat_fields`] for interval sets).
     pub fn new(family: Family, table: &str, name: &str, key: &[u32]) -> Self {
         let (key_type, key_len) = key_spec(key);
         Set {
@@ -489,14 +492,10 @@ impl Set {
             table: table.to_string(),
             name: name.to_string(),
             handle: None,
-            flags: if key.len() > 1 { set_flags::CONCAT } else { 0 },
+            flags: 0,
             key_type,
             key_len,
-            fields: if key.len() > 1 {
-                key.iter().map(|&t| datatype::len(t)).collect()
-            } else {
-                Vec::new()
-            },
+            fields: Vec::new(),
             data: None,
             timeout_ms: None,
             gc_interval_ms: None,
@@ -531,13 +530,21 @@ impl Set {
         self
     }
 
+    /// Describe each concatenated field and set NFT_SET_CONCAT, as the kernel requires for a
+    /// concatenated key in an interval set.
+    pub fn with_concat_fields(mut self, key: &[u32]) -> Self {
+        self.flags |= set_flags::CONCAT;
+        self.fields = key.iter().map(|&t| datatype::len(t)).collect();
+        self
+    }
+
     /// Add flags (set_flags::EVAL for `dynamic`, CONSTANT, INTERVAL, TIMEOUT).
     pub fn with_flags(mut self, f: u32) -> Self {
         self.flags |= f;
         self
     }
 
-    fn emit(&self, b: &mut Builder, full: bool) {
+    fn emit(&self, b: &mut Builder, full: bool, seq: u32) {
         b.attr_strz(a::SET_TABLE, &self.table);
         b.attr_strz(a::SET_NAME, &self.name);
         if let Some(h) = self.handle {
@@ -579,9 +586,9 @@ impl Set {
             }
             b.end_nest(d);
         }
-        if let Some(id) = self.id {
-            put_be32(b, a::SET_ID, id);
-        }
+        // The kernel requires a transaction id on every new set; without one of ours, the
+        // message's sequence number is unique in its batch.
+        put_be32(b, a::SET_ID, self.id.unwrap_or(seq));
         if let Some(t) = self.timeout_ms {
             put_be64(b, a::SET_TIMEOUT, t);
         }
@@ -616,6 +623,7 @@ impl Set {
                             a::SET_DESC_SIZE => s.size = Some(be32(&d)?),
                             a::SET_DESC_CONCAT => {
                                 for e in d.nested() {
+                                    // Each field's nest: NFTA_LIST_ELEM (any type read).
                                     for f in e?.nested() {
                                         let f = f?;
                                         if f.kind == a::SET_FIELD_LEN {
@@ -705,15 +713,10 @@ impl SetElem {
         }
     }
 
-    fn emit(&self, b: &mut Builder) {
-        let n = b.begin_nest(attr::LIST_ELEM);
-        Data::Value(self.key.clone()).emit(b, a::ELEM_KEY);
-        if let Some(k) = &self.key_end {
-            Data::Value(k.clone()).emit(b, a::ELEM_KEY_END);
-        }
-        if let Some(d) = &self.data {
-            d.emit(b, a::ELEM_DATA);
-        }
+    /// Emit the element as list nest `index` (nft numbers them 1, 2, 3...).
+    fn emit(&self, b: &mut Builder, index: u16) {
+        // nft's order: flags and timeouts first, then key and data.
+        let n = b.begin_nest(index);
         if self.flags != 0 {
             put_be32(b, a::ELEM_FLAGS, self.flags);
         }
@@ -722,6 +725,13 @@ impl SetElem {
         }
         if let Some(t) = self.expiration_ms {
             put_be64(b, a::ELEM_EXPIRATION, t);
+        }
+        emit_value(b, a::ELEM_KEY, &self.key);
+        if let Some(k) = &self.key_end {
+            emit_value(b, a::ELEM_KEY_END, k);
+        }
+        if let Some(d) = &self.data {
+            d.emit(b, a::ELEM_DATA);
         }
         if let Some(u) = &self.userdata {
             b.attr(a::ELEM_USERDATA, u);
@@ -779,15 +789,22 @@ impl SetElems {
     }
 
     fn emit(&self, b: &mut Builder) {
-        b.attr_strz(a::ELEM_LIST_TABLE, &self.table);
-        b.attr_strz(a::ELEM_LIST_SET, &self.set);
+        // A flush names the set before the table, as nft sends it.
+        if self.elems.is_empty() {
+            b.attr_strz(a::ELEM_LIST_SET, &self.set);
+            b.attr_strz(a::ELEM_LIST_TABLE, &self.table);
+        } else {
+            b.attr_strz(a::ELEM_LIST_TABLE, &self.table);
+            b.attr_strz(a::ELEM_LIST_SET, &self.set);
+        }
         if let Some(id) = self.set_id {
             put_be32(b, a::ELEM_LIST_SET_ID, id);
         }
         if !self.elems.is_empty() {
             let n = b.begin_nest(a::ELEM_LIST_ELEMENTS);
-            for e in &self.elems {
-                e.emit(b);
+            for (i, e) in self.elems.iter().enumerate() {
+                // Past 0x3fff the type would collide with the nest flags; the kernel ignores it.
+                e.emit(b, (i % 0x3fff) as u16 + 1);
             }
             b.end_nest(n);
         }
@@ -803,11 +820,9 @@ impl SetElems {
                 a::ELEM_LIST_SET => set = Some(x.string()),
                 a::ELEM_LIST_SET_ID => s.set_id = Some(be32(&x)?),
                 a::ELEM_LIST_ELEMENTS => {
+                    // nft numbers the list's nests 1, 2, 3...; the kernel reads any type.
                     for e in x.nested() {
-                        let e = e?;
-                        if e.kind == attr::LIST_ELEM {
-                            s.elems.push(SetElem::parse(e.value)?);
-                        }
+                        s.elems.push(SetElem::parse(e?.value)?);
                     }
                 }
                 _ => {}
@@ -1060,7 +1075,8 @@ impl Msg {
         use msgtype::*;
         const NEW: u16 = NLM_F_CREATE;
         match self {
-            Msg::NewTable(t) => (NEWTABLE, NEW, t.family),
+            // nft sends a new table without NLM_F_CREATE (the kernel creates it anyway).
+            Msg::NewTable(t) => (NEWTABLE, 0, t.family),
             Msg::DelTable(t) => (DELTABLE, 0, t.family),
             Msg::NewChain(c) => (NEWCHAIN, NEW, c.family),
             Msg::DelChain(c) => (DELCHAIN, 0, c.family),
@@ -1097,8 +1113,8 @@ impl Msg {
             Msg::DelTable(t) => t.emit(b, false),
             Msg::NewChain(c) => c.emit(b, true),
             Msg::DelChain(c) => c.emit(b, false),
-            Msg::NewSet(s) => s.emit(b, true),
-            Msg::DelSet(s) => s.emit(b, false),
+            Msg::NewSet(s) => s.emit(b, true, seq),
+            Msg::DelSet(s) => s.emit(b, false, seq),
             Msg::NewElems(e) | Msg::DelElems(e) => e.emit(b),
             Msg::NewRule(r) | Msg::DelRule(r) => r.emit(b),
             Msg::NewGen(g) => put_be32(b, a::GEN_ID, g.id),
@@ -1243,7 +1259,7 @@ impl fmt::Display for Msg {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::super::wire::messages;
     use super::super::expr::{CmpOp, MetaKey};
     use super::super::Reg;
@@ -1267,17 +1283,14 @@ mod tests {
         if let Some(b) = filt.base.as_mut() {
             b.policy = Verdict::Drop;
         }
-        let vmap = Set::new(
-            fam,
-            t,
-            "service-ips",
-            &[
-                datatype::IPV4_ADDR,
-                datatype::INET_PROTO,
-                datatype::INET_SERVICE,
-            ],
-        )
-        .verdict_map();
+        let key = [
+            datatype::IPV4_ADDR,
+            datatype::INET_PROTO,
+            datatype::INET_SERVICE,
+        ];
+        let vmap = Set::new(fam, t, "service-ips", &key)
+            .verdict_map()
+            .with_concat_fields(&key);
         let mut aff = Set::new(fam, t, "affinity-abc", &[datatype::IPV4_ADDR])
             .with_timeout(10_800_000)
             .with_flags(set_flags::EVAL);
@@ -1388,6 +1401,10 @@ mod tests {
                     flags: 0,
                     ..t.clone()
                 }),
+                Msg::NewSet(s) => Msg::NewSet(Set {
+                    id: s.id.or(Some(100 + i as u32)),
+                    ..s.clone()
+                }),
                 other => other.clone(),
             };
             assert_eq!(back, want, "message {i}: {msg}");
@@ -1425,6 +1442,9 @@ mod tests {
         bad.userdata = Some(vec![0, 200, 1]);
         assert_eq!(bad.comment(), None);
         let s = Set::new(Family::Ip, "t", "m", &[7, 13]).verdict_map();
+        assert_eq!(s.flags, set_flags::MAP);
+        assert!(s.fields.is_empty());
+        let s = s.with_concat_fields(&[7, 13]);
         assert_eq!(s.flags, set_flags::CONCAT | set_flags::MAP);
         assert_eq!(s.fields, vec![4, 2]);
     }
