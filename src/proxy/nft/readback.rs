@@ -250,9 +250,10 @@ pub fn rule(f: Family, exprs: &[Expr]) -> Result<Vec<Stmt>, String> {
 }
 
 fn set_kind(s: &nl::Set) -> SetKind {
-    match (&s.data, s.fields.len(), s.timeout_ms) {
-        (Some(MapData::Verdict), 3, _) => SetKind::AddrPortMap,
-        (Some(MapData::Verdict), _, _) => SetKind::PortMap,
+    // By key length: protocol . port is 8 bytes, address . protocol . port 12 or 24.
+    match (&s.data, s.key_len, s.timeout_ms) {
+        (Some(MapData::Verdict), 8, _) => SetKind::PortMap,
+        (Some(MapData::Verdict), _, _) => SetKind::AddrPortMap,
         (_, _, Some(ms)) => SetKind::Affinity {
             timeout: u32::try_from(ms / 1000).unwrap_or(u32::MAX),
         },
