@@ -29,6 +29,8 @@ pub enum Command {
     Proxy(Vec<String>),
     /// `tinylet ipvs ...`: inspect the kernel's IPVS table; parsed by the proxy module.
     Ipvs(Vec<String>),
+    /// `tinylet nft ...`: show our nf_tables tables; parsed by the proxy module.
+    Nft(Vec<String>),
     /// `tinylet --version`.
     Version,
     /// `--help` of the binary or of one command: the text to print.
@@ -138,6 +140,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         "status" => parse_status(rest),
         "proxy" => Ok(Command::Proxy(rest.to_vec())),
         "ipvs" => Ok(Command::Ipvs(rest.to_vec())),
+        "nft" => Ok(Command::Nft(rest.to_vec())),
         "--version" | "-version" | "version" => Ok(Command::Version),
         "--help" | "-help" | "-h" => Ok(Command::Help(Topic::Main)),
         "help" => match rest.first().map(String::as_str) {
@@ -146,15 +149,16 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             Some("status") => Ok(Command::Help(Topic::Status)),
             Some("proxy") => Ok(Command::Proxy(vec!["--help".into()])),
             Some("ipvs") => Ok(Command::Ipvs(vec!["--help".into()])),
+            Some("nft") => Ok(Command::Nft(vec!["--help".into()])),
             Some(other) => Err(CliError::new(
                 Topic::Main,
-                format!("no help for {other:?}: the commands are run, status, proxy and ipvs"),
+                format!("no help for {other:?}: the commands are run, status, proxy, ipvs and nft"),
             )),
         },
         s if s.starts_with('-') => parse_run(args),
         other => Err(CliError::new(
             Topic::Main,
-            format!("unknown command {other:?}: the commands are run, status, proxy and ipvs"),
+            format!("unknown command {other:?}: the commands are run, status, proxy, ipvs and nft"),
         )),
     }
 }
@@ -328,6 +332,7 @@ usage:
     tinylet status [FLAGS]     show a running agent's desired vs actual pods
     tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS mode)
     tinylet ipvs list|flush    show or clear the kernel's IPVS table
+    tinylet nft list           show our kube-proxy nf_tables tables
     tinylet --version          print the version, target and commit
     tinylet help [COMMAND]     this text, or a command's flags (same as COMMAND --help)
 
@@ -370,7 +375,7 @@ flags (the kubelet's names where the kubelet has the flag):
     --register-with-taints K=V:E,...  taints to register with (default: none)
     --offline-autonomy=true|false     restart API pods from flash while the API server is
                                       unreachable (default {autonomy})
-    --proxy-mode ipvs|none            also run the service proxy in-process (default none)
+    --proxy-mode ipvs|nftables|none   also run the service proxy in-process (default none)
     --proxy-manifest-path DIR         Services/EndpointSlices for the proxy, offline
                                       (default: none)
     --status-socket PATH              unix socket `tinylet status` reads
@@ -642,6 +647,10 @@ mod tests {
         assert_eq!(
             parse(&args("proxy --once --proxy-manifest-path /d")).unwrap(),
             Command::Proxy(args("--once --proxy-manifest-path /d"))
+        );
+        assert_eq!(
+            parse(&args("nft list")).unwrap(),
+            Command::Nft(args("list"))
         );
         assert_eq!(
             parse(&args("ipvs list")).unwrap(),

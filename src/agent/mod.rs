@@ -145,13 +145,15 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     ))
 }
 
-/// With `--proxy-mode=ipvs` the service proxy runs in-process, on its own thread, exactly as
+/// With `--proxy-mode=ipvs` or `nftables` the service proxy runs in-process, on its own thread, exactly as
 /// `tinylet proxy` runs it; a proxy failure is logged and never stops the pods.
 fn start_proxy(cfg: &config::AgentConfig) {
-    if cfg.proxy_mode != config::ProxyMode::Ipvs {
-        return;
-    }
-    let mut args = vec!["--proxy-mode=ipvs".to_string()];
+    let mode = match cfg.proxy_mode {
+        config::ProxyMode::Disabled => return,
+        config::ProxyMode::Ipvs => "ipvs",
+        config::ProxyMode::Nftables => "nftables",
+    };
+    let mut args = vec![format!("--proxy-mode={mode}")];
     match (&cfg.proxy_manifest_path, &cfg.kubeconfig) {
         (Some(dir), _) => {
             args.push("--proxy-manifest-path".into());
@@ -162,7 +164,7 @@ fn start_proxy(cfg: &config::AgentConfig) {
             args.push(kc.display().to_string());
         }
         (None, None) => {
-            log::warn!("proxy mode ipvs needs --proxy-manifest-path or --kubeconfig; the proxy does not run");
+            log::warn!("proxy mode {mode} needs --proxy-manifest-path or --kubeconfig; the proxy does not run");
             return;
         }
     }

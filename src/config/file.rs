@@ -596,8 +596,14 @@ fn apply_tinylet(
         cfg.status_socket = path(s);
     }
     if let Some(m) = &t.proxy_mode {
-        cfg.proxy_mode = ProxyMode::parse(m)
-            .ok_or_else(|| field_error(source, "tinylet.proxyMode", m, "must be ipvs or none"))?;
+        cfg.proxy_mode = ProxyMode::parse(m).ok_or_else(|| {
+            field_error(
+                source,
+                "tinylet.proxyMode",
+                m,
+                "must be ipvs, nftables or none",
+            )
+        })?;
     }
     if let Some(p) = &t.proxy_manifest_path {
         cfg.proxy_manifest_path = path(p);

@@ -66,13 +66,16 @@ pub enum ProxyMode {
     Disabled,
     /// Services programmed into IPVS.
     Ipvs,
+    /// Services programmed as our own nf_tables tables (kube-proxy's nftables mode).
+    Nftables,
 }
 
 impl ProxyMode {
-    /// Parses `ipvs` or `none` (also `disabled`, empty).
+    /// Parses `ipvs`, `nftables` or `none` (also `disabled`, empty).
     pub fn parse(s: &str) -> Option<ProxyMode> {
         match s {
             "ipvs" => Some(ProxyMode::Ipvs),
+            "nftables" => Some(ProxyMode::Nftables),
             "none" | "disabled" | "" => Some(ProxyMode::Disabled),
             _ => None,
         }
@@ -328,7 +331,7 @@ pub struct FlagOverrides {
     pub register_with_taints: Option<String>,
     /// `--offline-autonomy`
     pub offline_autonomy: Option<bool>,
-    /// `--proxy-mode`: `ipvs` or `none`.
+    /// `--proxy-mode`: `ipvs`, `nftables` or `none`.
     pub proxy_mode: Option<String>,
     /// `--proxy-manifest-path`
     pub proxy_manifest_path: Option<PathBuf>,
@@ -629,7 +632,7 @@ fn apply_flags(cfg: &mut AgentConfig, f: &FlagOverrides) -> Result<(), ConfigErr
     }
     if let Some(m) = &f.proxy_mode {
         cfg.proxy_mode = ProxyMode::parse(m)
-            .ok_or_else(|| flag_error("--proxy-mode", m, "must be ipvs or none"))?;
+            .ok_or_else(|| flag_error("--proxy-mode", m, "must be ipvs, nftables or none"))?;
     }
     if let Some(p) = &f.proxy_manifest_path {
         cfg.proxy_manifest_path = non_empty_path(p);

@@ -462,3 +462,10 @@ authorization:
         assert!(e.contains(want), "{e}");
     }
 }
+
+#[test]
+fn proxy_mode_nftables_parses() {
+    assert_eq!(ProxyMode::parse("nftables"), Some(ProxyMode::Nftables));
+    assert_eq!(ProxyMode::parse("ipvs"), Some(ProxyMode::Ipvs));
+    assert_eq!(ProxyMode::parse("iptables"), None);
+}

@@ -1,10 +1,11 @@
-//! Netlink: wire format, generic netlink, IPVS and rtnetlink over one socket.
+//! Netlink: wire format, generic netlink, IPVS, nf_tables and rtnetlink over one socket each.
 //!
-//! Owns everything between typed kernel objects (IPVS services and destinations, links,
-//! addresses) and the bytes on an AF_NETLINK socket. Layers: `wire` (framing views and a
-//! builder), `genl`, `ipvs` and `rtnl` (sans-I/O Reprs and requests), `socket` (the syscalls,
-//! batching, dumps), `client` (typed operations). It decides nothing about what to program:
-//! that is `proxy`'s job. No libnl, no ipvsadm.
+//! Owns everything between typed kernel objects (IPVS services and destinations, nf_tables
+//! tables, chains, sets and rules, links, addresses) and the bytes on an AF_NETLINK socket.
+//! Layers: `wire` (framing views and a builder), `genl`, `ipvs`, `nftables` and `rtnl`
+//! (sans-I/O Reprs and requests; `nftables` also has its transaction client), `socket` (the
+//! syscalls, batching, dumps), `client` (typed operations). It decides nothing about what to
+//! program: that is `proxy`'s job. No libnl, no libnftnl, no ipvsadm, no nft.
 
 pub mod client;
 pub mod genl;

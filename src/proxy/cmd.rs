@@ -23,9 +23,13 @@ use crate::netlink::{Ipvs, Rtnl};
 const PROXY_USAGE: &str = "\
 usage: tinylet proxy --proxy-manifest-path DIR [flags]
 
-Programs IPVS from Service and EndpointSlice manifests (kube-proxy's IPVS mode).
+Programs IPVS (kube-proxy's IPVS mode) or our own nf_tables tables (its nftables mode)
+from Service and EndpointSlice manifests.
 
-  --proxy-mode=ipvs            the only mode implemented
+  --proxy-mode=MODE            ipvs (default) or nftables
+  --masquerade-all             nftables: SNAT all traffic sent to a service
+  --cluster-cidr=LIST          nftables: comma-separated pod ranges; traffic from outside
+                               them to a cluster IP is masqueraded
   --ipvs-scheduler=NAME        IPVS scheduler (default rr)
   --proxy-manifest-path=DIR    directory of Service/EndpointSlice YAML or JSON manifests
   --kubeconfig=FILE            watch Services and EndpointSlices at the API server
@@ -36,7 +40,8 @@ Programs IPVS from Service and EndpointSlice manifests (kube-proxy's IPVS mode).
                                --ipvs-sync-period is the same flag
   --once                       sync once, print what changed, exit non-zero on failure
   --cleanup                    remove what the proxy made (its virtual servers, the
-                               kube-ipvs0 interface and its addresses), print it and exit
+                               kube-ipvs0 interface and its addresses; in nftables mode
+                               the ip/ip6 kube-proxy tables), print it and exit
   -h, --help                   this help
 ";
 
@@ -66,6 +71,10 @@ pub struct ProxyArgs {
     pub once: bool,
     /// --cleanup.
     pub cleanup: bool,
+    /// --masquerade-all.
+    pub masquerade_all: bool,
+    /// --cluster-cidr, parsed.
+    pub cluster_cidrs: Vec<Cidr>,
     /// --help.
     pub help: bool,
 }
@@ -82,6 +91,8 @@ impl Default for ProxyArgs {
             sync_period: Duration::from_secs(30),
             once: false,
             cleanup: false,
+            masquerade_all: false,
+            cluster_cidrs: Vec::new(),
             help: false,
         }
     }
@@ -179,6 +190,16 @@ pub fn parse_proxy_args(args: &[String]) -> Result<ProxyArgs, String> {
             "-h" | "--help" => a.help = true,
             "--once" => a.once = true,
             "--cleanup" => a.cleanup = true,
+            "--masquerade-all" => a.masquerade_all = true,
+            "--cluster-cidr" => {
+                let v = value(&mut it)?;
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    a.cluster_cidrs.push(
+                        Cidr::parse(part)
+                            .ok_or_else(|| format!("bad --cluster-cidr entry {part:?}"))?,
+                    );
+                }
+            }
             "--proxy-mode" => a.mode = value(&mut it)?,
             "--ipvs-scheduler" => {
                 let v = value(&mut it)?;
@@ -267,12 +288,15 @@ pub fn proxy_main(args: &[String]) -> i32 {
         print!("{PROXY_USAGE}");
         return 0;
     }
-    if a.mode != "ipvs" {
+    if a.mode != "ipvs" && a.mode != "nftables" {
         eprintln!(
-            "tinylet proxy: --proxy-mode={} is not supported (only ipvs)",
+            "tinylet proxy: --proxy-mode={} is not supported (ipvs or nftables)",
             a.mode
         );
         return 2;
+    }
+    if a.mode == "nftables" {
+        return nftables(&a);
     }
     if a.cleanup {
         return cleanup(a.nodeport_addresses.as_deref());
@@ -329,6 +353,26 @@ pub fn proxy_main(args: &[String]) -> i32 {
         },
         Source::Dir(dir) => run_loop(&mut syncer, &dir, &cfg, a.sync_period),
     }
+}
+
+/// nftables mode: the source, then the nftables command's own loop.
+fn nftables(a: &ProxyArgs) -> i32 {
+    let api = match (&a.manifest_path, &a.kubeconfig, a.cleanup) {
+        (_, _, true) | (Some(_), _, _) => None,
+        (None, Some(kc), _) => match api_source(kc) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("tinylet proxy: {e}");
+                return 1;
+            }
+        },
+        (None, None, false) => {
+            eprintln!("tinylet proxy: --proxy-manifest-path DIR or --kubeconfig FILE is required\n{PROXY_USAGE}");
+            return 2;
+        }
+    };
+    let hostname = a.hostname.clone().unwrap_or_else(host_name);
+    super::nft::cmd::run(a, hostname, api)
 }
 
 /// The IPVS backend and the node-port addresses in `ranges` (see [`node_addresses`]).

@@ -49,9 +49,10 @@ pub struct Desired {
     pub warnings: Vec<String>,
 }
 
+/// One endpoint of a service port, with what the selection rules need to know.
 #[derive(Debug, Clone, Copy)]
-struct Candidate {
-    key: RealKey,
+pub(crate) struct Candidate {
+    pub(crate) key: RealKey,
     ready: bool,
     serving: bool,
     terminating: bool,
@@ -59,7 +60,11 @@ struct Candidate {
 }
 
 /// Pick real servers the way kube-proxy does: ready ones, else serving+terminating ones.
-fn select(cands: &[Candidate], local_only: bool, v6: bool) -> BTreeMap<RealKey, RealParams> {
+pub(crate) fn select(
+    cands: &[Candidate],
+    local_only: bool,
+    v6: bool,
+) -> BTreeMap<RealKey, RealParams> {
     let pool: Vec<&Candidate> = cands
         .iter()
         .filter(|c| c.key.addr.is_ipv6() == v6 && (!local_only || c.local))
@@ -77,12 +82,12 @@ fn select(cands: &[Candidate], local_only: bool, v6: bool) -> BTreeMap<RealKey, 
         .collect()
 }
 
-fn port_u16(p: i32) -> Option<u16> {
+pub(crate) fn port_u16(p: i32) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
 }
 
 /// Endpoints of `slices` that serve service port `sp`.
-fn candidates(
+pub(crate) fn candidates(
     slices: &[&EndpointSlice],
     sp: &ServicePort,
     proto: Proto,

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cmd;
 pub mod desired;
 pub mod diff;
+pub mod nft;
 pub mod schedule;
 pub mod source;
 pub mod table;

@@ -1,0 +1,277 @@
+//! `tinylet proxy --proxy-mode=nftables` and `tinylet nft list`: wiring only.
+//!
+//! Reads the node's addresses, builds both tables from the source model, hands them to the
+//! syncer; `--cleanup` removes our tables (and nothing else).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::lower::NetlinkKernel;
+use super::model::{Cidr, Family};
+use super::ruleset::{build, Config, TABLE};
+use super::sync::{NftSyncer, Outcome};
+use crate::proxy::apisource::{ApiSource, Change};
+use crate::proxy::backend::SyncMode;
+use crate::proxy::cmd::{Cidr as ArgCidr, ProxyArgs};
+use crate::proxy::schedule::Schedule;
+use crate::proxy::source::{dir_fingerprint, load_dir, Model};
+
+/// What a sync needs besides the model.
+struct Node {
+    name: String,
+    ranges: Option<Vec<ArgCidr>>,
+    masquerade_all: bool,
+    cluster_cidrs: Vec<Cidr>,
+}
+
+impl Node {
+    /// The ruleset config with the node's current addresses (one rtnetlink dump).
+    fn config(&self) -> Result<Config, String> {
+        let mut rtnl = crate::netlink::Rtnl::open().map_err(|e| e.to_string())?;
+        let all: BTreeSet<IpAddr> = rtnl
+            .all_addrs()
+            .map_err(|e| format!("find node addresses: {e}"))?
+            .into_iter()
+            .map(|a| a.addr)
+            .collect();
+        let node_ports = all
+            .iter()
+            .copied()
+            .filter(|a| match &self.ranges {
+                Some(r) => r.iter().any(|c| c.contains(a)),
+                None => {
+                    let link_local6 =
+                        matches!(a, IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80);
+                    !a.is_loopback() && !link_local6
+                }
+            })
+            .collect();
+        Ok(Config {
+            node_name: self.name.clone(),
+            node_port_addresses: node_ports,
+            node_addresses: all,
+            masquerade_all: self.masquerade_all,
+            cluster_cidrs: self.cluster_cidrs.clone(),
+        })
+    }
+}
+
+fn tables(model: &Model, node: &Node) -> Result<Vec<super::model::Table>, String> {
+    let cfg = node.config()?;
+    let (services, slices) = (model.services(), model.slices());
+    let mut out = Vec::new();
+    for f in [Family::Ip, Family::Ip6] {
+        let b = build(&services, &slices, &cfg, f);
+        for w in &b.warnings {
+            // Both families see the same objects: say it once.
+            if f == Family::Ip {
+                eprintln!("tinylet proxy: warning: {w}");
+            }
+        }
+        out.push(b.table);
+    }
+    Ok(out)
+}
+
+fn sync(syncer: &mut NftSyncer<NetlinkKernel>, model: &Model, node: &Node, resync: bool) -> bool {
+    let started = Instant::now();
+    let result = tables(model, node).and_then(|t| syncer.sync(t, resync));
+    match result {
+        Ok(Outcome::Unchanged) => true,
+        Ok(o) => {
+            let (kind, n) = match o {
+                Outcome::Full { messages } => ("full", messages),
+                Outcome::Partial { messages } => ("partial", messages),
+                Outcome::Unchanged => ("none", 0),
+            };
+            println!(
+                "nftables {kind} sync: {n} messages in one batch, {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("tinylet proxy: sync: {e}");
+            false
+        }
+    }
+}
+
+/// `tinylet proxy --proxy-mode=nftables ...`: returns the exit code.
+pub fn run(a: &ProxyArgs, hostname: String, api: Option<ApiSource>) -> i32 {
+    let node = Node {
+        name: hostname,
+        ranges: a.nodeport_addresses.clone(),
+        masquerade_all: a.masquerade_all,
+        cluster_cidrs: a
+            .cluster_cidrs
+            .iter()
+            .map(|c| Cidr::new(c.addr, c.prefix))
+            .collect(),
+    };
+    let kernel = match NetlinkKernel::open() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tinylet proxy: {e}");
+            return 1;
+        }
+    };
+    let mut syncer = NftSyncer::new(kernel);
+    if a.cleanup {
+        return match syncer.cleanup() {
+            Ok(()) => {
+                println!("delete table ip {TABLE}\ndelete table ip6 {TABLE}");
+                0
+            }
+            Err(e) => {
+                eprintln!("tinylet proxy --cleanup: {e}");
+                1
+            }
+        };
+    }
+    match (api, &a.manifest_path) {
+        (Some(api), _) => api_loop(&mut syncer, &api, &node, a.sync_period, a.once),
+        (None, Some(dir)) => dir_loop(&mut syncer, dir, &node, a.sync_period, a.once),
+        (None, None) => 2,
+    }
+}
+
+fn dir_loop(
+    syncer: &mut NftSyncer<NetlinkKernel>,
+    dir: &Path,
+    node: &Node,
+    period: Duration,
+    once: bool,
+) -> i32 {
+    let mut model = Model::default();
+    let mut schedule = Schedule::new(period);
+    let mut last_fp = None;
+    let mut loaded = false;
+    let mut last_error: Option<String> = None;
+    loop {
+        let fp = dir_fingerprint(dir);
+        let now = Instant::now();
+        let mode = if once {
+            Some(SyncMode::Full)
+        } else {
+            schedule.next(now, last_fp.as_ref() != Some(&fp))
+        };
+        if let Some(mode) = mode {
+            schedule.attempted(now, mode);
+            last_fp = Some(fp);
+            match load_dir(dir) {
+                Ok(objs) => {
+                    model.replace(objs);
+                    loaded = true;
+                    last_error = None;
+                }
+                // Until the directory was read whole once, an empty model must not wipe
+                // the table an earlier run made; later the last good model stays in force.
+                Err(e) => {
+                    let text = e.to_string();
+                    if once {
+                        eprintln!("tinylet proxy: {text}");
+                        return 1;
+                    }
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        eprintln!("tinylet proxy: {text} (keeping the previous table)");
+                        last_error = Some(text);
+                    }
+                }
+            }
+            if loaded {
+                let ok = sync(syncer, &model, node, mode == SyncMode::Full);
+                if once {
+                    return i32::from(!ok);
+                }
+            }
+        }
+        // Rescanning the directory is cheap; 200 ms keeps an endpoint change prompt.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn api_loop(
+    syncer: &mut NftSyncer<NetlinkKernel>,
+    api: &ApiSource,
+    node: &Node,
+    period: Duration,
+    once: bool,
+) -> i32 {
+    let mut model = Model::default();
+    let mut schedule = Schedule::new(period);
+    let (mut have_services, mut have_slices) = (false, false);
+    loop {
+        let changed = match api.changes.recv_timeout(Duration::from_secs(1)) {
+            Ok(c) => {
+                let mut batch = vec![c];
+                batch.extend(api.changes.try_iter());
+                for c in batch {
+                    have_services |= matches!(c, Change::Services(_));
+                    have_slices |= matches!(c, Change::Slices(_));
+                    c.apply(&mut model);
+                }
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("tinylet proxy: the API watch stopped");
+                return 1;
+            }
+        };
+        if !(have_services && have_slices) {
+            continue;
+        }
+        let now = Instant::now();
+        let mode = if once {
+            Some(SyncMode::Full)
+        } else {
+            schedule.next(now, changed)
+        };
+        if let Some(mode) = mode {
+            schedule.attempted(now, mode);
+            let ok = sync(syncer, &model, node, mode == SyncMode::Full);
+            if once {
+                return i32::from(!ok);
+            }
+        }
+    }
+}
+
+const NFT_USAGE: &str = "\
+usage: tinylet nft list      print our kube-proxy tables (ip, ip6) as `nft list table` would
+";
+
+/// `tinylet nft list`: our tables as the kernel holds them, in `nft list table` style.
+pub fn nft_main(args: &[String]) -> i32 {
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    if matches!(sub, "-h" | "--help" | "help") {
+        print!("{NFT_USAGE}");
+        return 0;
+    }
+    if sub != "list" || args.len() > 1 {
+        eprintln!("tinylet nft: expected `list`\n{NFT_USAGE}");
+        return 2;
+    }
+    let mut kernel = match NetlinkKernel::open() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tinylet nft list: {e}");
+            return 1;
+        }
+    };
+    let mut failed = false;
+    for f in [Family::Ip, Family::Ip6] {
+        match super::readback::read_table(kernel.client(), f, TABLE) {
+            Ok(Some(t)) => print!("{}", super::model::render(&t)),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("tinylet nft list: table {} {TABLE}: {e}", f.word());
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}

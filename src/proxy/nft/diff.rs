@@ -1,0 +1,194 @@
+//! Two tables → the messages of one transaction, sans I/O.
+//!
+//! A full sync replaces the table (create-if-missing, delete, create with everything) so the
+//! kernel swaps it atomically; a partial sync touches only chains whose rules changed and
+//! elements that changed, ordered so every reference exists when the kernel checks it: new
+//! sets and chains first, then rules, then elements, then removals.
+
+use super::model::{Chain, Family, Key, Rule, Set, Table, Verdict};
+
+/// One message of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create the table if missing (never fails when it exists).
+    AddTable,
+    /// Delete the table and everything in it.
+    DelTable,
+    /// Create a chain (base chains with their hook), without rules.
+    AddChain(String, Chain),
+    /// Remove every rule of a chain.
+    FlushChain(String),
+    /// Delete an (empty, unreferenced) chain.
+    DelChain(String),
+    /// Append a rule to a chain.
+    AddRule(String, Rule),
+    /// Create a set or map, without elements.
+    AddSet(String, Set),
+    /// Delete a set.
+    DelSet(String),
+    /// Add elements to a set or map.
+    AddElements(String, Vec<(Key, Option<Verdict>)>),
+    /// Delete elements.
+    DelElements(String, Vec<Key>),
+}
+
+/// A transaction for one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// Table family.
+    pub family: Family,
+    /// Table name.
+    pub table: String,
+    /// Messages in order.
+    pub changes: Vec<Change>,
+}
+
+impl Transaction {
+    /// Number of netlink messages it takes (elements of one set go in one message).
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+fn empty_like(c: &Chain) -> Chain {
+    Chain {
+        hook: c.hook,
+        rules: Vec::new(),
+    }
+}
+
+fn create(t: &Table, changes: &mut Vec<Change>) {
+    for (name, s) in &t.sets {
+        changes.push(Change::AddSet(name.clone(), Set::new(s.kind)));
+    }
+    for (name, c) in &t.chains {
+        changes.push(Change::AddChain(name.clone(), empty_like(c)));
+    }
+    for (name, c) in &t.chains {
+        for r in &c.rules {
+            changes.push(Change::AddRule(name.clone(), r.clone()));
+        }
+    }
+    for (name, s) in &t.sets {
+        if !s.elements.is_empty() {
+            let els = s.elements.iter().map(|(k, v)| (*k, v.clone())).collect();
+            changes.push(Change::AddElements(name.clone(), els));
+        }
+    }
+}
+
+/// Replace whatever table of this name exists with `t`, atomically.
+pub fn full(t: &Table) -> Transaction {
+    let mut changes = vec![Change::AddTable, Change::DelTable, Change::AddTable];
+    create(t, &mut changes);
+    Transaction {
+        family: t.family,
+        table: t.name.clone(),
+        changes,
+    }
+}
+
+/// Remove the table (if it exists).
+pub fn remove(family: Family, name: &str) -> Transaction {
+    Transaction {
+        family,
+        table: name.to_string(),
+        changes: vec![Change::AddTable, Change::DelTable],
+    }
+}
+
+/// The messages that turn `old` (what we programmed last) into `new`; `None` when the change
+/// cannot be made in place (a base chain's hook or a set's type changed): do a full sync.
+pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
+    if old.family != new.family || old.name != new.name {
+        return None;
+    }
+    let mut adds = Vec::new();
+    let mut rules = Vec::new();
+    let mut elements = Vec::new();
+    let mut removals = Vec::new();
+    for (name, s) in &new.sets {
+        match old.sets.get(name) {
+            None => {
+                adds.push(Change::AddSet(name.clone(), Set::new(s.kind)));
+                if !s.elements.is_empty() {
+                    let els = s.elements.iter().map(|(k, v)| (*k, v.clone())).collect();
+                    elements.push(Change::AddElements(name.clone(), els));
+                }
+            }
+            Some(o) if o.kind != s.kind => return None,
+            Some(o) => {
+                let gone: Vec<Key> = o
+                    .elements
+                    .iter()
+                    .filter(|(k, v)| s.elements.get(*k) != Some(*v))
+                    .map(|(k, _)| *k)
+                    .collect();
+                let added: Vec<(Key, Option<Verdict>)> = s
+                    .elements
+                    .iter()
+                    .filter(|(k, v)| o.elements.get(*k) != Some(*v))
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect();
+                // Deletions first within the set: a changed element is deleted and re-added.
+                if !gone.is_empty() {
+                    elements.push(Change::DelElements(name.clone(), gone));
+                }
+                if !added.is_empty() {
+                    elements.push(Change::AddElements(name.clone(), added));
+                }
+            }
+        }
+    }
+    for (name, c) in &new.chains {
+        match old.chains.get(name) {
+            None => {
+                adds.push(Change::AddChain(name.clone(), empty_like(c)));
+                rules.extend(
+                    c.rules
+                        .iter()
+                        .map(|r| Change::AddRule(name.clone(), r.clone())),
+                );
+            }
+            Some(o) if o.hook != c.hook => return None,
+            Some(o) if o.rules != c.rules => {
+                rules.push(Change::FlushChain(name.clone()));
+                rules.extend(
+                    c.rules
+                        .iter()
+                        .map(|r| Change::AddRule(name.clone(), r.clone())),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    // Removed chains are flushed before any is deleted: they may jump to each other.
+    let gone_chains: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|n| !new.chains.contains_key(*n))
+        .collect();
+    for n in &gone_chains {
+        removals.push(Change::FlushChain((*n).clone()));
+    }
+    for n in &gone_chains {
+        removals.push(Change::DelChain((*n).clone()));
+    }
+    for n in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+        removals.push(Change::DelSet(n.clone()));
+    }
+    let mut changes = adds;
+    changes.extend(rules);
+    changes.extend(elements);
+    changes.extend(removals);
+    Some(Transaction {
+        family: new.family,
+        table: new.name.clone(),
+        changes,
+    })
+}

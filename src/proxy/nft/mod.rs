@@ -1,0 +1,18 @@
+//! kube-proxy's nftables mode: our `ip`/`ip6 kube-proxy` tables over our own netlink layer.
+//!
+//! Layers: `model` (the table as values, and its `nft list` text), `ruleset` (Services +
+//! EndpointSlices → tables, sans I/O), `diff` (last programmed table + new table → the
+//! messages of one transaction, sans I/O), `sync` (remembers what it programmed and sends
+//! one batch per sync through a [`sync::Kernel`]), `lower` (model → netlink messages),
+//! `readback` (the kernel's table → model, for `tinylet nft list`), `cmd` (wiring). Only our own tables are ever touched.
+
+pub mod cmd;
+pub mod diff;
+pub mod lower;
+pub mod model;
+pub mod readback;
+pub mod ruleset;
+pub mod sync;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+//! Services + EndpointSlices → our nf_tables table, sans I/O.
+//!
+//! The layout follows kube-proxy's nftables mode (KEP-3866): base chains hook nat
+//! prerouting/output into a `services` chain, which dispatches through ONE verdict map keyed
+//! by `daddr . l4proto . dport` (`service-ips`), and node ports through `service-nodeports`;
+//! per-service chains pick an endpoint; per-endpoint chains DNAT; `mark-for-masquerade` sets
+//! bit 0x4000 and the `masquerading` postrouting chain masquerades marked packets; services
+//! without endpoints are rejected through `no-endpoint-services`/`no-endpoint-nodeports`.
+//!
+//! One deliberate difference: upstream picks an endpoint with an anonymous
+//! `numgen random mod N vmap { … }` per service, and the kernel binds each anonymous set by
+//! walking the whole transaction, so a full sync costs O(services²). Here a service chain is
+//! a cascade of plain rules, `numgen random mod (N-i) == 0 goto endpoint-i` for i < N-1 and
+//! a last `goto endpoint-(N-1)`: endpoint i is taken with probability 1/N (the same spread
+//! upstream's iptables mode gets from `statistic --probability 1/(N-i)`), no set is created,
+//! and the kernel's cost grows linearly with services and endpoints.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::model::{
+    proto_word, Chain, ChainType, Cidr, Family, Hook, HookPoint, Key, Set, SetKind, Stmt, Table,
+    Verdict,
+};
+use crate::k8s::discovery::EndpointSlice;
+use crate::k8s::service::Service;
+use crate::proxy::desired::{candidates, port_u16, select, DEFAULT_AFFINITY_SECONDS};
+use crate::proxy::table::{Proto, RealKey};
+
+/// Our table's name in both families.
+pub const TABLE: &str = "kube-proxy";
+/// The mark bit that asks the `masquerading` chain to SNAT a packet (kube-proxy's).
+pub const MASQ_MARK: u32 = 0x4000;
+
+/// Chain: marks a packet for masquerading.
+pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+/// Chain: masquerades marked packets.
+pub const MASQUERADING: &str = "masquerading";
+/// Chain: dispatches service traffic.
+pub const SERVICES: &str = "services";
+/// Chain: rejects new connections to services without endpoints.
+pub const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
+/// Chain: the same for node ports.
+pub const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
+/// Chain: `reject`.
+pub const REJECT_CHAIN: &str = "reject-chain";
+/// Map: service address . protocol . port → service chain.
+pub const SERVICE_IPS: &str = "service-ips";
+/// Map: protocol . node port → external chain.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Map: address . protocol . port of services without endpoints → reject/drop.
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Map: protocol . node port of services without endpoints → reject/drop.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Set: the addresses node ports are served on.
+pub const NODEPORT_IPS: &str = "nodeport-ips";
+/// Set: every address of the node (traffic from the node itself).
+pub const NODE_IPS: &str = "node-ips";
+
+/// Node-specific inputs of the ruleset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// This node's name (for "Local" traffic policies).
+    pub node_name: String,
+    /// Node ports are served on these addresses (`--nodeport-addresses`, or every
+    /// non-loopback address of the node).
+    pub node_port_addresses: BTreeSet<IpAddr>,
+    /// Every address of the node: traffic from these is the node's own. Explicit sets
+    /// rather than `fib ... type local` keep the expressions to the ones our netlink layer
+    /// speaks; the proxy refreshes them at every sync.
+    pub node_addresses: BTreeSet<IpAddr>,
+    /// `--masquerade-all`: SNAT every packet sent to a service.
+    pub masquerade_all: bool,
+    /// `--cluster-cidr`: traffic to a cluster IP from outside these ranges is masqueraded.
+    pub cluster_cidrs: Vec<Cidr>,
+}
+
+/// The table plus what was skipped and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The table to program.
+    pub table: Table,
+    /// Objects or fields that could not be used.
+    pub warnings: Vec<String>,
+}
+
+fn jump(c: &str) -> Stmt {
+    Stmt::Verdict(Verdict::Jump(c.to_string()))
+}
+
+fn goto(c: &str) -> Stmt {
+    Stmt::Verdict(Verdict::Goto(c.to_string()))
+}
+
+fn base(kind: ChainType, point: HookPoint, priority: i32, rules: Vec<Vec<Stmt>>) -> Chain {
+    Chain {
+        hook: Some(Hook {
+            kind,
+            point,
+            priority,
+        }),
+        rules,
+    }
+}
+
+fn plain(rules: Vec<Vec<Stmt>>) -> Chain {
+    Chain { hook: None, rules }
+}
+
+/// The chains and sets every table has, whatever the services.
+fn skeleton(family: Family, cfg: &Config) -> Table {
+    let mut t = Table::new(family, TABLE);
+    let nodeport_match = vec![Stmt::DaddrIn(NODEPORT_IPS.into())];
+    for (name, addrs) in [
+        (NODEPORT_IPS, &cfg.node_port_addresses),
+        (NODE_IPS, &cfg.node_addresses),
+    ] {
+        let mut s = Set::new(SetKind::Addrs);
+        for a in addrs.iter().filter(|a| family.holds(a)) {
+            s.elements.insert(Key::Addr(*a), None);
+        }
+        t.sets.insert(name.into(), s);
+    }
+    for m in [SERVICE_IPS, NO_ENDPOINT_SERVICES] {
+        t.sets.insert(m.into(), Set::new(SetKind::AddrPortMap));
+    }
+    for m in [SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS] {
+        t.sets.insert(m.into(), Set::new(SetKind::PortMap));
+    }
+    let new_conn = |c: &str| vec![Stmt::CtStateNew, jump(c)];
+    // Filter chains run before DNAT (priority dstnat - 10, as upstream) so that a service
+    // without endpoints is refused at once instead of timing out.
+    let c = &mut t.chains;
+    c.insert(
+        "filter-input".into(),
+        base(
+            ChainType::Filter,
+            HookPoint::Input,
+            -110,
+            vec![
+                new_conn(NODEPORT_ENDPOINTS_CHECK),
+                new_conn(SERVICE_ENDPOINTS_CHECK),
+            ],
+        ),
+    );
+    c.insert(
+        "filter-forward".into(),
+        base(
+            ChainType::Filter,
+            HookPoint::Forward,
+            -110,
+            vec![new_conn(SERVICE_ENDPOINTS_CHECK)],
+        ),
+    );
+    c.insert(
+        "filter-output".into(),
+        base(
+            ChainType::Filter,
+            HookPoint::Output,
+            -110,
+            vec![new_conn(SERVICE_ENDPOINTS_CHECK)],
+        ),
+    );
+    c.insert(
+        "nat-prerouting".into(),
+        base(
+            ChainType::Nat,
+            HookPoint::Prerouting,
+            -100,
+            vec![vec![jump(SERVICES)]],
+        ),
+    );
+    c.insert(
+        "nat-output".into(),
+        base(
+            ChainType::Nat,
+            HookPoint::Output,
+            -100,
+            vec![vec![jump(SERVICES)]],
+        ),
+    );
+    c.insert(
+        "nat-postrouting".into(),
+        base(
+            ChainType::Nat,
+            HookPoint::Postrouting,
+            100,
+            vec![vec![jump(MASQUERADING)]],
+        ),
+    );
+    c.insert(
+        SERVICE_ENDPOINTS_CHECK.into(),
+        plain(vec![vec![Stmt::DispatchAddrPort(
+            NO_ENDPOINT_SERVICES.into(),
+        )]]),
+    );
+    let mut np_check = nodeport_match.clone();
+    np_check.push(Stmt::DispatchPort(NO_ENDPOINT_NODEPORTS.into()));
+    c.insert(NODEPORT_ENDPOINTS_CHECK.into(), plain(vec![np_check]));
+    let mut np_dispatch = nodeport_match;
+    np_dispatch.push(Stmt::DispatchPort(SERVICE_NODEPORTS.into()));
+    c.insert(
+        SERVICES.into(),
+        plain(vec![
+            vec![Stmt::DispatchAddrPort(SERVICE_IPS.into())],
+            np_dispatch,
+        ]),
+    );
+    c.insert(
+        MARK_FOR_MASQUERADE.into(),
+        plain(vec![vec![Stmt::MarkOr(MASQ_MARK)]]),
+    );
+    c.insert(
+        MASQUERADING.into(),
+        plain(vec![
+            vec![Stmt::MarkClear(MASQ_MARK), Stmt::Verdict(Verdict::Return)],
+            // Clear the bit so a packet that is masqueraded and then re-enters (a tunnel)
+            // is not masqueraded twice.
+            vec![Stmt::MarkXor(MASQ_MARK)],
+            vec![Stmt::Masquerade],
+        ]),
+    );
+    c.insert(REJECT_CHAIN.into(), plain(vec![vec![Stmt::Reject]]));
+    t
+}
+
+/// Rules that send a packet to one of `eps` (endpoint chain names) with equal probability,
+/// each rule starting with `prefix` matches.
+fn spread(prefix: &[Stmt], eps: &[String]) -> Vec<Vec<Stmt>> {
+    let n = eps.len();
+    let mut rules = Vec::with_capacity(n);
+    for (i, ep) in eps.iter().enumerate() {
+        let mut r = prefix.to_vec();
+        let left = (n - i) as u32;
+        if left > 1 {
+            r.push(Stmt::Numgen {
+                modulus: left,
+                value: 0,
+            });
+        }
+        r.push(goto(ep));
+        rules.push(r);
+    }
+    rules
+}
+
+/// A service port's chains' common suffix: `namespace/name/proto/portname`.
+fn port_id(svc: &Service, proto: Proto, port_name: &str) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        svc.metadata.namespace,
+        svc.metadata.name,
+        proto_word(proto),
+        port_name
+    )
+}
+
+fn endpoint_suffix(k: &RealKey) -> String {
+    match k.addr {
+        IpAddr::V4(a) => format!("{a}/{}", k.port),
+        IpAddr::V6(a) => format!("[{a}]/{}", k.port),
+    }
+}
+
+/// Build the table of `family` for these services and slices.
+pub fn build(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    cfg: &Config,
+    family: Family,
+) -> Built {
+    let mut t = skeleton(family, cfg);
+    let mut warnings = Vec::new();
+    let v6 = family == Family::Ip6;
+    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for s in slices {
+        if let Some(name) = s.service_name() {
+            by_service
+                .entry((s.metadata.namespace.as_str(), name))
+                .or_default()
+                .push(s);
+        }
+    }
+    for svc in services {
+        let id = svc.metadata.key();
+        if svc.spec.type_ == "ExternalName" {
+            continue;
+        }
+        let parse = |list: Vec<&str>, what: &str, warnings: &mut Vec<String>| -> Vec<IpAddr> {
+            let mut out = Vec::new();
+            for ip in list {
+                match ip.parse::<IpAddr>() {
+                    Ok(a) if family.holds(&a) && !out.contains(&a) => out.push(a),
+                    Ok(_) => {}
+                    Err(_) => warnings.push(format!("service {id}: bad {what} {ip:?}")),
+                }
+            }
+            out
+        };
+        let cluster = parse(svc.cluster_ips(), "cluster IP", &mut warnings);
+        if cluster.is_empty() {
+            continue;
+        }
+        let mut external_list: Vec<&str> =
+            svc.spec.external_ips.iter().map(|s| s.as_str()).collect();
+        external_list.extend(svc.load_balancer_vips());
+        let external = parse(external_list, "external IP", &mut warnings);
+        let affinity = (svc.spec.session_affinity == "ClientIP").then(|| {
+            svc.spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
+        });
+        let internal_local = svc.spec.internal_traffic_policy.as_deref() == Some("Local");
+        let external_local = svc.spec.external_traffic_policy == "Local";
+        let my_slices = by_service
+            .get(&(svc.metadata.namespace.as_str(), svc.metadata.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for sp in &svc.spec.ports {
+            let Some(proto) = Proto::from_k8s(&sp.protocol) else {
+                warnings.push(format!(
+                    "service {id}: unsupported protocol {:?}",
+                    sp.protocol
+                ));
+                continue;
+            };
+            let Some(port) = port_u16(sp.port) else {
+                warnings.push(format!("service {id}: bad port {}", sp.port));
+                continue;
+            };
+            let node_port = if svc.is_node_port() {
+                port_u16(sp.node_port)
+            } else {
+                None
+            };
+            let pid = port_id(svc, proto, &sp.name);
+            let cands = candidates(my_slices, sp, proto, &cfg.node_name);
+            let all: Vec<RealKey> = select(&cands, false, v6).into_keys().collect();
+            let local: Vec<RealKey> = select(&cands, true, v6).into_keys().collect();
+            let internal = if internal_local { &local } else { &all };
+            let external_eps = if external_local { &local } else { &all };
+            // Endpoint chains, for every endpoint some path below uses.
+            let mut used: BTreeSet<RealKey> = internal.iter().copied().collect();
+            used.extend(external_eps.iter().copied());
+            if external_local {
+                // Node-local and pod traffic to an external address goes to any endpoint.
+                used.extend(all.iter().copied());
+            }
+            let ep_chain = |k: &RealKey| format!("endpoint-{pid}__{}", endpoint_suffix(k));
+            let aff_set = |k: &RealKey| format!("affinity-{pid}__{}", endpoint_suffix(k));
+            for k in &used {
+                let mut rules = vec![vec![
+                    Stmt::Saddr(Cidr::host(k.addr), true),
+                    jump(MARK_FOR_MASQUERADE),
+                ]];
+                if let Some(timeout) = affinity {
+                    t.sets
+                        .insert(aff_set(k), Set::new(SetKind::Affinity { timeout }));
+                    rules.push(vec![Stmt::UpdateSaddr(aff_set(k))]);
+                }
+                rules.push(vec![Stmt::L4Proto(proto), Stmt::Dnat(k.addr, k.port)]);
+                t.chains.insert(ep_chain(k), plain(rules));
+            }
+            // Affinity first: a client seen recently goes back to the same endpoint.
+            let sticky = |eps: &[RealKey], prefix: &[Stmt]| -> Vec<Vec<Stmt>> {
+                if affinity.is_none() {
+                    return Vec::new();
+                }
+                eps.iter()
+                    .map(|k| {
+                        let mut r = prefix.to_vec();
+                        r.push(Stmt::SaddrIn(aff_set(k)));
+                        r.push(goto(&ep_chain(k)));
+                        r
+                    })
+                    .collect()
+            };
+            let names = |eps: &[RealKey]| -> Vec<String> { eps.iter().map(&ep_chain).collect() };
+
+            // Cluster IPs.
+            let svc_chain = format!("service-{pid}");
+            if !internal.is_empty() {
+                let mut rules = Vec::new();
+                if cfg.masquerade_all {
+                    rules.push(vec![jump(MARK_FOR_MASQUERADE)]);
+                } else {
+                    for cidr in cfg.cluster_cidrs.iter().filter(|c| family.holds(&c.addr)) {
+                        for a in &cluster {
+                            rules.push(vec![
+                                Stmt::Daddr(Cidr::host(*a), true),
+                                Stmt::L4Proto(proto),
+                                Stmt::Dport(port),
+                                Stmt::Saddr(*cidr, false),
+                                jump(MARK_FOR_MASQUERADE),
+                            ]);
+                        }
+                    }
+                }
+                rules.extend(sticky(internal, &[]));
+                rules.extend(spread(&[], &names(internal)));
+                t.chains.insert(svc_chain.clone(), plain(rules));
+            }
+            // What the cluster IPs do with no usable endpoint: reject when the service has
+            // none at all, drop when only the Local policy leaves none (upstream's rule).
+            let none_verdict = |eps_any: bool| {
+                if eps_any {
+                    Verdict::Drop
+                } else {
+                    Verdict::Goto(REJECT_CHAIN.into())
+                }
+            };
+            for a in &cluster {
+                let key = Key::AddrPort(*a, proto, port);
+                if internal.is_empty() {
+                    t.set_element(NO_ENDPOINT_SERVICES, key, none_verdict(!all.is_empty()));
+                } else {
+                    t.set_element(SERVICE_IPS, key, Verdict::Goto(svc_chain.clone()));
+                }
+            }
+
+            // External IPs, load-balancer IPs and node ports.
+            if external.is_empty() && node_port.is_none() {
+                continue;
+            }
+            let ext_chain = format!("external-{pid}");
+            let ext_target = if external_eps.is_empty() {
+                None
+            } else {
+                let mut rules = Vec::new();
+                if external_local {
+                    // Keeps the client address (no SNAT) for traffic from outside; the
+                    // node's own traffic must be masqueraded and may use any endpoint, and
+                    // so may pods' (upstream's short-circuit for the cluster CIDR).
+                    let from_node = [Stmt::SaddrIn(NODE_IPS.into())];
+                    rules.push(vec![
+                        Stmt::SaddrIn(NODE_IPS.into()),
+                        jump(MARK_FOR_MASQUERADE),
+                    ]);
+                    rules.extend(sticky(&all, &from_node));
+                    rules.extend(spread(&from_node, &names(&all)));
+                    for cidr in cfg.cluster_cidrs.iter().filter(|c| family.holds(&c.addr)) {
+                        let from_pods = [Stmt::Saddr(*cidr, true)];
+                        rules.extend(sticky(&all, &from_pods));
+                        rules.extend(spread(&from_pods, &names(&all)));
+                    }
+                } else {
+                    // Cluster policy: SNAT, so the reply comes back through this node.
+                    rules.push(vec![jump(MARK_FOR_MASQUERADE)]);
+                }
+                rules.extend(sticky(external_eps, &[]));
+                rules.extend(spread(&[], &names(external_eps)));
+                t.chains.insert(ext_chain.clone(), plain(rules));
+                Some(Verdict::Goto(ext_chain))
+            };
+            for a in &external {
+                let key = Key::AddrPort(*a, proto, port);
+                match &ext_target {
+                    Some(v) => t.set_element(SERVICE_IPS, key, v.clone()),
+                    None => t.set_element(NO_ENDPOINT_SERVICES, key, none_verdict(!all.is_empty())),
+                }
+            }
+            if let Some(np) = node_port {
+                let key = Key::Port(proto, np);
+                match &ext_target {
+                    Some(v) => t.set_element(SERVICE_NODEPORTS, key, v.clone()),
+                    None => {
+                        t.set_element(NO_ENDPOINT_NODEPORTS, key, none_verdict(!all.is_empty()))
+                    }
+                }
+            }
+        }
+    }
+    Built { table: t, warnings }
+}
+
+impl Table {
+    /// Put `key : verdict` into map `set` (which the skeleton made).
+    fn set_element(&mut self, set: &str, key: Key, v: Verdict) {
+        if let Some(s) = self.sets.get_mut(set) {
+            s.elements.insert(key, Some(v));
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! One batch per sync: remembers the tables it programmed last and sends only the difference.
+//!
+//! A resync with nothing changed sends nothing and lists nothing: the comparison is against
+//! our own last-programmed model. To notice someone else editing our tables, a periodic
+//! resync asks the kernel for its ruleset generation (one request) and replaces our tables
+//! when it moved since our last commit.
+
+use std::collections::BTreeMap;
+
+use super::diff::{full, partial, remove, Transaction};
+use super::model::{Family, Table};
+use super::ruleset::TABLE;
+
+/// The kernel side of a sync.
+pub trait Kernel {
+    /// Send `txs` as ONE atomic batch.
+    fn commit(&mut self, txs: &[Transaction]) -> Result<(), String>;
+    /// The ruleset generation id, when the kernel side can tell.
+    fn generation(&mut self) -> Result<Option<u32>, String> {
+        Ok(None)
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing differed: no message sent.
+    Unchanged,
+    /// Only the differences were sent.
+    Partial {
+        /// Messages in the batch.
+        messages: usize,
+    },
+    /// Our tables were replaced.
+    Full {
+        /// Messages in the batch.
+        messages: usize,
+    },
+}
+
+/// Drives a [`Kernel`] towards desired tables.
+#[derive(Debug)]
+pub struct NftSyncer<K: Kernel> {
+    kernel: K,
+    last: BTreeMap<Family, Table>,
+    last_generation: Option<u32>,
+    /// Batches committed so far.
+    pub batches: u64,
+}
+
+impl<K: Kernel> NftSyncer<K> {
+    /// A syncer whose first sync replaces our tables.
+    pub fn new(kernel: K) -> Self {
+        NftSyncer {
+            kernel,
+            last: BTreeMap::new(),
+            last_generation: None,
+            batches: 0,
+        }
+    }
+
+    /// The kernel side.
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// The tables programmed last (empty until a sync succeeded).
+    pub fn programmed(&self) -> impl Iterator<Item = &Table> {
+        self.last.values()
+    }
+
+    /// Bring the kernel to `tables`. `resync` also checks that nobody changed the ruleset
+    /// since our last commit (and replaces our tables if someone did).
+    pub fn sync(&mut self, tables: Vec<Table>, resync: bool) -> Result<Outcome, String> {
+        let mut drift = false;
+        if resync && !self.last.is_empty() {
+            if let Some(g) = self.kernel.generation()? {
+                drift = Some(g) != self.last_generation;
+            }
+        }
+        let mut txs: Vec<Transaction> = Vec::new();
+        let mut any_full = false;
+        for t in &tables {
+            let tx = match (drift, self.last.get(&t.family)) {
+                (false, Some(old)) => partial(old, t),
+                _ => None,
+            };
+            let tx = tx.unwrap_or_else(|| {
+                any_full = true;
+                full(t)
+            });
+            if !tx.is_empty() {
+                txs.push(tx);
+            }
+        }
+        // A family we no longer program loses its table.
+        for f in self.last.keys() {
+            if !tables.iter().any(|t| t.family == *f) {
+                txs.push(remove(*f, TABLE));
+            }
+        }
+        if txs.is_empty() {
+            return Ok(Outcome::Unchanged);
+        }
+        let messages = txs.iter().map(Transaction::len).sum();
+        if let Err(e) = self.kernel.commit(&txs) {
+            // Unknown what the kernel holds now: the next sync replaces our tables.
+            self.last.clear();
+            return Err(e);
+        }
+        self.batches += 1;
+        self.last = tables.into_iter().map(|t| (t.family, t)).collect();
+        self.last_generation = self.kernel.generation().unwrap_or(None);
+        Ok(if any_full {
+            Outcome::Full { messages }
+        } else {
+            Outcome::Partial { messages }
+        })
+    }
+
+    /// Remove our tables in both families (one batch); forget what was programmed.
+    pub fn cleanup(&mut self) -> Result<(), String> {
+        self.last.clear();
+        self.kernel
+            .commit(&[remove(Family::Ip, TABLE), remove(Family::Ip6, TABLE)])
+    }
+}

@@ -1,0 +1,563 @@
+//! Ruleset, diff and syncer tests for nftables mode: no kernel, no I/O.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::diff::{full, partial, Change, Transaction};
+use super::model::{render, Cidr, Family, Key, SetKind, Stmt, Table, Verdict};
+use super::ruleset::*;
+use super::sync::{Kernel, NftSyncer, Outcome};
+use crate::k8s::discovery::EndpointSlice;
+use crate::k8s::service::Service;
+use crate::proxy::source::{parse_manifest, Object};
+use crate::proxy::table::Proto;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let mut svcs = Vec::new();
+    let mut slices = Vec::new();
+    for o in parse_manifest(yaml, false).unwrap() {
+        match o {
+            Object::Service(s) => svcs.push(s),
+            Object::EndpointSlice(s) => slices.push(s),
+        }
+    }
+    (svcs, slices)
+}
+
+fn cfg() -> Config {
+    Config {
+        node_name: "n1".into(),
+        node_port_addresses: [ip("192.168.1.5")].into(),
+        node_addresses: [ip("192.168.1.5"), ip("10.244.1.1")].into(),
+        masquerade_all: false,
+        cluster_cidrs: Vec::new(),
+    }
+}
+
+/// `web`: ClusterIP 10.96.0.10:80 → 8080, NodePort 30080, external IP 203.0.113.7;
+/// endpoints .5 (ready, n1), .6 (ready, n2), .7 (not ready).
+fn web(extra_spec: &str, eps: &[(&str, bool, &str)]) -> String {
+    let mut y = format!(
+        "kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  externalIPs: [203.0.113.7]
+  ports:
+  - {{name: http, port: 80, targetPort: 8080, nodePort: 30080}}
+{extra_spec}
+---
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+"
+    );
+    for (a, ready, node) in eps {
+        y.push_str(&format!(
+            "- {{addresses: [{a}], conditions: {{ready: {ready}}}, nodeName: {node}}}\n"
+        ));
+    }
+    y
+}
+
+const EPS: &[(&str, bool, &str)] = &[
+    ("10.244.1.5", true, "n1"),
+    ("10.244.2.6", true, "n2"),
+    ("10.244.2.7", false, "n2"),
+];
+
+fn table(yaml: &str, c: &Config) -> Table {
+    let (s, e) = objects(yaml);
+    let b = build(&s, &e, c, Family::Ip);
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    b.table
+}
+
+const SVC: &str = "service-default/web/tcp/http";
+const EXT: &str = "external-default/web/tcp/http";
+const EP5: &str = "endpoint-default/web/tcp/http__10.244.1.5/8080";
+const EP6: &str = "endpoint-default/web/tcp/http__10.244.2.6/8080";
+
+fn goto(c: &str) -> Stmt {
+    Stmt::Verdict(Verdict::Goto(c.into()))
+}
+
+#[test]
+fn cluster_ip_dispatches_through_one_map_and_spreads_without_sets() {
+    let t = table(&web("", EPS), &cfg());
+    let map = &t.sets[SERVICE_IPS];
+    assert_eq!(map.kind, SetKind::AddrPortMap);
+    assert_eq!(
+        map.elements[&Key::AddrPort(ip("10.96.0.10"), Proto::Tcp, 80)],
+        Some(Verdict::Goto(SVC.into()))
+    );
+    // Uniform spread over the 2 ready endpoints: 1/2, then the rest; never the not-ready one.
+    assert_eq!(
+        t.chains[SVC].rules,
+        vec![
+            vec![
+                Stmt::Numgen {
+                    modulus: 2,
+                    value: 0
+                },
+                goto(EP5)
+            ],
+            vec![goto(EP6)],
+        ]
+    );
+    assert!(!render(&t).contains("10.244.2.7"));
+    // No per-service set: the sets are the fixed ones whatever the number of services.
+    let names: BTreeSet<&str> = t.sets.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            NO_ENDPOINT_NODEPORTS,
+            NO_ENDPOINT_SERVICES,
+            NODE_IPS,
+            NODEPORT_IPS,
+            SERVICE_IPS,
+            SERVICE_NODEPORTS
+        ]
+        .into()
+    );
+    // Endpoint chain: hairpin masquerade, then DNAT.
+    assert_eq!(
+        t.chains[EP5].rules,
+        vec![
+            vec![
+                Stmt::Saddr(Cidr::host(ip("10.244.1.5")), true),
+                Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()))
+            ],
+            vec![
+                Stmt::L4Proto(Proto::Tcp),
+                Stmt::Dnat(ip("10.244.1.5"), 8080)
+            ],
+        ]
+    );
+}
+
+#[test]
+fn spread_is_uniform() {
+    // Rule i is reached with probability prod_{j<i}(1 - 1/(n-j)) and taken with 1/(n-i).
+    let eps: Vec<(String, bool, String)> = (0..5)
+        .map(|i| (format!("10.244.3.{i}"), true, "n1".to_string()))
+        .collect();
+    let eps: Vec<(&str, bool, &str)> = eps
+        .iter()
+        .map(|(a, r, n)| (a.as_str(), *r, n.as_str()))
+        .collect();
+    let t = table(&web("", &eps), &cfg());
+    let mut reach = 1.0f64;
+    for r in &t.chains[SVC].rules {
+        let p = match r.first() {
+            Some(Stmt::Numgen { modulus, value: 0 }) => 1.0 / f64::from(*modulus),
+            _ => 1.0,
+        };
+        assert!((reach * p - 0.2).abs() < 1e-9, "{r:?}");
+        reach *= 1.0 - p;
+    }
+}
+
+#[test]
+fn node_port_and_external_ip_masquerade_with_cluster_policy() {
+    let t = table(&web("", EPS), &cfg());
+    assert_eq!(
+        t.sets[SERVICE_NODEPORTS].elements[&Key::Port(Proto::Tcp, 30080)],
+        Some(Verdict::Goto(EXT.into()))
+    );
+    assert_eq!(
+        t.sets[SERVICE_IPS].elements[&Key::AddrPort(ip("203.0.113.7"), Proto::Tcp, 80)],
+        Some(Verdict::Goto(EXT.into()))
+    );
+    let ext = &t.chains[EXT].rules;
+    assert_eq!(
+        ext[0],
+        vec![Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()))]
+    );
+    assert_eq!(ext.len(), 3);
+    assert!(t.sets[NODEPORT_IPS]
+        .elements
+        .contains_key(&Key::Addr(ip("192.168.1.5"))));
+    // The dispatch matches node ports only on node-port addresses.
+    assert_eq!(
+        t.chains[SERVICES].rules[1],
+        vec![
+            Stmt::DaddrIn(NODEPORT_IPS.into()),
+            Stmt::DispatchPort(SERVICE_NODEPORTS.into())
+        ]
+    );
+}
+
+#[test]
+fn local_external_policy_keeps_the_client_address_and_uses_local_endpoints() {
+    let t = table(
+        &web("  externalTrafficPolicy: Local", EPS),
+        &Config {
+            cluster_cidrs: vec![Cidr::new(ip("10.244.0.0"), 16)],
+            ..cfg()
+        },
+    );
+    let ext = &t.chains[EXT].rules;
+    // Only the node's own traffic is masqueraded.
+    assert_eq!(
+        ext[0],
+        vec![
+            Stmt::SaddrIn(NODE_IPS.into()),
+            Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()))
+        ]
+    );
+    // Last rule: from outside, the only local endpoint.
+    assert_eq!(ext.last(), Some(&vec![goto(EP5)]));
+    // A node without local endpoints drops external traffic (not rejects).
+    let none_local = table(
+        &web(
+            "  externalTrafficPolicy: Local",
+            &[("10.244.2.6", true, "n2")],
+        ),
+        &cfg(),
+    );
+    assert!(!none_local.chains.contains_key(EXT));
+    assert_eq!(
+        none_local.sets[NO_ENDPOINT_NODEPORTS].elements[&Key::Port(Proto::Tcp, 30080)],
+        Some(Verdict::Drop)
+    );
+    // Cluster IPs still work (internal policy Cluster).
+    assert!(none_local.chains.contains_key(SVC));
+}
+
+#[test]
+fn internal_local_policy_uses_only_local_endpoints() {
+    let t = table(&web("  internalTrafficPolicy: Local", EPS), &cfg());
+    assert_eq!(t.chains[SVC].rules, vec![vec![goto(EP5)]]);
+}
+
+#[test]
+fn no_endpoints_are_rejected() {
+    let t = table(&web("", &[("10.244.2.7", false, "n2")]), &cfg());
+    let reject = Some(Verdict::Goto(REJECT_CHAIN.into()));
+    assert_eq!(
+        t.sets[NO_ENDPOINT_SERVICES].elements[&Key::AddrPort(ip("10.96.0.10"), Proto::Tcp, 80)],
+        reject
+    );
+    assert_eq!(
+        t.sets[NO_ENDPOINT_NODEPORTS].elements[&Key::Port(Proto::Tcp, 30080)],
+        reject
+    );
+    assert!(t.sets[SERVICE_IPS].elements.is_empty());
+    assert_eq!(t.chains[REJECT_CHAIN].rules, vec![vec![Stmt::Reject]]);
+    assert!(!t.chains.contains_key(SVC));
+}
+
+#[test]
+fn client_ip_affinity_checks_a_timed_set_before_spreading() {
+    let t = table(
+        &web(
+            "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}",
+            EPS,
+        ),
+        &cfg(),
+    );
+    let aff5 = "affinity-default/web/tcp/http__10.244.1.5/8080";
+    assert_eq!(t.sets[aff5].kind, SetKind::Affinity { timeout: 60 });
+    let rules = &t.chains[SVC].rules;
+    assert_eq!(rules[0], vec![Stmt::SaddrIn(aff5.into()), goto(EP5)]);
+    assert!(matches!(rules[2].first(), Some(Stmt::Numgen { .. })));
+    assert!(t.chains[EP5]
+        .rules
+        .contains(&vec![Stmt::UpdateSaddr(aff5.into())]));
+}
+
+#[test]
+fn masquerade_all_and_cluster_cidr() {
+    let all = table(
+        &web("", EPS),
+        &Config {
+            masquerade_all: true,
+            ..cfg()
+        },
+    );
+    assert_eq!(
+        all.chains[SVC].rules[0],
+        vec![Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()))]
+    );
+    let cidr = Cidr::new(ip("10.244.0.0"), 16);
+    let t = table(
+        &web("", EPS),
+        &Config {
+            cluster_cidrs: vec![cidr],
+            ..cfg()
+        },
+    );
+    assert_eq!(
+        t.chains[SVC].rules[0],
+        vec![
+            Stmt::Daddr(Cidr::host(ip("10.96.0.10")), true),
+            Stmt::L4Proto(Proto::Tcp),
+            Stmt::Dport(80),
+            Stmt::Saddr(cidr, false),
+            Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()))
+        ]
+    );
+    // The masquerading chain SNATs only marked packets.
+    assert_eq!(
+        render(&t)
+            .lines()
+            .filter(|l| l.contains("masquerade fully-random"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn ipv6_services_go_to_the_ip6_table_only() {
+    let y = "kind: Service
+metadata: {name: v6, namespace: default}
+spec:
+  clusterIP: fd00::10
+  ports: [{port: 80}]
+";
+    let (s, e) = objects(y);
+    let v4 = build(&s, &e, &cfg(), Family::Ip).table;
+    let v6 = build(&s, &e, &cfg(), Family::Ip6).table;
+    assert!(v4.sets[NO_ENDPOINT_SERVICES].elements.is_empty());
+    assert_eq!(v6.sets[NO_ENDPOINT_SERVICES].elements.len(), 1);
+    assert!(render(&v6).starts_with("table ip6 kube-proxy {"));
+}
+
+#[test]
+fn unchanged_table_diffs_to_nothing_and_an_endpoint_change_is_small() {
+    let old = table(&web("", EPS), &cfg());
+    assert!(partial(&old, &old).unwrap().is_empty());
+    let new = table(
+        &web(
+            "",
+            &[
+                ("10.244.1.5", true, "n1"),
+                ("10.244.2.6", true, "n2"),
+                ("10.244.2.7", true, "n2"),
+            ],
+        ),
+        &cfg(),
+    );
+    let tx = partial(&old, &new).unwrap();
+    // New endpoint chain + its 2 rules, flush + 3 rules of the service chain, flush + 4 of
+    // the external chain.
+    assert_eq!(tx.len(), 1 + 2 + 4 + 5, "{tx:#?}");
+    assert!(matches!(tx.changes[0], Change::AddChain(..)));
+    // And back: the removed endpoint's chain is flushed and deleted after the service chain
+    // stopped jumping to it.
+    let back = partial(&new, &old).unwrap();
+    let del = back
+        .changes
+        .iter()
+        .position(|c| matches!(c, Change::DelChain(_)))
+        .unwrap();
+    let flush_svc = back
+        .changes
+        .iter()
+        .position(|c| *c == Change::FlushChain(SVC.into()))
+        .unwrap();
+    assert!(flush_svc < del);
+}
+
+#[test]
+fn full_sync_replaces_the_table_in_one_transaction() {
+    let t = table(&web("", EPS), &cfg());
+    let tx = full(&t);
+    assert_eq!(
+        tx.changes[..3],
+        [Change::AddTable, Change::DelTable, Change::AddTable]
+    );
+    let chains = tx
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::AddChain(..)))
+        .count();
+    assert_eq!(chains, t.chains.len());
+    let rules = tx
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::AddRule(..)))
+        .count();
+    assert_eq!(rules, t.rule_count());
+    // Every chain exists before any rule or element refers to it.
+    let first_rule = tx
+        .changes
+        .iter()
+        .position(|c| matches!(c, Change::AddRule(..)))
+        .unwrap();
+    let last_chain = tx
+        .changes
+        .iter()
+        .rposition(|c| matches!(c, Change::AddChain(..)))
+        .unwrap();
+    assert!(last_chain < first_rule);
+}
+
+#[derive(Default)]
+struct Recorder {
+    batches: Vec<Vec<Transaction>>,
+    generation: u32,
+    fail: bool,
+}
+
+impl Kernel for Recorder {
+    fn commit(&mut self, txs: &[Transaction]) -> Result<(), String> {
+        if self.fail {
+            return Err("refused".into());
+        }
+        self.batches.push(txs.to_vec());
+        self.generation += 1;
+        Ok(())
+    }
+    fn generation(&mut self) -> Result<Option<u32>, String> {
+        Ok(Some(self.generation))
+    }
+}
+
+#[test]
+fn syncer_writes_nothing_when_nothing_changed_and_replaces_after_drift() {
+    let t = table(&web("", EPS), &cfg());
+    let mut s = NftSyncer::new(Recorder::default());
+    assert!(matches!(
+        s.sync(vec![t.clone()], false).unwrap(),
+        Outcome::Full { .. }
+    ));
+    assert_eq!(s.sync(vec![t.clone()], false).unwrap(), Outcome::Unchanged);
+    assert_eq!(s.sync(vec![t.clone()], true).unwrap(), Outcome::Unchanged);
+    assert_eq!(s.kernel().batches.len(), 1);
+    // Someone else committed: a resync replaces our table.
+    s.kernel().generation += 1;
+    assert!(matches!(
+        s.sync(vec![t.clone()], true).unwrap(),
+        Outcome::Full { .. }
+    ));
+    // A failed commit makes the next sync a full one.
+    s.kernel().fail = true;
+    let changed = table(&web("", &EPS[..1]), &cfg());
+    assert!(s.sync(vec![changed.clone()], false).is_err());
+    s.kernel().fail = false;
+    assert!(matches!(
+        s.sync(vec![changed], false).unwrap(),
+        Outcome::Full { .. }
+    ));
+    assert_eq!(s.batches, 3);
+}
+
+#[test]
+fn every_rule_lowers_and_reads_back_to_itself() {
+    use super::lower::stmt_exprs;
+    use super::readback::rule;
+    let c = Config {
+        cluster_cidrs: vec![Cidr::new(ip("10.244.0.0"), 16)],
+        masquerade_all: false,
+        ..cfg()
+    };
+    let t = table(
+        &web(
+            "  sessionAffinity: ClientIP\n  externalTrafficPolicy: Local",
+            EPS,
+        ),
+        &c,
+    );
+    let mut n = 0;
+    for (name, chain) in &t.chains {
+        for r in &chain.rules {
+            let exprs: Vec<_> = r.iter().flat_map(|s| stmt_exprs(Family::Ip, s)).collect();
+            assert_eq!(rule(Family::Ip, &exprs).as_ref(), Ok(r), "chain {name}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, t.rule_count());
+    // IPv6 addresses and a prefix match.
+    let r6 = vec![
+        Stmt::Saddr(Cidr::new(ip("fd00::"), 64), false),
+        Stmt::L4Proto(Proto::Udp),
+        Stmt::Dnat(ip("fd00::5"), 53),
+    ];
+    let exprs: Vec<_> = r6.iter().flat_map(|s| stmt_exprs(Family::Ip6, s)).collect();
+    assert_eq!(rule(Family::Ip6, &exprs), Ok(r6));
+    // Something we never make is named, not guessed at.
+    let odd = vec![crate::netlink::nftables::Expr::Counter {
+        bytes: 0,
+        packets: 0,
+    }];
+    assert!(rule(Family::Ip, &odd).unwrap_err().contains("counter"));
+}
+
+#[test]
+fn element_keys_round_trip() {
+    use super::lower::key_bytes;
+    for k in [
+        Key::AddrPort(ip("10.96.0.10"), Proto::Tcp, 80),
+        Key::AddrPort(ip("fd00::10"), Proto::Sctp, 9000),
+        Key::Port(Proto::Udp, 30053),
+        Key::Addr(ip("192.168.1.5")),
+    ] {
+        let b = key_bytes(&k);
+        let kind = match k {
+            Key::AddrPort(..) => SetKind::AddrPortMap,
+            Key::Port(..) => SetKind::PortMap,
+            Key::Addr(..) => SetKind::Addrs,
+        };
+        assert_eq!(super::readback::decode_key(kind, &b), Some(k));
+    }
+    // Short or odd bytes from the kernel decode to nothing rather than panic.
+    for b in [
+        &[][..],
+        &[6],
+        &[1, 2, 3, 4, 5, 6, 7],
+        &[99, 0, 0, 0, 0, 80, 0, 0],
+    ] {
+        let _ = super::readback::decode_key(SetKind::AddrPortMap, b);
+        let _ = super::readback::decode_key(SetKind::PortMap, b);
+    }
+}
+
+#[test]
+fn large_element_lists_are_split_below_the_netlink_attribute_limit() {
+    use super::diff::Transaction;
+    use super::lower::messages;
+    let els: Vec<(Key, Option<Verdict>)> = (0..5000u32)
+        .map(|i| {
+            (
+                Key::AddrPort(
+                    IpAddr::from((0x0a60_0000 + i).to_be_bytes()),
+                    Proto::Tcp,
+                    80,
+                ),
+                Some(Verdict::Goto(format!(
+                    "service-namespace-{i}/name-{i}/tcp/http"
+                ))),
+            )
+        })
+        .collect();
+    let tx = Transaction {
+        family: Family::Ip,
+        table: TABLE.into(),
+        changes: vec![Change::AddElements(SERVICE_IPS.into(), els)],
+    };
+    let msgs = messages(&tx, &mut 0);
+    assert!(msgs.len() > 1);
+    let mut total = 0;
+    for m in &msgs {
+        let crate::netlink::nftables::Msg::NewElems(e) = m else {
+            panic!("{m:?}");
+        };
+        total += e.elems.len();
+        let mut b = crate::netlink::wire::Builder::new();
+        m.emit(&mut b, 1);
+        assert!(b.len() < 64 * 1024, "{} bytes", b.len());
+    }
+    assert_eq!(total, 5000);
+}
