@@ -648,7 +648,11 @@ fn inner_readback() {
         assert!(done.bytes().len() > 1 << 20);
         nft.commit(&done).unwrap();
         let d = nft.dump_table(F, T).unwrap();
-        let n = d.rules.iter().filter(|r| r.chain.starts_with(prefix)).count();
+        let n = d
+            .rules
+            .iter()
+            .filter(|r| r.chain.starts_with(prefix))
+            .count();
         assert_eq!(n, 10_000, "{prefix}");
     }
     let mut b = nft.batch();
