@@ -8,6 +8,7 @@
 //! leaves NFTA_BITWISE_OP out of `ct state` flag matches (we send the kernel's default).
 
 use std::fs;
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use tinylet::netlink::nftables::batch::{parse_batch, Batch};
@@ -452,11 +453,51 @@ fn ours(name: &str) -> Vec<Msg> {
             Msg::delete_chain(F, T, "c"),
             Msg::delete_table(F, T),
         ],
+        "ip6-dnat" => {
+            let f6 = Family::Ip6;
+            let daddr: [u8; 16] = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+            let to: [u8; 16] = "fd00::5".parse::<Ipv6Addr>().unwrap().octets();
+            vec![
+                Msg::NewTable(Table::new(f6, T)),
+                Msg::NewChain(Chain::regular(f6, T, "endpoint-a")),
+                Msg::NewRule(Rule::new(
+                    f6,
+                    T,
+                    "endpoint-a",
+                    vec![
+                        // The IPv6 destination is 16 bytes at offset 24 of the header.
+                        payload(PayloadBase::Network, 24, 16, Reg::R1),
+                        cmp(CmpOp::Eq, &daddr),
+                        meta(MetaKey::L4proto, Reg::R1),
+                        cmp(CmpOp::Eq, &[6]),
+                        payload(PayloadBase::Transport, 2, 2, Reg::R1),
+                        cmp(CmpOp::Eq, &80u16.to_be_bytes()),
+                        Expr::Immediate {
+                            dreg: Reg::R1,
+                            value: to.to_vec(),
+                        },
+                        Expr::Immediate {
+                            dreg: Reg::R2,
+                            value: 8080u16.to_be_bytes().to_vec(),
+                        },
+                        Expr::Nat {
+                            kind: NatType::Dnat,
+                            family: Family::Ip6,
+                            addr_min: Some(Reg::R1),
+                            addr_max: None,
+                            proto_min: Some(Reg::R2),
+                            proto_max: None,
+                            flags: Some(NAT_RANGE_PROTO_SPECIFIED),
+                        },
+                    ],
+                )),
+            ]
+        }
         other => panic!("no Reprs for capture {other}"),
     }
 }
 
-const CAPTURES: [&str; 14] = [
+const CAPTURES: [&str; 15] = [
     "table",
     "nat-chain",
     "regular-chain",
@@ -471,6 +512,7 @@ const CAPTURES: [&str; 14] = [
     "reject",
     "bitwise",
     "delete",
+    "ip6-dnat",
 ];
 
 /// nft's presentation hints (set user data) are not part of what the kernel does.

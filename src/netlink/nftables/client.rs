@@ -95,7 +95,9 @@ impl Nftables {
     }
 
     /// Commit a batch; returns each rejected message's index (None for the batch itself,
-    /// e.g. a generation mismatch) with its error. Empty means committed.
+    /// e.g. a generation mismatch) with its error. Empty means committed. An `Err` means the
+    /// replies could not all be read (the batch may or may not have been applied: compare
+    /// [`Nftables::generation`] with the one before).
     pub fn commit_all(&mut self, batch: &BatchMsgs) -> Result<Vec<(Option<usize>, Error)>, Error> {
         let mut errors = Vec::new();
         let op = || {
