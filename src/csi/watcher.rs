@@ -1,0 +1,256 @@
+//! The thin I/O around [`super::registry`]: a thread that rescans `<root-dir>/plugins_registry/`
+//! every second for `*.sock` registration sockets, registers new ones the way the kubelet's
+//! plugin watcher does (GetInfo, validate, the driver's NodeGetInfo and NodeGetCapabilities,
+//! then NotifyRegistrationStatus), forgets drivers whose socket went away, and keeps the
+//! node's CSINode object and its `csi.volume.kubernetes.io/nodeid` annotation in step once an
+//! API client is set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::client::CsiClient;
+use super::registry::{self, Driver};
+use crate::api::Client;
+use crate::k8s::meta::{ObjectMeta, OwnerReference};
+use crate::k8s::storage::{CsiNode, CsiNodeDriver, CsiNodeSpec, VolumeNodeResources};
+
+/// How often the registration directory is rescanned.
+pub const RESCAN: Duration = Duration::from_secs(1);
+/// The Node annotation mapping driver names to their node ids.
+pub const NODE_ID_ANNOTATION: &str = "csi.volume.kubernetes.io/nodeid";
+
+static API: Mutex<Option<Client>> = Mutex::new(None);
+
+/// Hands the watcher the API client it writes the node's CSINode object with (once the node
+/// has credentials).
+pub fn set_api_client(client: Client) {
+    *API.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
+}
+
+fn api_client() -> Option<Client> {
+    API.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Starts the watcher thread for `<root_dir>/plugins_registry` of node `node_name`.
+pub fn start(root_dir: &Path, node_name: &str) -> std::io::Result<()> {
+    let dir = root_dir.join("plugins_registry");
+    std::fs::create_dir_all(&dir)?;
+    let node = node_name.to_owned();
+    std::thread::Builder::new()
+        .name("csi-plugins".into())
+        .spawn(move || run(&dir, &node))?;
+    Ok(())
+}
+
+fn sockets(dir: &Path) -> BTreeSet<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return BTreeSet::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect()
+}
+
+fn run(dir: &Path, node: &str) {
+    let mut synced: Option<u64> = None;
+    loop {
+        scan_once(dir);
+        let generation = registry::global().generation();
+        if synced != Some(generation) {
+            if let Some(client) = api_client() {
+                let drivers: Vec<Driver> = registry::global().drivers().cloned().collect();
+                match sync_node_objects(&client, node, &drivers) {
+                    Ok(()) => synced = Some(generation),
+                    Err(e) => log::warn!("CSI: node {node}: CSINode not updated: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(RESCAN);
+    }
+}
+
+/// One pass: registers new sockets, forgets drivers whose socket went away.
+pub fn scan_once(dir: &Path) {
+    let present = sockets(dir);
+    let changes = {
+        let mut r = registry::global();
+        r.retain_failed(&present);
+        r.diff(&present, Instant::now())
+    };
+    for name in changes.gone {
+        if registry::global().forget(&name).is_some() {
+            log::info!("CSI: driver {name} deregistered: its registration socket is gone");
+        }
+    }
+    for socket in changes.probe {
+        match smol::block_on(register(&socket)) {
+            Ok(d) => {
+                log::info!(
+                    "CSI: driver {} registered (endpoint {}, node id {:?}, stage/unstage {})",
+                    d.name,
+                    d.endpoint,
+                    d.node_id,
+                    d.stage_unstage
+                );
+                registry::global().register(d);
+            }
+            Err(e) => {
+                log::warn!("CSI: registration socket {}: {e}", socket.display());
+                registry::global().failed(socket, Instant::now());
+            }
+        }
+    }
+}
+
+/// Registers the plugin behind one registration socket; tells it the outcome.
+async fn register(socket: &Path) -> Result<Driver, String> {
+    let reg = CsiClient::new(&socket.display().to_string(), &socket.display().to_string());
+    let info = reg.get_info().await.map_err(|e| e.to_string())?;
+    let outcome = async {
+        registry::validate(&info)?;
+        let driver = CsiClient::new(&info.name, &info.endpoint);
+        let node = driver.node_get_info().await.map_err(|e| e.to_string())?;
+        if node.node_id.is_empty() {
+            return Err(format!("driver {}: NodeGetInfo gave no node id", info.name));
+        }
+        let caps = driver
+            .node_get_capabilities()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Driver {
+            name: info.name.clone(),
+            endpoint: info.endpoint.clone(),
+            registration: socket.to_path_buf(),
+            node_id: node.node_id,
+            max_volumes: node.max_volumes_per_node.max(0),
+            topology_keys: node
+                .accessible_topology
+                .map(|t| t.segments.into_keys().collect())
+                .unwrap_or_default(),
+            stage_unstage: caps.has(super::proto::NodeRpcType::StageUnstageVolume),
+        })
+    }
+    .await;
+    let (ok, msg) = match &outcome {
+        Ok(_) => (true, String::new()),
+        Err(e) => (false, e.clone()),
+    };
+    if let Err(e) = reg.notify_registration_status(ok, &msg).await {
+        log::warn!("CSI: {e}");
+    }
+    outcome
+}
+
+/// The CSINode drivers list for the registered drivers. Pure.
+pub fn csinode_drivers(drivers: &[Driver]) -> Vec<CsiNodeDriver> {
+    drivers
+        .iter()
+        .map(|d| CsiNodeDriver {
+            name: d.name.clone(),
+            node_id: d.node_id.clone(),
+            topology_keys: d.topology_keys.clone(),
+            allocatable: (d.max_volumes > 0).then_some(VolumeNodeResources {
+                count: Some(d.max_volumes),
+            }),
+        })
+        .collect()
+}
+
+/// The value of the node-id annotation (a JSON object driver → node id). Pure.
+pub fn node_id_annotation(drivers: &[Driver]) -> String {
+    let m: BTreeMap<&str, &str> = drivers
+        .iter()
+        .map(|d| (d.name.as_str(), d.node_id.as_str()))
+        .collect();
+    serde_json::to_string(&m).unwrap_or_else(|_| "{}".into())
+}
+
+/// Writes the node's CSINode (created owned by the Node, else replaced) and the annotation.
+fn sync_node_objects(client: &Client, node: &str, drivers: &[Driver]) -> Result<(), String> {
+    let path = format!("/apis/storage.k8s.io/v1/csinodes/{node}");
+    let spec = CsiNodeSpec {
+        drivers: csinode_drivers(drivers),
+    };
+    match client.get::<CsiNode>(&path) {
+        Ok(mut existing) => {
+            if existing.spec != spec {
+                existing.spec = spec;
+                existing.api_version = "storage.k8s.io/v1".into();
+                existing.kind = "CSINode".into();
+                client
+                    .replace::<_, CsiNode>(&path, &existing)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Err(e) if e.is_not_found() => {
+            let node_obj: serde_json::Value = client
+                .get(&format!("/api/v1/nodes/{node}"))
+                .map_err(|e| e.to_string())?;
+            let uid = node_obj
+                .pointer("/metadata/uid")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let obj = CsiNode {
+                api_version: "storage.k8s.io/v1".into(),
+                kind: "CSINode".into(),
+                metadata: ObjectMeta {
+                    name: node.to_owned(),
+                    owner_references: vec![OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Node".into(),
+                        name: node.to_owned(),
+                        uid,
+                        controller: None,
+                        block_owner_deletion: None,
+                    }],
+                    ..Default::default()
+                },
+                spec,
+            };
+            client
+                .create::<_, CsiNode>("/apis/storage.k8s.io/v1/csinodes", &obj)
+                .map_err(|e| e.to_string())?;
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let patch =
+        json!({"metadata": {"annotations": {NODE_ID_ANNOTATION: node_id_annotation(drivers)}}});
+    client
+        .patch_merge::<_, serde_json::Value>(&format!("/api/v1/nodes/{node}"), &patch)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_objects_follow_the_drivers() {
+        let d = Driver {
+            name: "hostpath.csi.k8s.io".into(),
+            endpoint: "/d.sock".into(),
+            registration: "/r.sock".into(),
+            node_id: "node-1".into(),
+            max_volumes: 5,
+            topology_keys: vec!["topology.hostpath.csi/node".into()],
+            stage_unstage: false,
+        };
+        let list = csinode_drivers(std::slice::from_ref(&d));
+        assert_eq!(list[0].allocatable.as_ref().and_then(|a| a.count), Some(5));
+        assert_eq!(list[0].topology_keys, d.topology_keys);
+        assert_eq!(
+            node_id_annotation(&[d]),
+            r#"{"hostpath.csi.k8s.io":"node-1"}"#
+        );
+        assert_eq!(node_id_annotation(&[]), "{}");
+    }
+}
