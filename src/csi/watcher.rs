@@ -67,7 +67,13 @@ fn run(dir: &Path, node: &str) {
             if let Some(client) = api_client() {
                 let drivers: Vec<Driver> = registry::global().drivers().cloned().collect();
                 match sync_node_objects(&client, node, &drivers) {
-                    Ok(()) => synced = Some(generation),
+                    Ok(()) => {
+                        log::info!(
+                            "CSI: node {node}: CSINode lists {} driver(s)",
+                            drivers.len()
+                        );
+                        synced = Some(generation);
+                    }
                     Err(e) => log::warn!("CSI: node {node}: CSINode not updated: {e}"),
                 }
             }

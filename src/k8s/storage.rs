@@ -15,6 +15,23 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A list the server may send as `null` (it does for an empty CSINode `drivers`).
+fn null_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A map the server may send as `null`.
+fn null_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<BTreeMap<String, String>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A reference to a Secret by name only (in the pod's namespace).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -40,7 +57,10 @@ pub struct CsiVolumeSource {
     pub read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub volume_attributes: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_publish_secret_ref: Option<LocalSecretRef>,
@@ -56,7 +76,10 @@ pub struct CsiPersistentVolumeSource {
     pub read_only: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub fs_type: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub volume_attributes: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_stage_secret_ref: Option<SecretRef>,
@@ -70,9 +93,9 @@ pub struct CsiPersistentVolumeSource {
 pub struct PersistentVolumeSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csi: Option<CsiPersistentVolumeSource>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_vec")]
     pub access_modes: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_vec")]
     pub mount_options: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_mode: Option<String>,
@@ -129,11 +152,11 @@ pub struct CsiDriverSpec {
     pub attach_required: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_info_on_mount: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_vec")]
     pub volume_lifecycle_modes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fs_group_policy: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_vec")]
     pub token_requests: Vec<TokenRequest>,
 }
 
@@ -160,7 +183,7 @@ pub struct CsiNodeDriver {
     pub name: String,
     #[serde(rename = "nodeID")]
     pub node_id: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_vec")]
     pub topology_keys: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allocatable: Option<VolumeNodeResources>,
@@ -170,6 +193,7 @@ pub struct CsiNodeDriver {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CsiNodeSpec {
+    #[serde(deserialize_with = "null_vec")]
     pub drivers: Vec<CsiNodeDriver>,
 }
 
@@ -190,7 +214,10 @@ pub struct CsiNode {
 #[serde(rename_all = "camelCase", default)]
 pub struct VolumeAttachmentStatus {
     pub attached: bool,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_map"
+    )]
     pub attachment_metadata: BTreeMap<String, String>,
 }
 
