@@ -58,12 +58,17 @@ fn sockets(dir: &Path) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// After a failed CSINode update, the next try waits this long.
+const SYNC_RETRY: Duration = Duration::from_secs(10);
+
 fn run(dir: &Path, node: &str) {
-    let mut synced: Option<u64> = None;
+    // Nothing is written for a node that never had a driver.
+    let mut synced: Option<u64> = Some(0);
+    let mut next_try = Instant::now();
     loop {
         scan_once(dir);
         let generation = registry::global().generation();
-        if synced != Some(generation) {
+        if synced != Some(generation) && Instant::now() >= next_try {
             if let Some(client) = api_client() {
                 let drivers: Vec<Driver> = registry::global().drivers().cloned().collect();
                 match sync_node_objects(&client, node, &drivers) {
@@ -74,7 +79,10 @@ fn run(dir: &Path, node: &str) {
                         );
                         synced = Some(generation);
                     }
-                    Err(e) => log::warn!("CSI: node {node}: CSINode not updated: {e}"),
+                    Err(e) => {
+                        log::warn!("CSI: node {node}: CSINode not updated: {e}");
+                        next_try = Instant::now() + SYNC_RETRY;
+                    }
                 }
             }
         }
