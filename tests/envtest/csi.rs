@@ -8,7 +8,8 @@
 //! `csi.volume.kubernetes.io/nodeid`; a driver whose socket goes away is deregistered; a
 //! claim's volume is staged (STAGE_UNSTAGE_VOLUME) and published at
 //! `pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`, unpublished and unstaged when the pod
-//! goes; an inline volume gets `csi.storage.k8s.io/ephemeral: "true"` when the CSIDriver has
+//! goes, also after the agent restarted under the pod (adopted, not published twice) and
+//! the driver restarted under another; an inline volume gets `csi.storage.k8s.io/ephemeral: "true"` when the CSIDriver has
 //! podInfoOnMount; a volume of an unregistered driver keeps the pod in ContainerCreating with
 //! a FailedMount event.
 #![allow(dead_code)]
@@ -167,23 +168,26 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
     let state = plugin_dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let sock = plugin_dir.join("csi.sock");
-    procs.start(
-        "driver",
-        &driver_bin,
-        &[
-            format!("--endpoint=unix://{}", sock.display()),
-            format!("--nodeid={}", a.node),
-            format!("--drivername={DRIVER}"),
-            format!("--statedir={}", state.display()),
-            "--v=4".into(),
-        ],
-        &a.dir.join("hostpathplugin.log"),
-    );
-    assert!(
-        poll(LIMIT, || sock.exists().then_some(())).is_some(),
-        "the driver listens on {}",
-        sock.display()
-    );
+    let driver_args = [
+        format!("--endpoint=unix://{}", sock.display()),
+        format!("--nodeid={}", a.node),
+        format!("--drivername={DRIVER}"),
+        format!("--statedir={}", state.display()),
+        "--v=4".into(),
+    ];
+    let client = CsiClient::new(DRIVER, &sock.display().to_string());
+    let logs = a.dir.clone();
+    let start_driver = |procs: &mut Procs, n: u32| {
+        let log = logs.join(format!("hostpathplugin-{n}.log"));
+        procs.start("driver", &driver_bin, &driver_args, &log);
+        let up = poll(LIMIT, || smol::block_on(client.probe()).ok().filter(|r| *r));
+        assert!(
+            up.is_some(),
+            "the driver answers Probe on {}",
+            sock.display()
+        );
+    };
+    start_driver(&mut procs, 1);
 
     join(c, &mut a);
     let registry = a.root.join("plugins_registry");
@@ -223,7 +227,6 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
 
     // A volume made by the driver's Controller service (no external-provisioner here), a PV
     // for it and a claim bound to it (no PV controller either: the test binds them).
-    let client = CsiClient::new(DRIVER, &sock.display().to_string());
     let created = smol::block_on(client.create_volume(&CreateVolumeRequest {
         name: format!("{}-data", a.node),
         capacity_range: None,
@@ -291,6 +294,28 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
         target.display()
     );
 
+    // The agent restarted with the pod running: the pod is adopted (same container) and its
+    // volume is not published a second time.
+    let ids = a.running_ids(&ns, "writer");
+    a.stop();
+    a.start();
+    let again = poll(LIMIT, || a.log().contains("CSI: node").then_some(()));
+    assert!(
+        again.is_some(),
+        "the restarted agent registers the driver again"
+    );
+    wait_ready(c, &ns, "writer");
+    assert_eq!(
+        a.running_ids(&ns, "writer"),
+        ids,
+        "the writer's container adopted"
+    );
+    let published = mounts_below(&target)
+        .iter()
+        .filter(|m| **m == target.display().to_string())
+        .count();
+    assert_eq!(published, 1, "published once: {:?}", mounts_below(&a.root));
+
     // Deleted: unpublished, its directory gone; a new pod on the same claim reads the file.
     delete_and_wait(c, &ns, "writer");
     let gone = poll(LIMIT, || {
@@ -315,6 +340,14 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
     .unwrap();
     wait_ready(c, &ns, "reader");
     assert_eq!(a.read_out("reader", "read", LIMIT), "kept-by-csi\n");
+
+    // The driver restarts under a running pod: the pod keeps running, later mounts work.
+    procs.stop("driver");
+    start_driver(&mut procs, 2);
+    assert!(
+        !a.running_ids(&ns, "reader").is_empty(),
+        "the reader runs on"
+    );
 
     // An inline ephemeral volume.
     c.create(
