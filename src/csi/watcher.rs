@@ -247,6 +247,38 @@ fn sync_node_objects(client: &Client, node: &str, drivers: &[Driver]) -> Result<
 mod tests {
     use super::*;
 
+    /// A socket in plugins_registry that is not a registration server (it answers garbage, or
+    /// nobody listens) is logged and left for a later try; nothing panics and no driver is
+    /// registered.
+    #[test]
+    fn a_socket_that_is_not_a_registration_server_is_refused() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("tinylet-csi-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage-reg.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&garbage).unwrap();
+        let server = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.write_all(b"HTTP/1.1 400 nope\r\n\r\n\x00\xff garbage");
+            }
+        });
+        // A stale socket file nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(dir.join("stale-reg.sock")).unwrap());
+        let before = registry::global().generation();
+        scan_once(&dir);
+        let _ = server.join();
+        assert_eq!(registry::global().generation(), before);
+        let present = sockets(&dir);
+        assert_eq!(present.len(), 2);
+        // Both are now waiting for their retry, not probed again at once.
+        assert!(registry::global()
+            .diff(&present, Instant::now())
+            .probe
+            .is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn node_objects_follow_the_drivers() {
         let d = Driver {
