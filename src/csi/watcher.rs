@@ -1,15 +1,17 @@
-//! The thin I/O around [`super::registry`]: a thread that rescans `<root-dir>/plugins_registry/`
-//! every second for `*.sock` registration sockets, registers new ones the way the kubelet's
-//! plugin watcher does (GetInfo, validate, the driver's NodeGetInfo and NodeGetCapabilities,
-//! then NotifyRegistrationStatus), forgets drivers whose socket went away, and keeps the
-//! node's CSINode object and its `csi.volume.kubernetes.io/nodeid` annotation in step once an
-//! API client is set.
+//! The thin I/O around [`super::registry`]: a thread that watches
+//! `<root-dir>/plugins_registry/` with inotify (and rescans it every second as a backstop) for
+//! `*.sock` registration sockets, registers new ones the way the kubelet's plugin watcher does
+//! (GetInfo, validate, the driver's NodeGetInfo and NodeGetCapabilities, then
+//! NotifyRegistrationStatus), forgets drivers whose socket went away, and keeps the node's
+//! CSINode object and its `csi.volume.kubernetes.io/nodeid` annotation in step once an API
+//! client is set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::json;
 
 use super::client::CsiClient;
@@ -18,7 +20,7 @@ use crate::api::Client;
 use crate::k8s::meta::{ObjectMeta, OwnerReference};
 use crate::k8s::storage::{CsiNode, CsiNodeDriver, CsiNodeSpec, VolumeNodeResources};
 
-/// How often the registration directory is rescanned.
+/// How often the registration directory is rescanned without an inotify event.
 pub const RESCAN: Duration = Duration::from_secs(1);
 /// The Node annotation mapping driver names to their node ids.
 pub const NODE_ID_ANNOTATION: &str = "csi.volume.kubernetes.io/nodeid";
@@ -65,6 +67,7 @@ fn run(dir: &Path, node: &str) {
     // Nothing is written for a node that never had a driver.
     let mut synced: Option<u64> = Some(0);
     let mut next_try = Instant::now();
+    let inotify = watch_dir(dir);
     loop {
         scan_once(dir);
         let generation = registry::global().generation();
@@ -86,8 +89,53 @@ fn run(dir: &Path, node: &str) {
                 }
             }
         }
-        std::thread::sleep(RESCAN);
+        wait_for_change(inotify.as_ref());
     }
+}
+
+/// An inotify watch on the registration directory, so a new socket is seen at once; `None`
+/// when inotify cannot be had (the rescan alone then finds sockets).
+fn watch_dir(dir: &Path) -> Option<smol::Async<Inotify>> {
+    let flags = AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM;
+    let made = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| e.to_string())
+        .and_then(|i| {
+            i.add_watch(dir, flags)
+                .map(|_| i)
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|i| smol::Async::new(i).map_err(|e| e.to_string()));
+    match made {
+        Ok(i) => Some(i),
+        Err(e) => {
+            log::warn!(
+                "CSI: no inotify on {} ({e}); rescanning every {RESCAN:?}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Returns when the directory changed or [`RESCAN`] passed.
+fn wait_for_change(inotify: Option<&smol::Async<Inotify>>) {
+    let Some(i) = inotify else {
+        std::thread::sleep(RESCAN);
+        return;
+    };
+    smol::block_on(smol::future::or(
+        async {
+            let _ = i.readable().await;
+            // Drain what arrived: the rescan that follows reads the directory itself.
+            let _ = i.get_ref().read_events();
+        },
+        async {
+            smol::Timer::after(RESCAN).await;
+        },
+    ));
 }
 
 /// One pass: registers new sockets, forgets drivers whose socket went away.
