@@ -17,8 +17,12 @@ use super::proto::*;
 /// Deadline of an ordinary Identity/Node call (the kubelet's csiTimeout is 2 minutes for
 /// stage/publish; registration and info calls are quick).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deadline of NodeStageVolume/NodePublishVolume/NodeUnstage/NodeUnpublish.
+/// Deadline of NodeStageVolume/NodePublishVolume (run off the agent loop).
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline of NodeUnpublishVolume/NodeUnstageVolume: teardown runs in the agent's
+/// housekeeping pass, which must not stall for minutes on a hung driver (a call cut short is
+/// retried at the next pass).
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest reply accepted (CSI replies are small).
 const MAX_MESSAGE: usize = 4 << 20;
 
@@ -223,7 +227,7 @@ impl CsiClient {
             volume_id: volume_id.to_owned(),
             staging_target_path: staging_target_path.to_owned(),
         };
-        self.unary(NODE, "NodeUnstageVolume", volume_id, &req, MOUNT_TIMEOUT)
+        self.unary(NODE, "NodeUnstageVolume", volume_id, &req, TEARDOWN_TIMEOUT)
             .await
     }
 
@@ -252,8 +256,14 @@ impl CsiClient {
             volume_id: volume_id.to_owned(),
             target_path: target_path.to_owned(),
         };
-        self.unary(NODE, "NodeUnpublishVolume", volume_id, &req, MOUNT_TIMEOUT)
-            .await
+        self.unary(
+            NODE,
+            "NodeUnpublishVolume",
+            volume_id,
+            &req,
+            TEARDOWN_TIMEOUT,
+        )
+        .await
     }
 
     /// A volume's usage.
