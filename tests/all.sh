@@ -29,6 +29,16 @@ elif [ "${CI:-}" = true ]; then
 else
     echo "no real control plane: the envtest real_ scenarios will skip" >&2
 fi
+# The real CSI hostpath driver and node-driver-registrar (../shared/csi/) for the envtest CSI
+# scenario; under CI their absence is a failure too.
+if csi_env=$(tests/envtest/csi-assets.sh); then
+    eval "$csi_env"
+    echo "real CSI driver: $TEST_ASSET_CSI_HOSTPATH, $TEST_ASSET_CSI_REGISTRAR"
+elif [ "${CI:-}" = true ]; then
+    failed_steps+=("real CSI driver assets")
+else
+    echo "no real CSI driver: the envtest CSI scenario will skip" >&2
+fi
 command -v kubectl >/dev/null || echo "kubectl not found: the kubectl end-to-end tests will fail" >&2
 step "test bed up" tests/bed/up.sh
 step "build" cargo build --locked --all-targets

@@ -16,6 +16,8 @@ mod podsync;
 mod agent;
 #[path = "envtest/cluster.rs"]
 mod cluster;
+#[path = "envtest/csi.rs"]
+mod csi;
 #[path = "envtest/ephemeral.rs"]
 mod ephemeral;
 #[path = "envtest/eviction.rs"]
@@ -178,6 +180,14 @@ fn real_configmap_secret_and_label_updates_reach_running_pods() {
         return;
     };
     volume_updates::updates_reach_running_pods(&c, bed);
+}
+
+#[test]
+fn real_csi_volumes_from_the_hostpath_driver() {
+    let Some((_serial, bed, c)) = real("envtest_real_csi") else {
+        return;
+    };
+    csi::volumes_from_the_hostpath_driver(&c, bed);
 }
 
 #[test]

@@ -91,6 +91,8 @@ pub struct ApiVolumes {
     unkept: std::sync::atomic::AtomicBool,
     /// Signalled whenever a fetch ends (see [`ApiVolumes::claim`]).
     fetch_done: Condvar,
+    /// Claims' PersistentVolumes and CSIDriver objects for CSI volumes.
+    csi: crate::csi::objects::ApiObjects,
 }
 
 /// The right to fetch one object; dropping it lets waiting readers look at the cache again.
@@ -213,7 +215,11 @@ impl ApiVolumes {
                 }
             }
         }
+        let csi_keep = keep.as_ref().map(|p| p.with_file_name("csi-objects.json"));
+        // The node's CSINode object is written with the same credentials.
+        crate::csi::watcher::set_api_client(client.clone());
         let v = ApiVolumes {
+            csi: crate::csi::objects::ApiObjects::new(client.clone(), csi_keep),
             client,
             cache: Mutex::new(cache),
             ttl,
@@ -541,6 +547,22 @@ impl VolumeData for ApiVolumes {
 
     fn service(&self, namespace: &str, name: &str) -> Option<Service> {
         self.one_service(namespace, name)
+    }
+
+    fn persistent_volume(
+        &self,
+        namespace: &str,
+        claim: &str,
+    ) -> Result<crate::k8s::storage::PersistentVolume, String> {
+        self.csi.persistent_volume(namespace, claim)
+    }
+
+    fn csi_driver(&self, name: &str) -> Option<crate::k8s::storage::CsiDriver> {
+        self.csi.csi_driver(name)
+    }
+
+    fn volume_attachment(&self, name: &str) -> Option<crate::k8s::storage::VolumeAttachment> {
+        self.csi.volume_attachment(name)
     }
 
     fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {

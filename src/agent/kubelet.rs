@@ -190,6 +190,9 @@ pub async fn run(
     }
     // Join the cluster (credentials, Node, Lease) on its own thread when a kubeconfig is set.
     let node = start_node(&cfg, &node_name, &cri).await;
+    if let Err(e) = crate::csi::watcher::start(&cfg.root_dir, &node_name) {
+        log::warn!("CSI plugin registration not watched: {e}");
+    }
 
     let mut engine = Engine::new(EngineConfig::default());
     let mut manifest_errors: Vec<String> = Vec::new();

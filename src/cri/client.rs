@@ -588,6 +588,23 @@ fn lost(e: h2::Error) -> ErrorKind {
     }
 }
 
+/// One unary call to `path` (`/package.Service/Method`) on `conn`, with no retry: the gRPC
+/// stack shared with the other services a node agent calls over unix sockets (CSI drivers,
+/// plugin registration). The caller bounds it with its own deadline.
+pub async fn unary_once(
+    conn: &Connection,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+    max: usize,
+) -> Result<Bytes, ErrorKind> {
+    exchange(conn, path, body, timeout, max)
+        .await
+        .map_err(|f| match f {
+            Failure::NotSent(k) | Failure::Lost(k) | Failure::Final(k) => k,
+        })
+}
+
 /// One unary exchange on `conn`: headers + one framed message out, one message back.
 async fn exchange(
     conn: &Connection,

@@ -2,7 +2,7 @@
 //! HTTP/2 (prior knowledge) handshake whose connection task runs on smol's executor.
 //!
 //! No tokio runtime exists; tokio only lends its `AsyncRead`/`AsyncWrite` traits, which h2
-//! requires. This module knows nothing about gRPC or CRI.
+//! requires. This module knows nothing about gRPC or CRI (the CSI client uses it too).
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -111,7 +111,7 @@ pub async fn connect(path: &str) -> Result<Connection, ConnectError> {
     let endpoint = path.to_owned();
     smol::spawn(async move {
         if let Err(e) = conn.await {
-            log::debug!("CRI connection to {endpoint} ended: {e}");
+            log::debug!("gRPC connection to {endpoint} ended: {e}");
         }
         flag.store(false, Ordering::Release);
     })

@@ -1,5 +1,5 @@
 //! Hand-written, trimmed Kubernetes API types (core/v1, discovery/v1, coordination/v1,
-//! certificates/v1, events/v1).
+//! certificates/v1, events/v1, storage.k8s.io/v1).
 //!
 //! Only the fields tinylet reads or writes are modelled. Decoding is lenient the way the API
 //! server's clients must be: unknown fields are ignored and missing fields take their defaults,
@@ -19,3 +19,4 @@ pub mod protobuf;
 pub mod quantity;
 pub mod service;
 pub mod status;
+pub mod storage;

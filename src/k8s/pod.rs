@@ -730,6 +730,8 @@ pub struct Volume {
     pub projected: Option<ProjectedVolumeSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csi: Option<super::storage::CsiVolumeSource>,
 }
 
 impl Volume {
@@ -746,6 +748,7 @@ impl Volume {
                 "persistentVolumeClaim",
                 self.persistent_volume_claim.is_some(),
             ),
+            ("csi", self.csi.is_some()),
         ]
         .into_iter()
         .filter_map(|(n, set)| set.then_some(n))

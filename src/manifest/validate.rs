@@ -82,7 +82,7 @@ fn check_pod(pod: &Pod, node_name: &str) -> Check {
             return invalid(
                 at,
                 &v.name,
-                "no supported volume source (hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim)",
+                "no supported volume source (hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim, csi)",
             );
         }
         if kinds.len() > 1 {

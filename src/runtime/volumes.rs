@@ -1,6 +1,7 @@
-//! Host side of pod volumes: hostPath type checks, emptyDir (disk or tmpfs), and file volumes
+//! Host side of pod volumes: hostPath type checks, emptyDir (disk or tmpfs), file volumes
 //! (downwardAPI now; configMap, secret and projected through a [`VolumeData`] source) written
-//! atomically the way the kubelet's `..data` symlink swap does.
+//! atomically the way the kubelet's `..data` symlink swap does, and CSI volumes (inline and
+//! claims), whose driver calls live in [`crate::csi::volume`].
 //!
 //! Layout: `<pods_root>/<uid>/volumes/<plugin>/<name>`, as the kubelet has it. Teardown of a
 //! pod unmounts what this module mounted and removes the pod's directory; nothing else on the
@@ -67,6 +68,47 @@ pub trait VolumeData: Send + Sync {
     /// One Service (the master service `default/kubernetes`), if known; none by default.
     fn service(&self, _namespace: &str, _name: &str) -> Option<crate::k8s::service::Service> {
         None
+    }
+    /// The PersistentVolume bound to claim `namespace/claim`, or why it cannot be had (a node
+    /// without an API server has none).
+    fn persistent_volume(
+        &self,
+        namespace: &str,
+        claim: &str,
+    ) -> Result<crate::k8s::storage::PersistentVolume, String> {
+        Err(format!(
+            "claim {namespace}/{claim}: no API server to read it from"
+        ))
+    }
+    /// The CSIDriver object of a driver, if known (none by default).
+    fn csi_driver(&self, _name: &str) -> Option<crate::k8s::storage::CsiDriver> {
+        None
+    }
+    /// A VolumeAttachment, if known (none by default).
+    fn volume_attachment(&self, _name: &str) -> Option<crate::k8s::storage::VolumeAttachment> {
+        None
+    }
+}
+
+/// The CSI volume code's view of a [`VolumeData`] source.
+struct CsiLookup<'a>(&'a dyn VolumeData);
+
+impl crate::csi::volume::Lookup for CsiLookup<'_> {
+    fn persistent_volume(
+        &self,
+        namespace: &str,
+        claim: &str,
+    ) -> Result<crate::k8s::storage::PersistentVolume, String> {
+        self.0.persistent_volume(namespace, claim)
+    }
+    fn csi_driver(&self, name: &str) -> Option<crate::k8s::storage::CsiDriver> {
+        self.0.csi_driver(name)
+    }
+    fn volume_attachment(&self, name: &str) -> Option<crate::k8s::storage::VolumeAttachment> {
+        self.0.volume_attachment(name)
+    }
+    fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.0.secret(namespace, name)
     }
 }
 
@@ -267,6 +309,22 @@ impl VolumeManager {
             write_atomic(&dir, &files)?;
             return Ok(read_only(&dir));
         }
+        if v.csi.is_some() || v.persistent_volume_claim.is_some() {
+            let dir = self.volume_dir(uid, crate::csi::volume::PLUGIN_DIR, &v.name);
+            if let Some((path, read_only)) = crate::csi::volume::published(&dir) {
+                return Ok(HostVolume {
+                    host_path: path.display().to_string(),
+                    read_only,
+                });
+            }
+            let req = crate::csi::volume::request(pod, v, &host.node_name, &CsiLookup(data))?;
+            let root = self.pods_root.parent().unwrap_or(&self.pods_root);
+            let path = crate::csi::volume::publish(root, &dir, &v.name, &req)?;
+            return Ok(HostVolume {
+                host_path: path.display().to_string(),
+                read_only: req.read_only,
+            });
+        }
         let kinds = v.source_kinds();
         Err(format!("unsupported volume source {kinds:?}"))
     }
@@ -291,6 +349,8 @@ impl VolumeManager {
         if fs::symlink_metadata(&dir).is_err() {
             return Ok(0);
         }
+        // CSI volumes go back to their driver first (unpublish, then unstage the last user).
+        crate::csi::volume::unpublish_pod(&dir).map_err(err)?;
         let mounts = mounts_under(&dir);
         for m in &mounts {
             nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH)

@@ -1,0 +1,644 @@
+//! CSI volumes of a pod: what to ask the driver for ([`request`], pure), and the stage/publish
+//! and unpublish/unstage calls with the directories the kubelet uses ([`publish`],
+//! [`unpublish_pod`]).
+//!
+//! Layout (as the kubelet has it): a volume is published at
+//! `<root>/pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`, with `vol_data.json` beside it
+//! naming the driver, the volume id and the staging path (never a secret), so that teardown
+//! needs neither the pod nor the API. Drivers with STAGE_UNSTAGE_VOLUME stage a persistent
+//! volume once per node at
+//! `<root>/plugins/kubernetes.io/csi/<driver>/<sha256 hex of the volume handle>/globalmount`,
+//! unstaged when the last published copy goes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::client::CsiClient;
+use super::proto::{AccessModeKind, NodePublishVolumeRequest, NodeStageVolumeRequest};
+use super::registry;
+use crate::k8s::pod::{Pod, Volume};
+use crate::k8s::storage::{CsiDriver, PersistentVolume, VolumeAttachment};
+
+/// The volume plugin directory name of CSI volumes in a pod's `volumes/`.
+pub const PLUGIN_DIR: &str = "kubernetes.io~csi";
+/// The volume-context key telling a driver a volume is an inline ephemeral one.
+pub const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
+
+/// Where the volume code reads API objects a CSI volume needs (the runtime's volume data
+/// source implements it).
+pub trait Lookup {
+    /// The PV bound to claim `namespace/claim`, or why it cannot be had yet.
+    fn persistent_volume(&self, namespace: &str, claim: &str) -> Result<PersistentVolume, String>;
+    /// The CSIDriver object of `name`, if known.
+    fn csi_driver(&self, name: &str) -> Option<CsiDriver>;
+    /// The VolumeAttachment `name`, if known.
+    fn volume_attachment(&self, name: &str) -> Option<VolumeAttachment>;
+    /// A Secret's data, if available.
+    fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>>;
+}
+
+/// Everything one publish needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountRequest {
+    /// Driver name.
+    pub driver: String,
+    /// The driver's volume id (PV volumeHandle, or the generated id of an inline volume).
+    pub volume_id: String,
+    /// Publish read-only.
+    pub read_only: bool,
+    /// Filesystem type ("" for the driver's default).
+    pub fs_type: String,
+    /// Mount options (the PV's).
+    pub mount_options: Vec<String>,
+    /// Access mode.
+    pub access_mode: Option<AccessModeKind>,
+    /// Volume context (attributes, pod info, ephemeral flag).
+    pub volume_context: BTreeMap<String, String>,
+    /// From the VolumeAttachment, when the driver attaches.
+    pub publish_context: BTreeMap<String, String>,
+    /// nodeStageSecretRef data.
+    pub stage_secrets: BTreeMap<String, String>,
+    /// nodePublishSecretRef data.
+    pub publish_secrets: BTreeMap<String, String>,
+    /// An inline ephemeral volume (never staged).
+    pub ephemeral: bool,
+}
+
+/// What `vol_data.json` keeps of a published volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolData {
+    /// Driver name.
+    pub driver_name: String,
+    /// Volume id.
+    pub volume_handle: String,
+    /// The staging path, when staged.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub staging_path: String,
+    /// The pod volume's name.
+    pub spec_volume_name: String,
+    /// Inline ephemeral volume.
+    pub ephemeral: bool,
+    /// Published read-only.
+    pub read_only: bool,
+}
+
+fn sha256_hex(s: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of an inline ephemeral volume: `csi-` + sha256(pod UID + volume name), as the
+/// kubelet makes it.
+pub fn ephemeral_volume_id(pod_uid: &str, volume: &str) -> String {
+    format!("csi-{}", sha256_hex(&format!("{pod_uid}{volume}")))
+}
+
+/// The VolumeAttachment name of a volume on a node: `csi-` + sha256(handle + driver + node).
+pub fn attachment_name(handle: &str, driver: &str, node: &str) -> String {
+    format!("csi-{}", sha256_hex(&format!("{handle}{driver}{node}")))
+}
+
+/// The staging path of a volume under `root` (the agent's root dir).
+pub fn staging_path(root: &Path, driver: &str, handle: &str) -> PathBuf {
+    root.join("plugins/kubernetes.io/csi")
+        .join(driver)
+        .join(sha256_hex(handle))
+        .join("globalmount")
+}
+
+/// The pod-info volume context the kubelet adds when the CSIDriver asks (`podInfoOnMount`).
+pub fn pod_info(pod: &Pod, ephemeral: bool) -> BTreeMap<String, String> {
+    let sa = if pod.spec.service_account_name.is_empty() {
+        "default"
+    } else {
+        &pod.spec.service_account_name
+    };
+    [
+        ("csi.storage.k8s.io/pod.name", pod.metadata.name.as_str()),
+        (
+            "csi.storage.k8s.io/pod.namespace",
+            pod.metadata.namespace.as_str(),
+        ),
+        ("csi.storage.k8s.io/pod.uid", pod.metadata.uid.as_str()),
+        ("csi.storage.k8s.io/serviceAccount.name", sa),
+        (EPHEMERAL_KEY, if ephemeral { "true" } else { "false" }),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn access_mode(modes: &[String], read_only: bool) -> AccessModeKind {
+    // The kubelet's mapping of a PV's first access mode.
+    match modes.first().map(String::as_str) {
+        Some("ReadOnlyMany") => AccessModeKind::MultiNodeReaderOnly,
+        Some("ReadWriteMany") => AccessModeKind::MultiNodeMultiWriter,
+        _ if read_only && modes.is_empty() => AccessModeKind::SingleNodeReaderOnly,
+        _ => AccessModeKind::SingleNodeWriter,
+    }
+}
+
+fn secret_strings(
+    lookup: &dyn Lookup,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let data = lookup
+        .secret(ns, name)
+        .ok_or_else(|| format!("{what} secret {ns}/{name} is not available"))?;
+    Ok(data
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect())
+}
+
+/// What to ask the driver for volume `v` of `pod` on node `node`: an inline `csi` volume or a
+/// `persistentVolumeClaim` bound to a PV with a CSI source. Errors say why the volume cannot
+/// be mounted yet (claim not bound, attachment pending, secret missing).
+pub fn request(
+    pod: &Pod,
+    v: &Volume,
+    node: &str,
+    lookup: &dyn Lookup,
+) -> Result<MountRequest, String> {
+    let ns = &pod.metadata.namespace;
+    if let Some(c) = &v.csi {
+        if c.driver.is_empty() {
+            return Err("csi.driver is empty".into());
+        }
+        let drv = lookup.csi_driver(&c.driver);
+        if let Some(d) = &drv {
+            let modes = &d.spec.volume_lifecycle_modes;
+            if !modes.iter().any(|m| m == "Ephemeral") {
+                return Err(format!(
+                    "CSIDriver {} does not allow inline volumes (no Ephemeral in volumeLifecycleModes {modes:?})",
+                    c.driver
+                ));
+            }
+        }
+        let mut ctx = c.volume_attributes.clone();
+        // With no CSIDriver object known (no API server), the pod info is passed anyway: an
+        // inline volume is useless to a driver that cannot tell it is ephemeral.
+        if drv
+            .as_ref()
+            .is_none_or(|d| d.spec.pod_info_on_mount == Some(true))
+        {
+            ctx.extend(pod_info(pod, true));
+        }
+        let publish_secrets = match &c.node_publish_secret_ref {
+            Some(r) => secret_strings(lookup, ns, &r.name, "nodePublishSecretRef")?,
+            None => BTreeMap::new(),
+        };
+        return Ok(MountRequest {
+            driver: c.driver.clone(),
+            volume_id: ephemeral_volume_id(&pod.metadata.uid, &v.name),
+            read_only: c.read_only,
+            fs_type: c.fs_type.clone().unwrap_or_default(),
+            mount_options: Vec::new(),
+            access_mode: Some(AccessModeKind::SingleNodeWriter),
+            volume_context: ctx,
+            publish_context: BTreeMap::new(),
+            stage_secrets: BTreeMap::new(),
+            publish_secrets,
+            ephemeral: true,
+        });
+    }
+    let Some(claim) = &v.persistent_volume_claim else {
+        return Err("not a CSI volume".into());
+    };
+    let pv = lookup.persistent_volume(ns, &claim.claim_name)?;
+    let Some(src) = &pv.spec.csi else {
+        return Err(format!(
+            "PersistentVolume {} has no CSI source (only CSI volumes are supported)",
+            pv.metadata.name
+        ));
+    };
+    if pv.spec.volume_mode.as_deref() == Some("Block") {
+        return Err(format!(
+            "PersistentVolume {}: raw block volumes are not supported",
+            pv.metadata.name
+        ));
+    }
+    let drv = lookup.csi_driver(&src.driver);
+    // The kubelet waits for an attachment unless the CSIDriver says none is needed.
+    let attach = drv
+        .as_ref()
+        .is_none_or(|d| d.spec.attach_required != Some(false));
+    let mut publish_context = BTreeMap::new();
+    if attach {
+        let name = attachment_name(&src.volume_handle, &src.driver, node);
+        let va = lookup.volume_attachment(&name);
+        match va.and_then(|a| a.status) {
+            Some(s) if s.attached => publish_context = s.attachment_metadata,
+            _ => {
+                return Err(format!(
+                    "waiting for VolumeAttachment {name} of PersistentVolume {} to be attached (driver {} requires attach)",
+                    pv.metadata.name, src.driver
+                ))
+            }
+        }
+    }
+    let mut ctx = src.volume_attributes.clone();
+    if drv.is_some_and(|d| d.spec.pod_info_on_mount == Some(true)) {
+        ctx.extend(pod_info(pod, false));
+    }
+    let stage_secrets = match &src.node_stage_secret_ref {
+        Some(r) => secret_strings(lookup, &r.namespace, &r.name, "nodeStageSecretRef")?,
+        None => BTreeMap::new(),
+    };
+    let publish_secrets = match &src.node_publish_secret_ref {
+        Some(r) => secret_strings(lookup, &r.namespace, &r.name, "nodePublishSecretRef")?,
+        None => BTreeMap::new(),
+    };
+    let read_only = claim.read_only || src.read_only;
+    Ok(MountRequest {
+        driver: src.driver.clone(),
+        volume_id: src.volume_handle.clone(),
+        read_only,
+        fs_type: src.fs_type.clone(),
+        mount_options: pv.spec.mount_options.clone(),
+        access_mode: Some(access_mode(&pv.spec.access_modes, read_only)),
+        volume_context: ctx,
+        publish_context,
+        stage_secrets,
+        publish_secrets,
+        ephemeral: false,
+    })
+}
+
+/// Mount points listed in /proc/self/mountinfo (a bind mount of the same filesystem does not
+/// change the device, so stat cannot tell).
+fn mounted(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(&unescape(m)) == path)
+}
+
+fn unescape(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|x| (b'0'..=b'7').contains(x)));
+        match oct {
+            Some(d) if c == b'\\' => {
+                out.push(((d[0] - b'0') << 6) | ((d[1] - b'0') << 3) | (d[2] - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn driver_of(name: &str) -> Result<registry::Driver, String> {
+    registry::global().driver(name).cloned().ok_or_else(|| {
+        format!("CSI driver {name} is not registered on this node (waiting for its registration socket in plugins_registry)")
+    })
+}
+
+fn write_vol_data(dir: &Path, d: &VolData) -> Result<(), String> {
+    let bytes = serde_json::to_vec(d).map_err(|e| format!("encode vol_data.json: {e}"))?;
+    crate::store::fs::write_private(&dir.join("vol_data.json"), &bytes)
+        .map_err(|e| format!("write {}/vol_data.json: {e}", dir.display()))
+}
+
+/// Stages (if the driver stages) and publishes `req` into `vol_dir/mount` under agent root
+/// `root`; returns the published path. Idempotent: a published volume is left as it is.
+pub fn publish(
+    root: &Path,
+    vol_dir: &Path,
+    spec_name: &str,
+    req: &MountRequest,
+) -> Result<PathBuf, String> {
+    let target = vol_dir.join("mount");
+    if mounted(&target) {
+        return Ok(target);
+    }
+    let driver = driver_of(&req.driver)?;
+    let client = CsiClient::new(&driver.name, &driver.endpoint);
+    let capability = super::proto::VolumeCapability::mount(
+        &req.fs_type,
+        req.mount_options.clone(),
+        req.access_mode.unwrap_or(AccessModeKind::SingleNodeWriter),
+    );
+    let mut staging = String::new();
+    if driver.stage_unstage && !req.ephemeral {
+        let path = staging_path(root, &driver.name, &req.volume_id);
+        if !mounted(&path) {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
+                write_vol_data(
+                    parent,
+                    &VolData {
+                        driver_name: driver.name.clone(),
+                        volume_handle: req.volume_id.clone(),
+                        ..Default::default()
+                    },
+                )?;
+            }
+            let stage = NodeStageVolumeRequest {
+                volume_id: req.volume_id.clone(),
+                publish_context: req.publish_context.clone(),
+                staging_target_path: path.display().to_string(),
+                volume_capability: Some(capability.clone()),
+                secrets: req.stage_secrets.clone(),
+                volume_context: req.volume_context.clone(),
+            };
+            smol::block_on(client.node_stage_volume(&stage)).map_err(|e| e.to_string())?;
+        }
+        staging = path.display().to_string();
+    }
+    std::fs::create_dir_all(vol_dir).map_err(|e| format!("create {}: {e}", vol_dir.display()))?;
+    // Written before the publish, so a crash in between still finds what to unpublish.
+    write_vol_data(
+        vol_dir,
+        &VolData {
+            driver_name: driver.name.clone(),
+            volume_handle: req.volume_id.clone(),
+            staging_path: staging.clone(),
+            spec_volume_name: spec_name.to_owned(),
+            ephemeral: req.ephemeral,
+            read_only: req.read_only,
+        },
+    )?;
+    let publish = NodePublishVolumeRequest {
+        volume_id: req.volume_id.clone(),
+        publish_context: req.publish_context.clone(),
+        staging_target_path: staging,
+        target_path: target.display().to_string(),
+        volume_capability: Some(capability),
+        readonly: req.read_only,
+        secrets: req.publish_secrets.clone(),
+        volume_context: req.volume_context.clone(),
+    };
+    smol::block_on(client.node_publish_volume(&publish)).map_err(|e| e.to_string())?;
+    Ok(target)
+}
+
+/// The published path of the volume at `vol_dir` and whether it is read-only, if it is
+/// published already (re-preparing a running pod's volumes then needs no API object and no
+/// driver call).
+pub fn published(vol_dir: &Path) -> Option<(PathBuf, bool)> {
+    let d = read_vol_data(vol_dir)?;
+    let target = vol_dir.join("mount");
+    mounted(&target).then_some((target, d.read_only))
+}
+
+fn read_vol_data(dir: &Path) -> Option<VolData> {
+    let bytes = std::fs::read(dir.join("vol_data.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Every published volume's record under `pods_root` (`<root>/pods`), by its directory.
+fn all_published(pods_root: &Path) -> Vec<(PathBuf, VolData)> {
+    let mut out = Vec::new();
+    let Ok(pods) = std::fs::read_dir(pods_root) else {
+        return out;
+    };
+    for p in pods.flatten() {
+        let Ok(vols) = std::fs::read_dir(p.path().join("volumes").join(PLUGIN_DIR)) else {
+            continue;
+        };
+        for v in vols.flatten() {
+            if let Some(d) = read_vol_data(&v.path()) {
+                out.push((v.path(), d));
+            }
+        }
+    }
+    out
+}
+
+/// Unpublishes every CSI volume of the pod whose directory is `pod_dir` (under
+/// `<root>/pods`), then unstages each staged one no other pod still uses. Returns how many
+/// were unpublished; an unreachable driver stops it with an error (retried by the caller's
+/// next pass: the kubelet too keeps such a pod's directory until the driver answers).
+pub fn unpublish_pod(pod_dir: &Path) -> Result<usize, String> {
+    let Ok(vols) = std::fs::read_dir(pod_dir.join("volumes").join(PLUGIN_DIR)) else {
+        return Ok(0);
+    };
+    let pods_root = pod_dir.parent().unwrap_or(pod_dir);
+    let mut n = 0;
+    for v in vols.flatten() {
+        let dir = v.path();
+        let Some(d) = read_vol_data(&dir) else {
+            continue;
+        };
+        let target = dir.join("mount");
+        let driver = driver_of(&d.driver_name)
+            .map_err(|e| format!("volume {}: cannot unpublish: {e}", d.spec_volume_name))?;
+        let client = CsiClient::new(&driver.name, &driver.endpoint);
+        smol::block_on(
+            client.node_unpublish_volume(&d.volume_handle, &target.display().to_string()),
+        )
+        .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(dir.join("vol_data.json"));
+        n += 1;
+        if d.staging_path.is_empty() {
+            continue;
+        }
+        let still_used = all_published(pods_root)
+            .iter()
+            .any(|(_, o)| o.staging_path == d.staging_path);
+        if !still_used {
+            smol::block_on(client.node_unstage_volume(&d.volume_handle, &d.staging_path))
+                .map_err(|e| e.to_string())?;
+            let staged = Path::new(&d.staging_path);
+            if let Some(parent) = staged.parent() {
+                if !mounted(staged) {
+                    let _ = std::fs::remove_dir(staged);
+                    let _ = std::fs::remove_file(parent.join("vol_data.json"));
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::storage::{CsiDriverSpec, VolumeAttachmentStatus};
+    use serde_json::json;
+
+    #[derive(Default)]
+    struct Objects {
+        pv: Option<PersistentVolume>,
+        driver: Option<CsiDriver>,
+        va: Option<VolumeAttachment>,
+        secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    }
+
+    impl Lookup for Objects {
+        fn persistent_volume(&self, ns: &str, claim: &str) -> Result<PersistentVolume, String> {
+            self.pv
+                .clone()
+                .ok_or_else(|| format!("claim {ns}/{claim} is not bound"))
+        }
+        fn csi_driver(&self, _: &str) -> Option<CsiDriver> {
+            self.driver.clone()
+        }
+        fn volume_attachment(&self, _: &str) -> Option<VolumeAttachment> {
+            self.va.clone()
+        }
+        fn secret(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+            self.secrets.get(&format!("{ns}/{name}")).cloned()
+        }
+    }
+
+    fn pod(volume: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [], "serviceAccountName": "sa", "volumes": [volume]}
+        }))
+        .unwrap()
+    }
+
+    fn driver(attach: Option<bool>, pod_info: bool, modes: &[&str]) -> CsiDriver {
+        CsiDriver {
+            metadata: Default::default(),
+            spec: CsiDriverSpec {
+                attach_required: attach,
+                pod_info_on_mount: Some(pod_info),
+                volume_lifecycle_modes: modes.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Upstream (csi_mounter): an inline volume's id is csi-sha256(podUID+name); with
+    /// podInfoOnMount the context gets the pod's name, namespace, UID, service account and
+    /// `csi.storage.k8s.io/ephemeral: "true"`; a CSIDriver without the Ephemeral mode refuses.
+    #[test]
+    fn inline_volume_request() {
+        let p = pod(
+            json!({"name": "scratch", "csi": {"driver": "hostpath.csi.k8s.io",
+            "volumeAttributes": {"size": "1Mi"}, "readOnly": true}}),
+        );
+        let v = &p.spec.volumes[0];
+        let objs = Objects {
+            driver: Some(driver(Some(false), true, &["Persistent", "Ephemeral"])),
+            ..Default::default()
+        };
+        let r = request(&p, v, "node-1", &objs).unwrap();
+        assert!(r.ephemeral && r.read_only);
+        assert_eq!(r.volume_id, ephemeral_volume_id("u1", "scratch"));
+        assert_eq!(r.volume_id.len(), 4 + 64);
+        assert_eq!(r.volume_context[EPHEMERAL_KEY], "true");
+        assert_eq!(r.volume_context["csi.storage.k8s.io/pod.uid"], "u1");
+        assert_eq!(
+            r.volume_context["csi.storage.k8s.io/serviceAccount.name"],
+            "sa"
+        );
+        assert_eq!(r.volume_context["size"], "1Mi");
+        let objs = Objects {
+            driver: Some(driver(Some(false), true, &["Persistent"])),
+            ..Default::default()
+        };
+        assert!(request(&p, v, "node-1", &objs)
+            .unwrap_err()
+            .contains("Ephemeral"));
+        // No CSIDriver known (offline): allowed, with the pod info.
+        let r = request(&p, v, "node-1", &Objects::default()).unwrap();
+        assert_eq!(r.volume_context[EPHEMERAL_KEY], "true");
+    }
+
+    fn pv() -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {"name": "pv1"},
+            "spec": {"csi": {"driver": "d.csi", "volumeHandle": "h1", "fsType": "xfs",
+                "volumeAttributes": {"a": "b"},
+                "nodeStageSecretRef": {"name": "st", "namespace": "sec"}},
+                "accessModes": ["ReadWriteOnce"], "mountOptions": ["noatime"]}
+        }))
+        .unwrap()
+    }
+
+    /// Upstream: a PV's CSI source gives handle, fsType, attributes, mount options and secrets;
+    /// unless the CSIDriver says attachRequired false, the VolumeAttachment
+    /// csi-sha256(handle+driver+node) must be attached first and its metadata is the publish
+    /// context.
+    #[test]
+    fn claim_request_and_attach_wait() {
+        let p = pod(json!({"name": "data", "persistentVolumeClaim": {"claimName": "c1"}}));
+        let v = &p.spec.volumes[0];
+        let mut objs = Objects {
+            pv: Some(pv()),
+            driver: Some(driver(Some(false), false, &[])),
+            ..Default::default()
+        };
+        // A missing stage secret keeps the volume waiting.
+        assert!(request(&p, v, "n", &objs).unwrap_err().contains("sec/st"));
+        objs.secrets
+            .insert("sec/st".into(), [("k".to_string(), b"v".to_vec())].into());
+        let r = request(&p, v, "n", &objs).unwrap();
+        assert_eq!(r.volume_id, "h1");
+        assert_eq!(r.fs_type, "xfs");
+        assert_eq!(r.mount_options, vec!["noatime".to_string()]);
+        assert_eq!(r.stage_secrets["k"], "v");
+        assert_eq!(r.access_mode, Some(AccessModeKind::SingleNodeWriter));
+        assert!(!r.ephemeral && !r.read_only);
+        assert!(!r.volume_context.contains_key(EPHEMERAL_KEY));
+        // attachRequired (or no CSIDriver): wait for the attachment.
+        objs.driver = None;
+        let e = request(&p, v, "n", &objs).unwrap_err();
+        assert!(e.contains(&attachment_name("h1", "d.csi", "n")), "{e}");
+        objs.va = Some(VolumeAttachment {
+            metadata: Default::default(),
+            status: Some(VolumeAttachmentStatus {
+                attached: true,
+                attachment_metadata: [("dev".to_string(), "/dev/x".to_string())].into(),
+            }),
+        });
+        let r = request(&p, v, "n", &objs).unwrap();
+        assert_eq!(r.publish_context["dev"], "/dev/x");
+        // Unbound claim / non-CSI PV.
+        objs.pv = None;
+        assert!(request(&p, v, "n", &objs)
+            .unwrap_err()
+            .contains("not bound"));
+        let mut nfs = pv();
+        nfs.spec.csi = None;
+        objs.pv = Some(nfs);
+        assert!(request(&p, v, "n", &objs)
+            .unwrap_err()
+            .contains("no CSI source"));
+    }
+
+    #[test]
+    fn paths_and_escapes() {
+        let s = staging_path(Path::new("/var/lib/t"), "d.csi", "h1");
+        assert!(s.starts_with("/var/lib/t/plugins/kubernetes.io/csi/d.csi/"));
+        assert!(s.ends_with("globalmount"));
+        // sha256("h1") in hex.
+        assert_eq!(s.parent().unwrap().file_name().unwrap().len(), 64);
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/a\\04"), "/a\\04");
+        let d = VolData {
+            driver_name: "d".into(),
+            volume_handle: "h".into(),
+            staging_path: String::new(),
+            spec_volume_name: "v".into(),
+            ephemeral: true,
+            read_only: false,
+        };
+        let text = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<VolData>(&text).unwrap(), d);
+        assert!(!text.contains("stagingPath"));
+    }
+}
