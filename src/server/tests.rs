@@ -53,6 +53,7 @@ fn settings(anonymous: bool, logs: &std::path::Path) -> Settings {
         handshake_timeout: super::HEADER_TIMEOUT,
         header_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(5),
+        stats: None,
     }
 }
 
