@@ -20,6 +20,8 @@ mod cluster;
 mod ephemeral;
 #[path = "envtest/kubelet_api.rs"]
 mod kubelet_api;
+#[path = "envtest/kubelet_stats.rs"]
+mod kubelet_stats;
 #[path = "envtest/pod_cgroups.rs"]
 mod pod_cgroups;
 #[path = "envtest/pod_env.rs"]
@@ -699,4 +701,12 @@ fn real_kubectl_logs_and_node_auth() {
         return;
     };
     kubelet_api::kubectl_logs_and_node_auth(&c, bed);
+}
+
+#[test]
+fn real_kubectl_stats_summary_and_metrics() {
+    let Some((_serial, bed, c)) = real("envtest_real_kubelet_stats") else {
+        return;
+    };
+    kubelet_stats::kubectl_stats_and_metrics(&c, bed);
 }

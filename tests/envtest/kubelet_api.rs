@@ -137,14 +137,15 @@ fn admin_kubeconfig(c: &RealCluster, dir: &Path) -> PathBuf {
     path
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    ns: String,
+/// The real kubectl with a kubeconfig and a namespace.
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub ns: String,
 }
 
 impl Kubectl {
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -157,7 +158,7 @@ impl Kubectl {
     }
 
     /// Runs kubectl; (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
         let out = self.cmd(args).output().expect("run kubectl");
         (
             out.status.success(),
@@ -167,7 +168,7 @@ impl Kubectl {
     }
 
     /// stdout of a kubectl that must succeed.
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);
         assert!(ok, "kubectl {args:?} failed: {err}\nstdout: {out}");
         out
@@ -182,10 +183,20 @@ const SCRIPT: &str = "trap 'exit 0' TERM; \
     while [ ! -e /out/go ]; do sleep 0.2; done; echo after-follow; \
     while [ ! -e /out/exit ]; do sleep 0.2; done; exit 3";
 
-pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
-    let kubectl_bin = kubectl_bin();
-    let mut a = Agent::new(bed, c, "kubeapi");
-    let _dump = OnFailure::new(c, &a);
+/// The agent's kubelet API as the API server reaches it (see the module docs).
+pub struct ServedApi {
+    /// The kubelet API port (loopback).
+    pub port: u16,
+    /// The plain /healthz port.
+    pub healthz_port: u16,
+    /// The agent's namespace for test objects (created).
+    pub ns: String,
+}
+
+/// Configures `a` to serve its kubelet API for the real API server (serving certificate from
+/// the test CA for the host name, client CA), joins it, and waits until the Node advertises
+/// the port.
+pub fn serve_kubelet_api(c: &RealCluster, a: &mut Agent) -> ServedApi {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -225,7 +236,7 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
     std::fs::write(&a.config, cfg).unwrap();
     let ns = a.namespace();
     c.ensure_namespace(&ns).unwrap();
-    let node = join(c, &mut a);
+    let node = join(c, a);
     // The Node advertises the port actually served.
     let node = poll(LIMIT, || {
         let n = c.get_opt(&format!("/api/v1/nodes/{}", a.node))?;
@@ -241,6 +252,32 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         "{}",
         node["status"]["addresses"]
     );
+    ServedApi {
+        port,
+        healthz_port,
+        ns,
+    }
+}
+
+/// The real kubectl as the cluster admin, in namespace `ns`.
+pub fn admin_kubectl(c: &RealCluster, a: &Agent, ns: &str) -> Kubectl {
+    Kubectl {
+        bin: kubectl_bin(),
+        kubeconfig: admin_kubeconfig(c, &a.dir),
+        ns: ns.to_string(),
+    }
+}
+
+pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
+    // Fail first, clearly, when the client is missing.
+    kubectl_bin();
+    let mut a = Agent::new(bed, c, "kubeapi");
+    let _dump = OnFailure::new(c, &a);
+    let ServedApi {
+        port,
+        healthz_port,
+        ns,
+    } = serve_kubelet_api(c, &mut a);
 
     let out_dir = a.out.join("talker");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -263,11 +300,7 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         .unwrap();
     wait_ready(c, &ns, "talker");
 
-    let k = Kubectl {
-        bin: kubectl_bin,
-        kubeconfig: admin_kubeconfig(c, &a.dir),
-        ns: ns.clone(),
-    };
+    let k = admin_kubectl(c, &a, &ns);
     // Plain: both streams, in the order written.
     let plain = poll(LIMIT, || {
         let (ok, out, _) = k.run(&["logs", "talker"]);
