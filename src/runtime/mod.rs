@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod env;
 pub mod executor;
 pub mod housekeeping;
+pub mod logrotate;
 pub mod probe;
 pub mod spec;
 pub mod termination;
