@@ -710,3 +710,11 @@ fn real_kubectl_stats_summary_and_metrics() {
     };
     kubelet_stats::kubectl_stats_and_metrics(&c, bed);
 }
+
+#[test]
+fn real_container_logs_rotate_and_kubectl_reads_the_current_file() {
+    let Some((_serial, bed, c)) = real("envtest_real_log_rotation") else {
+        return;
+    };
+    kubelet_stats::container_logs_rotate(&c, bed);
+}

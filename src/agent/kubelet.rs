@@ -160,6 +160,7 @@ pub async fn run(
     let _log_rotation = crate::runtime::logrotate::spawn(
         cri.clone(),
         crate::runtime::logrotate::Policy::from_config(&cfg),
+        cfg.pod_logs_dir.clone(),
         cfg.container_log_monitor_interval,
     );
 

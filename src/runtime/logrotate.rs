@@ -5,6 +5,7 @@
 //! `ReopenContainerLog`, so it writes a fresh file at the old path); rotated files beyond
 //! `containerLogMaxFiles - 1` are removed, oldest first. If the runtime cannot reopen, the
 //! rename is undone so the container keeps logging to the file the kubelet API reads.
+//! Only logs under this node's `podLogsDir` are touched.
 //!
 //! Rotated files are removed rather than gzip-compressed: logs on the edge boards live in
 //! tmpfs, and a bounded number of bounded files bounds their RAM without a compressor in the
@@ -148,8 +149,10 @@ pub async fn rotate_one(
     Ok(true)
 }
 
-/// One check over every running container; how many logs were rotated.
-pub async fn check(cri: &CriClient, p: Policy) -> usize {
+/// One check over every running container whose log is under `logs_dir` (this node's
+/// `podLogsDir`: a runtime shared with other tools keeps their logs untouched); how many logs
+/// were rotated.
+pub async fn check(cri: &CriClient, p: Policy, logs_dir: &Path) -> usize {
     let filter = ContainerFilter {
         state: Some(ContainerStateValue {
             state: ContainerState::ContainerRunning as i32,
@@ -172,7 +175,7 @@ pub async fn check(cri: &CriClient, p: Policy) -> usize {
                 continue;
             }
         };
-        if path.is_empty() {
+        if path.is_empty() || !Path::new(&path).starts_with(logs_dir) {
             continue;
         }
         match rotate_one(cri, &c.id, Path::new(&path), p, SystemTime::now()).await {
@@ -185,11 +188,11 @@ pub async fn check(cri: &CriClient, p: Policy) -> usize {
 }
 
 /// Runs [`check`] every `interval` until the task is dropped.
-pub fn spawn(cri: CriClient, p: Policy, interval: Duration) -> smol::Task<()> {
+pub fn spawn(cri: CriClient, p: Policy, logs_dir: PathBuf, interval: Duration) -> smol::Task<()> {
     smol::spawn(async move {
         loop {
             smol::Timer::after(interval).await;
-            check(&cri, p).await;
+            check(&cri, p, &logs_dir).await;
         }
     })
 }

@@ -439,3 +439,129 @@ pub fn kubectl_stats_and_metrics(c: &RealCluster, bed: Bed) {
     c.delete(&pod_path(&ns, "busy"), None).unwrap();
     assert!(c.wait_until(LIMIT, &mut || c.get_opt(&pod_path(&ns, "busy")).is_none()));
 }
+
+/// The rotated copies of `0.log` in a container's log directory.
+fn rotated(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("0.log."))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The first line's counter of a `line N ...` log, checking every line is whole.
+fn first_line_number(text: &str) -> u64 {
+    let mut first = None;
+    for l in text.lines() {
+        if l == "last-line" {
+            continue;
+        }
+        let n = l
+            .strip_prefix("line ")
+            .and_then(|r| r.split_once(' '))
+            .filter(|(_, pad)| *pad == PAD)
+            .and_then(|(n, _)| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("a whole log line: {l:?}"));
+        first.get_or_insert(n);
+    }
+    first.unwrap_or_else(|| panic!("no lines in {text:?}"))
+}
+
+const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+/// Container log rotation as the kubelet does it (container_log_manager.go): a container
+/// writing ~20 KB/s with `containerLogMaxSize: 32Ki` and `containerLogMaxFiles: 3` has its log
+/// renamed to `0.log.<timestamp>` and reopened by the runtime, never more than 2 rotated files
+/// kept; `kubectl logs` reads the current file (whole lines, the oldest ones rotated away),
+/// and after a restart `kubectl logs -p` reads the previous instance's current file.
+pub fn container_logs_rotate(c: &RealCluster, bed: Bed) {
+    let mut a = Agent::new(bed, c, "klogrot");
+    let _dump = OnFailure::new(c, &a);
+    let mut cfg = std::fs::read_to_string(&a.config).unwrap();
+    cfg.push_str(
+        "containerLogMaxSize: 32Ki\ncontainerLogMaxFiles: 3\ncontainerLogMonitorInterval: 3s\n",
+    );
+    std::fs::write(&a.config, cfg).unwrap();
+    let ServedApi { ns, .. } = serve_kubelet_api(c, &mut a);
+    let k = admin_kubectl(c, &a, &ns);
+    let out_dir = a.out.join("chatty");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = format!(
+        "trap 'exit 0' TERM; \
+         if [ -e /out/ran ]; then echo second-run; while true; do sleep 0.2; done; fi; \
+         touch /out/ran; i=0; p={PAD}; \
+         while [ ! -e /out/stop ]; do i=$((i+1)); echo \"line $i $p\"; \
+           if [ $((i % 20)) = 0 ]; then sleep 0.1; fi; done; \
+         echo last-line; exit 1"
+    );
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "chatty", "namespace": ns},
+        "spec": {
+            "nodeName": a.node,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main", "image": a.bed.test_image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+            }],
+            "volumes": [{"name": "out", "hostPath": {"path": out_dir.display().to_string()}}],
+        }
+    });
+    c.create(&format!("/api/v1/namespaces/{ns}/pods"), pod)
+        .unwrap();
+    wait_ready(c, &ns, "chatty");
+    let uid = k.ok(&["get", "pod", "chatty", "-o", "jsonpath={.metadata.uid}"]);
+    let log_dir = a
+        .dir
+        .join("logs")
+        .join(format!("{ns}_chatty_{uid}"))
+        .join("main");
+
+    // Rotations happen, and at most MaxFiles-1 = 2 rotated files are ever there.
+    let mut seen = std::collections::BTreeSet::new();
+    let enough = poll(LIMIT, || {
+        let now = rotated(&log_dir);
+        assert!(now.len() <= 2, "at most 2 rotated files: {now:?}");
+        seen.extend(now);
+        (seen.len() >= 3).then_some(())
+    });
+    assert!(
+        enough.is_some(),
+        "three rotations within {LIMIT:?}: {seen:?} in {}",
+        log_dir.display()
+    );
+    let current = std::fs::metadata(log_dir.join("0.log")).map_or(0, |m| m.len());
+    assert!(current < 1 << 20, "the current log stays small: {current}");
+    // kubectl logs: the current file, whole lines, the first ones rotated away.
+    let text = k.ok(&["logs", "chatty"]);
+    assert!(
+        first_line_number(&text) > 1,
+        "{}",
+        &text[..text.len().min(300)]
+    );
+
+    // After a restart, -p reads the first instance's current file, up to its last line.
+    std::fs::write(out_dir.join("stop"), b"").unwrap();
+    let now = poll(LIMIT, || {
+        let (ok, out, _) = k.run(&["logs", "chatty"]);
+        (ok && out.contains("second-run")).then_some(out)
+    })
+    .expect("the restarted container logs its second run");
+    assert_eq!(now, "second-run\n");
+    let previous = k.ok(&["logs", "-p", "chatty"]);
+    assert!(
+        previous.ends_with("last-line\n"),
+        "{}",
+        &previous[previous.len().saturating_sub(300)..]
+    );
+    assert!(first_line_number(&previous) > 1);
+
+    c.delete(&pod_path(&ns, "chatty"), None).unwrap();
+    assert!(c.wait_until(LIMIT, &mut || c.get_opt(&pod_path(&ns, "chatty")).is_none()));
+}
