@@ -26,6 +26,8 @@ mod eviction;
 mod kubelet_api;
 #[path = "envtest/kubelet_exec.rs"]
 mod kubelet_exec;
+#[path = "envtest/kubelet_stats.rs"]
+mod kubelet_stats;
 #[path = "envtest/pod_cgroups.rs"]
 mod pod_cgroups;
 #[path = "envtest/pod_env.rs"]
@@ -729,4 +731,20 @@ fn real_kubectl_exec_attach_port_forward() {
         return;
     };
     kubelet_exec::kubectl_exec_attach_port_forward(&c, bed);
+}
+
+#[test]
+fn real_kubectl_stats_summary_and_metrics() {
+    let Some((_serial, bed, c)) = real("envtest_real_kubelet_stats") else {
+        return;
+    };
+    kubelet_stats::kubectl_stats_and_metrics(&c, bed);
+}
+
+#[test]
+fn real_container_logs_rotate_and_kubectl_reads_the_current_file() {
+    let Some((_serial, bed, c)) = real("envtest_real_log_rotation") else {
+        return;
+    };
+    kubelet_stats::container_logs_rotate(&c, bed);
 }

@@ -6,5 +6,6 @@ use tinylet::cri::proto::decode_every_response;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_every_response(data);
+    let _ = tinylet::cri::proto_stats::decode_every_response(data);
     let _ = percent_decode(data);
 });

@@ -159,6 +159,12 @@ pub async fn run(
         log::error!("healthz not served: {e}");
         None
     });
+    let _log_rotation = crate::runtime::logrotate::spawn(
+        cri.clone(),
+        crate::runtime::logrotate::Policy::from_config(&cfg),
+        cfg.pod_logs_dir.clone(),
+        cfg.container_log_monitor_interval,
+    );
 
     let mut watcher = match &cfg.static_pod_path {
         Some(dir) => Some(

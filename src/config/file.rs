@@ -55,6 +55,9 @@ pub(super) struct RawConfig {
     pub runtime_request_timeout: Option<String>,
     pub serialize_image_pulls: Option<bool>,
     pub pod_pids_limit: Option<i64>,
+    pub container_log_max_size: Option<String>,
+    pub container_log_max_files: Option<i64>,
+    pub container_log_monitor_interval: Option<String>,
     pub port: Option<i64>,
     pub healthz_port: Option<i64>,
     pub healthz_bind_address: Option<String>,
@@ -492,6 +495,44 @@ pub(super) fn apply(
         -1..=i64::from(u32::MAX),
         &mut cfg.pod_pids_limit,
     )?;
+    if let Some(text) = &raw.container_log_max_size {
+        // A quantity (`10Mi`), as upstream; a zero size would rotate on every check.
+        cfg.container_log_max_size = crate::k8s::quantity::parse_units(text)
+            .map_err(|e| e.to_string())
+            .and_then(|n| {
+                (n > 0)
+                    .then_some(n)
+                    .ok_or_else(|| "must be greater than 0".to_string())
+            })
+            .map_err(|why| field_error(source, "containerLogMaxSize", text, &why))?;
+    }
+    // Upstream validation: at least 2 (the current file and one rotated).
+    int_in(
+        source,
+        "containerLogMaxFiles",
+        raw.container_log_max_files,
+        2..=i64::from(u16::MAX),
+        &mut cfg.container_log_max_files,
+    )?;
+    duration(
+        source,
+        "containerLogMonitorInterval",
+        &raw.container_log_monitor_interval,
+        &mut cfg.container_log_monitor_interval,
+    )?;
+    // Upstream validation: at least 3 s.
+    if cfg.container_log_monitor_interval < std::time::Duration::from_secs(3) {
+        let text = raw
+            .container_log_monitor_interval
+            .clone()
+            .unwrap_or_default();
+        return Err(field_error(
+            source,
+            "containerLogMonitorInterval",
+            &text,
+            "must be at least 3s",
+        ));
+    }
     apply_api(cfg, source, raw)?;
     if let Some(t) = &raw.tinylet {
         apply_tinylet(cfg, source, t)?;

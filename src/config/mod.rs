@@ -196,6 +196,13 @@ pub struct AgentConfig {
     pub serialize_image_pulls: bool,
     /// Per-pod PID limit; -1 for none.
     pub pod_pids_limit: i64,
+    /// A running container's log is rotated once it reaches this many bytes
+    /// (`containerLogMaxSize`, default 10Mi).
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the current one included (`containerLogMaxFiles`, ≥ 2).
+    pub container_log_max_files: u32,
+    /// How often container logs are checked for rotation (`containerLogMonitorInterval`).
+    pub container_log_monitor_interval: Duration,
     /// Keep running (and restart) pods from the local store while the API server is away.
     pub offline_autonomy: bool,
     /// Local status socket, if enabled.
@@ -265,6 +272,9 @@ impl Default for AgentConfig {
             runtime_request_timeout: Duration::from_secs(120),
             serialize_image_pulls: true,
             pod_pids_limit: -1,
+            container_log_max_size: 10 << 20,
+            container_log_max_files: 5,
+            container_log_monitor_interval: Duration::from_secs(10),
             offline_autonomy: false,
             status_socket: None,
             proxy_mode: ProxyMode::Disabled,

@@ -41,6 +41,11 @@ fn every_board_parses_without_warnings() {
             assert!(c.system_reserved.memory_bytes > 0, "{}", b.name);
             assert!(c.max_pods < 110, "{}", b.name);
         }
+        if c.pod_logs_dir.starts_with("/run") {
+            // Logs on tmpfs are RAM: each container's files stay within 10 MiB together.
+            let per_container = c.container_log_max_size * u64::from(c.container_log_max_files);
+            assert!(per_container <= 10 << 20, "{}: {per_container}", b.name);
+        }
     }
 }
 
@@ -96,6 +101,8 @@ tinylet:
     assert_eq!(c.root_dir, Path::new("/data/tl"));
     assert_eq!(c.image_gc_high_threshold_percent, 80); // board
     assert_eq!(c.pod_pids_limit, 2048); // board
+    assert_eq!(c.container_log_max_size, 2 << 20); // board
+    assert_eq!(c.container_log_max_files, 5); // board
     assert_eq!(c.cluster_domain, "cluster.local"); // dev-host
     assert_eq!(c.system_reserved.memory_bytes, 200 << 20);
     assert_eq!(c.system_reserved.cpu_millis, 0); // maps replace, not merge
@@ -238,6 +245,13 @@ fn bad_values_name_source_and_field() {
             "evictionHard.nodefs.available",
         ),
         ("clusterDNS: [10.0.0.10, dns]\n", "clusterDNS[1]"),
+        ("containerLogMaxSize: 0\n", "containerLogMaxSize"),
+        ("containerLogMaxSize: ten\n", "containerLogMaxSize"),
+        ("containerLogMaxFiles: 1\n", "containerLogMaxFiles"),
+        (
+            "containerLogMonitorInterval: 1s\n",
+            "containerLogMonitorInterval",
+        ),
         (
             "registerWithTaints: [{key: a, effect: Sometimes}]\n",
             "registerWithTaints[0]",

@@ -18,6 +18,7 @@ use smol::lock::Mutex;
 use super::error::{CriError, ErrorKind, GrpcCode};
 use super::grpc::{self, FrameDecoder, Head};
 use super::proto::*;
+use super::proto_stats::*;
 use super::proto_stream::*;
 use super::transport::{self, ConnectError, Connection};
 
@@ -91,6 +92,25 @@ rpc!(CONTAINER_STATS, "RuntimeService", "ContainerStats", true);
 rpc!(EXEC, "RuntimeService", "Exec", true);
 rpc!(ATTACH, "RuntimeService", "Attach", true);
 rpc!(PORT_FORWARD, "RuntimeService", "PortForward", true);
+rpc!(
+    LIST_CONTAINER_STATS,
+    "RuntimeService",
+    "ListContainerStats",
+    true
+);
+rpc!(
+    LIST_POD_SANDBOX_STATS,
+    "RuntimeService",
+    "ListPodSandboxStats",
+    true
+);
+// Reopening twice only opens the same (new) file again.
+rpc!(
+    REOPEN_CONTAINER_LOG,
+    "RuntimeService",
+    "ReopenContainerLog",
+    true
+);
 // Pulling an image twice only costs bandwidth; its result is the same.
 rpc!(PULL_IMAGE, "ImageService", "PullImage", true);
 rpc!(IMAGE_STATUS, "ImageService", "ImageStatus", true);
@@ -477,6 +497,53 @@ impl CriClient {
         let id = &req.pod_sandbox_id;
         self.unary(&PORT_FORWARD, id, req, self.inner.opts.call_timeout)
             .await
+    }
+
+    /// Resource usage of the containers matching `filter` (all when None).
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<ContainerStatsFilter>,
+    ) -> Result<ListContainerStatsResponse, CriError> {
+        let req = ListContainerStatsRequest { filter };
+        self.unary(
+            &LIST_CONTAINER_STATS,
+            "",
+            &req,
+            self.inner.opts.call_timeout,
+        )
+        .await
+    }
+
+    /// Resource usage of the sandboxes matching `filter` (all when None).
+    pub async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<PodSandboxStatsFilter>,
+    ) -> Result<ListPodSandboxStatsResponse, CriError> {
+        let req = ListPodSandboxStatsRequest { filter };
+        self.unary(
+            &LIST_POD_SANDBOX_STATS,
+            "",
+            &req,
+            self.inner.opts.call_timeout,
+        )
+        .await
+    }
+
+    /// Asks the runtime to reopen a container's log file (after rotation renamed it).
+    pub async fn reopen_container_log(
+        &self,
+        id: &str,
+    ) -> Result<ReopenContainerLogResponse, CriError> {
+        let req = ReopenContainerLogRequest {
+            container_id: id.to_owned(),
+        };
+        self.unary(
+            &REOPEN_CONTAINER_LOG,
+            id,
+            &req,
+            self.inner.opts.call_timeout,
+        )
+        .await
     }
 
     // ----- ImageService -----

@@ -1,7 +1,7 @@
 //! Trimmed CRI client (runtime.v1) over gRPC/h2c on a unix socket.
 //!
 //! Owns everything between the agent and containerd's CRI plugin: the message types
-//! ([`proto`]), sans-I/O gRPC framing and status handling ([`grpc`]), the smol-to-h2 socket
+//! ([`proto`], [`proto_stats`]), sans-I/O gRPC framing and status handling ([`grpc`]), the smol-to-h2 socket
 //! adapter ([`transport`]) and the client with deadlines and reconnects ([`client`]).
 //! It must not decide *what* to run (that is `reconcile`), interpret Kubernetes objects, or
 //! retry with back-off on its own beyond re-sending a request that provably never arrived.
@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod proto;
 pub mod proto_stream;
+pub mod proto_stats;
 pub mod transport;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod env;
 pub mod executor;
 pub mod housekeeping;
 pub mod imagegc;
+pub mod logrotate;
 pub mod probe;
 pub mod spec;
 pub mod termination;

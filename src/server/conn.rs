@@ -16,6 +16,8 @@ pub struct TlsConn {
     tcp: Async<TcpStream>,
     tls: ServerConnection,
     eof: bool,
+    /// The status code of the last response head written (for the server's counters).
+    status: Option<u16>,
 }
 
 impl TlsConn {
@@ -26,6 +28,7 @@ impl TlsConn {
             tcp,
             tls,
             eof: false,
+            status: None,
         })
     }
 
@@ -95,6 +98,13 @@ impl TlsConn {
 
     /// Writes all of `data` and flushes it to the socket.
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Some(code) = data
+            .strip_prefix(b"HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok())
+        {
+            self.status = Some(code);
+        }
         // In record-sized steps, flushed each time: rustls' plaintext buffer is bounded.
         for chunk in data.chunks(16 * 1024) {
             self.tls.writer().write_all(chunk)?;
@@ -108,6 +118,11 @@ impl TlsConn {
         self.tls
             .process_new_packets()
             .map_or(0, |s| s.plaintext_bytes_to_read())
+    }
+
+    /// The status code of the response written since the last call, if any.
+    pub fn take_status(&mut self) -> Option<u16> {
+        self.status.take()
     }
 
     /// Waits until the socket has bytes (or an end) to read; cancel-safe.

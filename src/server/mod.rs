@@ -6,7 +6,9 @@
 //! (request targets), `authn`/`authz` (who and whether, sans-I/O), `cache`, `routes`, `logs`
 //! (CRI log format and options, sans-I/O), `logstream` (log files), `stream` (exec, attach
 //! and port-forward relayed to the runtime's streaming server), `view` (what the server
-//! may read of the agent), `healthz` (the plain local health port). The server never changes pods: it reads the [`NodeView`] the agent
+//! may read of the agent), `healthz` (the plain local health port), `stats` and `sampler`
+//! (`/stats/summary`), `metrics` (`/metrics/resource`, `/metrics`). The server never changes
+//! pods: it reads the [`NodeView`] the agent
 //! publishes and asks the API server about users with the node's own credentials.
 
 pub mod authn;
@@ -17,8 +19,11 @@ pub mod healthz;
 pub mod http;
 pub mod logs;
 pub mod logstream;
+pub mod metrics;
 pub mod path;
 pub mod routes;
+pub mod sampler;
+pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod view;
@@ -35,6 +40,7 @@ use smol::Async;
 
 use crate::api::client::{Client, ClientConfig};
 use crate::config::{AgentConfig, AuthorizationMode};
+use crate::cri::{CriClient, CriOptions};
 use authn::{Authn, AuthnPolicy, PeerCert, TokenCache, User};
 use authz::DecisionCache;
 use conn::TlsConn;
@@ -47,6 +53,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Connections served at once (log followers included); more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Bound of each runtime call a stats request makes (a scrape must not hang on the runtime).
+pub const STATS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -90,6 +98,16 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// exec/attach/port-forward: the runtime to ask and the bound of streams.
     pub streams: stream::StreamSettings,
+    /// Where resource stats come from (None: `/stats` and `/metrics/resource` answer 503).
+    pub stats: Option<StatsSettings>,
+}
+
+/// The runtime endpoint and places the stats routes read.
+#[derive(Debug, Clone)]
+pub struct StatsSettings {
+    /// The CRI endpoint (`containerRuntimeEndpoint`), asked only for stats.
+    pub runtime_endpoint: String,
+    pub sources: stats::Sources,
 }
 
 impl Settings {
@@ -129,6 +147,17 @@ impl Settings {
                 timeout: cfg.runtime_request_timeout,
                 ..stream::StreamSettings::default()
             },
+            stats: Some(StatsSettings {
+                runtime_endpoint: cfg.container_runtime_endpoint.clone(),
+                sources: stats::Sources {
+                    node_name: node_name.to_string(),
+                    root_dir: cfg.root_dir.clone(),
+                    pod_logs_dir: cfg.pod_logs_dir.clone(),
+                    cgroup_fs: PathBuf::from("/sys/fs/cgroup"),
+                    cgroup_root: cfg.cgroup_root.clone(),
+                    proc_dir: PathBuf::from("/proc"),
+                },
+            }),
         }))
     }
 }
@@ -144,6 +173,10 @@ struct State {
     client: Mutex<Option<(u64, Client)>>,
     slots: Arc<Semaphore>,
     streams: stream::Streams,
+    /// The runtime client for stats, with its sources.
+    stats: Option<(CriClient, stats::Sources)>,
+    sampler: Mutex<sampler::Sampler>,
+    counters: metrics::Counters,
 }
 
 /// The running server; it stops when dropped.
@@ -196,6 +229,18 @@ pub fn start_with(
         .local_addr()
         .map_err(|e| ServerError::Listen(e.to_string()))?;
     let listener = Async::new(listener).map_err(|e| ServerError::Listen(e.to_string()))?;
+    let stats = match &settings.stats {
+        Some(s) => {
+            let opts = CriOptions {
+                call_timeout: STATS_CALL_TIMEOUT,
+                ..CriOptions::default()
+            };
+            let cri = CriClient::new(&s.runtime_endpoint, opts)
+                .map_err(|e| ServerError::Listen(format!("stats runtime client: {e}")))?;
+            Some((cri, s.sources.clone()))
+        }
+        None => None,
+    };
     log::info!(
         "kubelet API on https://{addr} (certificate {}, client CA {}, anonymous {}, authorization {:?})",
         pair.source,
@@ -220,6 +265,9 @@ pub fn start_with(
         client_auth,
         view,
         client: Mutex::new(None),
+        stats,
+        sampler: Mutex::new(sampler::Sampler::default()),
+        counters: metrics::Counters::default(),
     });
     let task = smol::spawn(async move {
         loop {
@@ -279,7 +327,11 @@ async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
                 break;
             }
         };
-        match handle(state, &mut conn, &head, &peer, &buf).await {
+        let answer = handle(state, &mut conn, &head, &peer, &buf).await;
+        if let Some(code) = conn.take_status() {
+            state.counters.response(code);
+        }
+        match answer {
             Ok(true) => continue,
             _ => break,
         }
@@ -356,14 +408,67 @@ async fn handle(
             .await?;
         return Ok(false);
     }
-    routes::route(
-        conn,
-        &target,
-        &state.view,
-        &state.settings.pod_logs_dir,
-        keep,
-    )
-    .await
+    let segs: Vec<&str> = target.segments.iter().map(String::as_str).collect();
+    match segs.as_slice() {
+        ["stats", "summary"] => resource_stats(state, conn, true, keep).await,
+        ["metrics", "resource"] => resource_stats(state, conn, false, keep).await,
+        ["metrics"] => {
+            let body = metrics::own(&state.view, &state.counters);
+            conn.write_all(&http::response(
+                200,
+                metrics::CONTENT_TYPE,
+                body.as_bytes(),
+                keep,
+            ))
+            .await?;
+            Ok(keep)
+        }
+        _ => {
+            routes::route(
+                conn,
+                &target,
+                &state.view,
+                &state.settings.pod_logs_dir,
+                keep,
+            )
+            .await
+        }
+    }
+}
+
+/// `/stats/summary` (JSON) or `/metrics/resource` (Prometheus text) from one collection.
+async fn resource_stats(
+    state: &State,
+    conn: &mut TlsConn,
+    summary_json: bool,
+    keep: bool,
+) -> std::io::Result<bool> {
+    let Some((cri, sources)) = &state.stats else {
+        conn.write_all(&http::text(503, "stats are not available", keep))
+            .await?;
+        return Ok(keep);
+    };
+    let t0 = Instant::now();
+    let (readings, problems) = stats::collect(sources, &state.view, cri).await;
+    let failed = !problems.0.is_empty();
+    state.counters.collected(t0.elapsed(), failed);
+    if failed {
+        log::debug!("kubelet API: stats: {}", problems.0.join("; "));
+    }
+    let summary = {
+        let mut sampler = state.sampler.lock().unwrap_or_else(|p| p.into_inner());
+        stats::build(&readings, &mut sampler)
+    };
+    let (ctype, body) = if summary_json {
+        let body = serde_json::to_vec(&summary).unwrap_or_default();
+        ("application/json", body)
+    } else {
+        let body = metrics::resource(&summary, failed).into_bytes();
+        (metrics::CONTENT_TYPE, body)
+    };
+    conn.write_all(&http::response(200, ctype, &body, keep))
+        .await?;
+    Ok(keep)
 }
 
 /// The API client for reviews, built from the node's credentials once they exist.

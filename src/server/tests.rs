@@ -54,6 +54,7 @@ fn settings(anonymous: bool, logs: &std::path::Path) -> Settings {
         header_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(5),
         streams: stream::StreamSettings::default(),
+        stats: None,
     }
 }
 

@@ -137,6 +137,7 @@ fn admin_kubeconfig(c: &RealCluster, dir: &Path) -> PathBuf {
     path
 }
 
+/// The real kubectl with a kubeconfig and a namespace.
 pub struct Kubectl {
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
@@ -144,7 +145,6 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
-    /// kubectl against the test cluster as admin, in the test namespace (stdin: null).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--kubeconfig")
@@ -183,24 +183,20 @@ const SCRIPT: &str = "trap 'exit 0' TERM; \
     while [ ! -e /out/go ]; do sleep 0.2; done; echo after-follow; \
     while [ ! -e /out/exit ]; do sleep 0.2; done; exit 3";
 
-/// A joined node serving the kubelet API as the API server reaches it, and the admin's kubectl.
-/// Fields drop in order: the failure dump reads the agent's files before the agent goes.
-pub struct ServedNode<'c> {
-    pub dump: OnFailure<'c>,
-    pub a: Agent,
-    /// The kubelet API port (HTTPS) and the plain healthz port, both on 127.0.0.1.
+/// The agent's kubelet API as the API server reaches it (see the module docs).
+pub struct ServedApi {
+    /// The kubelet API port (loopback).
     pub port: u16,
+    /// The plain /healthz port.
     pub healthz_port: u16,
+    /// The agent's namespace for test objects (created).
     pub ns: String,
-    pub k: Kubectl,
 }
 
-/// Starts an agent named after the host, with the kubelet API on a free loopback port (serving
-/// certificate from the test CA, client CA = the test CA), joins it and waits until the Node
-/// advertises that port.
-pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c> {
-    let kubectl_bin = kubectl_bin();
-    let mut a = Agent::new(bed, c, tag);
+/// Configures `a` to serve its kubelet API for the real API server (serving certificate from
+/// the test CA for the host name, client CA), joins it, and waits until the Node advertises
+/// the port.
+pub fn serve_kubelet_api(c: &RealCluster, a: &mut Agent) -> ServedApi {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -224,7 +220,6 @@ pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c
     // The node is named after the host: a Node's Hostname address is its name (the kubelet
     // reports the --hostname-override), and that is the address the API server dials here.
     a.node = host.clone();
-    let dump = OnFailure::new(c, &a);
     let (cert, key) = serving_cert(c, &a.dir, &host, &a.node);
     let healthz_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -241,7 +236,7 @@ pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c
     std::fs::write(&a.config, cfg).unwrap();
     let ns = a.namespace();
     c.ensure_namespace(&ns).unwrap();
-    let node = join(c, &mut a);
+    let node = join(c, a);
     // The Node advertises the port actually served.
     let node = poll(LIMIT, || {
         let n = c.get_opt(&format!("/api/v1/nodes/{}", a.node))?;
@@ -257,11 +252,47 @@ pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c
         "{}",
         node["status"]["addresses"]
     );
-    let k = Kubectl {
-        bin: kubectl_bin,
+    ServedApi {
+        port,
+        healthz_port,
+        ns,
+    }
+}
+
+/// The real kubectl as the cluster admin, in namespace `ns`.
+pub fn admin_kubectl(c: &RealCluster, a: &Agent, ns: &str) -> Kubectl {
+    Kubectl {
+        bin: kubectl_bin(),
         kubeconfig: admin_kubeconfig(c, &a.dir),
-        ns: ns.clone(),
-    };
+        ns: ns.to_string(),
+    }
+}
+
+/// A joined node serving the kubelet API as the API server reaches it, and the admin's kubectl.
+/// Fields drop in order: the failure dump reads the agent's files before the agent goes.
+pub struct ServedNode<'c> {
+    pub dump: OnFailure<'c>,
+    pub a: Agent,
+    /// The kubelet API port (HTTPS) and the plain healthz port, both on 127.0.0.1.
+    pub port: u16,
+    pub healthz_port: u16,
+    pub ns: String,
+    pub k: Kubectl,
+}
+
+/// Starts an agent named after the host with the kubelet API served (see [`serve_kubelet_api`])
+/// and the admin's kubectl in its namespace.
+pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c> {
+    // Fail first, clearly, when the client is missing.
+    kubectl_bin();
+    let mut a = Agent::new(bed, c, tag);
+    let dump = OnFailure::new(c, &a);
+    let ServedApi {
+        port,
+        healthz_port,
+        ns,
+    } = serve_kubelet_api(c, &mut a);
+    let k = admin_kubectl(c, &a, &ns);
     ServedNode {
         dump,
         a,
@@ -273,9 +304,15 @@ pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c
 }
 
 pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
-    let node = served_node(c, bed, "kubeapi");
-    let (a, k, ns) = (&node.a, &node.k, node.ns.clone());
-    let (port, healthz_port) = (node.port, node.healthz_port);
+    // Fail first, clearly, when the client is missing.
+    kubectl_bin();
+    let mut a = Agent::new(bed, c, "kubeapi");
+    let _dump = OnFailure::new(c, &a);
+    let ServedApi {
+        port,
+        healthz_port,
+        ns,
+    } = serve_kubelet_api(c, &mut a);
 
     let out_dir = a.out.join("talker");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -298,6 +335,7 @@ pub fn kubectl_logs_and_node_auth(c: &RealCluster, bed: Bed) {
         .unwrap();
     wait_ready(c, &ns, "talker");
 
+    let k = admin_kubectl(c, &a, &ns);
     // Plain: both streams, in the order written.
     let plain = poll(LIMIT, || {
         let (ok, out, _) = k.run(&["logs", "talker"]);
