@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod cri;
+pub mod doctor;
 pub mod k8s;
 pub mod logging;
 pub mod manifest;

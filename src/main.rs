@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Status(flags) => tinylet::agent::status_main(flags),
         Command::Proxy(args) => tinylet::proxy::cmd::proxy_main(&args),
         Command::Ipvs(args) => tinylet::proxy::cmd::ipvs_main(&args),
+        Command::Doctor(flags) => tinylet::doctor::doctor_main(*flags),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

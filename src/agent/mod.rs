@@ -47,7 +47,8 @@ impl std::fmt::Display for AgentError {
 
 impl std::error::Error for AgentError {}
 
-fn overrides(f: &RunFlags) -> FlagOverrides {
+/// The configuration layers' view of run's flags (doctor resolves the same configuration).
+pub(crate) fn overrides(f: &RunFlags) -> FlagOverrides {
     let path = |s: &Option<String>| s.as_ref().map(PathBuf::from);
     FlagOverrides {
         root_dir: path(&f.root_dir),
