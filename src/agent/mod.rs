@@ -5,6 +5,7 @@ pub mod apipods;
 pub mod apivolumes;
 pub mod eventcorrelator;
 pub mod kubelet;
+pub mod notify;
 pub mod once;
 pub mod podevents;
 pub mod podstatus;
