@@ -49,6 +49,7 @@ esac
 deb=cross/deb
 stage=$(mktemp -d "${TMPDIR:-/tmp}/tinylet-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
+chmod 0755 "$stage"
 put() { # put MODE SRC DEST
     install -D -m "$1" "$2" "$stage/$3"
 }
