@@ -38,6 +38,10 @@ fn main() {
     let dirty = commit != "unknown" && git(&status).is_some();
     let suffix = if dirty { "-dirty" } else { "" };
     println!("cargo:rustc-env=TINYLET_GIT_COMMIT={commit}{suffix}");
+    // The commit's year: `tinylet doctor` calls a clock earlier than the code it runs wrong.
+    // Taken from the commit (not the build machine's clock) so a rebuild gives the same binary.
+    let year = git(&["log", "-1", "--format=%cd", "--date=format:%Y"]).unwrap_or_default();
+    println!("cargo:rustc-env=TINYLET_BUILD_YEAR={year}");
 
     // Only existing files are watched: cargo reruns a script on every build while a watched
     // path is missing. A commit on a branch whose ref lives only in packed-refs creates the

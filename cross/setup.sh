@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what cross builds and emulated tests need: Debian's cross gcc (the linkers, and the C
-# compilers ring needs), qemu-user, and the rustup targets. Idempotent; run as root.
+# compilers ring needs), qemu-user, lintian (checks the packages), and the rustup targets.
+# Idempotent; run as root.
 set -euo pipefail
-pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"
+pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static lintian"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 # apt-get as tests/bed/lib.sh runs it: non-interactive, quiet, its output shown only on failure.

@@ -31,6 +31,8 @@ pub enum Command {
     Ipvs(Vec<String>),
     /// `tinylet nft ...`: show our nf_tables tables; parsed by the proxy module.
     Nft(Vec<String>),
+    /// `tinylet doctor`: preflight checks of the device for the configuration `run` would use.
+    Doctor(Box<DoctorFlags>),
     /// `tinylet --version`.
     Version,
     /// `--help` of the binary or of one command: the text to print.
@@ -46,6 +48,8 @@ pub enum Topic {
     Run,
     /// `tinylet status --help`.
     Status,
+    /// `tinylet doctor --help`.
+    Doctor,
 }
 
 /// Flags of `tinylet run`; `None` means "not given": the config file or board profile decides.
@@ -101,6 +105,14 @@ pub struct StatusFlags {
     pub json: bool,
 }
 
+/// Flags of `tinylet doctor`: run's configuration flags (so it checks what that run would
+/// need) and `--json`; run's `--once` and `--once-timeout` are not accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoctorFlags {
+    pub run: RunFlags,
+    pub json: bool,
+}
+
 /// A command line that could not be understood, and the help that lists the right flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError {
@@ -122,6 +134,7 @@ impl fmt::Display for CliError {
             Topic::Main => "tinylet --help",
             Topic::Run => "tinylet run --help",
             Topic::Status => "tinylet status --help",
+            Topic::Doctor => "tinylet doctor --help",
         };
         write!(f, "{} (see `{help}`)", self.message)
     }
@@ -138,6 +151,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     match first.as_str() {
         "run" => parse_run(rest),
         "status" => parse_status(rest),
+        "doctor" => parse_doctor(rest),
         "proxy" => Ok(Command::Proxy(rest.to_vec())),
         "ipvs" => Ok(Command::Ipvs(rest.to_vec())),
         "nft" => Ok(Command::Nft(rest.to_vec())),
@@ -147,18 +161,23 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             None => Ok(Command::Help(Topic::Main)),
             Some("run") => Ok(Command::Help(Topic::Run)),
             Some("status") => Ok(Command::Help(Topic::Status)),
+            Some("doctor") => Ok(Command::Help(Topic::Doctor)),
             Some("proxy") => Ok(Command::Proxy(vec!["--help".into()])),
             Some("ipvs") => Ok(Command::Ipvs(vec!["--help".into()])),
             Some("nft") => Ok(Command::Nft(vec!["--help".into()])),
             Some(other) => Err(CliError::new(
                 Topic::Main,
-                format!("no help for {other:?}: the commands are run, status, proxy, ipvs and nft"),
+                format!(
+                    "no help for {other:?}: the commands are run, status, doctor, proxy, ipvs and nft"
+                ),
             )),
         },
         s if s.starts_with('-') => parse_run(args),
         other => Err(CliError::new(
             Topic::Main,
-            format!("unknown command {other:?}: the commands are run, status, proxy, ipvs and nft"),
+            format!(
+                "unknown command {other:?}: the commands are run, status, doctor, proxy, ipvs and nft"
+            ),
         )),
     }
 }
@@ -224,8 +243,31 @@ impl<'a> Flags<'a> {
 }
 
 fn parse_run(args: &[String]) -> Result<Command, CliError> {
+    Ok(match run_flags(args, Topic::Run)? {
+        Some(f) => Command::Run(Box::new(f)),
+        None => Command::Help(Topic::Run),
+    })
+}
+
+/// Doctor takes run's flags, minus the ones that only steer a run.
+fn parse_doctor(args: &[String]) -> Result<Command, CliError> {
+    let Some(mut run) = run_flags(args, Topic::Doctor)? else {
+        return Ok(Command::Help(Topic::Doctor));
+    };
+    if run.once || run.once_timeout.is_some() {
+        return Err(CliError::new(
+            Topic::Doctor,
+            "--once and --once-timeout are run's flags, not doctor's".into(),
+        ));
+    }
+    let json = std::mem::take(&mut run.json);
+    Ok(Command::Doctor(Box::new(DoctorFlags { run, json })))
+}
+
+/// Run's flags (`None` when help was asked for); `topic` names the command in errors.
+fn run_flags(args: &[String], topic: Topic) -> Result<Option<RunFlags>, CliError> {
     let mut f = RunFlags::default();
-    let mut it = Flags::new(args, Topic::Run);
+    let mut it = Flags::new(args, topic);
     while let Some((name, inline)) = it.next_flag()? {
         let slot = match name.as_str() {
             "config" => &mut f.config,
@@ -292,12 +334,19 @@ fn parse_run(args: &[String]) -> Result<Command, CliError> {
                 f.verbosity = Some(n);
                 continue;
             }
-            "help" | "h" => return Ok(Command::Help(Topic::Run)),
-            _ => return Err(it.error(format!("unknown flag --{name} for run"))),
+            "help" | "h" => return Ok(None),
+            _ => {
+                let command = if topic == Topic::Doctor {
+                    "doctor"
+                } else {
+                    "run"
+                };
+                return Err(it.error(format!("unknown flag --{name} for {command}")));
+            }
         };
         *slot = Some(it.value(&name, inline)?);
     }
-    Ok(Command::Run(Box::new(f)))
+    Ok(Some(f))
 }
 
 fn parse_status(args: &[String]) -> Result<Command, CliError> {
@@ -321,6 +370,7 @@ pub fn help(topic: Topic) -> String {
         Topic::Main => MAIN_HELP.to_string(),
         Topic::Run => run_help(),
         Topic::Status => status_help(),
+        Topic::Doctor => DOCTOR_HELP.to_string(),
     }
 }
 
@@ -330,6 +380,7 @@ tinylet: a small Kubernetes node agent (kubelet + kube-proxy) for edge and ARM d
 usage:
     tinylet [run] [FLAGS]      run the node agent: static pods, and API pods with a kubeconfig
     tinylet status [FLAGS]     show a running agent's desired vs actual pods
+    tinylet doctor [FLAGS]     check that this device can run the agent as configured
     tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS mode)
     tinylet ipvs list|flush    show or clear the kernel's IPVS table
     tinylet nft list           show our kube-proxy nf_tables tables
@@ -441,6 +492,30 @@ fn wrap(words: &[&str], width: usize) -> Vec<String> {
     }
     lines
 }
+
+const DOCTOR_HELP: &str = "\
+usage: tinylet doctor [RUN FLAGS] [--json]
+
+Checks that this device can run `tinylet run` with the same flags: the kernel (version,
+namespaces, cgroup controllers, overlayfs, veth/bridge for CNI, IPVS modules with
+--proxy-mode ipvs), containerd over CRI (reachable, ready, cgroup driver, sandbox image,
+stream server), the CNI config, the clock, free space and inodes on the root dir and the
+image file system, memory against the board's reservations, the API server with the
+kubeconfig (skipped on a standalone node) and the node name. Each check says ok, warn or
+FAIL, and how to fix it. Doctor only reads: it changes nothing on the device.
+
+flags:
+    every flag of `tinylet run` except --once and --once-timeout (see `tinylet run --help`),
+    most usefully --config, --board, --root-dir, --container-runtime-endpoint,
+    --kubeconfig, --bootstrap-kubeconfig, --proxy-mode and --hostname-override
+    --json                 one JSON document (checks, summary, ready) for fleet tooling
+    -h, --help             this help
+
+exit codes:
+    0  the node can run pods (warnings allowed)
+    1  a check failed: the node cannot run pods as configured
+    2  the command line is wrong
+";
 
 fn status_help() -> String {
     let d = AgentConfig::default();
@@ -662,6 +737,48 @@ mod tests {
         };
         assert!(s.json);
         assert_eq!(s.root_dir.as_deref(), Some("/r"));
+    }
+
+    #[test]
+    fn doctor_takes_runs_configuration_flags() {
+        let Command::Doctor(d) = parse(&args(
+            "doctor --config /etc/tinylet/config.yaml --board raspberry-pi-4 --proxy-mode ipvs \
+             --kubeconfig /k --root-dir=/data --container-runtime-endpoint unix:///c.sock --json",
+        ))
+        .unwrap() else {
+            panic!("not doctor");
+        };
+        assert!(d.json);
+        assert!(
+            !d.run.json,
+            "--json is doctor's own, not handed to run's flags"
+        );
+        assert_eq!(d.run.config.as_deref(), Some("/etc/tinylet/config.yaml"));
+        assert_eq!(d.run.board.as_deref(), Some("raspberry-pi-4"));
+        assert_eq!(d.run.proxy_mode.as_deref(), Some("ipvs"));
+        assert_eq!(d.run.kubeconfig.as_deref(), Some("/k"));
+        assert_eq!(d.run.root_dir.as_deref(), Some("/data"));
+        assert_eq!(
+            d.run.container_runtime_endpoint.as_deref(),
+            Some("unix:///c.sock")
+        );
+        for (line, topic) in [
+            ("doctor --help", Topic::Doctor),
+            ("doctor -h", Topic::Doctor),
+            ("help doctor", Topic::Doctor),
+        ] {
+            assert_eq!(parse(&args(line)).unwrap(), Command::Help(topic), "{line}");
+        }
+        for bad in ["doctor --once", "doctor --once-timeout 5s", "doctor --nope"] {
+            let e = parse(&args(bad)).unwrap_err();
+            assert_eq!(e.topic, Topic::Doctor, "{bad}");
+            assert!(e.to_string().contains("tinylet doctor --help"), "{e}");
+        }
+        let h = help(Topic::Doctor);
+        for s in ["--json", "--config", "--board", "exit codes", "cgroup"] {
+            assert!(h.contains(s), "doctor help lacks {s}:\n{h}");
+        }
+        assert!(help(Topic::Main).contains("tinylet doctor"));
     }
 
     #[test]

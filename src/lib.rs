@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod cri;
 pub mod csi;
+pub mod doctor;
 pub mod k8s;
 pub mod logging;
 pub mod manifest;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => tinylet::proxy::cmd::proxy_main(&args),
         Command::Ipvs(args) => tinylet::proxy::cmd::ipvs_main(&args),
         Command::Nft(args) => tinylet::proxy::nft::cmd::nft_main(&args),
+        Command::Doctor(flags) => tinylet::doctor::doctor_main(*flags),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

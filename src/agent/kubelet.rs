@@ -182,6 +182,8 @@ pub async fn run(
     };
 
     let signals = Signals::new()?;
+    let mut notifier = super::notify::Notifier::from_env(Instant::now());
+    notifier.status("waiting for the container runtime");
     let once_deadline = started + opts.once_timeout;
     let endpoint = &cfg.container_runtime_endpoint;
     let bound = opts.once.then_some(once_deadline);
@@ -199,6 +201,12 @@ pub async fn run(
     if let Err(e) = crate::csi::watcher::start(&cfg.root_dir, &node_name) {
         log::warn!("CSI plugin registration not watched: {e}");
     }
+    // Ready as soon as the agent serves (runtime answered, status socket and API up), not once
+    // the static pods run: a pod whose image cannot be pulled must not get the agent restarted.
+    notifier.ready(&format!(
+        "serving; starting {} static pod(s)",
+        static_pods.len()
+    ));
 
     let mut engine = Engine::new(EngineConfig::default());
     let mut manifest_errors: Vec<String> = Vec::new();
@@ -336,6 +344,10 @@ pub async fn run(
         if !boot_logged && boot_complete(manifests_seen, &pods, static_pods.len()) {
             boot_logged = true;
             next_image_gc = next_image_gc.min(now);
+            notifier.status(&format!(
+                "booted: {} static pod(s) started",
+                static_pods.len()
+            ));
             log::info!(
                 "boot: all {} static pod(s) have their containers started, {} ms after start",
                 static_pods.len(),
@@ -420,6 +432,10 @@ pub async fn run(
         if opts.once {
             wake_at = wake_at.min(once_deadline);
         }
+        notifier.tick(Instant::now());
+        if let Some(ping) = notifier.next_ping() {
+            wake_at = wake_at.min(ping);
+        }
         let timer = async {
             smol::Timer::at(wake_at).await;
             Wake::Tick
@@ -445,6 +461,7 @@ pub async fn run(
         woke = Instant::now();
         match wake {
             Wake::Signal => {
+                notifier.stopping();
                 if let Some(a) = api.as_mut() {
                     a.store_pending(&mut store);
                 }

@@ -5,6 +5,7 @@ pub mod apipods;
 pub mod apivolumes;
 pub mod eventcorrelator;
 pub mod kubelet;
+pub mod notify;
 pub mod once;
 pub mod podevents;
 pub mod podstatus;
@@ -47,7 +48,8 @@ impl std::fmt::Display for AgentError {
 
 impl std::error::Error for AgentError {}
 
-fn overrides(f: &RunFlags) -> FlagOverrides {
+/// The configuration layers' view of run's flags (doctor resolves the same configuration).
+pub(crate) fn overrides(f: &RunFlags) -> FlagOverrides {
     let path = |s: &Option<String>| s.as_ref().map(PathBuf::from);
     FlagOverrides {
         root_dir: path(&f.root_dir),
