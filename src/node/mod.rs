@@ -383,6 +383,10 @@ pub fn start_with(opts: NodeOptions, creds: Credentials) -> Result<NodeHandle, N
     })
 }
 
+/// Longest sleep of the node loop while the link is down: how soon it notices that another
+/// client of the link got through.
+const LINK_CHECK: Duration = Duration::from_millis(250);
+
 /// The node thread's state.
 struct Worker {
     opts: NodeOptions,
@@ -430,8 +434,31 @@ impl Worker {
     fn failed(&mut self, what: &str, e: &NodeError, retry_after: Option<Duration>) -> Instant {
         let now = Instant::now();
         let delay = self.backoff.on_failure(now, retry_after, &mut self.rng);
+        let first = self.backoff.failures() <= 1;
+        self.report_failure(what, e, delay, first);
+        now + delay
+    }
+
+    /// A failed Lease write, or a failed status report that makes the next Lease write probe
+    /// the link: retried on the Lease's own short schedule, never on the long shared back-off
+    /// (a renewal waiting 30 s after one reset would let a 40 s Lease lapse on a working link).
+    fn lease_failed(&mut self, what: &str, e: ApiError) {
+        let now = Instant::now();
+        let ra = e.retry_after;
+        let at = self
+            .hb
+            .renew_failed_jittered(now, self.opts.backoff.initial, ra, &mut self.rng);
+        let first = self.hb.renew_failures() <= 1;
+        self.report_failure(what, &NodeError::Api(e), at - now, first);
+        self.link_down = true;
+        // The node controller may mark conditions Unknown meanwhile: send them all when the
+        // link is back.
+        self.status_synced = false;
+    }
+
+    fn report_failure(&self, what: &str, e: &NodeError, delay: Duration, first: bool) {
         let msg = format!("{what}: {e}");
-        if self.backoff.failures() <= 1 {
+        if first {
             log::warn!(
                 "node {}: {msg}; retrying in {} ms",
                 self.name(),
@@ -448,7 +475,6 @@ impl Worker {
             s.failures += 1;
             s.last_error = Some(msg);
         });
-        now + delay
     }
 
     fn fatal(&self, msg: String) {
@@ -466,6 +492,7 @@ impl Worker {
         };
         *lock(&self.shared.cluster) = Some(cluster.clone());
         self.shared.wake.notify_all();
+        let mut link = client.link_health().cursor();
         let mut rotate_at = agent_cfg
             .as_ref()
             .and_then(|_| self.rotation_deadline(&cluster));
@@ -475,6 +502,11 @@ impl Worker {
         loop {
             if self.shared.stopped() {
                 return;
+            }
+            if link.recovered(client.link_health().generation()) && self.link_down {
+                // Another client of the link (the pod watch) got through first.
+                let first = self.opts.backoff.initial;
+                self.hb.renew_soon(Instant::now(), first, &mut self.rng);
             }
             self.tick(&client);
             if let (Some(at), Some(cfg)) = (rotate_at, agent_cfg.as_deref()) {
@@ -491,7 +523,12 @@ impl Worker {
                     };
                 }
             }
-            let wake = self.hb.next_wake(Instant::now());
+            let now = Instant::now();
+            let mut wake = self.hb.next_wake(now);
+            if self.link_down {
+                // Look at the shared link signal now and then while renewals fail.
+                wake = wake.min(now + LINK_CHECK);
+            }
             if self.shared.sleep_until(wake) {
                 return;
             }
@@ -657,15 +694,7 @@ impl Worker {
                         s.last_error = None;
                     });
                 }
-                Err(e) => {
-                    let ra = e.retry_after;
-                    let at = self.failed("renewing the Lease", &NodeError::Api(e), ra);
-                    self.hb.renew_retry_at(at);
-                    self.link_down = true;
-                    // The node controller may mark conditions Unknown meanwhile: send them all
-                    // when the link is back.
-                    self.status_synced = false;
-                }
+                Err(e) => self.lease_failed("renewing the Lease", e),
             }
         }
         let now = Instant::now();
@@ -694,14 +723,8 @@ impl Worker {
                 self.diff_reports = if diff { self.diff_reports + 1 } else { 0 };
                 self.shared.update(|s| s.status_reports += 1);
             }
-            Err(e) => {
-                let ra = e.retry_after;
-                let at = self.failed("reporting node status", &NodeError::Api(e), ra);
-                // Probe the link with the next lease write rather than retrying the patch.
-                self.hb.renew_retry_at(at);
-                self.link_down = true;
-                self.status_synced = false;
-            }
+            // Probe the link with the next lease write rather than retrying the patch.
+            Err(e) => self.lease_failed("reporting node status", e),
         }
     }
 
