@@ -67,6 +67,14 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The wall clock is before the certificates' `notBefore` (a device without a real-time
+    /// clock that has not synced its time yet).
+    ClockBehind {
+        /// The wall clock when it was seen.
+        now: SystemTime,
+        /// The latest `notBefore` in the future.
+        not_before: SystemTime,
+    },
     /// Stopped while waiting.
     Stopped,
     /// The node thread could not be started.
@@ -91,6 +99,9 @@ impl fmt::Display for NodeError {
             NodeError::Crypto(m) => write!(f, "client key: {m}"),
             NodeError::Io { op, path, source } => {
                 write!(f, "{op} {}: {source}", path.display())
+            }
+            NodeError::ClockBehind { now, not_before } => {
+                f.write_str(&bootstrap::clock_behind_message(*now, Some(*not_before)))
             }
             NodeError::Stopped => write!(f, "stopped"),
             NodeError::Thread(e) => write!(f, "starting the node thread: {e}"),
@@ -383,6 +394,9 @@ pub fn start_with(opts: NodeOptions, creds: Credentials) -> Result<NodeHandle, N
     })
 }
 
+/// Longest local wait for the clock to catch up with the certificates before trying again.
+const CLOCK_WAIT_MAX: Duration = Duration::from_secs(300);
+
 /// Longest sleep of the node loop while the link is down: how soon it notices that another
 /// client of the link got through.
 const LINK_CHECK: Duration = Duration::from_millis(250);
@@ -457,7 +471,14 @@ impl Worker {
     }
 
     fn report_failure(&self, what: &str, e: &NodeError, delay: Duration, first: bool) {
-        let msg = format!("{what}: {e}");
+        let mut msg = format!("{what}: {e}");
+        if bootstrap::is_not_yet_valid_error(&msg) {
+            // The server's certificate is from the future as far as this device knows.
+            msg = format!(
+                "{what}: {}",
+                bootstrap::clock_behind_message(SystemTime::now(), None)
+            );
+        }
         if first {
             log::warn!(
                 "node {}: {msg}; retrying in {} ms",
@@ -496,6 +517,13 @@ impl Worker {
         let mut rotate_at = agent_cfg
             .as_ref()
             .and_then(|_| self.rotation_deadline(&cluster));
+        let mut rotate_retry: Option<Instant> = None;
+        // No TLS handshake can succeed while the clock is behind the cluster's certificates.
+        while let Some(nb) = bootstrap::clock_behind(&cluster, SystemTime::now()) {
+            if self.wait_for_clock(SystemTime::now(), nb) {
+                return;
+            }
+        }
         if !self.register(&client) {
             return;
         }
@@ -509,8 +537,9 @@ impl Worker {
                 self.hb.renew_soon(Instant::now(), first, &mut self.rng);
             }
             self.tick(&client);
+            let retry_due = rotate_retry.is_none_or(|t| Instant::now() >= t);
             if let (Some(at), Some(cfg)) = (rotate_at, agent_cfg.as_deref()) {
-                if !self.link_down && SystemTime::now() >= at {
+                if !self.link_down && retry_due && SystemTime::now() >= at {
                     rotate_at = match self.rotate(&client, &cluster, cfg) {
                         Some((c, cl)) => {
                             client = c;
@@ -518,8 +547,12 @@ impl Worker {
                             *lock(&self.shared.cluster) = Some(cl);
                             next
                         }
-                        // Try again in a few minutes while the old certificate still works.
-                        None => Some(SystemTime::now() + Duration::from_secs(300)),
+                        // Try again in a few minutes (monotonic: a clock jump must not make
+                        // this wait decades or nothing) while the old certificate still works.
+                        None => {
+                            rotate_retry = Some(Instant::now() + Duration::from_secs(300));
+                            Some(at)
+                        }
                     };
                 }
             }
@@ -552,6 +585,11 @@ impl Worker {
                         self.fatal(e.to_string());
                         return None;
                     }
+                    Err(NodeError::ClockBehind { now, not_before }) => {
+                        if self.wait_for_clock(now, not_before) {
+                            return None;
+                        }
+                    }
                     Err(e) => {
                         let ra = match &e {
                             NodeError::Api(a) => a.retry_after,
@@ -567,9 +605,36 @@ impl Worker {
         }
     }
 
+    /// Waits, without a request, until the wall clock passes `not_before` (time sync came) or
+    /// a few minutes passed; true if stopped meanwhile. Reported once per wait, in words an
+    /// operator recognises, instead of as a stream of failed TLS handshakes.
+    fn wait_for_clock(&mut self, now: SystemTime, not_before: SystemTime) -> bool {
+        let msg = bootstrap::clock_behind_message(now, Some(not_before));
+        log::warn!("node {}: {msg}", self.name());
+        self.shared.update(|s| {
+            s.failures += 1;
+            s.last_error = Some(msg);
+        });
+        let give_up = Instant::now() + CLOCK_WAIT_MAX;
+        loop {
+            let at = Instant::now() + bootstrap::CLOCK_CHECK;
+            if self.shared.sleep_until(at.min(give_up)) {
+                return true;
+            }
+            if SystemTime::now() >= not_before || Instant::now() >= give_up {
+                if SystemTime::now() >= not_before {
+                    log::info!("node {}: system clock synced; going on", self.name());
+                }
+                return false;
+            }
+        }
+    }
+
     fn rotation_deadline(&mut self, cluster: &ClusterConfig) -> Option<SystemTime> {
+        // From the certificate alone: a clock that is behind now and jumps forward later
+        // finds the same deadline, and rotates only if the certificate really is that old.
         match bootstrap::client_cert_state(cluster, SystemTime::now()) {
-            CertState::Valid(info) | CertState::Expired(info) => {
+            CertState::Valid(info) | CertState::Expired(info) | CertState::NotYetValid(info) => {
                 Some(bootstrap::rotation_deadline(&info, &mut self.rng))
             }
             _ => None,
