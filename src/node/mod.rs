@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::backoff::{Backoff, BackoffConfig, RandomSource, XorShift64};
+use crate::api::backoff::{random_between, Backoff, BackoffConfig, RandomSource, XorShift64};
 use crate::api::client::{ACCEPT_METADATA, MERGE_PATCH, STRATEGIC_MERGE_PATCH};
 use crate::api::{ApiError, Client, ClientConfig, ClusterConfig, Kubeconfig};
 use crate::config::AgentConfig;
@@ -747,10 +747,15 @@ impl Worker {
                     self.hb.renewed(now);
                     self.backoff.on_success(now);
                     if self.link_down {
-                        // Back: report status right after this lease write, whatever changed.
+                        // Back: report status soon, whatever changed; at a jittered point of
+                        // the next status interval (the kubelet reports on its own tick, not
+                        // with the Lease), so a fleet whose link returned at once does not
+                        // send every Lease and every status in the same few seconds.
                         self.link_down = false;
                         self.hb.force_report();
-                        self.hb.compute_at(now);
+                        let spread = self.opts.cadence.status_compute;
+                        let at = now + random_between(&mut self.rng, Duration::ZERO, spread);
+                        self.hb.compute_at(at);
                         log::info!("node {}: API reachable again", self.name());
                     }
                     self.shared.update(|s| {
