@@ -5,8 +5,8 @@
 //!
 //! Each instance is the production node thread (`node::start_with`: Lease PUT every 10 s,
 //! status computed every 10 s and reported on change or every 5 min, jittered back-off while
-//! the server is away), one thread per node with its own HTTPS connection and bearer token:
-//! the closest in-process stand-in for separate devices. Host facts are fixed so that no node
+//! the server is away), one thread per node with its own HTTPS connection, bearer token and
+//! link-health signal: the closest in-process stand-in for separate devices. Host facts are fixed so that no node
 //! reports a change of its own.
 //!
 //! Run: `cargo bench --bench fleet`. Environment (all optional):
@@ -20,7 +20,7 @@ mod apiserver;
 use std::time::{Duration, Instant};
 
 use tinylet::api::backoff::BackoffConfig;
-use tinylet::api::{Auth, Bearer, ClientConfig, ClusterConfig};
+use tinylet::api::{Auth, Bearer, ClientConfig, ClusterConfig, LinkHealth};
 use tinylet::config::AgentConfig;
 use tinylet::node::bootstrap::BootstrapOptions;
 use tinylet::node::heartbeat::Cadence;
@@ -106,7 +106,12 @@ fn main() {
             settings: NodeSettings::from_config(&agent, &name, "containerd://1.6.20"),
             cadence: Cadence::default(),
             backoff: BackoffConfig::default().with_cap(cap),
-            client: ClientConfig::default(),
+            // Each simulated device has a link of its own: without this every node of the
+            // process would share one link-health signal (they talk to the same server).
+            client: ClientConfig {
+                link_health: Some(LinkHealth::new()),
+                ..ClientConfig::default()
+            },
             host: Box::new(host),
             seed: 0x5eed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             bootstrap: BootstrapOptions::default(),

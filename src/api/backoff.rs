@@ -167,6 +167,14 @@ impl Backoff {
         d
     }
 
+    /// The link came back (another client got through): forgets the failures and returns the
+    /// first, jittered, delay of a fresh back-off. The caller retries after it, or sooner if it
+    /// was due sooner anyway; the jitter keeps many devices whose link returned at once apart.
+    pub fn on_link_recovered(&mut self, now: Instant, rng: &mut dyn RandomSource) -> Duration {
+        self.reset();
+        self.on_failure(now, None, rng)
+    }
+
     /// Forgets all failures, e.g. after the configuration changed.
     pub fn reset(&mut self) {
         self.failures = 0;
@@ -264,6 +272,29 @@ mod tests {
         b.on_failure(t0, None, &mut top);
         let d = b.on_failure(t0 + Duration::from_secs(3600), None, &mut top);
         assert_eq!(d, ms(1600));
+    }
+
+    #[test]
+    fn link_recovery_restarts_from_the_first_jittered_delay() {
+        let t0 = Instant::now();
+        let mut top = Fixed(u64::MAX);
+        let mut b = Backoff::new(BackoffConfig::default());
+        for _ in 0..8 {
+            b.on_failure(t0, None, &mut top);
+        }
+        assert_eq!(b.ceiling(), ms(30_000));
+        // No sustained health needed: another client's success proved the link works.
+        assert_eq!(b.on_link_recovered(t0, &mut top), ms(800));
+        assert_eq!(b.failures(), 1);
+        assert_eq!(b.on_failure(t0, None, &mut top), ms(1600));
+        // Each client keeps its own jitter: a fleet does not come back in step.
+        let mut rng = XorShift64::new(3);
+        let delays: Vec<Duration> = (0..50)
+            .map(|_| Backoff::new(BackoffConfig::default()).on_link_recovered(t0, &mut rng))
+            .collect();
+        assert!(delays.iter().all(|d| *d <= ms(800)));
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 40, "{distinct:?}");
     }
 
     #[test]

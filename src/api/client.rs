@@ -12,7 +12,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +22,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::h2link::{self, Endpoint, Link, LinkConfig, LinkError, LinkRequest};
 use super::kubeconfig::{Bearer, ClusterConfig};
+use super::linkhealth::LinkHealth;
 use super::watch::{EventDecoder, WatchDecodeError, DEFAULT_MAX_LINE};
 use crate::k8s::coordination::parse_time;
 use crate::k8s::list::{List, WatchEvent};
@@ -68,6 +69,14 @@ pub struct ClientConfig {
     /// Carry single-object requests (get, create, replace, patch, delete) over one HTTP/2
     /// connection when the server offers `h2`; lists and watches always use HTTP/1.1.
     pub http2: bool,
+    /// The link-health signal this client reports to and reads (None: the one shared by every
+    /// client of this process talking to the same server).
+    pub link_health: Option<LinkHealth>,
+    /// PING interval on the HTTP/2 connection (zero: no PINGs): with `ping_timeout`, a
+    /// connection gone silent is noticed within their sum even when nothing else is sent.
+    pub ping_interval: Duration,
+    /// How long a PING may go unanswered before the connection is given up.
+    pub ping_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +90,11 @@ impl Default for ClientConfig {
             max_watch_line: DEFAULT_MAX_LINE,
             user_agent: concat!("tinylet/", env!("CARGO_PKG_VERSION")).to_string(),
             http2: true,
+            link_health: None,
+            // Dead within 25 s at worst (a Lease write every 10 s would also notice, at its
+            // 15 s read timeout); the PINGs cost about 40 bytes each way per interval.
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -336,6 +350,8 @@ struct Inner {
     config: ClientConfig,
     /// The HTTP/2 link for single-object requests (None: off, or not an https server).
     link: Option<Link>,
+    /// Whether the server answers, shared with the other clients of the same link.
+    health: LinkHealth,
 }
 
 /// A blocking API client; cheap to clone and share between threads.
@@ -512,17 +528,26 @@ impl Client {
                 cluster.server.trim_end_matches('/').to_string(),
             ),
         };
+        let health = config
+            .link_health
+            .clone()
+            .unwrap_or_else(|| LinkHealth::for_server(&base));
         let link = match link_tls {
-            Some(tls) if real.scheme_str() == Some("https") => Some(Link::new(
-                link_endpoint(&real, cluster.tls_server_name.as_deref())?,
-                Arc::new(tls),
-                LinkConfig {
-                    connect_timeout: config.connect_timeout,
-                    request_timeout: config.read_timeout,
-                    max_body: config.max_object.min(config.max_body),
-                    max_error_body: MAX_ERROR_BODY,
-                },
-            )),
+            Some(tls) if real.scheme_str() == Some("https") => Some(
+                Link::new(
+                    link_endpoint(&real, cluster.tls_server_name.as_deref())?,
+                    Arc::new(tls),
+                    LinkConfig {
+                        connect_timeout: config.connect_timeout,
+                        request_timeout: config.read_timeout,
+                        max_body: config.max_object.min(config.max_body),
+                        max_error_body: MAX_ERROR_BODY,
+                        ping_interval: config.ping_interval,
+                        ping_timeout: config.ping_timeout,
+                    },
+                )
+                .with_health(health.clone()),
+            ),
             _ => None,
         };
         let token = match &cluster.auth.bearer {
@@ -540,8 +565,32 @@ impl Client {
                 token,
                 config,
                 link,
+                health,
             }),
         })
+    }
+
+    /// The link-health signal shared with the other clients of this server.
+    pub fn link_health(&self) -> &LinkHealth {
+        &self.inner.health
+    }
+
+    /// Tells the link-health signal what `result` says about the link: any answer from the
+    /// server means it carries traffic, a transport error that it may not.
+    fn note_link<T>(&self, result: &Result<T, ApiError>) {
+        let now = Instant::now();
+        match result {
+            Ok(_) => {
+                self.inner.health.success(now);
+            }
+            Err(e) => match e.kind {
+                ApiErrorKind::Transport(_) => self.inner.health.failure(now),
+                ApiErrorKind::Config(_) => {}
+                _ => {
+                    self.inner.health.success(now);
+                }
+            },
+        }
     }
 
     /// The limits and timeouts in force.
@@ -691,6 +740,17 @@ impl Client {
         q: &[(&'static str, String)],
         timeout_seconds: u64,
     ) -> Result<WatchStream<T>, ApiError> {
+        let r = self.open_watch_inner(path, q, timeout_seconds);
+        self.note_link(&r);
+        r
+    }
+
+    fn open_watch_inner<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        q: &[(&'static str, String)],
+        timeout_seconds: u64,
+    ) -> Result<WatchStream<T>, ApiError> {
         let cfg = &self.inner.config;
         // The server closes at timeoutSeconds; allow slack before calling it dead.
         let body_timeout = Duration::from_secs(timeout_seconds.saturating_add(60));
@@ -736,6 +796,20 @@ impl Client {
 
     /// One bounded request; the answer's content type and body, or the error it maps to.
     fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: Option<(&'static str, Vec<u8>)>,
+        accept: Option<&str>,
+        via: Via,
+    ) -> Result<Answer, ApiError> {
+        let r = self.request_bytes_inner(method, path, query, body, accept, via);
+        self.note_link(&r);
+        r
+    }
+
+    fn request_bytes_inner(
         &self,
         method: &str,
         path: &str,

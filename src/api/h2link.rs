@@ -23,6 +23,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ConnectionCommon, SideData};
 use smol::Async;
 
+use super::linkhealth::LinkHealth;
+
 /// The ALPN protocol id of HTTP/2 over TLS.
 pub const ALPN_H2: &[u8] = b"h2";
 /// The ALPN protocol id of HTTP/1.1, offered so servers without h2 still complete the handshake.
@@ -367,6 +369,12 @@ pub struct LinkConfig {
     pub max_body: u64,
     /// Error bodies are read this far and cut there (a Status fits easily).
     pub max_error_body: u64,
+    /// A PING goes out this often on an open connection (zero: never). A connection that went
+    /// silent without a FIN or RST (a NAT that forgot its mapping) is noticed by the missing
+    /// answer instead of by the next request's timeout, and even while nothing else is sent.
+    pub ping_interval: Duration,
+    /// A PING not answered within this long ends the connection.
+    pub ping_timeout: Duration,
 }
 
 /// Where the API server is.
@@ -459,6 +467,7 @@ pub struct Link {
     tls: Arc<rustls::ClientConfig>,
     config: LinkConfig,
     state: Mutex<State>,
+    health: Option<LinkHealth>,
 }
 
 impl fmt::Debug for Link {
@@ -508,7 +517,15 @@ impl Link {
             tls,
             config,
             state: Mutex::new(State::Idle),
+            health: None,
         }
+    }
+
+    /// Reports a connection found dead by its PINGs to `health` (the other clients of the
+    /// server then know the link failed before their own requests time out).
+    pub fn with_health(mut self, health: LinkHealth) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// The limits in force.
@@ -655,9 +672,12 @@ impl Link {
                 limit.as_millis()
             )))
         })?;
-        let Some((sender, connection)) = opened else {
+        let Some((sender, mut connection)) = opened else {
             return Ok(None);
         };
+        let pinger = connection.ping_pong();
+        let (interval, answer_within) = (self.config.ping_interval, self.config.ping_timeout);
+        let health = self.health.clone();
         let alive = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&alive);
         let (kill, killed) = smol::channel::bounded::<()>(1);
@@ -671,11 +691,14 @@ impl Link {
                             log::debug!("HTTP/2 connection to {name} ended: {e}");
                         }
                     }),
-                    async {
-                        // Resolves when the link drops its handle: close without waiting
-                        // on a peer that may be gone.
-                        let _ = killed.recv().await;
-                    },
+                    smol::future::or(
+                        async {
+                            // Resolves when the link drops its handle: close without waiting
+                            // on a peer that may be gone.
+                            let _ = killed.recv().await;
+                        },
+                        Box::pin(keepalive(pinger, interval, answer_within, &name, health)),
+                    ),
                 ));
                 flag.store(false, Ordering::Release);
             })
@@ -686,6 +709,39 @@ impl Link {
             cork,
             _kill: kill,
         }))
+    }
+}
+
+/// PINGs the server every `interval`; returns (ending the connection) when an answer does not
+/// come within `answer_within`, or never when PINGs are off.
+async fn keepalive(
+    pinger: Option<h2::PingPong>,
+    interval: Duration,
+    answer_within: Duration,
+    name: &str,
+    health: Option<LinkHealth>,
+) {
+    let Some(mut pinger) = pinger.filter(|_| !interval.is_zero()) else {
+        return std::future::pending().await;
+    };
+    loop {
+        smol::Timer::after(interval).await;
+        match within(answer_within, pinger.ping(h2::Ping::opaque())).await {
+            Some(Ok(_)) => {}
+            // The connection itself failed: its driver reports that.
+            Some(Err(_)) => return std::future::pending().await,
+            None => {
+                log::warn!(
+                    "HTTP/2 connection to {name}: no PING answer within {} ms; \
+                     the connection is dead, a new one will be opened",
+                    answer_within.as_millis()
+                );
+                if let Some(h) = &health {
+                    h.failure(std::time::Instant::now());
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -1094,6 +1150,8 @@ mod tests {
                 request_timeout: Duration::from_secs(2),
                 max_body: 1 << 20,
                 max_error_body: 1 << 10,
+                ping_interval: Duration::ZERO,
+                ping_timeout: Duration::ZERO,
             },
         );
         let url = format!("https://{addr}/api");

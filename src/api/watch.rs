@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::backoff::{random_between, Backoff, BackoffConfig, RandomSource, XorShift64};
-use super::client::{ApiError, Client, ListParams};
+use super::client::{ApiError, ApiErrorKind, Client, ListParams};
+use super::linkhealth::LinkCursor;
 use crate::k8s::list::{List, WatchEvent};
 use crate::k8s::meta::ObjectMeta;
 
@@ -363,7 +364,13 @@ enum Next {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Ready(Next),
-    Waiting { until: Instant, then: Next },
+    /// `backoff`: the wait is a back-off after failures (a link recovery may cut it), not a
+    /// poll interval nor a server's Retry-After.
+    Waiting {
+        until: Instant,
+        then: Next,
+        backoff: bool,
+    },
     Listing,
     Watching,
 }
@@ -430,7 +437,7 @@ impl<T: Clone> Informer<T> {
 
     /// The next thing to do at time `now`.
     pub fn next_action(&mut self, now: Instant) -> Action {
-        if let State::Waiting { until, then } = self.state {
+        if let State::Waiting { until, then, .. } = self.state {
             if now < until {
                 return Action::Sleep(until - now);
             }
@@ -485,6 +492,7 @@ impl<T: Clone> Informer<T> {
                     WatchMode::Poll { interval } => State::Waiting {
                         until: now + interval,
                         then: Next::List,
+                        backoff: false,
                     },
                 };
                 Some(InformerEvent::Resync(self.store.iter().cloned().collect()))
@@ -594,6 +602,32 @@ impl<T: Clone> Informer<T> {
         self.state = State::Ready(Next::List);
     }
 
+    /// Another client got through after the link failed: a wait grown during the outage is
+    /// cut to this informer's first jittered delay, and the back-off starts over.
+    pub fn link_recovered(&mut self, now: Instant) {
+        match self.state {
+            State::Waiting {
+                until,
+                then,
+                backoff: true,
+            } => {
+                let delay = self.backoff.on_link_recovered(now, self.rng.as_mut());
+                self.state = State::Waiting {
+                    until: until.min(now + delay),
+                    then,
+                    backoff: true,
+                };
+            }
+            // A poll interval or a server's Retry-After is not shortened.
+            _ => self.backoff.reset(),
+        }
+    }
+
+    /// True while waiting out a back-off that [`Informer::link_recovered`] would cut short.
+    pub fn in_backoff(&self) -> bool {
+        matches!(self.state, State::Waiting { backoff: true, .. })
+    }
+
     fn fail(&mut self, now: Instant, retry_after: Option<Duration>, then: Next) {
         // A half-received streaming list is worthless once the stream is gone.
         let then = if self.initial.take().is_some() {
@@ -605,6 +639,7 @@ impl<T: Clone> Informer<T> {
         self.state = State::Waiting {
             until: now + delay,
             then,
+            backoff: retry_after.is_none(),
         };
     }
 
@@ -633,12 +668,18 @@ pub struct ListWatch<T> {
     informer: Informer<T>,
     stream: Option<super::client::WatchStream<T>>,
     clock: Box<dyn FnMut() -> Instant + Send>,
+    link: LinkCursor,
 }
+
+/// Longest single sleep of a waiting [`ListWatch`]: how soon it notices that another client of
+/// the link got through.
+pub const LINK_CHECK: Duration = Duration::from_millis(250);
 
 impl<T: DeserializeOwned + Clone> ListWatch<T> {
     /// Watches `path` (e.g. `/api/v1/pods`) with the given selectors.
     pub fn new(client: Client, path: &str, params: ListParams, informer: Informer<T>) -> Self {
         ListWatch {
+            link: client.link_health().cursor(),
             client,
             path: path.to_string(),
             params,
@@ -668,8 +709,10 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
         loop {
             if let Some(stream) = self.stream.as_mut() {
                 let now = (self.clock)();
+                let health = self.client.link_health();
                 match stream.next_event() {
                     Ok(Some(ev)) => {
+                        health.success(now);
                         let out = self.informer.watch_event(now, ev);
                         if !self.informer.is_watching() {
                             self.stream = None;
@@ -684,11 +727,17 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
                     }
                     Err(e) => {
                         log::warn!("watch {}: {e}", self.path);
+                        if matches!(e.kind, ApiErrorKind::Transport(_)) {
+                            health.failure(now);
+                        }
                         self.stream = None;
                         self.informer.watch_ended(now, Err(e));
                     }
                 }
                 continue;
+            }
+            if self.link.recovered(self.client.link_health().generation()) {
+                self.informer.link_recovered((self.clock)());
             }
             match self.informer.next_action((self.clock)()) {
                 Action::List => {
@@ -729,7 +778,13 @@ impl<T: DeserializeOwned + Clone> ListWatch<T> {
                         }
                     }
                 }
+                // A back-off in slices: a recovery seen by another client cuts it short.
                 Action::Sleep(d) => {
+                    let d = if self.informer.in_backoff() {
+                        d.min(LINK_CHECK)
+                    } else {
+                        d
+                    };
                     if !sleep(d) {
                         return None;
                     }
@@ -1086,6 +1141,62 @@ mod tests {
         }
         assert!(max_seen > Duration::from_secs(2), "{max_seen:?}");
         assert!(max_seen <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn link_recovery_cuts_a_long_wait_to_a_first_delay() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        inf.list_done(t0, Ok(list("5", vec![])));
+        inf.next_action(t0);
+        // An outage: the watch fails until its back-off reaches the 30 s cap.
+        let mut now = t0;
+        for _ in 0..10 {
+            inf.watch_ended(now, Err(transport()));
+            if let Action::Sleep(d) = inf.next_action(now) {
+                now += d;
+            }
+            inf.next_action(now);
+        }
+        inf.watch_ended(now, Err(transport()));
+        // Force a long wait whatever the jitter drew, then let the Lease get through.
+        inf.state = State::Waiting {
+            until: now + Duration::from_secs(29),
+            then: Next::Watch,
+            backoff: true,
+        };
+        inf.link_recovered(now);
+        match inf.next_action(now) {
+            Action::Sleep(d) => assert!(d <= Duration::from_millis(800), "{d:?}"),
+            a => assert!(matches!(a, Action::Watch { .. }), "{a:?}"),
+        }
+        // The wait is never made longer, and the back-off starts over.
+        let mut idle = informer(WatchMode::Watch);
+        idle.state = State::Waiting {
+            until: t0 + Duration::from_millis(10),
+            then: Next::List,
+            backoff: true,
+        };
+        idle.link_recovered(t0);
+        assert!(matches!(idle.next_action(t0), Action::Sleep(d) if d <= Duration::from_millis(10)));
+        assert_eq!(idle.backoff.failures(), 1);
+        // Not waiting (watching): only the back-off is forgotten.
+        inf.next_action(now + Duration::from_secs(1));
+        inf.link_recovered(now + Duration::from_secs(1));
+        assert_eq!(inf.backoff.failures(), 0);
+        assert!(inf.is_watching());
+        // A server's Retry-After is honoured whatever the link does.
+        let mut throttled = informer(WatchMode::Watch);
+        throttled.next_action(t0);
+        let mut e = transport();
+        e.retry_after = Some(Duration::from_secs(20));
+        throttled.list_done(t0, Err(e));
+        assert!(!throttled.in_backoff());
+        throttled.link_recovered(t0);
+        assert!(
+            matches!(throttled.next_action(t0), Action::Sleep(d) if d >= Duration::from_secs(20))
+        );
     }
 
     #[test]

@@ -75,7 +75,14 @@ pub fn ensure_credentials_with(
             path: path.clone(),
             message: e.to_string(),
         })?;
-        match client_cert_state(&cluster, SystemTime::now()) {
+        let now = SystemTime::now();
+        if let Some(nb) = clock_behind(&cluster, now) {
+            return Err(NodeError::ClockBehind {
+                now,
+                not_before: nb,
+            });
+        }
+        match client_cert_state(&cluster, now) {
             CertState::NotACert | CertState::Valid(_) => return Ok(cluster),
             state if cfg.bootstrap_kubeconfig.is_none() => {
                 // Nothing to renew it with: use it and let the server say no.
@@ -99,6 +106,15 @@ pub fn ensure_credentials_with(
         path: boot_path.clone(),
         message: e.to_string(),
     })?;
+    // A CSR sent with the clock behind would fail its TLS handshake, and a certificate issued
+    // anyway would not be valid yet: wait for the time instead of storming the server.
+    let now = SystemTime::now();
+    if let Some(nb) = clock_behind(&boot, now) {
+        return Err(NodeError::ClockBehind {
+            now,
+            not_before: nb,
+        });
+    }
     let client = Client::new(&boot, ClientConfig::default()).map_err(NodeError::Api)?;
     request_certificate(&client, &boot, cfg, node_name, opts, stop)?;
     Kubeconfig::load(&path, None).map_err(|e| NodeError::Kubeconfig {
@@ -114,8 +130,12 @@ pub enum CertState {
     NotACert,
     /// Usable.
     Valid(CertInfo),
-    /// Past notAfter (or before notBefore).
+    /// Past notAfter.
     Expired(CertInfo),
+    /// Before notBefore: the cluster issued it, so it is the clock that is wrong (a device
+    /// without a real-time clock boots in 1970), not the certificate. Never a reason to
+    /// bootstrap a new one: it would not be valid yet either.
+    NotYetValid(CertInfo),
     /// Could not be read.
     Unreadable(String),
 }
@@ -126,11 +146,60 @@ pub fn client_cert_state(cluster: &ClusterConfig, now: SystemTime) -> CertState 
         return CertState::NotACert;
     };
     match first_certificate(cert) {
-        Ok(info) if now >= info.not_before && now < info.not_after => CertState::Valid(info),
+        Ok(info) if now < info.not_before => CertState::NotYetValid(info),
+        Ok(info) if now < info.not_after => CertState::Valid(info),
         Ok(info) => CertState::Expired(info),
         Err(e) => CertState::Unreadable(e.to_string()),
     }
 }
+
+/// The latest `notBefore` among the cluster CA and the client certificate of `cluster` when it
+/// lies after `now`: then the wall clock is behind (no certificate the cluster uses can be
+/// from the future), TLS cannot work, and the node waits for time sync instead of retrying.
+pub fn clock_behind(cluster: &ClusterConfig, now: SystemTime) -> Option<SystemTime> {
+    let ca = first_certificate(&cluster.ca_pem)
+        .ok()
+        .map(|c| c.not_before);
+    let client = cluster
+        .auth
+        .client_cert
+        .as_ref()
+        .and_then(|(c, _)| first_certificate(c).ok())
+        .map(|c| c.not_before);
+    [ca, client]
+        .into_iter()
+        .flatten()
+        .filter(|nb| *nb > now)
+        .max()
+}
+
+/// The words the node uses when the clock is behind its certificates, e.g. "system clock is
+/// 1970-01-01, certificates not valid yet — waiting for time sync".
+pub fn clock_behind_message(now: SystemTime, not_before: Option<SystemTime>) -> String {
+    let day = crate::k8s::coordination::format_time(now);
+    let day = day.get(..10).unwrap_or(&day);
+    let mut m =
+        format!("system clock is {day}, certificates not valid yet — waiting for time sync");
+    if let Some(nb) = not_before {
+        m.push_str(&format!(
+            " (valid from {})",
+            crate::k8s::coordination::format_time(nb)
+        ));
+    }
+    m
+}
+
+/// True when a TLS failure says the peer's certificate is not valid yet (rustls'
+/// `NotValidYet`): the local clock is behind, however the error reached us.
+pub fn is_not_yet_valid_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("notvalidyet") || m.contains("not valid yet") || m.contains("not valid until")
+}
+
+/// Next look at the clock while it is behind, on a slow schedule: the wait is local (no
+/// request goes out), and the node retries at once when the clock passes `not_before` or
+/// every `max` anyway.
+pub const CLOCK_CHECK: Duration = Duration::from_secs(5);
 
 /// When to rotate a certificate: a random point in 70–90% of its lifetime, as the kubelet
 /// does, so a fleet issued at once does not renew at once.
@@ -308,6 +377,60 @@ fn store_credentials(
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn a_clock_behind_the_certificates_is_named_not_mistaken_for_expiry() {
+        let day = Duration::from_secs(86_400);
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        let key = GeneratedKey::generate().unwrap();
+        let pem = |nb: SystemTime| {
+            let der = key
+                .self_signed_server_certificate("n", &[], &[], nb, nb + 365 * day)
+                .unwrap();
+            pem_encode("CERTIFICATE", &der).into_bytes()
+        };
+        let cluster = ClusterConfig {
+            server: "https://192.0.2.1:6443".into(),
+            ca_pem: pem(issued),
+            tls_server_name: None,
+            auth: crate::api::Auth {
+                client_cert: Some((pem(issued + day), key.private_pem().into_bytes())),
+                bearer: None,
+            },
+            namespace: None,
+        };
+        // An RTC-less board boots in 1970.
+        let boot = SystemTime::UNIX_EPOCH + Duration::from_secs(30);
+        assert_eq!(clock_behind(&cluster, boot), Some(issued + day));
+        assert!(matches!(
+            client_cert_state(&cluster, boot),
+            CertState::NotYetValid(_)
+        ));
+        let msg = clock_behind_message(boot, clock_behind(&cluster, boot));
+        assert!(
+            msg.starts_with(
+                "system clock is 1970-01-01, certificates not valid yet — waiting for time sync"
+            ),
+            "{msg}"
+        );
+        // Time sync: nothing is behind, the certificate is valid, and its rotation deadline
+        // is the one computed while the clock was behind (70-90% of its life, not "now").
+        let synced = issued + 2 * day;
+        assert_eq!(clock_behind(&cluster, synced), None);
+        let CertState::Valid(info) = client_cert_state(&cluster, synced) else {
+            panic!("not valid after sync")
+        };
+        let mut rng = XorShift64::new(4);
+        let before = rotation_deadline(&info, &mut rng);
+        assert!(before > synced + 200 * day, "{before:?}");
+        assert!(is_not_yet_valid_error(
+            "GET /api: transport: invalid peer certificate: NotValidYet"
+        ));
+        assert!(is_not_yet_valid_error(
+            "invalid peer certificate: certificate not valid until 2026-01-01, but now is 1970-01-01"
+        ));
+        assert!(!is_not_yet_valid_error("invalid peer certificate: Expired"));
+    }
 
     #[test]
     fn rotation_falls_in_70_to_90_percent() {

@@ -4,10 +4,14 @@
 //! node status is computed every 10 s and reported only when it changed or 5 minutes passed
 //! since the last report. A failed renewal is retried quickly with a short back-off so that a
 //! brief blip never lets the Lease expire, but never faster than 200 ms.
-//! The node loop instead passes in its own retry time (`renew_retry_at`) from the shared,
-//! fully jittered API back-off, so a fleet that lost its link at once never retries in step.
+//! The node loop uses the jittered form (`renew_failed_jittered`): the same short, capped
+//! ceiling whatever happened before the last good renewal (upstream's lease controller retries
+//! within 7 s), with full jitter below it so a fleet that lost its link at once never retries
+//! in step. A long outage therefore never leaves a renewal waiting on a long back-off.
 
 use std::time::{Duration, Instant};
+
+use crate::api::backoff::{random_between, RandomSource};
 
 /// Cadence settings (the kubelet's defaults in [`Default`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,47 @@ impl Heartbeat {
             .saturating_mul(1u32 << exp)
             .min(self.cadence.retry_max);
         self.next_renew = Some(now + delay);
+    }
+
+    /// Records a failed renewal; the retry comes after a fully jittered delay below a ceiling
+    /// that starts at `first` and doubles per consecutive failure up to `retry_max`. A server's
+    /// `Retry-After` is a floor, itself capped at `retry_max`: the Lease must not lapse because
+    /// a busy server asked for patience. Returns when the renewal is due again.
+    pub fn renew_failed_jittered(
+        &mut self,
+        now: Instant,
+        first: Duration,
+        retry_after: Option<Duration>,
+        rng: &mut dyn RandomSource,
+    ) -> Instant {
+        let max = self.cadence.retry_max;
+        let exp = self.renew_failures.min(16);
+        let ceiling = first
+            .max(Duration::from_millis(1))
+            .saturating_mul(1u32 << exp)
+            .min(max);
+        self.renew_failures = self.renew_failures.saturating_add(1);
+        let mut delay = random_between(rng, Duration::ZERO, ceiling);
+        if let Some(ra) = retry_after {
+            delay = delay.max(ra.min(max));
+        }
+        let at = now + delay;
+        self.next_renew = Some(at);
+        at
+    }
+
+    /// The link came back (another client got through) while renewals were failing: the next
+    /// renewal comes after at most `first`, jittered, however far the retries had grown.
+    pub fn renew_soon(&mut self, now: Instant, first: Duration, rng: &mut dyn RandomSource) {
+        let at = now + random_between(rng, Duration::ZERO, first.min(self.cadence.retry_max));
+        if self.next_renew.is_none_or(|t| t > at) {
+            self.next_renew = Some(at);
+        }
+    }
+
+    /// The last successful renewal.
+    pub fn last_renewed(&self) -> Option<Instant> {
+        self.last_renewed
     }
 
     /// Records a failed renewal whose retry time the caller chose (a jittered back-off shared
@@ -198,6 +243,68 @@ mod tests {
         assert!(h.lease_expired(now));
         h.renewed(now);
         assert!(!h.lease_expired(now));
+    }
+
+    struct Fixed(u64);
+    impl RandomSource for Fixed {
+        fn next_u64(&mut self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn jittered_renewal_retries_stay_short_whatever_the_history() {
+        let t0 = Instant::now();
+        let first = Duration::from_millis(800);
+        let mut top = Fixed(u64::MAX);
+        let mut h = Heartbeat::new(Cadence::default());
+        h.renewed(t0);
+        // A three-minute outage: the retry ceiling grows to 7 s and stays there.
+        let mut now = t0 + Duration::from_secs(10);
+        let mut delays = Vec::new();
+        while now < t0 + Duration::from_secs(190) {
+            let at = h.renew_failed_jittered(now, first, None, &mut top);
+            delays.push((at - now).as_millis());
+            now = at;
+        }
+        assert_eq!(&delays[..5], &[800, 1600, 3200, 6400, 7000]);
+        assert!(delays.iter().all(|d| *d <= 7000));
+        // Back: one renewal, then a connection reset. The retry starts from the first
+        // ceiling again, not from the outage's: the Lease (40 s) cannot lapse on a link
+        // that is up. (The bug this guards against waited up to 30 s here.)
+        h.renewed(now);
+        let reset_at = now + Duration::from_secs(10);
+        let at = h.renew_failed_jittered(reset_at, first, None, &mut top);
+        assert_eq!(at - reset_at, first);
+        // Even a server asking for a minute is not obeyed past the 7 s ceiling.
+        let at2 = h.renew_failed_jittered(at, first, Some(Duration::from_secs(60)), &mut top);
+        assert_eq!(at2 - at, Duration::from_secs(7));
+        // Full jitter below the ceiling: a fleet spreads out.
+        let mut rng = crate::api::XorShift64::new(9);
+        let mut g = Heartbeat::new(Cadence::default());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            g.renewed(t0);
+            seen.insert(g.renew_failed_jittered(t0, first, None, &mut rng) - t0);
+        }
+        assert!(seen.len() > 40 && seen.iter().all(|d| *d <= first));
+    }
+
+    #[test]
+    fn renew_soon_only_brings_a_renewal_forward() {
+        let t0 = Instant::now();
+        let first = Duration::from_millis(800);
+        let mut h = Heartbeat::new(Cadence::default());
+        h.renewed(t0);
+        h.renew_retry_at(t0 + Duration::from_secs(30));
+        h.renew_soon(t0, first, &mut Fixed(u64::MAX));
+        assert!(h.due(t0 + first).renew_lease);
+        assert!(!h.due(t0 + first - Duration::from_millis(1)).renew_lease);
+        // Already due sooner: left alone.
+        h.renew_retry_at(t0 + Duration::from_millis(100));
+        h.renew_soon(t0, first, &mut Fixed(u64::MAX));
+        assert!(h.due(t0 + Duration::from_millis(100)).renew_lease);
+        assert_eq!(h.last_renewed(), Some(t0));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::backoff::{Backoff, BackoffConfig, RandomSource, XorShift64};
+use crate::api::backoff::{random_between, Backoff, BackoffConfig, RandomSource, XorShift64};
 use crate::api::client::{ACCEPT_METADATA, MERGE_PATCH, STRATEGIC_MERGE_PATCH};
 use crate::api::{ApiError, Client, ClientConfig, ClusterConfig, Kubeconfig};
 use crate::config::AgentConfig;
@@ -67,6 +67,14 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The wall clock is before the certificates' `notBefore` (a device without a real-time
+    /// clock that has not synced its time yet).
+    ClockBehind {
+        /// The wall clock when it was seen.
+        now: SystemTime,
+        /// The latest `notBefore` in the future.
+        not_before: SystemTime,
+    },
     /// Stopped while waiting.
     Stopped,
     /// The node thread could not be started.
@@ -91,6 +99,9 @@ impl fmt::Display for NodeError {
             NodeError::Crypto(m) => write!(f, "client key: {m}"),
             NodeError::Io { op, path, source } => {
                 write!(f, "{op} {}: {source}", path.display())
+            }
+            NodeError::ClockBehind { now, not_before } => {
+                f.write_str(&bootstrap::clock_behind_message(*now, Some(*not_before)))
             }
             NodeError::Stopped => write!(f, "stopped"),
             NodeError::Thread(e) => write!(f, "starting the node thread: {e}"),
@@ -383,6 +394,13 @@ pub fn start_with(opts: NodeOptions, creds: Credentials) -> Result<NodeHandle, N
     })
 }
 
+/// Longest local wait for the clock to catch up with the certificates before trying again.
+const CLOCK_WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// Longest sleep of the node loop while the link is down: how soon it notices that another
+/// client of the link got through.
+const LINK_CHECK: Duration = Duration::from_millis(250);
+
 /// The node thread's state.
 struct Worker {
     opts: NodeOptions,
@@ -430,8 +448,38 @@ impl Worker {
     fn failed(&mut self, what: &str, e: &NodeError, retry_after: Option<Duration>) -> Instant {
         let now = Instant::now();
         let delay = self.backoff.on_failure(now, retry_after, &mut self.rng);
-        let msg = format!("{what}: {e}");
-        if self.backoff.failures() <= 1 {
+        let first = self.backoff.failures() <= 1;
+        self.report_failure(what, e, delay, first);
+        now + delay
+    }
+
+    /// A failed Lease write, or a failed status report that makes the next Lease write probe
+    /// the link: retried on the Lease's own short schedule, never on the long shared back-off
+    /// (a renewal waiting 30 s after one reset would let a 40 s Lease lapse on a working link).
+    fn lease_failed(&mut self, what: &str, e: ApiError) {
+        let now = Instant::now();
+        let ra = e.retry_after;
+        let at = self
+            .hb
+            .renew_failed_jittered(now, self.opts.backoff.initial, ra, &mut self.rng);
+        let first = self.hb.renew_failures() <= 1;
+        self.report_failure(what, &NodeError::Api(e), at - now, first);
+        self.link_down = true;
+        // The node controller may mark conditions Unknown meanwhile: send them all when the
+        // link is back.
+        self.status_synced = false;
+    }
+
+    fn report_failure(&self, what: &str, e: &NodeError, delay: Duration, first: bool) {
+        let mut msg = format!("{what}: {e}");
+        if bootstrap::is_not_yet_valid_error(&msg) {
+            // The server's certificate is from the future as far as this device knows.
+            msg = format!(
+                "{what}: {}",
+                bootstrap::clock_behind_message(SystemTime::now(), None)
+            );
+        }
+        if first {
             log::warn!(
                 "node {}: {msg}; retrying in {} ms",
                 self.name(),
@@ -448,7 +496,6 @@ impl Worker {
             s.failures += 1;
             s.last_error = Some(msg);
         });
-        now + delay
     }
 
     fn fatal(&self, msg: String) {
@@ -466,9 +513,17 @@ impl Worker {
         };
         *lock(&self.shared.cluster) = Some(cluster.clone());
         self.shared.wake.notify_all();
+        let mut link = client.link_health().cursor();
         let mut rotate_at = agent_cfg
             .as_ref()
             .and_then(|_| self.rotation_deadline(&cluster));
+        let mut rotate_retry: Option<Instant> = None;
+        // No TLS handshake can succeed while the clock is behind the cluster's certificates.
+        while let Some(nb) = bootstrap::clock_behind(&cluster, SystemTime::now()) {
+            if self.wait_for_clock(SystemTime::now(), nb) {
+                return;
+            }
+        }
         if !self.register(&client) {
             return;
         }
@@ -476,9 +531,15 @@ impl Worker {
             if self.shared.stopped() {
                 return;
             }
+            if link.recovered(client.link_health().generation()) && self.link_down {
+                // Another client of the link (the pod watch) got through first.
+                let first = self.opts.backoff.initial;
+                self.hb.renew_soon(Instant::now(), first, &mut self.rng);
+            }
             self.tick(&client);
+            let retry_due = rotate_retry.is_none_or(|t| Instant::now() >= t);
             if let (Some(at), Some(cfg)) = (rotate_at, agent_cfg.as_deref()) {
-                if !self.link_down && SystemTime::now() >= at {
+                if !self.link_down && retry_due && SystemTime::now() >= at {
                     rotate_at = match self.rotate(&client, &cluster, cfg) {
                         Some((c, cl)) => {
                             client = c;
@@ -486,12 +547,21 @@ impl Worker {
                             *lock(&self.shared.cluster) = Some(cl);
                             next
                         }
-                        // Try again in a few minutes while the old certificate still works.
-                        None => Some(SystemTime::now() + Duration::from_secs(300)),
+                        // Try again in a few minutes (monotonic: a clock jump must not make
+                        // this wait decades or nothing) while the old certificate still works.
+                        None => {
+                            rotate_retry = Some(Instant::now() + Duration::from_secs(300));
+                            Some(at)
+                        }
                     };
                 }
             }
-            let wake = self.hb.next_wake(Instant::now());
+            let now = Instant::now();
+            let mut wake = self.hb.next_wake(now);
+            if self.link_down {
+                // Look at the shared link signal now and then while renewals fail.
+                wake = wake.min(now + LINK_CHECK);
+            }
             if self.shared.sleep_until(wake) {
                 return;
             }
@@ -515,6 +585,11 @@ impl Worker {
                         self.fatal(e.to_string());
                         return None;
                     }
+                    Err(NodeError::ClockBehind { now, not_before }) => {
+                        if self.wait_for_clock(now, not_before) {
+                            return None;
+                        }
+                    }
                     Err(e) => {
                         let ra = match &e {
                             NodeError::Api(a) => a.retry_after,
@@ -530,9 +605,36 @@ impl Worker {
         }
     }
 
+    /// Waits, without a request, until the wall clock passes `not_before` (time sync came) or
+    /// a few minutes passed; true if stopped meanwhile. Reported once per wait, in words an
+    /// operator recognises, instead of as a stream of failed TLS handshakes.
+    fn wait_for_clock(&mut self, now: SystemTime, not_before: SystemTime) -> bool {
+        let msg = bootstrap::clock_behind_message(now, Some(not_before));
+        log::warn!("node {}: {msg}", self.name());
+        self.shared.update(|s| {
+            s.failures += 1;
+            s.last_error = Some(msg);
+        });
+        let give_up = Instant::now() + CLOCK_WAIT_MAX;
+        loop {
+            let at = Instant::now() + bootstrap::CLOCK_CHECK;
+            if self.shared.sleep_until(at.min(give_up)) {
+                return true;
+            }
+            if SystemTime::now() >= not_before || Instant::now() >= give_up {
+                if SystemTime::now() >= not_before {
+                    log::info!("node {}: system clock synced; going on", self.name());
+                }
+                return false;
+            }
+        }
+    }
+
     fn rotation_deadline(&mut self, cluster: &ClusterConfig) -> Option<SystemTime> {
+        // From the certificate alone: a clock that is behind now and jumps forward later
+        // finds the same deadline, and rotates only if the certificate really is that old.
         match bootstrap::client_cert_state(cluster, SystemTime::now()) {
-            CertState::Valid(info) | CertState::Expired(info) => {
+            CertState::Valid(info) | CertState::Expired(info) | CertState::NotYetValid(info) => {
                 Some(bootstrap::rotation_deadline(&info, &mut self.rng))
             }
             _ => None,
@@ -645,10 +747,15 @@ impl Worker {
                     self.hb.renewed(now);
                     self.backoff.on_success(now);
                     if self.link_down {
-                        // Back: report status right after this lease write, whatever changed.
+                        // Back: report status soon, whatever changed; at a jittered point of
+                        // the next status interval (the kubelet reports on its own tick, not
+                        // with the Lease), so a fleet whose link returned at once does not
+                        // send every Lease and every status in the same few seconds.
                         self.link_down = false;
                         self.hb.force_report();
-                        self.hb.compute_at(now);
+                        let spread = self.opts.cadence.status_compute;
+                        let at = now + random_between(&mut self.rng, Duration::ZERO, spread);
+                        self.hb.compute_at(at);
                         log::info!("node {}: API reachable again", self.name());
                     }
                     self.shared.update(|s| {
@@ -657,15 +764,7 @@ impl Worker {
                         s.last_error = None;
                     });
                 }
-                Err(e) => {
-                    let ra = e.retry_after;
-                    let at = self.failed("renewing the Lease", &NodeError::Api(e), ra);
-                    self.hb.renew_retry_at(at);
-                    self.link_down = true;
-                    // The node controller may mark conditions Unknown meanwhile: send them all
-                    // when the link is back.
-                    self.status_synced = false;
-                }
+                Err(e) => self.lease_failed("renewing the Lease", e),
             }
         }
         let now = Instant::now();
@@ -694,14 +793,8 @@ impl Worker {
                 self.diff_reports = if diff { self.diff_reports + 1 } else { 0 };
                 self.shared.update(|s| s.status_reports += 1);
             }
-            Err(e) => {
-                let ra = e.retry_after;
-                let at = self.failed("reporting node status", &NodeError::Api(e), ra);
-                // Probe the link with the next lease write rather than retrying the patch.
-                self.hb.renew_retry_at(at);
-                self.link_down = true;
-                self.status_synced = false;
-            }
+            // Probe the link with the next lease write rather than retrying the patch.
+            Err(e) => self.lease_failed("reporting node status", e),
         }
     }
 

@@ -25,7 +25,9 @@
 //! history, selectors), `patch` (merge / strategic merge / JSON patch), `authz` (users, Node
 //! authorizer, NodeRestriction), `handler` (verbs, routing, Status errors), `watch` (event
 //! streams), `fault` (fault injector), `stats` (counters, byte counts, request log), `server`
-//! (sockets, TLS, DOWN/UP; its child `h2` serves HTTP/2 when ALPN picks it), `client` (a raw HTTP client for self-tests and harnesses).
+//! (sockets, TLS, DOWN/UP; its child `h2` serves HTTP/2 when ALPN picks it), `relay` (a TCP
+//! relay that can black-hole connections without closing them), `client` (a raw HTTP client
+//! for self-tests and harnesses).
 #![allow(dead_code, unused_imports)]
 
 pub mod authz;
@@ -36,6 +38,7 @@ pub mod http;
 pub mod patch;
 pub mod pki;
 pub mod proto;
+pub mod relay;
 pub mod server;
 pub mod stats;
 pub mod store;

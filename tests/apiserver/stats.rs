@@ -106,6 +106,11 @@ impl Stats {
         }
     }
 
+    /// The time the log would give an event now (relative to `started`).
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Starts counting the TCP segments of `tcp` (both directions) until the guard drops.
     pub fn track_segments(self: &Arc<Self>, tcp: &TcpStream) -> Option<SegmentGuard> {
         let handle = tcp.try_clone().ok()?;
