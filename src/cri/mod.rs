@@ -10,8 +10,8 @@ pub mod client;
 pub mod error;
 pub mod grpc;
 pub mod proto;
-pub mod proto_stream;
 pub mod proto_stats;
+pub mod proto_stream;
 pub mod transport;
 
 #[cfg(test)]

@@ -438,7 +438,11 @@ pub fn proxy_modules(mode: ProxyMode, evidence: &Evidence) -> Finding {
                 ("nft_masq", "NFT_MASQ", "masquerading"),
                 ("nft_numgen", "NFT_NUMGEN", "random spread over endpoints"),
                 ("nft_ct", "NFT_CT", "connection tracking state"),
-                ("nft_reject", "NFT_REJECT", "refusing services without endpoints"),
+                (
+                    "nft_reject",
+                    "NFT_REJECT",
+                    "refusing services without endpoints",
+                ),
             ],
             "use a kernel with CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_MASQ, \
              CONFIG_NFT_NUMGEN, CONFIG_NFT_CT and CONFIG_NFT_REJECT, or run with \

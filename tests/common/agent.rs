@@ -20,6 +20,8 @@ pub use super::cri_bed::{one_agent, OneAgent};
 pub const NAMESPACE: &str = "agent-test";
 
 /// One test's agent environment; dropping it stops the agent and removes its pods and files.
+/// Its config keeps only the memory eviction threshold: the disk signals would follow the
+/// shared machine's disk, and a test's pods must not be evicted for that.
 pub struct AgentEnv {
     pub bed: Bed,
     pub bin: PathBuf,
@@ -53,7 +55,8 @@ impl AgentEnv {
             &config,
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-                 podLogsDir: {}\n",
+                 podLogsDir: {}\n\
+                 evictionHard: {{memory.available: 100Mi}}\n",
                 logs.display()
             ),
         )

@@ -86,7 +86,8 @@ impl Env {
             &config,
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-                 podLogsDir: {}\n",
+                 podLogsDir: {}\n\
+                 evictionHard: {{memory.available: 100Mi}}\n",
                 logs.display()
             ),
         )

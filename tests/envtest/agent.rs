@@ -22,6 +22,11 @@ use super::cri_bed::{
 const LEASE_SECONDS: u32 = 4;
 
 /// A test's agent. Field order matters for drop: the agent and pods go first, then the lock.
+/// The tests' hard eviction thresholds: memory only. The disk signals would follow the shared
+/// machine's disk (other tenants fill it), and a test's pods must not be evicted for that; the
+/// eviction test replaces this line.
+pub const EVICTION_HARD: &str = "evictionHard: {memory.available: 100Mi}\n";
+
 pub struct Agent {
     pub bed: Bed,
     pub bin: PathBuf,
@@ -94,7 +99,7 @@ impl Agent {
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  podLogsDir: {}\nnodeLeaseDurationSeconds: {LEASE_SECONDS}\n\
-                 nodeStatusUpdateFrequency: 1s\n",
+                 nodeStatusUpdateFrequency: 1s\n{EVICTION_HARD}",
                 logs.display()
             ),
         )

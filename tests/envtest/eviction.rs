@@ -35,8 +35,11 @@ pub fn memory_pressure_evicts_api_pods_not_static_ones(c: &dyn Cluster, bed: Bed
     let _dump = OnFailure::new(c, &a);
     let ns = a.namespace();
     c.ensure_namespace(&ns).unwrap();
-    let mut cfg = std::fs::read_to_string(&a.config).unwrap();
-    cfg.push_str("evictionHard:\n  memory.available: 1000Gi\n");
+    let cfg = std::fs::read_to_string(&a.config).unwrap().replace(
+        super::agent::EVICTION_HARD,
+        "evictionHard: {memory.available: 1000Gi}\n",
+    );
+    assert!(cfg.contains("1000Gi"), "{cfg}");
     std::fs::write(&a.config, cfg).unwrap();
     std::fs::write(
         a.manifests.join("keep.json"),
