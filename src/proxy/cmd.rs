@@ -438,6 +438,31 @@ pub fn run_api_loop<B: Backend>(
     period: Duration,
     once: bool,
 ) -> i32 {
+    api_watch_loop(api, period, once, |model, mode| {
+        let d = compute(model, cfg);
+        match syncer.sync(&d.state, mode) {
+            Ok(r) => {
+                print_report(&r);
+                r.failures.is_empty()
+            }
+            Err(e) => {
+                eprintln!("tinylet proxy: sync: {e}");
+                false
+            }
+        }
+    })
+}
+
+/// The API-watch driver every proxy mode shares: folds the watch's changes into a model and
+/// calls `sync(model, mode)` when the schedule says so (partial at once after a change, full
+/// every `period`), once both kinds have been listed. `sync` says whether it succeeded; with
+/// `once` the first sync's outcome is the exit code.
+pub(crate) fn api_watch_loop(
+    api: &ApiSource,
+    period: Duration,
+    once: bool,
+    mut sync: impl FnMut(&Model, SyncMode) -> bool,
+) -> i32 {
     let mut model = Model::default();
     let mut schedule = Schedule::new(period);
     let (mut have_services, mut have_slices) = (false, false);
@@ -470,20 +495,9 @@ pub fn run_api_loop<B: Backend>(
         };
         if let Some(mode) = mode {
             schedule.attempted(now, mode);
-            let d = compute(&model, cfg);
-            match syncer.sync(&d.state, mode) {
-                Ok(r) => {
-                    print_report(&r);
-                    if once {
-                        return i32::from(!r.failures.is_empty());
-                    }
-                }
-                Err(e) => {
-                    eprintln!("tinylet proxy: sync: {e}");
-                    if once {
-                        return 1;
-                    }
-                }
+            let ok = sync(&model, mode);
+            if once {
+                return i32::from(!ok);
             }
         }
     }

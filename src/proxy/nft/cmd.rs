@@ -12,7 +12,7 @@ use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
 use super::ruleset::{build, Config, TABLE};
 use super::sync::{NftSyncer, Outcome};
-use crate::proxy::apisource::{ApiSource, Change};
+use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
 use crate::proxy::cmd::{Cidr as ArgCidr, ProxyArgs};
 use crate::proxy::schedule::Schedule;
@@ -200,44 +200,9 @@ fn api_loop(
     period: Duration,
     once: bool,
 ) -> i32 {
-    let mut model = Model::default();
-    let mut schedule = Schedule::new(period);
-    let (mut have_services, mut have_slices) = (false, false);
-    loop {
-        let changed = match api.changes.recv_timeout(Duration::from_secs(1)) {
-            Ok(c) => {
-                let mut batch = vec![c];
-                batch.extend(api.changes.try_iter());
-                for c in batch {
-                    have_services |= matches!(c, Change::Services(_));
-                    have_slices |= matches!(c, Change::Slices(_));
-                    c.apply(&mut model);
-                }
-                true
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                eprintln!("tinylet proxy: the API watch stopped");
-                return 1;
-            }
-        };
-        if !(have_services && have_slices) {
-            continue;
-        }
-        let now = Instant::now();
-        let mode = if once {
-            Some(SyncMode::Full)
-        } else {
-            schedule.next(now, changed)
-        };
-        if let Some(mode) = mode {
-            schedule.attempted(now, mode);
-            let ok = sync(syncer, &model, node, mode == SyncMode::Full);
-            if once {
-                return i32::from(!ok);
-            }
-        }
-    }
+    crate::proxy::cmd::api_watch_loop(api, period, once, |model, mode| {
+        sync(syncer, model, node, mode == SyncMode::Full)
+    })
 }
 
 const NFT_USAGE: &str = "\
