@@ -13,6 +13,11 @@
 //! The last two differ by what tinylet adds to an exec; a TLS connection with a `GET /healthz`
 //! alone shows how much of that is the connection (handshake, client certificate) rather than
 //! the CRI lookups and the relay.
+//!
+//! Then logs: a container writes a 10 MB log (100,000 lines of 100 B); time to first byte and
+//! throughput of `kubectl logs POD` through the API server and of a plain `GET /containerLogs`
+//! to tinylet; and the agent's RSS idle with the server on, then with 10 `kubectl logs -f`
+//! followers open.
 
 #[path = "../tests/envtest/agent.rs"]
 mod agent;
@@ -250,5 +255,134 @@ fn main() {
     let _ = c.delete(&scenarios::pod_path(&ns, "target"), None);
     c.wait_until(scenarios::LIMIT, &mut || {
         c.get_opt(&scenarios::pod_path(&ns, "target")).is_none()
+    });
+
+    logs_and_rss(&c, &node, &connect);
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads `r` to the end: (time to the first byte, bytes, time to the end), from `t0`.
+fn drain(mut r: impl Read, t0: Instant) -> (Duration, usize, Duration) {
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut first, mut total) = (None, 0usize);
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                first.get_or_insert_with(|| t0.elapsed());
+                total += n;
+            }
+        }
+    }
+    (first.unwrap_or_default(), total, t0.elapsed())
+}
+
+fn mb_per_s(bytes: usize, d: Duration) -> String {
+    format!("{:.1} MB/s", bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9))
+}
+
+fn logs_and_rss<S: Read + Write>(
+    c: &RealCluster,
+    node: &kubelet_api::ServedNode,
+    connect: &dyn Fn() -> S,
+) {
+    let (a, k, ns) = (&node.a, &node.k, node.ns.clone());
+    const LINES: usize = 100_000;
+    let line99 = "x".repeat(99);
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "logger", "namespace": ns},
+        "spec": {
+            "nodeName": a.node,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main", "image": a.bed.test_image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", format!(
+                    "yes {line99} | head -n {LINES}; trap 'exit 0' TERM; while true; do sleep 1; done")],
+            }],
+        }
+    });
+    c.create(&format!("/api/v1/namespaces/{ns}/pods"), pod)
+        .unwrap();
+    scenarios::wait_ready(c, &ns, "logger");
+    let want = LINES * 100;
+    // Wait until the whole log is written (bounded).
+    let t0 = Instant::now();
+    loop {
+        let out = k.cmd(&["logs", "logger"]).output().expect("kubectl logs");
+        if out.stdout.len() >= want || t0.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut rows = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut child = k
+            .cmd(&["logs", "logger"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl logs");
+        let out = child.stdout.take().expect("stdout");
+        let (first, bytes, all) = drain(out, t0);
+        let _ = child.wait();
+        rows.push(("kubectl logs POD (API server, tinylet)", first, bytes, all));
+
+        let t0 = Instant::now();
+        let mut s = connect();
+        let req = format!(
+            "GET /containerLogs/{ns}/logger/main HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).expect("request");
+        let (first, bytes, all) = drain(s, t0);
+        rows.push(("GET /containerLogs straight to tinylet", first, bytes, all));
+    }
+    println!("\nlogs of a {want}-byte log ({LINES} lines), three reads each:");
+    for (what, first, bytes, all) in &rows {
+        println!(
+            "  {what:<42} first byte {:>9}  {bytes} B in {:>9}  {}",
+            ms(*first),
+            ms(*all),
+            mb_per_s(*bytes, *all)
+        );
+    }
+
+    let Some(pid) = a.pid() else {
+        return;
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = rss_kib(pid);
+    let mut followers: Vec<std::process::Child> = (0..10)
+        .map(|_| {
+            k.cmd(&["logs", "-f", "logger", "--tail", "1"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("kubectl logs -f")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let following = rss_kib(pid);
+    for f in &mut followers {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    println!(
+        "\nagent RSS with the kubelet API on: idle {idle} KiB; with 10 `kubectl logs -f` \
+         followers {following} KiB (+{} KiB)",
+        following.saturating_sub(idle)
+    );
+    let _ = c.delete(&scenarios::pod_path(&ns, "logger"), None);
+    c.wait_until(scenarios::LIMIT, &mut || {
+        c.get_opt(&scenarios::pod_path(&ns, "logger")).is_none()
     });
 }

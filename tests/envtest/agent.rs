@@ -179,6 +179,11 @@ impl Agent {
     }
 
     /// SIGTERM, reaped within 10 s (then SIGKILL).
+    /// The running agent's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             stop_child(child, nix::sys::signal::Signal::SIGTERM);
