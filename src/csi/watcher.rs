@@ -234,8 +234,15 @@ pub fn node_id_annotation(drivers: &[Driver]) -> String {
     serde_json::to_string(&m).unwrap_or_else(|_| "{}".into())
 }
 
-/// Writes the node's CSINode (created owned by the Node, else replaced) and the annotation.
+/// Writes the node's annotation, then its CSINode (created owned by the Node, else replaced):
+/// the kubelet's order, so whoever sees the driver in the CSINode finds the node id on the
+/// Node too.
 fn sync_node_objects(client: &Client, node: &str, drivers: &[Driver]) -> Result<(), String> {
+    let patch =
+        json!({"metadata": {"annotations": {NODE_ID_ANNOTATION: node_id_annotation(drivers)}}});
+    client
+        .patch_merge::<_, serde_json::Value>(&format!("/api/v1/nodes/{node}"), &patch)
+        .map_err(|e| e.to_string())?;
     let path = format!("/apis/storage.k8s.io/v1/csinodes/{node}");
     let spec = CsiNodeSpec {
         drivers: csinode_drivers(drivers),
@@ -283,11 +290,6 @@ fn sync_node_objects(client: &Client, node: &str, drivers: &[Driver]) -> Result<
         }
         Err(e) => return Err(e.to_string()),
     }
-    let patch =
-        json!({"metadata": {"annotations": {NODE_ID_ANNOTATION: node_id_annotation(drivers)}}});
-    client
-        .patch_merge::<_, serde_json::Value>(&format!("/api/v1/nodes/{node}"), &patch)
-        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
