@@ -94,7 +94,9 @@ fn main() {
     };
     let endpoint = bed.endpoint.clone();
     let c = RealCluster::start(&assets).unwrap_or_else(|e| panic!("{e}"));
-    let node = kubelet_api::served_node(&c, bed, "benchexec");
+    // The 10 MB log (14 MB on disk with the runtime's prefixes) must not be rotated while it
+    // is read: above the default 10Mi.
+    let node = kubelet_api::served_node_with(&c, bed, "benchexec", "containerLogMaxSize: 64Mi\n");
     let (a, k, ns) = (&node.a, &node.k, node.ns.clone());
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -340,6 +342,7 @@ fn logs_and_rss<S: Read + Write>(
 
         let t0 = Instant::now();
         let mut s = connect();
+        // Raw HTTP: the byte count includes the response head (~100 B).
         let req = format!(
             "GET /containerLogs/{ns}/logger/main HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n"
         );

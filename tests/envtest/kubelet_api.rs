@@ -283,9 +283,24 @@ pub struct ServedNode<'c> {
 /// Starts an agent named after the host with the kubelet API served (see [`serve_kubelet_api`])
 /// and the admin's kubectl in its namespace.
 pub fn served_node<'c>(c: &'c RealCluster, bed: Bed, tag: &str) -> ServedNode<'c> {
+    served_node_with(c, bed, tag, "")
+}
+
+/// [`served_node`] with `extra` lines added to the agent's KubeletConfiguration.
+pub fn served_node_with<'c>(
+    c: &'c RealCluster,
+    bed: Bed,
+    tag: &str,
+    extra: &str,
+) -> ServedNode<'c> {
     // Fail first, clearly, when the client is missing.
     kubectl_bin();
     let mut a = Agent::new(bed, c, tag);
+    if !extra.is_empty() {
+        let mut cfg = std::fs::read_to_string(&a.config).unwrap_or_default();
+        cfg.push_str(extra);
+        std::fs::write(&a.config, cfg).expect("write the agent's config");
+    }
     let dump = OnFailure::new(c, &a);
     let ServedApi {
         port,
