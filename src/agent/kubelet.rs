@@ -574,11 +574,11 @@ fn eviction_thresholds(cfg: &AgentConfig) -> Vec<(eviction::Signal, eviction::Va
 
 /// Measures the eviction signals now: memory from /proc/meminfo, nodefs from the root dir's
 /// filesystem, imagefs from the runtime's image filesystem (when it told where that is).
-#[allow(clippy::useless_conversion)] // statvfs field widths differ between targets
 fn eviction_readings(
     root_dir: &std::path::Path,
     image_mount: Option<String>,
 ) -> impl Fn(eviction::Signal) -> Option<eviction::Reading> {
+    use crate::server::stats::statvfs;
     use eviction::{Reading, Signal};
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let (total, available) = crate::node::host::parse_meminfo(&meminfo);
@@ -586,27 +586,20 @@ fn eviction_readings(
         available,
         capacity: total,
     });
-    let fs = |p: &std::path::Path| -> Option<(Reading, Reading)> {
-        let s = nix::sys::statvfs::statvfs(p).ok()?;
-        let frag = u64::from(s.fragment_size());
-        Some((
-            Reading {
-                available: u64::from(s.blocks_available()).saturating_mul(frag),
-                capacity: u64::from(s.blocks()).saturating_mul(frag),
-            },
-            Reading {
-                available: u64::from(s.files_free()),
-                capacity: u64::from(s.files()),
-            },
-        ))
+    let nodefs = statvfs(root_dir);
+    let imagefs = image_mount.and_then(|m| statvfs(std::path::Path::new(&m)));
+    let bytes = |f: crate::server::stats::FsInfo| Reading {
+        available: f.available,
+        capacity: f.capacity,
     };
-    let nodefs = fs(root_dir);
-    let imagefs = image_mount.and_then(|m| fs(std::path::Path::new(&m)));
     move |s| match s {
         Signal::MemoryAvailable => memory,
-        Signal::NodefsAvailable => nodefs.map(|n| n.0),
-        Signal::NodefsInodesFree => nodefs.map(|n| n.1).filter(|r| r.capacity > 0),
-        Signal::ImagefsAvailable => imagefs.map(|n| n.0),
+        Signal::NodefsAvailable => nodefs.map(bytes),
+        Signal::NodefsInodesFree => nodefs.filter(|f| f.inodes > 0).map(|f| Reading {
+            available: f.inodes_free,
+            capacity: f.inodes,
+        }),
+        Signal::ImagefsAvailable => imagefs.map(bytes),
     }
 }
 

@@ -130,7 +130,7 @@ fn count_pids() -> u64 {
 
 // statvfs field widths differ between 32- and 64-bit targets.
 #[allow(clippy::useless_conversion)]
-pub(crate) fn disk_space(dir: &Path) -> (u64, u64) {
+fn disk_space(dir: &Path) -> (u64, u64) {
     // The root dir may not exist yet on first boot: measure the nearest existing ancestor.
     let mut p = dir;
     loop {

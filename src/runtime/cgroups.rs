@@ -128,34 +128,6 @@ pub fn memory_request(pod: &Pod) -> u64 {
     pod_amounts(pod, "memory").0
 }
 
-/// The working set of a memory cgroup as the kubelet computes it: usage minus the inactive
-/// file cache (`memory.usage_in_bytes` and `total_inactive_file` on cgroup v1,
-/// `memory.current` and `inactive_file` on v2). Pure over the two files' text.
-pub fn working_set(usage: &str, stat: &str) -> Option<u64> {
-    let usage: u64 = usage.trim().parse().ok()?;
-    let inactive = stat
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .find(|(k, _)| *k == "total_inactive_file" || *k == "inactive_file")
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    Some(usage.saturating_sub(inactive))
-}
-
-/// The pod's memory working set, read from its cgroup under `cgroup_fs` (v2 when
-/// `cgroup.controllers` is there, else the v1 memory hierarchy); `None` when unreadable.
-pub fn pod_working_set(cgroup_fs: &Path, pod: &Pod, cgroup_root: &str) -> Option<u64> {
-    let rel = pod_path(pod, cgroup_root);
-    let (dir, usage) = if cgroup_fs.join("cgroup.controllers").exists() {
-        (cgroup_fs.join(&rel), "memory.current")
-    } else {
-        (cgroup_fs.join("memory").join(&rel), "memory.usage_in_bytes")
-    };
-    let u = fs::read_to_string(dir.join(usage)).ok()?;
-    let st = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-    working_set(&u, &st)
-}
-
 /// The Burstable QoS level's cpu.shares: the sum of its pods' CPU requests.
 pub fn burstable_shares<'a>(pods: impl Iterator<Item = &'a Pod>) -> u64 {
     let milli = pods
@@ -279,22 +251,6 @@ fn apply_v2(
         write(&dir, "pids.max", &p.to_string())?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod working_set_tests {
-    use super::*;
-
-    #[test]
-    fn working_set_subtracts_inactive_file_on_both_versions() {
-        let v1 = "cache 100\ntotal_inactive_file 4096\ntotal_rss 10\n";
-        assert_eq!(working_set("10000\n", v1), Some(5904));
-        let v2 = "anon 1\ninactive_file 1000\nactive_file 5\n";
-        assert_eq!(working_set("3000", v2), Some(2000));
-        assert_eq!(working_set("10", "inactive_file 99"), Some(0));
-        assert_eq!(working_set("max", ""), None);
-        assert_eq!(working_set("", "garbage"), None);
-    }
 }
 
 #[cfg(test)]

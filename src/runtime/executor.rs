@@ -715,11 +715,11 @@ impl Executor {
                     name: format!("{}/{}", e.desired.namespace, e.desired.name),
                     exempt: is_static || priority >= SYSTEM_CRITICAL_PRIORITY,
                     priority,
-                    memory_usage: crate::runtime::cgroups::pod_working_set(
+                    memory_usage: crate::server::stats::read_cgroup(
                         &self.places.cgroup_fs,
-                        pod,
-                        &self.places.cgroup_root,
+                        &crate::runtime::cgroups::pod_path(pod, &self.places.cgroup_root),
                     )
+                    .and_then(|u| u.working_set())
                     .unwrap_or(0),
                     memory_request: crate::runtime::cgroups::memory_request(pod),
                     disk_usage: 0,
@@ -788,11 +788,11 @@ impl Executor {
                 None
             }
         }
-        .map(|mount| crate::node::host::disk_space(std::path::Path::new(&mount)))
-        .filter(|(cap, _)| *cap > 0)
-        .map(|(capacity, available)| imagegc::Usage {
-            capacity,
-            available,
+        .and_then(|mount| crate::server::stats::statvfs(std::path::Path::new(&mount)))
+        .filter(|f| f.capacity > 0)
+        .map(|f| imagegc::Usage {
+            capacity: f.capacity,
+            available: f.available,
         });
         let now = Instant::now();
         let plan = {

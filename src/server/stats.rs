@@ -238,6 +238,15 @@ pub struct CgroupUsage {
     pub limit: Option<u64>,
 }
 
+impl CgroupUsage {
+    /// The working set as the kubelet computes it: usage minus the inactive file cache
+    /// (`total_inactive_file` on cgroup v1, `inactive_file` on v2).
+    pub fn working_set(&self) -> Option<u64> {
+        self.memory_usage
+            .map(|u| u.saturating_sub(self.inactive_file))
+    }
+}
+
 /// The node's own readings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeReadings {
@@ -721,7 +730,7 @@ fn read(p: &Path) -> String {
 
 // statvfs field widths differ between 32- and 64-bit targets.
 #[allow(clippy::useless_conversion)]
-fn statvfs(p: &Path) -> Option<FsInfo> {
+pub fn statvfs(p: &Path) -> Option<FsInfo> {
     let s = nix::sys::statvfs::statvfs(p).ok()?;
     let frag = u64::from(s.fragment_size());
     let blocks = u64::from(s.blocks());
@@ -747,7 +756,8 @@ fn dir_usage(dir: &Path) -> Option<(u64, u64)> {
     Some((bytes, files))
 }
 
-fn read_cgroup(cgroup_fs: &Path, rel: &Path) -> Option<CgroupUsage> {
+/// A cgroup's usage below `cgroup_fs` (v2 when `cgroup.controllers` is there, else v1).
+pub fn read_cgroup(cgroup_fs: &Path, rel: &Path) -> Option<CgroupUsage> {
     if cgroup_fs.join("cgroup.controllers").exists() {
         let d = cgroup_fs.join(rel);
         d.is_dir().then(|| {

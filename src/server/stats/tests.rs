@@ -367,3 +367,18 @@ fn sandbox_stats_win_over_the_cgroup() {
         Some(99)
     );
 }
+
+/// The working set eviction ranks pods by: usage minus the inactive file cache, on both
+/// cgroup versions; none without a usage reading.
+#[test]
+fn working_set_subtracts_inactive_file_on_both_versions() {
+    let v1 = parse_cgroup_v1("", "10000\n", "cache 100\ntotal_inactive_file 4096\n", "");
+    assert_eq!(v1.working_set(), Some(5904));
+    let v2 = parse_cgroup_v2("", "3000", "anon 1\ninactive_file 1000\n", "max");
+    assert_eq!(v2.working_set(), Some(2000));
+    assert_eq!(
+        parse_cgroup_v2("", "10", "inactive_file 99", "").working_set(),
+        Some(0)
+    );
+    assert_eq!(parse_cgroup_v2("", "max", "", "").working_set(), None);
+}
