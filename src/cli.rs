@@ -381,7 +381,7 @@ usage:
     tinylet [run] [FLAGS]      run the node agent: static pods, and API pods with a kubeconfig
     tinylet status [FLAGS]     show a running agent's desired vs actual pods
     tinylet doctor [FLAGS]     check that this device can run the agent as configured
-    tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS mode)
+    tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS or nftables mode)
     tinylet ipvs list|flush    show or clear the kernel's IPVS table
     tinylet nft list           show our kube-proxy nf_tables tables
     tinylet --version          print the version, target and commit
@@ -497,8 +497,8 @@ const DOCTOR_HELP: &str = "\
 usage: tinylet doctor [RUN FLAGS] [--json]
 
 Checks that this device can run `tinylet run` with the same flags: the kernel (version,
-namespaces, cgroup controllers, overlayfs, veth/bridge for CNI, IPVS modules with
---proxy-mode ipvs), containerd over CRI (reachable, ready, cgroup driver, sandbox image,
+namespaces, cgroup controllers, overlayfs, veth/bridge for CNI, the IPVS or nf_tables
+modules of --proxy-mode), containerd over CRI (reachable, ready, cgroup driver, sandbox image,
 stream server), the CNI config, the clock, free space and inodes on the root dir and the
 image file system, memory against the board's reservations, the API server with the
 kubeconfig (skipped on a standalone node) and the node name. Each check says ok, warn or
