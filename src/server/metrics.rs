@@ -87,22 +87,25 @@ pub fn resource(summary: &Summary, scrape_error: bool) -> String {
         "counter",
     );
     for (c, ns, pod) in containers() {
-        if let Some(cpu) = &c.cpu {
-            if let Some(u) = cpu.usage_core_nano_seconds {
-                let l = [
-                    ("container", c.name.as_str()),
-                    ("namespace", ns),
-                    ("pod", pod),
-                ];
-                sample(
-                    &mut out,
-                    "container_cpu_usage_seconds_total",
-                    &l,
-                    seconds(u),
-                    time(&cpu.time),
-                );
-            }
-        }
+        let Some((cpu, u)) = c
+            .cpu
+            .as_ref()
+            .and_then(|x| Some((x, x.usage_core_nano_seconds?)))
+        else {
+            continue;
+        };
+        let l = [
+            ("container", c.name.as_str()),
+            ("namespace", ns),
+            ("pod", pod),
+        ];
+        sample(
+            &mut out,
+            "container_cpu_usage_seconds_total",
+            &l,
+            seconds(u),
+            time(&cpu.time),
+        );
     }
     family(
         &mut out,
@@ -111,22 +114,25 @@ pub fn resource(summary: &Summary, scrape_error: bool) -> String {
         "gauge",
     );
     for (c, ns, pod) in containers() {
-        if let Some(m) = &c.memory {
-            if let Some(w) = m.working_set_bytes {
-                let l = [
-                    ("container", c.name.as_str()),
-                    ("namespace", ns),
-                    ("pod", pod),
-                ];
-                sample(
-                    &mut out,
-                    "container_memory_working_set_bytes",
-                    &l,
-                    w as f64,
-                    time(&m.time),
-                );
-            }
-        }
+        let Some((m, w)) = c
+            .memory
+            .as_ref()
+            .and_then(|x| Some((x, x.working_set_bytes?)))
+        else {
+            continue;
+        };
+        let l = [
+            ("container", c.name.as_str()),
+            ("namespace", ns),
+            ("pod", pod),
+        ];
+        sample(
+            &mut out,
+            "container_memory_working_set_bytes",
+            &l,
+            w as f64,
+            time(&m.time),
+        );
     }
     family(
         &mut out,
@@ -154,16 +160,18 @@ pub fn resource(summary: &Summary, scrape_error: bool) -> String {
         "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
         "counter",
     );
-    if let Some(cpu) = &node.cpu {
-        if let Some(u) = cpu.usage_core_nano_seconds {
-            sample(
-                &mut out,
-                "node_cpu_usage_seconds_total",
-                &[],
-                seconds(u),
-                time(&cpu.time),
-            );
-        }
+    if let Some((cpu, u)) = node
+        .cpu
+        .as_ref()
+        .and_then(|x| Some((x, x.usage_core_nano_seconds?)))
+    {
+        sample(
+            &mut out,
+            "node_cpu_usage_seconds_total",
+            &[],
+            seconds(u),
+            time(&cpu.time),
+        );
     }
     family(
         &mut out,
@@ -171,16 +179,18 @@ pub fn resource(summary: &Summary, scrape_error: bool) -> String {
         "[STABLE] Current working set of the node in bytes",
         "gauge",
     );
-    if let Some(m) = &node.memory {
-        if let Some(w) = m.working_set_bytes {
-            sample(
-                &mut out,
-                "node_memory_working_set_bytes",
-                &[],
-                w as f64,
-                time(&m.time),
-            );
-        }
+    if let Some((m, w)) = node
+        .memory
+        .as_ref()
+        .and_then(|x| Some((x, x.working_set_bytes?)))
+    {
+        sample(
+            &mut out,
+            "node_memory_working_set_bytes",
+            &[],
+            w as f64,
+            time(&m.time),
+        );
     }
     family(
         &mut out,
