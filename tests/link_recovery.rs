@@ -211,47 +211,7 @@ fn pod_created_during_an_outage_is_seen_once_the_lease_gets_through() {
     let mut h = start_node(cl.clone(), "back", client_config());
     assert!(h.wait_registered(Duration::from_secs(10)).is_some());
 
-    let client = Client::new(&cl, client_config()).unwrap();
-    let informer = Informer::with_rng(
-        InformerConfig {
-            backoff: BackoffConfig {
-                initial: Duration::from_secs(1),
-                ..BackoffConfig::default().with_cap(Duration::from_secs(3600))
-            },
-            ..InformerConfig::default()
-        },
-        |p: &Pod| &p.metadata,
-        Box::new(XorShift64::new(5)),
-    );
-    let mut lw = ListWatch::new(
-        client,
-        "/api/v1/pods",
-        ListParams::fields("spec.nodeName=back"),
-        informer,
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<Vec<String>>();
-    let watcher = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut sleep = |d: Duration| {
-                std::thread::sleep(d);
-                !stop.load(Ordering::SeqCst)
-            };
-            while let Some(ev) = lw.next_event(&mut sleep) {
-                let names = match ev {
-                    InformerEvent::Resync(pods) => {
-                        pods.iter().map(|p| p.metadata.name.clone()).collect()
-                    }
-                    InformerEvent::Applied(p) => vec![p.metadata.name.clone()],
-                    InformerEvent::Deleted(_) => vec![],
-                };
-                if tx.send(names).is_err() {
-                    return;
-                }
-            }
-        })
-    };
+    let (stop, rx, watcher) = spawn_pod_watch(&cl, "back");
     // The first (empty) list.
     assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
 
@@ -270,13 +230,7 @@ fn pod_created_during_an_outage_is_seen_once_the_lease_gets_through() {
     relay.restore();
 
     // The Lease gets through on its short schedule, then the watch follows it.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let mut seen = false;
-    while !seen && Instant::now() < deadline {
-        if let Ok(names) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen = names.iter().any(|n| n == "made-offline");
-        }
-    }
+    let seen = saw_pod(&rx, "made-offline", Duration::from_secs(8));
     assert!(
         wait_for(Duration::from_secs(5), || h.state().lease_renewals
             > renewals),
@@ -333,6 +287,114 @@ fn black_holed_connection_is_noticed_and_the_lease_renewed() {
         "{:?}",
         h.state()
     );
+    h.stop();
+}
+
+/// The node's pod watch as the agent runs it (its own client, the informer's back-off with a
+/// long cap); each event's pod names arrive on the channel.
+fn spawn_pod_watch(
+    cl: &ClusterConfig,
+    node: &str,
+) -> (
+    Arc<AtomicBool>,
+    mpsc::Receiver<Vec<String>>,
+    std::thread::JoinHandle<()>,
+) {
+    let client = Client::new(cl, client_config()).unwrap();
+    let informer = Informer::with_rng(
+        InformerConfig {
+            backoff: BackoffConfig {
+                initial: Duration::from_secs(1),
+                ..BackoffConfig::default().with_cap(Duration::from_secs(3600))
+            },
+            ..InformerConfig::default()
+        },
+        |p: &Pod| &p.metadata,
+        Box::new(XorShift64::new(5)),
+    );
+    let mut lw = ListWatch::new(
+        client,
+        "/api/v1/pods",
+        ListParams::fields(&format!("spec.nodeName={node}")),
+        informer,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Vec<String>>();
+    let watcher = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut sleep = |d: Duration| {
+                std::thread::sleep(d);
+                !stop.load(Ordering::SeqCst)
+            };
+            while let Some(ev) = lw.next_event(&mut sleep) {
+                let names = match ev {
+                    InformerEvent::Resync(pods) => {
+                        pods.iter().map(|p| p.metadata.name.clone()).collect()
+                    }
+                    InformerEvent::Applied(p) => vec![p.metadata.name.clone()],
+                    InformerEvent::Deleted(_) => vec![],
+                };
+                if tx.send(names).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    (stop, rx, watcher)
+}
+
+fn saw_pod(rx: &mpsc::Receiver<Vec<String>>, name: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(names) = rx.recv_timeout(Duration::from_millis(100)) {
+            if names.iter().any(|n| n == name) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A watch idles for minutes by design (its idle deadline is 180 s), so a connection that went
+/// silent under it would hide new pods that long. The HTTP/2 PINGs of the node's client find the
+/// link silently dead and break off every connection to that server, the watch's included:
+/// the watch reconnects once the path heals and sees a pod made after the hole, well inside
+/// its own idle deadline (client-go relies on the same PINGs for its watches over HTTP/2).
+#[test]
+fn black_holed_watch_is_broken_off_by_the_link_pings() {
+    let srv = apiserver::start(apiserver::Config::tls()).unwrap();
+    srv.ensure_namespace("default");
+    let relay = Relay::start(srv.addr()).unwrap();
+    let cl = cluster(&srv, relay.url(), "holew");
+    let mut h = start_node(cl.clone(), "holew", client_config());
+    assert!(h.wait_registered(Duration::from_secs(10)).is_some());
+    let (stop, rx, watcher) = spawn_pod_watch(&cl, "holew");
+    assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
+    // Let the watch settle into its long read.
+    std::thread::sleep(Duration::from_secs(1));
+
+    relay.black_hole();
+    std::thread::sleep(Duration::from_secs(3));
+    relay.heal();
+    srv.create(
+        "/api/v1/namespaces/default/pods",
+        json!({
+            "metadata": {"name": "made-after-hole", "namespace": "default"},
+            "spec": {"nodeName": "holew", "containers": [{"name": "c", "image": "busybox"}]}
+        }),
+    )
+    .unwrap();
+    // Far below the watch's own 180 s idle deadline.
+    assert!(
+        saw_pod(&rx, "made-after-hole", Duration::from_secs(60)),
+        "the watch never came back from the black-holed connection: {:?}",
+        h.state()
+    );
+    stop.store(true, Ordering::SeqCst);
+    relay.cut();
+    drop(rx);
+    let _ = watcher.join();
     h.stop();
 }
 

@@ -11,18 +11,20 @@
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    ConnectionDetails, Connector, DefaultConnector, NextTimeout, ShutdownHandle, Transport,
+};
 
 use super::h2link::{self, Endpoint, Link, LinkConfig, LinkError, LinkRequest};
 use super::kubeconfig::{Bearer, ClusterConfig};
-use super::linkhealth::LinkHealth;
+use super::linkhealth::{LinkConnection, LinkHealth};
 use super::watch::{EventDecoder, WatchDecodeError, DEFAULT_MAX_LINE};
 use crate::k8s::coordination::parse_time;
 use crate::k8s::list::{List, WatchEvent};
@@ -315,6 +317,58 @@ fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     Ok(t.to_string())
 }
 
+/// The default connector, with every socket it opens also registered with the link's health
+/// (see [`LinkHealth::silent`]).
+#[derive(Debug)]
+struct TrackingConnector {
+    inner: DefaultConnector,
+    health: LinkHealth,
+}
+
+impl Connector<()> for TrackingConnector {
+    type Out = Box<dyn Transport>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let register = details.register_shutdown.clone();
+        let health = self.health.clone();
+        let tracked = ConnectionDetails {
+            uri: details.uri,
+            addrs: details.addrs.clone(),
+            config: details.config,
+            request_level: details.request_level,
+            resolver: details.resolver,
+            now: details.now,
+            timeout: details.timeout,
+            current_time: details.current_time.clone(),
+            run_connector: details.run_connector.clone(),
+            register_shutdown: Arc::new(move |handle: Weak<dyn ShutdownHandle>| {
+                health.track(Box::new(TrackedSocket(handle.clone())));
+                register(handle)
+            }),
+        };
+        self.inner.connect(&tracked, chained)
+    }
+}
+
+/// A socket of the HTTP/1.1 agent, held weakly: it closes as usual when its request ends.
+struct TrackedSocket(Weak<dyn ShutdownHandle>);
+
+impl LinkConnection for TrackedSocket {
+    fn is_open(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
+    fn interrupt(&self) {
+        if let Some(h) = self.0.upgrade() {
+            h.shutdown();
+        }
+    }
+}
+
 /// Resolves the `tls-server-name` host to the real server address, so the certificate is
 /// verified (and SNI sent) for that name while connecting where the kubeconfig says.
 #[derive(Debug)]
@@ -505,33 +559,39 @@ impl Client {
             .server
             .parse()
             .map_err(|e| setup_err(format!("server URL {:?}: {e}", cluster.server)))?;
-        let (agent, base) = match &cluster.tls_server_name {
+        let base = match &cluster.tls_server_name {
             Some(name) => {
                 let authority = real.authority().ok_or_else(|| {
                     setup_err(format!("server URL {:?} has no host", cluster.server))
                 })?;
                 let port = authority.port_u16().unwrap_or(443);
                 let path = real.path().trim_end_matches('/');
-                let base = format!("https://{name}:{port}{path}");
-                let resolver = PinnedResolver {
-                    name: name.clone(),
-                    real: real.clone(),
-                    inner: DefaultResolver::default(),
-                };
-                (
-                    ureq::Agent::with_parts(agent_config, DefaultConnector::new(), resolver),
-                    base,
-                )
+                format!("https://{name}:{port}{path}")
             }
-            None => (
-                ureq::Agent::new_with_config(agent_config),
-                cluster.server.trim_end_matches('/').to_string(),
-            ),
+            None => cluster.server.trim_end_matches('/').to_string(),
         };
         let health = config
             .link_health
             .clone()
             .unwrap_or_else(|| LinkHealth::for_server(&base));
+        // Every HTTP/1.1 connection (a watch above all) is tracked by the link's health, so
+        // that a link found silently dead by the HTTP/2 PINGs breaks off its blocked reads.
+        let connector = TrackingConnector {
+            inner: DefaultConnector::new(),
+            health: health.clone(),
+        };
+        let agent = match &cluster.tls_server_name {
+            Some(name) => ureq::Agent::with_parts(
+                agent_config,
+                connector,
+                PinnedResolver {
+                    name: name.clone(),
+                    real: real.clone(),
+                    inner: DefaultResolver::default(),
+                },
+            ),
+            None => ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default()),
+        };
         let link = match link_tls {
             Some(tls) if real.scheme_str() == Some("https") => Some(
                 Link::new(

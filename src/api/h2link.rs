@@ -737,7 +737,7 @@ async fn keepalive(
                     answer_within.as_millis()
                 );
                 if let Some(h) = &health {
-                    h.failure(std::time::Instant::now());
+                    h.silent(std::time::Instant::now());
                 }
                 return;
             }

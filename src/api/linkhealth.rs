@@ -89,9 +89,24 @@ impl LinkCursor {
     }
 }
 
+/// An open connection to the server that can be broken off from another thread, so that a
+/// read blocked on a link found silently dead returns at once instead of waiting out its own
+/// idle deadline (a watch waits minutes for its next event by design).
+pub trait LinkConnection: Send + Sync {
+    /// False once the connection is gone (then it is forgotten).
+    fn is_open(&self) -> bool;
+    /// Ends the connection: blocked reads and writes on it fail straight away.
+    fn interrupt(&self);
+}
+
+/// Connections registered at most at once; the oldest closed ones are pruned first, and a
+/// client opens only a few, so the bound is never reached in practice.
+const MAX_CONNECTIONS: usize = 256;
+
 struct Shared {
     signal: Mutex<LinkSignal>,
     changed: Condvar,
+    connections: Mutex<Vec<Box<dyn LinkConnection>>>,
 }
 
 /// The shared handle: cheap to clone; all clones see one signal.
@@ -132,6 +147,7 @@ impl LinkHealth {
         LinkHealth(Arc::new(Shared {
             signal: Mutex::new(LinkSignal::new()),
             changed: Condvar::new(),
+            connections: Mutex::new(Vec::new()),
         }))
     }
 
@@ -165,6 +181,36 @@ impl LinkHealth {
     /// Records a transport failure.
     pub fn failure(&self, now: Instant) {
         self.lock().failure(now);
+    }
+
+    /// Registers an open connection to the server, to be broken off by [`LinkHealth::silent`].
+    pub fn track(&self, conn: Box<dyn LinkConnection>) {
+        let mut conns = self.0.connections.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.is_open());
+        if conns.len() >= MAX_CONNECTIONS {
+            conns.remove(0);
+        }
+        conns.push(conn);
+    }
+
+    /// Open connections registered with [`LinkHealth::track`].
+    pub fn tracked(&self) -> usize {
+        let mut conns = self.0.connections.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.is_open());
+        conns.len()
+    }
+
+    /// Records that the link went silent without closing (a PING unanswered: a NAT that
+    /// forgot its mapping, a dead radio): a failure, and every tracked connection to the
+    /// server is broken off, since packets on it will never arrive either. Their clients see
+    /// a transport error at once and reconnect on their own back-off.
+    pub fn silent(&self, now: Instant) {
+        self.failure(now);
+        let conns =
+            std::mem::take(&mut *self.0.connections.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in conns.iter().filter(|c| c.is_open()) {
+            c.interrupt();
+        }
     }
 
     /// The current recovery count (see [`LinkSignal::generation`]).
@@ -273,5 +319,58 @@ mod tests {
         assert!(a.success(t0));
         assert_eq!(waiter.join().ok(), Some(true));
         assert_eq!(b.generation(), 1);
+    }
+
+    struct Conn {
+        open: std::sync::atomic::AtomicBool,
+        interrupted: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LinkConnection for Arc<Conn> {
+        fn is_open(&self) -> bool {
+            self.open.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn interrupt(&self) {
+            self.interrupted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_silent_link_breaks_off_every_open_connection_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let h = LinkHealth::new();
+        let conn = || {
+            Arc::new(Conn {
+                open: true.into(),
+                interrupted: 0.into(),
+            })
+        };
+        let (watch, closed) = (conn(), conn());
+        h.track(Box::new(watch.clone()));
+        h.track(Box::new(closed.clone()));
+        closed.open.store(false, SeqCst);
+        assert_eq!(h.tracked(), 1);
+        let t0 = Instant::now();
+        h.silent(t0);
+        assert_eq!(watch.interrupted.load(SeqCst), 1);
+        assert_eq!(closed.interrupted.load(SeqCst), 0);
+        assert_eq!(h.snapshot().down_since(), Some(t0));
+        // Broken-off connections are forgotten: a second signal touches nothing old.
+        h.silent(t0 + s(1));
+        assert_eq!(watch.interrupted.load(SeqCst), 1);
+        assert_eq!(h.tracked(), 0);
+    }
+
+    #[test]
+    fn tracking_is_bounded() {
+        let h = LinkHealth::new();
+        for _ in 0..MAX_CONNECTIONS + 10 {
+            h.track(Box::new(Arc::new(Conn {
+                open: true.into(),
+                interrupted: 0.into(),
+            })));
+        }
+        assert_eq!(h.tracked(), MAX_CONNECTIONS);
     }
 }
