@@ -78,6 +78,7 @@ pub struct RunFlags {
     pub tls_private_key_file: Option<String>,
     pub client_ca_file: Option<String>,
     pub anonymous_auth: Option<bool>,
+    pub rotate_server_certificates: Option<bool>,
     pub authentication_token_webhook: Option<bool>,
     pub authorization_mode: Option<String>,
     pub healthz_port: Option<String>,
@@ -297,6 +298,10 @@ fn run_flags(args: &[String], topic: Topic) -> Result<Option<RunFlags>, CliError
                 f.anonymous_auth = Some(it.boolean(&name, inline)?);
                 continue;
             }
+            "rotate-server-certificates" => {
+                f.rotate_server_certificates = Some(it.boolean(&name, inline)?);
+                continue;
+            }
             "authentication-token-webhook" => {
                 f.authentication_token_webhook = Some(it.boolean(&name, inline)?);
                 continue;
@@ -437,6 +442,10 @@ flags (the kubelet's names where the kubelet has the flag):
                                       CERT-DIR/kubelet.crt)
     --tls-private-key-file FILE       its key (default CERT-DIR/kubelet.key)
     --client-ca-file FILE             CA of accepted client certificates (default: none)
+    --rotate-server-certificates=true|false
+                                      request the serving certificate from the cluster
+                                      (signer kubernetes.io/kubelet-serving) and rotate it;
+                                      not served until issued (default false)
     --anonymous-auth=true|false       let unauthenticated requests in (default false)
     --authentication-token-webhook=true|false
                                       check bearer tokens with TokenReview (default true)
@@ -785,7 +794,7 @@ mod tests {
     fn kubelet_api_flags() {
         let Command::Run(f) = parse(&args(
             "run --address 127.0.0.1 --port=11250 --tls-cert-file /c --tls-private-key-file /k \
-             --client-ca-file /ca --anonymous-auth=false --authentication-token-webhook \
+             --client-ca-file /ca --rotate-server-certificates --anonymous-auth=false --authentication-token-webhook \
              --authorization-mode AlwaysAllow",
         ))
         .unwrap() else {
@@ -797,6 +806,7 @@ mod tests {
         assert_eq!(f.tls_private_key_file.as_deref(), Some("/k"));
         assert_eq!(f.client_ca_file.as_deref(), Some("/ca"));
         assert_eq!(f.anonymous_auth, Some(false));
+        assert_eq!(f.rotate_server_certificates, Some(true));
         assert_eq!(f.authentication_token_webhook, Some(true));
         assert_eq!(f.authorization_mode.as_deref(), Some("AlwaysAllow"));
     }

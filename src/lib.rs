@@ -12,6 +12,7 @@ pub mod cri;
 pub mod csi;
 pub mod doctor;
 pub mod k8s;
+pub mod latency;
 pub mod logging;
 pub mod manifest;
 pub mod netlink;

@@ -40,6 +40,8 @@ mod pod_status;
 mod real;
 #[path = "envtest/scenarios.rs"]
 mod scenarios;
+#[path = "envtest/serving_cert.rs"]
+mod serving_cert;
 #[path = "envtest/teardown.rs"]
 mod teardown;
 #[path = "envtest/volume_updates.rs"]
@@ -739,6 +741,14 @@ fn real_kubectl_stats_summary_and_metrics() {
         return;
     };
     kubelet_stats::kubectl_stats_and_metrics(&c, bed);
+}
+
+#[test]
+fn real_serving_certificate_bootstrap_and_rotation() {
+    let Some((_serial, bed, c)) = real("envtest_real_serving_cert") else {
+        return;
+    };
+    serving_cert::serving_certificate_bootstrap_and_rotation(&c, bed);
 }
 
 #[test]

@@ -75,6 +75,7 @@ pub(crate) fn overrides(f: &RunFlags) -> FlagOverrides {
         tls_private_key_file: path(&f.tls_private_key_file),
         client_ca_file: path(&f.client_ca_file),
         anonymous_auth: f.anonymous_auth,
+        rotate_server_certificates: f.rotate_server_certificates,
         authentication_token_webhook: f.authentication_token_webhook,
         authorization_mode: f.authorization_mode.clone(),
         healthz_port: f.healthz_port.clone(),

@@ -63,6 +63,8 @@ pub(super) struct RawConfig {
     pub healthz_bind_address: Option<String>,
     pub tls_cert_file: Option<String>,
     pub tls_private_key_file: Option<String>,
+    #[serde(rename = "serverTLSBootstrap")]
+    pub server_tls_bootstrap: Option<bool>,
     pub authentication: Option<RawAuthentication>,
     pub authorization: Option<RawAuthorization>,
     pub tinylet: Option<RawTinylet>,
@@ -565,6 +567,9 @@ fn apply_api(
     }
     if let Some(p) = &raw.tls_private_key_file {
         api.tls_private_key_file = path(p);
+    }
+    if let Some(b) = raw.server_tls_bootstrap {
+        api.server_tls_bootstrap = b;
     }
     if let Some(a) = &raw.authentication {
         if let Some(p) = a.x509.as_ref().and_then(|x| x.client_ca_file.as_ref()) {

@@ -111,6 +111,10 @@ pub struct KubeletApiConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// `tlsPrivateKeyFile`, `--tls-private-key-file`.
     pub tls_private_key_file: Option<PathBuf>,
+    /// `serverTLSBootstrap`, `--rotate-server-certificates`: the serving certificate comes
+    /// from a CSR to `kubernetes.io/kubelet-serving` and is rotated; it takes precedence over
+    /// the TLS files, as upstream.
+    pub server_tls_bootstrap: bool,
     /// `authentication.x509.clientCAFile`, `--client-ca-file`.
     pub client_ca_file: Option<PathBuf>,
     /// `authentication.anonymous.enabled`, `--anonymous-auth`. Off by default (the
@@ -139,6 +143,7 @@ impl Default for KubeletApiConfig {
             port: 10250,
             tls_cert_file: None,
             tls_private_key_file: None,
+            server_tls_bootstrap: false,
             client_ca_file: None,
             anonymous_auth: false,
             token_webhook: true,
@@ -359,6 +364,8 @@ pub struct FlagOverrides {
     pub client_ca_file: Option<PathBuf>,
     /// `--anonymous-auth`
     pub anonymous_auth: Option<bool>,
+    /// `--rotate-server-certificates`
+    pub rotate_server_certificates: Option<bool>,
     /// `--authentication-token-webhook`
     pub authentication_token_webhook: Option<bool>,
     /// `--authorization-mode`
@@ -677,6 +684,9 @@ fn apply_api_flags(cfg: &mut AgentConfig, f: &FlagOverrides) -> Result<(), Confi
     }
     if let Some(b) = f.anonymous_auth {
         api.anonymous_auth = b;
+    }
+    if let Some(b) = f.rotate_server_certificates {
+        api.server_tls_bootstrap = b;
     }
     if let Some(b) = f.authentication_token_webhook {
         api.token_webhook = b;

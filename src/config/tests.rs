@@ -384,8 +384,10 @@ fn kubelet_api_fields_and_flags() {
     );
     assert_eq!(d.healthz_port, 10248);
     assert_eq!(d.healthz_bind_address, IpAddr::from([127, 0, 0, 1]));
+    assert!(!d.server_tls_bootstrap);
     let file = "\
 address: 127.0.0.1
+serverTLSBootstrap: true
 port: 11250
 healthzPort: 11248
 healthzBindAddress: 0.0.0.0
@@ -409,6 +411,7 @@ authorization:
     assert_eq!(a.healthz_bind_address, IpAddr::from([0, 0, 0, 0]));
     assert_eq!(a.client_ca_file, Some("/etc/tl/ca.crt".into()));
     assert!(!a.token_webhook && a.anonymous_auth);
+    assert!(a.server_tls_bootstrap);
     assert_eq!(a.token_webhook_cache_ttl, Duration::from_secs(10));
     assert_eq!(a.authorization_mode, AuthorizationMode::AlwaysAllow);
     assert_eq!(
@@ -425,9 +428,11 @@ authorization:
         client_ca_file: Some("/x/ca.crt".into()),
         healthz_port: Some("0".into()),
         healthz_bind_address: Some("::1".into()),
+        rotate_server_certificates: Some(false),
         ..Default::default()
     };
     let c = resolve_text(&flags, file).unwrap().config;
+    assert!(!c.kubelet_api.server_tls_bootstrap);
     assert_eq!(c.kubelet_api.port, 0);
     assert!(!c.kubelet_api.anonymous_auth && c.kubelet_api.token_webhook);
     assert_eq!(c.kubelet_api.authorization_mode, AuthorizationMode::Webhook);

@@ -51,6 +51,8 @@ struct Rpc {
     name: &'static str,
     path: &'static str,
     idempotent: bool,
+    /// Its latency histogram slot in [`super::metrics`].
+    metric: usize,
 }
 
 macro_rules! rpc {
@@ -59,6 +61,7 @@ macro_rules! rpc {
             name: $name,
             path: concat!("/runtime.v1.", $svc, "/", $name),
             idempotent: $idem,
+            metric: super::metrics::index($name),
         };
     };
 }
@@ -238,14 +241,16 @@ impl CriClient {
         let err = |kind| CriError::new(rpc.name, object, kind);
         let max = self.inner.opts.max_message_size;
         let body = grpc::encode_message(req, max).map_err(err)?;
-        let work = self.with_retry(rpc, body, Instant::now() + timeout);
+        let started = Instant::now();
+        let work = self.with_retry(rpc, body, started + timeout);
         let deadline = async {
             smol::Timer::after(timeout).await;
             Err(ErrorKind::DeadlineExceeded { timeout })
         };
         // Dropping the losing exchange resets its stream, so the runtime stops working on it.
-        let payload = smol::future::or(work, deadline).await.map_err(err)?;
-        grpc::decode_message(&payload).map_err(err)
+        let payload = smol::future::or(work, deadline).await;
+        super::metrics::record(rpc.metric, started.elapsed(), payload.is_err());
+        grpc::decode_message(&payload.map_err(err)?).map_err(err)
     }
 
     async fn with_retry(

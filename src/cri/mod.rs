@@ -9,6 +9,7 @@
 pub mod client;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod proto;
 pub mod proto_stats;
 pub mod proto_stream;

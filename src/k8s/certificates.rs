@@ -11,6 +11,9 @@ use super::meta::ObjectMeta;
 /// The signer a kubelet's client certificate request names.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
+/// The signer a kubelet's serving certificate request names.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
 /// certificates.k8s.io/v1 CertificateSigningRequest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -95,6 +98,25 @@ impl CertificateSigningRequest {
             },
             status: Default::default(),
         }
+    }
+
+    /// A kubelet serving-certificate request (`serverTLSBootstrap`). Usages as the kubelet
+    /// asks: digital signature and server auth, plus key encipherment only for an RSA key
+    /// (an ECDSA key never enciphers).
+    pub fn kubelet_serving(
+        name: &str,
+        csr_pem: Vec<u8>,
+        expiration_seconds: Option<i32>,
+        rsa_key: bool,
+    ) -> Self {
+        let mut csr = Self::kubelet_client(name, csr_pem, expiration_seconds);
+        csr.spec.signer_name = KUBELET_SERVING_SIGNER.into();
+        csr.spec.usages = vec!["digital signature".into()];
+        if rsa_key {
+            csr.spec.usages.push("key encipherment".into());
+        }
+        csr.spec.usages.push("server auth".into());
+        csr
     }
 
     /// True once a condition with this type and status "True" is present.
@@ -222,6 +244,28 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<CertificateSigningRequest>(j).unwrap(),
             csr
+        );
+    }
+
+    #[test]
+    fn serving_request_names_the_serving_signer_and_usages() {
+        let j = serde_json::to_value(CertificateSigningRequest::kubelet_serving(
+            "n",
+            b"pem".to_vec(),
+            Some(3600),
+            false,
+        ))
+        .unwrap();
+        assert_eq!(j["spec"]["signerName"], "kubernetes.io/kubelet-serving");
+        assert_eq!(
+            j["spec"]["usages"],
+            serde_json::json!(["digital signature", "server auth"])
+        );
+        assert_eq!(j["spec"]["expirationSeconds"], 3600);
+        let rsa = CertificateSigningRequest::kubelet_serving("n", vec![], None, true);
+        assert_eq!(
+            rsa.spec.usages,
+            ["digital signature", "key encipherment", "server auth"]
         );
     }
 

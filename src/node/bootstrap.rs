@@ -231,22 +231,10 @@ pub fn request_certificate(
         .certificate_request(&cn, &["system:nodes"])
         .map_err(|e| NodeError::Crypto(e.to_string()))?;
     let pem = pem_encode("CERTIFICATE REQUEST", &req);
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.public_point());
-    let hex: String = digest
-        .as_ref()
-        .iter()
-        .take(10)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let name = format!("node-csr-{hex}");
-    let expiration = opts
-        .expiration
-        .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX));
-    let csr = CertificateSigningRequest::kubelet_client(&name, pem.into_bytes(), expiration);
-    let _: CertificateSigningRequest = client.create(CSR_PATH, &csr).map_err(NodeError::Api)?;
-    log::info!("node {node_name}: certificate requested as CSR {name}");
-
-    let cert_pem = wait_for_certificate(client, &name, opts, stop)?;
+    let name = csr_name("node-csr", &key);
+    let csr = CertificateSigningRequest::kubelet_client(&name, pem.into_bytes(), expiration(opts));
+    let cert_pem = submit_and_wait(client, &csr, opts, stop)?;
+    log::info!("node {node_name}: CSR {name} issued");
     let info = first_certificate(&cert_pem).map_err(|e| NodeError::Csr {
         name: name.clone(),
         message: format!("issued certificate: {e}"),
@@ -267,6 +255,41 @@ pub fn request_certificate(
         crate::k8s::coordination::format_time(info.not_after)
     );
     Ok(info)
+}
+
+/// A CSR name unique to `key`: `PREFIX-` and the start of its public point's SHA-256.
+pub fn csr_name(prefix: &str, key: &GeneratedKey) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.public_point());
+    let hex: String = digest
+        .as_ref()
+        .iter()
+        .take(10)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{prefix}-{hex}")
+}
+
+/// `spec.expirationSeconds` from the options.
+pub fn expiration(opts: &BootstrapOptions) -> Option<i32> {
+    opts.expiration
+        .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
+}
+
+/// Posts `csr` and waits for its certificate (PEM chain) within the options' bounds; a denied
+/// or failed request is an error that is not retried.
+pub fn submit_and_wait(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+    opts: &BootstrapOptions,
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<u8>, NodeError> {
+    let name = csr.metadata.name.clone();
+    let _: CertificateSigningRequest = client.create(CSR_PATH, csr).map_err(NodeError::Api)?;
+    log::info!(
+        "certificate requested as CSR {name} (signer {})",
+        csr.spec.signer_name
+    );
+    wait_for_certificate(client, &name, opts, stop)
 }
 
 fn wait_for_certificate(

@@ -289,12 +289,32 @@ impl GeneratedKey {
 
     /// A DER PKCS#10 request for subject CN=`cn`, O=`orgs`, signed with this key.
     pub fn certificate_request(&self, cn: &str, orgs: &[&str]) -> Result<Vec<u8>, X509Error> {
+        self.certificate_request_with_names(cn, orgs, &[], &[])
+    }
+
+    /// [`certificate_request`](Self::certificate_request) that also asks for DNS and IP
+    /// subject alternative names (a serving certificate), through the PKCS#9
+    /// extensionRequest attribute (RFC 2985 5.4.2).
+    pub fn certificate_request_with_names(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        dns: &[&str],
+        ips: &[std::net::IpAddr],
+    ) -> Result<Vec<u8>, X509Error> {
         let mut info = Vec::new();
         emit(&mut info, TAG_INTEGER, &[0]);
         info.extend(name_der(cn, orgs));
         info.extend(self.public_key_info());
-        // No attributes: an empty [0] IMPLICIT SET.
-        emit(&mut info, TAG_CONTEXT_0, &[]);
+        // Attributes: [0] IMPLICIT SET OF Attribute, empty without names.
+        let mut attrs = Vec::new();
+        if !dns.is_empty() || !ips.is_empty() {
+            let exts = extension(OID_SAN, false, general_names(dns, ips));
+            let mut attr = der(TAG_OID, OID_EXTENSION_REQUEST);
+            emit(&mut attr, TAG_SET, &der(TAG_SEQUENCE, &exts));
+            emit(&mut attrs, TAG_SEQUENCE, &attr);
+        }
+        emit(&mut info, TAG_CONTEXT_0, &attrs);
         let info = der(TAG_SEQUENCE, &info);
 
         self.signed(info, "signing the certificate request")
@@ -327,6 +347,8 @@ impl GeneratedKey {
     }
 }
 
+/// 1.2.840.113549.1.9.14 PKCS#9 extensionRequest
+const OID_EXTENSION_REQUEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
 /// 2.5.29.17 subjectAltName
 const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
 /// 2.5.29.15 keyUsage
@@ -377,25 +399,8 @@ impl GeneratedKey {
         tbs.extend_from_slice(&name);
         tbs.extend(self.public_key_info());
 
-        let mut names = Vec::new();
-        for d in dns {
-            emit(&mut names, 0x82, d.as_bytes());
-        }
-        for ip in ips {
-            match ip {
-                std::net::IpAddr::V4(a) => emit(&mut names, 0x87, &a.octets()),
-                std::net::IpAddr::V6(a) => emit(&mut names, 0x87, &a.octets()),
-            }
-        }
-        let ext = |oid: &[u8], critical: bool, value: Vec<u8>| {
-            let mut e = der(TAG_OID, oid);
-            if critical {
-                emit(&mut e, 0x01, &[0xff]);
-            }
-            emit(&mut e, 0x04, &value);
-            der(TAG_SEQUENCE, &e)
-        };
-        let mut exts = ext(OID_SAN, false, der(TAG_SEQUENCE, &names));
+        let ext = extension;
+        let mut exts = ext(OID_SAN, false, general_names(dns, ips));
         // digitalSignature only (bit 0): an ECDSA key signs, it does not encipher.
         exts.extend(ext(OID_KEY_USAGE, true, der(TAG_BIT_STRING, &[7, 0x80])));
         exts.extend(ext(
@@ -408,6 +413,84 @@ impl GeneratedKey {
 
         self.signed(tbs, "signing the certificate")
     }
+}
+
+/// GeneralNames (RFC 5280 4.2.1.6) with dNSName and iPAddress entries, DER.
+fn general_names(dns: &[&str], ips: &[std::net::IpAddr]) -> Vec<u8> {
+    let mut names = Vec::new();
+    for d in dns {
+        emit(&mut names, 0x82, d.as_bytes());
+    }
+    for ip in ips {
+        match ip {
+            std::net::IpAddr::V4(a) => emit(&mut names, 0x87, &a.octets()),
+            std::net::IpAddr::V6(a) => emit(&mut names, 0x87, &a.octets()),
+        }
+    }
+    der(TAG_SEQUENCE, &names)
+}
+
+/// One Extension SEQUENCE: id, criticality when set, OCTET STRING value.
+fn extension(oid: &[u8], critical: bool, value: Vec<u8>) -> Vec<u8> {
+    let mut e = der(TAG_OID, oid);
+    if critical {
+        emit(&mut e, 0x01, &[0xff]);
+    }
+    emit(&mut e, 0x04, &value);
+    der(TAG_SEQUENCE, &e)
+}
+
+/// DNS and IP subject alternative names a DER PKCS#10 request asks for (extensionRequest).
+pub fn parse_request_names(der: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpAddr>), X509Error> {
+    let (req, _) = expect(der, TAG_SEQUENCE, "request is not a SEQUENCE")?;
+    let (info, _) = expect(req, TAG_SEQUENCE, "requestInfo is not a SEQUENCE")?;
+    let (_version, rest) = expect(info, TAG_INTEGER, "version is not an INTEGER")?;
+    let (_subject, rest) = expect(rest, TAG_SEQUENCE, "subject")?;
+    let (_spki, rest) = expect(rest, TAG_SEQUENCE, "subjectPKInfo")?;
+    let (mut attrs, _) = expect(rest, TAG_CONTEXT_0, "attributes")?;
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    while !attrs.is_empty() {
+        let (attr, next) = expect(attrs, TAG_SEQUENCE, "attribute")?;
+        attrs = next;
+        let (oid, values) = expect(attr, TAG_OID, "attribute type")?;
+        if oid != OID_EXTENSION_REQUEST {
+            continue;
+        }
+        let (set, _) = expect(values, TAG_SET, "attribute values")?;
+        let (mut exts, _) = expect(set, TAG_SEQUENCE, "extensions")?;
+        while !exts.is_empty() {
+            let (ext, next) = expect(exts, TAG_SEQUENCE, "extension")?;
+            exts = next;
+            let (oid, mut rest) = expect(ext, TAG_OID, "extension id")?;
+            if oid != OID_SAN {
+                continue;
+            }
+            if let Ok((_, after)) = expect(rest, 0x01, "critical") {
+                rest = after;
+            }
+            let (value, _) = expect(rest, 0x04, "extension value")?;
+            let (mut names, _) = expect(value, TAG_SEQUENCE, "GeneralNames")?;
+            while !names.is_empty() {
+                let (t, next) = read_tlv(names)?;
+                names = next;
+                match (t.tag, t.content.len()) {
+                    (0x82, _) => dns.push(String::from_utf8_lossy(t.content).into_owned()),
+                    (0x87, 4) => {
+                        let mut a = [0u8; 4];
+                        a.copy_from_slice(t.content);
+                        ips.push(std::net::IpAddr::from(a));
+                    }
+                    (0x87, 16) => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(t.content);
+                        ips.push(std::net::IpAddr::from(a));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok((dns, ips))
 }
 
 /// Subject CN and O values of a DER PKCS#10 request.
@@ -516,10 +599,49 @@ mod tests {
         assert_eq!(cn.as_deref(), Some("system:node:pi-1"));
         assert_eq!(orgs, vec!["system:nodes".to_string()]);
         let pem = pem_encode("CERTIFICATE REQUEST", &req);
-        assert_eq!(pem_blocks(pem.as_bytes(), "CERTIFICATE REQUEST"), vec![req]);
+        assert_eq!(
+            pem_blocks(pem.as_bytes(), "CERTIFICATE REQUEST"),
+            vec![req.clone()]
+        );
         assert!(key
             .private_pem()
             .starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert_eq!(parse_request_names(&req).unwrap(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn request_with_names_round_trip() {
+        let key = GeneratedKey::generate().unwrap();
+        let ips: Vec<std::net::IpAddr> =
+            vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()];
+        let req = key
+            .certificate_request_with_names("system:node:pi-1", &["system:nodes"], &["pi-1"], &ips)
+            .unwrap();
+        let (cn, orgs) = parse_request_subject(&req).unwrap();
+        assert_eq!(cn.as_deref(), Some("system:node:pi-1"));
+        assert_eq!(orgs, vec!["system:nodes".to_string()]);
+        assert_eq!(
+            parse_request_names(&req).unwrap(),
+            (vec!["pi-1".to_string()], ips)
+        );
+        // The signature covers the requestInfo, with the attribute in it.
+        let (outer, _) = expect(&req, TAG_SEQUENCE, "req").unwrap();
+        let (info, rest) = read_tlv(outer).unwrap();
+        let signed_len = outer.len() - rest.len();
+        let (_alg, rest) = expect(rest, TAG_SEQUENCE, "alg").unwrap();
+        let (sig, _) = expect(rest, TAG_BIT_STRING, "sig").unwrap();
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            key.public_point(),
+        );
+        assert_eq!(info.tag, TAG_SEQUENCE);
+        public
+            .verify(&outer[..signed_len], &sig[1..])
+            .expect("the request's signature verifies");
+        // Truncations are errors, never panics.
+        for n in 0..req.len() {
+            let _ = parse_request_names(&req[..n]);
+        }
     }
 
     #[test]

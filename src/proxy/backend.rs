@@ -267,6 +267,10 @@ pub struct SyncReport {
     pub failures: Vec<String>,
 }
 
+/// How long each sync of the proxy's rules took in this process (dump or remembered table,
+/// diff, apply), with syncs that failed or left failures counted as errors.
+pub static SYNC_DURATION: crate::latency::Histogram = crate::latency::Histogram::new();
+
 /// Drives a backend towards desired states, remembering what it applied.
 #[derive(Debug)]
 pub struct Syncer<B: Backend> {
@@ -292,6 +296,14 @@ impl<B: Backend> Syncer<B> {
 
     /// Bring the backend to `desired`.
     pub fn sync(&mut self, desired: &State, mode: SyncMode) -> Result<SyncReport, Error> {
+        let started = std::time::Instant::now();
+        let r = self.sync_inner(desired, mode);
+        let failed = r.as_ref().map_or(true, |rep| !rep.failures.is_empty());
+        SYNC_DURATION.record(started.elapsed(), failed);
+        r
+    }
+
+    fn sync_inner(&mut self, desired: &State, mode: SyncMode) -> Result<SyncReport, Error> {
         let current = match (self.known.take(), mode) {
             (Some(k), SyncMode::Incremental) => k,
             _ => self.backend.dump()?,

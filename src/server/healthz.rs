@@ -88,7 +88,7 @@ pub fn start(addr: SocketAddr) -> Result<Server, ServerError> {
             .detach();
         }
     });
-    Ok(Server { addr, _task: task })
+    Ok(Server::plain(addr, task))
 }
 
 #[cfg(test)]

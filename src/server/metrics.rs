@@ -2,9 +2,11 @@
 //! metrics-server reads (names, labels, HELP text with the stability level, as the kubelet's
 //! `pkg/kubelet/metrics/collectors/resource_metrics.go` declares them), rendered from a
 //! [`Summary`]; and `/metrics`, tinylet's own: pods and containers the node runs, restart
-//! counts, kubelet API responses by code, and how long a stats collection took (the runtime's
-//! stats calls plus /proc and cgroup reads). Rendering is pure; the counters are shared state
-//! the server updates.
+//! counts, kubelet API responses by code, how long a stats collection took (the runtime's
+//! stats calls plus /proc and cgroup reads), runtime (CRI) call latency and errors by method,
+//! record store writes and failures, and the in-process service proxy's sync time. Rendering
+//! is pure; the counters are shared state the server, the runtime client, the store and the
+//! proxy update (`crate::latency` histograms and atomics: no lock on their paths).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -290,6 +292,105 @@ impl Counters {
     }
 }
 
+/// One histogram's `_bucket`, `_sum` and `_count` lines (the family lines are the caller's).
+fn histogram(out: &mut String, name: &str, l: &[(&str, &str)], s: &crate::latency::Snapshot) {
+    let bucket = format!("{name}_bucket");
+    for (le, n) in &s.buckets {
+        let le = le.to_string();
+        let mut with = l.to_vec();
+        with.push(("le", &le));
+        sample(out, &bucket, &with, *n as f64, None);
+    }
+    let mut with = l.to_vec();
+    with.push(("le", "+Inf"));
+    sample(out, &bucket, &with, s.count as f64, None);
+    sample(out, &format!("{name}_sum"), l, s.sum_seconds, None);
+    sample(out, &format!("{name}_count"), l, s.count as f64, None);
+}
+
+/// Runtime calls by method, record store writes and proxy syncs of this process.
+fn process_metrics(out: &mut String) {
+    let ops: Vec<(&str, crate::latency::Snapshot)> = crate::cri::metrics::called()
+        .map(|(m, h)| (m, h.snapshot()))
+        .collect();
+    family(
+        out,
+        "tinylet_runtime_operations_duration_seconds",
+        "Duration of runtime (CRI) calls by method, as the caller waits for them",
+        "histogram",
+    );
+    for (m, s) in &ops {
+        let l = [("operation_type", *m)];
+        histogram(out, "tinylet_runtime_operations_duration_seconds", &l, s);
+    }
+    family(
+        out,
+        "tinylet_runtime_operations_errors_total",
+        "Runtime (CRI) calls that failed, by method",
+        "counter",
+    );
+    for (m, s) in &ops {
+        let l = [("operation_type", *m)];
+        sample(
+            out,
+            "tinylet_runtime_operations_errors_total",
+            &l,
+            s.errors as f64,
+            None,
+        );
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let w = &crate::store::WRITES;
+    family(
+        out,
+        "tinylet_store_writes_total",
+        "Records written (put) or removed (delete) durably in the node's store",
+        "counter",
+    );
+    for (op, n) in [("delete", &w.deletes), ("put", &w.puts)] {
+        let n = n.load(Relaxed) as f64;
+        sample(
+            out,
+            "tinylet_store_writes_total",
+            &[("operation", op)],
+            n,
+            None,
+        );
+    }
+    family(
+        out,
+        "tinylet_store_write_failures_total",
+        "Store writes the medium refused (full, read-only or failing)",
+        "counter",
+    );
+    for (op, n) in [("delete", &w.delete_failures), ("put", &w.put_failures)] {
+        let n = n.load(Relaxed) as f64;
+        let l = [("operation", op)];
+        sample(out, "tinylet_store_write_failures_total", &l, n, None);
+    }
+    let sync = crate::proxy::backend::SYNC_DURATION.snapshot();
+    family(
+        out,
+        "tinylet_proxy_sync_duration_seconds",
+        "Duration of the in-process service proxy's rule syncs (read, diff, apply)",
+        "histogram",
+    );
+    histogram(out, "tinylet_proxy_sync_duration_seconds", &[], &sync);
+    family(
+        out,
+        "tinylet_proxy_sync_errors_total",
+        "Service proxy syncs that failed or left rules unapplied",
+        "counter",
+    );
+    sample(
+        out,
+        "tinylet_proxy_sync_errors_total",
+        &[],
+        sync.errors as f64,
+        None,
+    );
+}
+
 /// `/metrics`: tinylet's own metrics from the node view and the server's counters.
 pub fn own(view: &NodeView, counters: &Counters) -> String {
     let mut out = String::new();
@@ -422,6 +523,8 @@ pub fn own(view: &NodeView, counters: &Counters) -> String {
         g.collect_errors as f64,
         None,
     );
+    drop(g);
+    process_metrics(&mut out);
     out
 }
 

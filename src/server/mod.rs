@@ -7,7 +7,9 @@
 //! (CRI log format and options, sans-I/O), `logstream` (log files), `stream` (exec, attach
 //! and port-forward relayed to the runtime's streaming server), `view` (what the server
 //! may read of the agent), `healthz` (the plain local health port), `stats` and `sampler`
-//! (`/stats/summary`), `metrics` (`/metrics/resource`, `/metrics`). The server never changes
+//! (`/stats/summary`), `metrics` (`/metrics/resource`, `/metrics`), `tls` and `serving` (the
+//! serving certificate: files, self-signed, or issued by the cluster and rotated). The server
+//! never changes
 //! pods: it reads the [`NodeView`] the agent
 //! publishes and asks the API server about users with the node's own credentials.
 
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod path;
 pub mod routes;
 pub mod sampler;
+pub mod serving;
 pub mod stats;
 pub mod stream;
 pub mod tls;
@@ -31,7 +34,7 @@ pub mod view;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use smol::future::FutureExt;
@@ -41,6 +44,7 @@ use smol::Async;
 use crate::api::client::{Client, ClientConfig};
 use crate::config::{AgentConfig, AuthorizationMode};
 use crate::cri::{CriClient, CriOptions};
+use crate::node::x509;
 use authn::{Authn, AuthnPolicy, PeerCert, TokenCache, User};
 use authz::DecisionCache;
 use conn::TlsConn;
@@ -164,7 +168,7 @@ impl Settings {
 
 struct State {
     settings: Settings,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<tls::TlsSlot>,
     client_auth: tls::ClientAuth,
     view: NodeView,
     tokens: Mutex<TokenCache>,
@@ -181,10 +185,38 @@ struct State {
 
 /// The running server; it stops when dropped.
 pub struct Server {
-    /// The address actually bound.
+    /// The address actually bound (with a serving certificate still to be issued: the
+    /// address that will be bound).
     pub addr: SocketAddr,
     _task: smol::Task<()>,
+    /// The TLS configuration new connections take.
+    slot: Arc<tls::TlsSlot>,
+    /// The serving certificate's upkeep (self-signed renewal or rotation), if any.
+    _upkeep: Option<Upkeep>,
 }
+
+impl Server {
+    /// A server without TLS (the plain healthz port).
+    fn plain(addr: SocketAddr, task: smol::Task<()>) -> Server {
+        Server {
+            addr,
+            _task: task,
+            slot: Arc::default(),
+            _upkeep: None,
+        }
+    }
+}
+
+/// What keeps the serving certificate current while the server runs (held to be dropped
+/// with the server).
+#[allow(dead_code)]
+enum Upkeep {
+    SelfSigned(smol::Task<()>),
+    Rotation(serving::Handle),
+}
+
+/// How often a self-signed pair is checked against the wall clock.
+const SELF_SIGNED_CHECK: Duration = Duration::from_secs(60);
 
 /// Starts the kubelet API when configured (None for port 0). Certificate problems and a
 /// taken port are errors naming the file or address.
@@ -197,13 +229,116 @@ pub fn start(
         return Ok(None);
     };
     let api = &cfg.kubelet_api;
+    if api.server_tls_bootstrap {
+        return start_bootstrapped(cfg, settings, view).map(Some);
+    }
     let files = api
         .tls_cert_file
         .as_deref()
         .zip(api.tls_private_key_file.as_deref());
     let dns = vec![node_name.to_string()];
-    let pair = tls::serving_pair(files, &cfg.cert_dir(), node_name, &dns, &cfg.node_ips)?;
-    start_with(settings, &pair, api.client_ca_file.as_deref(), view).map(Some)
+    let cert_dir = cfg.cert_dir();
+    let pair = tls::serving_pair(
+        files,
+        &cert_dir,
+        node_name,
+        &dns,
+        &cfg.node_ips,
+        SystemTime::now(),
+    )?;
+    let client_ca = api.client_ca_file.as_deref();
+    let mut server = start_with(settings, &pair, client_ca, view)?;
+    if files.is_none() {
+        // A self-signed pair made while the clock was wrong is remade once it is right.
+        let client = tls::client_tls(client_ca)?;
+        let slot = server_slot(&server);
+        let (name, ips) = (node_name.to_string(), cfg.node_ips.clone());
+        let mut current = x509::first_certificate(&pair.cert_pem).ok();
+        server._upkeep = Some(Upkeep::SelfSigned(smol::spawn(async move {
+            loop {
+                smol::Timer::after(SELF_SIGNED_CHECK).await;
+                let now = SystemTime::now();
+                if current
+                    .as_ref()
+                    .is_some_and(|i| tls::self_signed_usable(i, now))
+                {
+                    continue;
+                }
+                let made = tls::serving_pair(None, &cert_dir, &name, &dns, &ips, now)
+                    .and_then(|p| Ok((tls::config_with(&p, &client)?, p)));
+                match made {
+                    Ok((cfg, p)) => {
+                        log::info!(
+                            "kubelet API: self-signed certificate remade for the current time"
+                        );
+                        current = x509::first_certificate(&p.cert_pem).ok();
+                        if let Some(slot) = slot.upgrade() {
+                            slot.set(Some(cfg));
+                        }
+                    }
+                    Err(e) => log::warn!("kubelet API: remaking the self-signed certificate: {e}"),
+                }
+            }
+        })));
+    }
+    Ok(Some(server))
+}
+
+/// The server's TLS slot, weakly (the upkeep must not keep a stopped server's state alive).
+fn server_slot(server: &Server) -> std::sync::Weak<tls::TlsSlot> {
+    Arc::downgrade(&server.slot)
+}
+
+/// Starts the server with a serving certificate from the cluster: the port is bound once the
+/// first certificate is issued (or a current one is found under the cert dir), and rotation
+/// swaps it for new connections.
+fn start_bootstrapped(
+    cfg: &AgentConfig,
+    settings: Settings,
+    view: NodeView,
+) -> Result<Server, ServerError> {
+    let api = &cfg.kubelet_api;
+    let client = tls::client_tls(api.client_ca_file.as_deref())?;
+    let slot = Arc::new(tls::TlsSlot::default());
+    let mut ips = cfg.node_ips.clone();
+    if ips.is_empty() {
+        ips.extend(crate::node::register::detect_node_ip());
+    }
+    let rotation = serving::RotationSettings {
+        cert_dir: cfg.cert_dir(),
+        node_name: settings.node_name.clone(),
+        template: serving::template(&settings.node_name, &ips),
+        client: client.clone(),
+        opts: crate::node::bootstrap::BootstrapOptions::default(),
+    };
+    let (first_tx, first_rx) = smol::channel::bounded(1);
+    let handle =
+        serving::spawn(rotation, view.clone(), slot.clone(), first_tx).map_err(ServerError::Tls)?;
+    let bind = settings.bind;
+    let state = new_state(settings, slot.clone(), client.auth, view)?;
+    log::info!(
+        "kubelet API on https://{bind} once the serving certificate is issued (CSR to kubernetes.io/kubelet-serving)"
+    );
+    let task = smol::spawn(async move {
+        if first_rx.recv().await.is_err() {
+            return;
+        }
+        let listener = match TcpListener::bind(bind).and_then(Async::new) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("kubelet API not served: listen {bind}: {e}");
+                return;
+            }
+        };
+        log::info!("kubelet API on https://{bind}: serving certificate issued");
+        accept_loop(listener, state).await;
+    });
+    Ok(Server {
+        addr: bind,
+        _task: task,
+        _upkeep: Some(Upkeep::Rotation(handle)),
+        slot,
+    })
 }
 
 /// Starts the plain `/healthz` when configured (None for `healthzPort: 0`).
@@ -229,6 +364,35 @@ pub fn start_with(
         .local_addr()
         .map_err(|e| ServerError::Listen(e.to_string()))?;
     let listener = Async::new(listener).map_err(|e| ServerError::Listen(e.to_string()))?;
+    log::info!(
+        "kubelet API on https://{addr} (certificate {}, client CA {}, anonymous {}, authorization {:?})",
+        pair.source,
+        client_ca.map_or("none".to_string(), |p| p.display().to_string()),
+        if settings.authn.anonymous {
+            "allowed"
+        } else {
+            "refused"
+        },
+        settings.authorization
+    );
+    let slot = Arc::new(tls::TlsSlot::with(tls_cfg));
+    let state = new_state(settings, slot.clone(), client_auth, view)?;
+    let task = smol::spawn(accept_loop(listener, state));
+    Ok(Server {
+        addr,
+        _task: task,
+        slot,
+        _upkeep: None,
+    })
+}
+
+/// The shared state of a server.
+fn new_state(
+    settings: Settings,
+    tls: Arc<tls::TlsSlot>,
+    client_auth: tls::ClientAuth,
+    view: NodeView,
+) -> Result<Arc<State>, ServerError> {
     let stats = match &settings.stats {
         Some(s) => {
             let opts = CriOptions {
@@ -241,18 +405,7 @@ pub fn start_with(
         }
         None => None,
     };
-    log::info!(
-        "kubelet API on https://{addr} (certificate {}, client CA {}, anonymous {}, authorization {:?})",
-        pair.source,
-        client_ca.map_or("none".to_string(), |p| p.display().to_string()),
-        if settings.authn.anonymous {
-            "allowed"
-        } else {
-            "refused"
-        },
-        settings.authorization
-    );
-    let state = Arc::new(State {
+    Ok(Arc::new(State {
         tokens: Mutex::new(TokenCache::new(settings.token_ttl)),
         decisions: Mutex::new(DecisionCache::new(
             settings.allowed_ttl,
@@ -261,15 +414,19 @@ pub fn start_with(
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         streams: stream::Streams::new(&settings.streams),
         settings,
-        tls: tls_cfg,
+        tls,
         client_auth,
         view,
         client: Mutex::new(None),
         stats,
         sampler: Mutex::new(sampler::Sampler::default()),
         counters: metrics::Counters::default(),
-    });
-    let task = smol::spawn(async move {
+    }))
+}
+
+/// Accepts connections, each served on its own task within the connection bound.
+async fn accept_loop(listener: Async<TcpListener>, state: Arc<State>) {
+    {
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(a) => a,
@@ -293,12 +450,15 @@ pub fn start_with(
             })
             .detach();
         }
-    });
-    Ok(Server { addr, _task: task })
+    }
 }
 
 async fn serve(state: &State, tcp: Async<std::net::TcpStream>) {
-    let Ok(mut conn) = TlsConn::new(tcp, state.tls.clone()) else {
+    // No certificate to serve (an issued one expired): the connection is closed.
+    let Some(cfg) = state.tls.get() else {
+        return;
+    };
+    let Ok(mut conn) = TlsConn::new(tcp, cfg) else {
         return;
     };
     let handshake = async { conn.handshake().await.is_ok() };

@@ -1,6 +1,8 @@
 //! TLS for the kubelet API: the serving certificate (given files, else a self-signed pair kept
 //! 0600 under the certificate directory as `kubelet.crt`/`kubelet.key`, as the kubelet makes
-//! it), the rustls server configuration (TLS 1.2+, ring only), and client certificates.
+//! it, remade when it is not valid at the current wall time), the rustls server configuration
+//! (TLS 1.2+, ring only) in a [`TlsSlot`] that a new certificate replaces for new connections
+//! only, and client certificates. A certificate from the cluster is `serving`'s concern.
 //!
 //! Client certificates are requested, never required, and accepted at the TLS layer whatever
 //! their issuer (the handshake signature is still checked, so the client holds the key): the
@@ -10,7 +12,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -30,7 +32,7 @@ const MAX_PEM: u64 = 1 << 20;
 /// Validity of a self-signed serving certificate (the kubelet's: one year).
 const SELF_SIGNED_LIFE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, ServerError> {
+pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, ServerError> {
     use std::io::Read;
     let f = std::fs::File::open(path)
         .map_err(|e| ServerError::Tls(format!("{what} {}: {e}", path.display())))?;
@@ -55,14 +57,23 @@ pub struct ServingPair {
     pub source: String,
 }
 
+/// True when a self-signed certificate can be served at wall time `now`: already valid and
+/// not within an hour of its end. A pair made while the clock was wrong (a board without a
+/// real-time clock boots in 1970) is not, once the clock is right, and the other way round.
+pub fn self_signed_usable(info: &x509::CertInfo, now: SystemTime) -> bool {
+    info.not_before <= now && now + Duration::from_secs(3600) < info.not_after
+}
+
 /// The serving pair: the given files, else `kubelet.crt`/`kubelet.key` in `cert_dir`,
-/// generated (self-signed, for the node's names and addresses) when absent or unreadable.
+/// generated (self-signed, for the node's names and addresses) when absent, unreadable or not
+/// usable at wall time `now` ([`self_signed_usable`]).
 pub fn serving_pair(
     files: Option<(&Path, &Path)>,
     cert_dir: &Path,
     node_name: &str,
     dns: &[String],
     ips: &[std::net::IpAddr],
+    now: SystemTime,
 ) -> Result<ServingPair, ServerError> {
     if let Some((cert, key)) = files {
         return Ok(ServingPair {
@@ -74,8 +85,7 @@ pub fn serving_pair(
     let crt = cert_dir.join("kubelet.crt");
     let key = cert_dir.join("kubelet.key");
     if let (Ok(c), Ok(k)) = (read_pem(&crt, "cert"), read_pem(&key, "key")) {
-        let valid = x509::first_certificate(&c)
-            .is_ok_and(|i| i.not_after > SystemTime::now() + Duration::from_secs(3600));
+        let valid = x509::first_certificate(&c).is_ok_and(|i| self_signed_usable(&i, now));
         if valid {
             return Ok(ServingPair {
                 cert_pem: c,
@@ -84,7 +94,7 @@ pub fn serving_pair(
             });
         }
     }
-    let pair = self_signed(node_name, dns, ips, SystemTime::now())?;
+    let pair = self_signed(node_name, dns, ips, now)?;
     write_private(cert_dir, &key, &pair.key_pem)?;
     write_private(cert_dir, &crt, &pair.cert_pem)?;
     Ok(ServingPair {
@@ -218,13 +228,57 @@ impl ClientAuth {
     }
 }
 
+/// The rustls configuration in use, replaced whole when the serving certificate changes:
+/// a connection keeps the configuration it began with, new ones take the new one. Empty
+/// while there is no certificate to serve (then connections are closed at once).
+#[derive(Debug, Default)]
+pub struct TlsSlot(RwLock<Option<Arc<rustls::ServerConfig>>>);
+
+impl TlsSlot {
+    /// A slot holding `cfg`.
+    pub fn with(cfg: Arc<rustls::ServerConfig>) -> TlsSlot {
+        TlsSlot(RwLock::new(Some(cfg)))
+    }
+
+    /// The configuration for a new connection.
+    pub fn get(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces (or, with None, withdraws) the configuration for later connections.
+    pub fn set(&self, cfg: Option<Arc<rustls::ServerConfig>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = cfg;
+    }
+}
+
+/// The client side of TLS, fixed for the server's life: the verifier the handshake uses and
+/// the chain check after it. Serving configurations are made from it per certificate.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// The chain check after the handshake.
+    pub auth: ClientAuth,
+}
+
 /// The rustls configuration and the client certificate check that goes with it.
 pub fn server_config(
     pair: &ServingPair,
     client_ca: Option<&Path>,
 ) -> Result<(Arc<rustls::ServerConfig>, ClientAuth), ServerError> {
+    let client = client_tls(client_ca)?;
+    Ok((config_with(pair, &client)?, client.auth))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A serving configuration for `pair` with the client side of `client`.
+pub fn config_with(
+    pair: &ServingPair,
+    client: &ClientTls,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let tls = |what: &str, e: &dyn std::fmt::Display| ServerError::Tls(format!("{what}: {e}"));
-    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pair.cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| tls(&format!("serving certificate {}", pair.source), &e))?;
@@ -236,6 +290,20 @@ pub fn server_config(
     }
     let key = PrivateKeyDer::from_pem_slice(&pair.key_pem)
         .map_err(|e| tls(&format!("serving key for {}", pair.source), &e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| tls("TLS versions", &e))?
+        .with_client_cert_verifier(client.verifier.clone())
+        .with_single_cert(chain, key)
+        .map_err(|e| tls(&format!("serving pair {}", pair.source), &e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The client certificate verifier for `client_ca` (none: no certificate is requested).
+pub fn client_tls(client_ca: Option<&Path>) -> Result<ClientTls, ServerError> {
+    let tls = |what: &str, e: &dyn std::fmt::Display| ServerError::Tls(format!("{what}: {e}"));
+    let provider = provider();
     let (verifier, auth) = match client_ca {
         Some(path) => {
             let pem = read_pem(path, "clientCAFile")?;
@@ -272,14 +340,7 @@ pub fn server_config(
             ClientAuth { verifier: None },
         ),
     };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| tls("TLS versions", &e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| tls(&format!("serving pair {}", pair.source), &e))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((Arc::new(cfg), auth))
+    Ok(ClientTls { verifier, auth })
 }
 
 #[cfg(test)]
@@ -308,14 +369,34 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("tinylet-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let first = serving_pair(None, &dir, "pi4", &[], &[]).unwrap();
+        let now = SystemTime::now();
+        let first = serving_pair(None, &dir, "pi4", &[], &[], now).unwrap();
         let mode = std::fs::metadata(dir.join("kubelet.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = serving_pair(None, &dir, "pi4", &[], &[]).unwrap();
+        let again = serving_pair(None, &dir, "pi4", &[], &[], now).unwrap();
         assert_eq!(first.cert_pem, again.cert_pem);
+        // Made while the clock said 1970, then the clock jumped: not valid now, so remade
+        // (the kubelet would serve the stale pair; a Pi without RTC makes this common).
+        let boot = SystemTime::UNIX_EPOCH + Duration::from_secs(30);
+        let stale = serving_pair(None, &dir, "pi4", &[], &[], boot).unwrap();
+        assert_ne!(stale.cert_pem, first.cert_pem);
+        let info = x509::first_certificate(&stale.cert_pem).unwrap();
+        assert!(!self_signed_usable(&info, now));
+        let fresh = serving_pair(None, &dir, "pi4", &[], &[], now).unwrap();
+        assert_ne!(fresh.cert_pem, stale.cert_pem);
+        assert!(self_signed_usable(
+            &x509::first_certificate(&fresh.cert_pem).unwrap(),
+            now
+        ));
+        // And the other way: a pair from the future (clock set back) is not valid yet.
+        assert!(!self_signed_usable(
+            &x509::first_certificate(&fresh.cert_pem).unwrap(),
+            boot
+        ));
+        let first = fresh;
         // A CA file the client CA cannot verify against: the peer is rejected, not trusted.
         std::fs::write(dir.join("ca.crt"), &first.cert_pem).unwrap();
         let (_cfg, auth) = server_config(&first, Some(&dir.join("ca.crt"))).unwrap();

@@ -64,6 +64,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use fs::{Fs, OsFs};
 pub use record::{content_hash, ContentHash, Record, RecordFault, RecordKind};
@@ -216,6 +217,24 @@ pub struct StoreStats {
     /// Unlinks (deletes and leftover temporary files).
     pub unlinks: u64,
 }
+
+/// Record writes of every store in this process (for `/metrics`): puts that wrote, deletes
+/// that removed, and those the medium refused. Identical puts write nothing and count nothing.
+#[derive(Debug, Default)]
+pub struct WriteCounts {
+    pub puts: AtomicU64,
+    pub put_failures: AtomicU64,
+    pub deletes: AtomicU64,
+    pub delete_failures: AtomicU64,
+}
+
+/// The process-wide [`WriteCounts`].
+pub static WRITES: WriteCounts = WriteCounts {
+    puts: AtomicU64::new(0),
+    put_failures: AtomicU64::new(0),
+    deletes: AtomicU64::new(0),
+    delete_failures: AtomicU64::new(0),
+};
 
 /// What open found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -443,6 +462,11 @@ impl<F: Fs> Store<F> {
     ) -> Result<PutOutcome, StoreError> {
         let r = self.put_now(kind, key, value);
         self.note(kind, key, Some(value), r.as_ref().err());
+        match &r {
+            Ok(PutOutcome::Written) => WRITES.puts.fetch_add(1, Ordering::Relaxed),
+            Ok(PutOutcome::Unchanged) => 0,
+            Err(_) => WRITES.put_failures.fetch_add(1, Ordering::Relaxed),
+        };
         r
     }
 
@@ -602,6 +626,11 @@ impl<F: Fs> Store<F> {
     pub fn delete(&mut self, kind: RecordKind, key: &str) -> Result<bool, StoreError> {
         let r = self.delete_now(kind, key);
         self.note(kind, key, None, r.as_ref().err());
+        match &r {
+            Ok(true) => WRITES.deletes.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => 0,
+            Err(_) => WRITES.delete_failures.fetch_add(1, Ordering::Relaxed),
+        };
         r
     }
 

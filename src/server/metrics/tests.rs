@@ -157,6 +157,44 @@ fn own_metrics_count_pods_containers_responses_and_collections() {
     }
 }
 
+/// Runtime calls by method (only methods called appear), store writes and proxy syncs come
+/// from the process-wide recorders; other tests record into them too, so counts are lower
+/// bounds here.
+#[test]
+fn own_metrics_carry_runtime_store_and_proxy_figures() {
+    let slot = crate::cri::metrics::index("ImageFsInfo");
+    crate::cri::metrics::record(slot, Duration::from_millis(2), false);
+    crate::cri::metrics::record(slot, Duration::from_secs(60), true);
+    crate::proxy::backend::SYNC_DURATION.record(Duration::from_millis(30), false);
+    let text = own(&NodeView::default(), &Counters::default());
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+    };
+    let op = "operation_type=\"ImageFsInfo\"";
+    assert!(
+        value(&format!(
+            "tinylet_runtime_operations_duration_seconds_bucket{{{op},le=\"0.0025\"}}"
+        )) >= 1.0
+    );
+    let inf = value(&format!(
+        "tinylet_runtime_operations_duration_seconds_bucket{{{op},le=\"+Inf\"}}"
+    ));
+    let le30 = value(&format!(
+        "tinylet_runtime_operations_duration_seconds_bucket{{{op},le=\"30\"}}"
+    ));
+    assert!(inf >= le30 + 1.0, "the 60 s call is above every bound");
+    assert!(value(&format!("tinylet_runtime_operations_errors_total{{{op}}}")) >= 1.0);
+    assert!(value("tinylet_proxy_sync_duration_seconds_count") >= 1.0);
+    for name in [
+        "tinylet_store_writes_total{operation=\"put\"}",
+        "tinylet_store_write_failures_total{operation=\"delete\"}",
+    ] {
+        assert!(value(name) >= 0.0);
+    }
+}
+
 /// `promtool check metrics` accepts both texts (the Prometheus project's own linter). Under
 /// CI=true a missing promtool fails the test; elsewhere the check is skipped with a note.
 #[test]
@@ -168,6 +206,9 @@ fn promtool_accepts_both_texts() {
     let c = Counters::default();
     c.response(200);
     c.collected(Duration::from_millis(3), false);
+    let version = crate::cri::metrics::index("Version");
+    crate::cri::metrics::record(version, Duration::from_micros(700), false);
+    crate::proxy::backend::SYNC_DURATION.record(Duration::from_millis(4), false);
     for text in [resource(&summary(), false), own(&view, &c)] {
         let mut child = std::process::Command::new(&promtool)
             .args(["check", "metrics"])
