@@ -158,7 +158,7 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
         "/apis/storage.k8s.io/v1/csidrivers",
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
                "metadata": {"name": DRIVER},
-               "spec": {"attachRequired": false, "podInfoOnMount": true,
+               "spec": {"attachRequired": false, "podInfoOnMount": true, "fsGroupPolicy": "File",
                         "volumeLifecycleModes": ["Persistent", "Ephemeral"]}}),
     )
     .unwrap();
@@ -349,21 +349,23 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
         "the reader runs on"
     );
 
-    // An inline ephemeral volume.
-    c.create(
-        &format!("/api/v1/namespaces/{ns}/pods"),
-        pod_with(
-            &a,
-            &ns,
-            "inline",
-            "echo scratch > /scratch/s && cat /scratch/s > /out/inline",
-            json!({"name": "scratch", "csi": {"driver": DRIVER}}),
-            "/scratch",
-        ),
-    )
-    .unwrap();
+    // An inline ephemeral volume, in a pod with an fsGroup: the CSIDriver's fsGroupPolicy File
+    // has the volume given to that group (upstream: File applies the fsGroup whatever the
+    // fsType and access mode).
+    let mut inline = pod_with(
+        &a,
+        &ns,
+        "inline",
+        "echo scratch > /scratch/s && cat /scratch/s > /out/inline && stat -c %g /scratch > /out/gid",
+        json!({"name": "scratch", "csi": {"driver": DRIVER}}),
+        "/scratch",
+    );
+    inline["spec"]["securityContext"] = json!({"fsGroup": 2345});
+    c.create(&format!("/api/v1/namespaces/{ns}/pods"), inline)
+        .unwrap();
     wait_ready(c, &ns, "inline");
     assert_eq!(a.read_out("inline", "inline", LIMIT), "scratch\n");
+    assert_eq!(a.read_out("inline", "gid", LIMIT), "2345\n");
     let inline_uid = uid_of(c, &ns, "inline");
     let reader_uid = uid_of(c, &ns, "reader");
     delete_and_wait(c, &ns, "inline");
