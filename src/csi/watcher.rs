@@ -155,11 +155,12 @@ pub fn scan_once(dir: &Path) {
         match smol::block_on(register(&socket)) {
             Ok(d) => {
                 log::info!(
-                    "CSI: driver {} registered (endpoint {}, node id {:?}, stage/unstage {})",
+                    "CSI: driver {} registered (endpoint {}, node id {:?}, stage/unstage {}, volume stats {})",
                     d.name,
                     d.endpoint,
                     d.node_id,
-                    d.stage_unstage
+                    d.stage_unstage,
+                    d.volume_stats
                 );
                 registry::global().register(d);
             }
