@@ -146,7 +146,11 @@ fn static_pod_with_inline_csi_volume_and_no_api_server() {
     {
         use std::os::unix::fs::MetadataExt;
         let gid = std::fs::metadata(&target).map(|m| m.gid()).ok();
-        assert_eq!(gid, Some(2345), "the kept CSIDriver's fsGroupPolicy File applied");
+        assert_eq!(
+            gid,
+            Some(2345),
+            "the kept CSIDriver's fsGroupPolicy File applied"
+        );
     }
     // What teardown needs is kept beside the mount (never a secret).
     let vol_data = std::fs::read_to_string(vol_dir.join("vol_data.json")).unwrap();
