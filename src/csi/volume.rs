@@ -521,16 +521,26 @@ fn write_vol_data(dir: &Path, d: &VolData) -> Result<(), String> {
         .map_err(|e| format!("write {}/vol_data.json: {e}", dir.display()))
 }
 
+/// Whether a published volume of the driver whose CSIDriver is `driver` is published again
+/// at each volume refresh (`requiresRepublish`: the kubelet calls NodePublishVolume
+/// periodically, e.g. with fresh tokens). Pure.
+pub fn requires_republish(driver: Option<&CsiDriver>) -> bool {
+    driver.is_some_and(|d| d.spec.requires_republish == Some(true))
+}
+
 /// Stages (if the driver stages) and publishes `req` into `vol_dir/mount` under agent root
-/// `root`; returns the published path. Idempotent: a published volume is left as it is.
+/// `root`; returns the published path. Idempotent: a published volume is left as it is,
+/// unless `again` (a driver with `requiresRepublish`), which calls NodePublishVolume on it
+/// once more.
 pub fn publish(
     root: &Path,
     vol_dir: &Path,
     spec_name: &str,
     req: &MountRequest,
+    again: bool,
 ) -> Result<PathBuf, String> {
     let target = vol_dir.join("mount");
-    if mounted(&target) {
+    if !again && mounted(&target) {
         return Ok(target);
     }
     let driver = driver_of(&req.driver)?;
@@ -1054,5 +1064,24 @@ mod tests {
         }
         assert!(set_ownership(&dir, -1, false, false).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Upstream (kubernetes-csi docs, Token Requests): with `requiresRepublish: true` the
+    /// kubelet calls NodePublishVolume on a published volume periodically; unset or false (or
+    /// no CSIDriver known) it does not.
+    #[test]
+    fn republish_only_when_the_driver_asks() {
+        let mut d = driver(Some(false), false, &[]);
+        assert!(!requires_republish(None));
+        assert!(!requires_republish(Some(&d)));
+        d.spec.requires_republish = Some(false);
+        assert!(!requires_republish(Some(&d)));
+        d.spec.requires_republish = Some(true);
+        assert!(requires_republish(Some(&d)));
+        let v: CsiDriver = serde_json::from_value(
+            json!({"metadata": {"name": "x"}, "spec": {"requiresRepublish": true}}),
+        )
+        .unwrap();
+        assert!(requires_republish(Some(&v)));
     }
 }

@@ -347,15 +347,21 @@ impl VolumeManager {
         }
         if v.csi.is_some() || v.persistent_volume_claim.is_some() {
             let dir = self.volume_dir(uid, crate::csi::volume::PLUGIN_DIR, &v.name);
+            let mut again = false;
             if let Some((path, read_only)) = crate::csi::volume::published(&dir) {
-                return Ok(HostVolume {
-                    host_path: path.display().to_string(),
-                    read_only,
-                });
+                let driver = crate::csi::volume::vol_data(&dir).map(|d| d.driver_name);
+                let drv = driver.and_then(|d| data.csi_driver(&d));
+                if !crate::csi::volume::requires_republish(drv.as_ref()) {
+                    return Ok(HostVolume {
+                        host_path: path.display().to_string(),
+                        read_only,
+                    });
+                }
+                again = true;
             }
             let req = crate::csi::volume::request(pod, v, &host.node_name, &CsiLookup(data))?;
             let root = self.pods_root.parent().unwrap_or(&self.pods_root);
-            let path = crate::csi::volume::publish(root, &dir, &v.name, &req)?;
+            let path = crate::csi::volume::publish(root, &dir, &v.name, &req, again)?;
             return Ok(HostVolume {
                 host_path: path.display().to_string(),
                 read_only: req.read_only,
