@@ -88,11 +88,15 @@ fn lock_set(m: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<S
 /// Whether a pod has volumes whose content comes from the API or the pod's metadata and may
 /// change while it runs (configMap, secret, downward API, projected).
 fn has_live_volumes(pod: &Pod) -> bool {
+    // CSI volumes too: a CSIDriver with requiresRepublish is published again at each refresh
+    // (the others cost a look at the mount table).
     pod.spec.volumes.iter().any(|v| {
         v.config_map.is_some()
             || v.secret.is_some()
             || v.downward_api.is_some()
             || v.projected.is_some()
+            || v.csi.is_some()
+            || v.persistent_volume_claim.is_some()
     })
 }
 

@@ -215,7 +215,9 @@ impl ApiVolumes {
                 }
             }
         }
-        let csi_keep = keep.as_ref().map(|p| p.with_file_name("csi-objects.json"));
+        let csi_keep = keep
+            .as_ref()
+            .map(|p| p.with_file_name(crate::csi::objects::KEEP_FILE));
         // The node's CSINode object is written with the same credentials.
         crate::csi::watcher::set_api_client(client.clone());
         let v = ApiVolumes {

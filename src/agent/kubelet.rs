@@ -28,7 +28,7 @@ use crate::runtime::executor::{Executor, PodEntry};
 use crate::runtime::housekeeping::Schedule;
 use crate::runtime::imagegc;
 use crate::runtime::spec::{parse_resolv_conf, HostFacts};
-use crate::runtime::volumes::NoApiData;
+use crate::runtime::volumes::OfflineData;
 use crate::store::{RecordKind, Store};
 
 use super::apipods::{ApiEvent, ApiSide, Report};
@@ -124,7 +124,7 @@ pub async fn run(
         cri.clone(),
         host,
         cfg.root_dir.join("pods"),
-        volume_data(api.as_ref()),
+        volume_data(api.as_ref(), &cfg.root_dir),
         memory_capacity,
     ));
     executor.set_pod_pids_limit(cfg.pod_pids_limit);
@@ -258,7 +258,7 @@ pub async fn run(
         if api.is_none() && node.as_ref().is_some_and(|n| n.cluster().is_some()) {
             match ApiSide::start(&cfg, &node_name, host_for_api.clone()) {
                 Ok(Some(mut a)) => {
-                    executor.set_volume_data(volume_data(Some(&a)));
+                    executor.set_volume_data(volume_data(Some(&a), &cfg.root_dir));
                     tell_static_pods(&mut a, &static_pods);
                     api = Some(a);
                 }
@@ -712,11 +712,15 @@ pub(crate) fn store_failed(what: &str, e: &crate::store::StoreError) {
     }
 }
 
-/// The executor's source of configMap/secret/token data: the API when there is one.
-fn volume_data(api: Option<&ApiSide>) -> Arc<dyn crate::runtime::volumes::VolumeData> {
+/// The executor's source of configMap/secret/token data: the API when there is one, else
+/// what is kept on flash under `root_dir` (CSIDriver objects).
+fn volume_data(
+    api: Option<&ApiSide>,
+    root_dir: &std::path::Path,
+) -> Arc<dyn crate::runtime::volumes::VolumeData> {
     match api {
         Some(a) => a.volumes.clone(),
-        None => Arc::new(NoApiData),
+        None => Arc::new(OfflineData::load(root_dir)),
     }
 }
 

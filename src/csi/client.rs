@@ -19,9 +19,9 @@ use super::proto::*;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of NodeStageVolume/NodePublishVolume (run off the agent loop).
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Deadline of NodeUnpublishVolume/NodeUnstageVolume: teardown runs in the agent's
-/// housekeeping pass, which must not stall for minutes on a hung driver (a call cut short is
-/// retried at the next pass).
+/// Deadline of NodeUnpublishVolume/NodeUnstageVolume: teardown runs on a thread the
+/// housekeeping pass starts, and a hung driver must not hold a pod's directory for minutes
+/// (a call cut short is retried at the next pass).
 pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest reply accepted (CSI replies are small).
 const MAX_MESSAGE: usize = 4 << 20;

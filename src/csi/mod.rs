@@ -13,6 +13,7 @@ pub mod client;
 pub mod objects;
 pub mod proto;
 pub mod registry;
+pub mod stats;
 pub mod volume;
 pub mod watcher;
 

@@ -4,7 +4,7 @@
 //! pods with claims and inline volumes can be published again after an offline reboot.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::Client;
 use crate::k8s::storage::{CsiDriver, PersistentVolume, PersistentVolumeClaim, VolumeAttachment};
+
+/// The file under the root dir that keeps the objects.
+pub const KEEP_FILE: &str = "csi-objects.json";
+
+/// The CSIDriver objects kept in `path` by an earlier online run (none when the file is
+/// missing or unreadable: a node that was never online knows no CSIDriver).
+pub fn kept_drivers(path: &Path) -> BTreeMap<String, CsiDriver> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return BTreeMap::new();
+    };
+    match serde_json::from_slice::<Kept>(&bytes) {
+        Ok(k) => k.drivers,
+        Err(e) => {
+            log::warn!("{}: not CSI objects ({e}); ignored", path.display());
+            BTreeMap::new()
+        }
+    }
+}
 
 /// How long a fetched PV or CSIDriver is served before it is read again.
 pub const TTL: Duration = Duration::from_secs(60);

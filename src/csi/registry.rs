@@ -35,6 +35,8 @@ pub struct Driver {
     pub topology_keys: Vec<String>,
     /// Whether the node service stages volumes (NodeGetCapabilities).
     pub stage_unstage: bool,
+    /// Whether the node service reports volume usage (GET_VOLUME_STATS).
+    pub volume_stats: bool,
 }
 
 /// What the watcher should do after a scan.
@@ -208,6 +210,7 @@ mod tests {
             max_volumes: 0,
             topology_keys: vec![],
             stage_unstage: false,
+            volume_stats: false,
         }
     }
 

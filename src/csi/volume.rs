@@ -37,6 +37,9 @@ pub trait Lookup {
     fn volume_attachment(&self, name: &str) -> Option<VolumeAttachment>;
     /// A Secret's data, if available.
     fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>>;
+    /// A service account token bound to `pod` for `audience`, if one can be had (the
+    /// CSIDriver's `tokenRequests`).
+    fn service_account_token(&self, pod: &Pod, audience: &str, expiration: i64) -> Option<String>;
 }
 
 /// Everything one publish needs.
@@ -64,6 +67,12 @@ pub struct MountRequest {
     pub publish_secrets: BTreeMap<String, String>,
     /// An inline ephemeral volume (never staged).
     pub ephemeral: bool,
+    /// The group to give the published volume to (the pod's fsGroup, when the CSIDriver's
+    /// fsGroupPolicy says so; see [`fs_group_to_apply`]).
+    pub fs_group: Option<i64>,
+    /// Only chown/chmod when the volume's root does not match already (the pod's
+    /// `fsGroupChangePolicy: OnRootMismatch`).
+    pub fs_group_on_root_mismatch: bool,
 }
 
 /// What `vol_data.json` keeps of a published volume.
@@ -88,6 +97,111 @@ pub struct VolData {
 fn sha256_hex(s: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The volume-context key carrying the service account tokens a CSIDriver asked for.
+pub const TOKENS_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+/// Lifetime asked for a CSIDriver token request without `expirationSeconds` (the API
+/// server's default for a TokenRequest).
+pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+
+/// Whether the pod's fsGroup is applied to a published CSI volume, as the kubelet's CSI
+/// mounter decides it: never without an fsGroup, for a read-only publish or with policy
+/// `None`; always with `File`; with `ReadWriteOnceWithFSType` (the default, also for an
+/// unknown policy or no CSIDriver object) only when an fsType is set and the volume is an
+/// inline one (published single-node-writer) or a PV whose access modes include
+/// ReadWriteOnce (or ReadWriteOncePod). Returns the group to apply. Pure.
+pub fn fs_group_to_apply(
+    policy: Option<&str>,
+    fs_group: Option<i64>,
+    read_only: bool,
+    fs_type: &str,
+    inline: bool,
+    pv_access_modes: &[String],
+) -> Option<i64> {
+    let g = fs_group?;
+    if read_only {
+        return None;
+    }
+    match policy {
+        Some("None") => None,
+        Some("File") => Some(g),
+        _ if fs_type.is_empty() => None,
+        _ if inline => Some(g),
+        _ => pv_access_modes
+            .iter()
+            .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+            .then_some(g),
+    }
+}
+
+/// The `exp` claim of a JWT (seconds since the epoch), if it has one. Pure.
+pub fn jwt_expiry(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    // base64url without padding → standard base64.
+    let std: String = payload
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = crate::k8s::configmap::base64_decode(&std)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
+/// The value of [`TOKENS_KEY`]: a JSON object audience → `{"token", "expirationTimestamp"}`
+/// (RFC 3339), from (audience, token, expiry in seconds since the epoch). Pure.
+pub fn encode_tokens(tokens: &[(String, String, i64)]) -> String {
+    let m: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .map(|(aud, token, exp)| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs((*exp).max(0) as u64);
+            (
+                aud.clone(),
+                serde_json::json!({
+                    "token": token,
+                    "expirationTimestamp": crate::k8s::coordination::format_time(at),
+                }),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(m).to_string()
+}
+
+/// The tokens `driver` asks for, bound to `pod`, encoded for the volume context; an error
+/// names the audience whose token cannot be had yet (the driver would refuse the publish
+/// without it).
+fn token_context(
+    pod: &Pod,
+    driver: &CsiDriver,
+    lookup: &dyn Lookup,
+) -> Result<Option<String>, String> {
+    let reqs = &driver.spec.token_requests;
+    if reqs.is_empty() {
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let exp = r.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS);
+        let token = lookup
+            .service_account_token(pod, &r.audience, exp)
+            .ok_or_else(|| {
+                format!(
+                    "waiting for a service account token for audience {:?} (CSIDriver {} tokenRequests)",
+                    r.audience, driver.metadata.name
+                )
+            })?;
+        let expiry = jwt_expiry(&token).unwrap_or(now + exp);
+        out.push((r.audience.clone(), token, expiry));
+    }
+    Ok(Some(encode_tokens(&out)))
 }
 
 /// The id of an inline ephemeral volume: `csi-` + sha256(pod UID + volume name), as the
@@ -189,6 +303,20 @@ pub fn request(
         {
             ctx.extend(pod_info(pod, true));
         }
+        if let Some(d) = &drv {
+            if let Some(t) = token_context(pod, d, lookup)? {
+                ctx.insert(TOKENS_KEY.to_owned(), t);
+            }
+        }
+        let fs_type = c.fs_type.clone().unwrap_or_default();
+        let fs_group = fs_group_to_apply(
+            drv.as_ref().and_then(|d| d.spec.fs_group_policy.as_deref()),
+            pod_fs_group(pod),
+            c.read_only,
+            &fs_type,
+            true,
+            &[],
+        );
         let publish_secrets = match &c.node_publish_secret_ref {
             Some(r) => secret_strings(lookup, ns, &r.name, "nodePublishSecretRef")?,
             None => BTreeMap::new(),
@@ -197,7 +325,7 @@ pub fn request(
             driver: c.driver.clone(),
             volume_id: ephemeral_volume_id(&pod.metadata.uid, &v.name),
             read_only: c.read_only,
-            fs_type: c.fs_type.clone().unwrap_or_default(),
+            fs_type,
             mount_options: Vec::new(),
             access_mode: Some(AccessModeKind::SingleNodeWriter),
             volume_context: ctx,
@@ -205,6 +333,8 @@ pub fn request(
             stage_secrets: BTreeMap::new(),
             publish_secrets,
             ephemeral: true,
+            fs_group,
+            fs_group_on_root_mismatch: on_root_mismatch(pod),
         });
     }
     let Some(claim) = &v.persistent_volume_claim else {
@@ -243,8 +373,16 @@ pub fn request(
         }
     }
     let mut ctx = src.volume_attributes.clone();
-    if drv.is_some_and(|d| d.spec.pod_info_on_mount == Some(true)) {
+    if drv
+        .as_ref()
+        .is_some_and(|d| d.spec.pod_info_on_mount == Some(true))
+    {
         ctx.extend(pod_info(pod, false));
+    }
+    if let Some(d) = &drv {
+        if let Some(t) = token_context(pod, d, lookup)? {
+            ctx.insert(TOKENS_KEY.to_owned(), t);
+        }
     }
     let stage_secrets = match &src.node_stage_secret_ref {
         Some(r) => secret_strings(lookup, &r.namespace, &r.name, "nodeStageSecretRef")?,
@@ -255,6 +393,14 @@ pub fn request(
         None => BTreeMap::new(),
     };
     let read_only = claim.read_only || src.read_only;
+    let fs_group = fs_group_to_apply(
+        drv.as_ref().and_then(|d| d.spec.fs_group_policy.as_deref()),
+        pod_fs_group(pod),
+        read_only,
+        &src.fs_type,
+        false,
+        &pv.spec.access_modes,
+    );
     Ok(MountRequest {
         driver: src.driver.clone(),
         volume_id: src.volume_handle.clone(),
@@ -267,7 +413,66 @@ pub fn request(
         stage_secrets,
         publish_secrets,
         ephemeral: false,
+        fs_group,
+        fs_group_on_root_mismatch: on_root_mismatch(pod),
     })
+}
+
+fn pod_fs_group(pod: &Pod) -> Option<i64> {
+    pod.spec.security_context.as_ref().and_then(|s| s.fs_group)
+}
+
+fn on_root_mismatch(pod: &Pod) -> bool {
+    pod.spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group_change_policy.as_deref())
+        == Some("OnRootMismatch")
+}
+
+/// The mode bits the kubelet adds for an fsGroup: group read/write (read only when
+/// read-only), plus setgid and group search on directories. Pure.
+pub fn fs_group_mode(mode: u32, is_dir: bool, read_only: bool) -> u32 {
+    let mut add = if read_only { 0o440 } else { 0o660 };
+    if is_dir {
+        add |= 0o2000 | 0o110;
+    }
+    mode | add
+}
+
+/// Gives everything below `dir` (not following symlinks) to group `gid` with the
+/// [`fs_group_mode`] bits, as the kubelet's volume ownership does; with `on_root_mismatch`,
+/// nothing is done when the root already has the group and the bits.
+pub fn set_ownership(
+    dir: &Path,
+    gid: i64,
+    read_only: bool,
+    on_root_mismatch: bool,
+) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let gid = u32::try_from(gid).map_err(|_| format!("fsGroup {gid} is not a group id"))?;
+    let root = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let want = fs_group_mode(root.mode() & 0o7777, root.is_dir(), read_only);
+    if on_root_mismatch && root.gid() == gid && root.mode() & 0o7777 == want {
+        return Ok(());
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::os::unix::fs::lchown(&p, None, Some(gid))
+            .map_err(|e| format!("chown {}: {e}", p.display()))?;
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        let mode = fs_group_mode(md.mode() & 0o7777, md.is_dir(), read_only);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        if md.is_dir() {
+            let rd = std::fs::read_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    Ok(())
 }
 
 /// Mount points listed in /proc/self/mountinfo (a bind mount of the same filesystem does not
@@ -316,16 +521,26 @@ fn write_vol_data(dir: &Path, d: &VolData) -> Result<(), String> {
         .map_err(|e| format!("write {}/vol_data.json: {e}", dir.display()))
 }
 
+/// Whether a published volume of the driver whose CSIDriver is `driver` is published again
+/// at each volume refresh (`requiresRepublish`: the kubelet calls NodePublishVolume
+/// periodically, e.g. with fresh tokens). Pure.
+pub fn requires_republish(driver: Option<&CsiDriver>) -> bool {
+    driver.is_some_and(|d| d.spec.requires_republish == Some(true))
+}
+
 /// Stages (if the driver stages) and publishes `req` into `vol_dir/mount` under agent root
-/// `root`; returns the published path. Idempotent: a published volume is left as it is.
+/// `root`; returns the published path. Idempotent: a published volume is left as it is,
+/// unless `again` (a driver with `requiresRepublish`), which calls NodePublishVolume on it
+/// once more.
 pub fn publish(
     root: &Path,
     vol_dir: &Path,
     spec_name: &str,
     req: &MountRequest,
+    again: bool,
 ) -> Result<PathBuf, String> {
     let target = vol_dir.join("mount");
-    if mounted(&target) {
+    if !again && mounted(&target) {
         return Ok(target);
     }
     let driver = driver_of(&req.driver)?;
@@ -387,6 +602,15 @@ pub fn publish(
         volume_context: req.volume_context.clone(),
     };
     smol::block_on(client.node_publish_volume(&publish)).map_err(|e| e.to_string())?;
+    if let Some(gid) = req.fs_group {
+        if let Err(e) = set_ownership(&target, gid, req.read_only, req.fs_group_on_root_mismatch) {
+            // Not left half-done: unpublished, so the next try applies it again.
+            let _ = smol::block_on(
+                client.node_unpublish_volume(&req.volume_id, &target.display().to_string()),
+            );
+            return Err(format!("volume ownership for fsGroup {gid}: {e}"));
+        }
+    }
     Ok(target)
 }
 
@@ -399,9 +623,24 @@ pub fn published(vol_dir: &Path) -> Option<(PathBuf, bool)> {
     mounted(&target).then_some((target, d.read_only))
 }
 
+/// The record kept beside the volume published at `dir`, if any.
+pub fn vol_data(dir: &Path) -> Option<VolData> {
+    read_vol_data(dir)
+}
+
 fn read_vol_data(dir: &Path) -> Option<VolData> {
     let bytes = std::fs::read(dir.join("vol_data.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether the pod directory `pod_dir` has a CSI volume published (a record beside it).
+pub fn has_published(pod_dir: &Path) -> bool {
+    std::fs::read_dir(pod_dir.join("volumes").join(PLUGIN_DIR))
+        .map(|rd| {
+            rd.flatten()
+                .any(|v| v.path().join("vol_data.json").exists())
+        })
+        .unwrap_or(false)
 }
 
 /// Every published volume's record under `pods_root` (`<root>/pods`), by its directory.
@@ -482,6 +721,7 @@ mod tests {
         driver: Option<CsiDriver>,
         va: Option<VolumeAttachment>,
         secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+        tokens: bool,
     }
 
     impl Lookup for Objects {
@@ -498,6 +738,10 @@ mod tests {
         }
         fn secret(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
             self.secrets.get(&format!("{ns}/{name}")).cloned()
+        }
+        fn service_account_token(&self, pod: &Pod, aud: &str, exp: i64) -> Option<String> {
+            self.tokens
+                .then(|| format!("token-{}-{aud}-{exp}", pod.metadata.uid))
         }
     }
 
@@ -640,5 +884,204 @@ mod tests {
         let text = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<VolData>(&text).unwrap(), d);
         assert!(!text.contains("stagingPath"));
+    }
+
+    /// Upstream (csi_mounter supportsFSGroup, and the kubernetes-csi docs on fsGroupPolicy):
+    /// no fsGroup, a read-only publish or policy None → nothing; File → always;
+    /// ReadWriteOnceWithFSType (the default, also with no CSIDriver) → only with an fsType,
+    /// and for a PV only when its access modes include ReadWriteOnce; inline volumes are
+    /// published single-node-writer, so they qualify with an fsType.
+    #[test]
+    fn fs_group_policy_decision() {
+        let rwo = ["ReadWriteOnce".to_string()];
+        let rox = ["ReadOnlyMany".to_string()];
+        assert_eq!(
+            fs_group_to_apply(Some("File"), None, false, "", false, &rwo),
+            None
+        );
+        assert_eq!(
+            fs_group_to_apply(Some("File"), Some(7), true, "ext4", false, &rwo),
+            None
+        );
+        assert_eq!(
+            fs_group_to_apply(Some("None"), Some(7), false, "ext4", false, &rwo),
+            None
+        );
+        assert_eq!(
+            fs_group_to_apply(Some("File"), Some(7), false, "", false, &rox),
+            Some(7)
+        );
+        assert_eq!(
+            fs_group_to_apply(Some("File"), Some(7), false, "", true, &[]),
+            Some(7)
+        );
+        for p in [None, Some("ReadWriteOnceWithFSType")] {
+            assert_eq!(fs_group_to_apply(p, Some(7), false, "", false, &rwo), None);
+            assert_eq!(
+                fs_group_to_apply(p, Some(7), false, "ext4", false, &rwo),
+                Some(7)
+            );
+            assert_eq!(
+                fs_group_to_apply(p, Some(7), false, "ext4", false, &rox),
+                None
+            );
+            assert_eq!(
+                fs_group_to_apply(p, Some(7), false, "ext4", false, &[]),
+                None
+            );
+            assert_eq!(
+                fs_group_to_apply(p, Some(7), false, "ext4", true, &[]),
+                Some(7)
+            );
+            assert_eq!(fs_group_to_apply(p, Some(7), false, "", true, &[]), None);
+        }
+        let rwop = ["ReadWriteOncePod".to_string()];
+        assert_eq!(
+            fs_group_to_apply(None, Some(7), false, "xfs", false, &rwop),
+            Some(7)
+        );
+        // Group rw (r when read-only); directories also setgid and group search.
+        assert_eq!(fs_group_mode(0o700, true, false), 0o2770);
+        assert_eq!(fs_group_mode(0o600, false, false), 0o660);
+        assert_eq!(fs_group_mode(0o600, false, true), 0o640);
+    }
+
+    /// The request carries the decision: a PV (fsType xfs, RWO) with the pod's fsGroup under
+    /// a CSIDriver with the default policy gets it; the hostpath-like inline volume (no
+    /// fsType) only with policy File.
+    #[test]
+    fn requests_carry_the_fs_group() {
+        let mut p = pod(json!({"name": "data", "persistentVolumeClaim": {"claimName": "c1"}}));
+        p.spec.security_context = Some(crate::k8s::pod::PodSecurityContext {
+            fs_group: Some(2000),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            ..Default::default()
+        });
+        let mut objs = Objects {
+            pv: Some(pv()),
+            driver: Some(driver(Some(false), false, &["Persistent", "Ephemeral"])),
+            ..Default::default()
+        };
+        objs.secrets
+            .insert("sec/st".into(), [("k".to_string(), b"v".to_vec())].into());
+        let r = request(&p, &p.spec.volumes[0], "n", &objs).unwrap();
+        assert_eq!(r.fs_group, Some(2000));
+        assert!(r.fs_group_on_root_mismatch);
+        p.spec.volumes[0] =
+            serde_json::from_value(json!({"name": "s", "csi": {"driver": "d.csi"}})).unwrap();
+        let r = request(&p, &p.spec.volumes[0], "n", &objs).unwrap();
+        assert_eq!(r.fs_group, None);
+        if let Some(d) = objs.driver.as_mut() {
+            d.spec.fs_group_policy = Some("File".into());
+        }
+        let r = request(&p, &p.spec.volumes[0], "n", &objs).unwrap();
+        assert_eq!(r.fs_group, Some(2000));
+    }
+
+    /// Upstream (kubernetes-csi docs, Token Requests): the volume context key
+    /// `csi.storage.k8s.io/serviceAccount.tokens` holds a JSON object audience →
+    /// {token, expirationTimestamp (RFC 3339)}; a token that cannot be had keeps the volume
+    /// waiting (the driver would refuse the publish).
+    #[test]
+    fn token_requests_in_the_volume_context() {
+        // A JWT whose payload is {"exp":1700000000}.
+        let payload = crate::k8s::configmap::base64_encode(br#"{"exp":1700000000}"#);
+        let payload = payload
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_");
+        let jwt = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig");
+        assert_eq!(jwt_expiry(&jwt), Some(1_700_000_000));
+        assert_eq!(jwt_expiry("not-a-jwt"), None);
+        assert_eq!(jwt_expiry("a.%%%.c"), None);
+        let text = encode_tokens(&[("vault".into(), jwt.clone(), 1_700_000_000)]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["vault"]["token"], jwt.as_str());
+        assert_eq!(v["vault"]["expirationTimestamp"], "2023-11-14T22:13:20Z");
+
+        let p = pod(json!({"name": "s", "csi": {"driver": "d.csi"}}));
+        let mut d = driver(Some(false), false, &["Ephemeral"]);
+        d.spec.token_requests = vec![
+            crate::k8s::storage::TokenRequest {
+                audience: "vault".into(),
+                expiration_seconds: Some(600),
+            },
+            crate::k8s::storage::TokenRequest {
+                audience: String::new(),
+                expiration_seconds: None,
+            },
+        ];
+        let mut objs = Objects {
+            driver: Some(d),
+            ..Default::default()
+        };
+        let e = request(&p, &p.spec.volumes[0], "n", &objs).unwrap_err();
+        assert!(e.contains("vault"), "{e}");
+        objs.tokens = true;
+        let r = request(&p, &p.spec.volumes[0], "n", &objs).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.volume_context[TOKENS_KEY]).unwrap();
+        assert_eq!(v["vault"]["token"], "token-u1-vault-600");
+        assert_eq!(v[""]["token"], format!("token-u1--{DEFAULT_TOKEN_SECONDS}"));
+        assert!(v[""]["expirationTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
+        // No tokenRequests: no key.
+        objs.driver = Some(driver(Some(false), false, &["Ephemeral"]));
+        let r = request(&p, &p.spec.volumes[0], "n", &objs).unwrap();
+        assert!(!r.volume_context.contains_key(TOKENS_KEY));
+    }
+
+    /// The kubelet's volume ownership: every file and directory below the root gets the group
+    /// and the bits, symlinks are not followed; OnRootMismatch leaves a matching root alone.
+    #[test]
+    fn ownership_of_a_published_tree() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("tinylet-csi-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/f"), b"x").unwrap();
+        std::fs::set_permissions(dir.join("sub/f"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).unwrap();
+        let outside = std::fs::metadata("/etc/hostname").unwrap();
+        if nix::unistd::geteuid().is_root() {
+            set_ownership(&dir, 4321, false, false).unwrap();
+            let f = std::fs::metadata(dir.join("sub/f")).unwrap();
+            assert_eq!(f.gid(), 4321);
+            assert_eq!(f.mode() & 0o7777, 0o660);
+            let d = std::fs::metadata(dir.join("sub")).unwrap();
+            assert_eq!(d.mode() & 0o2070, 0o2070);
+            assert_eq!(
+                std::fs::metadata("/etc/hostname").unwrap().gid(),
+                outside.gid()
+            );
+            // OnRootMismatch: the root matches, so a file changed since is left alone.
+            std::fs::set_permissions(dir.join("sub/f"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            set_ownership(&dir, 4321, false, true).unwrap();
+            let f = std::fs::metadata(dir.join("sub/f")).unwrap();
+            assert_eq!(f.mode() & 0o7777, 0o600);
+        }
+        assert!(set_ownership(&dir, -1, false, false).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Upstream (kubernetes-csi docs, Token Requests): with `requiresRepublish: true` the
+    /// kubelet calls NodePublishVolume on a published volume periodically; unset or false (or
+    /// no CSIDriver known) it does not.
+    #[test]
+    fn republish_only_when_the_driver_asks() {
+        let mut d = driver(Some(false), false, &[]);
+        assert!(!requires_republish(None));
+        assert!(!requires_republish(Some(&d)));
+        d.spec.requires_republish = Some(false);
+        assert!(!requires_republish(Some(&d)));
+        d.spec.requires_republish = Some(true);
+        assert!(requires_republish(Some(&d)));
+        let v: CsiDriver = serde_json::from_value(
+            json!({"metadata": {"name": "x"}, "spec": {"requiresRepublish": true}}),
+        )
+        .unwrap();
+        assert!(requires_republish(Some(&v)));
     }
 }

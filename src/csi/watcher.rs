@@ -155,11 +155,12 @@ pub fn scan_once(dir: &Path) {
         match smol::block_on(register(&socket)) {
             Ok(d) => {
                 log::info!(
-                    "CSI: driver {} registered (endpoint {}, node id {:?}, stage/unstage {})",
+                    "CSI: driver {} registered (endpoint {}, node id {:?}, stage/unstage {}, volume stats {})",
                     d.name,
                     d.endpoint,
                     d.node_id,
-                    d.stage_unstage
+                    d.stage_unstage,
+                    d.volume_stats
                 );
                 registry::global().register(d);
             }
@@ -197,6 +198,7 @@ async fn register(socket: &Path) -> Result<Driver, String> {
                 .map(|t| t.segments.into_keys().collect())
                 .unwrap_or_default(),
             stage_unstage: caps.has(super::proto::NodeRpcType::StageUnstageVolume),
+            volume_stats: caps.has(super::proto::NodeRpcType::GetVolumeStats),
         })
     }
     .await;
@@ -339,6 +341,7 @@ mod tests {
             max_volumes: 5,
             topology_keys: vec!["topology.hostpath.csi/node".into()],
             stage_unstage: false,
+            volume_stats: false,
         };
         let list = csinode_drivers(std::slice::from_ref(&d));
         assert_eq!(list[0].allocatable.as_ref().and_then(|a| a.count), Some(5));

@@ -158,6 +158,8 @@ pub struct CsiDriverSpec {
     pub fs_group_policy: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_vec")]
     pub token_requests: Vec<TokenRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requires_republish: Option<bool>,
 }
 
 /// storage.k8s.io/v1 CSIDriver.

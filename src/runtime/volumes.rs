@@ -110,6 +110,42 @@ impl crate::csi::volume::Lookup for CsiLookup<'_> {
     fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         self.0.secret(namespace, name)
     }
+    fn service_account_token(&self, pod: &Pod, audience: &str, expiration: i64) -> Option<String> {
+        self.0.service_account_token(pod, audience, expiration)
+    }
+}
+
+/// The source of a node with no API server (yet): nothing from the API, but the CSIDriver
+/// objects an earlier online run kept on flash (`<root-dir>/csi-objects.json`), so an inline
+/// CSI volume of a static pod is published as its CSIDriver says even offline.
+pub struct OfflineData {
+    drivers: BTreeMap<String, crate::k8s::storage::CsiDriver>,
+}
+
+impl OfflineData {
+    /// Reads what is kept under `root_dir` (nothing, when there is no such file).
+    pub fn load(root_dir: &Path) -> OfflineData {
+        OfflineData {
+            drivers: crate::csi::objects::kept_drivers(
+                &root_dir.join(crate::csi::objects::KEEP_FILE),
+            ),
+        }
+    }
+}
+
+impl VolumeData for OfflineData {
+    fn config_map(&self, _: &str, _: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        None
+    }
+    fn secret(&self, _: &str, _: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        None
+    }
+    fn service_account_token(&self, _: &Pod, _: &str, _: i64) -> Option<String> {
+        None
+    }
+    fn csi_driver(&self, name: &str) -> Option<crate::k8s::storage::CsiDriver> {
+        self.drivers.get(name).cloned()
+    }
 }
 
 /// The source of a node without an API server: nothing is available.
@@ -311,15 +347,21 @@ impl VolumeManager {
         }
         if v.csi.is_some() || v.persistent_volume_claim.is_some() {
             let dir = self.volume_dir(uid, crate::csi::volume::PLUGIN_DIR, &v.name);
+            let mut again = false;
             if let Some((path, read_only)) = crate::csi::volume::published(&dir) {
-                return Ok(HostVolume {
-                    host_path: path.display().to_string(),
-                    read_only,
-                });
+                let driver = crate::csi::volume::vol_data(&dir).map(|d| d.driver_name);
+                let drv = driver.and_then(|d| data.csi_driver(&d));
+                if !crate::csi::volume::requires_republish(drv.as_ref()) {
+                    return Ok(HostVolume {
+                        host_path: path.display().to_string(),
+                        read_only,
+                    });
+                }
+                again = true;
             }
             let req = crate::csi::volume::request(pod, v, &host.node_name, &CsiLookup(data))?;
             let root = self.pods_root.parent().unwrap_or(&self.pods_root);
-            let path = crate::csi::volume::publish(root, &dir, &v.name, &req)?;
+            let path = crate::csi::volume::publish(root, &dir, &v.name, &req, again)?;
             return Ok(HostVolume {
                 host_path: path.display().to_string(),
                 read_only: req.read_only,
@@ -344,20 +386,38 @@ impl VolumeManager {
         let dir = self.pod_dir(uid);
         // Never wait here: the caller is the agent loop, and a preparation may be waiting for
         // the link. A busy pod is cleaned at the next pass.
-        let _busy = PodBusy::try_take(dir.clone())
-            .ok_or_else(|| err("its volumes are being prepared; retried later".into()))?;
+        let busy = PodBusy::try_take(dir.clone()).ok_or_else(|| {
+            err("its volumes are being prepared or removed; retried later".into())
+        })?;
         if fs::symlink_metadata(&dir).is_err() {
             return Ok(0);
         }
-        // CSI volumes go back to their driver first (unpublish, then unstage the last user).
-        crate::csi::volume::unpublish_pod(&dir).map_err(err)?;
-        let mounts = mounts_under(&dir);
-        for m in &mounts {
-            nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| err(format!("unmount {}: {e}", m.display())))?;
+        if !crate::csi::volume::has_published(&dir) {
+            return remove_pod_dir(&dir).map_err(err);
         }
-        remove_tree(&dir).map_err(err)?;
-        Ok(mounts.len())
+        // CSI volumes go back to their driver first (unpublish, then unstage the last user),
+        // and a driver call may take up to its deadline: the whole removal runs on a thread
+        // of its own, which holds the directory busy, instead of stalling the agent loop.
+        drop(busy);
+        let bg = dir.clone();
+        let pod = uid.to_string();
+        std::thread::Builder::new()
+            .name("csi-teardown".into())
+            .spawn(move || {
+                let Some(_busy) = PodBusy::try_take(bg.clone()) else {
+                    return;
+                };
+                match remove_pod_dir(&bg) {
+                    Ok(n) => log::info!(
+                        "pod {pod}: CSI volumes unpublished, {n} volume mount(s) and its directory removed"
+                    ),
+                    Err(e) => log::warn!("pod {pod}: removing its volumes: {e}; retried later"),
+                }
+            })
+            .map_err(|e| err(format!("cannot start the CSI teardown thread: {e}")))?;
+        Err(err(
+            "its CSI volumes are being unpublished in the background".into(),
+        ))
     }
 
     /// UIDs of pods that have a directory here (for cleaning up after pods that are gone).
@@ -409,6 +469,20 @@ impl Drop for PodBusy {
             .retain(|d| d != &self.0);
         cv.notify_all();
     }
+}
+
+/// Unpublishes the CSI volumes of the pod directory `dir` (unstaging what no other pod uses),
+/// unmounts everything else below it and removes it; how many mounts were taken down. The
+/// caller holds the directory busy.
+fn remove_pod_dir(dir: &Path) -> Result<usize, String> {
+    crate::csi::volume::unpublish_pod(dir)?;
+    let mounts = mounts_under(dir);
+    for m in &mounts {
+        nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("unmount {}: {e}", m.display()))?;
+    }
+    remove_tree(dir)?;
+    Ok(mounts.len())
 }
 
 /// Whether a pod UID can name a directory of its own (no separators, no dot names).

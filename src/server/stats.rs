@@ -102,6 +102,27 @@ pub struct PodStats {
     pub ephemeral_storage: Option<FsStats>,
     #[serde(rename = "process_stats", skip_serializing_if = "Option::is_none")]
     pub process_stats: Option<ProcessStats>,
+    /// Volumes with usage figures (CSI volumes whose driver reports them).
+    #[serde(rename = "volume", skip_serializing_if = "Vec::is_empty", default)]
+    pub volume_stats: Vec<VolumeStats>,
+}
+
+/// Reference to a claim.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PvcReference {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// One volume of a pod: its usage, its name in the pod, and its claim if it has one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    #[serde(flatten)]
+    pub fs: FsStats,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pvc_ref: Option<PvcReference>,
 }
 
 /// Processes of a pod.
@@ -288,6 +309,8 @@ pub struct PodReadings {
     pub containers: Vec<ContainerReadings>,
     pub sandbox: Option<LinuxPodSandboxStats>,
     pub cgroup: Option<CgroupUsage>,
+    /// Volumes with usage readings: (pod volume name, claim name, usage).
+    pub volumes: Vec<(String, Option<String>, crate::csi::stats::Usage)>,
 }
 
 /// Everything a summary is built from.
@@ -690,6 +713,26 @@ fn pod_stats(
         process_stats: sb.and_then(|s| s.process.as_ref()).map(|pr| ProcessStats {
             process_count: pr.process_count.as_ref().map(|v| v.value),
         }),
+        volume_stats: p
+            .volumes
+            .iter()
+            .map(|(name, claim, u)| VolumeStats {
+                fs: FsStats {
+                    time: format_time(u.time),
+                    available_bytes: u.available_bytes,
+                    capacity_bytes: u.capacity_bytes,
+                    used_bytes: u.used_bytes,
+                    inodes_free: u.inodes_free,
+                    inodes: u.inodes,
+                    inodes_used: u.inodes_used,
+                },
+                name: name.clone(),
+                pvc_ref: claim.as_ref().map(|c| PvcReference {
+                    name: c.clone(),
+                    namespace: p.namespace.clone(),
+                }),
+            })
+            .collect(),
     }
 }
 
@@ -780,6 +823,36 @@ pub fn read_cgroup(cgroup_fs: &Path, rel: &Path) -> Option<CgroupUsage> {
             )
         })
     }
+}
+
+/// The cached usage of `pod`'s published CSI volumes (see [`crate::csi::stats`]: never a
+/// driver call on this path): (volume name, claim name, usage), by volume name.
+fn csi_volume_readings(
+    src: &Sources,
+    pod: &crate::k8s::pod::Pod,
+) -> Vec<(String, Option<String>, crate::csi::stats::Usage)> {
+    let dir = src
+        .root_dir
+        .join("pods")
+        .join(&pod.metadata.uid)
+        .join("volumes")
+        .join(crate::csi::volume::PLUGIN_DIR);
+    let mut out: Vec<_> = pod
+        .spec
+        .volumes
+        .iter()
+        .filter(|v| v.csi.is_some() || v.persistent_volume_claim.is_some())
+        .filter_map(|v| {
+            let u = crate::csi::stats::volume_usage(&dir.join(&v.name))?;
+            let claim = v
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone());
+            Some((v.name.clone(), claim, u))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 fn node_readings(src: &Sources) -> NodeReadings {
@@ -902,6 +975,7 @@ pub async fn collect(src: &Sources, view: &NodeView, cri: &CriClient) -> (Readin
             containers: cs,
             sandbox: sandbox_linux,
             cgroup,
+            volumes: csi_volume_readings(src, &pod),
         });
     }
     let readings = Readings {

@@ -25,7 +25,9 @@ use tinylet::csi::CsiClient;
 use super::agent::Agent;
 use super::cluster::Cluster;
 use super::cri_bed::{stop_child, Bed};
-use super::scenarios::{join, pod, pod_path, poll, wait_ready, OnFailure, LIMIT};
+use super::kubelet_api::{admin_kubectl, serve_kubelet_api, Kubectl, ServedApi};
+use super::real::RealCluster;
+use super::scenarios::{pod, pod_path, poll, wait_ready, OnFailure, LIMIT};
 
 const DRIVER: &str = "hostpath.csi.k8s.io";
 
@@ -144,21 +146,45 @@ fn csinode_drivers(c: &dyn Cluster, node: &str) -> Option<Vec<Value>> {
 
 /// Registration, a claim's volume kept across pods, an inline volume, deregistration, and a
 /// clean node afterwards.
-pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
+pub fn volumes_from_the_hostpath_driver(c: &RealCluster, bed: Bed) {
     let Some((driver_bin, registrar_bin)) = binaries("envtest_real_csi") else {
         return;
     };
     let mut a = Agent::new(bed, c, "csi");
     let _dump = OnFailure::new(c, &a);
     let mut procs = Procs::default();
-    let ns = a.namespace();
-    c.ensure_namespace(&ns).unwrap();
+    // Joined, serving its kubelet API as the API server reaches it (for /stats/summary).
+    let ServedApi { ns, port, .. } = serve_kubelet_api(c, &mut a);
+    // The API server does not proxy to a loopback node address: /stats/summary is read at the
+    // kubelet port itself, as a cluster admin (authorized through the API server's webhook).
+    let admin_cert = c
+        .pki()
+        .client_cert("csi-stats-reader", &["system:masters"])
+        .unwrap();
+    let kubelet_kubeconfig = a.dir.join("kubelet-admin.kubeconfig");
+    std::fs::write(
+        &kubelet_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: s\nclusters:\n- name: node\n  \
+             cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {}\n\
+             contexts:\n- name: s\n  context: {{cluster: node, user: s}}\nusers:\n- name: s\n  \
+             user:\n    client-certificate: {}\n    client-key: {}\n",
+            c.ca_cert_path().display(),
+            admin_cert.cert_path.display(),
+            admin_cert.key_path.display()
+        ),
+    )
+    .unwrap();
+    let admin = Kubectl {
+        kubeconfig: kubelet_kubeconfig,
+        ..admin_kubectl(c, &a, &ns)
+    };
     // As the hostpath driver's own deployment declares it.
     c.create(
         "/apis/storage.k8s.io/v1/csidrivers",
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
                "metadata": {"name": DRIVER},
-               "spec": {"attachRequired": false, "podInfoOnMount": true,
+               "spec": {"attachRequired": false, "podInfoOnMount": true, "fsGroupPolicy": "File",
                         "volumeLifecycleModes": ["Persistent", "Ephemeral"]}}),
     )
     .unwrap();
@@ -189,7 +215,6 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
     };
     start_driver(&mut procs, 1);
 
-    join(c, &mut a);
     let registry = a.root.join("plugins_registry");
     let start_registrar = |procs: &mut Procs| {
         procs.start(
@@ -341,6 +366,38 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
     wait_ready(c, &ns, "reader");
     assert_eq!(a.read_out("reader", "read", LIMIT), "kept-by-csi\n");
 
+    // The claim's volume in /stats/summary: the hostpath driver has GET_VOLUME_STATS, and the
+    // kubelet lists such a volume in the pod's `volume` entries by its pod volume name, with
+    // pvcRef and the NodeGetVolumeStats figures.
+    let path = "/stats/summary";
+    let mut last = String::new();
+    let vol = poll(LIMIT, || {
+        let (ok, text, err) = admin.run(&["get", "--raw", path]);
+        last = format!("{err}{text}");
+        let s: Value = serde_json::from_str(&text).ok().filter(|_| ok)?;
+        let pod = s["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "reader")?
+            .clone();
+        pod["volume"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "data")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("the reader's claim volume in /stats/summary; last: {last}"));
+    assert_eq!(
+        vol["pvcRef"],
+        json!({"name": "data", "namespace": ns}),
+        "{vol}"
+    );
+    assert!(
+        vol["capacityBytes"].as_u64().is_some_and(|b| b > 0),
+        "{vol}"
+    );
+    assert!(vol["usedBytes"].as_u64().is_some(), "{vol}");
+
     // The driver restarts under a running pod: the pod keeps running, later mounts work.
     procs.stop("driver");
     start_driver(&mut procs, 2);
@@ -349,21 +406,23 @@ pub fn volumes_from_the_hostpath_driver(c: &dyn Cluster, bed: Bed) {
         "the reader runs on"
     );
 
-    // An inline ephemeral volume.
-    c.create(
-        &format!("/api/v1/namespaces/{ns}/pods"),
-        pod_with(
-            &a,
-            &ns,
-            "inline",
-            "echo scratch > /scratch/s && cat /scratch/s > /out/inline",
-            json!({"name": "scratch", "csi": {"driver": DRIVER}}),
-            "/scratch",
-        ),
-    )
-    .unwrap();
+    // An inline ephemeral volume, in a pod with an fsGroup: the CSIDriver's fsGroupPolicy File
+    // has the volume given to that group (upstream: File applies the fsGroup whatever the
+    // fsType and access mode).
+    let mut inline = pod_with(
+        &a,
+        &ns,
+        "inline",
+        "echo scratch > /scratch/s && cat /scratch/s > /out/inline && stat -c %g /scratch > /out/gid",
+        json!({"name": "scratch", "csi": {"driver": DRIVER}}),
+        "/scratch",
+    );
+    inline["spec"]["securityContext"] = json!({"fsGroup": 2345});
+    c.create(&format!("/api/v1/namespaces/{ns}/pods"), inline)
+        .unwrap();
     wait_ready(c, &ns, "inline");
     assert_eq!(a.read_out("inline", "inline", LIMIT), "scratch\n");
+    assert_eq!(a.read_out("inline", "gid", LIMIT), "2345\n");
     let inline_uid = uid_of(c, &ns, "inline");
     let reader_uid = uid_of(c, &ns, "reader");
     delete_and_wait(c, &ns, "inline");

@@ -208,6 +208,19 @@ fn readings(now: u64, node_cpu: u64, c_cpu: u64) -> Readings {
                 inactive_file: 1 << 20,
                 ..Default::default()
             }),
+            volumes: vec![(
+                "data".into(),
+                Some("claim-1".into()),
+                crate::csi::stats::Usage {
+                    time: at(1990),
+                    available_bytes: Some(70),
+                    capacity_bytes: Some(100),
+                    used_bytes: Some(30),
+                    inodes_free: Some(8),
+                    inodes: Some(10),
+                    inodes_used: Some(2),
+                },
+            )],
         }],
     }
 }
@@ -276,6 +289,21 @@ fn summary_uses_the_upstream_field_names() {
     assert_eq!(c["rootfs"]["usedBytes"], 4096);
     assert_eq!(c["rootfs"]["capacityBytes"], 1000);
     assert_eq!(c["logs"]["usedBytes"], 100);
+    // A CSI volume's NodeGetVolumeStats figures: upstream VolumeStats (FsStats inline, the pod
+    // volume's name, pvcRef for a claim) in the pod's `volume` list.
+    let vol = &pod["volume"][0];
+    assert_eq!(vol["name"], "data");
+    assert_eq!(
+        vol["pvcRef"],
+        serde_json::json!({"name": "claim-1", "namespace": "edge"})
+    );
+    assert_eq!(vol["capacityBytes"], 100);
+    assert_eq!(vol["availableBytes"], 70);
+    assert_eq!(vol["usedBytes"], 30);
+    assert_eq!(vol["inodes"], 10);
+    assert_eq!(vol["inodesFree"], 8);
+    assert_eq!(vol["inodesUsed"], 2);
+    assert_eq!(vol["time"], "1970-01-01T00:33:10Z");
 
     // It decodes back into the same types (the field names are one mapping both ways).
     let back: Summary = serde_json::from_value(v).unwrap();
