@@ -393,3 +393,142 @@ fn once_then_read_back_by_tinylet_and_by_nft() {
     assert!(ours.starts_with("table ip kube-proxy {"), "{ours}");
     assert!(ours.contains("table ip6 kube-proxy {"), "{ours}");
 }
+
+/// An echo service on port 90 → 9090 with one endpoint per address in `eps` (all on n1).
+fn echo_service(eps: &[&str]) -> String {
+    let mut y = "kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports:
+  - {name: echo, port: 90, targetPort: 9090}
+---
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: default
+  labels: {kubernetes.io/service-name: echo}
+addressType: IPv4
+ports: [{name: echo, port: 9090, protocol: TCP}]
+endpoints:
+"
+    .to_string();
+    for a in eps {
+        y.push_str(&format!(
+            "- {{addresses: [{a}], conditions: {{ready: true}}, nodeName: n1}}\n"
+        ));
+    }
+    y
+}
+
+/// Upstream kube-proxy keeps established TCP connections across syncs: the DNAT lives in
+/// conntrack, and it clears conntrack entries only for UDP. So a connection keeps talking to
+/// its endpoint when a partial sync removes that very endpoint, and when a full sync replaces
+/// the whole table; only new connections follow the new rules.
+#[test]
+fn established_connection_survives_partial_and_full_syncs() {
+    use std::io::{BufRead, BufReader, Write};
+    need_lab!();
+    let mut lab = Lab::new(2).unwrap();
+    let pods = lab.pods.clone();
+    // Each pod runs an echo server that first says which pod it is.
+    for p in &pods {
+        let script = lab.dir.join(format!("echo-{}", p.name));
+        std::fs::write(&script, format!("#!/bin/sh\necho {}\nexec cat\n", p.name)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &p.ns, "/usr/bin/busybox", "nc", "-ll"])
+            .args(["-p", "9090", "-e"])
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        lab.spawn_in_node(&mut cmd).unwrap();
+    }
+    let dir = manifests(&lab);
+    let ips: Vec<&str> = pods.iter().map(|p| p.ip.as_str()).collect();
+    write_manifest(&dir, "echo.yaml", &echo_service(&ips));
+    start_proxy(&mut lab, &dir, &[], &format!("dnat to {}:9090", ips[1]));
+
+    // A connection from the node to the cluster IP; bounded retries while nc starts listening.
+    let (mut conn, lines, first) = (0..50)
+        .find_map(|_| {
+            let mut c = lab
+                .node_command(Path::new("/usr/bin/busybox"))
+                .args(["nc", "10.96.0.20", "90"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = c.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    if tx.send(l.unwrap_or_default()).is_err() {
+                        break;
+                    }
+                }
+            });
+            match rx.recv_timeout(Duration::from_secs(3)) {
+                Ok(name) if !name.is_empty() => Some((c, rx, name)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    None
+                }
+            }
+        })
+        .expect("no connection to the echo service");
+    let mine = pods.iter().position(|p| p.name == first).unwrap();
+    let other = 1 - mine;
+    let mut stdin = conn.stdin.take().unwrap();
+    let mut echo = |word: &str| -> String {
+        writeln!(stdin, "{word}").unwrap();
+        stdin.flush().unwrap();
+        lines
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| format!("no answer to {word}: {e}"))
+    };
+    assert_eq!(echo("before"), "before");
+
+    // A partial sync removes the connection's own endpoint.
+    write_manifest(&dir, "echo.yaml", &echo_service(&[ips[other]]));
+    let mut gone = false;
+    for _ in 0..100 {
+        if !lab
+            .node_ruleset()
+            .unwrap_or_default()
+            .contains(&format!("dnat to {}:9090", ips[mine]))
+        {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "{}'s endpoint still in the table", pods[mine].name);
+    assert_eq!(echo("after-partial"), "after-partial");
+
+    // A full sync replaces the table in one batch: still the same connection.
+    let out = lab
+        .node_command(Path::new(TINYLET))
+        .args([
+            "proxy",
+            "--proxy-mode=nftables",
+            "--once",
+            "--hostname-override=n1",
+        ])
+        .arg(format!("--proxy-manifest-path={}", dir.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("full sync"),
+        "{out:?}"
+    );
+    assert_eq!(echo("after-full"), "after-full");
+    let _ = conn.kill();
+    let _ = conn.wait();
+}

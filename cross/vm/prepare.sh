@@ -122,10 +122,14 @@ guest_kernel_pkg() {
         awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
 }
 
-# Modules the guests load, as roots of the dependency walk: IPVS with its schedulers, and dummy
-# for kube-proxy's kube-ipvs0 interface.
+# Modules the guests load, as roots of the dependency walk: IPVS with its schedulers, dummy
+# for kube-proxy's kube-ipvs0 interface; nf_tables with the expressions our tables use (nat
+# chains, masquerade, dnat, ct, reject, numgen) for the IPVS mode's masquerading table and the
+# nftables mode; veth and bridge for the packet tests' namespaces.
 MODULE_ROOTS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_lc ip_vs_wlc ip_vs_mh ip_vs_sed ip_vs_nq
-    ip_vs_dh ip_vs_fo ip_vs_ovf ip_vs_lblc ip_vs_lblcr dummy)
+    ip_vs_dh ip_vs_fo ip_vs_ovf ip_vs_lblc ip_vs_lblcr dummy
+    nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_reject_ipv4 nft_reject_ipv6 nft_numgen
+    veth bridge)
 
 modinfo_field() { # FILE FIELD: values of a .modinfo key, read straight from the ELF (any arch)
     tr '\0' '\n' < "$1" | sed -n "s/^$2=//p"

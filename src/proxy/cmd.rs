@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use super::apisource::{ApiSource, Change};
 use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_LINK};
 use super::desired::{desired_state, Config, Desired};
+use super::nft::ipvs_masq::{self, IpvsMasq};
+use super::nft::model::Cidr as NftCidr;
 use super::schedule::Schedule;
 use super::source::{dir_fingerprint, load_dir, Model};
 use super::table::{SchedName, State};
@@ -27,9 +29,9 @@ Programs IPVS (kube-proxy's IPVS mode) or our own nf_tables tables (its nftables
 from Service and EndpointSlice manifests.
 
   --proxy-mode=MODE            ipvs (default) or nftables
-  --masquerade-all             nftables: SNAT all traffic sent to a service
-  --cluster-cidr=LIST          nftables: comma-separated pod ranges; traffic from outside
-                               them to a cluster IP is masqueraded
+  --masquerade-all             SNAT all traffic sent to a service
+  --cluster-cidr=LIST          comma-separated pod ranges; traffic from outside them to a
+                               cluster IP is masqueraded
   --ipvs-scheduler=NAME        IPVS scheduler (default rr)
   --proxy-manifest-path=DIR    directory of Service/EndpointSlice YAML or JSON manifests
   --kubeconfig=FILE            watch Services and EndpointSlices at the API server
@@ -40,8 +42,9 @@ from Service and EndpointSlice manifests.
                                --ipvs-sync-period is the same flag
   --once                       sync once, print what changed, exit non-zero on failure
   --cleanup                    remove what the proxy made (its virtual servers, the
-                               kube-ipvs0 interface and its addresses; in nftables mode
-                               the ip/ip6 kube-proxy tables), print it and exit
+                               kube-ipvs0 interface and its addresses, the ip/ip6
+                               tinylet-ipvs masquerading tables; in nftables mode the
+                               ip/ip6 kube-proxy tables), print it and exit
   -h, --help                   this help
 ";
 
@@ -327,9 +330,32 @@ pub fn proxy_main(args: &[String]) -> i32 {
         node_name: a.hostname.clone().unwrap_or_else(host_name),
         node_addresses: node_addrs.clone(),
     };
+    let mut masq = match IpvsMasq::open(ipvs_masq::Config {
+        node_name: cfg.node_name.clone(),
+        node_port_addresses: node_addrs.clone(),
+        masquerade_all: a.masquerade_all,
+        cluster_cidrs: a
+            .cluster_cidrs
+            .iter()
+            .map(|c| NftCidr::new(c.addr, c.prefix))
+            .collect(),
+    }) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("tinylet proxy: masquerading table: {e}");
+            return 1;
+        }
+    };
     let mut syncer = Syncer::new(backend, node_addrs);
     match source {
-        Source::Api(api) => run_api_loop(&mut syncer, &api, &cfg, a.sync_period, a.once),
+        Source::Api(api) => run_api_loop_with(
+            &mut syncer,
+            &api,
+            &cfg,
+            a.sync_period,
+            a.once,
+            Some(&mut masq),
+        ),
         Source::Dir(dir) if a.once => match load_dir(&dir) {
             Err(e) => {
                 eprintln!("tinylet proxy: {e}");
@@ -339,10 +365,11 @@ pub fn proxy_main(args: &[String]) -> i32 {
                 let mut model = Model::default();
                 model.replace(objs);
                 let d = compute(&model, &cfg);
+                let masq_ok = sync_masq(&mut masq, &model, SyncMode::Full);
                 match syncer.sync(&d.state, SyncMode::Full) {
                     Ok(r) => {
                         print_report(&r);
-                        i32::from(!r.failures.is_empty())
+                        i32::from(!r.failures.is_empty() || !masq_ok)
                     }
                     Err(e) => {
                         eprintln!("tinylet proxy: {e}");
@@ -351,7 +378,7 @@ pub fn proxy_main(args: &[String]) -> i32 {
                 }
             }
         },
-        Source::Dir(dir) => run_loop(&mut syncer, &dir, &cfg, a.sync_period),
+        Source::Dir(dir) => run_loop(&mut syncer, &mut masq, &dir, &cfg, a.sync_period),
     }
 }
 
@@ -383,8 +410,26 @@ fn open_backend(ranges: Option<&[Cidr]>) -> Result<(IpvsBackend, BTreeSet<IpAddr
     Ok((backend, addrs))
 }
 
+/// The masquerading table's part of a sync (before IPVS, so a new virtual server's packets
+/// are marked from its first one); says whether it succeeded.
+fn sync_masq(masq: &mut IpvsMasq, model: &Model, mode: SyncMode) -> bool {
+    match masq.sync(&model.services(), &model.slices(), mode == SyncMode::Full) {
+        Ok(o) => {
+            if let Some(line) = ipvs_masq::describe(o) {
+                println!("{line}");
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("tinylet proxy: masquerading table: {e}");
+            false
+        }
+    }
+}
+
 /// `tinylet proxy --cleanup`: sync to an empty table (which removes only virtual servers on
-/// kube-ipvs0's addresses or the node's, and unbinds the addresses), then delete kube-ipvs0.
+/// kube-ipvs0's addresses or the node's, and unbinds the addresses), then delete kube-ipvs0
+/// and our masquerading tables.
 fn cleanup(ranges: Option<&[Cidr]>) -> i32 {
     let (backend, node_addrs) = match open_backend(ranges) {
         Ok(b) => b,
@@ -407,6 +452,16 @@ fn cleanup(ranges: Option<&[Cidr]>) -> i32 {
     match syncer.backend().rtnl().delete_link(DUMMY_LINK) {
         Ok(true) => println!("delete interface {DUMMY_LINK}"),
         Ok(false) => {}
+        Err(e) => {
+            eprintln!("tinylet proxy --cleanup: {e}");
+            failed = true;
+        }
+    }
+    match IpvsMasq::cleanup() {
+        Ok(()) => println!(
+            "delete table ip {t}\ndelete table ip6 {t}",
+            t = ipvs_masq::TABLE
+        ),
         Err(e) => {
             eprintln!("tinylet proxy --cleanup: {e}");
             failed = true;
@@ -438,12 +493,25 @@ pub fn run_api_loop<B: Backend>(
     period: Duration,
     once: bool,
 ) -> i32 {
+    run_api_loop_with(syncer, api, cfg, period, once, None)
+}
+
+/// [`run_api_loop`], also syncing the masquerading table when given.
+fn run_api_loop_with<B: Backend>(
+    syncer: &mut Syncer<B>,
+    api: &ApiSource,
+    cfg: &Config,
+    period: Duration,
+    once: bool,
+    mut masq: Option<&mut IpvsMasq>,
+) -> i32 {
     api_watch_loop(api, period, once, |model, mode| {
         let d = compute(model, cfg);
+        let masq_ok = masq.as_mut().is_none_or(|m| sync_masq(m, model, mode));
         match syncer.sync(&d.state, mode) {
             Ok(r) => {
                 print_report(&r);
-                r.failures.is_empty()
+                r.failures.is_empty() && masq_ok
             }
             Err(e) => {
                 eprintln!("tinylet proxy: sync: {e}");
@@ -503,7 +571,13 @@ pub(crate) fn api_watch_loop(
     }
 }
 
-fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period: Duration) -> i32 {
+fn run_loop<B: Backend>(
+    syncer: &mut Syncer<B>,
+    masq: &mut IpvsMasq,
+    dir: &Path,
+    cfg: &Config,
+    period: Duration,
+) -> i32 {
     let mut model = Model::default();
     let mut schedule = Schedule::new(period);
     let mut last_fp = None;
@@ -535,6 +609,7 @@ fn run_loop<B: Backend>(syncer: &mut Syncer<B>, dir: &Path, cfg: &Config, period
             }
             if loaded {
                 let d = compute(&model, cfg);
+                sync_masq(masq, &model, mode);
                 match syncer.sync(&d.state, mode) {
                     Ok(r) => print_report(&r),
                     Err(e) => eprintln!("tinylet proxy: sync: {e}"),

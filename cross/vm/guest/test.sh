@@ -191,4 +191,7 @@ else
     not_ok "tinylet proxy --cleanup" "exit $rc"; ipvsadm -Ln; ip link show
 fi
 ipvsadm -C
+
+# --- IPVS mode's masquerading table with real packets ---------------------------------------------
+. ./masq.sh
 summary

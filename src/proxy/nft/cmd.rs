@@ -206,7 +206,8 @@ fn api_loop(
 }
 
 const NFT_USAGE: &str = "\
-usage: tinylet nft list      print our kube-proxy tables (ip, ip6) as `nft list table` would
+usage: tinylet nft list [TABLE]   print our kube-proxy tables (ip, ip6) as `nft list table`
+                                  would; TABLE=tinylet-ipvs: the IPVS mode's masquerading ones
 ";
 
 /// `tinylet nft list`: our tables as the kernel holds them, in `nft list table` style.
@@ -216,8 +217,16 @@ pub fn nft_main(args: &[String]) -> i32 {
         print!("{NFT_USAGE}");
         return 0;
     }
-    if sub != "list" || args.len() > 1 {
-        eprintln!("tinylet nft: expected `list`\n{NFT_USAGE}");
+    let name = match args.get(1).map(String::as_str) {
+        None => TABLE,
+        Some(n) if n == super::ipvs_masq::TABLE => super::ipvs_masq::TABLE,
+        Some(_) => "",
+    };
+    if sub != "list" || args.len() > 2 || name.is_empty() {
+        eprintln!(
+            "tinylet nft: expected `list [{}]`\n{NFT_USAGE}",
+            super::ipvs_masq::TABLE
+        );
         return 2;
     }
     let mut kernel = match NetlinkKernel::open() {
@@ -229,11 +238,11 @@ pub fn nft_main(args: &[String]) -> i32 {
     };
     let mut failed = false;
     for f in [Family::Ip, Family::Ip6] {
-        match super::readback::read_table(kernel.client(), f, TABLE) {
+        match super::readback::read_table(kernel.client(), f, name) {
             Ok(Some(t)) => print!("{}", super::model::render(&t)),
             Ok(None) => {}
             Err(e) => {
-                eprintln!("tinylet nft list: table {} {TABLE}: {e}", f.word());
+                eprintln!("tinylet nft list: table {} {name}: {e}", f.word());
                 failed = true;
             }
         }

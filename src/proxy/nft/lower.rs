@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use super::diff::{Change, Transaction};
-use super::model::{proto_number, Family, Key, SetKind, Stmt, Verdict};
+use super::model::{proto_number, Family, Fields, Key, SetKind, Stmt, Verdict};
 use super::sync::Kernel;
 use crate::netlink::nftables::expr::ct_state;
 use crate::netlink::nftables::msg::{datatype, set_flags};
@@ -213,6 +213,30 @@ pub fn stmt_exprs(f: Family, s: &Stmt) -> Vec<Expr> {
             load_dport(Reg::R1.offset(4)),
             lookup(map, Some(Reg::VERDICT)),
         ],
+        Stmt::Lookup(fields, set) => {
+            let mut out = Vec::with_capacity(5);
+            let rest = match fields {
+                Fields::ProtoPort => 0,
+                Fields::DaddrProtoPort | Fields::DaddrProtoPortSaddr => {
+                    out.push(load_addr(f, false, Reg::R1));
+                    addr_len
+                }
+                Fields::SaddrProtoPort => {
+                    out.push(load_addr(f, true, Reg::R1));
+                    addr_len
+                }
+            };
+            out.push(Expr::Meta {
+                key: MetaKey::L4proto,
+                dreg: Reg::R1.offset(rest),
+            });
+            out.push(load_dport(Reg::R1.offset(rest + 4)));
+            if *fields == Fields::DaddrProtoPortSaddr {
+                out.push(load_addr(f, true, Reg::R1.offset(rest + 8)));
+            }
+            out.push(lookup(set, None));
+            out
+        }
         Stmt::UpdateSaddr(set) => vec![
             load_addr(f, true, Reg::R1),
             Expr::Dynset {
@@ -274,6 +298,9 @@ pub fn key_bytes(k: &Key) -> Vec<u8> {
         Key::AddrPort(a, p, n) => [addr_bytes(a), proto(*p), port(*n)].concat(),
         Key::Port(p, n) => [proto(*p), port(*n)].concat(),
         Key::Addr(a) => addr_bytes(a),
+        Key::AddrPortAddr(a, p, n, b) => {
+            [addr_bytes(a), proto(*p), port(*n), addr_bytes(b)].concat()
+        }
     }
 }
 
@@ -300,6 +327,24 @@ fn set_msg(f: Family, table: &str, name: &str, kind: SetKind) -> nl::Set {
         )
         .verdict_map(),
         SetKind::Addrs => nl::Set::new(fam, table, name, &[addr]),
+        SetKind::AddrPorts => nl::Set::new(
+            fam,
+            table,
+            name,
+            &[addr, datatype::INET_PROTO, datatype::INET_SERVICE],
+        ),
+        SetKind::Ports => nl::Set::new(
+            fam,
+            table,
+            name,
+            &[datatype::INET_PROTO, datatype::INET_SERVICE],
+        ),
+        SetKind::LoopBack => nl::Set::new(
+            fam,
+            table,
+            name,
+            &[addr, datatype::INET_PROTO, datatype::INET_SERVICE, addr],
+        ),
         SetKind::Affinity { timeout } => nl::Set::new(fam, table, name, &[addr])
             .with_timeout(u64::from(timeout) * 1000)
             .with_flags(set_flags::EVAL),

@@ -5,9 +5,11 @@
 //! messages of one transaction, sans I/O), `sync` (remembers what it programmed and sends
 //! one batch per sync through a [`sync::Kernel`]), `lower` (model → netlink messages),
 //! `readback` (the kernel's table → model, for `tinylet nft list`), `cmd` (wiring). Only our own tables are ever touched.
+//! `ipvs_masq` is the IPVS mode's masquerading table, built on the same layers.
 
 pub mod cmd;
 pub mod diff;
+pub mod ipvs_masq;
 pub mod lower;
 pub mod model;
 pub mod readback;

@@ -229,6 +229,8 @@ pub enum Stmt {
     DispatchAddrPort(String),
     /// `meta l4proto . th dport vmap @MAP`.
     DispatchPort(String),
+    /// `FIELDS @SET`: a concatenation of packet fields looked up in a plain set.
+    Lookup(Fields, String),
     /// `update @SET { ip saddr }` (refreshes the element's timeout).
     UpdateSaddr(String),
     /// `meta mark set meta mark | BITS`.
@@ -243,6 +245,34 @@ pub enum Stmt {
     Reject,
     /// A verdict.
     Verdict(Verdict),
+}
+
+/// The packet fields a [`Stmt::Lookup`] concatenates into its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fields {
+    /// `ip daddr . meta l4proto . th dport` (a [`SetKind::AddrPorts`] set).
+    DaddrProtoPort,
+    /// `ip saddr . meta l4proto . th dport` (a [`SetKind::AddrPorts`] set).
+    SaddrProtoPort,
+    /// `meta l4proto . th dport` (a [`SetKind::Ports`] set).
+    ProtoPort,
+    /// `ip daddr . meta l4proto . th dport . ip saddr` (a [`SetKind::LoopBack`] set).
+    DaddrProtoPortSaddr,
+}
+
+impl Fields {
+    /// nft's text for the concatenation in `family`.
+    pub fn text(self, family: Family) -> String {
+        let ip = family.word();
+        match self {
+            Fields::DaddrProtoPort => format!("{ip} daddr . meta l4proto . th dport"),
+            Fields::SaddrProtoPort => format!("{ip} saddr . meta l4proto . th dport"),
+            Fields::ProtoPort => "meta l4proto . th dport".to_string(),
+            Fields::DaddrProtoPortSaddr => {
+                format!("{ip} daddr . meta l4proto . th dport . {ip} saddr")
+            }
+        }
+    }
 }
 
 /// A rule: statements in order.
@@ -266,6 +296,12 @@ pub enum SetKind {
     PortMap,
     /// A set of addresses.
     Addrs,
+    /// A set of `addr . inet_proto . inet_service`.
+    AddrPorts,
+    /// A set of `inet_proto . inet_service`.
+    Ports,
+    /// A set of `addr . inet_proto . inet_service . addr` (hairpin: destination and source).
+    LoopBack,
     /// Client addresses with a timeout, filled by the packet path (`update`).
     Affinity {
         /// Seconds an entry lives after its last use.
@@ -282,6 +318,8 @@ pub enum Key {
     Port(Proto, u16),
     /// `ADDR`.
     Addr(IpAddr),
+    /// `ADDR . PROTO . PORT . ADDR`.
+    AddrPortAddr(IpAddr, Proto, u16, IpAddr),
 }
 
 impl fmt::Display for Key {
@@ -290,6 +328,7 @@ impl fmt::Display for Key {
             Key::AddrPort(a, p, n) => write!(f, "{a} . {} . {n}", proto_word(*p)),
             Key::Port(p, n) => write!(f, "{} . {n}", proto_word(*p)),
             Key::Addr(a) => write!(f, "{a}"),
+            Key::AddrPortAddr(a, p, n, b) => write!(f, "{a} . {} . {n} . {b}", proto_word(*p)),
         }
     }
 }
@@ -367,6 +406,7 @@ pub fn render_rule(family: Family, rule: &[Stmt]) -> String {
                 format!("{ip} daddr . meta l4proto . th dport vmap @{m}")
             }
             Stmt::DispatchPort(m) => format!("meta l4proto . th dport vmap @{m}"),
+            Stmt::Lookup(fields, s) => format!("{} @{s}", fields.text(family)),
             Stmt::UpdateSaddr(s) => format!("update @{s} {{ {ip} saddr }}"),
             Stmt::MarkOr(b) => format!("meta mark set meta mark | {b:#010x}"),
             Stmt::MarkXor(b) => format!("meta mark set meta mark ^ {b:#010x}"),
@@ -394,6 +434,21 @@ fn render_set(out: &mut String, family: Family, name: &str, set: &Set) {
             String::new(),
         ),
         SetKind::Addrs => ("set", addr.to_string(), String::new()),
+        SetKind::AddrPorts => (
+            "set",
+            format!("{addr} . inet_proto . inet_service"),
+            String::new(),
+        ),
+        SetKind::Ports => (
+            "set",
+            "inet_proto . inet_service".to_string(),
+            String::new(),
+        ),
+        SetKind::LoopBack => (
+            "set",
+            format!("{addr} . inet_proto . inet_service . {addr}"),
+            String::new(),
+        ),
         SetKind::Affinity { timeout } => (
             "set",
             addr.to_string(),

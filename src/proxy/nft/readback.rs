@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::model::{
-    Chain, ChainType, Cidr, Family, Hook, HookPoint, Key, Set, SetKind, Stmt, Table, Verdict,
+    Chain, ChainType, Cidr, Family, Fields, Hook, HookPoint, Key, Set, SetKind, Stmt, Table,
+    Verdict,
 };
 use crate::netlink::nftables::expr::ct_state;
-use crate::netlink::nftables::msg::MapData;
+use crate::netlink::nftables::msg::{datatype, MapData};
 use crate::netlink::nftables::{
     self as nl, CmpOp, CtKey, DynsetOp, Expr, MetaKey, NatType, NumgenType, PayloadBase,
 };
@@ -153,6 +154,31 @@ fn statement(f: Family, e: &[Expr]) -> Option<(Stmt, usize)> {
                     ..
                 }, ..],
             ) if !source && is_dport(d) => Some((Stmt::DispatchAddrPort(set.clone()), 4)),
+            Some(
+                [Expr::Meta {
+                    key: MetaKey::L4proto,
+                    ..
+                }, d, Expr::Lookup {
+                    set, dreg: None, ..
+                }, ..],
+            ) if is_dport(d) => {
+                let fields = if source {
+                    Fields::SaddrProtoPort
+                } else {
+                    Fields::DaddrProtoPort
+                };
+                Some((Stmt::Lookup(fields, set.clone()), 4))
+            }
+            Some(
+                [Expr::Meta {
+                    key: MetaKey::L4proto,
+                    ..
+                }, d, a, Expr::Lookup {
+                    set, dreg: None, ..
+                }, ..],
+            ) if !source && is_dport(d) && is_addr_load(a, f) == Some(true) => {
+                Some((Stmt::Lookup(Fields::DaddrProtoPortSaddr, set.clone()), 5))
+            }
             _ => None,
         };
     }
@@ -179,6 +205,16 @@ fn statement(f: Family, e: &[Expr]) -> Option<(Stmt, usize)> {
             if is_dport(d) =>
         {
             Some((Stmt::DispatchPort(set.clone()), 3))
+        }
+        [Expr::Meta {
+            key: MetaKey::L4proto,
+            ..
+        }, d, Expr::Lookup {
+            set, dreg: None, ..
+        }, ..]
+            if is_dport(d) =>
+        {
+            Some((Stmt::Lookup(Fields::ProtoPort, set.clone()), 3))
         }
         [d, Expr::Cmp { data, .. }, ..] if is_dport(d) => {
             let port = u16::from_be_bytes(<[u8; 2]>::try_from(data.as_slice()).ok()?);
@@ -249,14 +285,27 @@ pub fn rule(f: Family, exprs: &[Expr]) -> Result<Vec<Stmt>, String> {
     Ok(out)
 }
 
-fn set_kind(s: &nl::Set) -> SetKind {
-    // By key length: protocol . port is 8 bytes, address . protocol . port 12 or 24.
+pub(crate) fn set_kind(s: &nl::Set) -> SetKind {
+    // Maps by key length: protocol . port is 8 bytes, address . protocol . port 12 or 24;
+    // plain sets by their key type (concatenations of different lengths can collide).
+    let of = |types: &[u32]| nl::msg::key_spec(types).0;
+    let addr = |t: u32| t == datatype::IPV4_ADDR || t == datatype::IPV6_ADDR;
+    let (p, sv) = (datatype::INET_PROTO, datatype::INET_SERVICE);
+    let bits = datatype::TYPE_BITS;
+    let low3 = s.key_type & ((1 << (3 * bits)) - 1);
     match (&s.data, s.key_len, s.timeout_ms) {
         (Some(MapData::Verdict), 8, _) => SetKind::PortMap,
         (Some(MapData::Verdict), _, _) => SetKind::AddrPortMap,
         (_, _, Some(ms)) => SetKind::Affinity {
             timeout: u32::try_from(ms / 1000).unwrap_or(u32::MAX),
         },
+        _ if s.key_type == of(&[p, sv]) => SetKind::Ports,
+        _ if addr(s.key_type >> (2 * bits))
+            && s.key_type & ((1 << (2 * bits)) - 1) == of(&[p, sv]) =>
+        {
+            SetKind::AddrPorts
+        }
+        _ if addr(s.key_type >> (3 * bits)) && addr(low3 & ((1 << bits) - 1)) => SetKind::LoopBack,
         _ => SetKind::Addrs,
     }
 }
@@ -274,7 +323,22 @@ pub fn decode_key(kind: SetKind, b: &[u8]) -> Option<Key> {
                 port(b.get(alen + 4..)?)?,
             ))
         }
-        SetKind::PortMap => Some(Key::Port(proto(*b.first()?)?, port(b.get(4..)?)?)),
+        SetKind::AddrPorts => decode_key(SetKind::AddrPortMap, b),
+        SetKind::PortMap | SetKind::Ports => {
+            Some(Key::Port(proto(*b.first()?)?, port(b.get(4..)?)?))
+        }
+        SetKind::LoopBack => {
+            // Both addresses have the family's length: (len - 8) / 2 each.
+            let alen = b.len().checked_sub(8)? / 2;
+            let a = addr(b.get(..alen)?)?;
+            let rest = b.get(alen..)?;
+            Some(Key::AddrPortAddr(
+                a,
+                proto(*rest.first()?)?,
+                port(rest.get(4..)?)?,
+                addr(rest.get(8..)?)?,
+            ))
+        }
         SetKind::Addrs | SetKind::Affinity { .. } => addr(b).map(Key::Addr),
     }
 }

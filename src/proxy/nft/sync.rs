@@ -42,6 +42,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct NftSyncer<K: Kernel> {
     kernel: K,
+    name: String,
     last: BTreeMap<Family, Table>,
     last_generation: Option<u32>,
     /// Batches committed so far.
@@ -49,10 +50,16 @@ pub struct NftSyncer<K: Kernel> {
 }
 
 impl<K: Kernel> NftSyncer<K> {
-    /// A syncer whose first sync replaces our tables.
+    /// A syncer whose first sync replaces our `kube-proxy` tables.
     pub fn new(kernel: K) -> Self {
+        Self::named(kernel, TABLE)
+    }
+
+    /// A syncer for our tables called `name` (the IPVS mode's masquerading table).
+    pub fn named(kernel: K, name: &str) -> Self {
         NftSyncer {
             kernel,
+            name: name.to_string(),
             last: BTreeMap::new(),
             last_generation: None,
             batches: 0,
@@ -96,7 +103,7 @@ impl<K: Kernel> NftSyncer<K> {
         // A family we no longer program loses its table.
         for f in self.last.keys() {
             if !tables.iter().any(|t| t.family == *f) {
-                txs.push(remove(*f, TABLE));
+                txs.push(remove(*f, &self.name));
             }
         }
         if txs.is_empty() {
@@ -121,7 +128,9 @@ impl<K: Kernel> NftSyncer<K> {
     /// Remove our tables in both families (one batch); forget what was programmed.
     pub fn cleanup(&mut self) -> Result<(), String> {
         self.last.clear();
-        self.kernel
-            .commit(&[remove(Family::Ip, TABLE), remove(Family::Ip6, TABLE)])
+        self.kernel.commit(&[
+            remove(Family::Ip, &self.name),
+            remove(Family::Ip6, &self.name),
+        ])
     }
 }

@@ -503,12 +503,15 @@ fn element_keys_round_trip() {
         Key::AddrPort(ip("fd00::10"), Proto::Sctp, 9000),
         Key::Port(Proto::Udp, 30053),
         Key::Addr(ip("192.168.1.5")),
+        Key::AddrPortAddr(ip("10.244.1.10"), Proto::Tcp, 8080, ip("10.244.1.10")),
+        Key::AddrPortAddr(ip("fd00::a"), Proto::Udp, 53, ip("fd00::a")),
     ] {
         let b = key_bytes(&k);
         let kind = match k {
             Key::AddrPort(..) => SetKind::AddrPortMap,
             Key::Port(..) => SetKind::PortMap,
             Key::Addr(..) => SetKind::Addrs,
+            Key::AddrPortAddr(..) => SetKind::LoopBack,
         };
         assert_eq!(super::readback::decode_key(kind, &b), Some(k));
     }
@@ -521,6 +524,8 @@ fn element_keys_round_trip() {
     ] {
         let _ = super::readback::decode_key(SetKind::AddrPortMap, b);
         let _ = super::readback::decode_key(SetKind::PortMap, b);
+        let _ = super::readback::decode_key(SetKind::LoopBack, b);
+        let _ = super::readback::decode_key(SetKind::AddrPorts, b);
     }
 }
 
