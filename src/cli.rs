@@ -388,7 +388,7 @@ usage:
     tinylet doctor [FLAGS]     check that this device can run the agent as configured
     tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS or nftables mode)
     tinylet ipvs list|flush    show or clear the kernel's IPVS table
-    tinylet nft list           show our kube-proxy nf_tables tables
+    tinylet nft list [TABLE]   show our nf_tables tables (kube-proxy, or tinylet-ipvs)
     tinylet --version          print the version, target and commit
     tinylet help [COMMAND]     this text, or a command's flags (same as COMMAND --help)
 

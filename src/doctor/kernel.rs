@@ -425,9 +425,27 @@ pub fn proxy_modules(mode: ProxyMode, evidence: &Evidence) -> Finding {
                     "DUMMY",
                     "the kube-ipvs0 interface holding service addresses",
                 ),
+                // The masquerading half of IPVS mode is a nf_tables table of its own.
+                ("nf_tables", "NF_TABLES", "the masquerading table"),
+                (
+                    "nft_masq",
+                    "NFT_MASQ",
+                    "masquerading NodePort and hairpin traffic",
+                ),
+                (
+                    "nft_ct",
+                    "NFT_CT",
+                    "new connections to kube-ipvs0 addresses",
+                ),
+                (
+                    "nft_reject",
+                    "NFT_REJECT",
+                    "refusing other ports on service addresses",
+                ),
             ],
-            "use a kernel with CONFIG_IP_VS, CONFIG_IP_VS_RR, CONFIG_NF_CONNTRACK and \
-             CONFIG_DUMMY, or run with --proxy-mode none",
+            "use a kernel with CONFIG_IP_VS, CONFIG_IP_VS_RR, CONFIG_NF_CONNTRACK, \
+             CONFIG_DUMMY, CONFIG_NF_TABLES, CONFIG_NFT_MASQ, CONFIG_NFT_CT and \
+             CONFIG_NFT_REJECT, or run with --proxy-mode none",
         ),
         ProxyMode::Nftables => modules(
             CHECK,

@@ -164,7 +164,10 @@ fn debian_kernel(t: &Tree, release: &str) {
          kernel/net/netfilter/ipvs/ip_vs.ko.xz: kernel/net/netfilter/nf_conntrack.ko.xz\n\
          kernel/net/netfilter/ipvs/ip_vs_rr.ko.xz: kernel/net/netfilter/ipvs/ip_vs.ko.xz\n\
          kernel/net/netfilter/nf_conntrack.ko.xz:\n\
-         kernel/net/netfilter/nf_tables.ko.xz:\n",
+         kernel/net/netfilter/nf_tables.ko.xz:\n\
+         kernel/net/netfilter/nft_masq.ko.xz: kernel/net/netfilter/nf_tables.ko.xz\n\
+         kernel/net/netfilter/nft_ct.ko.xz: kernel/net/netfilter/nf_tables.ko.xz\n\
+         kernel/net/netfilter/nft_reject.ko.xz: kernel/net/netfilter/nf_tables.ko.xz\n",
     )
     .file(
         &format!("lib/modules/{release}/modules.builtin"),
