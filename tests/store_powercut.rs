@@ -8,7 +8,9 @@
 //!
 //! SIGKILL keeps the page cache, so this checks the protocol against process death; torn
 //! writes as a real power cut leaves them are covered by the simulated disk in
-//! `src/store/tests.rs` (`power_cut_at_every_step_keeps_acknowledged_writes`).
+//! `src/store/tests.rs` (`power_cut_at_every_step_keeps_acknowledged_writes`), and real power
+//! cuts by `cross/vm/powercut.sh`: the same child writes on ext4 in a QEMU guest that is
+//! killed, and `powercut_vm_verify` checks the disk in the next boot with the checks below.
 //!
 //! Knobs: `TINYLET_POWERCUT_CYCLES` (default 500), `TINYLET_POWERCUT_SEED` (default: clock).
 
@@ -24,6 +26,9 @@ use tinylet::store::{RecordKind, Store};
 const CHILD_DIR: &str = "TINYLET_STORE_POWERCUT_CHILD";
 const CHILD_SEQ: &str = "TINYLET_STORE_POWERCUT_SEQ";
 const CHILD_SEED: &str = "TINYLET_STORE_POWERCUT_CHILD_SEED";
+const VERIFY_DIR: &str = "TINYLET_STORE_POWERCUT_VERIFY";
+const VERIFY_MODEL: &str = "TINYLET_STORE_POWERCUT_MODEL";
+const VERIFY_LOG: &str = "TINYLET_STORE_POWERCUT_LOG";
 const KEYS: usize = 8;
 /// Upper bound on one child's operations, so a child that is never killed still ends.
 const MAX_CHILD_OPS: u64 = 20_000;
@@ -129,11 +134,261 @@ fn parse(line: &str) -> Option<Op> {
     }
 }
 
-fn apply(model: &mut [Option<u64>; KEYS], op: Op) {
+/// What every key should hold: the sequence number of its value, or absent.
+type Model = [Option<u64>; KEYS];
+
+fn apply(model: &mut Model, op: Op) {
     match op {
         Op::Put(i, seq) => model[i] = Some(seq),
         Op::Del(i) => model[i] = None,
     }
+}
+
+/// A writer's report replayed onto the model.
+#[derive(Debug, Default, PartialEq)]
+struct Replay {
+    /// Operations started (`@@try`).
+    tried: u64,
+    /// Operations acknowledged (`@@ok`), now in the model.
+    acked: u64,
+    /// The operation started but not acknowledged when the writer died.
+    pending: Option<Op>,
+    /// The highest sequence number written.
+    max_seq: u64,
+    /// Whether the writer got past `Store::open`.
+    ready: bool,
+}
+
+/// Applies the acknowledged operations of a writer's report (lines from `@@`) to `model`.
+fn replay(model: &mut Model, lines: &[String]) -> Result<Replay, String> {
+    let mut r = Replay::default();
+    for line in lines {
+        if let Some(op) = parse(line) {
+            if r.pending.is_some() {
+                return Err(format!("two operations in flight at {line:?}"));
+            }
+            if let Op::Put(_, seq) = op {
+                r.max_seq = r.max_seq.max(seq);
+            }
+            r.tried += 1;
+            r.pending = Some(op);
+        } else if line == "@@ok" {
+            let op = r.pending.take().ok_or("@@ok without @@try")?;
+            apply(model, op);
+            r.acked += 1;
+        } else if line == "@@ready" {
+            r.ready = true;
+        }
+    }
+    Ok(r)
+}
+
+/// Where the operation in flight at the cut ended up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flight {
+    /// No operation was in flight, or it would not have changed anything.
+    Moot,
+    /// The store holds the state before it.
+    Old,
+    /// The store holds its result (it became durable but was not acknowledged).
+    New,
+}
+
+/// Checks the store's contents after a cut (`got[i]`: key i's value; `len`: records in the
+/// store) against the acknowledged `model` and the operation in flight, and moves the model to
+/// what the store holds. An error names an acknowledged write that is missing or wrong.
+fn reconcile(
+    model: &mut Model,
+    pending: Option<Op>,
+    got: &[Option<Vec<u8>>],
+    len: usize,
+) -> Result<Flight, String> {
+    let mut with_flight = *model;
+    if let Some(op) = pending {
+        apply(&mut with_flight, op);
+    }
+    let mut flight = Flight::Moot;
+    for i in 0..KEYS {
+        let got = got.get(i).cloned().flatten();
+        let matches = |seq: Option<u64>| got == seq.map(value_of);
+        if matches(model[i]) {
+            if with_flight[i] != model[i] {
+                flight = Flight::Old;
+            }
+        } else if matches(with_flight[i]) {
+            flight = Flight::New;
+            model[i] = with_flight[i];
+        } else {
+            return Err(format!(
+                "key {i} holds {:?} bytes starting {:?}; acknowledged seq {:?}, in flight {:?}",
+                got.as_ref().map(Vec::len),
+                got.as_ref()
+                    .map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned()),
+                model[i],
+                pending
+            ));
+        }
+    }
+    let expected = model.iter().filter(|m| m.is_some()).count();
+    if len != expected {
+        return Err(format!(
+            "the store holds {len} records, {expected} expected: extra or lost records"
+        ));
+    }
+    Ok(flight)
+}
+
+/// `@@model next=N S0 S1 ...` (S: a sequence number or `-`), as the VM verifier prints it.
+fn format_model(model: &Model, next_seq: u64) -> String {
+    let mut line = format!("@@model next={next_seq}");
+    for m in model {
+        match m {
+            Some(seq) => line.push_str(&format!(" {seq}")),
+            None => line.push_str(" -"),
+        }
+    }
+    line
+}
+
+fn parse_model(line: &str) -> Option<(Model, u64)> {
+    let mut w = line.split_whitespace();
+    if w.next()? != "@@model" {
+        return None;
+    }
+    let next_seq = w.next()?.strip_prefix("next=")?.parse().ok()?;
+    let mut model: Model = [None; KEYS];
+    for slot in model.iter_mut() {
+        *slot = match w.next()? {
+            "-" => None,
+            n => Some(n.parse().ok()?),
+        };
+    }
+    w.next().is_none().then_some((model, next_seq))
+}
+
+/// The lines of a writer's report, from `@@` on (libtest prints its own text in front of the
+/// first one).
+fn report_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.find("@@").map(|at| l[at..].trim_end().to_string()))
+        .collect()
+}
+
+#[test]
+fn replay_and_reconcile_find_a_lost_write() {
+    let lines = report_lines(
+        "test powercut_child ... @@ready\n@@try put 1 5\n@@ok\n@@try del 2\n@@ok\n@@try put 3 6\n",
+    );
+    let mut model: Model = [None; KEYS];
+    model[2] = Some(4);
+    let r = replay(&mut model, &lines).unwrap();
+    assert_eq!((r.tried, r.acked, r.max_seq, r.ready), (3, 2, 6, true));
+    assert_eq!(r.pending, Some(Op::Put(3, 6)));
+    let mut got: Vec<Option<Vec<u8>>> = vec![None; KEYS];
+    got[1] = Some(value_of(5));
+    // The put in flight may or may not have landed; both are fine.
+    assert_eq!(
+        reconcile(&mut model.clone(), r.pending, &got, 1),
+        Ok(Flight::Old)
+    );
+    got[3] = Some(value_of(6));
+    let mut m = model;
+    assert_eq!(reconcile(&mut m, r.pending, &got, 2), Ok(Flight::New));
+    assert_eq!(m[3], Some(6));
+    // An acknowledged put that is gone, or holds another value, is a loss.
+    got[1] = None;
+    assert!(reconcile(&mut model.clone(), r.pending, &got, 1).is_err());
+    got[1] = Some(value_of(4));
+    assert!(reconcile(&mut model.clone(), r.pending, &got, 2).is_err());
+    // So is an acknowledged delete that came back.
+    got[1] = Some(value_of(5));
+    got[2] = Some(value_of(4));
+    assert!(reconcile(&mut model.clone(), r.pending, &got, 3).is_err());
+    assert!(replay(&mut model.clone(), &report_lines("@@ok\n")).is_err());
+}
+
+#[test]
+fn model_lines_round_trip() {
+    let mut model: Model = [None; KEYS];
+    model[0] = Some(17);
+    model[7] = Some(3);
+    let line = format_model(&model, 42);
+    assert_eq!(line, "@@model next=42 17 - - - - - - 3");
+    assert_eq!(parse_model(&line), Some((model, 42)));
+    assert_eq!(parse_model("@@model next=1 - -"), None);
+    assert_eq!(parse_model("@@model next=x - - - - - - - -"), None);
+}
+
+/// Verifier mode of the VM power-cut run (`cross/vm/powercut.sh`); otherwise passes at once.
+/// Reads the model before the cut (`@@model` line, or none for an empty store) and the
+/// writer's console output, opens the store, checks it, and prints one `@@verify` line with the
+/// counts and the new `@@model` line for the next cut. Fails on a lost acknowledged write, an
+/// unreadable (quarantined) record or a temporary file left behind.
+#[test]
+fn powercut_vm_verify() {
+    let Some(dir) = std::env::var_os(VERIFY_DIR) else {
+        return;
+    };
+    let model_text = std::env::var_os(VERIFY_MODEL)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let (mut model, mut next_seq) = model_text
+        .lines()
+        .find_map(parse_model)
+        .unwrap_or(([None; KEYS], 0));
+    let log = std::fs::read_to_string(std::env::var_os(VERIFY_LOG).expect("no writer log"))
+        .expect("read the writer log");
+    let r = replay(&mut model, &report_lines(&log)).expect("writer report");
+    next_seq = next_seq.max(r.max_seq);
+
+    let mut store = Store::open(PathBuf::from(&dir)).expect("open the store after the cut");
+    let quarantined = store.recovery().quarantined.clone();
+    let removed_temps = store.recovery().removed_temps.len();
+    let unreadable = quarantined.len();
+    let leftovers = std::fs::read_dir(&dir)
+        .expect("list the store")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    let mut got = Vec::new();
+    let mut failures = Vec::new();
+    for i in 0..KEYS {
+        match store.get(kind_of(i), &key_of(i)) {
+            Ok(v) => got.push(v),
+            Err(e) => {
+                failures.push(format!("key {i}: {e}"));
+                got.push(None);
+            }
+        }
+    }
+    let flight = reconcile(&mut model, r.pending, &got, store.len()).unwrap_or_else(|e| {
+        failures.push(e);
+        Flight::Moot
+    });
+    if unreadable > 0 {
+        failures.push(format!("unreadable records quarantined: {quarantined:?}"));
+    }
+    if leftovers > 0 {
+        failures.push(format!("{leftovers} temporary files survived open"));
+    }
+    let flight = match (r.pending, flight) {
+        (None, _) => "none",
+        (Some(_), Flight::Old) => "old",
+        (Some(_), Flight::New) => "new",
+        (Some(_), Flight::Moot) => "moot",
+    };
+    println!(
+        "@@verify tried={} acked={} ready={} in_flight={flight} records={} temps_removed={} \
+         unreadable={unreadable} result={}",
+        r.tried,
+        r.acked,
+        u8::from(r.ready),
+        store.len(),
+        removed_temps,
+        if failures.is_empty() { "ok" } else { "LOST" }
+    );
+    println!("{}", format_model(&model, next_seq));
+    assert!(failures.is_empty(), "after the power cut: {failures:?}");
 }
 
 #[test]
@@ -159,7 +414,7 @@ fn store_survives_500_sigkills() {
     let _ = std::fs::remove_dir_all(&dir);
     let exe = std::env::current_exe().unwrap();
 
-    let mut model: [Option<u64>; KEYS] = [None; KEYS];
+    let mut model: Model = [None; KEYS];
     let mut next_seq: u64 = 0;
     let (mut acked, mut in_flight_old, mut in_flight_new, mut during_open) = (0u64, 0, 0, 0);
     let started = Instant::now();
@@ -226,20 +481,9 @@ fn store_survives_500_sigkills() {
         }
 
         // Replay the child's report: acknowledged ops change the model; one may be in flight.
-        let mut pending: Option<Op> = None;
-        for line in &lines {
-            if let Some(op) = parse(line) {
-                assert!(pending.is_none(), "cycle {cycle}: two ops in flight");
-                if let Op::Put(_, seq) = op {
-                    next_seq = next_seq.max(seq);
-                }
-                pending = Some(op);
-            } else if line == "@@ok" {
-                let op = pending.take().expect("ok without try");
-                apply(&mut model, op);
-                acked += 1;
-            }
-        }
+        let r = replay(&mut model, &lines).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        next_seq = next_seq.max(r.max_seq);
+        acked += r.acked;
 
         let mut store = Store::open(&dir).unwrap();
         assert!(
@@ -256,36 +500,15 @@ fn store_survives_500_sigkills() {
             leftovers.is_empty(),
             "cycle {cycle}: temporary files survived open: {leftovers:?}"
         );
-        let mut with_flight = model;
-        if let Some(op) = pending {
-            apply(&mut with_flight, op);
+        let got: Vec<Option<Vec<u8>>> = (0..KEYS)
+            .map(|i| store.get(kind_of(i), &key_of(i)).unwrap())
+            .collect();
+        match reconcile(&mut model, r.pending, &got, store.len()) {
+            Ok(Flight::Old) => in_flight_old += 1,
+            Ok(Flight::New) => in_flight_new += 1,
+            Ok(Flight::Moot) => {}
+            Err(e) => panic!("cycle {cycle}: {e}"),
         }
-        for i in 0..KEYS {
-            let got = store.get(kind_of(i), &key_of(i)).unwrap();
-            let matches = |seq: Option<u64>| got == seq.map(value_of);
-            if matches(model[i]) {
-                if with_flight[i] != model[i] {
-                    in_flight_old += 1;
-                }
-            } else if matches(with_flight[i]) {
-                in_flight_new += 1;
-                model[i] = with_flight[i];
-            } else {
-                panic!(
-                    "cycle {cycle}: key {i} holds {:?} bytes starting {:?}; acknowledged seq {:?}, in flight {:?}",
-                    got.as_ref().map(Vec::len),
-                    got.as_ref().map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned()),
-                    model[i],
-                    pending
-                );
-            }
-        }
-        let expected_keys = (0..KEYS).filter(|&i| model[i].is_some()).count();
-        assert_eq!(
-            store.len(),
-            expected_keys,
-            "cycle {cycle}: extra or lost records"
-        );
     }
     let elapsed = started.elapsed();
     println!(

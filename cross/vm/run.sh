@@ -16,6 +16,11 @@
 #                       settings: e.g. mitigations=off makes every syscall ~5x cheaper under TCG
 #                       (ipvsadm -R of 10,000 services: 7 s instead of 38 s), which flatters
 #                       syscall-heavy tools and is not what a stock Debian host runs.
+#   TINYLET_VM_DISK     a raw disk image to attach as a virtio-blk disk (/dev/vda in the guest),
+#                       with cache=none,aio=threads (why: "Power cuts" in this directory's README.md).
+#   TINYLET_VM_CUT      "REGEX COUNT DELAY_MS" (REGEX: an ERE without spaces): cut the power
+#                       (SIGKILL QEMU) DELAY_MS after the console shows COUNT lines matching
+#                       REGEX; then print the payload's output so far and exit 137.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -73,14 +78,34 @@ esac
 QEMU+=(-m "$MEM" -smp 1 -kernel "$GUEST/kernel" -initrd "$TMP/initrd"
     -nodefaults -no-reboot -nic none -display none -monitor none
     -serial "file:$TMP/console.log")
+if [ -n "${TINYLET_VM_DISK:-}" ]; then
+    [ -f "$TINYLET_VM_DISK" ] || die "TINYLET_VM_DISK=$TINYLET_VM_DISK does not exist"
+    # virtio-mmio on the ARM virt boards (no PCI enumeration to wait for); the pc board has none.
+    case "$ARCH" in x86_64) blk=virtio-blk-pci ;; *) blk=virtio-blk-device ;; esac
+    QEMU+=(-drive "file=$TINYLET_VM_DISK,format=raw,if=none,id=disk0,cache=none,aio=threads"
+        -device "$blk,drive=disk0")
+fi
+CUT_RE= CUT_COUNT= CUT_DELAY_MS=
+if [ -n "${TINYLET_VM_CUT:-}" ]; then
+    read -r CUT_RE CUT_COUNT CUT_DELAY_MS <<<"$TINYLET_VM_CUT"
+    [[ "$CUT_COUNT" =~ ^[0-9]+$ && "$CUT_DELAY_MS" =~ ^[0-9]+$ ]] ||
+        die "TINYLET_VM_CUT wants \"REGEX COUNT DELAY_MS\", got: $TINYLET_VM_CUT"
+fi
 
 log "booting $ARCH ($(cat "$GUEST/kernel-release")), payload $(stat -c %s "$TMP/initrd") B initrd, timeout ${TIMEOUT}s"
 start=$(now_ms)
 "${QEMU[@]}" </dev/null >"$TMP/qemu.out" 2>&1 &
 QEMU_PID=$!
 deadline=$(( $(date +%s) + TIMEOUT ))
-timed_out=0
+timed_out=0 cut=0
 while kill -0 "$QEMU_PID" 2>/dev/null; do
+    if [ -n "$CUT_RE" ] &&
+        [ "$(grep -cE -- "$CUT_RE" "$TMP/console.log" 2>/dev/null)" -ge "$CUT_COUNT" ]; then
+        [ "$CUT_DELAY_MS" -eq 0 ] || sleep "$(printf '%d.%03d' $((CUT_DELAY_MS / 1000)) $((CUT_DELAY_MS % 1000)))"
+        kill -9 "$QEMU_PID" 2>/dev/null || true
+        cut=1
+        break
+    fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
         timed_out=1
         log "timeout after ${TIMEOUT}s: killing QEMU (pid $QEMU_PID)"
@@ -89,7 +114,8 @@ while kill -0 "$QEMU_PID" 2>/dev/null; do
         kill -9 "$QEMU_PID" 2>/dev/null || true
         break
     fi
-    sleep 0.2
+    # Watching for a cut point polls often: the guest acknowledges a write every few ms.
+    if [ -n "$CUT_RE" ]; then sleep 0.01; else sleep 0.2; fi
 done
 wait "$QEMU_PID" 2>/dev/null || true
 QEMU_PID=
@@ -106,6 +132,10 @@ booted=$(sed -n 's/^@@TINYLET-BOOTED //p' "$TMP/console.txt")
 rc=$(sed -n 's/^@@TINYLET-EXIT \([0-9]*\).*/\1/p' "$TMP/console.txt")
 wall=$(( end - start ))
 log "$ARCH: ${booted:-guest never finished booting}; host wall clock $((wall / 1000)).$(printf %03d $((wall % 1000))) s"
+if [ "$cut" = 1 ]; then
+    log "$ARCH: power cut (SIGKILL) after $CUT_COUNT x /$CUT_RE/ + ${CUT_DELAY_MS} ms"
+    exit 137
+fi
 if [ "$timed_out" = 1 ]; then
     [ -n "$booted" ] || { tail -n 40 "$TMP/console.txt" >&2; cat "$TMP/qemu.out" >&2; }
     exit 124
