@@ -10,6 +10,11 @@
 //! - the link, every 180 s: 20 s cut hard (connections closed, new ones refused), 40 s with
 //!   10 % of requests reset and half of them delayed, 15 s black-holed (silent, never closed).
 //!
+//! Runs under ten minutes go through these cycles three times as fast. RSS, fds and threads
+//! are judged flat (last window's means within 10 % + 1 MiB, +5 fds, +3 threads of the first
+//! window's) only for runs of 40 minutes or more, over 10-minute windows; shorter runs print
+//! the means of their first and last thirds.
+//!
 //! Every 10 s the agent's VmRSS, open fds and threads are read from /proc. At the end the link
 //! heals and, within a bounded settle time, every pod that should exist must be running (the
 //! crash-looping one present) and every deleted one gone: "lost" pods are the expected ones
@@ -113,9 +118,15 @@ impl Report {
             && self.last.threads <= self.first.threads + 3.0
     }
 
-    /// Flat, no panics, no lost pods, no leftovers, agent still running.
+    /// Whether the run was long enough to judge a trend (40 minutes: two 10-minute windows
+    /// with the middle of the run between them); shorter runs print the means only.
+    pub fn judged(&self) -> bool {
+        self.ran >= Duration::from_secs(40 * 60)
+    }
+
+    /// Flat (when judged), no panics, no lost pods, no leftovers, agent still running.
     pub fn pass(&self) -> bool {
-        self.flat()
+        (self.flat() || !self.judged())
             && self.panics == 0
             && self.lost.is_empty()
             && self.leftovers.is_empty()
@@ -175,7 +186,11 @@ impl Report {
         println!(
             "soak verdict: {} (flat {}, panics {}, lost {}, leftovers {})",
             if self.pass() { "PASS" } else { "FAIL" },
-            self.flat(),
+            if self.judged() {
+                self.flat().to_string()
+            } else {
+                "not judged: run under 40 min".into()
+            },
             self.panics,
             self.lost.len(),
             self.leftovers.len()
@@ -368,8 +383,16 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
     let mut deleted: BTreeSet<String> = BTreeSet::new();
     let mut puller: Option<String> = None;
     let mut faults: Vec<RuleId> = Vec::new();
+    // Runs shorter than ten minutes go through the same cycles three times as fast, so that a
+    // CI run still sees every phase (samples stay every 10 s).
+    let scale = if duration >= Duration::from_secs(600) {
+        3
+    } else {
+        1
+    };
+    let p = |secs: u64| (secs * scale / 3).max(1);
     let (mut next_sample, mut next_churn, mut next_api, mut next_pull, mut next_link) =
-        (0u64, 20u64, 10u64, 5u64, 60u64);
+        (10u64, p(20), p(10), p(5), p(60));
     let mut link_phase = 0u32;
     let mut step = 0u32;
     let mut api_n = 0u32;
@@ -397,7 +420,7 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
             }
         }
         if t >= next_churn {
-            next_churn += 20;
+            next_churn += p(20);
             step += 1;
             let oldest = statics.keys().next().cloned();
             match step % 3 {
@@ -431,7 +454,7 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
             report.static_changes += 1;
         }
         if t >= next_api {
-            next_api += 30;
+            next_api += p(30);
             let name = format!("api-{api_n}");
             api_n += 1;
             let pod = api_pod(&env, &name, &image);
@@ -446,7 +469,7 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
             }
             let old: Vec<String> = api
                 .iter()
-                .filter(|(_, at)| t >= **at + 75)
+                .filter(|(_, at)| t >= **at + p(75))
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in old {
@@ -458,7 +481,7 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
             }
         }
         if t >= next_pull {
-            next_pull += if puller.is_some() { 90 } else { 60 };
+            next_pull += if puller.is_some() { p(90) } else { p(60) };
             if let Some(name) = puller.take() {
                 if delete(&env, &name) {
                     deleted.insert(name);
@@ -484,7 +507,7 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
             match link_phase % 4 {
                 0 => {
                     relay.cut();
-                    next_link += 20;
+                    next_link += p(20);
                 }
                 1 => {
                     relay.restore();
@@ -497,19 +520,19 @@ pub fn run(test: &str, duration: Duration, bin: &Path) -> Option<Report> {
                         Fault::Delay(Duration::from_millis(300)),
                         Trigger::Probability(0.5),
                     ));
-                    next_link += 40;
+                    next_link += p(40);
                 }
                 2 => {
                     for f in faults.drain(..) {
                         env.srv.faults().remove(f);
                     }
                     relay.black_hole();
-                    next_link += 15;
+                    next_link += p(15);
                 }
                 _ => {
                     relay.heal();
                     report.link_cycles += 1;
-                    next_link += 105;
+                    next_link += p(105);
                 }
             }
             link_phase += 1;
