@@ -37,3 +37,37 @@ fn short_soak_loses_no_pod_and_never_panics() {
     assert!(r.leftovers.is_empty(), "leftover pods: {:?}", r.leftovers);
     assert!(r.samples.len() >= 3, "{:?}", r.samples);
 }
+
+/// The windows and the flatness rule, without a runtime.
+#[test]
+fn soak_windows_and_flatness_rule() {
+    use soak::{means, window, Report, Sample};
+    assert_eq!(window(Duration::from_secs(3600)), Duration::from_secs(600));
+    assert_eq!(window(Duration::from_secs(90)), Duration::from_secs(30));
+    let s = |t, rss_kib, fds, threads| Sample {
+        t,
+        rss_kib,
+        fds,
+        threads,
+    };
+    let samples = [s(10, 100, 10, 4), s(20, 200, 12, 6), s(30, 900, 90, 9)];
+    let m = means(&samples, 0, 30);
+    assert_eq!((m.n, m.rss_kib, m.fds, m.threads), (2, 150.0, 11.0, 5.0));
+    assert_eq!(means(&samples, 40, 50).n, 0);
+
+    let mut r = Report {
+        ran: Duration::from_secs(3600),
+        first: means(&samples, 0, 30),
+        last: means(&samples, 20, 30),
+        ..Report::default()
+    };
+    // 200 KiB against 150 KiB: under 10 % + 1 MiB; +1 fd, +1 thread.
+    assert!(r.flat() && r.pass());
+    r.last = means(&samples, 30, 31);
+    assert!(!r.flat() && !r.pass(), "+79 fds is a leak");
+    // Under 40 minutes the trend is not judged; lost pods still fail the run.
+    r.ran = Duration::from_secs(90);
+    assert!(r.pass());
+    r.lost.push("api-1".into());
+    assert!(!r.pass());
+}
