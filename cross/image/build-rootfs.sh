@@ -9,7 +9,7 @@
 #   $TINYLET_IMAGE_CACHE/ARCH/initrd.img   its initramfs
 #   $TINYLET_IMAGE_CACHE/ARCH/KEY          hash of everything that went into the build
 #
-# The build is skipped when KEY matches (package list, this script, customize.sh); it prints
+# The build is skipped when KEY matches (package list, IMAGE_FORMAT, customize.sh); it prints
 # how long the build took either way. A foreign architecture's maintainer scripts run under
 # qemu-user through binfmt_misc: when the host has no such registration, the script makes one
 # for the build and takes it away afterwards.
@@ -31,8 +31,10 @@ PACKAGES=(systemd-sysv udev kmod iproute2 iptables ca-certificates procps
     "linux-image-$ARCH" initramfs-tools
     containerd runc containernetworking-plugins busybox-static)
 
+# Bump when a change to the steps below changes what the image holds.
+IMAGE_FORMAT=1
 OUT=$IMG_CACHE/$ARCH
-key=$( (printf '%s\n' "$IMG_SUITE" "$IMG_MIRROR" "${PACKAGES[@]}"; cat "$0" "$IMG_DIR/customize.sh") |
+key=$( (printf '%s\n' "$IMAGE_FORMAT" "$IMG_SUITE" "$IMG_MIRROR" "${PACKAGES[@]}"; cat "$IMG_DIR/customize.sh") |
     sha256sum | cut -c1-16)
 if [ "${TINYLET_IMAGE_REBUILD:-0}" != 1 ] && [ -f "$OUT/KEY" ] && [ "$(cat "$OUT/KEY")" = "$key" ] &&
     [ -f "$OUT/root.img" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ]; then
@@ -105,7 +107,7 @@ cp "$root/boot/initrd.img-$kver" "$WORK/initrd.img"
 used=$(du -s -m "$root" | cut -f 1)
 size=$((used + 768))
 rm -f "$WORK/root.img"
-mkfs.ext4 -q -F -L tinylet-root -d "$root" "$WORK/root.img" "${size}M" ||
+mkfs.ext4 -q -F -L tinylet-root -d "$root" "$WORK/root.img" "${size}M" >/dev/null ||
     die "mkfs.ext4 -d failed"
 rm -rf "$root"
 for f in root.img vmlinuz initrd.img; do mv "$WORK/$f" "$OUT/$f"; done
