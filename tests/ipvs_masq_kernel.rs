@@ -8,6 +8,9 @@
 //! pass or fail); the inner test is ignored unless TINYLET_NFT_INNER=1. Skips with a SKIPPED
 //! line when not root, without `nft`, or when namespaces cannot be made.
 
+#[path = "common/inner_netns.rs"]
+mod inner_netns;
+
 use std::process::Command;
 
 use tinylet::k8s::discovery::EndpointSlice;
@@ -19,14 +22,6 @@ use tinylet::proxy::nft::readback::read_table;
 use tinylet::proxy::nft::sync::{NftSyncer, Outcome};
 use tinylet::proxy::source::{parse_manifest, Object};
 
-fn host_ruleset() -> String {
-    Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn masquerading_table_reads_back_in_a_fresh_netns() {
     if !nix::unistd::geteuid().is_root() {
@@ -37,32 +32,7 @@ fn masquerading_table_reads_back_in_a_fresh_netns() {
         println!("SKIPPED (no nft)");
         return;
     }
-    let before = host_ruleset();
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .arg("-n")
-        .arg(&exe)
-        .args([
-            "--exact",
-            "inner_masq",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TINYLET_NFT_INNER", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    eprint!("{stderr}");
-    if !out.status.success() && stderr.contains("unshare failed") {
-        println!("SKIPPED (cannot create a network namespace)");
-        return;
-    }
-    assert!(out.status.success(), "inner test failed");
-    assert!(stdout.contains("INNER OK"), "inner test did not run");
-    assert_eq!(host_ruleset(), before, "the host's ruleset changed");
+    inner_netns::run_inner("inner_masq");
 }
 
 fn objects(eps: &[&str]) -> (Vec<Service>, Vec<EndpointSlice>) {
@@ -109,7 +79,7 @@ fn nft(args: &[&str]) -> String {
 #[test]
 #[ignore]
 fn inner_masq() {
-    if std::env::var("TINYLET_NFT_INNER").as_deref() != Ok("1") {
+    if !inner_netns::is_inner() {
         return;
     }
     // Someone else's table in the same namespace must stay as it is.

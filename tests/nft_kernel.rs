@@ -6,6 +6,9 @@
 //! pass or fail); the inner test is ignored unless TINYLET_NFT_INNER=1. Skips with a SKIPPED
 //! line when not root or when namespaces cannot be made (no CAP_NET_ADMIN / CAP_SYS_ADMIN).
 
+#[path = "common/inner_netns.rs"]
+mod inner_netns;
+
 use std::process::Command;
 
 use nix::errno::Errno;
@@ -23,46 +26,13 @@ use tinylet::netlink::Error;
 const T: &str = "tl-nftw";
 const F: Family = Family::Ip;
 
-fn host_ruleset() -> String {
-    Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn ruleset_reads_back_in_a_fresh_netns() {
     if !nix::unistd::geteuid().is_root() {
         println!("SKIPPED (needs root for a network namespace)");
         return;
     }
-    let before = host_ruleset();
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .arg("-n")
-        .arg(&exe)
-        .args([
-            "--exact",
-            "inner_readback",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TINYLET_NFT_INNER", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    eprint!("{stderr}");
-    if !out.status.success() && stderr.contains("unshare failed") {
-        println!("SKIPPED (cannot create a network namespace: no CAP_SYS_ADMIN/CAP_NET_ADMIN)");
-        return;
-    }
-    assert!(out.status.success(), "inner test failed");
-    assert!(stdout.contains("INNER OK"), "inner test did not run");
-    assert_eq!(host_ruleset(), before, "the host's ruleset changed");
+    inner_netns::run_inner("inner_readback");
 }
 
 fn chain(name: &str) -> Chain {
@@ -366,7 +336,7 @@ fn has(rule: &[Value], want: Value) -> bool {
 #[test]
 #[ignore = "runs inside the namespace made by ruleset_reads_back_in_a_fresh_netns"]
 fn inner_readback() {
-    if std::env::var("TINYLET_NFT_INNER").as_deref() != Ok("1") {
+    if !inner_netns::is_inner() {
         return;
     }
     let mut nft = Nftables::open().unwrap();
