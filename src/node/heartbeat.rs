@@ -92,6 +92,16 @@ impl Heartbeat {
         self.next_renew = Some(now + self.cadence.renew_interval);
     }
 
+    /// Records the first successful renewal after an outage: the next one comes at a random
+    /// point of the second half of the renewal interval (never later than usual). A fleet whose
+    /// link returned at once renewed nearly in step; this spreads the following rounds over
+    /// half an interval instead of keeping every node in the same second for good.
+    pub fn renewed_after_outage(&mut self, now: Instant, rng: &mut dyn RandomSource) {
+        self.renewed(now);
+        let every = self.cadence.renew_interval;
+        self.next_renew = Some(now + random_between(rng, every / 2, every));
+    }
+
     /// Records a failed renewal; the retry comes after a doubling back-off, capped.
     pub fn renew_failed(&mut self, now: Instant) {
         self.renew_failures = self.renew_failures.saturating_add(1);
@@ -288,6 +298,29 @@ mod tests {
             seen.insert(g.renew_failed_jittered(t0, first, None, &mut rng) - t0);
         }
         assert!(seen.len() > 40 && seen.iter().all(|d| *d <= first));
+    }
+
+    #[test]
+    fn the_renewal_after_an_outage_comes_in_the_second_half_of_the_interval() {
+        let t0 = Instant::now();
+        let every = Cadence::default().renew_interval;
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 1..200u64 {
+            let mut h = Heartbeat::new(Cadence::default());
+            let mut rng = crate::api::XorShift64::new(seed);
+            h.renewed_after_outage(t0, &mut rng);
+            assert_eq!(h.last_renewed(), Some(t0));
+            assert_eq!(h.renew_failures(), 0);
+            let next = h.next_renew.expect("a next renewal");
+            assert!(
+                next >= t0 + every / 2 && next <= t0 + every,
+                "{:?}",
+                next - t0
+            );
+            seen.insert((next - t0).as_millis() / 500);
+        }
+        // Spread over the half interval, not bunched.
+        assert!(seen.len() >= 8, "{seen:?}");
     }
 
     #[test]

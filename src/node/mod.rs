@@ -747,14 +747,20 @@ impl Worker {
                     self.hb.renewed(now);
                     self.backoff.on_success(now);
                     if self.link_down {
-                        // Back: report status soon, whatever changed; at a jittered point of
-                        // the next status interval (the kubelet reports on its own tick, not
-                        // with the Lease), so a fleet whose link returned at once does not
-                        // send every Lease and every status in the same few seconds.
+                        // Back. A fleet whose link returned at once renews nearly every Lease
+                        // within the first few seconds (retries are at most 7 s apart), so:
+                        // the next renewals are spread over half an interval, and the status,
+                        // reported whatever changed, comes at a jittered point after this
+                        // first round, over the next few status intervals. The Lease is what
+                        // keeps the node alive (upstream reports an unchanged status only
+                        // every 5 min); bunched with the Leases, statuses would double the peak.
                         self.link_down = false;
+                        self.hb.renewed_after_outage(now, &mut self.rng);
                         self.hb.force_report();
-                        let spread = self.opts.cadence.status_compute;
-                        let at = now + random_between(&mut self.rng, Duration::ZERO, spread);
+                        let cadence = &self.opts.cadence;
+                        let from = cadence.renew_interval.min(cadence.status_compute * 4);
+                        let at =
+                            now + random_between(&mut self.rng, from, cadence.status_compute * 4);
                         self.hb.compute_at(at);
                         log::info!("node {}: API reachable again", self.name());
                     }
