@@ -1,5 +1,6 @@
 # IPVS mode with its masquerading table, with real packets (busybox ash; sourced by the test
-# payload after lib.sh). Three network namespaces joined by veth pairs:
+# payload after lib.sh, which then calls masq_check; nft.sh reuses the topology functions).
+# Three network namespaces joined by veth pairs:
 #   client 192.168.7.2 --- 192.168.7.1 node 10.244.1.1 --- 10.244.1.10 pod (httpd :8080)
 # The node runs `tinylet proxy --once` in IPVS mode for a NodePort service whose one endpoint
 # is the pod; the pod's CGI answers with the peer address it sees. Upstream IPVS mode
@@ -29,14 +30,14 @@ in_ns() { # PID CMD...: run CMD in that namespace
     nsenter -t "$p" -n "$@"
 }
 
-masq_check() {
+# The topology above with the pod's httpd answering: sets NODE, POD, CLIENT (namespace holder
+# pids) and HTTPD; false if the namespaces or veths could not be made.
+masq_setup() {
     NODE=$(masq_ns); POD=$(masq_ns); CLIENT=$(masq_ns)
     sleep 0.2
     veth_pair mn0 mp0 && veth_pair mn1 mc0 &&
         ip link set mn0 netns "$NODE" && ip link set mn1 netns "$NODE" &&
-        ip link set mp0 netns "$POD" && ip link set mc0 netns "$CLIENT" || {
-        not_ok "masquerade: namespaces and veths"; return
-    }
+        ip link set mp0 netns "$POD" && ip link set mc0 netns "$CLIENT" || return 1
     in_ns "$NODE" sh -c '
         ip link set lo up && ip link set mn0 up && ip link set mn1 up &&
         ip addr add 10.244.1.1/24 dev mn0 && ip addr add 192.168.7.1/24 dev mn1 &&
@@ -47,7 +48,7 @@ masq_check() {
     in_ns "$CLIENT" sh -c '
         ip link set lo up && ip link set mc0 up && ip addr add 192.168.7.2/24 dev mc0 &&
         ip route add default via 192.168.7.1'
-    mkdir -p /tmp/www/cgi-bin /tmp/masq
+    mkdir -p /tmp/www/cgi-bin
     # httpd listens on IPv6 and gives IPv4 peers as [::ffff:a.b.c.d]: answer the bare address.
     cat > /tmp/www/cgi-bin/who <<'CGI'
 #!/bin/sh
@@ -57,7 +58,18 @@ CGI
     chmod 755 /tmp/www/cgi-bin/who
     in_ns "$POD" httpd -f -p 8080 -h /tmp/www &
     HTTPD=$!
-    cat > /tmp/masq/web.yaml <<'EOF'
+    # The pod's httpd may take a moment to listen.
+    i=0
+    while [ $i -lt 20 ] && ! in_ns "$POD" timeout 2 wget -q -O /dev/null http://10.244.1.10:8080/cgi-bin/who; do
+        sleep 0.2; i=$((i + 1))
+    done
+}
+
+# The service of the checks into DIR/web.yaml: NodePort 30080 and cluster IP 10.96.0.10, port
+# 80 → the pod's 8080, its one endpoint on node1.
+masq_manifest() { # DIR
+    mkdir -p "$1"
+    cat > "$1/web.yaml" <<'EOF'
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
@@ -76,6 +88,22 @@ ports: [{name: http, port: 8080, protocol: TCP}]
 endpoints:
 - {addresses: [10.244.1.10], conditions: {ready: true}, nodeName: node1}
 EOF
+}
+
+# What the pod saw as its peer for a request from the namespace PID to URL (empty: no answer).
+masq_who() { # PID URL
+    in_ns "$1" timeout 5 wget -q -O - "$2" 2>&1
+}
+
+masq_teardown() {
+    kill "$HTTPD" "$NODE" "$POD" "$CLIENT" 2>/dev/null
+    wait "$HTTPD" "$NODE" "$POD" "$CLIENT" 2>/dev/null
+    rm -rf /tmp/www
+}
+
+masq_check() {
+    masq_setup || { not_ok "masquerade: namespaces and veths"; masq_teardown; return; }
+    masq_manifest /tmp/masq
     if in_ns "$NODE" ./bin/tinylet proxy --once --hostname-override=node1 \
         --nodeport-addresses=192.168.7.1 --proxy-manifest-path /tmp/masq > /tmp/masq.out 2>&1; then
         ok "masquerade: tinylet proxy --once (IPVS + tinylet-ipvs table)"
@@ -88,18 +116,13 @@ EOF
         grep -q 'elements = { tcp . 30080 }' /tmp/masq.list &&
         ok "masquerade: tinylet nft list tinylet-ipvs reads the table back" ||
         { not_ok "masquerade: tinylet nft list tinylet-ipvs reads the table back"; cat /tmp/masq.list; }
-    # The pod's httpd may take a moment to listen.
-    i=0
-    while [ $i -lt 20 ] && ! in_ns "$POD" timeout 2 wget -q -O /dev/null http://10.244.1.10:8080/cgi-bin/who; do
-        sleep 0.2; i=$((i + 1))
-    done
-    seen=$(in_ns "$CLIENT" timeout 5 wget -q -O - http://192.168.7.1:30080/cgi-bin/who 2>&1)
+    seen=$(masq_who "$CLIENT" http://192.168.7.1:30080/cgi-bin/who)
     [ "$seen" = 10.244.1.1 ] && ok "masquerade: NodePort from outside, the pod sees the node ($seen)" ||
         not_ok "masquerade: NodePort from outside, the pod sees the node" "saw '$seen'"
-    seen=$(in_ns "$NODE" timeout 5 wget -q -O - http://10.96.0.10/cgi-bin/who 2>&1)
+    seen=$(masq_who "$NODE" http://10.96.0.10/cgi-bin/who)
     [ "$seen" = 10.244.1.1 ] && ok "masquerade: cluster IP from the node ($seen)" ||
         not_ok "masquerade: cluster IP from the node" "saw '$seen'"
-    seen=$(in_ns "$POD" timeout 5 wget -q -O - http://10.96.0.10/cgi-bin/who 2>&1)
+    seen=$(masq_who "$POD" http://10.96.0.10/cgi-bin/who)
     [ "$seen" = 10.244.1.1 ] && ok "masquerade: hairpin, the pod through its own service ($seen)" ||
         not_ok "masquerade: hairpin, the pod through its own service" "saw '$seen'"
 
@@ -109,7 +132,7 @@ EOF
     in_ns "$NODE" ./bin/tinylet proxy --once --hostname-override=node1 \
         --nodeport-addresses=192.168.7.1 --proxy-manifest-path /tmp/masq > /tmp/masq.out 2>&1 ||
         { not_ok "masquerade: tinylet proxy --once with policy Local"; cat /tmp/masq.out; }
-    seen=$(in_ns "$CLIENT" timeout 5 wget -q -O - http://192.168.7.1:30080/cgi-bin/who 2>&1)
+    seen=$(masq_who "$CLIENT" http://192.168.7.1:30080/cgi-bin/who)
     [ "$seen" = 192.168.7.2 ] && ok "masquerade: NodePort with policy Local keeps the client ($seen)" ||
         not_ok "masquerade: NodePort with policy Local keeps the client" "saw '$seen'"
 
@@ -123,9 +146,7 @@ EOF
         not_ok "masquerade: --cleanup removes the virtual servers and the table" "exit $rc"
         cat /tmp/masq.out /tmp/masq.list
     fi
-    kill "$HTTPD" "$NODE" "$POD" "$CLIENT" 2>/dev/null
-    wait "$HTTPD" "$NODE" "$POD" "$CLIENT" 2>/dev/null
-    rm -rf /tmp/www /tmp/masq
+    masq_teardown
+    rm -rf /tmp/masq
 }
 
-masq_check

@@ -194,4 +194,11 @@ ipvsadm -C
 
 # --- IPVS mode's masquerading table with real packets ---------------------------------------------
 . ./masq.sh
+masq_check
+
+# --- nftables mode with real packets (masq.sh's topology) ------------------------------------------
+. ./nft.sh
+t0=$(uptime_s)
+nft_check
+echo "(nftables packets: $(elapsed "$t0" "$(uptime_s)") s in the guest)"
 summary
