@@ -5,7 +5,8 @@
 #   - `tinylet proxy --once` over cross/vm/proxy-manifests against the expected table,
 #   - `tinylet ipvs list` against `ipvsadm -Ln`, idempotence, drift repair, `tinylet ipvs flush`,
 #   - real packets through IPVS and the tinylet-ipvs masquerading table (guest/masq.sh), and
-#     through `tinylet proxy --proxy-mode=nftables` in the same topology (guest/nft.sh).
+#     through `tinylet proxy --proxy-mode=nftables` in the same topology (guest/nft.sh), and
+#     spread, ClientIP affinity and removed endpoints in both modes (guest/spread.sh).
 # Prints PASS/FAIL per guest and a last line `vm: N passed, M failed`; exits non-zero on failure.
 #
 # Usage: cross/vm/test.sh [x86_64] [aarch64] [armv7]   (default: x86_64 aarch64; run as root:
@@ -42,7 +43,8 @@ for arch in "${ARCHES[@]}"; do
         fi
     fi
     if [ "$ok" = 1 ]; then
-        cp "$VM_DIR/guest/lib.sh" "$VM_DIR/guest/masq.sh" "$VM_DIR/guest/nft.sh" "$payload/"
+        cp "$VM_DIR/guest/lib.sh" "$VM_DIR/guest/masq.sh" "$VM_DIR/guest/nft.sh" \
+            "$VM_DIR/guest/spread.sh" "$payload/"
         cp "$VM_DIR/guest/test.sh" "$payload/run"
         cp -r "$VM_DIR/proxy-manifests" "$VM_DIR/proxy-v6" "$payload/"
         cp "$VM_DIR/proxy-expected.txt" "$payload/"

@@ -201,4 +201,11 @@ masq_check
 t0=$(uptime_s)
 nft_check
 echo "(nftables packets: $(elapsed "$t0" "$(uptime_s)") s in the guest)"
+
+# --- spread, affinity and removed endpoints with real packets, both modes -------------------------
+. ./spread.sh
+t0=$(uptime_s)
+spread_check ipvs
+spread_check nftables --proxy-mode=nftables
+echo "(spread packets: $(elapsed "$t0" "$(uptime_s)") s in the guest)"
 summary
