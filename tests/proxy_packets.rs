@@ -341,6 +341,84 @@ fn removed_endpoint_gets_no_new_connections_and_cleanup_leaves_nothing() {
     assert!(!rules.contains("kube-proxy"), "{rules}");
 }
 
+/// Run `tinylet proxy ARGS` in the node namespace to its end (`--once`, `--cleanup`).
+fn proxy_in_node(lab: &Lab, args: &[&str]) {
+    let out = lab
+        .node_command(Path::new(TINYLET))
+        .arg("proxy")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tinylet proxy {args:?}: {out:?}");
+}
+
+/// Cross-node paths (upstream: with externalTrafficPolicy Cluster a NodePort may land on an
+/// endpoint on another node; it is masqueraded so that the reply comes back through the
+/// node that did the DNAT). The second node's default route goes straight to the client:
+/// without masquerading the reply would take that path and the connection would die. A pod
+/// reaching a cluster IP whose endpoint is on the other node keeps its own address.
+#[test]
+fn node_port_to_an_endpoint_on_another_node_comes_back_through_this_node() {
+    need_lab!();
+    let mut lab = Lab::new(1).unwrap();
+    let far = lab.add_remote_node().unwrap();
+    let dir = manifests(&lab);
+    write_manifest(
+        &dir,
+        "web.yaml",
+        &service("web", CLUSTER_IP, NODE_PORT, "", &[(&far.ip, true, "n2")]),
+    );
+    let path = format!("--proxy-manifest-path={}", dir.display());
+    let once = [
+        "--proxy-mode=nftables",
+        "--once",
+        "--hostname-override=n1",
+        "--cluster-cidr=10.244.0.0/16",
+        path.as_str(),
+    ];
+    proxy_in_node(&lab, &once);
+
+    let client = lab.client.clone();
+    let seen = pods_seen(&lab, &client, NODE_OUTSIDE_IP, NODE_PORT, 5);
+    for (name, peer) in &seen {
+        assert_eq!(name, "far0", "{seen:?}");
+        assert_eq!(
+            peer, "192.168.78.1",
+            "masqueraded to the node's own address: {seen:?}"
+        );
+    }
+    let pod0 = lab.pods[0].clone();
+    let seen = pods_seen(&lab, &pod0.ns, CLUSTER_IP, 80, 5);
+    for (name, peer) in &seen {
+        assert_eq!(name, "far0", "{seen:?}");
+        assert_eq!(peer, &pod0.ip, "a pod's own address is kept: {seen:?}");
+    }
+
+    // The control: without the masquerading chain's rule the reply leaves the far node by its
+    // own default route, and the client's connection gets no answer.
+    let node = lab.node.clone();
+    netns::run(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "nft",
+        "flush",
+        "chain",
+        "ip",
+        "kube-proxy",
+        "masquerading",
+    ])
+    .unwrap();
+    let r = lab.who(&client, NODE_OUTSIDE_IP, NODE_PORT);
+    assert!(r.is_err(), "an answer without masquerading: {r:?}");
+
+    proxy_in_node(&lab, &["--proxy-mode=nftables", "--cleanup"]);
+    let rules = lab.node_ruleset().unwrap();
+    assert!(!rules.contains("kube-proxy"), "{rules}");
+}
+
 /// `--once` programs the table in one batch and exits; `tinylet nft list` reads it back
 /// through our netlink layer (every rule decodes to a statement we make), and the real `nft`
 /// reads the same services, endpoints and spread from the kernel.

@@ -239,7 +239,17 @@ impl Lab {
             "via",
             NODE_BRIDGE_IP,
         ])?;
-        let root = self.dir.join(&name);
+        let pod = Pod { ns, name, ip };
+        self.start_httpd(&pod)?;
+        self.pods.push(pod);
+        Ok(())
+    }
+
+    /// Serve `/cgi-bin/who` from the pod's namespace (killed when the lab is dropped) and
+    /// wait, bounded, until it answers on its own address.
+    fn start_httpd(&mut self, pod: &Pod) -> Result<(), String> {
+        let (ns, name) = (&pod.ns, &pod.name);
+        let root = self.dir.join(name);
         let cgi = root.join("cgi-bin");
         std::fs::create_dir_all(&cgi).map_err(|e| format!("{cgi:?}: {e}"))?;
         let script = cgi.join("who");
@@ -253,24 +263,93 @@ impl Lab {
             .arg(POD_PORT.to_string())
             .arg("-h")
             .arg(&root)
-            .env("POD_NAME", &name)
+            .env("POD_NAME", name)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("start httpd in {ns}: {e}"))?;
         self.children.push(child);
-        self.pods.push(Pod { ns, name, ip });
         // Bounded wait for the server to answer on its own address.
         let url = format!("http://127.0.0.1:{POD_PORT}/cgi-bin/who");
-        let pod = self.pods.len() - 1;
         for _ in 0..50 {
-            if self.get_in(&self.pods[pod].ns.clone(), &url).is_ok() {
+            if self.get_in(ns, &url).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(format!("httpd in {} did not answer", self.pods[pod].ns))
+        Err(format!("httpd in {ns} did not answer"))
+    }
+
+    /// A second node for cross-node paths, with one pod `far0` (10.244.2.10) behind it:
+    ///
+    /// ```text
+    ///  node ns  n2a 192.168.78.1 ── veth ── node2 ns  n2b 192.168.78.2
+    ///  node2 ns fp0 10.244.2.1 ── veth ── far pod ns  eth0 10.244.2.10/32
+    ///  node2 ns up0 192.168.79.1 ── veth ── client ns eth1 192.168.79.2
+    /// ```
+    ///
+    /// The node routes 10.244.2.0/24 through node2 and node2 routes 10.244.1.0/24 back, as
+    /// a CNI's host routes would; node2's default route goes straight to the client, so a
+    /// reply that was not masqueraded on the node takes the other path and never reaches
+    /// the connection the client made.
+    pub fn add_remote_node(&mut self) -> Result<Pod, String> {
+        let node2 = format!("{}node2", self.prefix);
+        let ns = format!("{}far0", self.prefix);
+        self.add_ns(&node2)?;
+        self.add_ns(&ns)?;
+        let (n1, n2, c) = (self.node.clone(), node2.as_str(), self.client.clone());
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            n2,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
+        run(&[
+            "ip", "-n", &n1, "link", "add", "n2a", "type", "veth", "peer", "name", "n2b", "netns",
+            n2,
+        ])?;
+        run(&[
+            "ip", "-n", n2, "link", "add", "up0", "type", "veth", "peer", "name", "eth1", "netns",
+            &c,
+        ])?;
+        run(&[
+            "ip", "-n", n2, "link", "add", "fp0", "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ])?;
+        for (netns, addr, dev) in [
+            (n1.as_str(), "192.168.78.1/24", "n2a"),
+            (n2, "192.168.78.2/24", "n2b"),
+            (n2, "192.168.79.1/24", "up0"),
+            (n2, "10.244.2.1/32", "fp0"),
+            (c.as_str(), "192.168.79.2/24", "eth1"),
+            (ns.as_str(), "10.244.2.10/32", "eth0"),
+        ] {
+            run(&["ip", "-n", netns, "addr", "add", addr, "dev", dev])?;
+            run(&["ip", "-n", netns, "link", "set", dev, "up"])?;
+        }
+        for (netns, route) in [
+            (n1.as_str(), &["10.244.2.0/24", "via", "192.168.78.2"][..]),
+            (n2, &["10.244.1.0/24", "via", "192.168.78.1"][..]),
+            (n2, &["10.244.2.10", "dev", "fp0"][..]),
+            (n2, &["default", "via", "192.168.79.2"][..]),
+            (ns.as_str(), &["10.244.2.1", "dev", "eth0"][..]),
+            (ns.as_str(), &["default", "via", "10.244.2.1"][..]),
+        ] {
+            let mut cmd = vec!["ip", "-n", netns, "route", "add"];
+            cmd.extend_from_slice(route);
+            run(&cmd)?;
+        }
+        let pod = Pod {
+            ns,
+            name: "far0".to_string(),
+            ip: "10.244.2.10".to_string(),
+        };
+        self.start_httpd(&pod)?;
+        Ok(pod)
     }
 
     /// Set a sysctl inside the node namespace only.
