@@ -258,7 +258,7 @@ impl Lab {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("{script:?}: {e}"))?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/busybox", "httpd", "-f"])
+            .args(["netns", "exec", ns, "/usr/bin/busybox", "httpd", "-f"])
             .arg("-p")
             .arg(POD_PORT.to_string())
             .arg("-h")
