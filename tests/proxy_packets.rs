@@ -419,6 +419,87 @@ fn node_port_to_an_endpoint_on_another_node_comes_back_through_this_node() {
     assert!(!rules.contains("kube-proxy"), "{rules}");
 }
 
+/// IPv6 through the `ip6 kube-proxy` table: a single-stack IPv6 Service spreads over its
+/// ready endpoints from the node (masqueraded: the node is outside the cluster CIDR), its
+/// NodePort from the outside client is masqueraded with policy Cluster, and a pod keeps its
+/// own address.
+#[test]
+fn ipv6_cluster_ip_and_node_port_through_the_ip6_table() {
+    need_lab!();
+    let mut lab = Lab::new(3).unwrap();
+    lab.enable_ipv6().unwrap();
+    let dir = manifests(&lab);
+    let manifest = "kind: Service
+metadata: {name: web6, namespace: default}
+spec:
+  type: NodePort
+  ipFamilies: [IPv6]
+  clusterIP: fd00:96::10
+  clusterIPs: [fd00:96::10]
+  ports:
+  - {name: http, port: 80, targetPort: 8080, nodePort: 30086}
+---
+kind: EndpointSlice
+metadata:
+  name: web6-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web6}
+addressType: IPv6
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: ['fd00:10:244:1::10'], conditions: {ready: true}, nodeName: n1}
+- {addresses: ['fd00:10:244:1::11'], conditions: {ready: true}, nodeName: n1}
+- {addresses: ['fd00:10:244:1::12'], conditions: {ready: false}, nodeName: n1}
+";
+    write_manifest(&dir, "web6.yaml", manifest);
+    let path = format!("--proxy-manifest-path={}", dir.display());
+    proxy_in_node(
+        &lab,
+        &[
+            "--proxy-mode=nftables",
+            "--once",
+            "--hostname-override=n1",
+            "--cluster-cidr=10.244.0.0/16,fd00:10:244::/48",
+            path.as_str(),
+        ],
+    );
+    let rules = lab.node_ruleset().unwrap();
+    assert!(rules.contains("table ip6 kube-proxy"), "{rules}");
+
+    let node = lab.node.clone();
+    let seen = pods_seen(&lab, &node, "[fd00:96::10]", 80, 20);
+    let names: BTreeSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["pod0", "pod1"]), "{seen:?}");
+    for (_, peer) in &seen {
+        assert_eq!(
+            peer, "fd00:10:244:1::1",
+            "masqueraded to the node: {seen:?}"
+        );
+    }
+    let client = lab.client.clone();
+    let seen = pods_seen(&lab, &client, "[fd00:77::1]", 30086, 10);
+    for (name, peer) in &seen {
+        assert!(name == "pod0" || name == "pod1", "{seen:?}");
+        assert_eq!(
+            peer, "fd00:10:244:1::1",
+            "masqueraded to the node: {seen:?}"
+        );
+    }
+    let pod2 = lab.pods[2].ns.clone();
+    let seen = pods_seen(&lab, &pod2, "[fd00:96::10]", 80, 5);
+    for (name, peer) in &seen {
+        assert!(name == "pod0" || name == "pod1", "{seen:?}");
+        assert_eq!(
+            peer, "fd00:10:244:1::12",
+            "a pod keeps its address: {seen:?}"
+        );
+    }
+
+    proxy_in_node(&lab, &["--proxy-mode=nftables", "--cleanup"]);
+    let rules = lab.node_ruleset().unwrap();
+    assert!(!rules.contains("kube-proxy"), "{rules}");
+}
+
 /// `--once` programs the table in one batch and exits; `tinylet nft list` reads it back
 /// through our netlink layer (every rule decodes to a statement we make), and the real `nft`
 /// reads the same services, endpoints and spread from the kernel.

@@ -352,6 +352,95 @@ impl Lab {
         Ok(pod)
     }
 
+    /// IPv6 beside IPv4 on the node, the client and the pods made so far (addresses without
+    /// duplicate detection, so they work at once): the node fd00:77::1 on the outside link
+    /// and fd00:10:244:1::1/64 on the bridge, the client fd00:77::2, pod i
+    /// fd00:10:244:1::(10+i)/128 routed through the node, as in IPv4.
+    pub fn enable_ipv6(&mut self) -> Result<(), String> {
+        let (n, c) = (self.node.clone(), self.client.clone());
+        for ns in std::iter::once(&n)
+            .chain(std::iter::once(&c))
+            .chain(self.pods.iter().map(|p| &p.ns))
+        {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+            ])?;
+        }
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &n,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ])?;
+        for (ns, addr, dev) in [
+            (n.as_str(), "fd00:77::1/64", "up0"),
+            (n.as_str(), "fd00:10:244:1::1/64", "br0"),
+            (c.as_str(), "fd00:77::2/64", "eth0"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"])?;
+        }
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:77::2",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &c,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:77::1",
+        ])?;
+        for (i, pod) in self.pods.iter().enumerate() {
+            let addr = format!("fd00:10:244:1::{}/128", 10 + i);
+            run(&[
+                "ip", "-n", &pod.ns, "addr", "add", &addr, "dev", "eth0", "nodad",
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &pod.ns,
+                "-6",
+                "route",
+                "add",
+                "fd00:10:244:1::1",
+                "dev",
+                "eth0",
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &pod.ns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "fd00:10:244:1::1",
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Set a sysctl inside the node namespace only.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), String> {
         run(&[
