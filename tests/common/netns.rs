@@ -415,28 +415,14 @@ impl Lab {
             run(&[
                 "ip", "-n", &pod.ns, "addr", "add", &addr, "dev", "eth0", "nodad",
             ])?;
-            run(&[
-                "ip",
-                "-n",
-                &pod.ns,
-                "-6",
-                "route",
-                "add",
-                "fd00:10:244:1::1",
-                "dev",
-                "eth0",
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &pod.ns,
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                "fd00:10:244:1::1",
-            ])?;
+            for route in [
+                ["fd00:10:244:1::1", "dev", "eth0"],
+                ["default", "via", "fd00:10:244:1::1"],
+            ] {
+                let mut cmd = vec!["ip", "-n", &pod.ns, "-6", "route", "add"];
+                cmd.extend_from_slice(&route);
+                run(&cmd)?;
+            }
         }
         Ok(())
     }
