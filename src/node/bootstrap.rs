@@ -462,6 +462,8 @@ mod tests {
             not_after: UNIX_EPOCH + Duration::from_secs(1000 + 86_400),
             common_name: None,
             organizations: vec![],
+            dns_names: vec![],
+            ip_addresses: vec![],
         };
         let mut rng = XorShift64::new(3);
         let (mut lo, mut hi) = (u64::MAX, 0);

@@ -121,9 +121,14 @@ pub struct CertInfo {
     pub common_name: Option<String>,
     /// Subject O values.
     pub organizations: Vec<String>,
+    /// DNS names of the subjectAltName extension (empty without one, or when the extensions
+    /// cannot be read: validity and subject still count).
+    pub dns_names: Vec<String>,
+    /// IP addresses of the subjectAltName extension.
+    pub ip_addresses: Vec<std::net::IpAddr>,
 }
 
-/// Reads validity and subject from a DER X.509 certificate.
+/// Reads validity, subject and subject alternative names from a DER X.509 certificate.
 pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, X509Error> {
     let (cert, _) = expect(der, TAG_SEQUENCE, "certificate is not a SEQUENCE")?;
     let (tbs, _) = expect(cert, TAG_SEQUENCE, "tbsCertificate is not a SEQUENCE")?;
@@ -141,16 +146,73 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, X509Error> {
     let (_sig_alg, rest) = expect(rest, TAG_SEQUENCE, "signature algorithm")?;
     let (_issuer, rest) = expect(rest, TAG_SEQUENCE, "issuer")?;
     let (validity, rest) = expect(rest, TAG_SEQUENCE, "validity")?;
-    let (subject, _) = expect(rest, TAG_SEQUENCE, "subject")?;
+    let (subject, rest) = expect(rest, TAG_SEQUENCE, "subject")?;
     let (nb, after) = read_tlv(validity)?;
     let (na, _) = read_tlv(after)?;
     let (common_name, organizations) = parse_name(subject, 0)?;
+    let (dns_names, ip_addresses) = certificate_names(rest).unwrap_or_default();
     Ok(CertInfo {
         not_before: parse_der_time(nb)?,
         not_after: parse_der_time(na)?,
         common_name,
         organizations,
+        dns_names,
+        ip_addresses,
     })
+}
+
+/// The subjectAltName DNS names and IPs from what follows the subject in a tbsCertificate
+/// (subjectPublicKeyInfo, the optional unique IDs, `[3]` extensions).
+fn certificate_names(rest: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpAddr>), X509Error> {
+    let (_spki, mut rest) = expect(rest, TAG_SEQUENCE, "subjectPublicKeyInfo")?;
+    while !rest.is_empty() {
+        let (t, next) = read_tlv(rest)?;
+        rest = next;
+        if t.tag != 0xa3 {
+            continue;
+        }
+        let (exts, _) = expect(t.content, TAG_SEQUENCE, "extensions")?;
+        return san_of_extensions(exts);
+    }
+    Ok((Vec::new(), Vec::new()))
+}
+
+/// The subjectAltName of a list of Extension SEQUENCEs (the first SAN extension counts).
+fn san_of_extensions(mut exts: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpAddr>), X509Error> {
+    while !exts.is_empty() {
+        let (ext, next) = expect(exts, TAG_SEQUENCE, "extension")?;
+        exts = next;
+        let (oid, mut rest) = expect(ext, TAG_OID, "extension id")?;
+        if oid != OID_SAN {
+            continue;
+        }
+        if let Ok((_, after)) = expect(rest, 0x01, "critical") {
+            rest = after;
+        }
+        let (value, _) = expect(rest, 0x04, "extension value")?;
+        let (mut names, _) = expect(value, TAG_SEQUENCE, "GeneralNames")?;
+        let (mut dns, mut ips) = (Vec::new(), Vec::new());
+        while !names.is_empty() {
+            let (t, next) = read_tlv(names)?;
+            names = next;
+            match (t.tag, t.content.len()) {
+                (0x82, _) => dns.push(String::from_utf8_lossy(t.content).into_owned()),
+                (0x87, 4) => {
+                    let mut a = [0u8; 4];
+                    a.copy_from_slice(t.content);
+                    ips.push(std::net::IpAddr::from(a));
+                }
+                (0x87, 16) => {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(t.content);
+                    ips.push(std::net::IpAddr::from(a));
+                }
+                _ => {}
+            }
+        }
+        return Ok((dns, ips));
+    }
+    Ok((Vec::new(), Vec::new()))
 }
 
 /// UTCTime (`YYMMDDHHMMSSZ`, 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
@@ -457,38 +519,10 @@ pub fn parse_request_names(der: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpA
             continue;
         }
         let (set, _) = expect(values, TAG_SET, "attribute values")?;
-        let (mut exts, _) = expect(set, TAG_SEQUENCE, "extensions")?;
-        while !exts.is_empty() {
-            let (ext, next) = expect(exts, TAG_SEQUENCE, "extension")?;
-            exts = next;
-            let (oid, mut rest) = expect(ext, TAG_OID, "extension id")?;
-            if oid != OID_SAN {
-                continue;
-            }
-            if let Ok((_, after)) = expect(rest, 0x01, "critical") {
-                rest = after;
-            }
-            let (value, _) = expect(rest, 0x04, "extension value")?;
-            let (mut names, _) = expect(value, TAG_SEQUENCE, "GeneralNames")?;
-            while !names.is_empty() {
-                let (t, next) = read_tlv(names)?;
-                names = next;
-                match (t.tag, t.content.len()) {
-                    (0x82, _) => dns.push(String::from_utf8_lossy(t.content).into_owned()),
-                    (0x87, 4) => {
-                        let mut a = [0u8; 4];
-                        a.copy_from_slice(t.content);
-                        ips.push(std::net::IpAddr::from(a));
-                    }
-                    (0x87, 16) => {
-                        let mut a = [0u8; 16];
-                        a.copy_from_slice(t.content);
-                        ips.push(std::net::IpAddr::from(a));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let (exts, _) = expect(set, TAG_SEQUENCE, "extensions")?;
+        let (d, i) = san_of_extensions(exts)?;
+        dns.extend(d);
+        ips.extend(i);
     }
     Ok((dns, ips))
 }
@@ -703,6 +737,36 @@ mod tests {
     }
 
     #[test]
+    fn certificate_names_round_trip_and_truncations_do_not_panic() {
+        let key = GeneratedKey::generate().unwrap();
+        let nb = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let na = nb + std::time::Duration::from_secs(86_400);
+        let ips: Vec<std::net::IpAddr> =
+            vec!["192.168.1.20".parse().unwrap(), "fd00::20".parse().unwrap()];
+        let der = key
+            .self_signed_server_certificate("system:node:pi4", &["pi4", "pi4.lan"], &ips, nb, na)
+            .unwrap();
+        let info = parse_certificate(&der).unwrap();
+        assert_eq!(info.dns_names, ["pi4", "pi4.lan"]);
+        assert_eq!(info.ip_addresses, ips);
+        // Without extensions (the sample has none) the names are empty, not an error.
+        let plain = parse_certificate(&sample_cert_der()).unwrap();
+        assert!(plain.dns_names.is_empty() && plain.ip_addresses.is_empty());
+        for cut in 0..der.len() {
+            let _ = parse_certificate(&der[..cut]);
+        }
+        // Broken extensions leave the names empty; validity and subject still read.
+        let tail = der.len() - 120;
+        let mut m = der.clone();
+        for b in m.iter_mut().skip(tail).take(4) {
+            *b = 0xff;
+        }
+        if let Ok(i) = parse_certificate(&m) {
+            assert_eq!(i.not_after, na);
+        }
+    }
+
+    #[test]
     fn self_signed_certificate_reads_back() {
         let key = GeneratedKey::generate().unwrap();
         let nb = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
@@ -718,6 +782,11 @@ mod tests {
             .unwrap();
         let info = parse_certificate(&der).unwrap();
         assert_eq!(info.common_name.as_deref(), Some("pi4@1700000000"));
+        assert_eq!(info.dns_names, ["pi4"]);
+        assert_eq!(
+            info.ip_addresses,
+            ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!((info.not_before, info.not_after), (nb, na));
         let pem = pem_encode("CERTIFICATE", &der);
         assert_eq!(first_certificate(pem.as_bytes()).unwrap(), info);

@@ -206,6 +206,8 @@ mod tests {
             not_after: SystemTime::UNIX_EPOCH,
             common_name: cn.map(String::from),
             organizations: orgs.iter().map(|s| s.to_string()).collect(),
+            dns_names: vec![],
+            ip_addresses: vec![],
         }
     }
 

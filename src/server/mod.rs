@@ -300,14 +300,10 @@ fn start_bootstrapped(
     let api = &cfg.kubelet_api;
     let client = tls::client_tls(api.client_ca_file.as_deref())?;
     let slot = Arc::new(tls::TlsSlot::default());
-    let mut ips = cfg.node_ips.clone();
-    if ips.is_empty() {
-        ips.extend(crate::node::register::detect_node_ip());
-    }
     let rotation = serving::RotationSettings {
         cert_dir: cfg.cert_dir(),
         node_name: settings.node_name.clone(),
-        template: serving::template(&settings.node_name, &ips),
+        node_ips: cfg.node_ips.clone(),
         client: client.clone(),
         opts: crate::node::bootstrap::BootstrapOptions::default(),
     };

@@ -68,6 +68,26 @@ pub fn template(node_name: &str, ips: &[IpAddr]) -> Template {
     }
 }
 
+/// True when the certificate in use no longer carries what the node would ask for now (its
+/// CN, O, DNS names or IPs differ as sets) and that was not already asked for: a node whose
+/// address changed gets a certificate for the new address, and a signer that issues other
+/// names than requested is not asked again and again.
+pub fn names_changed(
+    current: &CertInfo,
+    wanted: &Template,
+    last_requested: Option<&Template>,
+) -> bool {
+    fn same<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+        let set = |v: &[T]| v.iter().cloned().collect::<std::collections::BTreeSet<T>>();
+        set(a) == set(b)
+    }
+    let satisfied = current.common_name.as_deref() == Some(wanted.common_name.as_str())
+        && same(&current.organizations, &wanted.organizations)
+        && same(&current.dns_names, &wanted.dns)
+        && same(&current.ip_addresses, &wanted.ips);
+    !satisfied && last_requested != Some(wanted)
+}
+
 /// The next thing the rotation loop does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -120,6 +140,11 @@ impl<R: RandomSource> Rotation<R> {
         let wait = random_between(&mut self.rng, full / 2, full);
         self.retry_at = Some(now + wait);
         wait
+    }
+
+    /// Rotate at the next step, whatever the deadline (the names changed).
+    pub fn rotate_now(&mut self) {
+        self.deadline = None;
     }
 
     /// The rotation deadline of the certificate in use.
@@ -239,10 +264,26 @@ pub fn load_current(dir: &Path) -> Option<(ServingPair, CertInfo)> {
 pub struct RotationSettings {
     pub cert_dir: PathBuf,
     pub node_name: String,
-    pub template: Template,
+    /// Configured node addresses; empty: the address is detected at each look, as the node
+    /// status does.
+    pub node_ips: Vec<IpAddr>,
     pub client: ClientTls,
     /// Bounds of each request's wait for issuance.
     pub opts: BootstrapOptions,
+}
+
+impl RotationSettings {
+    /// What a request would ask for now.
+    pub fn wanted(&self) -> Template {
+        if self.node_ips.is_empty() {
+            let detected: Vec<IpAddr> = crate::node::register::detect_node_ip()
+                .into_iter()
+                .collect();
+            template(&self.node_name, &detected)
+        } else {
+            template(&self.node_name, &self.node_ips)
+        }
+    }
 }
 
 /// The running rotation; it stops when dropped (at its next look at the stop flag).
@@ -281,9 +322,13 @@ fn run(
     stop: &AtomicBool,
 ) {
     let mut rot = Rotation::new(XorShift64::from_entropy());
+    // The certificate in use and the names last asked for.
+    let mut current: Option<CertInfo> = None;
+    let mut last_requested: Option<Template> = None;
     if let Some((pair, info)) = load_current(&s.cert_dir) {
         if SystemTime::now() < info.not_after {
             if install(s, slot, &pair, &info, &mut rot) {
+                current = Some(info);
                 let _ = first.try_send(());
             }
         } else {
@@ -301,6 +346,19 @@ fn run(
             log::warn!("kubelet API: the serving certificate expired; not serving until a new one is issued");
             slot.set(None);
         }
+        let wanted = s.wanted();
+        if let Some(info) = &current {
+            if names_changed(info, &wanted, last_requested.as_ref()) {
+                log::info!(
+                    "kubelet API: the serving certificate names {:?} {:?}, the node is now {:?} {:?}; requesting a new one",
+                    info.dns_names,
+                    info.ip_addresses,
+                    wanted.dns,
+                    wanted.ips
+                );
+                rot.rotate_now();
+            }
+        }
         match rot.step(SystemTime::now(), Instant::now()) {
             Step::Wait(d) => {
                 let end = Instant::now() + d;
@@ -308,9 +366,11 @@ fn run(
                     std::thread::sleep((end - Instant::now()).min(Duration::from_millis(200)));
                 }
             }
-            Step::Request => match request(s, view, stop) {
+            Step::Request => match request(s, &wanted, view, stop) {
                 Ok((pair, info)) => {
+                    last_requested = Some(wanted);
                     if install(s, slot, &pair, &info, &mut rot) {
+                        current = Some(info);
                         let _ = first.try_send(());
                     } else {
                         rot.failed(Instant::now());
@@ -374,13 +434,13 @@ enum Failure {
 /// Files one CSR with the node's credentials and waits for it; the stored pair.
 fn request(
     s: &RotationSettings,
+    t: &Template,
     view: &NodeView,
     stop: &AtomicBool,
 ) -> Result<(ServingPair, CertInfo), Failure> {
     let (_, cluster) = view.cluster().ok_or(Failure::NoCredentials)?;
     let client = Client::new(&cluster, ClientConfig::default())
         .map_err(|e| Failure::Other(e.to_string()))?;
-    let t = &s.template;
     let key = GeneratedKey::generate().map_err(|e| Failure::Other(e.to_string()))?;
     let dns: Vec<&str> = t.dns.iter().map(String::as_str).collect();
     let orgs: Vec<&str> = t.organizations.iter().map(String::as_str).collect();
@@ -443,7 +503,52 @@ mod tests {
             not_after: UNIX_EPOCH + Duration::from_secs(from + life),
             common_name: Some("system:node:pi-1".into()),
             organizations: vec!["system:nodes".into()],
+            dns_names: vec![],
+            ip_addresses: vec![],
         }
+    }
+
+    #[test]
+    fn a_changed_address_asks_once_for_a_new_certificate() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut cert = info(0, 3600);
+        cert.dns_names = vec!["pi-1".into()];
+        cert.ip_addresses = vec![ip("192.168.1.20")];
+        let same = template("pi-1", &[ip("192.168.1.20")]);
+        assert!(!names_changed(&cert, &same, None));
+        // Order of names does not matter; the set does.
+        cert.ip_addresses = vec![ip("fd00::20"), ip("192.168.1.20")];
+        let both = template("pi-1", &[ip("192.168.1.20"), ip("fd00::20")]);
+        assert!(!names_changed(&cert, &both, None));
+        // DHCP gave the node another address: a new certificate is asked for, once.
+        let moved = template("pi-1", &[ip("192.168.1.77")]);
+        assert!(names_changed(&cert, &moved, None));
+        assert!(names_changed(&cert, &moved, Some(&same)));
+        assert!(!names_changed(&cert, &moved, Some(&moved)));
+        // Lost its address, renamed, or another group: the same.
+        assert!(names_changed(&cert, &template("pi-1", &[]), None));
+        assert!(names_changed(
+            &cert,
+            &template("pi-2", &[ip("192.168.1.20"), ip("fd00::20")]),
+            None
+        ));
+        let mut other = both.clone();
+        other.organizations = vec!["system:nodes".into(), "edge".into()];
+        assert!(names_changed(&cert, &other, None));
+    }
+
+    #[test]
+    fn rotate_now_requests_at_the_next_step_unless_a_retry_is_pending() {
+        let mut rot = Rotation::new(XorShift64::new(7));
+        let now = UNIX_EPOCH + Duration::from_secs(100);
+        let mono = Instant::now();
+        rot.installed(&info(0, 3600));
+        assert!(matches!(rot.step(now, mono), Step::Wait(_)));
+        rot.rotate_now();
+        assert_eq!(rot.step(now, mono), Step::Request);
+        let wait = rot.failed(mono);
+        assert!(matches!(rot.step(now, mono), Step::Wait(_)));
+        assert_eq!(rot.step(now, mono + wait), Step::Request);
     }
 
     #[test]
