@@ -195,6 +195,14 @@ fn real_csi_volumes_from_the_hostpath_driver() {
 }
 
 #[test]
+fn real_csi_claim_volume_back_after_an_offline_reboot() {
+    let Some((_serial, bed, c)) = real("envtest_real_csi_offline_reboot") else {
+        return;
+    };
+    csi::claim_volume_back_after_an_offline_reboot(&c, bed);
+}
+
+#[test]
 fn real_ephemeral_container_runs_in_the_pod_and_is_reported() {
     let Some((_serial, bed, c)) = real("envtest_real_ephemeral") else {
         return;

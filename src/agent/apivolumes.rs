@@ -556,11 +556,12 @@ impl VolumeData for ApiVolumes {
         namespace: &str,
         claim: &str,
     ) -> Result<crate::k8s::storage::PersistentVolume, String> {
-        self.csi.persistent_volume(namespace, claim)
+        self.csi
+            .persistent_volume(namespace, claim, self.link_down())
     }
 
     fn csi_driver(&self, name: &str) -> Option<crate::k8s::storage::CsiDriver> {
-        self.csi.csi_driver(name)
+        self.csi.csi_driver(name, self.link_down())
     }
 
     fn volume_attachment(&self, name: &str) -> Option<crate::k8s::storage::VolumeAttachment> {

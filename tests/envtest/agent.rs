@@ -184,6 +184,13 @@ impl Agent {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// SIGKILL, reaped: the agent gets no chance to tidy up.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_child(child, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             stop_child(child, nix::sys::signal::Signal::SIGTERM);

@@ -11,11 +11,14 @@
 //! goes, also after the agent restarted under the pod (adopted, not published twice) and
 //! the driver restarted under another; an inline volume gets `csi.storage.k8s.io/ephemeral: "true"` when the CSIDriver has
 //! podInfoOnMount; a volume of an unregistered driver keeps the pod in ContainerCreating with
-//! a FailedMount event.
+//! a FailedMount event. With offline autonomy, an API pod with a claim comes back after a
+//! reboot with the API server unreachable, its volume published again from the PersistentVolume
+//! kept on flash.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -24,10 +27,10 @@ use tinylet::csi::CsiClient;
 
 use super::agent::Agent;
 use super::cluster::Cluster;
-use super::cri_bed::{stop_child, Bed};
+use super::cri_bed::{stop_child, unmount_below, Bed};
 use super::kubelet_api::{admin_kubectl, serve_kubelet_api, Kubectl, ServedApi};
 use super::real::RealCluster;
-use super::scenarios::{pod, pod_path, poll, wait_ready, OnFailure, LIMIT};
+use super::scenarios::{join, pod, pod_path, poll, wait_ready, OnFailure, LIMIT};
 
 const DRIVER: &str = "hostpath.csi.k8s.io";
 
@@ -144,6 +147,57 @@ fn csinode_drivers(c: &dyn Cluster, node: &str) -> Option<Vec<Value>> {
     }
 }
 
+/// A volume made by the driver's Controller service (no external-provisioner here), a
+/// PersistentVolume `<volume>-pv` for it and claim `ns/claim` bound to it (no PV controller
+/// either: the caller binds them, as the controller would). Returns the volume id.
+pub fn bound_claim(
+    c: &dyn Cluster,
+    client: &CsiClient,
+    volume: &str,
+    ns: &str,
+    claim: &str,
+) -> String {
+    let created = smol::block_on(client.create_volume(&CreateVolumeRequest {
+        name: volume.to_string(),
+        capacity_range: None,
+        volume_capabilities: vec![VolumeCapability::mount(
+            "",
+            vec![],
+            AccessModeKind::SingleNodeWriter,
+        )],
+        parameters: Default::default(),
+        secrets: Default::default(),
+    }))
+    .expect("CreateVolume")
+    .volume
+    .expect("a volume");
+    let pv = format!("{volume}-pv");
+    c.create(
+        "/api/v1/persistentvolumes",
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+               "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                        "claimRef": {"namespace": ns, "name": claim},
+                        "csi": {"driver": DRIVER, "volumeHandle": created.volume_id,
+                                "volumeAttributes": created.volume_context}}}),
+    )
+    .unwrap();
+    c.create(
+        &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                        "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .unwrap();
+    c.merge_patch(
+        &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}/status"),
+        json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"],
+                          "capacity": {"storage": "1Gi"}}}),
+    )
+    .unwrap();
+    created.volume_id
+}
+
 /// Registration, a claim's volume kept across pods, an inline volume, deregistration, and a
 /// clean node afterwards.
 pub fn volumes_from_the_hostpath_driver(c: &RealCluster, bed: Bed) {
@@ -252,44 +306,7 @@ pub fn volumes_from_the_hostpath_driver(c: &RealCluster, bed: Bed) {
 
     // A volume made by the driver's Controller service (no external-provisioner here), a PV
     // for it and a claim bound to it (no PV controller either: the test binds them).
-    let created = smol::block_on(client.create_volume(&CreateVolumeRequest {
-        name: format!("{}-data", a.node),
-        capacity_range: None,
-        volume_capabilities: vec![VolumeCapability::mount(
-            "",
-            vec![],
-            AccessModeKind::SingleNodeWriter,
-        )],
-        parameters: Default::default(),
-        secrets: Default::default(),
-    }))
-    .expect("CreateVolume")
-    .volume
-    .expect("a volume");
-    let pv = format!("{}-pv", a.node);
-    c.create(
-        "/api/v1/persistentvolumes",
-        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-               "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                        "claimRef": {"namespace": ns, "name": "data"},
-                        "csi": {"driver": DRIVER, "volumeHandle": created.volume_id,
-                                "volumeAttributes": created.volume_context}}}),
-    )
-    .unwrap();
-    c.create(
-        &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"),
-        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                        "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}}}),
-    )
-    .unwrap();
-    c.merge_patch(
-        &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/data/status"),
-        json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"],
-                          "capacity": {"storage": "1Gi"}}}),
-    )
-    .unwrap();
+    let created = bound_claim(c, &client, &format!("{}-data", a.node), &ns, "data");
     let claim = json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}});
 
     // A pod writes a file into the claim's volume.
@@ -476,5 +493,193 @@ pub fn volumes_from_the_hostpath_driver(c: &RealCluster, bed: Bed) {
     // Nothing of ours stays mounted under the root dir once every pod is gone.
     let clean = poll(LIMIT, || mounts_below(&a.root).is_empty().then_some(()));
     assert!(clean.is_some(), "mounts left: {:?}", mounts_below(&a.root));
-    let _ = smol::block_on(client.delete_volume(&created.volume_id));
+    let _ = smol::block_on(client.delete_volume(&created));
+}
+
+/// An API pod with a claim comes back after an offline reboot from what the node kept: it
+/// runs and writes into its volume; the agent is killed; the reboot takes the pod's
+/// containers and sandbox, its CSI publish and stage (and any other mount of the agent's) and
+/// restarts the driver; the agent starts again with the API server unreachable and
+/// `--offline-autonomy=true`. The pod is started from the flash store, its claim resolved to
+/// the PersistentVolume kept on flash, the volume staged and published again, and the
+/// container reads the file back. Once the API is back and the pod deleted, nothing of ours
+/// stays mounted.
+pub fn claim_volume_back_after_an_offline_reboot(c: &RealCluster, bed: Bed) {
+    let Some((driver_bin, registrar_bin)) = binaries("envtest_real_csi_offline_reboot") else {
+        return;
+    };
+    let mut a = Agent::new(bed, c, "csireboot");
+    a.extra_args.push("--offline-autonomy=true".into());
+    let _dump = OnFailure::new(c, &a);
+    let mut procs = Procs::default();
+    let ns = a.namespace();
+    c.ensure_namespace(&ns).unwrap();
+    join(c, &mut a);
+    c.create(
+        "/apis/storage.k8s.io/v1/csidrivers",
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+               "metadata": {"name": DRIVER},
+               "spec": {"attachRequired": false, "podInfoOnMount": true,
+                        "volumeLifecycleModes": ["Persistent", "Ephemeral"]}}),
+    )
+    .unwrap();
+
+    let plugin_dir = a.dir.join("csi");
+    let state = plugin_dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let sock = plugin_dir.join("csi.sock");
+    let registry = a.root.join("plugins_registry");
+    let client = CsiClient::new(DRIVER, &sock.display().to_string());
+    let logs = a.dir.clone();
+    let node = a.node.clone();
+    // The driver and its registrar, as a node's boot starts them.
+    let start_plugin = |procs: &mut Procs, n: u32| {
+        procs.start(
+            "driver",
+            &driver_bin,
+            &[
+                format!("--endpoint=unix://{}", sock.display()),
+                format!("--nodeid={node}"),
+                format!("--drivername={DRIVER}"),
+                format!("--statedir={}", state.display()),
+                "--v=4".into(),
+            ],
+            &logs.join(format!("hostpathplugin-{n}.log")),
+        );
+        let up = poll(LIMIT, || smol::block_on(client.probe()).ok().filter(|r| *r));
+        assert!(
+            up.is_some(),
+            "the driver answers Probe on {}",
+            sock.display()
+        );
+        procs.start(
+            "registrar",
+            &registrar_bin,
+            &[
+                format!("--csi-address={}", sock.display()),
+                format!("--kubelet-registration-path={}", sock.display()),
+                format!("--plugin-registration-path={}", registry.display()),
+                "--v=4".into(),
+            ],
+            &logs.join(format!("registrar-{n}.log")),
+        );
+    };
+    start_plugin(&mut procs, 1);
+    let registered = poll(LIMIT, || {
+        csinode_drivers(c, &a.node).filter(|d| !d.is_empty())
+    });
+    assert!(registered.is_some(), "CSINode {} lists {DRIVER}", a.node);
+
+    let volume_id = bound_claim(c, &client, &format!("{}-kept", a.node), &ns, "kept");
+    let claim = json!({"name": "kept", "persistentVolumeClaim": {"claimName": "kept"}});
+    // First run: the file is written; after the reboot the same command finds it.
+    let script = "if [ -f /data/f ]; then cat /data/f > /out/read; \
+                  else echo kept-across-reboot > /data/f && echo ok > /out/wrote; fi";
+    c.create(
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        pod_with(&a, &ns, "keeper", script, claim, "/data"),
+    )
+    .unwrap();
+    wait_ready(c, &ns, "keeper");
+    assert_eq!(a.read_out("keeper", "wrote", LIMIT), "ok\n");
+    let uid = uid_of(c, &ns, "keeper");
+    let vol_dir = a
+        .root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~csi/kept");
+    let target = vol_dir.join("mount");
+    let target_s = target.display().to_string();
+    assert!(
+        mounts_below(&target).contains(&target_s),
+        "published at {target_s}"
+    );
+    let before = a.running_ids(&ns, "keeper");
+    assert_eq!(before.len(), 1, "{:?}", a.containers(&ns));
+
+    // The agent is killed and the API goes silent.
+    a.kill();
+    c.down();
+    // The reboot: containers and sandbox gone; the volume neither published nor staged (the
+    // driver is told, so its own state agrees); the driver restarts; every other mount of the
+    // agent's (the token tmpfs) is gone.
+    let data = tinylet::csi::volume::vol_data(&vol_dir).expect("vol_data.json beside the mount");
+    assert_eq!(data.volume_handle, volume_id, "{data:?}");
+    a.force_remove_pods(&ns);
+    smol::block_on(client.node_unpublish_volume(&volume_id, &target_s)).expect("unpublish");
+    if !data.staging_path.is_empty() {
+        smol::block_on(client.node_unstage_volume(&volume_id, &data.staging_path))
+            .expect("unstage");
+    }
+    procs.stop("registrar");
+    procs.stop("driver");
+    let _ = std::fs::remove_file(registry.join(format!("{DRIVER}-reg.sock")));
+    unmount_below(&a.root);
+    assert!(
+        mounts_below(&a.root).is_empty(),
+        "the reboot left mounts: {:?}",
+        mounts_below(&a.root)
+    );
+    assert!(a.running_ids(&ns, "keeper").is_empty());
+    start_plugin(&mut procs, 2);
+
+    // Back with the API unreachable: the pod from the flash store, its claim's volume
+    // published again from the kept PersistentVolume, the file read back.
+    a.start();
+    let t0 = std::time::Instant::now();
+    let back = poll(Duration::from_secs(150), || {
+        let ids = a.running_ids(&ns, "keeper");
+        (!ids.is_empty()).then_some(ids)
+    });
+    assert!(
+        back.is_some(),
+        "the pod runs again with the API away:\n{}",
+        a.log()
+    );
+    assert!(
+        a.log()
+            .contains("starting 1 API pod(s) from the flash store"),
+        "{}",
+        a.log()
+    );
+    assert_ne!(
+        back.as_ref(),
+        Some(&before),
+        "a new container after the reboot"
+    );
+    eprintln!(
+        "offline reboot: the pod ran again {:?} after the agent started",
+        t0.elapsed()
+    );
+    assert_eq!(
+        a.read_out("keeper", "read", LIMIT),
+        "kept-across-reboot\n",
+        "the file read back from the claim's volume"
+    );
+    assert!(
+        mounts_below(&target).contains(&target_s),
+        "published again at {target_s}: {:?}",
+        mounts_below(&a.root)
+    );
+
+    // The API returns: the pod that runs is kept; deleted, it leaves nothing mounted.
+    c.up();
+    wait_ready(c, &ns, "keeper");
+    assert_eq!(
+        a.running_ids(&ns, "keeper"),
+        back.unwrap(),
+        "no restart on reconnect"
+    );
+    delete_and_wait(c, &ns, "keeper");
+    let gone = poll(LIMIT, || {
+        (!a.root.join("pods").join(&uid).exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "pod dir removed; mounts {:?}",
+        mounts_below(&a.root)
+    );
+    let clean = poll(LIMIT, || mounts_below(&a.root).is_empty().then_some(()));
+    assert!(clean.is_some(), "mounts left: {:?}", mounts_below(&a.root));
+    let _ = smol::block_on(client.delete_volume(&volume_id));
 }
