@@ -1,13 +1,14 @@
 //! One batch per sync: remembers the tables it programmed last and sends only the difference.
 //!
 //! A resync with nothing changed sends nothing and lists nothing: the comparison is against
-//! our own last-programmed model. To notice someone else editing our tables, a periodic
+//! our own last-programmed model, kept as a [`Programmed`] print (names and fingerprints)
+//! rather than as tables. To notice someone else editing our tables, a periodic
 //! resync asks the kernel for its ruleset generation (one request) and replaces our tables
 //! when it moved since our last commit.
 
 use std::collections::BTreeMap;
 
-use super::diff::{full, partial, remove, Transaction};
+use super::diff::{changes, into_full, remove, Programmed, Transaction};
 use super::model::{Family, Table};
 use super::ruleset::TABLE;
 
@@ -43,7 +44,7 @@ pub enum Outcome {
 pub struct NftSyncer<K: Kernel> {
     kernel: K,
     name: String,
-    last: BTreeMap<Family, Table>,
+    last: BTreeMap<Family, Programmed>,
     last_generation: Option<u32>,
     /// Batches committed so far.
     pub batches: u64,
@@ -71,8 +72,8 @@ impl<K: Kernel> NftSyncer<K> {
         &mut self.kernel
     }
 
-    /// The tables programmed last (empty until a sync succeeded).
-    pub fn programmed(&self) -> impl Iterator<Item = &Table> {
+    /// Prints of the tables programmed last (empty until a sync succeeded).
+    pub fn programmed(&self) -> impl Iterator<Item = &Programmed> {
         self.last.values()
     }
 
@@ -86,23 +87,26 @@ impl<K: Kernel> NftSyncer<K> {
             }
         }
         let mut txs: Vec<Transaction> = Vec::new();
+        let mut prints = BTreeMap::new();
         let mut any_full = false;
-        for t in &tables {
+        for t in tables {
+            let print = Programmed::of(&t);
             let tx = match (drift, self.last.get(&t.family)) {
-                (false, Some(old)) => partial(old, t),
+                (false, Some(old)) => changes(old, &t),
                 _ => None,
             };
             let tx = tx.unwrap_or_else(|| {
                 any_full = true;
-                full(t)
+                into_full(t)
             });
             if !tx.is_empty() {
                 txs.push(tx);
             }
+            prints.insert(print.family(), print);
         }
         // A family we no longer program loses its table.
         for f in self.last.keys() {
-            if !tables.iter().any(|t| t.family == *f) {
+            if !prints.contains_key(f) {
                 txs.push(remove(*f, &self.name));
             }
         }
@@ -110,13 +114,15 @@ impl<K: Kernel> NftSyncer<K> {
             return Ok(Outcome::Unchanged);
         }
         let messages = txs.iter().map(Transaction::len).sum();
-        if let Err(e) = self.kernel.commit(&txs) {
+        let committed = self.kernel.commit(&txs);
+        drop(txs);
+        if let Err(e) = committed {
             // Unknown what the kernel holds now: the next sync replaces our tables.
             self.last.clear();
             return Err(e);
         }
         self.batches += 1;
-        self.last = tables.into_iter().map(|t| (t.family, t)).collect();
+        self.last = prints;
         self.last_generation = self.kernel.generation().unwrap_or(None);
         Ok(if any_full {
             Outcome::Full { messages }
