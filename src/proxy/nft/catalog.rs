@@ -8,7 +8,8 @@
 //! ruleset function either way. Unusable values (a bad address, an unknown protocol) are
 //! kept as their text, so the ruleset still warns about them exactly as before.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -21,26 +22,36 @@ use crate::proxy::table::Proto;
 /// An address as the object gave it: parsed, or the text that did not parse.
 pub type Addr = Result<IpAddr, Box<str>>;
 
-/// Strings that repeat across objects (namespaces, port and node names), kept once.
+/// Values that repeat across objects (namespaces, port and node names, port lists), kept
+/// once.
 #[derive(Debug, Default)]
 pub struct Interner {
-    seen: HashSet<Arc<str>>,
+    strs: HashSet<Arc<str>>,
+    ports: HashSet<Arc<[PortRec]>>,
+    slice_ports: HashSet<Arc<[SlicePortRec]>>,
+}
+
+fn shared<T: ?Sized + Hash + Eq>(seen: &mut HashSet<Arc<T>>, v: &T) -> Arc<T>
+where
+    Arc<T>: for<'a> From<&'a T>,
+{
+    if let Some(a) = seen.get(v) {
+        return a.clone();
+    }
+    let a: Arc<T> = Arc::from(v);
+    seen.insert(a.clone());
+    a
 }
 
 impl Interner {
     /// The shared copy of `s`.
     pub fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.seen.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.seen.insert(a.clone());
-        a
+        shared(&mut self.strs, s)
     }
 }
 
 /// A Service port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortRec {
     /// Port name ("" when unnamed).
     pub name: Arc<str>,
@@ -55,10 +66,10 @@ pub struct PortRec {
 /// What the ruleset reads of a Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRec {
+    /// `namespace/name` (or the name alone when the namespace is empty).
+    pub key: Box<str>,
     /// Namespace.
     pub namespace: Arc<str>,
-    /// Name.
-    pub name: Box<str>,
     /// `type: ExternalName` (no rules).
     pub external_name: bool,
     /// NodePort or LoadBalancer.
@@ -74,7 +85,7 @@ pub struct ServiceRec {
     /// `externalTrafficPolicy: Local`.
     pub external_local: bool,
     /// Ports in order.
-    pub ports: Box<[PortRec]>,
+    pub ports: Arc<[PortRec]>,
 }
 
 fn addrs<'a>(list: impl IntoIterator<Item = &'a str>) -> Box<[Addr]> {
@@ -89,8 +100,8 @@ impl ServiceRec {
         let mut external: Vec<&str> = svc.spec.external_ips.iter().map(|s| s.as_str()).collect();
         external.extend(svc.load_balancer_vips());
         ServiceRec {
+            key: svc.metadata.key().into(),
             namespace: names.get(&svc.metadata.namespace),
-            name: svc.metadata.name.as_str().into(),
             external_name: svc.spec.type_ == "ExternalName",
             node_port: svc.is_node_port(),
             cluster: addrs(svc.cluster_ips()),
@@ -107,32 +118,41 @@ impl ServiceRec {
             }),
             internal_local: svc.spec.internal_traffic_policy.as_deref() == Some("Local"),
             external_local: svc.spec.external_traffic_policy == "Local",
-            ports: svc
-                .spec
-                .ports
-                .iter()
-                .map(|sp| PortRec {
-                    name: names.get(&sp.name),
-                    proto: Proto::from_k8s(&sp.protocol).ok_or_else(|| sp.protocol.as_str().into()),
-                    port: sp.port,
-                    node_port: sp.node_port,
-                })
-                .collect(),
+            ports: {
+                let ports: Vec<PortRec> = svc
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|sp| PortRec {
+                        name: names.get(&sp.name),
+                        proto: Proto::from_k8s(&sp.protocol)
+                            .ok_or_else(|| sp.protocol.as_str().into()),
+                        port: sp.port,
+                        node_port: sp.node_port,
+                    })
+                    .collect();
+                shared(&mut names.ports, &ports[..])
+            },
         }
     }
 
     /// `namespace/name`, as warnings name the service.
-    pub fn id(&self) -> String {
+    pub fn id(&self) -> &str {
+        &self.key
+    }
+
+    /// The name (the key after `namespace/`).
+    pub fn name(&self) -> &str {
         if self.namespace.is_empty() {
-            self.name.to_string()
+            &self.key
         } else {
-            format!("{}/{}", self.namespace, self.name)
+            self.key.get(self.namespace.len() + 1..).unwrap_or("")
         }
     }
 }
 
 /// A port of an EndpointSlice.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SlicePortRec {
     /// Name ("" when unnamed).
     pub name: Arc<str>,
@@ -167,7 +187,7 @@ pub struct SliceRec {
     /// Address type IPv4 or IPv6 (other slices are ignored).
     pub ip: bool,
     /// Ports in order.
-    pub ports: Box<[SlicePortRec]>,
+    pub ports: Arc<[SlicePortRec]>,
     /// Endpoints with a usable address, in order.
     pub endpoints: Box<[EndpointRec]>,
 }
@@ -179,15 +199,18 @@ impl SliceRec {
             namespace: names.get(&s.metadata.namespace),
             service: s.service_name().map(Box::from),
             ip: s.address_type == "IPv4" || s.address_type == "IPv6",
-            ports: s
-                .ports
-                .iter()
-                .map(|p| SlicePortRec {
-                    name: names.get(p.name.as_deref().unwrap_or("")),
-                    proto: Proto::from_k8s(p.protocol.as_deref().unwrap_or("")),
-                    port: p.port.and_then(port_u16),
-                })
-                .collect(),
+            ports: {
+                let ports: Vec<SlicePortRec> = s
+                    .ports
+                    .iter()
+                    .map(|p| SlicePortRec {
+                        name: names.get(p.name.as_deref().unwrap_or("")),
+                        proto: Proto::from_k8s(p.protocol.as_deref().unwrap_or("")),
+                        port: p.port.and_then(port_u16),
+                    })
+                    .collect();
+                shared(&mut names.slice_ports, &ports[..])
+            },
             endpoints: s
                 .endpoints
                 .iter()
@@ -206,38 +229,24 @@ impl SliceRec {
     }
 }
 
-/// The latest Services and EndpointSlices as records, keyed (and so ordered) by
-/// namespace/name like [`crate::proxy::source::Model`].
+/// Services and EndpointSlices as records, each list sorted by namespace/name with one
+/// record per key, like [`crate::proxy::source::Model`]; in plain arrays, which take half
+/// the bytes of a map filled in key order. Made by a [`CatalogBuilder`].
 #[derive(Debug, Default)]
 pub struct Catalog {
-    services: BTreeMap<Box<str>, ServiceRec>,
-    slices: BTreeMap<Box<str>, SliceRec>,
-    names: Interner,
+    services: Box<[ServiceRec]>,
+    slices: Box<[SliceRec]>,
 }
 
 impl Catalog {
-    /// Insert or replace an object.
-    pub fn upsert(&mut self, o: &Object) {
-        match o {
-            Object::Service(s) => {
-                let r = ServiceRec::of(s, &mut self.names);
-                self.services.insert(s.metadata.key().into(), r);
-            }
-            Object::EndpointSlice(s) => {
-                let r = SliceRec::of(s, &mut self.names);
-                self.slices.insert(s.metadata.key().into(), r);
-            }
-        }
-    }
-
     /// Services in key order.
     pub fn services(&self) -> impl Iterator<Item = &ServiceRec> {
-        self.services.values()
+        self.services.iter()
     }
 
     /// EndpointSlices in key order.
     pub fn slices(&self) -> impl Iterator<Item = &SliceRec> {
-        self.slices.values()
+        self.slices.iter()
     }
 
     /// Number of services.
@@ -248,5 +257,48 @@ impl Catalog {
     /// No services.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+}
+
+/// Collects objects into a [`Catalog`]: a later object replaces an earlier one of the same
+/// kind and namespace/name.
+#[derive(Debug, Default)]
+pub struct CatalogBuilder {
+    services: Vec<ServiceRec>,
+    slices: Vec<(Box<str>, SliceRec)>,
+    names: Interner,
+}
+
+/// Sort by key, keeping the last of each run of equal keys (the latest upsert).
+fn latest_by_key<T>(mut v: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
+    // Stable: equal keys stay in the order they came; reversed, the latest comes first and
+    // dedup keeps it.
+    v.sort_by(|a, b| key(a).cmp(key(b)));
+    v.reverse();
+    v.dedup_by(|later, first| key(later) == key(first));
+    v.reverse();
+    v
+}
+
+impl CatalogBuilder {
+    /// Add an object (replacing an earlier one of the same key).
+    pub fn add(&mut self, o: &Object) {
+        match o {
+            Object::Service(s) => self.services.push(ServiceRec::of(s, &mut self.names)),
+            Object::EndpointSlice(s) => {
+                let r = SliceRec::of(s, &mut self.names);
+                self.slices.push((s.metadata.key().into(), r));
+            }
+        }
+    }
+
+    /// The catalog.
+    pub fn finish(self) -> Catalog {
+        let services = latest_by_key(self.services, |s| &s.key);
+        let slices = latest_by_key(self.slices, |(k, _)| k);
+        Catalog {
+            services: services.into_boxed_slice(),
+            slices: slices.into_iter().map(|(_, s)| s).collect(),
+        }
     }
 }

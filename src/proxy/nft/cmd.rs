@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, CatalogBuilder};
 use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
 use super::ruleset::{build, build_records, Built, Config, TABLE};
@@ -17,7 +17,7 @@ use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
 use crate::proxy::cmd::{Cidr as ArgCidr, ProxyArgs};
 use crate::proxy::schedule::Schedule;
-use crate::proxy::source::{dir_fingerprint, load_dir_each, Model};
+use crate::proxy::source::{dir_digest, load_dir_each, Model};
 
 /// What a sync needs besides the model.
 struct Node {
@@ -175,7 +175,7 @@ fn dir_loop(
     let mut loaded = false;
     let mut last_error: Option<String> = None;
     loop {
-        let fp = dir_fingerprint(dir);
+        let fp = dir_digest(dir);
         let now = Instant::now();
         let mode = if once {
             Some(SyncMode::Full)
@@ -185,10 +185,10 @@ fn dir_loop(
         if let Some(mode) = mode {
             schedule.attempted(now, mode);
             last_fp = Some(fp);
-            let mut fresh = Catalog::default();
-            match load_dir_each(dir, |o| fresh.upsert(&o)) {
+            let mut fresh = CatalogBuilder::default();
+            match load_dir_each(dir, |o| fresh.add(&o)) {
                 Ok(()) => {
-                    catalog = fresh;
+                    catalog = fresh.finish();
                     loaded = true;
                     last_error = None;
                 }

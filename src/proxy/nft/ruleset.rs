@@ -250,7 +250,7 @@ fn port_id(svc: &ServiceRec, proto: Proto, port_name: &str) -> String {
     format!(
         "{}/{}/{}/{}",
         svc.namespace,
-        svc.name,
+        svc.name(),
         proto_word(proto),
         port_name
     )
@@ -358,7 +358,7 @@ pub fn build_records<'a>(
         let internal_local = svc.internal_local;
         let external_local = svc.external_local;
         let my_slices = by_service
-            .get(&(&*svc.namespace, &*svc.name))
+            .get(&(&*svc.namespace, svc.name()))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         for sp in svc.ports.iter() {
