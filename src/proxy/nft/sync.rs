@@ -6,7 +6,7 @@
 //! resync asks the kernel for its ruleset generation (one request) and replaces our tables
 //! when it moved since our last commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::diff::{changes, into_full, remove, Programmed, Transaction};
 use super::model::{Family, Table};
@@ -87,26 +87,35 @@ impl<K: Kernel> NftSyncer<K> {
             }
         }
         let mut txs: Vec<Transaction> = Vec::new();
+        // Prints of the tables replaced whole; tables changed in place are printed once
+        // committed, and an unchanged table keeps its print (a resync with nothing changed
+        // allocates none).
         let mut prints = BTreeMap::new();
+        let mut changed = Vec::new();
+        let mut families = BTreeSet::new();
         let mut any_full = false;
         for t in tables {
-            let print = Programmed::of(&t);
+            families.insert(t.family);
             let tx = match (drift, self.last.get(&t.family)) {
                 (false, Some(old)) => changes(old, &t),
                 _ => None,
             };
-            let tx = tx.unwrap_or_else(|| {
-                any_full = true;
-                into_full(t)
-            });
-            if !tx.is_empty() {
-                txs.push(tx);
+            match tx {
+                Some(tx) if tx.is_empty() => {}
+                Some(tx) => {
+                    txs.push(tx);
+                    changed.push(t);
+                }
+                None => {
+                    any_full = true;
+                    prints.insert(t.family, Programmed::of(&t));
+                    txs.push(into_full(t));
+                }
             }
-            prints.insert(print.family(), print);
         }
         // A family we no longer program loses its table.
         for f in self.last.keys() {
-            if !prints.contains_key(f) {
+            if !families.contains(f) {
                 txs.push(remove(*f, &self.name));
             }
         }
@@ -122,6 +131,15 @@ impl<K: Kernel> NftSyncer<K> {
             return Err(e);
         }
         self.batches += 1;
+        for t in &changed {
+            prints.insert(t.family, Programmed::of(t));
+        }
+        drop(changed);
+        for f in families {
+            if let (false, Some(p)) = (prints.contains_key(&f), self.last.remove(&f)) {
+                prints.insert(f, p);
+            }
+        }
         self.last = prints;
         self.last_generation = self.kernel.generation().unwrap_or(None);
         Ok(if any_full {
