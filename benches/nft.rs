@@ -3,21 +3,103 @@
 //! unchanged resync, and the process's memory, next to upstream kube-proxy's figures
 //! (v1.32.13 nftables mode on this kind of machine, notes/anchors.md).
 //!
+//! "compute" is the ruleset from the records the manifest-directory daemon keeps (reading
+//! the directory is not counted); "batch" is the syncer's diff, lowering and commit.
+//!
 //! Run as root: `cargo bench --bench nft` (or `cargo test --bench nft` for a debug build).
 //! The process moves itself into a new network namespace first, so the host's ruleset is
 //! never touched. Prints figures; asserts nothing about time.
+//!
+//! Memory is shown three ways: where the heap bytes of one sync go (counted by this bench's
+//! own allocator), this bench process's VmRSS, and a real `tinylet proxy` daemon in
+//! nftables mode over a manifest directory (in a network namespace of its own): VmRSS after
+//! its first sync and VmHWM. The daemon is the binary cargo built with this bench (the
+//! bench profile: release with symbols) or the one `TINYLET_NFT_BENCH_BIN` names.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tinylet::k8s::discovery::EndpointSlice;
 use tinylet::k8s::service::Service;
-use tinylet::proxy::nft::lower::NetlinkKernel;
+use tinylet::proxy::nft::catalog::{Catalog, CatalogBuilder};
+use tinylet::proxy::nft::diff::full;
+use tinylet::proxy::nft::lower::{each_message, NetlinkKernel};
 use tinylet::proxy::nft::model::{Family, Table};
-use tinylet::proxy::nft::ruleset::{build, Config};
+use tinylet::proxy::nft::ruleset::{build_records, Config};
 use tinylet::proxy::nft::sync::{NftSyncer, Outcome};
-use tinylet::proxy::source::{parse_manifest, Object};
+use tinylet::proxy::source::{parse_manifest, Model, Object};
+
+/// The system allocator, counting live heap bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(n: usize) {
+    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+fn shrank(n: usize) {
+    LIVE.fetch_sub(n, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator; only counters change.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = System.alloc(l);
+        if !p.is_null() {
+            grew(l.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(l);
+        if !p.is_null() {
+            grew(l.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l);
+        shrank(l.size());
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        let q = System.realloc(p, l, new);
+        if !q.is_null() {
+            if new >= l.size() {
+                grew(new - l.size());
+            } else {
+                shrank(l.size() - new);
+            }
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Peak live bytes from now on, relative to now.
+fn peak_from_here() -> usize {
+    let now = live();
+    PEAK.store(now, Ordering::Relaxed);
+    now
+}
+
+fn mib(b: usize) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
 
 /// kube-proxy v1.32.13 nftables mode (anchors.md): first full sync, endpoint change → kernel.
 const UPSTREAM: &[(usize, &str, &str, &str)] = &[
@@ -61,11 +143,16 @@ fn objects(n: usize, variant: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
     (services, slices)
 }
 
-fn tables(s: &[Service], e: &[EndpointSlice], cfg: &Config) -> Vec<Table> {
-    [Family::Ip, Family::Ip6]
-        .into_iter()
-        .map(|f| build(s, e, cfg, f).table)
-        .collect()
+/// The records the manifest-directory daemon keeps for these objects.
+fn catalog_of(s: &[Service], e: &[EndpointSlice]) -> Catalog {
+    let mut b = CatalogBuilder::default();
+    for x in s {
+        b.add(&Object::Service(x.clone()));
+    }
+    for x in e {
+        b.add(&Object::EndpointSlice(x.clone()));
+    }
+    b.finish()
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -76,6 +163,188 @@ fn rss_kib(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Where the heap bytes of a full sync at `n` services go, counted by this process's
+/// allocator: what the daemon holds between syncs (the objects as parsed, which the API
+/// source keeps; the records the manifest-directory source keeps; the syncer's print of what
+/// it programmed) and what one full sync builds and frees.
+fn breakdown(n: usize, cfg: &Config) {
+    let (s, e) = objects(n, 0);
+    let at = live();
+    let mut model = Model::default();
+    for x in s {
+        model.upsert(Object::Service(x));
+    }
+    for x in e {
+        model.upsert(Object::EndpointSlice(x));
+    }
+    let held_model = live().saturating_sub(at);
+    let at = live();
+    let mut builder = CatalogBuilder::default();
+    for x in model.service_refs() {
+        builder.add(&Object::Service(x.clone()));
+    }
+    for x in model.slice_refs() {
+        builder.add(&Object::EndpointSlice(x.clone()));
+    }
+    let catalog = builder.finish();
+    let held_catalog = live().saturating_sub(at);
+    drop(model);
+    let at = live();
+    let built = catalog_tables(&catalog, cfg);
+    let desired = live().saturating_sub(at);
+    let at = live();
+    let mut b = tinylet::netlink::nftables::Batch::new(1);
+    let mut id = 0;
+    for t in &built {
+        each_message(&full(t), &mut id, |m| {
+            b.push(&m);
+        });
+    }
+    let batch = b.finish();
+    let batch_heap = live().saturating_sub(at);
+    let batch_bytes = batch.bytes().len();
+    drop((batch, built));
+    let kernel = match NetlinkKernel::open() {
+        Ok(k) => k,
+        Err(e) => {
+            println!("nft bench: {e}");
+            return;
+        }
+    };
+    let mut syncer = NftSyncer::new(kernel);
+    let before = peak_from_here();
+    let out = syncer.sync(catalog_tables(&catalog, cfg), false);
+    let sync_peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let kept = live().saturating_sub(before);
+    let per = |b: usize| b / n.max(1);
+    println!(
+        "{n:>7} | held: objects as parsed {} ({} B/service), as records {} ({} B/service), \
+         syncer's print {} ({} B/service)",
+        mib(held_model),
+        per(held_model),
+        mib(held_catalog),
+        per(held_catalog),
+        mib(kept),
+        per(kept)
+    );
+    println!(
+        "{:>7} | one full sync: desired tables {}, batch {} ({} bytes sent); \
+         peak of the sync call {} ({out:?})",
+        "",
+        mib(desired),
+        mib(batch_heap),
+        batch_bytes,
+        mib(sync_peak),
+    );
+    if let Err(e) = syncer.cleanup() {
+        println!("nft bench: cleanup: {e}");
+    }
+}
+
+/// What a sync of the manifest-directory daemon computes from its records.
+fn catalog_tables(catalog: &Catalog, cfg: &Config) -> Vec<Table> {
+    [Family::Ip, Family::Ip6]
+        .into_iter()
+        .map(|f| build_records(catalog.services(), catalog.slices(), cfg, f).table)
+        .collect()
+}
+
+/// VmRSS after the first sync and VmHWM (KiB) of a `tinylet proxy` daemon in nftables mode
+/// over a directory of `n` services × 2 endpoints, in a network namespace of its own; and the
+/// line it printed for the sync.
+fn daemon_rss(bin: &Path, n: usize) -> Result<(u64, u64, String), String> {
+    let dir = std::env::temp_dir().join(format!("tinylet-nft-bench-{}-{n}", std::process::id()));
+    let result = daemon_rss_in(bin, n, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<(u64, u64, String), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for i in 0..n {
+        let (hi, lo) = (i / 250, i % 250 + 1);
+        let text = format!(
+            r#"{{"kind":"List","items":[
+{{"kind":"Service","metadata":{{"name":"s{i}","namespace":"bench"}},
+"spec":{{"clusterIP":"10.96.{hi}.{lo}","ports":[{{"name":"http","port":80,"targetPort":8080}}]}}}},
+{{"kind":"EndpointSlice","metadata":{{"name":"s{i}-1","namespace":"bench",
+"labels":{{"kubernetes.io/service-name":"s{i}"}}}},"addressType":"IPv4",
+"ports":[{{"name":"http","port":8080,"protocol":"TCP"}}],
+"endpoints":[{{"addresses":["10.1.{hi}.{lo}"],"conditions":{{"ready":true}}}},
+{{"addresses":["10.2.{hi}.{lo}"],"conditions":{{"ready":true}}}}]}}]}}"#
+        );
+        std::fs::write(dir.join(format!("s{i}.json")), text).map_err(|e| e.to_string())?;
+    }
+    // `unshare -n` execs the daemon in a new network namespace, which goes with it.
+    let mut child = Command::new("unshare")
+        .arg("-n")
+        .arg(bin)
+        .args(["proxy", "--proxy-mode=nftables", "--hostname-override=n1"])
+        .arg("--sync-period=1h")
+        .arg("--proxy-manifest-path")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bin.display()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let line = rx
+        .recv_timeout(Duration::from_secs(300))
+        .map_err(|_| "no sync within 300 s".to_string());
+    // Let the first sync's frees settle before reading the figures.
+    std::thread::sleep(Duration::from_millis(300));
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:"), line?))
+}
+
+fn daemon_table(only: Option<usize>) {
+    let bin = std::env::var_os("TINYLET_NFT_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tinylet")));
+    println!(
+        "tinylet proxy daemon, nftables mode, manifest dir, own netns ({}):",
+        bin.display()
+    );
+    println!(
+        "{:>7} | {:>22} | {:>12} | kube-proxy nftables RSS",
+        "N", "VmRSS after 1st sync", "VmHWM"
+    );
+    let sizes: Vec<(usize, &str)> = match only {
+        Some(n) => vec![(n, "")],
+        None => vec![(0, ""), (1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
+    };
+    for (n, upstream) in sizes {
+        match daemon_rss(&bin, n) {
+            Ok((rss, hwm, line)) => println!(
+                "{n:>7} | {:>22} | {:>12} | {upstream}   [{line}]",
+                format!("{:.1} MiB", rss as f64 / 1024.0),
+                format!("{:.1} MiB", hwm as f64 / 1024.0),
+            ),
+            Err(e) => println!("{n:>7} | daemon: {e}"),
+        }
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -116,17 +385,23 @@ fn main() {
         masquerade_all: false,
         cluster_cidrs: Vec::new(),
     };
+    let only: Option<usize> = std::env::var("TINYLET_NFT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    daemon_table(only);
+    println!("where the heap goes (this process's allocator):");
+    for n in only.map_or(vec![1_000, 10_000], |n| vec![n]) {
+        breakdown(n, &cfg);
+    }
     println!(
         "{:>7} | {:>26} | {:>32} | {:>14} | kube-proxy nftables: full sync, endpoint change, RSS",
         "N", "first full sync (compute+batch)", "endpoint change (compute / batch)", "resync"
     );
-    let only: Option<usize> = std::env::var("TINYLET_NFT_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok());
     for (n, up_full, up_change, up_rss) in UPSTREAM {
         let n = &only.unwrap_or(*n);
         let (s0, e0) = objects(*n, 0);
         let (s1, e1) = objects(*n, 1);
+        let (c0, c1) = (catalog_of(&s0, &e0), catalog_of(&s1, &e1));
         let kernel = match NetlinkKernel::open() {
             Ok(k) => k,
             Err(e) => {
@@ -137,7 +412,7 @@ fn main() {
         let mut syncer = NftSyncer::new(kernel);
 
         let t = Instant::now();
-        let first = tables(&s0, &e0, &cfg);
+        let first = catalog_tables(&c0, &cfg);
         let compute = t.elapsed();
         let (rules, chains): (usize, usize) = first
             .iter()
@@ -152,7 +427,7 @@ fn main() {
         };
 
         let t = Instant::now();
-        let changed = tables(&s1, &e1, &cfg);
+        let changed = catalog_tables(&c1, &cfg);
         let change_compute = t.elapsed();
         let t = Instant::now();
         let out = syncer.sync(changed.clone(), false);

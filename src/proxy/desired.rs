@@ -59,6 +59,25 @@ pub(crate) struct Candidate {
     local: bool,
 }
 
+impl Candidate {
+    /// An endpoint with its conditions; `local` when it runs on this node.
+    pub(crate) fn new(
+        key: RealKey,
+        ready: bool,
+        serving: bool,
+        terminating: bool,
+        local: bool,
+    ) -> Candidate {
+        Candidate {
+            key,
+            ready,
+            serving,
+            terminating,
+            local,
+        }
+    }
+}
+
 /// Pick real servers the way kube-proxy does: ready ones, else serving+terminating ones.
 pub(crate) fn select(
     cands: &[Candidate],

@@ -64,7 +64,6 @@ impl Model {
         }
     }
 
-    /// Services, ordered by key.
     /// Replaces every Service (after a re-list), keeping the EndpointSlices.
     pub fn replace_services(&mut self, services: Vec<Service>) {
         self.services = services
@@ -78,8 +77,19 @@ impl Model {
         self.slices = slices.into_iter().map(|s| (s.metadata.key(), s)).collect();
     }
 
+    /// Services, ordered by key.
     pub fn services(&self) -> Vec<Service> {
         self.services.values().cloned().collect()
+    }
+
+    /// Services, ordered by key, without copying them.
+    pub fn service_refs(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// EndpointSlices, ordered by key, without copying them.
+    pub fn slice_refs(&self) -> impl Iterator<Item = &EndpointSlice> {
+        self.slices.values()
     }
 
     /// EndpointSlices, ordered by key.
@@ -147,6 +157,15 @@ pub fn parse_manifest(text: &str, json: bool) -> Result<Vec<Object>, String> {
 /// Read every manifest in `dir` (not recursive). Any unreadable or invalid file fails the
 /// whole read, so a half-written file never removes services.
 pub fn load_dir(dir: &Path) -> Result<Vec<Object>, Error> {
+    let mut out = Vec::new();
+    load_dir_each(dir, |o| out.push(o))?;
+    Ok(out)
+}
+
+/// [`load_dir`], handing each object to `f` as its file is parsed instead of collecting
+/// them: a caller that keeps less than the objects never holds all of them at once. On an
+/// error `f` may have seen some objects; the caller discards what it built from them.
+pub fn load_dir_each(dir: &Path, mut f: impl FnMut(Object)) -> Result<(), Error> {
     let err = |what: String| Error::Source {
         path: dir.display().to_string(),
         what,
@@ -160,7 +179,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Object>, Error> {
         })
         .collect();
     paths.sort();
-    let mut out = Vec::new();
     for p in paths {
         let perr = |what: String| Error::Source {
             path: p.display().to_string(),
@@ -168,9 +186,35 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Object>, Error> {
         };
         let text = fs::read_to_string(&p).map_err(|e| perr(e.to_string()))?;
         let json = p.extension().and_then(|e| e.to_str()) == Some("json");
-        out.extend(parse_manifest(&text, json).map_err(perr)?);
+        for o in parse_manifest(&text, json).map_err(perr)? {
+            f(o);
+        }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// [`dir_fingerprint`] folded into one number without listing it in memory: what a loop
+/// that rescans a large directory every few hundred milliseconds keeps. Equal directories
+/// give equal digests; a change goes unnoticed with a chance of 2^-64.
+pub fn dir_digest(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut sum = 0u64;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        let Some(t) = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        else {
+            continue;
+        };
+        // Each entry hashed alone and the hashes added: the order read_dir returns them in
+        // does not matter, so nothing is sorted.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (e.file_name(), m.len(), t.as_nanos()).hash(&mut h);
+        sum = sum.wrapping_add(h.finish());
+    }
+    sum
 }
 
 /// A cheap fingerprint of the directory (names, sizes, mtimes) to notice changes.

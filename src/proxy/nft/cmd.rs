@@ -8,15 +8,16 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::catalog::{Catalog, CatalogBuilder};
 use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
-use super::ruleset::{build, Config, TABLE};
+use super::ruleset::{build, build_records, Built, Config, TABLE};
 use super::sync::{NftSyncer, Outcome};
 use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
 use crate::proxy::cmd::{Cidr as ArgCidr, ProxyArgs};
 use crate::proxy::schedule::Schedule;
-use crate::proxy::source::{dir_fingerprint, load_dir, Model};
+use crate::proxy::source::{dir_digest, load_dir_each, Model};
 
 /// What a sync needs besides the model.
 struct Node {
@@ -58,12 +59,15 @@ impl Node {
     }
 }
 
-fn tables(model: &Model, node: &Node) -> Result<Vec<super::model::Table>, String> {
+/// Both families' tables, with the node's current addresses.
+fn tables(
+    node: &Node,
+    build: impl Fn(&Config, Family) -> Built,
+) -> Result<Vec<super::model::Table>, String> {
     let cfg = node.config()?;
-    let (services, slices) = (model.services(), model.slices());
     let mut out = Vec::new();
     for f in [Family::Ip, Family::Ip6] {
-        let b = build(&services, &slices, &cfg, f);
+        let b = build(&cfg, f);
         for w in &b.warnings {
             // Both families see the same objects: say it once.
             if f == Family::Ip {
@@ -75,9 +79,28 @@ fn tables(model: &Model, node: &Node) -> Result<Vec<super::model::Table>, String
     Ok(out)
 }
 
-fn sync(syncer: &mut NftSyncer<NetlinkKernel>, model: &Model, node: &Node, resync: bool) -> bool {
+/// Give the heap's free pages back to the system. A sync builds the whole ruleset, and a
+/// full one its batch too (tens of MB at 10,000 services), then frees them; glibc keeps
+/// freed memory inside its heap (and after one large free, serves later large requests
+/// from the heap too), so without this the process's RSS stays at the sync's peak.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; it touches no memory
+    // the program holds and is safe to call at any time.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
+fn sync(
+    syncer: &mut NftSyncer<NetlinkKernel>,
+    node: &Node,
+    resync: bool,
+    build: impl Fn(&Config, Family) -> Built,
+) -> bool {
     let started = Instant::now();
-    let result = tables(model, node).and_then(|t| syncer.sync(t, resync));
+    let result = tables(node, build).and_then(|t| syncer.sync(t, resync));
+    release_free_memory();
     match result {
         Ok(Outcome::Unchanged) => true,
         Ok(o) => {
@@ -145,13 +168,14 @@ fn dir_loop(
     period: Duration,
     once: bool,
 ) -> i32 {
-    let mut model = Model::default();
+    // Records, not the parsed objects: what the ruleset reads, a fraction of the bytes.
+    let mut catalog = Catalog::default();
     let mut schedule = Schedule::new(period);
     let mut last_fp = None;
     let mut loaded = false;
     let mut last_error: Option<String> = None;
     loop {
-        let fp = dir_fingerprint(dir);
+        let fp = dir_digest(dir);
         let now = Instant::now();
         let mode = if once {
             Some(SyncMode::Full)
@@ -161,9 +185,10 @@ fn dir_loop(
         if let Some(mode) = mode {
             schedule.attempted(now, mode);
             last_fp = Some(fp);
-            match load_dir(dir) {
-                Ok(objs) => {
-                    model.replace(objs);
+            let mut fresh = CatalogBuilder::default();
+            match load_dir_each(dir, |o| fresh.add(&o)) {
+                Ok(()) => {
+                    catalog = fresh.finish();
                     loaded = true;
                     last_error = None;
                 }
@@ -182,7 +207,9 @@ fn dir_loop(
                 }
             }
             if loaded {
-                let ok = sync(syncer, &model, node, mode == SyncMode::Full);
+                let ok = sync(syncer, node, mode == SyncMode::Full, |cfg, f| {
+                    build_records(catalog.services(), catalog.slices(), cfg, f)
+                });
                 if once {
                     return i32::from(!ok);
                 }
@@ -200,8 +227,10 @@ fn api_loop(
     period: Duration,
     once: bool,
 ) -> i32 {
-    crate::proxy::cmd::api_watch_loop(api, period, once, |model, mode| {
-        sync(syncer, model, node, mode == SyncMode::Full)
+    crate::proxy::cmd::api_watch_loop(api, period, once, |model: &Model, mode| {
+        sync(syncer, node, mode == SyncMode::Full, |cfg, f| {
+            build(model.service_refs(), model.slice_refs(), cfg, f)
+        })
     })
 }
 

@@ -4,8 +4,16 @@
 //! kernel swaps it atomically; a partial sync touches only chains whose rules changed and
 //! elements that changed, ordered so every reference exists when the kernel checks it: new
 //! sets and chains first, then rules, then elements, then removals.
+//!
+//! The old side of a partial diff is a [`Programmed`]: what a table held, as names and
+//! fingerprints instead of rules and verdicts, so the syncer need not keep a second copy of
+//! every rule it programmed.
 
-use super::model::{Chain, Family, Key, Rule, Set, Table, Verdict};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::OnceLock;
+
+use super::model::{Chain, Family, Hook, Key, Rule, Set, SetKind, Table, Verdict};
 
 /// One message of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +101,97 @@ pub fn full(t: &Table) -> Transaction {
     }
 }
 
+/// [`full`], moving the rules and elements out of `t` instead of copying them: a full sync
+/// of a large table holds one copy of it, not two.
+pub fn into_full(t: Table) -> Transaction {
+    let Table {
+        family,
+        name,
+        chains,
+        sets,
+    } = t;
+    let mut changes = vec![Change::AddTable, Change::DelTable, Change::AddTable];
+    let mut elements = Vec::new();
+    for (set, s) in sets {
+        changes.push(Change::AddSet(set.clone(), Set::new(s.kind)));
+        if !s.elements.is_empty() {
+            elements.push(Change::AddElements(set, s.elements.into_iter().collect()));
+        }
+    }
+    let mut rules = Vec::new();
+    for (chain, c) in chains {
+        changes.push(Change::AddChain(chain.clone(), empty_like(&c)));
+        rules.extend(
+            c.rules
+                .into_iter()
+                .map(|r| Change::AddRule(chain.clone(), r)),
+        );
+    }
+    changes.extend(rules);
+    changes.extend(elements);
+    Transaction {
+        family,
+        table: name,
+        changes,
+    }
+}
+
+/// A 64-bit fingerprint of a value, keyed at random once per process: equal values always
+/// print alike; two different rule lists of one chain print alike with a chance of 2^-64.
+fn fingerprint<T: Hash + ?Sized>(v: &T) -> u64 {
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(v)
+}
+
+/// What a table held, compactly: each chain's hook and a fingerprint of its rules, each set's
+/// kind and its elements' keys with a fingerprint of their verdicts. Everything a partial
+/// diff needs of the old side, at a fraction of the table's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programmed {
+    family: Family,
+    name: Box<str>,
+    chains: BTreeMap<Box<str>, (Option<Hook>, u64)>,
+    sets: BTreeMap<Box<str>, (SetKind, BTreeMap<Key, u64>)>,
+}
+
+impl Programmed {
+    /// The print of `t`.
+    pub fn of(t: &Table) -> Programmed {
+        Programmed {
+            family: t.family,
+            name: t.name.as_str().into(),
+            chains: t
+                .chains
+                .iter()
+                .map(|(n, c)| (n.as_str().into(), (c.hook, fingerprint(&c.rules))))
+                .collect(),
+            sets: t
+                .sets
+                .iter()
+                .map(|(n, s)| {
+                    let els = s.elements.iter().map(|(k, v)| (*k, fingerprint(v)));
+                    (n.as_str().into(), (s.kind, els.collect()))
+                })
+                .collect(),
+        }
+    }
+
+    /// The table's family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Number of chains.
+    pub fn chain_count(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// Number of elements in all sets.
+    pub fn element_count(&self) -> usize {
+        self.sets.values().map(|(_, e)| e.len()).sum()
+    }
+}
+
 /// Remove the table (if it exists).
 pub fn remove(family: Family, name: &str) -> Transaction {
     Transaction {
@@ -105,7 +204,12 @@ pub fn remove(family: Family, name: &str) -> Transaction {
 /// The messages that turn `old` (what we programmed last) into `new`; `None` when the change
 /// cannot be made in place (a base chain's hook or a set's type changed): do a full sync.
 pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
-    if old.family != new.family || old.name != new.name {
+    changes(&Programmed::of(old), new)
+}
+
+/// [`partial`] from the print of what was programmed last.
+pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
+    if old.family != new.family || *old.name != *new.name {
         return None;
     }
     let mut adds = Vec::new();
@@ -113,7 +217,7 @@ pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
     let mut elements = Vec::new();
     let mut removals = Vec::new();
     for (name, s) in &new.sets {
-        match old.sets.get(name) {
+        match old.sets.get(name.as_str()) {
             None => {
                 adds.push(Change::AddSet(name.clone(), Set::new(s.kind)));
                 if !s.elements.is_empty() {
@@ -121,18 +225,17 @@ pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
                     elements.push(Change::AddElements(name.clone(), els));
                 }
             }
-            Some(o) if o.kind != s.kind => return None,
-            Some(o) => {
+            Some((kind, _)) if *kind != s.kind => return None,
+            Some((_, o)) => {
                 let gone: Vec<Key> = o
-                    .elements
                     .iter()
-                    .filter(|(k, v)| s.elements.get(*k) != Some(*v))
+                    .filter(|(k, p)| s.elements.get(*k).map(fingerprint) != Some(**p))
                     .map(|(k, _)| *k)
                     .collect();
                 let added: Vec<(Key, Option<Verdict>)> = s
                     .elements
                     .iter()
-                    .filter(|(k, v)| o.elements.get(*k) != Some(*v))
+                    .filter(|(k, v)| o.get(*k) != Some(&fingerprint(*v)))
                     .map(|(k, v)| (*k, v.clone()))
                     .collect();
                 // Deletions first within the set: a changed element is deleted and re-added.
@@ -146,7 +249,7 @@ pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
         }
     }
     for (name, c) in &new.chains {
-        match old.chains.get(name) {
+        match old.chains.get(name.as_str()) {
             None => {
                 adds.push(Change::AddChain(name.clone(), empty_like(c)));
                 rules.extend(
@@ -155,8 +258,8 @@ pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
                         .map(|r| Change::AddRule(name.clone(), r.clone())),
                 );
             }
-            Some(o) if o.hook != c.hook => return None,
-            Some(o) if o.rules != c.rules => {
+            Some((hook, _)) if *hook != c.hook => return None,
+            Some((_, print)) if *print != fingerprint(&c.rules) => {
                 rules.push(Change::FlushChain(name.clone()));
                 rules.extend(
                     c.rules
@@ -168,19 +271,20 @@ pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
         }
     }
     // Removed chains are flushed before any is deleted: they may jump to each other.
-    let gone_chains: Vec<&String> = old
+    let gone_chains: Vec<&str> = old
         .chains
         .keys()
+        .map(|n| &**n)
         .filter(|n| !new.chains.contains_key(*n))
         .collect();
     for n in &gone_chains {
-        removals.push(Change::FlushChain((*n).clone()));
+        removals.push(Change::FlushChain((*n).to_string()));
     }
     for n in &gone_chains {
-        removals.push(Change::DelChain((*n).clone()));
+        removals.push(Change::DelChain((*n).to_string()));
     }
-    for n in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
-        removals.push(Change::DelSet(n.clone()));
+    for n in old.sets.keys().filter(|n| !new.sets.contains_key(&***n)) {
+        removals.push(Change::DelSet(n.to_string()));
     }
     let mut changes = adds;
     changes.extend(rules);

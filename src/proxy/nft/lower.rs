@@ -381,13 +381,20 @@ fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
 /// The messages of one transaction, in order. New sets are numbered from `next_set_id`
 /// (the kernel requires a transaction id on every new set).
 pub fn messages(tx: &Transaction, next_set_id: &mut u32) -> Vec<Msg> {
+    let mut out = Vec::with_capacity(tx.changes.len());
+    each_message(tx, next_set_id, |m| out.push(m));
+    out
+}
+
+/// [`messages`] one at a time: a large batch is encoded as it is lowered, never holding
+/// every message's expressions at once.
+pub fn each_message(tx: &Transaction, next_set_id: &mut u32, mut out: impl FnMut(Msg)) {
     let f = tx.family;
     let fam = family(f);
     let t = tx.table.as_str();
-    let mut out = Vec::with_capacity(tx.changes.len());
     for c in &tx.changes {
         // Element changes may take several messages; everything else takes one.
-        out.push(match c {
+        let m = match c {
             Change::AddTable => Msg::NewTable(nl::Table::new(fam, t)),
             Change::DelTable => Msg::DelTable(nl::Table::new(fam, t)),
             Change::AddChain(name, chain) => Msg::NewChain(match chain.hook {
@@ -429,7 +436,7 @@ pub fn messages(tx: &Transaction, next_set_id: &mut u32) -> Vec<Msg> {
                             None => nl::SetElem::key(key_bytes(k)),
                         })
                         .collect();
-                    out.push(Msg::NewElems(nl::SetElems::new(fam, t, set, elems)));
+                    out(Msg::NewElems(nl::SetElems::new(fam, t, set, elems)));
                 }
                 continue;
             }
@@ -439,13 +446,13 @@ pub fn messages(tx: &Transaction, next_set_id: &mut u32) -> Vec<Msg> {
                         .iter()
                         .map(|k| nl::SetElem::key(key_bytes(k)))
                         .collect();
-                    out.push(Msg::DelElems(nl::SetElems::new(fam, t, set, elems)));
+                    out(Msg::DelElems(nl::SetElems::new(fam, t, set, elems)));
                 }
                 continue;
             }
-        });
+        };
+        out(m);
     }
-    out
 }
 
 /// Commits transactions over our netlink layer, one batch per call.
@@ -475,9 +482,9 @@ impl Kernel for NetlinkKernel {
         let mut b = self.nft.batch();
         let mut set_id = 0;
         for tx in txs {
-            for m in messages(tx, &mut set_id) {
+            each_message(tx, &mut set_id, |m| {
                 b.push(&m);
-            }
+            });
         }
         self.nft.commit(&b.finish()).map_err(|e| e.to_string())
     }

@@ -18,13 +18,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use super::catalog::{Addr, Interner, ServiceRec, SliceRec};
 use super::model::{
     proto_word, Chain, ChainType, Cidr, Family, Hook, HookPoint, Key, Set, SetKind, Stmt, Table,
     Verdict,
 };
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::Service;
-use crate::proxy::desired::{candidates, port_u16, select, DEFAULT_AFFINITY_SECONDS};
+use crate::proxy::desired::{port_u16, select, Candidate};
 use crate::proxy::table::{Proto, RealKey};
 
 /// Our table's name in both families.
@@ -245,14 +246,49 @@ fn spread(prefix: &[Stmt], eps: &[String]) -> Vec<Vec<Stmt>> {
 }
 
 /// A service port's chains' common suffix: `namespace/name/proto/portname`.
-fn port_id(svc: &Service, proto: Proto, port_name: &str) -> String {
+fn port_id(svc: &ServiceRec, proto: Proto, port_name: &str) -> String {
     format!(
         "{}/{}/{}/{}",
-        svc.metadata.namespace,
-        svc.metadata.name,
+        svc.namespace,
+        svc.name(),
         proto_word(proto),
         port_name
     )
+}
+
+/// Endpoints of `slices` that serve service port `name`/`proto` (as
+/// [`crate::proxy::desired::candidates`] picks them from the objects).
+fn candidates(slices: &[&SliceRec], name: &str, proto: Proto, node: &str) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in slices {
+        if !s.ip {
+            continue;
+        }
+        let Some(port) = s
+            .ports
+            .iter()
+            .find(|p| *p.name == *name && p.proto == Some(proto))
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        for e in s.endpoints.iter() {
+            let key = RealKey { addr: e.addr, port };
+            if !seen.insert(key) {
+                continue;
+            }
+            let local = !node.is_empty() && e.node.as_deref() == Some(node);
+            out.push(Candidate::new(
+                key,
+                e.ready,
+                e.serving,
+                e.terminating,
+                local,
+            ));
+        }
+    }
+    out
 }
 
 fn endpoint_suffix(k: &RealKey) -> String {
@@ -262,84 +298,91 @@ fn endpoint_suffix(k: &RealKey) -> String {
     }
 }
 
-/// Build the table of `family` for these services and slices.
-pub fn build(
-    services: &[Service],
-    slices: &[EndpointSlice],
+/// Build the table of `family` for these services and slices (a slice or a map's values:
+/// they are only read).
+pub fn build<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    cfg: &Config,
+    family: Family,
+) -> Built {
+    let mut names = Interner::default();
+    let services: Vec<ServiceRec> = services
+        .into_iter()
+        .map(|s| ServiceRec::of(s, &mut names))
+        .collect();
+    let slices: Vec<SliceRec> = slices
+        .into_iter()
+        .map(|s| SliceRec::of(s, &mut names))
+        .collect();
+    build_records(&services, &slices, cfg, family)
+}
+
+/// [`build`] from the records of a [`super::catalog::Catalog`] (or any list of them).
+pub fn build_records<'a>(
+    services: impl IntoIterator<Item = &'a ServiceRec>,
+    slices: impl IntoIterator<Item = &'a SliceRec>,
     cfg: &Config,
     family: Family,
 ) -> Built {
     let mut t = skeleton(family, cfg);
     let mut warnings = Vec::new();
     let v6 = family == Family::Ip6;
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    let mut by_service: HashMap<(&str, &str), Vec<&SliceRec>> = HashMap::new();
     for s in slices {
-        if let Some(name) = s.service_name() {
-            by_service
-                .entry((s.metadata.namespace.as_str(), name))
-                .or_default()
-                .push(s);
+        if let Some(name) = s.service.as_deref() {
+            by_service.entry((&*s.namespace, name)).or_default().push(s);
         }
     }
     for svc in services {
-        let id = svc.metadata.key();
-        if svc.spec.type_ == "ExternalName" {
+        if svc.external_name {
             continue;
         }
-        let parse = |list: Vec<&str>, what: &str, warnings: &mut Vec<String>| -> Vec<IpAddr> {
+        let parse = |list: &[Addr], what: &str, warnings: &mut Vec<String>| -> Vec<IpAddr> {
             let mut out = Vec::new();
             for ip in list {
-                match ip.parse::<IpAddr>() {
-                    Ok(a) if family.holds(&a) && !out.contains(&a) => out.push(a),
+                match ip {
+                    Ok(a) if family.holds(a) && !out.contains(a) => out.push(*a),
                     Ok(_) => {}
-                    Err(_) => warnings.push(format!("service {id}: bad {what} {ip:?}")),
+                    Err(ip) => warnings.push(format!("service {}: bad {what} {ip:?}", svc.id())),
                 }
             }
             out
         };
-        let cluster = parse(svc.cluster_ips(), "cluster IP", &mut warnings);
+        let cluster = parse(&svc.cluster, "cluster IP", &mut warnings);
         if cluster.is_empty() {
             continue;
         }
-        let mut external_list: Vec<&str> =
-            svc.spec.external_ips.iter().map(|s| s.as_str()).collect();
-        external_list.extend(svc.load_balancer_vips());
-        let external = parse(external_list, "external IP", &mut warnings);
-        let affinity = (svc.spec.session_affinity == "ClientIP").then(|| {
-            svc.spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .and_then(|t| u32::try_from(t).ok())
-                .filter(|t| *t > 0)
-                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
-        });
-        let internal_local = svc.spec.internal_traffic_policy.as_deref() == Some("Local");
-        let external_local = svc.spec.external_traffic_policy == "Local";
+        let external = parse(&svc.external, "external IP", &mut warnings);
+        let affinity = svc.affinity;
+        let internal_local = svc.internal_local;
+        let external_local = svc.external_local;
         let my_slices = by_service
-            .get(&(svc.metadata.namespace.as_str(), svc.metadata.name.as_str()))
+            .get(&(&*svc.namespace, svc.name()))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        for sp in &svc.spec.ports {
-            let Some(proto) = Proto::from_k8s(&sp.protocol) else {
-                warnings.push(format!(
-                    "service {id}: unsupported protocol {:?}",
-                    sp.protocol
-                ));
-                continue;
+        for sp in svc.ports.iter() {
+            let proto = match &sp.proto {
+                Ok(p) => *p,
+                Err(text) => {
+                    warnings.push(format!(
+                        "service {}: unsupported protocol {text:?}",
+                        svc.id()
+                    ));
+                    continue;
+                }
             };
             let Some(port) = port_u16(sp.port) else {
-                warnings.push(format!("service {id}: bad port {}", sp.port));
+                warnings.push(format!("service {}: bad port {}", svc.id(), sp.port));
                 continue;
             };
-            let node_port = if svc.is_node_port() {
+            let node_port = if svc.node_port {
                 port_u16(sp.node_port)
             } else {
                 None
             };
             let pid = port_id(svc, proto, &sp.name);
-            let cands = candidates(my_slices, sp, proto, &cfg.node_name);
+            let cands = candidates(my_slices, &sp.name, proto, &cfg.node_name);
             let all: Vec<RealKey> = select(&cands, false, v6).into_keys().collect();
             let local: Vec<RealKey> = select(&cands, true, v6).into_keys().collect();
             let internal = if internal_local { &local } else { &all };

@@ -1,13 +1,14 @@
 //! One batch per sync: remembers the tables it programmed last and sends only the difference.
 //!
 //! A resync with nothing changed sends nothing and lists nothing: the comparison is against
-//! our own last-programmed model. To notice someone else editing our tables, a periodic
+//! our own last-programmed model, kept as a [`Programmed`] print (names and fingerprints)
+//! rather than as tables. To notice someone else editing our tables, a periodic
 //! resync asks the kernel for its ruleset generation (one request) and replaces our tables
 //! when it moved since our last commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::diff::{full, partial, remove, Transaction};
+use super::diff::{changes, into_full, remove, Programmed, Transaction};
 use super::model::{Family, Table};
 use super::ruleset::TABLE;
 
@@ -43,7 +44,7 @@ pub enum Outcome {
 pub struct NftSyncer<K: Kernel> {
     kernel: K,
     name: String,
-    last: BTreeMap<Family, Table>,
+    last: BTreeMap<Family, Programmed>,
     last_generation: Option<u32>,
     /// Batches committed so far.
     pub batches: u64,
@@ -71,8 +72,8 @@ impl<K: Kernel> NftSyncer<K> {
         &mut self.kernel
     }
 
-    /// The tables programmed last (empty until a sync succeeded).
-    pub fn programmed(&self) -> impl Iterator<Item = &Table> {
+    /// Prints of the tables programmed last (empty until a sync succeeded).
+    pub fn programmed(&self) -> impl Iterator<Item = &Programmed> {
         self.last.values()
     }
 
@@ -86,23 +87,35 @@ impl<K: Kernel> NftSyncer<K> {
             }
         }
         let mut txs: Vec<Transaction> = Vec::new();
+        // Prints of the tables replaced whole; tables changed in place are printed once
+        // committed, and an unchanged table keeps its print (a resync with nothing changed
+        // allocates none).
+        let mut prints = BTreeMap::new();
+        let mut changed = Vec::new();
+        let mut families = BTreeSet::new();
         let mut any_full = false;
-        for t in &tables {
+        for t in tables {
+            families.insert(t.family);
             let tx = match (drift, self.last.get(&t.family)) {
-                (false, Some(old)) => partial(old, t),
+                (false, Some(old)) => changes(old, &t),
                 _ => None,
             };
-            let tx = tx.unwrap_or_else(|| {
-                any_full = true;
-                full(t)
-            });
-            if !tx.is_empty() {
-                txs.push(tx);
+            match tx {
+                Some(tx) if tx.is_empty() => {}
+                Some(tx) => {
+                    txs.push(tx);
+                    changed.push(t);
+                }
+                None => {
+                    any_full = true;
+                    prints.insert(t.family, Programmed::of(&t));
+                    txs.push(into_full(t));
+                }
             }
         }
         // A family we no longer program loses its table.
         for f in self.last.keys() {
-            if !tables.iter().any(|t| t.family == *f) {
+            if !families.contains(f) {
                 txs.push(remove(*f, &self.name));
             }
         }
@@ -110,13 +123,24 @@ impl<K: Kernel> NftSyncer<K> {
             return Ok(Outcome::Unchanged);
         }
         let messages = txs.iter().map(Transaction::len).sum();
-        if let Err(e) = self.kernel.commit(&txs) {
+        let committed = self.kernel.commit(&txs);
+        drop(txs);
+        if let Err(e) = committed {
             // Unknown what the kernel holds now: the next sync replaces our tables.
             self.last.clear();
             return Err(e);
         }
         self.batches += 1;
-        self.last = tables.into_iter().map(|t| (t.family, t)).collect();
+        for t in &changed {
+            prints.insert(t.family, Programmed::of(t));
+        }
+        drop(changed);
+        for f in families {
+            if let (false, Some(p)) = (prints.contains_key(&f), self.last.remove(&f)) {
+                prints.insert(f, p);
+            }
+        }
+        self.last = prints;
         self.last_generation = self.kernel.generation().unwrap_or(None);
         Ok(if any_full {
             Outcome::Full { messages }
