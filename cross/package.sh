@@ -55,6 +55,7 @@ put() { # put MODE SRC DEST
 }
 put 0755 "$bin" usr/bin/tinylet
 put 0644 $deb/tinylet.service lib/systemd/system/tinylet.service
+put 0644 $deb/tinylet-shutdown.service lib/systemd/system/tinylet-shutdown.service
 put 0644 $deb/containerd-tinylet.conf lib/systemd/system/containerd.service.d/tinylet.conf
 put 0644 $deb/containerd.toml etc/tinylet/containerd.toml
 put 0644 $deb/90-tinylet-bridge.conflist etc/cni/net.d/90-tinylet-bridge.conflist

@@ -33,6 +33,8 @@ pub enum Command {
     Nft(Vec<String>),
     /// `tinylet doctor`: preflight checks of the device for the configuration `run` would use.
     Doctor(Box<DoctorFlags>),
+    /// `tinylet shutdown`: stop this node's pods with their grace, as a system shutdown does.
+    Shutdown(Box<ShutdownFlags>),
     /// `tinylet --version`.
     Version,
     /// `--help` of the binary or of one command: the text to print.
@@ -50,6 +52,8 @@ pub enum Topic {
     Status,
     /// `tinylet doctor --help`.
     Doctor,
+    /// `tinylet shutdown --help`.
+    Shutdown,
 }
 
 /// Flags of `tinylet run`; `None` means "not given": the config file or board profile decides.
@@ -114,6 +118,17 @@ pub struct DoctorFlags {
     pub json: bool,
 }
 
+/// Flags of `tinylet shutdown`: where the configuration and the runtime are (run's `--config`,
+/// `--board`, `--container-runtime-endpoint`, `-v`), a `--shutdown-grace-period` that overrides
+/// the configured one, and `--only-at-system-shutdown`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownFlags {
+    pub run: RunFlags,
+    pub grace_period: Option<Duration>,
+    /// Do nothing unless systemd says the system is going down.
+    pub only_at_system_shutdown: bool,
+}
+
 /// A command line that could not be understood, and the help that lists the right flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError {
@@ -136,6 +151,7 @@ impl fmt::Display for CliError {
             Topic::Run => "tinylet run --help",
             Topic::Status => "tinylet status --help",
             Topic::Doctor => "tinylet doctor --help",
+            Topic::Shutdown => "tinylet shutdown --help",
         };
         write!(f, "{} (see `{help}`)", self.message)
     }
@@ -153,6 +169,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         "run" => parse_run(rest),
         "status" => parse_status(rest),
         "doctor" => parse_doctor(rest),
+        "shutdown" => parse_shutdown(rest),
         "proxy" => Ok(Command::Proxy(rest.to_vec())),
         "ipvs" => Ok(Command::Ipvs(rest.to_vec())),
         "nft" => Ok(Command::Nft(rest.to_vec())),
@@ -163,13 +180,14 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             Some("run") => Ok(Command::Help(Topic::Run)),
             Some("status") => Ok(Command::Help(Topic::Status)),
             Some("doctor") => Ok(Command::Help(Topic::Doctor)),
+            Some("shutdown") => Ok(Command::Help(Topic::Shutdown)),
             Some("proxy") => Ok(Command::Proxy(vec!["--help".into()])),
             Some("ipvs") => Ok(Command::Ipvs(vec!["--help".into()])),
             Some("nft") => Ok(Command::Nft(vec!["--help".into()])),
             Some(other) => Err(CliError::new(
                 Topic::Main,
                 format!(
-                    "no help for {other:?}: the commands are run, status, doctor, proxy, ipvs and nft"
+                    "no help for {other:?}: the commands are run, status, doctor, shutdown, proxy, ipvs and nft"
                 ),
             )),
         },
@@ -177,7 +195,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         other => Err(CliError::new(
             Topic::Main,
             format!(
-                "unknown command {other:?}: the commands are run, status, doctor, proxy, ipvs and nft"
+                "unknown command {other:?}: the commands are run, status, doctor, shutdown, proxy, ipvs and nft"
             ),
         )),
     }
@@ -354,6 +372,40 @@ fn run_flags(args: &[String], topic: Topic) -> Result<Option<RunFlags>, CliError
     Ok(Some(f))
 }
 
+fn parse_shutdown(args: &[String]) -> Result<Command, CliError> {
+    let mut f = ShutdownFlags::default();
+    let mut it = Flags::new(args, Topic::Shutdown);
+    while let Some((name, inline)) = it.next_flag()? {
+        match name.as_str() {
+            "config" => f.run.config = Some(it.value(&name, inline)?),
+            "board" => f.run.board = Some(it.value(&name, inline)?),
+            "container-runtime-endpoint" => {
+                f.run.container_runtime_endpoint = Some(it.value(&name, inline)?)
+            }
+            "shutdown-grace-period" => {
+                let v = it.value(&name, inline)?;
+                let d = config::parse_duration(&v).map_err(|_| {
+                    it.error(format!(
+                        "flag --shutdown-grace-period: {v:?} is not a duration such as 30s or 2m"
+                    ))
+                })?;
+                f.grace_period = Some(d);
+            }
+            "only-at-system-shutdown" => f.only_at_system_shutdown = it.boolean(&name, inline)?,
+            "v" => {
+                let v = it.value(&name, inline)?;
+                f.run.verbosity = Some(
+                    v.parse::<u8>()
+                        .map_err(|_| it.error(format!("flag -v: {v:?} is not a number 0-255")))?,
+                );
+            }
+            "help" | "h" => return Ok(Command::Help(Topic::Shutdown)),
+            _ => return Err(it.error(format!("unknown flag --{name} for shutdown"))),
+        }
+    }
+    Ok(Command::Shutdown(Box::new(f)))
+}
+
 fn parse_status(args: &[String]) -> Result<Command, CliError> {
     let mut f = StatusFlags::default();
     let mut it = Flags::new(args, Topic::Status);
@@ -376,6 +428,7 @@ pub fn help(topic: Topic) -> String {
         Topic::Run => run_help(),
         Topic::Status => status_help(),
         Topic::Doctor => DOCTOR_HELP.to_string(),
+        Topic::Shutdown => SHUTDOWN_HELP.to_string(),
     }
 }
 
@@ -386,6 +439,7 @@ usage:
     tinylet [run] [FLAGS]      run the node agent: static pods, and API pods with a kubeconfig
     tinylet status [FLAGS]     show a running agent's desired vs actual pods
     tinylet doctor [FLAGS]     check that this device can run the agent as configured
+    tinylet shutdown [FLAGS]   stop this node's pods with their grace (at system shutdown)
     tinylet proxy [FLAGS]      run the service proxy alone (kube-proxy's IPVS or nftables mode)
     tinylet ipvs list|flush    show or clear the kernel's IPVS table
     tinylet nft list [TABLE]   show our nf_tables tables (kube-proxy, or tinylet-ipvs)
@@ -393,6 +447,31 @@ usage:
     tinylet help [COMMAND]     this text, or a command's flags (same as COMMAND --help)
 
 Flags without a command are run's. Every command's --help lists its flags and defaults.
+";
+
+const SHUTDOWN_HELP: &str = "\
+tinylet shutdown: stop every pod of this node with its grace period, as a system shutdown does
+
+usage: tinylet shutdown [FLAGS]
+
+The kubelet's graceful node shutdown. Regular pods are stopped first, each container with
+SIGTERM and at most min(terminationGracePeriodSeconds, shutdownGracePeriod -
+shutdownGracePeriodCriticalPods) before SIGKILL, then its sandbox; then the critical pods
+(static pods, system-critical priorities) within shutdownGracePeriodCriticalPods. With
+shutdownGracePeriod 0 (the kubelet's default) nothing is stopped. Only what tinylet created
+is touched. The agent never does this itself: stopping, restarting or upgrading it leaves
+every container running. The package's tinylet-shutdown.service runs this command when the
+system shuts down or reboots, after the agent stopped and before containerd stops.
+
+flags:
+    --config PATH                       the configuration file (as run's)
+    --board NAME                        the board profile (as run's)
+    --container-runtime-endpoint URL    the CRI socket (as run's)
+    --shutdown-grace-period DURATION    use this instead of the configured shutdownGracePeriod
+                                        (shutdownGracePeriodCriticalPods is capped by it)
+    --only-at-system-shutdown           do nothing unless `systemctl is-system-running` says
+                                        stopping: the system is going down
+    -v N                                log verbosity
 ";
 
 fn run_help() -> String {
@@ -746,6 +825,55 @@ mod tests {
         };
         assert!(s.json);
         assert_eq!(s.root_dir.as_deref(), Some("/r"));
+    }
+
+    #[test]
+    fn shutdown_takes_config_endpoint_budget_and_the_guard() {
+        let Command::Shutdown(f) = parse(&args(
+            "shutdown --config /etc/tinylet/config.yaml --container-runtime-endpoint=unix:///c.sock \
+             --shutdown-grace-period 45s --only-at-system-shutdown -v 2",
+        ))
+        .unwrap() else {
+            panic!("not shutdown");
+        };
+        assert_eq!(f.run.config.as_deref(), Some("/etc/tinylet/config.yaml"));
+        assert_eq!(
+            f.run.container_runtime_endpoint.as_deref(),
+            Some("unix:///c.sock")
+        );
+        assert_eq!(f.grace_period, Some(Duration::from_secs(45)));
+        assert!(f.only_at_system_shutdown);
+        assert_eq!(f.run.verbosity, Some(2));
+        let Command::Shutdown(plain) = parse(&args("shutdown")).unwrap() else {
+            panic!("not shutdown");
+        };
+        assert_eq!(*plain, ShutdownFlags::default());
+        for line in ["shutdown --help", "shutdown -h", "help shutdown"] {
+            assert_eq!(
+                parse(&args(line)).unwrap(),
+                Command::Help(Topic::Shutdown),
+                "{line}"
+            );
+        }
+        for bad in [
+            "shutdown --once",
+            "shutdown --shutdown-grace-period soon",
+            "shutdown --kubeconfig /k",
+        ] {
+            let e = parse(&args(bad)).unwrap_err();
+            assert_eq!(e.topic, Topic::Shutdown, "{bad}");
+            assert!(e.to_string().contains("tinylet shutdown --help"), "{e}");
+        }
+        let h = help(Topic::Shutdown);
+        for s in [
+            "shutdownGracePeriod",
+            "shutdownGracePeriodCriticalPods",
+            "--only-at-system-shutdown",
+            "tinylet-shutdown.service",
+        ] {
+            assert!(h.contains(s), "shutdown help lacks {s}:\n{h}");
+        }
+        assert!(help(Topic::Main).contains("tinylet shutdown"));
     }
 
     #[test]

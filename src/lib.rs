@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod reconcile;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 
 /// `tinylet --version`: version, target triple and git commit.

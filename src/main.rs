@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Ipvs(args) => tinylet::proxy::cmd::ipvs_main(&args),
         Command::Nft(args) => tinylet::proxy::nft::cmd::nft_main(&args),
         Command::Doctor(flags) => tinylet::doctor::doctor_main(*flags),
+        Command::Shutdown(flags) => tinylet::shutdown::shutdown_main(*flags),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -2,7 +2,8 @@
 # Boots the Debian image of build-rootfs.sh under QEMU (TCG) twice and runs guest/run in it:
 # boot 1 installs DEB, checks the service, a static pod, `tinylet doctor`, a restart and an
 # upgrade to the same package with a bumped version; boot 2 (after power-off) checks that the pod
-# came back and that purge leaves no tinylet files. The cached image stays clean: each run boots
+# came back, that the power-off stopped it gracefully, and that purge leaves no tinylet files.
+# Each power-off is timed from the driver's last line to QEMU's exit. The cached image stays clean: each run boots
 # a fresh qcow2 overlay of it.
 #
 # Usage: cross/image/boot-test.sh ARCH DEB
@@ -22,7 +23,7 @@ BASE=$IMG_CACHE/$ARCH
 [ -f "$BASE/KEY" ] || die "no $ARCH image in $IMG_CACHE: run cross/image/build-rootfs.sh $ARCH"
 TIMEOUT=${TINYLET_IMAGE_TIMEOUT:-1200}
 # The checks guest/run reports over both boots; fewer means a boot ended early.
-EXPECTED=16
+EXPECTED=19
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/tinylet-image.XXXXXX")
 QEMU_PID=
@@ -80,7 +81,11 @@ if [ "$ARCH" = amd64 ]; then
     fi
 fi
 
-CMDLINE="root=/dev/vda rw quiet loglevel=3 systemd.show_status=false panic=-1 tinylet.test=1"
+# net.ifnames=0: the NIC keeps the kernel's name (eth0). With the rename to ens4/enp0s*
+# racing systemd-networkd's start, bookworm's networkd (252) sometimes fails the link ("Failed
+# to configure DHCPv4 client: Device or resource busy"), and everything ordered after
+# network-online.target (tinylet.service) then waits out systemd-networkd-wait-online's 2 min.
+CMDLINE="root=/dev/vda rw quiet loglevel=3 systemd.show_status=false panic=-1 net.ifnames=0 tinylet.test=1"
 case "$ARCH" in
     arm64)
         # A Raspberry Pi 3 / Zero 2's core; QEMU's virt board, which Debian's kernel boots as is.
@@ -105,18 +110,24 @@ QEMU+=(-m "${TINYLET_IMAGE_MEM:-1024}" -smp "${TINYLET_IMAGE_SMP:-2}"
     -nodefaults -no-reboot -display none -monitor none)
 
 POD_MS=
+POWEROFF=()
 # boot N: one power-on to power-off; fills POD_MS when the guest reports its pod running.
 boot() {
-    local n=$1 console=$RUN/console$1.log start deadline line
+    local n=$1 console=$RUN/console$1.log start deadline line done_ms
     log "$ARCH boot $n ($(cat "$BASE/kernel-release"), timeout ${TIMEOUT}s)"
     : >"$console"
     start=$(now_ms)
     "${QEMU[@]}" -serial "file:$console" </dev/null >"$RUN/qemu$n.out" 2>&1 &
     QEMU_PID=$!
     deadline=$(($(date +%s) + TIMEOUT))
+    done_ms=
     while kill -0 "$QEMU_PID" 2>/dev/null; do
         if [ -z "$POD_MS" ] && [ "$n" = 2 ] && grep -q '@@TINYLET-POD-RUNNING' "$console"; then
             POD_MS=$(($(now_ms) - start))
+        fi
+        # The driver's last line: from here on the guest only powers off.
+        if [ -z "$done_ms" ] && grep -q "@@IMG phase $n done" "$console"; then
+            done_ms=$(now_ms)
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             log "boot $n: timeout after ${TIMEOUT}s, killing QEMU"
@@ -129,7 +140,13 @@ boot() {
     done
     wait "$QEMU_PID" 2>/dev/null || true
     QEMU_PID=
-    log "$ARCH boot $n: power-on to power-off $(secs $(($(now_ms) - start))) s (host wall clock)"
+    local end
+    end=$(now_ms)
+    log "$ARCH boot $n: power-on to power-off $(secs $((end - start))) s (host wall clock)"
+    if [ -n "$done_ms" ]; then
+        POWEROFF+=("poweroff_boot${n}_s=$(secs $((end - done_ms))) (host wall clock from the driver's last line to QEMU's exit)")
+        log "$ARCH boot $n: power-off took $(secs $((end - done_ms))) s"
+    fi
     tr -d '\r' <"$console" >"$console.txt"
     if [ "${TINYLET_IMAGE_CONSOLE:-0}" = 1 ]; then
         echo "----- console, $ARCH boot $n -----"; cat "$console.txt"; echo "----- end console -----"
@@ -161,6 +178,7 @@ echo "$results"
 echo "--- figures ($ARCH)"
 from_disk figures || true
 [ -z "$POD_MS" ] || echo "power_on_to_pod_running_s=$(secs "$POD_MS") (host wall clock from QEMU start, boot 2)"
+[ ${#POWEROFF[@]} -eq 0 ] || printf '%s\n' "${POWEROFF[@]}"
 passed=$(grep -c '^ok ' <<<"$results" || true)
 failed=$(grep -c '^FAIL ' <<<"$results" || true)
 if [ $((passed + failed)) -lt $EXPECTED ]; then

@@ -3,7 +3,7 @@
 # outside the repository by build-rootfs.sh), tinylet's package for ARCH (target/deb, built by
 # cross/package.sh when missing) and the two-boot test of boot-test.sh.
 #
-# Usage: cross/image/test.sh [ARCH...]      (default: arm64 amd64)
+# Usage: cross/image/test.sh [ARCH...]      (default: amd64 arm64: the cheaper one first)
 # Last line: "image: N passed, M failed" (N, M count architectures). Exit 0 when all passed.
 # Env: TINYLET_DEB_DIR (default target/deb), and those of build-rootfs.sh and boot-test.sh.
 set -uo pipefail
@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$IMG_DIR/../.."
 
 ARCHES=("$@")
-[ ${#ARCHES[@]} -gt 0 ] || ARCHES=(arm64 amd64)
+[ ${#ARCHES[@]} -gt 0 ] || ARCHES=(amd64 arm64)
 DEB_DIR=${TINYLET_DEB_DIR:-target/deb}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 

@@ -58,6 +58,8 @@ pub(super) struct RawConfig {
     pub container_log_max_size: Option<String>,
     pub container_log_max_files: Option<i64>,
     pub container_log_monitor_interval: Option<String>,
+    pub shutdown_grace_period: Option<String>,
+    pub shutdown_grace_period_critical_pods: Option<String>,
     pub port: Option<i64>,
     pub healthz_port: Option<i64>,
     pub healthz_bind_address: Option<String>,
@@ -481,6 +483,18 @@ pub(super) fn apply(
     if let Some(e) = &raw.container_runtime_endpoint {
         cfg.container_runtime_endpoint = e.clone();
     }
+    duration(
+        source,
+        "shutdownGracePeriod",
+        &raw.shutdown_grace_period,
+        &mut cfg.shutdown_grace_period,
+    )?;
+    duration(
+        source,
+        "shutdownGracePeriodCriticalPods",
+        &raw.shutdown_grace_period_critical_pods,
+        &mut cfg.shutdown_grace_period_critical_pods,
+    )?;
     duration(
         source,
         "runtimeRequestTimeout",

@@ -225,6 +225,12 @@ pub struct AgentConfig {
     pub hostname_override: Option<String>,
     /// Node IPs (one per family at most).
     pub node_ips: Vec<IpAddr>,
+    /// `shutdownGracePeriod`: what a system shutdown grants this node's pods in all, through
+    /// `tinylet shutdown` (0: off, pods are left to the runtime, as upstream).
+    pub shutdown_grace_period: Duration,
+    /// `shutdownGracePeriodCriticalPods`: the part of it kept for the critical pods, stopped
+    /// after the others (≤ `shutdown_grace_period`).
+    pub shutdown_grace_period_critical_pods: Duration,
 }
 
 impl Default for AgentConfig {
@@ -291,6 +297,8 @@ impl Default for AgentConfig {
             cert_dir: None,
             hostname_override: None,
             node_ips: Vec::new(),
+            shutdown_grace_period: Duration::ZERO,
+            shutdown_grace_period_critical_pods: Duration::ZERO,
         }
     }
 }
@@ -729,6 +737,17 @@ fn check_consistency(cfg: &AgentConfig) -> Result<(), ConfigError> {
             field: "tlsCertFile".into(),
             value: format!("{:?}", cfg.kubelet_api.tls_cert_file),
             reason: "tlsCertFile and tlsPrivateKeyFile go together".into(),
+        });
+    }
+    if cfg.shutdown_grace_period_critical_pods > cfg.shutdown_grace_period {
+        return Err(ConfigError::Field {
+            source,
+            field: "shutdownGracePeriodCriticalPods".into(),
+            value: format!("{:?}", cfg.shutdown_grace_period_critical_pods),
+            reason: format!(
+                "must not exceed shutdownGracePeriod ({:?}) after all layers",
+                cfg.shutdown_grace_period
+            ),
         });
     }
     if cfg.file_check_frequency.is_zero() {

@@ -264,6 +264,15 @@ fn bad_values_name_source_and_field() {
             "nodeStatusUpdateFrequency: 1m\n",
             "nodeStatusUpdateFrequency",
         ),
+        ("shutdownGracePeriod: soon\n", "shutdownGracePeriod"),
+        (
+            "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 20s\n",
+            "shutdownGracePeriodCriticalPods",
+        ),
+        (
+            "shutdownGracePeriodCriticalPods: 5s\n",
+            "shutdownGracePeriodCriticalPods",
+        ),
     ];
     for (text, field) in cases {
         match resolve_text(&FlagOverrides::default(), text) {
@@ -487,4 +496,22 @@ fn proxy_mode_nftables_parses() {
     assert_eq!(ProxyMode::parse("nftables"), Some(ProxyMode::Nftables));
     assert_eq!(ProxyMode::parse("ipvs"), Some(ProxyMode::Ipvs));
     assert_eq!(ProxyMode::parse("iptables"), None);
+}
+
+#[test]
+fn shutdown_grace_periods_default_off_and_parse() {
+    let d = resolve_text(&FlagOverrides::default(), "").unwrap().config;
+    assert_eq!(d.shutdown_grace_period, Duration::ZERO);
+    assert_eq!(d.shutdown_grace_period_critical_pods, Duration::ZERO);
+    let r = resolve_text(
+        &FlagOverrides::default(),
+        "shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n",
+    )
+    .unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(r.config.shutdown_grace_period, Duration::from_secs(30));
+    assert_eq!(
+        r.config.shutdown_grace_period_critical_pods,
+        Duration::from_secs(10)
+    );
 }

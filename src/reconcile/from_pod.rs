@@ -18,6 +18,23 @@ use super::model::{
     RestartPolicy,
 };
 
+/// The kubelet's critical pods: static ones (read from a file, not the API) and those with a
+/// system-critical priority.
+pub fn is_critical(pod: &Pod) -> bool {
+    use crate::manifest::identity::{ANNOTATION_CONFIG_SOURCE, CONFIG_SOURCE_FILE};
+    use crate::reconcile::eviction::SYSTEM_CRITICAL_PRIORITY;
+    let is_static = pod
+        .metadata
+        .annotations
+        .get(ANNOTATION_CONFIG_SOURCE)
+        .is_some_and(|v| v == CONFIG_SOURCE_FILE);
+    let by_class = matches!(
+        pod.spec.priority_class_name.as_str(),
+        "system-node-critical" | "system-cluster-critical"
+    );
+    is_static || by_class || pod.spec.priority.unwrap_or(0) >= SYSTEM_CRITICAL_PRIORITY
+}
+
 /// Why a Pod cannot be turned into a desired pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromPodError {
@@ -88,6 +105,7 @@ pub fn desired_pod(pod: &Pod) -> Result<DesiredPod, FromPodError> {
         restart_policy,
         termination_grace,
         host_network: pod.spec.host_network,
+        critical: is_critical(pod),
         init_containers: pod
             .spec
             .init_containers
@@ -311,6 +329,28 @@ spec:
         let s = app.startup.as_ref().unwrap();
         assert_eq!(s.initial_delay, Duration::from_secs(3));
         assert!(matches!(&s.handler, ProbeHandler::Exec { command } if command.len() == 2));
+    }
+
+    #[test]
+    fn static_and_system_critical_pods_are_critical() {
+        let mut p = pod_from(WEB);
+        assert!(!desired_pod(&p).unwrap().critical);
+        p.spec.priority = Some(1_000_000);
+        assert!(!is_critical(&p));
+        p.spec.priority = Some(2_000_001_000);
+        assert!(is_critical(&p));
+        p.spec.priority = None;
+        p.spec.priority_class_name = "system-node-critical".into();
+        assert!(is_critical(&p));
+        p.spec.priority_class_name = String::new();
+        p.metadata
+            .annotations
+            .insert("kubernetes.io/config.source".into(), "file".into());
+        assert!(desired_pod(&p).unwrap().critical);
+        p.metadata
+            .annotations
+            .insert("kubernetes.io/config.source".into(), "api".into());
+        assert!(!is_critical(&p));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const SPEC_HASH: &str = "tinylet.io/spec-hash";
 pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
 /// Termination grace annotation in seconds (kubelet key).
 pub const TERMINATION_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
+/// On the sandboxes of critical pods (static, or a system-critical priority), which a graceful
+/// node shutdown stops last, within `shutdownGracePeriodCriticalPods`.
+pub const CRITICAL: &str = "tinylet.io/critical";
 
 fn identity(pod: &PodRef) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -54,7 +57,15 @@ pub fn sandbox_annotations(pod: &DesiredPod) -> BTreeMap<String, String> {
         TERMINATION_GRACE.to_string(),
         pod.termination_grace.as_secs().to_string(),
     );
+    if pod.critical {
+        m.insert(CRITICAL.to_string(), "true".to_string());
+    }
     m
+}
+
+/// Whether a sandbox's annotations mark a critical pod.
+pub fn is_critical(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get(CRITICAL).map(String::as_str) == Some("true")
 }
 
 /// Labels for one container of a pod.

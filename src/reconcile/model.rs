@@ -210,6 +210,9 @@ pub struct DesiredPod {
     pub termination_grace: Duration,
     /// Whether the sandbox shares the host's network namespace.
     pub host_network: bool,
+    /// A static pod or one with a system-critical priority: a graceful node shutdown stops
+    /// it last (recorded on its sandbox, where `tinylet shutdown` reads it).
+    pub critical: bool,
     /// Init containers, run one at a time in order.
     pub init_containers: Vec<DesiredContainer>,
     /// App containers.
@@ -236,6 +239,7 @@ impl DesiredPod {
             restart_policy: RestartPolicy::Always,
             termination_grace: DEFAULT_TERMINATION_GRACE,
             host_network: false,
+            critical: false,
             init_containers: Vec::new(),
             containers: Vec::new(),
             ephemeral_containers: Vec::new(),
