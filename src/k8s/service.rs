@@ -180,6 +180,21 @@ impl Service {
     pub fn is_node_port(&self) -> bool {
         matches!(self.spec.type_.as_str(), "NodePort" | "LoadBalancer")
     }
+
+    /// The ClientIP affinity timeout in seconds (`default` when the service gives none or a
+    /// non-positive one), or None without ClientIP affinity.
+    pub fn client_ip_affinity_seconds(&self, default: u32) -> Option<u32> {
+        (self.spec.session_affinity == "ClientIP").then(|| {
+            self.spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or(default)
+        })
+    }
 }
 
 #[cfg(test)]

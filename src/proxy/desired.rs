@@ -206,16 +206,7 @@ pub fn desired_state(services: &[Service], slices: &[EndpointSlice], cfg: &Confi
                     .push(format!("service {id}: bad load-balancer IP {ip:?}")),
             }
         }
-        let affinity_timeout = (svc.spec.session_affinity == "ClientIP").then(|| {
-            svc.spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .and_then(|t| u32::try_from(t).ok())
-                .filter(|t| *t > 0)
-                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
-        });
+        let affinity_timeout = svc.client_ip_affinity_seconds(DEFAULT_AFFINITY_SECONDS);
         let params = VirtualParams {
             scheduler: cfg.scheduler,
             affinity_timeout,

@@ -106,16 +106,7 @@ impl ServiceRec {
             node_port: svc.is_node_port(),
             cluster: addrs(svc.cluster_ips()),
             external: addrs(external),
-            affinity: (svc.spec.session_affinity == "ClientIP").then(|| {
-                svc.spec
-                    .session_affinity_config
-                    .as_ref()
-                    .and_then(|c| c.client_ip.as_ref())
-                    .and_then(|c| c.timeout_seconds)
-                    .and_then(|t| u32::try_from(t).ok())
-                    .filter(|t| *t > 0)
-                    .unwrap_or(DEFAULT_AFFINITY_SECONDS)
-            }),
+            affinity: svc.client_ip_affinity_seconds(DEFAULT_AFFINITY_SECONDS),
             internal_local: svc.spec.internal_traffic_policy.as_deref() == Some("Local"),
             external_local: svc.spec.external_traffic_policy == "Local",
             ports: {
