@@ -84,7 +84,8 @@ fi
 # net.ifnames=0: the NIC keeps the kernel's name (eth0). With the rename to ens4/enp0s*
 # racing systemd-networkd's start, bookworm's networkd (252) sometimes fails the link ("Failed
 # to configure DHCPv4 client: Device or resource busy"), and everything ordered after
-# network-online.target (tinylet.service) then waits out systemd-networkd-wait-online's 2 min.
+# network-online.target then waits out systemd-networkd-wait-online's 2 min (tinylet.service
+# is not, so that a device without a link starts its static pods at once).
 CMDLINE="root=/dev/vda rw quiet loglevel=3 systemd.show_status=false panic=-1 net.ifnames=0 tinylet.test=1"
 case "$ARCH" in
     arm64)
