@@ -7,14 +7,15 @@
 //! Cluster and external IPs are bound to the dummy interface. Does no I/O and never fails:
 //! objects it cannot use are skipped with a warning.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::nft::catalog::{by_service, SliceRec};
 use super::table::{
     Proto, RealKey, RealParams, SchedName, State, VirtualKey, VirtualParams, VirtualServer,
 };
 use crate::k8s::discovery::EndpointSlice;
-use crate::k8s::service::{Service, ServicePort};
+use crate::k8s::service::Service;
 
 /// Affinity timeout when a ClientIP service gives none (the API default).
 pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
@@ -59,25 +60,6 @@ pub(crate) struct Candidate {
     local: bool,
 }
 
-impl Candidate {
-    /// An endpoint with its conditions; `local` when it runs on this node.
-    pub(crate) fn new(
-        key: RealKey,
-        ready: bool,
-        serving: bool,
-        terminating: bool,
-        local: bool,
-    ) -> Candidate {
-        Candidate {
-            key,
-            ready,
-            serving,
-            terminating,
-            local,
-        }
-    }
-}
-
 /// Pick real servers the way kube-proxy does: ready ones, else serving+terminating ones.
 pub(crate) fn select(
     cands: &[Candidate],
@@ -105,44 +87,39 @@ pub(crate) fn port_u16(p: i32) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
 }
 
-/// Endpoints of `slices` that serve service port `sp`.
+/// Endpoints of `slices` that serve service port `port_name`/`proto`, each address:port
+/// once, with their conditions; `local` when on `node`.
 pub(crate) fn candidates(
-    slices: &[&EndpointSlice],
-    sp: &ServicePort,
+    slices: &[&SliceRec],
+    port_name: &str,
     proto: Proto,
     node: &str,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for s in slices {
-        if s.address_type != "IPv4" && s.address_type != "IPv6" {
+        if !s.ip {
             continue;
         }
         let Some(port) = s
             .ports
             .iter()
-            .find(|p| {
-                p.name.as_deref().unwrap_or("") == sp.name
-                    && Proto::from_k8s(p.protocol.as_deref().unwrap_or("")) == Some(proto)
-            })
-            .and_then(|p| p.port.and_then(port_u16))
+            .find(|p| *p.name == *port_name && p.proto == Some(proto))
+            .and_then(|p| p.port)
         else {
             continue;
         };
-        for e in &s.endpoints {
-            let Some(addr) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
-                continue;
-            };
-            let key = RealKey { addr, port };
+        for e in s.endpoints.iter() {
+            let key = RealKey { addr: e.addr, port };
             if !seen.insert(key) {
                 continue;
             }
             out.push(Candidate {
                 key,
-                ready: e.conditions.is_ready(),
-                serving: e.conditions.is_serving(),
-                terminating: e.conditions.is_terminating(),
-                local: !node.is_empty() && e.node_name.as_deref() == Some(node),
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                local: !node.is_empty() && e.node.as_deref() == Some(node),
             });
         }
     }
@@ -152,15 +129,8 @@ pub(crate) fn candidates(
 /// Compute the desired state.
 pub fn desired_state(services: &[Service], slices: &[EndpointSlice], cfg: &Config) -> Desired {
     let mut d = Desired::default();
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for s in slices {
-        if let Some(name) = s.service_name() {
-            by_service
-                .entry((s.metadata.namespace.as_str(), name))
-                .or_default()
-                .push(s);
-        }
-    }
+    let slices = SliceRec::all_of(slices);
+    let by_service = by_service(&slices);
     for svc in services {
         let id = svc.metadata.key();
         if svc.spec.type_ == "ExternalName" {
@@ -231,7 +201,7 @@ pub fn desired_state(services: &[Service], slices: &[EndpointSlice], cfg: &Confi
                     .push(format!("service {id}: bad port {}", sp.port));
                 continue;
             };
-            let cands = candidates(my_slices, sp, proto, &cfg.node_name);
+            let cands = candidates(my_slices, &sp.name, proto, &cfg.node_name);
             let mut add = |addr: IpAddr, port: u16, local: bool| {
                 let reals = select(&cands, local, addr.is_ipv6());
                 d.state.services.insert(

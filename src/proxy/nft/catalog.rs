@@ -8,7 +8,7 @@
 //! ruleset function either way. Unusable values (a bad address, an unknown protocol) are
 //! kept as their text, so the ruleset still warns about them exactly as before.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -218,6 +218,31 @@ impl SliceRec {
                 .collect(),
         }
     }
+}
+
+impl SliceRec {
+    /// Records of `slices`, sharing their strings.
+    pub fn all_of<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Vec<SliceRec> {
+        let mut names = Interner::default();
+        slices
+            .into_iter()
+            .map(|s| SliceRec::of(s, &mut names))
+            .collect()
+    }
+}
+
+/// Slices grouped by the (namespace, service name) they belong to; slices of no service are
+/// left out.
+pub fn by_service<'a>(
+    slices: impl IntoIterator<Item = &'a SliceRec>,
+) -> HashMap<(&'a str, &'a str), Vec<&'a SliceRec>> {
+    let mut out: HashMap<(&str, &str), Vec<&SliceRec>> = HashMap::new();
+    for s in slices {
+        if let Some(name) = s.service.as_deref() {
+            out.entry((&*s.namespace, name)).or_default().push(s);
+        }
+    }
+    out
 }
 
 /// Services and EndpointSlices as records, each list sorted by namespace/name with one

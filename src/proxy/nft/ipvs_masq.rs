@@ -28,9 +28,10 @@
 //! change is a partial sync of element messages. Sans I/O except [`IpvsMasq`], which
 //! programs the tables through [`super::sync::NftSyncer`] and our netlink layer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::catalog::{by_service, SliceRec};
 use super::lower::NetlinkKernel;
 use super::model::{
     Chain, ChainType, Cidr, Family, Fields, Hook, HookPoint, Key, Set, SetKind, Stmt, Table,
@@ -244,15 +245,8 @@ pub fn build(
         t.insert_key(NODE_PORT_IPS, Key::Addr(*a));
     }
     let v6 = family == Family::Ip6;
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for s in slices {
-        if let Some(name) = s.service_name() {
-            by_service
-                .entry((s.metadata.namespace.as_str(), name))
-                .or_default()
-                .push(s);
-        }
-    }
+    let slices = SliceRec::all_of(slices);
+    let by_service = by_service(&slices);
     let parse = |list: Vec<&str>| -> Vec<IpAddr> {
         let mut out = Vec::new();
         for a in list.into_iter().filter_map(|s| s.parse::<IpAddr>().ok()) {
@@ -303,7 +297,7 @@ pub fn build(
                 }
             }
             // Hairpin: the endpoints on this node that IPVS may pick.
-            let cands = candidates(my_slices, sp, proto, &cfg.node_name);
+            let cands = candidates(my_slices, &sp.name, proto, &cfg.node_name);
             for k in select(&cands, true, v6).into_keys() {
                 t.insert_key(LOOP_BACK, Key::AddrPortAddr(k.addr, proto, k.port, k.addr));
             }

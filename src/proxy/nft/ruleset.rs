@@ -15,17 +15,17 @@
 //! upstream's iptables mode gets from `statistic --probability 1/(N-i)`), no set is created,
 //! and the kernel's cost grows linearly with services and endpoints.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::catalog::{Addr, Interner, ServiceRec, SliceRec};
+use super::catalog::{by_service, Addr, Interner, ServiceRec, SliceRec};
 use super::model::{
     proto_word, Chain, ChainType, Cidr, Family, Hook, HookPoint, Key, Set, SetKind, Stmt, Table,
     Verdict,
 };
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::Service;
-use crate::proxy::desired::{port_u16, select, Candidate};
+use crate::proxy::desired::{candidates, port_u16, select};
 use crate::proxy::table::{Proto, RealKey};
 
 /// Our table's name in both families.
@@ -256,41 +256,6 @@ fn port_id(svc: &ServiceRec, proto: Proto, port_name: &str) -> String {
     )
 }
 
-/// Endpoints of `slices` that serve service port `name`/`proto` (as
-/// [`crate::proxy::desired::candidates`] picks them from the objects).
-fn candidates(slices: &[&SliceRec], name: &str, proto: Proto, node: &str) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    for s in slices {
-        if !s.ip {
-            continue;
-        }
-        let Some(port) = s
-            .ports
-            .iter()
-            .find(|p| *p.name == *name && p.proto == Some(proto))
-            .and_then(|p| p.port)
-        else {
-            continue;
-        };
-        for e in s.endpoints.iter() {
-            let key = RealKey { addr: e.addr, port };
-            if !seen.insert(key) {
-                continue;
-            }
-            let local = !node.is_empty() && e.node.as_deref() == Some(node);
-            out.push(Candidate::new(
-                key,
-                e.ready,
-                e.serving,
-                e.terminating,
-                local,
-            ));
-        }
-    }
-    out
-}
-
 fn endpoint_suffix(k: &RealKey) -> String {
     match k.addr {
         IpAddr::V4(a) => format!("{a}/{}", k.port),
@@ -328,12 +293,7 @@ pub fn build_records<'a>(
     let mut t = skeleton(family, cfg);
     let mut warnings = Vec::new();
     let v6 = family == Family::Ip6;
-    let mut by_service: HashMap<(&str, &str), Vec<&SliceRec>> = HashMap::new();
-    for s in slices {
-        if let Some(name) = s.service.as_deref() {
-            by_service.entry((&*s.namespace, name)).or_default().push(s);
-        }
-    }
+    let by_service = by_service(slices);
     for svc in services {
         if svc.external_name {
             continue;
