@@ -14,7 +14,7 @@ use super::desired::{desired_state, Config, Desired};
 use super::nft::ipvs_masq::{self, IpvsMasq};
 use super::nft::model::Cidr as NftCidr;
 use super::schedule::Schedule;
-use super::source::{dir_fingerprint, load_dir, Model};
+use super::source::{dir_digest, load_dir, Model};
 use super::table::{SchedName, State};
 use crate::api::client::{Client, ClientConfig};
 use crate::api::kubeconfig::Kubeconfig;
@@ -587,7 +587,7 @@ fn run_loop<B: Backend>(
     // The same bad file is read again at every resync: say so once, not every period.
     let mut last_error: Option<String> = None;
     loop {
-        let fp = dir_fingerprint(dir);
+        let fp = dir_digest(dir);
         let now = Instant::now();
         if let Some(mode) = schedule.next(now, last_fp.as_ref() != Some(&fp)) {
             schedule.attempted(now, mode);

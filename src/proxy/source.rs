@@ -193,9 +193,10 @@ pub fn load_dir_each(dir: &Path, mut f: impl FnMut(Object)) -> Result<(), Error>
     Ok(())
 }
 
-/// [`dir_fingerprint`] folded into one number without listing it in memory: what a loop
-/// that rescans a large directory every few hundred milliseconds keeps. Equal directories
-/// give equal digests; a change goes unnoticed with a chance of 2^-64.
+/// A cheap digest of the directory (names, sizes, mtimes) to notice changes, one number
+/// rather than a list: what a loop that rescans a large directory every few hundred
+/// milliseconds keeps. Equal directories give equal digests; a change goes unnoticed with
+/// a chance of 2^-64.
 pub fn dir_digest(dir: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut sum = 0u64;
@@ -215,25 +216,4 @@ pub fn dir_digest(dir: &Path) -> u64 {
         sum = sum.wrapping_add(h.finish());
     }
     sum
-}
-
-/// A cheap fingerprint of the directory (names, sizes, mtimes) to notice changes.
-pub fn dir_fingerprint(dir: &Path) -> Vec<(String, u64, i128)> {
-    let mut v: Vec<(String, u64, i128)> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            let t = m
-                .modified()
-                .ok()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_nanos() as i128;
-            Some((e.file_name().to_string_lossy().into_owned(), m.len(), t))
-        })
-        .collect();
-    v.sort();
-    v
 }
