@@ -16,6 +16,14 @@ use crate::k8s::pod::{Pod, PodSpec, Toleration};
 pub const CONFIG_SOURCE_FILE: &str = "file";
 /// Annotation naming where a static pod came from.
 pub const ANNOTATION_CONFIG_SOURCE: &str = "kubernetes.io/config.source";
+/// Whether `pod` was read from the manifest directory (a static pod).
+pub fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .get(ANNOTATION_CONFIG_SOURCE)
+        .is_some_and(|v| v == CONFIG_SOURCE_FILE)
+}
+
 /// Annotation carrying the static pod's UID (its content hash).
 pub const ANNOTATION_CONFIG_HASH: &str = "kubernetes.io/config.hash";
 /// Annotation the agent sets with the time it first saw the pod (not set by this module).

@@ -21,18 +21,14 @@ use super::model::{
 /// The kubelet's critical pods: static ones (read from a file, not the API) and those with a
 /// system-critical priority.
 pub fn is_critical(pod: &Pod) -> bool {
-    use crate::manifest::identity::{ANNOTATION_CONFIG_SOURCE, CONFIG_SOURCE_FILE};
     use crate::reconcile::eviction::SYSTEM_CRITICAL_PRIORITY;
-    let is_static = pod
-        .metadata
-        .annotations
-        .get(ANNOTATION_CONFIG_SOURCE)
-        .is_some_and(|v| v == CONFIG_SOURCE_FILE);
     let by_class = matches!(
         pod.spec.priority_class_name.as_str(),
         "system-node-critical" | "system-cluster-critical"
     );
-    is_static || by_class || pod.spec.priority.unwrap_or(0) >= SYSTEM_CRITICAL_PRIORITY
+    crate::manifest::identity::is_static(pod)
+        || by_class
+        || pod.spec.priority.unwrap_or(0) >= SYSTEM_CRITICAL_PRIORITY
 }
 
 /// Why a Pod cannot be turned into a desired pod.

@@ -697,7 +697,6 @@ impl Executor {
     /// The pods eviction may choose from, with their memory use read from their cgroups now.
     /// Static pods and system-critical ones are exempt.
     pub fn eviction_candidates(&self) -> Vec<crate::reconcile::eviction::Candidate> {
-        use crate::manifest::identity::{ANNOTATION_CONFIG_SOURCE, CONFIG_SOURCE_FILE};
         use crate::reconcile::eviction::{Candidate, SYSTEM_CRITICAL_PRIORITY};
         self.pods
             .borrow()
@@ -705,11 +704,7 @@ impl Executor {
             .map(|e| {
                 let pod = &e.pod;
                 let priority = pod.spec.priority.unwrap_or(0);
-                let is_static = pod
-                    .metadata
-                    .annotations
-                    .get(ANNOTATION_CONFIG_SOURCE)
-                    .is_some_and(|v| v == CONFIG_SOURCE_FILE);
+                let is_static = crate::manifest::identity::is_static(pod);
                 Candidate {
                     uid: e.desired.uid.clone(),
                     name: format!("{}/{}", e.desired.namespace, e.desired.name),
