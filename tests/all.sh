@@ -10,15 +10,44 @@ cd "$root"
 
 log=$(mktemp /tmp/tinylet-tests.XXXXXX)
 failed_steps=()
+suite_start=$SECONDS
 step() {
-    local name=$1; shift
+    local name=$1 t0=$SECONDS; shift
     printf '\n=== %s\n' "$name"
     if "$@" 2>&1 | tee -a "$log"; then :; else failed_steps+=("$name"); fi
+    printf '=== %s: %d s\n' "$name" $((SECONDS - t0))
 }
-cleanup() { "$root/tests/bed/down.sh" >/dev/null 2>&1 || true; }
+image_pid=
+image_log=
+cleanup() {
+    [ -z "$image_pid" ] || kill -- -"$image_pid" 2>/dev/null || true
+    [ -z "$image_log" ] || rm -f "$image_log"
+    "$root/tests/bed/down.sh" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 step "cross toolchains" cross/setup.sh
+# The packages installed on booted Debian images (systemd, containerd) in QEMU, for amd64 and
+# arm64: what it costs is in cross/image/README.md. It runs beside the other steps, from here
+# to the end: most of its time is downloads, one qemu-user dpkg at a time and the guests' own
+# waits, which leave room on the host's cores. TINYLET_IMAGE_TEST=0 skips it;
+# TINYLET_IMAGE_TEST_ARCHS chooses the architectures. Its output is shown as a step at the end.
+image_rc=0
+image_wait=0
+image_test_result() {
+    echo "(ran beside the other steps; waited ${image_wait} s for it after them)"
+    cat "$image_log"
+    return "$image_rc"
+}
+if [ "${TINYLET_IMAGE_TEST:-1}" != 0 ] && [ -x cross/image/test.sh ] &&
+    step "booted-image test: host packages" cross/image/test.sh --host-packages; then
+    image_log=$(mktemp /tmp/tinylet-image-test.XXXXXX)
+    echo "booted-image test started in the background (log: $image_log)"
+    set -m
+    cross/image/test.sh ${TINYLET_IMAGE_TEST_ARCHS:-amd64 arm64} >"$image_log" 2>&1 </dev/null &
+    image_pid=$!
+    set +m
+fi
 # The real control plane (kube-apiserver + etcd from ../shared/kube/) for the envtest `real_`
 # scenarios and the kubectl end-to-end tests. Under CI its absence is a failure, not a skip.
 if kube_env=$(tests/envtest/assets.sh); then
@@ -54,14 +83,13 @@ if [ -x cross/vm/powercut.sh ]; then
     step "store under real power cuts (QEMU)" \
         env TINYLET_POWERCUT_CUTS=5 TINYLET_POWERCUT_MAX_ACKS=40 cross/vm/powercut.sh aarch64
 fi
-# The packages installed on booted Debian images (systemd, containerd) in QEMU: what it costs
-# cold and warm is in cross/image/README.md. TINYLET_IMAGE_TEST=1 runs it, =0 skips it; when
-# unset, it runs under CI (CI=true) if the next line says 1.
-image_test_in_ci=0
-image_test_default=0
-[ "${CI:-}" != true ] || image_test_default=$image_test_in_ci
-if [ "${TINYLET_IMAGE_TEST:-$image_test_default}" != 0 ] && [ -x cross/image/test.sh ]; then
-    step "package on a booted Debian (QEMU)" cross/image/test.sh ${TINYLET_IMAGE_TEST_ARCHS:-amd64 arm64}
+if [ -n "$image_pid" ]; then
+    t0=$SECONDS
+    wait "$image_pid" || image_rc=$?
+    image_pid=
+    image_wait=$((SECONDS - t0))
+    step "package on a booted Debian (QEMU)" image_test_result
+    rm -f "$image_log"
 fi
 step "test bed down" tests/bed/down.sh
 trap - EXIT
@@ -82,5 +110,6 @@ if [ ${#failed_steps[@]} -gt 0 ]; then
 fi
 printf '\nRust tests: %s passed, %s failed\n' "$t_pass" "$t_fail"
 printf 'VM guest checks: %s passed, %s failed\n' "$vm_pass" "$vm_fail"
+printf 'suite: %d s\n' $((SECONDS - suite_start))
 printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ] && [ ${#failed_steps[@]} -eq 0 ]

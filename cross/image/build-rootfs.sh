@@ -36,6 +36,10 @@ PACKAGES=(systemd-sysv udev kmod iproute2 iptables procps
 # Bump when a change to the steps below changes what the image holds.
 IMAGE_FORMAT=2
 OUT=$IMG_CACHE/$ARCH
+# One build per architecture at a time: a second caller waits here, then finds the cache.
+mkdir -p "$IMG_CACHE"
+exec 9>"$IMG_CACHE/$ARCH.lock"
+flock 9
 key=$( (printf '%s\n' "$IMAGE_FORMAT" "$IMG_SUITE" "$IMG_MIRROR" "${PACKAGES[@]}"; cat "$IMG_DIR/customize.sh") |
     sha256sum | cut -c1-16)
 if [ "${TINYLET_IMAGE_REBUILD:-0}" != 1 ] && [ -f "$OUT/KEY" ] && [ "$(cat "$OUT/KEY")" = "$key" ] &&

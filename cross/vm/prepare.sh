@@ -4,9 +4,12 @@
 # $TINYLET_VM_CACHE (default /var/cache/tinylet-vm).
 #
 # Usage: cross/vm/prepare.sh [x86_64] [aarch64] [armv7]     (default: x86_64 aarch64)
+#        cross/vm/prepare.sh --host-packages               (only the host packages, QEMU among them)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
+HOST_ONLY=0
+if [ "${1:-}" = --host-packages ]; then HOST_ONLY=1; shift; fi
 ARCHES=("$@")
 [ ${#ARCHES[@]} -gt 0 ] || ARCHES=(x86_64 aarch64)
 for a in "${ARCHES[@]}"; do deb_arch "$a" >/dev/null; done
@@ -57,6 +60,7 @@ SRC
 }
 
 install_host_packages
+[ "$HOST_ONLY" = 0 ] || exit 0
 
 # --- guest packages ----------------------------------------------------------------------------
 # A private apt instance per guest arch (own sources, lists, status and cache under $VM_CACHE), so
