@@ -245,8 +245,115 @@ pub fn by_service<'a>(
     out
 }
 
-/// Services and EndpointSlices as records, each list sorted by namespace/name with one
-/// record per key, like [`crate::proxy::source::Model`]; in plain arrays, which take half
+/// A service's `namespace/name` key (the name alone without a namespace).
+fn service_key(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+/// The (namespace, name) of every service whose rules may differ between `old` and `new`:
+/// its record differs, or it is in one only, or the EndpointSlices that name it differ.
+/// In order, each once.
+pub fn changed_services<'a>(old: &'a Catalog, new: &'a Catalog) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    let id = |s: &'a ServiceRec| (&*s.namespace, s.name());
+    let (mut a, mut b) = (
+        old.services.iter().peekable(),
+        new.services.iter().peekable(),
+    );
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.key.cmp(&y.key) {
+                std::cmp::Ordering::Less => {
+                    out.push(id(x));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(id(y));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if x != y {
+                        out.push(id(y));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some(x), None) => {
+                out.push(id(x));
+                a.next();
+            }
+            (None, Some(y)) => {
+                out.push(id(y));
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    // The slices, one service's run at a time, in the same order on both sides.
+    let (mut a, mut b) = (
+        groups(&old.slices).peekable(),
+        groups(&new.slices).peekable(),
+    );
+    let mut mark = |(ns, name): (&'a str, Option<&'a str>)| {
+        if let Some(name) = name {
+            out.push((ns, name));
+        }
+    };
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => {
+                    mark(x.0);
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    mark(y.0);
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if x.1 != y.1 {
+                        mark(y.0);
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some(x), None) => {
+                mark(x.0);
+                a.next();
+            }
+            (None, Some(y)) => {
+                mark(y.0);
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The (namespace, service name) a slice belongs to: how a [`Catalog`] orders its slices.
+fn owner(s: &SliceRec) -> (&str, Option<&str>) {
+    (&s.namespace, s.service.as_deref())
+}
+
+/// Runs of slices of one owner, in order.
+fn groups(slices: &[SliceRec]) -> impl Iterator<Item = ((&str, Option<&str>), &[SliceRec])> {
+    slices
+        .chunk_by(|a, b| owner(a) == owner(b))
+        .filter_map(|run| run.first().map(|s| (owner(s), run)))
+}
+
+/// Services and EndpointSlices as records, one record per key: services sorted by
+/// namespace/name, slices by the service they belong to and then by namespace/name
+/// (each service's slices side by side), like [`crate::proxy::source::Model`]; in plain arrays, which take half
 /// the bytes of a map filled in key order. Made by a [`CatalogBuilder`].
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -260,9 +367,31 @@ impl Catalog {
         self.services.iter()
     }
 
-    /// EndpointSlices in key order.
+    /// EndpointSlices by the service they name (namespace, service name; slices of no
+    /// service first), in key order within one service.
     pub fn slices(&self) -> impl Iterator<Item = &SliceRec> {
         self.slices.iter()
+    }
+
+    /// The EndpointSlices of the service `name` of `namespace`, in key order.
+    pub fn slices_of(&self, namespace: &str, name: &str) -> &[SliceRec] {
+        let at = (namespace, Some(name));
+        let start = self.slices.partition_point(|s| owner(s) < at);
+        let len = self
+            .slices
+            .get(start..)
+            .unwrap_or(&[])
+            .partition_point(|s| owner(s) <= at);
+        self.slices.get(start..start + len).unwrap_or(&[])
+    }
+
+    /// The service `name` of `namespace`.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceRec> {
+        let key = service_key(namespace, name);
+        self.services
+            .binary_search_by(|s| (*s.key).cmp(key.as_str()))
+            .ok()
+            .and_then(|i| self.services.get(i))
     }
 
     /// Number of services.
@@ -312,9 +441,12 @@ impl CatalogBuilder {
     pub fn finish(self) -> Catalog {
         let services = latest_by_key(self.services, |s| &s.key);
         let slices = latest_by_key(self.slices, |(k, _)| k);
+        let mut slices: Vec<SliceRec> = slices.into_iter().map(|(_, s)| s).collect();
+        // Stable: key order within one service stays.
+        slices.sort_by(|a, b| owner(a).cmp(&owner(b)));
         Catalog {
             services: services.into_boxed_slice(),
-            slices: slices.into_iter().map(|(_, s)| s).collect(),
+            slices: slices.into_boxed_slice(),
         }
     }
 }

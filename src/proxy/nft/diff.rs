@@ -296,3 +296,182 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
         changes,
     })
 }
+
+/// The messages that bring some services' pieces from `old` (what they were when the table
+/// printed as `print` was programmed) to `new` (what they are now), both
+/// [`super::ruleset::pieces_table`]s; the same transaction [`changes`] would make from the
+/// whole new table, when nothing else changed. Only the names and keys of those pieces are
+/// looked at, so the cost follows the services that changed, not the table.
+///
+/// `None` when it cannot be done piece by piece: a new piece takes a name or key that
+/// belongs to something else in `print`, an old piece is not in `print` as it should be, or
+/// a chain's hook or a set's type changed. The caller then diffs whole tables.
+pub fn service_changes(print: &Programmed, old: &Table, new: &Table) -> Option<Transaction> {
+    if print.family != new.family
+        || *print.name != *new.name
+        || old.family != new.family
+        || old.name != new.name
+    {
+        return None;
+    }
+    let mut adds = Vec::new();
+    let mut rules = Vec::new();
+    let mut elements = Vec::new();
+    let mut removals = Vec::new();
+    // Sets and elements in name order, as `changes` visits them.
+    let mut names: Vec<&String> = old.sets.keys().chain(new.sets.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let (o, n) = (old.sets.get(name), new.sets.get(name));
+        let printed = print.sets.get(name.as_str());
+        match (o, n, printed) {
+            // Ours before, and still: its elements in scope.
+            (Some(o), Some(n), Some((kind, p))) => {
+                if *kind != n.kind || o.kind != n.kind {
+                    return None;
+                }
+                // Every old key is in the print; a new key in the print that was not ours
+                // belongs to another service.
+                if o.elements.keys().any(|k| !p.contains_key(k))
+                    || n.elements
+                        .keys()
+                        .any(|k| p.contains_key(k) && !o.elements.contains_key(k))
+                {
+                    return None;
+                }
+                let gone: Vec<Key> = o
+                    .elements
+                    .keys()
+                    .filter(|k| n.elements.get(*k).map(fingerprint) != p.get(*k).copied())
+                    .copied()
+                    .collect();
+                let added: Vec<(Key, Option<Verdict>)> = n
+                    .elements
+                    .iter()
+                    .filter(|(k, v)| p.get(*k) != Some(&fingerprint(*v)))
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect();
+                if !gone.is_empty() {
+                    elements.push(Change::DelElements(name.clone(), gone));
+                }
+                if !added.is_empty() {
+                    elements.push(Change::AddElements(name.clone(), added));
+                }
+            }
+            // New: must not exist yet.
+            (None, Some(n), None) => {
+                adds.push(Change::AddSet(name.clone(), Set::new(n.kind)));
+                if !n.elements.is_empty() {
+                    let els = n.elements.iter().map(|(k, v)| (*k, v.clone())).collect();
+                    elements.push(Change::AddElements(name.clone(), els));
+                }
+            }
+            // Gone: was ours, with exactly the elements it had.
+            (Some(o), None, Some((_, p))) => {
+                if p.len() != o.elements.len() || o.elements.keys().any(|k| !p.contains_key(k)) {
+                    return None;
+                }
+                removals.push(Change::DelSet(name.clone()));
+            }
+            _ => return None,
+        }
+    }
+    let mut chain_names: Vec<&String> = old.chains.keys().chain(new.chains.keys()).collect();
+    chain_names.sort();
+    chain_names.dedup();
+    let mut gone_chains = Vec::new();
+    for name in chain_names {
+        let (o, n) = (old.chains.get(name), new.chains.get(name));
+        let printed = print.chains.get(name.as_str());
+        match (o, n, printed) {
+            (None, Some(c), None) => {
+                adds.push(Change::AddChain(name.clone(), empty_like(c)));
+                rules.extend(
+                    c.rules
+                        .iter()
+                        .map(|r| Change::AddRule(name.clone(), r.clone())),
+                );
+            }
+            (Some(_), Some(c), Some((hook, print))) => {
+                if *hook != c.hook {
+                    return None;
+                }
+                if *print != fingerprint(&c.rules) {
+                    rules.push(Change::FlushChain(name.clone()));
+                    rules.extend(
+                        c.rules
+                            .iter()
+                            .map(|r| Change::AddRule(name.clone(), r.clone())),
+                    );
+                }
+            }
+            (Some(_), None, Some(_)) => gone_chains.push(name),
+            _ => return None,
+        }
+    }
+    // As in `changes`: removed chains are flushed before any is deleted, and sets go last.
+    let set_removals = std::mem::take(&mut removals);
+    for n in &gone_chains {
+        removals.push(Change::FlushChain((*n).clone()));
+    }
+    for n in &gone_chains {
+        removals.push(Change::DelChain((*n).clone()));
+    }
+    removals.extend(set_removals);
+    let mut changes = adds;
+    changes.extend(rules);
+    changes.extend(elements);
+    changes.extend(removals);
+    Some(Transaction {
+        family: new.family,
+        table: new.name.clone(),
+        changes,
+    })
+}
+
+impl Programmed {
+    /// Update the print in place after [`service_changes`]`(self, old, new)` was committed:
+    /// the names and keys of `old` go, those of `new` come.
+    pub fn apply(&mut self, old: &Table, new: &Table) {
+        for name in old.chains.keys() {
+            if !new.chains.contains_key(name) {
+                self.chains.remove(name.as_str());
+            }
+        }
+        for (name, c) in &new.chains {
+            let print = (c.hook, fingerprint(&c.rules));
+            match self.chains.get_mut(name.as_str()) {
+                Some(p) => *p = print,
+                None => {
+                    self.chains.insert(name.as_str().into(), print);
+                }
+            }
+        }
+        for (name, o) in &old.sets {
+            match (new.sets.get(name), self.sets.get_mut(name.as_str())) {
+                (None, _) => {
+                    self.sets.remove(name.as_str());
+                }
+                (Some(n), Some((_, p))) => {
+                    for k in o.elements.keys() {
+                        if !n.elements.contains_key(k) {
+                            p.remove(k);
+                        }
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
+        for (name, n) in &new.sets {
+            let els = n.elements.iter().map(|(k, v)| (*k, fingerprint(v)));
+            match self.sets.get_mut(name.as_str()) {
+                Some((_, p)) => p.extend(els),
+                None => {
+                    self.sets
+                        .insert(name.as_str().into(), (n.kind, els.collect()));
+                }
+            }
+        }
+    }
+}

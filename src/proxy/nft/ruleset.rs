@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::catalog::{by_service, Addr, Interner, ServiceRec, SliceRec};
+use super::catalog::{by_service, Addr, Catalog, Interner, ServiceRec, SliceRec};
 use super::model::{
     proto_word, Chain, ChainType, Cidr, Family, Hook, HookPoint, Key, Set, SetKind, Stmt, Table,
     Verdict,
@@ -83,6 +83,9 @@ pub struct Built {
     pub table: Table,
     /// Objects or fields that could not be used.
     pub warnings: Vec<String>,
+    /// Two services claimed the same chain, set or map key (the later one's won): the
+    /// table cannot be changed one service at a time.
+    pub overlap: bool,
 }
 
 fn jump(c: &str) -> Stmt {
@@ -292,11 +295,129 @@ pub fn build_records<'a>(
 ) -> Built {
     let mut t = skeleton(family, cfg);
     let mut warnings = Vec::new();
-    let v6 = family == Family::Ip6;
+    let mut overlap = false;
     let by_service = by_service(slices);
     for svc in services {
+        let my_slices = by_service
+            .get(&(&*svc.namespace, svc.name()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let mut p = pieces_table(family);
+        service_into(svc, my_slices, cfg, family, &mut p, &mut warnings);
+        overlap |= merge(&mut t, p);
+    }
+    Built {
+        table: t,
+        warnings,
+        overlap,
+    }
+}
+
+/// Some services' pieces in one family, as they were programmed and as they are now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDelta {
+    /// Their pieces from the catalog and config that were programmed last.
+    pub old: Table,
+    /// Their pieces now.
+    pub new: Table,
+    /// What could not be used of them now.
+    pub warnings: Vec<String>,
+}
+
+/// The pieces of the services named in `changed` (namespace, name; see
+/// [`super::catalog::changed_services`]), from `old` under
+/// `old_cfg` and from `new` under `cfg`. `None` when two of them claim the same name or
+/// key: such a change is made by diffing whole tables.
+pub fn service_delta(
+    old: (&Catalog, &Config),
+    new: (&Catalog, &Config),
+    changed: &[(&str, &str)],
+    family: Family,
+) -> Option<ServiceDelta> {
+    let mut warnings = Vec::new();
+    let mut sorted = changed.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let changed = sorted.as_slice();
+    let side = |(catalog, cfg): (&Catalog, &Config), warnings: &mut Vec<String>| {
+        let mut all = pieces_table(family);
+        if changed.is_empty() {
+            return Some(all);
+        }
+        for (ns, name) in changed {
+            let Some(svc) = catalog.service(ns, name) else {
+                continue;
+            };
+            let my_slices: Vec<&SliceRec> = catalog.slices_of(ns, name).iter().collect();
+            let my_slices = my_slices.as_slice();
+            let mut p = pieces_table(family);
+            service_into(svc, my_slices, cfg, family, &mut p, warnings);
+            if merge(&mut all, p) {
+                return None;
+            }
+        }
+        Some(all)
+    };
+    let old = side(old, &mut Vec::new())?;
+    let new = side(new, &mut warnings)?;
+    Some(ServiceDelta { old, new, warnings })
+}
+
+/// The maps every service puts elements into (the skeleton makes them).
+pub const SHARED_MAPS: [&str; 4] = [
+    SERVICE_IPS,
+    NO_ENDPOINT_SERVICES,
+    SERVICE_NODEPORTS,
+    NO_ENDPOINT_NODEPORTS,
+];
+
+/// An empty table to hold services' pieces: their chains and sets, and the elements they
+/// put into the [`SHARED_MAPS`] (which it has, empty).
+pub fn pieces_table(family: Family) -> Table {
+    let mut t = Table::new(family, TABLE);
+    for m in [SERVICE_IPS, NO_ENDPOINT_SERVICES] {
+        t.sets.insert(m.into(), Set::new(SetKind::AddrPortMap));
+    }
+    for m in [SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS] {
+        t.sets.insert(m.into(), Set::new(SetKind::PortMap));
+    }
+    t
+}
+
+/// Move the pieces `p` into `t` (a later piece replaces an earlier one of the same name or
+/// key); true when some name or key was already there.
+pub fn merge(t: &mut Table, p: Table) -> bool {
+    let mut overlap = false;
+    for (name, c) in p.chains {
+        overlap |= t.chains.insert(name, c).is_some();
+    }
+    for (name, s) in p.sets {
+        match t.sets.get_mut(&name) {
+            Some(old) if SHARED_MAPS.contains(&name.as_str()) && old.kind == s.kind => {
+                for (k, v) in s.elements {
+                    overlap |= old.elements.insert(k, v).is_some();
+                }
+            }
+            _ => overlap |= t.sets.insert(name, s).is_some(),
+        }
+    }
+    overlap
+}
+
+/// The pieces of one service (chains, sets, shared-map elements) into `t`, a
+/// [`pieces_table`]; `my_slices` are its EndpointSlices.
+pub fn service_into(
+    svc: &ServiceRec,
+    my_slices: &[&SliceRec],
+    cfg: &Config,
+    family: Family,
+    t: &mut Table,
+    warnings: &mut Vec<String>,
+) {
+    let v6 = family == Family::Ip6;
+    {
         if svc.external_name {
-            continue;
+            return;
         }
         let parse = |list: &[Addr], what: &str, warnings: &mut Vec<String>| -> Vec<IpAddr> {
             let mut out = Vec::new();
@@ -309,18 +430,14 @@ pub fn build_records<'a>(
             }
             out
         };
-        let cluster = parse(&svc.cluster, "cluster IP", &mut warnings);
+        let cluster = parse(&svc.cluster, "cluster IP", warnings);
         if cluster.is_empty() {
-            continue;
+            return;
         }
-        let external = parse(&svc.external, "external IP", &mut warnings);
+        let external = parse(&svc.external, "external IP", warnings);
         let affinity = svc.affinity;
         let internal_local = svc.internal_local;
         let external_local = svc.external_local;
-        let my_slices = by_service
-            .get(&(&*svc.namespace, svc.name()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
         for sp in svc.ports.iter() {
             let proto = match &sp.proto {
                 Ok(p) => *p,
@@ -478,7 +595,6 @@ pub fn build_records<'a>(
             }
         }
     }
-    Built { table: t, warnings }
 }
 
 impl Table {

@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::diff::{changes, into_full, remove, Programmed, Transaction};
+use super::diff::{changes, into_full, remove, service_changes, Programmed, Transaction};
 use super::model::{Family, Table};
-use super::ruleset::TABLE;
+use super::ruleset::{ServiceDelta, TABLE};
 
 /// The kernel side of a sync.
 pub trait Kernel {
@@ -147,6 +147,46 @@ impl<K: Kernel> NftSyncer<K> {
         } else {
             Outcome::Partial { messages }
         })
+    }
+
+    /// Bring the kernel from what was programmed last to the same tables with some
+    /// services' pieces changed, `deltas` (one per family, at most), looking only at those
+    /// pieces: the cost follows the services that changed. The print is updated in place.
+    ///
+    /// `Ok(None)` when that cannot be done piece by piece (no table programmed yet in a
+    /// family, or a piece's name or key is taken by something else): nothing was sent, and
+    /// the caller syncs whole tables instead. A failed commit forgets what was programmed,
+    /// as [`NftSyncer::sync`] does, so the next sync replaces our tables.
+    pub fn sync_services(&mut self, deltas: &[ServiceDelta]) -> Result<Option<Outcome>, String> {
+        let mut txs = Vec::new();
+        for d in deltas {
+            let Some(print) = self.last.get(&d.new.family) else {
+                return Ok(None);
+            };
+            match service_changes(print, &d.old, &d.new) {
+                Some(tx) if tx.is_empty() => {}
+                Some(tx) => txs.push(tx),
+                None => return Ok(None),
+            }
+        }
+        if txs.is_empty() {
+            return Ok(Some(Outcome::Unchanged));
+        }
+        let messages = txs.iter().map(Transaction::len).sum();
+        let committed = self.kernel.commit(&txs);
+        drop(txs);
+        if let Err(e) = committed {
+            self.last.clear();
+            return Err(e);
+        }
+        self.batches += 1;
+        for d in deltas {
+            if let Some(print) = self.last.get_mut(&d.new.family) {
+                print.apply(&d.old, &d.new);
+            }
+        }
+        self.last_generation = self.kernel.generation().unwrap_or(None);
+        Ok(Some(Outcome::Partial { messages }))
     }
 
     /// Remove our tables in both families (one batch); forget what was programmed.

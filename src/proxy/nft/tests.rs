@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::diff::{full, partial, Change, Transaction};
+use super::catalog::{changed_services, Catalog, CatalogBuilder};
+use super::diff::{changes, full, partial, service_changes, Change, Programmed, Transaction};
 use super::model::{render, Cidr, Family, Key, SetKind, Stmt, Table, Verdict};
 use super::ruleset::*;
 use super::sync::{Kernel, NftSyncer, Outcome};
@@ -565,4 +566,279 @@ fn large_element_lists_are_split_below_the_netlink_attribute_limit() {
         assert!(b.len() < 64 * 1024, "{} bytes", b.len());
     }
     assert_eq!(total, 5000);
+}
+
+/// A second service, `db` (ClusterIP 10.96.0.20:5432, two ready endpoints), and an IPv6
+/// one, `v6` (fd00::30:53/udp, one endpoint), beside `web`.
+const OTHERS: &str = "
+---
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: pg, port: 5432, targetPort: 5432}]
+---
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: default
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+ports: [{name: pg, port: 5432, protocol: TCP}]
+endpoints:
+- {addresses: [10.244.3.1], conditions: {ready: true}, nodeName: n2}
+- {addresses: [10.244.3.2], conditions: {ready: true}, nodeName: n1}
+---
+kind: Service
+metadata: {name: v6, namespace: other}
+spec:
+  clusterIP: fd00::30
+  ipFamilies: [IPv6]
+  ports: [{name: dns, port: 53, targetPort: 53, protocol: UDP}]
+---
+kind: EndpointSlice
+metadata:
+  name: v6-1
+  namespace: other
+  labels: {kubernetes.io/service-name: v6}
+addressType: IPv6
+ports: [{name: dns, port: 53, protocol: UDP}]
+endpoints:
+- {addresses: ['fd00:244::9'], conditions: {ready: true}, nodeName: n2}
+";
+
+fn catalog(yaml: &str) -> Catalog {
+    let mut b = CatalogBuilder::default();
+    for o in parse_manifest(yaml, false).unwrap() {
+        b.add(&o);
+    }
+    b.finish()
+}
+
+/// Program `before` whole; the piecewise change to `after` must be exactly the transaction
+/// the whole-table diff makes, and the print updated in place must equal the new table's.
+/// Returns the number of services seen as changed and the transactions.
+fn piecewise_equals_whole(before: &str, after: &str, c: &Config) -> (usize, Vec<Transaction>) {
+    let (old, new) = (catalog(before), catalog(after));
+    let changed = changed_services(&old, &new);
+    let mut txs = Vec::new();
+    for f in [Family::Ip, Family::Ip6] {
+        let was = build_records(old.services(), old.slices(), c, f);
+        let now = build_records(new.services(), new.slices(), c, f);
+        assert!(!was.overlap && !now.overlap);
+        let print = Programmed::of(&was.table);
+        let want = changes(&print, &now.table).unwrap();
+        let d = service_delta((&old, c), (&new, c), &changed, f).unwrap();
+        let got = service_changes(&print, &d.old, &d.new).unwrap();
+        assert_eq!(got, want, "{f:?}: piecewise\n{got:#?}\nwhole\n{want:#?}");
+        let mut p = print.clone();
+        p.apply(&d.old, &d.new);
+        assert_eq!(p, Programmed::of(&now.table), "{f:?}: print after apply");
+        txs.push(got);
+    }
+    (changed.len(), txs)
+}
+
+fn with_others(web_yaml: String) -> String {
+    web_yaml + OTHERS
+}
+
+#[test]
+fn piecewise_endpoint_changes_equal_the_whole_diff() {
+    let base = with_others(web("", EPS));
+    let c = cfg();
+    // Readiness flip.
+    let flipped = with_others(web(
+        "",
+        &[
+            ("10.244.1.5", true, "n1"),
+            ("10.244.2.6", true, "n2"),
+            ("10.244.2.7", true, "n2"),
+        ],
+    ));
+    let (n, txs) = piecewise_equals_whole(&base, &flipped, &c);
+    assert_eq!(n, 1);
+    assert!(!txs[0].is_empty() && txs[1].is_empty());
+    piecewise_equals_whole(&flipped, &base, &c);
+    // Endpoint added, endpoint removed.
+    let added = with_others(web(
+        "",
+        &[
+            ("10.244.1.5", true, "n1"),
+            ("10.244.2.6", true, "n2"),
+            ("10.244.2.7", false, "n2"),
+            ("10.244.2.8", true, "n2"),
+        ],
+    ));
+    piecewise_equals_whole(&base, &added, &c);
+    piecewise_equals_whole(&added, &base, &c);
+    let removed = with_others(web("", &EPS[1..]));
+    piecewise_equals_whole(&base, &removed, &c);
+    // No endpoint left (rejected), and back.
+    let none = with_others(web("", &[]).replace("endpoints:\n", "endpoints: []\n"));
+    let (_, txs) = piecewise_equals_whole(&base, &none, &c);
+    assert!(txs[0]
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::AddElements(m, _) if m == NO_ENDPOINT_SERVICES)));
+    piecewise_equals_whole(&none, &base, &c);
+    // Only local endpoints not ready: drop instead of reject, with the Local policy.
+    let local = with_others(web("  internalTrafficPolicy: Local", EPS));
+    let local_none = with_others(web("  internalTrafficPolicy: Local", &EPS[1..]));
+    piecewise_equals_whole(&local, &local_none, &c);
+    piecewise_equals_whole(&local_none, &local, &c);
+    // The IPv6 service's endpoint changes.
+    let v6_moved = base.replace("fd00:244::9", "fd00:244::10");
+    let (n, txs) = piecewise_equals_whole(&base, &v6_moved, &c);
+    assert_eq!(n, 1);
+    assert!(txs[0].is_empty() && !txs[1].is_empty());
+    // Nothing changed: nothing to send.
+    let (n, txs) = piecewise_equals_whole(&base, &base, &c);
+    assert_eq!(n, 0);
+    assert!(txs.iter().all(Transaction::is_empty));
+}
+
+#[test]
+fn piecewise_service_changes_equal_the_whole_diff() {
+    let base = with_others(web("", EPS));
+    let c = cfg();
+    // Service added and removed (web alone, then with the others).
+    piecewise_equals_whole(&web("", EPS), &base, &c);
+    piecewise_equals_whole(&base, &web("", EPS), &c);
+    // A service whose EndpointSlice is gone, and back.
+    let (head, _) = OTHERS.split_at(OTHERS.find("kind: EndpointSlice").unwrap());
+    let no_db_slice = web("", EPS) + head.trim_end().trim_end_matches("---");
+    piecewise_equals_whole(&base, &no_db_slice, &c);
+    piecewise_equals_whole(&no_db_slice, &base, &c);
+    // Affinity on and off.
+    let sticky = with_others(web(
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}",
+        EPS,
+    ));
+    piecewise_equals_whole(&base, &sticky, &c);
+    piecewise_equals_whole(&sticky, &base, &c);
+    // Its timeout changes: the sets change type.
+    let stickier = sticky.replace("timeoutSeconds: 60", "timeoutSeconds: 90");
+    let (old, new) = (catalog(&sticky), catalog(&stickier));
+    let changed = changed_services(&old, &new);
+    let was = build_records(old.services(), old.slices(), &c, Family::Ip);
+    let d = service_delta((&old, &c), (&new, &c), &changed, Family::Ip).unwrap();
+    let print = Programmed::of(&was.table);
+    let now = build_records(new.services(), new.slices(), &c, Family::Ip);
+    assert_eq!(
+        service_changes(&print, &d.old, &d.new),
+        changes(&print, &now.table)
+    );
+    // Node port changed, node port gone (ClusterIP), external policy Local.
+    piecewise_equals_whole(
+        &base,
+        &base.replace("nodePort: 30080", "nodePort: 30081"),
+        &c,
+    );
+    let cluster_ip = base
+        .replace("type: NodePort", "type: ClusterIP")
+        .replace(", nodePort: 30080", "")
+        .replace("  externalIPs: [203.0.113.7]\n", "");
+    piecewise_equals_whole(&base, &cluster_ip, &c);
+    piecewise_equals_whole(&cluster_ip, &base, &c);
+    piecewise_equals_whole(
+        &base,
+        &with_others(web("  externalTrafficPolicy: Local", EPS)),
+        &c,
+    );
+    // Several services at once.
+    let both = base
+        .replace("10.244.3.2", "10.244.3.3")
+        .replace("nodePort: 30080", "nodePort: 30082");
+    let (n, _) = piecewise_equals_whole(&base, &both, &c);
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn piecewise_refuses_a_name_or_key_taken_by_another_service() {
+    let c = cfg();
+    let base = with_others(web("", EPS));
+    // db moves onto web's cluster IP and port: a key web holds.
+    let clash = base
+        .replace("clusterIP: 10.96.0.20", "clusterIP: 10.96.0.10")
+        .replace("port: 5432, targetPort", "port: 80, targetPort");
+    let (old, new) = (catalog(&base), catalog(&clash));
+    let changed = changed_services(&old, &new);
+    let was = build_records(old.services(), old.slices(), &c, Family::Ip);
+    let now = build_records(new.services(), new.slices(), &c, Family::Ip);
+    assert!(!was.overlap && now.overlap);
+    let d = service_delta((&old, &c), (&new, &c), &changed, Family::Ip).unwrap();
+    assert_eq!(
+        service_changes(&Programmed::of(&was.table), &d.old, &d.new),
+        None
+    );
+    // Both services change onto one key at once: no delta.
+    let clash_both = catalog(&clash.replace("10.244.1.5", "10.244.1.9"));
+    let changed = changed_services(&old, &clash_both);
+    assert_eq!(changed.len(), 2);
+    assert_eq!(
+        service_delta((&old, &c), (&clash_both, &c), &changed, Family::Ip),
+        None
+    );
+    // A print that does not hold what the old pieces say: refused, not guessed.
+    let moved = base.replace("10.244.3.2", "10.244.3.3");
+    let d = service_delta(
+        (&old, &c),
+        (&catalog(&moved), &c),
+        &changed_services(&old, &catalog(&moved)),
+        Family::Ip,
+    )
+    .unwrap();
+    let empty = Programmed::of(&Table::new(Family::Ip, TABLE));
+    assert_eq!(service_changes(&empty, &d.old, &d.new), None);
+}
+
+#[test]
+fn syncer_changes_services_in_place_and_replaces_after_a_failed_commit() {
+    let c = cfg();
+    let (old, new) = (
+        catalog(&with_others(web("", EPS))),
+        catalog(&with_others(web("", &EPS[1..]))),
+    );
+    let tables = |cat: &Catalog| -> Vec<Table> {
+        [Family::Ip, Family::Ip6]
+            .into_iter()
+            .map(|f| build_records(cat.services(), cat.slices(), &c, f).table)
+            .collect()
+    };
+    let deltas = |a: &Catalog, b: &Catalog| -> Vec<ServiceDelta> {
+        let changed = changed_services(a, b);
+        [Family::Ip, Family::Ip6]
+            .into_iter()
+            .map(|f| service_delta((a, &c), (b, &c), &changed, f).unwrap())
+            .collect()
+    };
+    let mut s = NftSyncer::new(Recorder::default());
+    // Nothing programmed yet: not piecewise.
+    assert_eq!(s.sync_services(&deltas(&old, &new)).unwrap(), None);
+    assert!(matches!(
+        s.sync(tables(&old), false).unwrap(),
+        Outcome::Full { .. }
+    ));
+    assert!(matches!(
+        s.sync_services(&deltas(&old, &new)).unwrap(),
+        Some(Outcome::Partial { .. })
+    ));
+    assert_eq!(s.kernel().batches.len(), 2);
+    // The print now is the new tables': a whole resync finds nothing to do.
+    assert_eq!(s.sync(tables(&new), true).unwrap(), Outcome::Unchanged);
+    assert_eq!(
+        s.sync_services(&deltas(&new, &new)).unwrap(),
+        Some(Outcome::Unchanged)
+    );
+    // A failed commit: the next piecewise sync is refused, a whole one replaces.
+    s.kernel().fail = true;
+    assert!(s.sync_services(&deltas(&new, &old)).is_err());
+    s.kernel().fail = false;
+    assert_eq!(s.sync_services(&deltas(&new, &old)).unwrap(), None);
+    assert!(matches!(
+        s.sync(tables(&old), false).unwrap(),
+        Outcome::Full { .. }
+    ));
+    assert_eq!(s.batches, 3);
 }
