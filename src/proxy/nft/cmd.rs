@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::catalog::{Catalog, CatalogBuilder};
+use super::catalog::{changed_services, Catalog, CatalogBuilder};
 use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
-use super::ruleset::{build, build_records, Built, Config, TABLE};
+use super::ruleset::{build, build_records, service_delta, Built, Config, TABLE};
 use super::sync::{NftSyncer, Outcome};
 use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
@@ -80,7 +80,8 @@ fn tables(
 }
 
 /// Give the heap's free pages back to the system. A sync builds the whole ruleset, and a
-/// full one its batch too (tens of MB at 10,000 services), then frees them; glibc keeps
+/// full one its batch too (tens of MB at 10,000 services), then frees them; a change read
+/// from the manifest directory makes a new catalog and frees the old; glibc keeps
 /// freed memory inside its heap (and after one large free, serves later large requests
 /// from the heap too), so without this the process's RSS stays at the sync's peak.
 fn release_free_memory() {
@@ -101,6 +102,11 @@ fn sync(
     let started = Instant::now();
     let result = tables(node, build).and_then(|t| syncer.sync(t, resync));
     release_free_memory();
+    report(result, started)
+}
+
+/// Print what a sync did; false when it failed.
+fn report(result: Result<Outcome, String>, started: Instant) -> bool {
     match result {
         Ok(Outcome::Unchanged) => true,
         Ok(o) => {
@@ -161,6 +167,92 @@ pub fn run(a: &ProxyArgs, hostname: String, api: Option<ApiSource>) -> i32 {
     }
 }
 
+/// What the manifest-directory loop programmed last: its catalog, and the config it was
+/// programmed with when the syncer's print is exactly that catalog's tables (the last sync
+/// succeeded and no two services overlapped), so the next change can go service by service.
+#[derive(Default)]
+struct Programmed {
+    catalog: Catalog,
+    piecewise: Option<Config>,
+}
+
+/// Sync the directory's catalog: `fresh` when it was read anew (else the last one again).
+/// A change goes service by service when it can: only the services whose records differ
+/// are built and diffed against the print of what was programmed for them; a resync, a
+/// changed node config, the first sync and any failure build and diff whole tables.
+fn sync_catalog(
+    syncer: &mut NftSyncer<NetlinkKernel>,
+    node: &Node,
+    resync: bool,
+    last: &mut Programmed,
+    fresh: Option<Catalog>,
+) -> bool {
+    let started = Instant::now();
+    let cfg = match node.config() {
+        Ok(c) => c,
+        Err(e) => {
+            last.piecewise = None;
+            if let Some(c) = fresh {
+                last.catalog = c;
+            }
+            return report(Err(e), started);
+        }
+    };
+    if let (Some(new), Some(was), false) = (&fresh, &last.piecewise, resync) {
+        if *was == cfg {
+            let changed = changed_services(&last.catalog, new);
+            let deltas: Option<Vec<_>> = [Family::Ip, Family::Ip6]
+                .into_iter()
+                .map(|f| service_delta((&last.catalog, was), (new, &cfg), &changed, f))
+                .collect();
+            drop(changed);
+            if let Some(deltas) = deltas {
+                for w in deltas.first().map(|d| d.warnings.as_slice()).unwrap_or(&[]) {
+                    eprintln!("tinylet proxy: warning: {w}");
+                }
+                match syncer.sync_services(&deltas) {
+                    Ok(Some(outcome)) => {
+                        drop(deltas);
+                        // The catalog read anew replaces the old one: give its pages back.
+                        last.catalog = fresh.unwrap_or_default();
+                        release_free_memory();
+                        return report(Ok(outcome), started);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        drop(deltas);
+                        last.piecewise = None;
+                        last.catalog = fresh.unwrap_or_default();
+                        return report(Err(e), started);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(c) = fresh {
+        last.catalog = c;
+    }
+    let mut overlap = false;
+    let mut out = Vec::new();
+    for f in [Family::Ip, Family::Ip6] {
+        let b = build_records(last.catalog.services(), last.catalog.slices(), &cfg, f);
+        if f == Family::Ip {
+            for w in &b.warnings {
+                eprintln!("tinylet proxy: warning: {w}");
+            }
+        }
+        overlap |= b.overlap;
+        out.push(b.table);
+    }
+    let result = syncer.sync(out, resync);
+    release_free_memory();
+    last.piecewise = match (&result, overlap) {
+        (Ok(_), false) => Some(cfg),
+        _ => None,
+    };
+    report(result, started)
+}
+
 fn dir_loop(
     syncer: &mut NftSyncer<NetlinkKernel>,
     dir: &Path,
@@ -169,7 +261,7 @@ fn dir_loop(
     once: bool,
 ) -> i32 {
     // Records, not the parsed objects: what the ruleset reads, a fraction of the bytes.
-    let mut catalog = Catalog::default();
+    let mut last = Programmed::default();
     let mut schedule = Schedule::new(period);
     let mut last_fp = None;
     let mut loaded = false;
@@ -185,10 +277,11 @@ fn dir_loop(
         if let Some(mode) = mode {
             schedule.attempted(now, mode);
             last_fp = Some(fp);
-            let mut fresh = CatalogBuilder::default();
-            match load_dir_each(dir, |o| fresh.add(&o)) {
+            let mut builder = CatalogBuilder::default();
+            let mut fresh = None;
+            match load_dir_each(dir, |o| builder.add(&o)) {
                 Ok(()) => {
-                    catalog = fresh.finish();
+                    fresh = Some(builder.finish());
                     loaded = true;
                     last_error = None;
                 }
@@ -207,9 +300,7 @@ fn dir_loop(
                 }
             }
             if loaded {
-                let ok = sync(syncer, node, mode == SyncMode::Full, |cfg, f| {
-                    build_records(catalog.services(), catalog.slices(), cfg, f)
-                });
+                let ok = sync_catalog(syncer, node, mode == SyncMode::Full, &mut last, fresh);
                 if once {
                     return i32::from(!ok);
                 }
