@@ -3,8 +3,13 @@
 //! unchanged resync, and the process's memory, next to upstream kube-proxy's figures
 //! (v1.32.13 nftables mode on this kind of machine, notes/anchors.md).
 //!
-//! "compute" is the ruleset from the records the manifest-directory daemon keeps (reading
-//! the directory is not counted); "batch" is the syncer's diff, lowering and commit.
+//! An endpoint change is split four ways: "compute" (the desired state from the records the
+//! manifest-directory daemon keeps; reading the directory is not counted), "diff+print"
+//! (the syncer's diff and its print of what was programmed), "lower" (transactions to
+//! netlink bytes) and "kernel" (sending the batch and reading the answer). It is measured
+//! the way the daemon makes it, service by service, and by whole tables beside it. Two
+//! two-message batches show the kernel's own cost at this size: one touching only a set's
+//! elements, one re-adding a chain's rule (which makes the kernel validate the table).
 //!
 //! Run as root: `cargo bench --bench nft` (or `cargo test --bench nft` for a debug build).
 //! The process moves itself into a new network namespace first, so the host's ruleset is
@@ -13,7 +18,7 @@
 //! Memory is shown three ways: where the heap bytes of one sync go (counted by this bench's
 //! own allocator), this bench process's VmRSS, and a real `tinylet proxy` daemon in
 //! nftables mode over a manifest directory (in a network namespace of its own): VmRSS after
-//! its first sync and VmHWM. The daemon is the binary cargo built with this bench (the
+//! its first sync, VmRSS after a series of endpoint changes, and VmHWM. The daemon is the binary cargo built with this bench (the
 //! bench profile: release with symbols) or the one `TINYLET_NFT_BENCH_BIN` names.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -27,12 +32,16 @@ use std::time::{Duration, Instant};
 
 use tinylet::k8s::discovery::EndpointSlice;
 use tinylet::k8s::service::Service;
-use tinylet::proxy::nft::catalog::{Catalog, CatalogBuilder};
+use tinylet::proxy::nft::catalog::{changed_services, Catalog, CatalogBuilder};
 use tinylet::proxy::nft::diff::full;
+use tinylet::proxy::nft::diff::{Change, Transaction};
 use tinylet::proxy::nft::lower::{each_message, NetlinkKernel};
-use tinylet::proxy::nft::model::{Family, Table};
-use tinylet::proxy::nft::ruleset::{build_records, Config};
-use tinylet::proxy::nft::sync::{NftSyncer, Outcome};
+use tinylet::proxy::nft::model::{Family, Key, Stmt, Table};
+use tinylet::proxy::nft::ruleset::{
+    build_records, service_delta, Config, ServiceDelta, MARK_FOR_MASQUERADE, MASQ_MARK, NODE_IPS,
+    TABLE,
+};
+use tinylet::proxy::nft::sync::{Kernel, NftSyncer, Outcome};
 use tinylet::proxy::source::{parse_manifest, Model, Object};
 
 /// The system allocator, counting live heap bytes and their peak.
@@ -251,31 +260,59 @@ fn catalog_tables(catalog: &Catalog, cfg: &Config) -> Vec<Table> {
         .collect()
 }
 
-/// VmRSS after the first sync and VmHWM (KiB) of a `tinylet proxy` daemon in nftables mode
-/// over a directory of `n` services × 2 endpoints, in a network namespace of its own; and the
-/// line it printed for the sync.
-fn daemon_rss(bin: &Path, n: usize) -> Result<(u64, u64, String), String> {
+/// Endpoint changes the daemon is put through after its first sync.
+const DAEMON_CHANGES: usize = 10;
+
+/// What a `tinylet proxy` daemon showed: VmRSS after its first sync, VmRSS after
+/// [`DAEMON_CHANGES`] endpoint changes, VmHWM at the end (KiB); the line it printed for its
+/// first sync and for its last change.
+struct DaemonFigures {
+    rss_first: u64,
+    rss_changed: u64,
+    hwm: u64,
+    first: String,
+    last: String,
+}
+
+/// [`DaemonFigures`] of a daemon in nftables mode over a directory of `n` services × 2
+/// endpoints, in a network namespace of its own.
+fn daemon_rss(bin: &Path, n: usize) -> Result<DaemonFigures, String> {
     let dir = std::env::temp_dir().join(format!("tinylet-nft-bench-{}-{n}", std::process::id()));
     let result = daemon_rss_in(bin, n, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<(u64, u64, String), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for i in 0..n {
-        let (hi, lo) = (i / 250, i % 250 + 1);
-        let text = format!(
-            r#"{{"kind":"List","items":[
+/// Service `i`'s manifest, its second endpoint at `10.{second}.x.y`.
+fn daemon_manifest(i: usize, second: usize) -> String {
+    let (hi, lo) = (i / 250, i % 250 + 1);
+    format!(
+        r#"{{"kind":"List","items":[
 {{"kind":"Service","metadata":{{"name":"s{i}","namespace":"bench"}},
 "spec":{{"clusterIP":"10.96.{hi}.{lo}","ports":[{{"name":"http","port":80,"targetPort":8080}}]}}}},
 {{"kind":"EndpointSlice","metadata":{{"name":"s{i}-1","namespace":"bench",
 "labels":{{"kubernetes.io/service-name":"s{i}"}}}},"addressType":"IPv4",
 "ports":[{{"name":"http","port":8080,"protocol":"TCP"}}],
 "endpoints":[{{"addresses":["10.1.{hi}.{lo}"],"conditions":{{"ready":true}}}},
-{{"addresses":["10.2.{hi}.{lo}"],"conditions":{{"ready":true}}}}]}}]}}"#
-        );
-        std::fs::write(dir.join(format!("s{i}.json")), text).map_err(|e| e.to_string())?;
+{{"addresses":["10.{second}.{hi}.{lo}"],"conditions":{{"ready":true}}}}]}}]}}"#
+    )
+}
+
+fn status_kib(pid: u32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<DaemonFigures, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for i in 0..n {
+        std::fs::write(dir.join(format!("s{i}.json")), daemon_manifest(i, 2))
+            .map_err(|e| e.to_string())?;
     }
     // `unshare -n` execs the daemon in a new network namespace, which goes with it.
     let mut child = Command::new("unshare")
@@ -299,24 +336,36 @@ fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<(u64, u64, String),
             }
         });
     }
-    let line = rx
-        .recv_timeout(Duration::from_secs(300))
-        .map_err(|_| "no sync within 300 s".to_string());
-    // Let the first sync's frees settle before reading the figures.
-    std::thread::sleep(Duration::from_millis(300));
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let pid = child.id();
+    let figures = (|| {
+        let first = rx
+            .recv_timeout(Duration::from_secs(300))
+            .map_err(|_| "no sync within 300 s".to_string())?;
+        // Let the first sync's frees settle before reading the figures.
+        std::thread::sleep(Duration::from_millis(300));
+        let rss_first = status_kib(pid, "VmRSS:");
+        let mut last = String::new();
+        // Service 0's second endpoint moves back and forth; each change is one sync.
+        for c in 0..DAEMON_CHANGES.min(n) {
+            let second = if c % 2 == 0 { 250 } else { 2 };
+            std::fs::write(dir.join("s0.json"), daemon_manifest(0, second))
+                .map_err(|e| e.to_string())?;
+            last = rx
+                .recv_timeout(Duration::from_secs(120))
+                .map_err(|_| format!("no sync for change {c} within 120 s"))?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(DaemonFigures {
+            rss_first,
+            rss_changed: status_kib(pid, "VmRSS:"),
+            hwm: status_kib(pid, "VmHWM:"),
+            first,
+            last,
+        })
+    })();
     let _ = child.kill();
     let _ = child.wait();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((field("VmRSS:"), field("VmHWM:"), line?))
+    figures
 }
 
 fn daemon_table(only: Option<usize>) {
@@ -328,22 +377,81 @@ fn daemon_table(only: Option<usize>) {
         bin.display()
     );
     println!(
-        "{:>7} | {:>22} | {:>12} | kube-proxy nftables RSS",
-        "N", "VmRSS after 1st sync", "VmHWM"
+        "{:>7} | {:>20} | {:>22} | {:>9} | kube-proxy nftables RSS",
+        "N",
+        "VmRSS after 1st sync",
+        format!("after {DAEMON_CHANGES} ep changes"),
+        "VmHWM"
     );
     let sizes: Vec<(usize, &str)> = match only {
         Some(n) => vec![(n, "")],
         None => vec![(0, ""), (1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
     };
     for (n, upstream) in sizes {
+        let m = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
         match daemon_rss(&bin, n) {
-            Ok((rss, hwm, line)) => println!(
-                "{n:>7} | {:>22} | {:>12} | {upstream}   [{line}]",
-                format!("{:.1} MiB", rss as f64 / 1024.0),
-                format!("{:.1} MiB", hwm as f64 / 1024.0),
+            Ok(d) => println!(
+                "{n:>7} | {:>20} | {:>22} | {:>9} | {upstream}   [{}] [{}]",
+                m(d.rss_first),
+                m(d.rss_changed),
+                m(d.hwm),
+                d.first,
+                d.last,
             ),
             Err(e) => println!("{n:>7} | daemon: {e}"),
         }
+    }
+}
+
+/// The netlink kernel with its two steps timed apart: lowering the transactions to one
+/// batch of netlink bytes, and the kernel's part (sending the batch and reading its
+/// answer).
+struct Timed {
+    inner: NetlinkKernel,
+    lower: Duration,
+    kernel: Duration,
+}
+
+impl Timed {
+    fn new(inner: NetlinkKernel) -> Timed {
+        Timed {
+            inner,
+            lower: Duration::ZERO,
+            kernel: Duration::ZERO,
+        }
+    }
+
+    /// Forget the times so far.
+    fn reset(&mut self) {
+        self.lower = Duration::ZERO;
+        self.kernel = Duration::ZERO;
+    }
+}
+
+impl Kernel for Timed {
+    fn commit(&mut self, txs: &[Transaction]) -> Result<(), String> {
+        let t = Instant::now();
+        let mut b = self.inner.client().batch();
+        let mut id = 0;
+        for tx in txs {
+            each_message(tx, &mut id, |m| {
+                b.push(&m);
+            });
+        }
+        let bytes = b.finish();
+        self.lower += t.elapsed();
+        let t = Instant::now();
+        let out = self
+            .inner
+            .client()
+            .commit(&bytes)
+            .map_err(|e| e.to_string());
+        self.kernel += t.elapsed();
+        out
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, String> {
+        self.inner.generation()
     }
 }
 
@@ -394,8 +502,11 @@ fn main() {
         breakdown(n, &cfg);
     }
     println!(
-        "{:>7} | {:>26} | {:>32} | {:>14} | kube-proxy nftables: full sync, endpoint change, RSS",
-        "N", "first full sync (compute+batch)", "endpoint change (compute / batch)", "resync"
+        "{:>7} | {:>31} | {:>52} | {:>14} | kube-proxy nftables: full sync, endpoint change, RSS",
+        "N",
+        "first full sync (compute+batch)",
+        "endpoint change: compute / diff+print / lower / kernel",
+        "resync"
     );
     for (n, up_full, up_change, up_rss) in UPSTREAM {
         let n = &only.unwrap_or(*n);
@@ -409,7 +520,7 @@ fn main() {
                 return;
             }
         };
-        let mut syncer = NftSyncer::new(kernel);
+        let mut syncer = NftSyncer::new(Timed::new(kernel));
 
         let t = Instant::now();
         let first = catalog_tables(&c0, &cfg);
@@ -426,13 +537,20 @@ fn main() {
             return;
         };
 
+        // One endpoint change by whole tables: build both, diff against the print.
+        syncer.kernel().reset();
         let t = Instant::now();
         let changed = catalog_tables(&c1, &cfg);
-        let change_compute = t.elapsed();
+        let whole_compute = t.elapsed();
         let t = Instant::now();
-        let out = syncer.sync(changed.clone(), false);
-        let change_commit = t.elapsed();
-        let change_msgs = match out {
+        let out = syncer.sync(changed, false);
+        let whole = (
+            whole_compute,
+            t.elapsed(),
+            syncer.kernel().lower,
+            syncer.kernel().kernel,
+        );
+        let whole_msgs = match out {
             Ok(Outcome::Partial { messages }) => messages,
             other => {
                 println!("nft bench: endpoint change at {n}: {other:?}");
@@ -440,24 +558,103 @@ fn main() {
             }
         };
 
+        // And back, service by service: what the daemon does for a change.
+        syncer.kernel().reset();
         let t = Instant::now();
-        let resync = syncer.sync(changed, true);
+        let services = changed_services(&c1, &c0);
+        let deltas: Option<Vec<ServiceDelta>> = [Family::Ip, Family::Ip6]
+            .into_iter()
+            .map(|f| service_delta((&c1, &cfg), (&c0, &cfg), &services, f))
+            .collect();
+        let piece_compute = t.elapsed();
+        let Some(deltas) = deltas else {
+            println!("nft bench: endpoint change at {n}: no service delta");
+            return;
+        };
+        let t = Instant::now();
+        let out = syncer.sync_services(&deltas);
+        let piece = (
+            piece_compute,
+            t.elapsed(),
+            syncer.kernel().lower,
+            syncer.kernel().kernel,
+        );
+        let piece_msgs = match out {
+            Ok(Some(Outcome::Partial { messages })) => messages,
+            other => {
+                println!("nft bench: piecewise endpoint change at {n}: {other:?}");
+                return;
+            }
+        };
+
+        // Nothing changed since: whole tables diffed against the print updated in place.
+        let t = Instant::now();
+        let resync = syncer.sync(catalog_tables(&c0, &cfg), true);
         let resync_time = t.elapsed();
         let resync_text = match resync {
             Ok(Outcome::Unchanged) => format!("0 msgs {}", ms(resync_time)),
             other => format!("{other:?}"),
         };
+        // The kernel's part alone, for two batches of two messages: an element of a plain
+        // set added and deleted (no verdict: nothing for the kernel to validate), and the
+        // masquerading chain's rules flushed and put back (rules: the kernel validates
+        // every chain reachable from the table's base chains before it commits).
+        let probe = |changes: Vec<Change>| Transaction {
+            family: Family::Ip,
+            table: TABLE.to_string(),
+            changes,
+        };
+        let extra: IpAddr = "192.0.2.99".parse().unwrap();
+        let element = [
+            probe(vec![
+                Change::AddElements(NODE_IPS.into(), vec![(Key::Addr(extra), None)]),
+                Change::DelElements(NODE_IPS.into(), vec![Key::Addr(extra)]),
+            ]),
+            probe(vec![
+                Change::FlushChain(MARK_FOR_MASQUERADE.into()),
+                Change::AddRule(MARK_FOR_MASQUERADE.into(), vec![Stmt::MarkOr(MASQ_MARK)]),
+            ]),
+        ];
+        let mut probes = Vec::new();
+        for tx in &element {
+            syncer.kernel().reset();
+            let out = syncer.kernel().commit(std::slice::from_ref(tx));
+            probes.push(match out {
+                Ok(()) => ms(syncer.kernel().kernel),
+                Err(e) => format!("({e})"),
+            });
+        }
+
+        let split = |(compute, batch, lower, kernel): (Duration, Duration, Duration, Duration),
+                     msgs: usize| {
+            format!(
+                "{:>8} / {:>8} / {:>7} / {:>8} ({msgs} msgs)",
+                ms(compute),
+                ms(batch.saturating_sub(lower + kernel)),
+                ms(lower),
+                ms(kernel)
+            )
+        };
         println!(
-            "{n:>7} | {:>9} + {:>9} = {:>9} | {:>9} / {:>9} ({change_msgs} msgs) | {resync_text:>14} | {up_full}, {up_change}, {up_rss}",
+            "{n:>7} | {:>9} + {:>9} = {:>9} | service by service {} | {resync_text:>14} | {up_full}, {up_change}, {up_rss}",
             ms(compute),
             ms(commit),
             ms(compute + commit),
-            ms(change_compute),
-            ms(change_commit),
+            split(piece, piece_msgs),
+        );
+        println!(
+            "{:>7} | {:>31} |       whole tables {} |",
+            "",
+            "",
+            split(whole, whole_msgs),
         );
         println!(
             "{:>7}   {messages} messages in one batch: {chains} chains, {rules} rules, no anonymous sets",
             ""
+        );
+        println!(
+            "{:>7}   kernel alone, 2 messages: set element add+delete {}, one chain's rule re-added {}",
+            "", probes[0], probes[1]
         );
         if let Err(e) = syncer.cleanup() {
             println!("nft bench: cleanup: {e}");
