@@ -394,6 +394,51 @@ impl Catalog {
             .and_then(|i| self.services.get(i))
     }
 
+    /// Take from `old` every record equal to one of ours, giving ours in exchange: what did
+    /// not change stays in the memory it was first given, and the records read anew that
+    /// repeat it go with `old`. A daemon that reads its whole directory at each change and
+    /// keeps the new catalog would otherwise move every record to new memory each time,
+    /// scattered among the reading's freed buffers, and its heap would grow holes.
+    pub fn keep_unchanged(&mut self, old: &mut Catalog) {
+        let (mut i, mut j) = (0, 0);
+        while let (Some(a), Some(b)) = (self.services.get_mut(i), old.services.get_mut(j)) {
+            match a.key.cmp(&b.key) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    if a == b {
+                        std::mem::swap(a, b);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while let (Some(a), Some(b)) = (self.slices.get(i), old.slices.get(j)) {
+            let (ka, kb) = (owner(a), owner(b));
+            if ka < kb {
+                i += 1;
+            } else if ka > kb {
+                j += 1;
+            } else {
+                let mine = self.slices[i..]
+                    .iter()
+                    .take_while(|s| owner(s) == ka)
+                    .count();
+                let theirs = old.slices[j..]
+                    .iter()
+                    .take_while(|s| owner(s) == kb)
+                    .count();
+                if mine == theirs && self.slices[i..i + mine] == old.slices[j..j + theirs] {
+                    self.slices[i..i + mine].swap_with_slice(&mut old.slices[j..j + theirs]);
+                }
+                i += mine;
+                j += theirs;
+            }
+        }
+    }
+
     /// Number of services.
     pub fn len(&self) -> usize {
         self.services.len()

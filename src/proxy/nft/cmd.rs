@@ -176,6 +176,17 @@ struct Programmed {
     piecewise: Option<Config>,
 }
 
+impl Programmed {
+    /// Make `fresh` (when there is one) the catalog, keeping the records that did not change
+    /// where they are.
+    fn adopt(&mut self, fresh: Option<Catalog>) {
+        if let Some(mut c) = fresh {
+            c.keep_unchanged(&mut self.catalog);
+            self.catalog = c;
+        }
+    }
+}
+
 /// Sync the directory's catalog: `fresh` when it was read anew (else the last one again).
 /// A change goes service by service when it can: only the services whose records differ
 /// are built and diffed against the print of what was programmed for them; a resync, a
@@ -192,9 +203,7 @@ fn sync_catalog(
         Ok(c) => c,
         Err(e) => {
             last.piecewise = None;
-            if let Some(c) = fresh {
-                last.catalog = c;
-            }
+            last.adopt(fresh);
             return report(Err(e), started);
         }
     };
@@ -214,7 +223,7 @@ fn sync_catalog(
                     Ok(Some(outcome)) => {
                         drop(deltas);
                         // The catalog read anew replaces the old one: give its pages back.
-                        last.catalog = fresh.unwrap_or_default();
+                        last.adopt(fresh);
                         release_free_memory();
                         return report(Ok(outcome), started);
                     }
@@ -222,16 +231,14 @@ fn sync_catalog(
                     Err(e) => {
                         drop(deltas);
                         last.piecewise = None;
-                        last.catalog = fresh.unwrap_or_default();
+                        last.adopt(fresh);
                         return report(Err(e), started);
                     }
                 }
             }
         }
     }
-    if let Some(c) = fresh {
-        last.catalog = c;
-    }
+    last.adopt(fresh);
     let mut overlap = false;
     let mut out = Vec::new();
     for f in [Family::Ip, Family::Ip6] {

@@ -842,3 +842,30 @@ fn syncer_changes_services_in_place_and_replaces_after_a_failed_commit() {
     ));
     assert_eq!(s.batches, 3);
 }
+
+#[test]
+fn a_catalog_read_anew_keeps_the_unchanged_records_of_the_old_one() {
+    let base = with_others(web("", EPS));
+    let moved = base.replace("10.244.3.2", "10.244.3.3");
+    let mut old = catalog(&base);
+    let mut new = catalog(&moved);
+    let (old_copy, new_copy) = (catalog(&base), catalog(&moved));
+    let web_at = old.service("default", "web").unwrap().key.as_ptr();
+    let web_slice_at = old.slices_of("default", "web")[0].endpoints.as_ptr();
+    let db_slice_at = old.slices_of("default", "db")[0].endpoints.as_ptr();
+    new.keep_unchanged(&mut old);
+    // Same values on both sides as before.
+    assert!(new.services().eq(new_copy.services()) && new.slices().eq(new_copy.slices()));
+    assert!(old.services().eq(old_copy.services()) && old.slices().eq(old_copy.slices()));
+    // The unchanged records moved over; db's changed slice did not.
+    assert_eq!(new.service("default", "web").unwrap().key.as_ptr(), web_at);
+    assert_eq!(
+        new.slices_of("default", "web")[0].endpoints.as_ptr(),
+        web_slice_at
+    );
+    assert_ne!(
+        new.slices_of("default", "db")[0].endpoints.as_ptr(),
+        db_slice_at
+    );
+    assert_eq!(new.slices_of("default", "nope"), &[]);
+}
