@@ -869,3 +869,37 @@ fn a_catalog_read_anew_keeps_the_unchanged_records_of_the_old_one() {
     );
     assert_eq!(new.slices_of("default", "nope"), &[]);
 }
+
+#[test]
+fn a_catalog_orders_slices_by_service_without_changing_the_tables() {
+    // Slices named so that key order and service order differ.
+    let yaml = with_others(web("", EPS)).replace("name: db-1", "name: zz-db-1")
+        + "
+---
+kind: EndpointSlice
+metadata:
+  name: aa-web-2
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [10.244.4.4], conditions: {ready: true}, nodeName: n2}
+---
+kind: EndpointSlice
+metadata: {name: orphan, namespace: default}
+addressType: IPv4
+endpoints:
+- {addresses: [10.244.9.9]}
+";
+    let (s, e) = objects(&yaml);
+    let cat = catalog(&yaml);
+    assert_eq!(cat.slices_of("default", "web").len(), 2);
+    assert_eq!(cat.slices_of("default", "db").len(), 1);
+    for f in [Family::Ip, Family::Ip6] {
+        assert_eq!(
+            build_records(cat.services(), cat.slices(), &cfg(), f),
+            build(&s, &e, &cfg(), f)
+        );
+    }
+}
