@@ -216,11 +216,13 @@ fn sync_catalog(
                 .collect();
             drop(changed);
             if let Some(deltas) = deltas {
-                for w in deltas.first().map(|d| d.warnings.as_slice()).unwrap_or(&[]) {
-                    eprintln!("tinylet proxy: warning: {w}");
-                }
                 match syncer.sync_services(&deltas) {
                     Ok(Some(outcome)) => {
+                        // Both families see the same objects: say it once, for the changed
+                        // services only.
+                        for w in deltas.first().map(|d| d.warnings.as_slice()).unwrap_or(&[]) {
+                            eprintln!("tinylet proxy: warning: {w}");
+                        }
                         drop(deltas);
                         // The catalog read anew replaces the old one: give its pages back.
                         last.adopt(fresh);
