@@ -474,12 +474,20 @@ impl CatalogBuilder {
     /// Add an object (replacing an earlier one of the same key).
     pub fn add(&mut self, o: &Object) {
         match o {
-            Object::Service(s) => self.services.push(ServiceRec::of(s, &mut self.names)),
-            Object::EndpointSlice(s) => {
-                let r = SliceRec::of(s, &mut self.names);
-                self.slices.push((s.metadata.key().into(), r));
-            }
+            Object::Service(s) => self.add_service(s),
+            Object::EndpointSlice(s) => self.add_slice(s),
         }
+    }
+
+    /// Add a Service (replacing an earlier one of the same key).
+    pub fn add_service(&mut self, s: &Service) {
+        self.services.push(ServiceRec::of(s, &mut self.names));
+    }
+
+    /// Add an EndpointSlice (replacing an earlier one of the same key).
+    pub fn add_slice(&mut self, s: &EndpointSlice) {
+        let r = SliceRec::of(s, &mut self.names);
+        self.slices.push((s.metadata.key().into(), r));
     }
 
     /// The catalog.

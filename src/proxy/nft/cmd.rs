@@ -1,7 +1,8 @@
 //! `tinylet proxy --proxy-mode=nftables` and `tinylet nft list`: wiring only.
 //!
-//! Reads the node's addresses, builds both tables from the source model, hands them to the
-//! syncer; `--cleanup` removes our tables (and nothing else).
+//! Reads the node's addresses, reduces the source's objects to records (a catalog), and hands
+//! the syncer either the pieces of the services that changed since the last sync or both
+//! whole tables; `--cleanup` removes our tables (and nothing else).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::catalog::{changed_services, Catalog, CatalogBuilder};
 use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
-use super::ruleset::{build, build_records, service_delta, Built, Config, TABLE};
+use super::ruleset::{build_records, service_delta, Config, TABLE};
 use super::sync::{NftSyncer, Outcome};
 use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
@@ -59,26 +60,6 @@ impl Node {
     }
 }
 
-/// Both families' tables, with the node's current addresses.
-fn tables(
-    node: &Node,
-    build: impl Fn(&Config, Family) -> Built,
-) -> Result<Vec<super::model::Table>, String> {
-    let cfg = node.config()?;
-    let mut out = Vec::new();
-    for f in [Family::Ip, Family::Ip6] {
-        let b = build(&cfg, f);
-        for w in &b.warnings {
-            // Both families see the same objects: say it once.
-            if f == Family::Ip {
-                eprintln!("tinylet proxy: warning: {w}");
-            }
-        }
-        out.push(b.table);
-    }
-    Ok(out)
-}
-
 /// Give the heap's free pages back to the system. A sync builds the whole ruleset, and a
 /// full one its batch too (tens of MB at 10,000 services), then frees them; a change read
 /// from the manifest directory makes a new catalog and frees the old; glibc keeps
@@ -91,18 +72,6 @@ fn release_free_memory() {
     unsafe {
         nix::libc::malloc_trim(0);
     }
-}
-
-fn sync(
-    syncer: &mut NftSyncer<NetlinkKernel>,
-    node: &Node,
-    resync: bool,
-    build: impl Fn(&Config, Family) -> Built,
-) -> bool {
-    let started = Instant::now();
-    let result = tables(node, build).and_then(|t| syncer.sync(t, resync));
-    release_free_memory();
-    report(result, started)
 }
 
 /// Print what a sync did; false when it failed.
@@ -167,7 +136,7 @@ pub fn run(a: &ProxyArgs, hostname: String, api: Option<ApiSource>) -> i32 {
     }
 }
 
-/// What the manifest-directory loop programmed last: its catalog, and the config it was
+/// What a source's loop programmed last: its catalog, and the config it was
 /// programmed with when the syncer's print is exactly that catalog's tables (the last sync
 /// succeeded and no two services overlapped), so the next change can go service by service.
 #[derive(Default)]
@@ -187,7 +156,7 @@ impl Programmed {
     }
 }
 
-/// Sync the directory's catalog: `fresh` when it was read anew (else the last one again).
+/// Sync a source's catalog: `fresh` when it was read anew (else the last one again).
 /// A change goes service by service when it can: only the services whose records differ
 /// are built and diffed against the print of what was programmed for them; a resync, a
 /// changed node config, the first sync and any failure build and diff whole tables.
@@ -327,10 +296,21 @@ fn api_loop(
     period: Duration,
     once: bool,
 ) -> i32 {
+    // The records of the objects last programmed, so that a change goes service by service
+    // as in the manifest-directory mode: making them anew from the model at each sync costs
+    // far less than building and diffing whole tables.
+    let mut last = Programmed::default();
     crate::proxy::cmd::api_watch_loop(api, period, once, |model: &Model, mode| {
-        sync(syncer, node, mode == SyncMode::Full, |cfg, f| {
-            build(model.service_refs(), model.slice_refs(), cfg, f)
-        })
+        let mut b = CatalogBuilder::default();
+        model.service_refs().for_each(|s| b.add_service(s));
+        model.slice_refs().for_each(|s| b.add_slice(s));
+        sync_catalog(
+            syncer,
+            node,
+            mode == SyncMode::Full,
+            &mut last,
+            Some(b.finish()),
+        )
     })
 }
 
