@@ -558,6 +558,15 @@ fn main() {
             }
         };
 
+        // What the API mode adds to a change: its model reduced to a catalog.
+        let t = Instant::now();
+        let mut b = CatalogBuilder::default();
+        s0.iter().for_each(|x| b.add_service(x));
+        e0.iter().for_each(|x| b.add_slice(x));
+        let from_model = b.finish();
+        let api_catalog = t.elapsed();
+        drop(from_model);
+
         // And back, service by service: what the daemon does for a change.
         syncer.kernel().reset();
         let t = Instant::now();
@@ -651,6 +660,11 @@ fn main() {
         println!(
             "{:>7}   {messages} messages in one batch: {chains} chains, {rules} rules, no anonymous sets",
             ""
+        );
+        println!(
+            "{:>7}   the API source adds its model reduced to a catalog: {} per change",
+            "",
+            ms(api_catalog)
         );
         println!(
             "{:>7}   kernel alone, 2 messages: set element add+delete {}, one chain's rule re-added {}",
