@@ -351,10 +351,11 @@ fn groups(slices: &[SliceRec]) -> impl Iterator<Item = ((&str, Option<&str>), &[
         .filter_map(|run| run.first().map(|s| (owner(s), run)))
 }
 
-/// Services and EndpointSlices as records, one record per key: services sorted by
-/// namespace/name, slices by the service they belong to and then by namespace/name
-/// (each service's slices side by side), like [`crate::proxy::source::Model`]; in plain arrays, which take half
-/// the bytes of a map filled in key order. Made by a [`CatalogBuilder`].
+/// Services and EndpointSlices as records, one record per key (as in
+/// [`crate::proxy::source::Model`]): services sorted by namespace/name, slices by the service
+/// they belong to and then by namespace/name, so each service's slices sit side by side; in
+/// plain arrays, which take half the bytes of a map filled in key order. Made by a
+/// [`CatalogBuilder`].
 #[derive(Debug, Default)]
 pub struct Catalog {
     services: Box<[ServiceRec]>,

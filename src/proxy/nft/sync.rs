@@ -5,6 +5,10 @@
 //! rather than as tables. To notice someone else editing our tables, a periodic
 //! resync asks the kernel for its ruleset generation (one request) and replaces our tables
 //! when it moved since our last commit.
+//!
+//! A change can also come as the pieces of the services that changed
+//! ([`NftSyncer::sync_services`]): only those names and keys are compared with the print,
+//! which is then updated in place, so the work follows the change rather than the table.
 
 use std::collections::{BTreeMap, BTreeSet};
 
