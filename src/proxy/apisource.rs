@@ -38,6 +38,19 @@ impl Change {
     }
 }
 
+/// What a proxy mode keeps of the API's objects, folding in one change at a time: the
+/// parsed objects ([`Model`]), or only what its rules read of them.
+pub trait Fold: Default {
+    /// Fold the change in.
+    fn fold(&mut self, c: Change);
+}
+
+impl Fold for Model {
+    fn fold(&mut self, c: Change) {
+        c.apply(self)
+    }
+}
+
 /// Stops the watch threads when dropped or on [`ApiSource::stop`].
 pub struct ApiSource {
     stop: Arc<AtomicBool>,

@@ -8,13 +8,15 @@
 //! ruleset function either way. Unusable values (a bad address, an unknown protocol) are
 //! kept as their text, so the ruleset still warns about them exactly as before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::Service;
+use crate::proxy::apisource::{Change, Fold};
 use crate::proxy::desired::{port_u16, DEFAULT_AFFINITY_SECONDS};
 use crate::proxy::source::Object;
 use crate::proxy::table::Proto;
@@ -47,6 +49,18 @@ impl Interner {
     /// The shared copy of `s`.
     pub fn get(&mut self, s: &str) -> Arc<str> {
         shared(&mut self.strs, s)
+    }
+
+    /// Number of values kept.
+    fn len(&self) -> usize {
+        self.strs.len() + self.ports.len() + self.slice_ports.len()
+    }
+
+    /// Forget the values no record uses any more.
+    fn prune(&mut self) {
+        self.strs.retain(|a| Arc::strong_count(a) > 1);
+        self.ports.retain(|a| Arc::strong_count(a) > 1);
+        self.slice_ports.retain(|a| Arc::strong_count(a) > 1);
     }
 }
 
@@ -171,6 +185,8 @@ pub struct EndpointRec {
 /// What the ruleset reads of an EndpointSlice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceRec {
+    /// `namespace/name` of the slice itself.
+    pub key: Box<str>,
     /// Namespace.
     pub namespace: Arc<str>,
     /// The service it belongs to (its `kubernetes.io/service-name` label).
@@ -187,6 +203,7 @@ impl SliceRec {
     /// The record of `s`, sharing strings through `names`.
     pub fn of(s: &EndpointSlice, names: &mut Interner) -> SliceRec {
         SliceRec {
+            key: s.metadata.key().into(),
             namespace: names.get(&s.metadata.namespace),
             service: s.service_name().map(Box::from),
             ip: s.address_type == "IPv4" || s.address_type == "IPv6",
@@ -258,12 +275,23 @@ fn service_key(namespace: &str, name: &str) -> String {
 /// its record differs, or it is in one only, or the EndpointSlices that name it differ.
 /// In order, each once.
 pub fn changed_services<'a>(old: &'a Catalog, new: &'a Catalog) -> Vec<(&'a str, &'a str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
+    let mut out = Vec::new();
+    changed_records(&old.services, &new.services, &mut out);
+    changed_runs(&old.slices, &new.slices, &mut out);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Into `out`: the services whose record differs between `old` and `new` or is in one only
+/// (both in key order).
+fn changed_records<'a>(
+    old: &'a [ServiceRec],
+    new: &'a [ServiceRec],
+    out: &mut Vec<(&'a str, &'a str)>,
+) {
     let id = |s: &'a ServiceRec| (&*s.namespace, s.name());
-    let (mut a, mut b) = (
-        old.services.iter().peekable(),
-        new.services.iter().peekable(),
-    );
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
     loop {
         match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => match x.key.cmp(&y.key) {
@@ -294,11 +322,12 @@ pub fn changed_services<'a>(old: &'a Catalog, new: &'a Catalog) -> Vec<(&'a str,
             (None, None) => break,
         }
     }
-    // The slices, one service's run at a time, in the same order on both sides.
-    let (mut a, mut b) = (
-        groups(&old.slices).peekable(),
-        groups(&new.slices).peekable(),
-    );
+}
+
+/// Into `out`: the services whose slices differ between `old` and `new` (both in catalog
+/// order).
+fn changed_runs<'a>(old: &'a [SliceRec], new: &'a [SliceRec], out: &mut Vec<(&'a str, &'a str)>) {
+    let (mut a, mut b) = (groups(old).peekable(), groups(new).peekable());
     let mut mark = |(ns, name): (&'a str, Option<&'a str>)| {
         if let Some(name) = name {
             out.push((ns, name));
@@ -334,9 +363,6 @@ pub fn changed_services<'a>(old: &'a Catalog, new: &'a Catalog) -> Vec<(&'a str,
             (None, None) => break,
         }
     }
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 /// The (namespace, service name) a slice belongs to: how a [`Catalog`] orders its slices.
@@ -356,10 +382,10 @@ fn groups(slices: &[SliceRec]) -> impl Iterator<Item = ((&str, Option<&str>), &[
 /// they belong to and then by namespace/name, so each service's slices sit side by side; in
 /// plain arrays, which take half the bytes of a map filled in key order. Made by a
 /// [`CatalogBuilder`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
-    services: Box<[ServiceRec]>,
-    slices: Box<[SliceRec]>,
+    services: Vec<ServiceRec>,
+    slices: Vec<SliceRec>,
 }
 
 impl Catalog {
@@ -376,14 +402,9 @@ impl Catalog {
 
     /// The EndpointSlices of the service `name` of `namespace`, in key order.
     pub fn slices_of(&self, namespace: &str, name: &str) -> &[SliceRec] {
-        let at = (namespace, Some(name));
-        let start = self.slices.partition_point(|s| owner(s) < at);
-        let len = self
-            .slices
-            .get(start..)
+        self.slices
+            .get(self.run((namespace, Some(name))))
             .unwrap_or(&[])
-            .partition_point(|s| owner(s) <= at);
-        self.slices.get(start..start + len).unwrap_or(&[])
     }
 
     /// The service `name` of `namespace`.
@@ -440,6 +461,17 @@ impl Catalog {
         }
     }
 
+    /// The range of the slices of `owner` (namespace, service name or none).
+    fn run(&self, owner_: (&str, Option<&str>)) -> Range<usize> {
+        let start = self.slices.partition_point(|s| owner(s) < owner_);
+        let len = self
+            .slices
+            .get(start..)
+            .unwrap_or(&[])
+            .partition_point(|s| owner(s) <= owner_);
+        start..start + len
+    }
+
     /// Number of services.
     pub fn len(&self) -> usize {
         self.services.len()
@@ -456,8 +488,14 @@ impl Catalog {
 #[derive(Debug, Default)]
 pub struct CatalogBuilder {
     services: Vec<ServiceRec>,
-    slices: Vec<(Box<str>, SliceRec)>,
+    slices: Vec<SliceRec>,
     names: Interner,
+}
+
+/// `v` without spare capacity: a catalog built whole holds no more than its records.
+fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
 }
 
 /// Sort by key, keeping the last of each run of equal keys (the latest upsert).
@@ -487,20 +525,244 @@ impl CatalogBuilder {
 
     /// Add an EndpointSlice (replacing an earlier one of the same key).
     pub fn add_slice(&mut self, s: &EndpointSlice) {
-        let r = SliceRec::of(s, &mut self.names);
-        self.slices.push((s.metadata.key().into(), r));
+        self.slices.push(SliceRec::of(s, &mut self.names));
     }
 
     /// The catalog.
     pub fn finish(self) -> Catalog {
         let services = latest_by_key(self.services, |s| &s.key);
-        let slices = latest_by_key(self.slices, |(k, _)| k);
-        let mut slices: Vec<SliceRec> = slices.into_iter().map(|(_, s)| s).collect();
+        let mut slices = latest_by_key(self.slices, |s| &s.key);
         // Stable: key order within one service stays.
         slices.sort_by(|a, b| owner(a).cmp(&owner(b)));
         Catalog {
-            services: services.into_boxed_slice(),
-            slices: slices.into_boxed_slice(),
+            services: shrunk(services),
+            slices: shrunk(slices),
         }
+    }
+}
+
+/// A service's (namespace, name), owned.
+pub type ServiceId = (Box<str>, Box<str>);
+
+fn owned(ids: Vec<(&str, &str)>) -> Vec<ServiceId> {
+    ids.into_iter()
+        .map(|(ns, n)| (ns.into(), n.into()))
+        .collect()
+}
+
+/// How a service looked before its first change since [`LiveCatalog::take_changes`].
+#[derive(Debug)]
+struct Before {
+    service: Option<ServiceRec>,
+    slices: Vec<SliceRec>,
+}
+
+/// The services changed since the last [`LiveCatalog::take_changes`]: their records as they
+/// were then (a catalog of those services only) and their ids, in order.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The changed services' records as they were.
+    pub before: Catalog,
+    /// The changed services, (namespace, name) in order, each once.
+    pub services: Vec<ServiceId>,
+}
+
+impl Changes {
+    /// The ids as [`super::ruleset::service_delta`] takes them.
+    pub fn ids(&self) -> Vec<(&str, &str)> {
+        self.services.iter().map(|(ns, n)| (&**ns, &**n)).collect()
+    }
+}
+
+/// A [`Catalog`] kept up to date one object at a time, as the API watch reports them,
+/// instead of the parsed objects: an object is reduced to its record as it arrives, and the
+/// records of the services it touches are kept as they were until the next
+/// [`LiveCatalog::take_changes`]. A change to one object costs a search and a move of the
+/// records after it; a re-list compares the whole new set with the records and remembers
+/// every service that differs, so objects deleted while the watch was down disappear.
+#[derive(Debug, Default)]
+pub struct LiveCatalog {
+    catalog: Catalog,
+    names: Interner,
+    /// How many values `names` kept after its last pruning.
+    names_kept: usize,
+    before: BTreeMap<ServiceId, Before>,
+}
+
+impl LiveCatalog {
+    /// The records now.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// How many shared values (names, port lists) it keeps.
+    pub fn kept_values(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Fold one change from the API watch in.
+    pub fn apply(&mut self, c: Change) {
+        match c {
+            Change::Upsert(Object::Service(s)) => self.upsert_service(&s),
+            Change::Upsert(Object::EndpointSlice(s)) => self.upsert_slice(&s),
+            Change::Delete(Object::Service(s)) => self.delete_service(&s.metadata.key()),
+            Change::Delete(Object::EndpointSlice(s)) => {
+                let hint = (s.metadata.namespace.as_str(), s.service_name());
+                self.delete_slice(&s.metadata.key(), hint);
+            }
+            Change::Services(v) => self.replace_services(&v),
+            Change::Slices(v) => self.replace_slices(&v),
+        }
+    }
+
+    /// Remember how the service (namespace, name) looks now, unless it changed already
+    /// since the last [`LiveCatalog::take_changes`].
+    fn note(&mut self, namespace: &str, name: &str) {
+        let id: ServiceId = (namespace.into(), name.into());
+        if self.before.contains_key(&id) {
+            return;
+        }
+        let b = Before {
+            service: self.catalog.service(namespace, name).cloned(),
+            slices: self.catalog.slices_of(namespace, name).to_vec(),
+        };
+        self.before.insert(id, b);
+    }
+
+    /// Insert or replace a Service.
+    pub fn upsert_service(&mut self, s: &Service) {
+        let rec = ServiceRec::of(s, &mut self.names);
+        self.note(&rec.namespace, rec.name());
+        let services = &mut self.catalog.services;
+        match services.binary_search_by(|x| x.key.cmp(&rec.key)) {
+            Ok(i) => {
+                if let Some(x) = services.get_mut(i) {
+                    *x = rec;
+                }
+            }
+            Err(i) => services.insert(i, rec),
+        }
+    }
+
+    /// Remove the Service of key `namespace/name`.
+    pub fn delete_service(&mut self, key: &str) {
+        let services = &self.catalog.services;
+        let Ok(i) = services.binary_search_by(|x| (*x.key).cmp(key)) else {
+            return;
+        };
+        let Some(rec) = services.get(i) else {
+            return;
+        };
+        let (ns, name) = (rec.namespace.clone(), Box::<str>::from(rec.name()));
+        self.note(&ns, &name);
+        self.catalog.services.remove(i);
+    }
+
+    /// Where the slice of key `key` is: first among the slices of `hint` (its namespace and
+    /// service as the object names them), else anywhere (a slice that moved to another
+    /// service, or a new one).
+    fn find_slice(&self, key: &str, hint: (&str, Option<&str>)) -> Option<usize> {
+        let run = self.catalog.run(hint);
+        let slices = self.catalog.slices.get(run.clone()).unwrap_or(&[]);
+        if let Ok(i) = slices.binary_search_by(|s| (*s.key).cmp(key)) {
+            return Some(run.start + i);
+        }
+        self.catalog.slices.iter().position(|s| *s.key == *key)
+    }
+
+    /// Remove the slice of key `key` (`hint`: see [`LiveCatalog::find_slice`]).
+    fn delete_slice(&mut self, key: &str, hint: (&str, Option<&str>)) {
+        let Some(i) = self.find_slice(key, hint) else {
+            return;
+        };
+        let Some(old) = self.catalog.slices.get(i) else {
+            return;
+        };
+        if let Some(name) = old.service.clone() {
+            let ns = old.namespace.clone();
+            self.note(&ns, &name);
+        }
+        self.catalog.slices.remove(i);
+    }
+
+    /// Insert or replace an EndpointSlice (it may now name another service).
+    pub fn upsert_slice(&mut self, s: &EndpointSlice) {
+        let rec = SliceRec::of(s, &mut self.names);
+        self.delete_slice(&rec.key, owner(&rec));
+        if let Some(name) = rec.service.clone() {
+            let ns = rec.namespace.clone();
+            self.note(&ns, &name);
+        }
+        let at = (owner(&rec), &*rec.key);
+        let i = self
+            .catalog
+            .slices
+            .partition_point(|s| (owner(s), &*s.key) < at);
+        self.catalog.slices.insert(i, rec);
+    }
+
+    /// Replace every Service (a re-list): those not in `v` are gone.
+    pub fn replace_services(&mut self, v: &[Service]) {
+        let mut b = CatalogBuilder::default();
+        v.iter().for_each(|s| b.add_service(s));
+        let new = b.finish().services;
+        let mut changed = Vec::new();
+        changed_records(&self.catalog.services, &new, &mut changed);
+        let changed = owned(changed);
+        self.note_all(&changed);
+        self.catalog.services = new;
+    }
+
+    /// Replace every EndpointSlice (a re-list): those not in `v` are gone.
+    pub fn replace_slices(&mut self, v: &[EndpointSlice]) {
+        let mut b = CatalogBuilder::default();
+        v.iter().for_each(|s| b.add_slice(s));
+        let new = b.finish().slices;
+        let mut changed = Vec::new();
+        changed_runs(&self.catalog.slices, &new, &mut changed);
+        let changed = owned(changed);
+        self.note_all(&changed);
+        self.catalog.slices = new;
+    }
+
+    /// [`LiveCatalog::note`] each of `ids`.
+    fn note_all(&mut self, ids: &[ServiceId]) {
+        for (ns, name) in ids {
+            self.note(ns, name);
+        }
+    }
+
+    /// The services changed since the last call, and forget them: the caller programs the
+    /// catalog now. A service changed and changed back is left out.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut services = Vec::new();
+        let mut before = Catalog::default();
+        for (id, b) in std::mem::take(&mut self.before) {
+            let (ns, name) = (&*id.0, &*id.1);
+            if b.service.as_ref() == self.catalog.service(ns, name)
+                && b.slices.as_slice() == self.catalog.slices_of(ns, name)
+            {
+                continue;
+            }
+            before.services.extend(b.service);
+            before.slices.extend(b.slices);
+            services.push(id);
+        }
+        // Values of records gone (a port list changed, a namespace deleted) would pile up:
+        // drop them once there are as many again as when last pruned.
+        if self.names.len() > 2 * self.names_kept + 64 {
+            self.names.prune();
+            self.names_kept = self.names.len();
+        }
+        before.services.sort_by(|a, b| a.key.cmp(&b.key));
+        // Stable, and each service's slices are in key order already.
+        before.slices.sort_by(|a, b| owner(a).cmp(&owner(b)));
+        Changes { before, services }
+    }
+}
+
+impl Fold for LiveCatalog {
+    fn fold(&mut self, c: Change) {
+        self.apply(c)
     }
 }

@@ -3,14 +3,15 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::catalog::{changed_services, Catalog, CatalogBuilder};
+use super::catalog::{changed_services, Catalog, CatalogBuilder, LiveCatalog};
 use super::diff::{changes, full, partial, service_changes, Change, Programmed, Transaction};
 use super::model::{render, Cidr, Family, Key, SetKind, Stmt, Table, Verdict};
 use super::ruleset::*;
 use super::sync::{Kernel, NftSyncer, Outcome};
 use crate::k8s::discovery::EndpointSlice;
 use crate::k8s::service::Service;
-use crate::proxy::source::{parse_manifest, Object};
+use crate::proxy::apisource::Change as WatchChange;
+use crate::proxy::source::{parse_manifest, Model, Object};
 use crate::proxy::table::Proto;
 
 fn ip(s: &str) -> IpAddr {
@@ -902,4 +903,225 @@ endpoints:
             build(&s, &e, &cfg(), f)
         );
     }
+}
+
+/// The one object of `yaml`.
+fn one(yaml: &str) -> Object {
+    let mut v = parse_manifest(yaml, false).unwrap();
+    assert_eq!(v.len(), 1);
+    v.remove(0)
+}
+
+/// Follows a [`LiveCatalog`] with the objects themselves and, at each sync, checks it against
+/// a catalog built from those objects: the same records, the changed services exactly those
+/// whose records differ from the last sync's, and their pieces turn the last sync's tables
+/// into the new ones.
+struct Follow {
+    live: LiveCatalog,
+    objects: Model,
+    synced: Catalog,
+}
+
+impl Follow {
+    fn new() -> Follow {
+        Follow {
+            live: LiveCatalog::default(),
+            objects: Model::default(),
+            synced: Catalog::default(),
+        }
+    }
+
+    fn apply(&mut self, c: WatchChange) {
+        c.clone().apply(&mut self.objects);
+        self.live.apply(c);
+    }
+
+    fn upsert(&mut self, yaml: &str) {
+        self.apply(WatchChange::Upsert(one(yaml)));
+    }
+
+    fn delete(&mut self, yaml: &str) {
+        self.apply(WatchChange::Delete(one(yaml)));
+    }
+
+    fn relist(&mut self, yaml: &str) {
+        let (s, e) = objects(yaml);
+        self.apply(WatchChange::Services(s));
+        self.apply(WatchChange::Slices(e));
+    }
+
+    /// Check as above; returns the changed services.
+    fn sync(&mut self) -> Vec<(String, String)> {
+        let c = cfg();
+        let mut want = CatalogBuilder::default();
+        self.objects
+            .service_refs()
+            .for_each(|s| want.add_service(s));
+        self.objects.slice_refs().for_each(|s| want.add_slice(s));
+        let want = want.finish();
+        assert_eq!(self.live.catalog(), &want);
+        let changes = self.live.take_changes();
+        let ids = changes.ids();
+        assert_eq!(ids, changed_services(&self.synced, &want));
+        for f in [Family::Ip, Family::Ip6] {
+            let was = build_records(self.synced.services(), self.synced.slices(), &c, f);
+            let now = build_records(want.services(), want.slices(), &c, f);
+            let (s, e) = (self.objects.services(), self.objects.slices());
+            assert_eq!(now, build(&s, &e, &c, f));
+            let d =
+                service_delta((&changes.before, &c), (self.live.catalog(), &c), &ids, f).unwrap();
+            let mut print = Programmed::of(&was.table);
+            print.apply(&d.old, &d.new);
+            assert_eq!(print, Programmed::of(&now.table), "{f:?}");
+        }
+        let out = ids
+            .iter()
+            .map(|(ns, n)| (ns.to_string(), n.to_string()))
+            .collect();
+        self.synced = want;
+        out
+    }
+}
+
+fn ids(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(ns, n)| (ns.to_string(), n.to_string()))
+        .collect()
+}
+
+const WEB_SVC: &str = "
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+";
+
+fn slice(name: &str, service: Option<&str>, addr: &str) -> String {
+    let label = service.map_or(String::new(), |s| {
+        format!("\n  labels: {{kubernetes.io/service-name: {s}}}")
+    });
+    format!(
+        "
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: default{label}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}, {{name: pg, port: 5432, protocol: TCP}}]
+endpoints:
+- {{addresses: [{addr}], conditions: {{ready: true}}, nodeName: n2}}
+"
+    )
+}
+
+#[test]
+fn a_catalog_kept_change_by_change_equals_one_built_from_the_objects() {
+    let mut f = Follow::new();
+    let base = with_others(web("", EPS));
+    f.relist(&base);
+    assert_eq!(
+        f.sync(),
+        ids(&[("default", "db"), ("default", "web"), ("other", "v6")])
+    );
+    // Nothing between two syncs: nothing changed.
+    assert!(f.sync().is_empty());
+
+    // An endpoint change: its service only.
+    f.upsert(web("", &EPS[1..]).split("---").nth(1).unwrap());
+    assert_eq!(f.sync(), ids(&[("default", "web")]));
+
+    // A second slice for web, in key order before the first.
+    f.upsert(&slice("aa-web-2", Some("web"), "10.244.4.4"));
+    assert_eq!(f.sync(), ids(&[("default", "web")]));
+
+    // The slice moves to db: both services change.
+    f.upsert(&slice("aa-web-2", Some("db"), "10.244.4.4"));
+    assert_eq!(f.sync(), ids(&[("default", "db"), ("default", "web")]));
+
+    // A slice of no service: no service changes, but the record is kept.
+    f.upsert(&slice("orphan", None, "10.244.9.9"));
+    assert!(f.sync().is_empty());
+    // ...and it joins web.
+    f.upsert(&slice("orphan", Some("web"), "10.244.9.9"));
+    assert_eq!(f.sync(), ids(&[("default", "web")]));
+
+    // The Service goes while its slices remain; then comes back.
+    f.delete(WEB_SVC);
+    assert_eq!(f.sync(), ids(&[("default", "web")]));
+    assert!(f.live.catalog().service("default", "web").is_none());
+    assert_eq!(f.live.catalog().slices_of("default", "web").len(), 2);
+    f.upsert(WEB_SVC);
+    assert_eq!(f.sync(), ids(&[("default", "web")]));
+
+    // A delete whose object names another service than the one its slice was under (a
+    // label changed between the last update seen and the delete).
+    f.delete(&slice("orphan", Some("db"), "10.244.9.9"));
+    assert_eq!(f.sync(), ids(&[("default", "web")]));
+    // Deleting what is not there changes nothing.
+    f.delete(&slice("nothing", Some("web"), "10.244.9.9"));
+    f.delete(&WEB_SVC.replace("name: web", "name: nothing"));
+    assert!(f.sync().is_empty());
+
+    // Changed and changed back before a sync: nothing to do.
+    f.upsert(&slice("aa-web-2", Some("db"), "10.244.4.5"));
+    f.upsert(&slice("aa-web-2", Some("db"), "10.244.4.4"));
+    assert!(f.sync().is_empty());
+
+    // Several changes to one service between syncs: the first state is what it is compared
+    // with.
+    f.upsert(&slice("aa-web-2", Some("web"), "10.244.4.5"));
+    f.upsert(&slice("aa-web-2", Some("db"), "10.244.4.6"));
+    f.upsert(&slice("aa-web-2", Some("v6"), "10.244.4.7"));
+    assert_eq!(f.sync(), ids(&[("default", "db"), ("default", "v6")]));
+}
+
+#[test]
+fn a_relist_makes_the_catalog_exactly_the_listed_objects() {
+    let mut f = Follow::new();
+    let base = with_others(web("", EPS));
+    f.relist(&base);
+    f.upsert(&slice("aa-web-2", Some("web"), "10.244.4.4"));
+    f.sync();
+    // While the watch was down: db and its slice were deleted, web's extra slice too, and
+    // an endpoint of web changed. The relists say so.
+    let without_db = with_others(web("", &EPS[..2]))
+        .split("---")
+        .filter(|d| !d.contains("name: db"))
+        .collect::<Vec<_>>()
+        .join("---");
+    f.relist(&without_db);
+    assert_eq!(f.sync(), ids(&[("default", "db"), ("default", "web")]));
+    assert!(f.live.catalog().service("default", "db").is_none());
+    assert!(f.live.catalog().slices_of("default", "db").is_empty());
+    assert_eq!(f.live.catalog().slices_of("default", "web").len(), 1);
+    // The same lists again: nothing.
+    f.relist(&without_db);
+    assert!(f.sync().is_empty());
+    // Only the Services re-listed (empty), then a slice change: every service goes.
+    f.apply(WatchChange::Services(Vec::new()));
+    f.upsert(&slice("aa-web-2", Some("web"), "10.244.4.4"));
+    assert_eq!(f.sync(), ids(&[("default", "web"), ("other", "v6")]));
+    assert!(f.live.catalog().is_empty());
+    // An empty slice list: every slice goes.
+    f.apply(WatchChange::Slices(Vec::new()));
+    f.sync();
+    assert_eq!(f.live.catalog().slices().count(), 0);
+}
+
+#[test]
+fn a_catalog_kept_change_by_change_forgets_values_no_record_uses() {
+    let mut live = LiveCatalog::default();
+    // Many distinct port lists, one after the other for the same service.
+    for port in 1000..1400 {
+        live.apply(WatchChange::Upsert(one(
+            &WEB_SVC.replace("nodePort: 30080", &format!("nodePort: {port}"))
+        )));
+        live.take_changes();
+    }
+    let mut b = CatalogBuilder::default();
+    b.add(&one(&WEB_SVC.replace("nodePort: 30080", "nodePort: 1399")));
+    assert_eq!(live.catalog(), &b.finish());
+    assert!(live.kept_values() < 200, "{}", live.kept_values());
 }
