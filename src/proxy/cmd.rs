@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::apisource::{ApiSource, Change};
+use super::apisource::{ApiSource, Change, Fold};
 use super::backend::{Backend, IpvsBackend, SyncMode, SyncReport, Syncer, DUMMY_LINK};
 use super::desired::{desired_state, Config, Desired};
 use super::nft::ipvs_masq::{self, IpvsMasq};
@@ -505,7 +505,7 @@ fn run_api_loop_with<B: Backend>(
     once: bool,
     mut masq: Option<&mut IpvsMasq>,
 ) -> i32 {
-    api_watch_loop(api, period, once, |model, mode| {
+    api_watch_loop(api, period, once, |model: &mut Model, mode| {
         let d = compute(model, cfg);
         let masq_ok = masq.as_mut().is_none_or(|m| sync_masq(m, model, mode));
         match syncer.sync(&d.state, mode) {
@@ -521,17 +521,17 @@ fn run_api_loop_with<B: Backend>(
     })
 }
 
-/// The API-watch driver every proxy mode shares: folds the watch's changes into a model and
-/// calls `sync(model, mode)` when the schedule says so (partial at once after a change, full
+/// The API-watch driver every proxy mode shares: folds the watch's changes into what the
+/// mode keeps of the objects (`S`: the parsed objects, or records) and calls `sync(state, mode)` when the schedule says so (partial at once after a change, full
 /// every `period`), once both kinds have been listed. `sync` says whether it succeeded; with
 /// `once` the first sync's outcome is the exit code.
-pub(crate) fn api_watch_loop(
+pub(crate) fn api_watch_loop<S: Fold>(
     api: &ApiSource,
     period: Duration,
     once: bool,
-    mut sync: impl FnMut(&Model, SyncMode) -> bool,
+    mut sync: impl FnMut(&mut S, SyncMode) -> bool,
 ) -> i32 {
-    let mut model = Model::default();
+    let mut state = S::default();
     let mut schedule = Schedule::new(period);
     let (mut have_services, mut have_slices) = (false, false);
     loop {
@@ -542,7 +542,7 @@ pub(crate) fn api_watch_loop(
                 for c in batch {
                     have_services |= matches!(c, Change::Services(_));
                     have_slices |= matches!(c, Change::Slices(_));
-                    c.apply(&mut model);
+                    state.fold(c);
                 }
                 true
             }
@@ -563,7 +563,7 @@ pub(crate) fn api_watch_loop(
         };
         if let Some(mode) = mode {
             schedule.attempted(now, mode);
-            let ok = sync(&model, mode);
+            let ok = sync(&mut state, mode);
             if once {
                 return i32::from(!ok);
             }

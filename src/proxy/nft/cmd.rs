@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::catalog::{changed_services, Catalog, CatalogBuilder};
+use super::catalog::{changed_services, Catalog, CatalogBuilder, LiveCatalog};
 use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
 use super::ruleset::{build_records, service_delta, Config, TABLE};
@@ -18,7 +18,7 @@ use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
 use crate::proxy::cmd::{Cidr as ArgCidr, ProxyArgs};
 use crate::proxy::schedule::Schedule;
-use crate::proxy::source::{dir_digest, load_dir_each, Model};
+use crate::proxy::source::{dir_digest, load_dir_each};
 
 /// What a sync needs besides the model.
 struct Node {
@@ -156,10 +156,8 @@ impl Programmed {
     }
 }
 
-/// Sync a source's catalog: `fresh` when it was read anew (else the last one again).
-/// A change goes service by service when it can: only the services whose records differ
-/// are built and diffed against the print of what was programmed for them; a resync, a
-/// changed node config, the first sync and any failure build and diff whole tables.
+/// Sync a manifest directory's catalog: `fresh` when it was read anew (else the last one
+/// again), compared with the last one to find the services that changed.
 fn sync_catalog(
     syncer: &mut NftSyncer<NetlinkKernel>,
     node: &Node,
@@ -168,22 +166,64 @@ fn sync_catalog(
     fresh: Option<Catalog>,
 ) -> bool {
     let started = Instant::now();
+    let ok = match &fresh {
+        Some(new) => {
+            let changed = changed_services(&last.catalog, new);
+            let change = Some((&last.catalog, changed.as_slice()));
+            sync_records(
+                syncer,
+                node,
+                resync,
+                &mut last.piecewise,
+                new,
+                change,
+                started,
+            )
+        }
+        None => sync_records(
+            syncer,
+            node,
+            resync,
+            &mut last.piecewise,
+            &last.catalog,
+            None,
+            started,
+        ),
+    };
+    // The catalog read anew replaces the old one: give its pages back.
+    last.adopt(fresh);
+    release_free_memory();
+    ok
+}
+
+/// Sync the records `now`. A change goes service by service when it can: `change` names
+/// the services whose records may differ and holds their records as last programmed (a
+/// catalog with at least those), and only they are built and diffed against the print of
+/// what was programmed for them; a resync, a changed node config, the first sync, any
+/// failure and `change: None` build and diff whole tables. `piecewise` is the config the
+/// syncer's print was last made with, when it is exactly a catalog's tables.
+fn sync_records(
+    syncer: &mut NftSyncer<NetlinkKernel>,
+    node: &Node,
+    resync: bool,
+    piecewise: &mut Option<Config>,
+    now: &Catalog,
+    change: Option<(&Catalog, &[(&str, &str)])>,
+    started: Instant,
+) -> bool {
     let cfg = match node.config() {
         Ok(c) => c,
         Err(e) => {
-            last.piecewise = None;
-            last.adopt(fresh);
+            *piecewise = None;
             return report(Err(e), started);
         }
     };
-    if let (Some(new), Some(was), false) = (&fresh, &last.piecewise, resync) {
+    if let (Some((before, changed)), Some(was), false) = (change, piecewise.as_ref(), resync) {
         if *was == cfg {
-            let changed = changed_services(&last.catalog, new);
             let deltas: Option<Vec<_>> = [Family::Ip, Family::Ip6]
                 .into_iter()
-                .map(|f| service_delta((&last.catalog, was), (new, &cfg), &changed, f))
+                .map(|f| service_delta((before, was), (now, &cfg), changed, f))
                 .collect();
-            drop(changed);
             if let Some(deltas) = deltas {
                 match syncer.sync_services(&deltas) {
                     Ok(Some(outcome)) => {
@@ -192,28 +232,21 @@ fn sync_catalog(
                         for w in deltas.first().map(|d| d.warnings.as_slice()).unwrap_or(&[]) {
                             eprintln!("tinylet proxy: warning: {w}");
                         }
-                        drop(deltas);
-                        // The catalog read anew replaces the old one: give its pages back.
-                        last.adopt(fresh);
-                        release_free_memory();
                         return report(Ok(outcome), started);
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        drop(deltas);
-                        last.piecewise = None;
-                        last.adopt(fresh);
+                        *piecewise = None;
                         return report(Err(e), started);
                     }
                 }
             }
         }
     }
-    last.adopt(fresh);
     let mut overlap = false;
     let mut out = Vec::new();
     for f in [Family::Ip, Family::Ip6] {
-        let b = build_records(last.catalog.services(), last.catalog.slices(), &cfg, f);
+        let b = build_records(now.services(), now.slices(), &cfg, f);
         if f == Family::Ip {
             for w in &b.warnings {
                 eprintln!("tinylet proxy: warning: {w}");
@@ -223,8 +256,7 @@ fn sync_catalog(
         out.push(b.table);
     }
     let result = syncer.sync(out, resync);
-    release_free_memory();
-    last.piecewise = match (&result, overlap) {
+    *piecewise = match (&result, overlap) {
         (Ok(_), false) => Some(cfg),
         _ => None,
     };
@@ -296,21 +328,27 @@ fn api_loop(
     period: Duration,
     once: bool,
 ) -> i32 {
-    // The records of the objects last programmed, so that a change goes service by service
-    // as in the manifest-directory mode: making them anew from the model at each sync costs
-    // far less than building and diffing whole tables.
-    let mut last = Programmed::default();
-    crate::proxy::cmd::api_watch_loop(api, period, once, |model: &Model, mode| {
-        let mut b = CatalogBuilder::default();
-        model.service_refs().for_each(|s| b.add_service(s));
-        model.slice_refs().for_each(|s| b.add_slice(s));
-        sync_catalog(
+    // The watch's changes go straight into records (no parsed objects are kept), and the
+    // catalog remembers how the services they touched looked, so that a change goes service
+    // by service and costs only those services.
+    let mut piecewise = None;
+    crate::proxy::cmd::api_watch_loop(api, period, once, |live: &mut LiveCatalog, mode| {
+        let started = Instant::now();
+        let changes = live.take_changes();
+        let ids = changes.ids();
+        let ok = sync_records(
             syncer,
             node,
             mode == SyncMode::Full,
-            &mut last,
-            Some(b.finish()),
-        )
+            &mut piecewise,
+            live.catalog(),
+            Some((&changes.before, &ids)),
+            started,
+        );
+        drop(ids);
+        drop(changes);
+        release_free_memory();
+        ok
     })
 }
 
