@@ -15,10 +15,16 @@
 //! The process moves itself into a new network namespace first, so the host's ruleset is
 //! never touched. Prints figures; asserts nothing about time.
 //!
+//! The API source's change is measured too: the watch's EndpointSlice update folded into the
+//! catalog the API-mode daemon keeps (no parsed objects), then the same piecewise sync; next
+//! to it, what rebuilding a catalog from the parsed objects at every change cost.
+//!
 //! Memory is shown three ways: where the heap bytes of one sync go (counted by this bench's
 //! own allocator), this bench process's VmRSS, and a real `tinylet proxy` daemon in
 //! nftables mode over a manifest directory (in a network namespace of its own): VmRSS after
-//! its first sync, VmRSS after a series of endpoint changes, and VmHWM. The daemon is the binary cargo built with this bench (the
+//! its first sync, VmRSS after a series of endpoint changes, and VmHWM; and the same for a
+//! daemon watching the project's API test server (run last, in this bench's namespace). The
+//! daemon is the binary cargo built with this bench (the
 //! bench profile: release with symbols) or the one `TINYLET_NFT_BENCH_BIN` names.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -30,9 +36,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/apiserver/mod.rs"]
+mod apiserver;
+
 use tinylet::k8s::discovery::EndpointSlice;
 use tinylet::k8s::service::Service;
-use tinylet::proxy::nft::catalog::{changed_services, Catalog, CatalogBuilder};
+use tinylet::proxy::apisource::Change as WatchChange;
+use tinylet::proxy::nft::catalog::{changed_services, Catalog, CatalogBuilder, LiveCatalog};
 use tinylet::proxy::nft::diff::full;
 use tinylet::proxy::nft::diff::{Change, Transaction};
 use tinylet::proxy::nft::lower::{each_message, NetlinkKernel};
@@ -368,10 +378,163 @@ fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<DaemonFigures, Stri
     figures
 }
 
-fn daemon_table(only: Option<usize>) {
-    let bin = std::env::var_os("TINYLET_NFT_BENCH_BIN")
+/// A Service and its EndpointSlice as the API takes them (service `i`, second endpoint at
+/// `10.{second}.x.y`).
+fn api_objects(i: usize, second: usize) -> (serde_json::Value, serde_json::Value) {
+    let (hi, lo) = (i / 250, i % 250 + 1);
+    let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("s{i}"), "namespace": "default"},
+        "spec": {"clusterIP": format!("10.96.{hi}.{lo}"),
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+    let slice = serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("s{i}-1"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [format!("10.1.{hi}.{lo}")], "conditions": {"ready": true}},
+                      {"addresses": [format!("10.{second}.{hi}.{lo}")], "conditions": {"ready": true}}]});
+    (svc, slice)
+}
+
+/// [`DaemonFigures`] of a daemon in nftables mode watching the project's API test server
+/// (in this process, this network namespace) holding `n` services × 2 endpoints; the
+/// endpoint changes are updates of service 0's EndpointSlice through the API.
+fn api_daemon(bin: &Path, n: usize) -> Result<DaemonFigures, String> {
+    let dir = std::env::temp_dir().join(format!("tinylet-nft-bench-api-{}", std::process::id()));
+    let result = api_daemon_in(bin, n, &dir);
+    // Our table in this namespace goes too, whatever the daemon left.
+    let _ = Command::new(bin)
+        .args(["proxy", "--proxy-mode=nftables", "--cleanup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn api_daemon_in(bin: &Path, n: usize, dir: &Path) -> Result<DaemonFigures, String> {
+    let lo = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    if !lo.is_ok_and(|s| s.success()) {
+        return Err("cannot bring lo up".into());
+    }
+    let srv = apiserver::start(apiserver::Config::tls()).map_err(|e| e.to_string())?;
+    for i in 0..n {
+        let (svc, slice) = api_objects(i, 2);
+        srv.create("/api/v1/namespaces/default/services", svc)
+            .map_err(|e| format!("create s{i}: {e:?}"))?;
+        srv.create(SLICES, slice)
+            .map_err(|e| format!("create s{i}-1: {e:?}"))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let creds = srv.admin_cert().map_err(|e| format!("{e:?}"))?;
+    let file = |name: &str, text: &str| -> Result<PathBuf, String> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| e.to_string())?;
+        Ok(p)
+    };
+    let (ca, cert, key) = (
+        file("ca.crt", srv.ca_pem())?,
+        file("admin.crt", &creds.cert_pem)?,
+        file("admin.key", &creds.key_pem)?,
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    tinylet::api::write_cert_kubeconfig(&kubeconfig, &srv.url(), &ca, &cert, &key)
+        .map_err(|e| e.to_string())?;
+    let mut child = Command::new(bin)
+        .args(["proxy", "--proxy-mode=nftables", "--hostname-override=n1"])
+        .arg("--sync-period=1h")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bin.display()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let pid = child.id();
+    let figures = (|| {
+        let first = rx
+            .recv_timeout(Duration::from_secs(300))
+            .map_err(|_| "no sync within 300 s".to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let rss_first = status_kib(pid, "VmRSS:");
+        let mut last = String::new();
+        for c in 0..DAEMON_CHANGES.min(n) {
+            let second = if c % 2 == 0 { 250 } else { 2 };
+            let (_, slice) = api_objects(0, second);
+            srv.update(&format!("{SLICES}/s0-1"), slice)
+                .map_err(|e| format!("update s0-1: {e:?}"))?;
+            last = rx
+                .recv_timeout(Duration::from_secs(120))
+                .map_err(|_| format!("no sync for change {c} within 120 s"))?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(DaemonFigures {
+            rss_first,
+            rss_changed: status_kib(pid, "VmRSS:"),
+            hwm: status_kib(pid, "VmHWM:"),
+            first,
+            last,
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    figures
+}
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+/// The API-mode daemon's figures, a line per size.
+fn api_daemon_table(only: Option<usize>) {
+    let bin = daemon_bin();
+    println!(
+        "tinylet proxy daemon, nftables mode, API source (the project's API test server), \
+         this bench's netns:"
+    );
+    println!(
+        "{:>7} | {:>20} | {:>22} | {:>9} | kube-proxy nftables RSS",
+        "N",
+        "VmRSS after 1st sync",
+        format!("after {DAEMON_CHANGES} ep changes"),
+        "VmHWM"
+    );
+    let sizes: Vec<(usize, &str)> = match only {
+        Some(n) => vec![(n, "")],
+        None => vec![(1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
+    };
+    for (n, upstream) in sizes {
+        let m = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        match api_daemon(&bin, n) {
+            Ok(d) => println!(
+                "{n:>7} | {:>20} | {:>22} | {:>9} | {upstream}   [{}] [{}]",
+                m(d.rss_first),
+                m(d.rss_changed),
+                m(d.hwm),
+                d.first,
+                d.last,
+            ),
+            Err(e) => println!("{n:>7} | API daemon: {e}"),
+        }
+    }
+}
+
+fn daemon_bin() -> PathBuf {
+    std::env::var_os("TINYLET_NFT_BENCH_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tinylet")));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tinylet")))
+}
+
+fn daemon_table(only: Option<usize>) {
+    let bin = daemon_bin();
     println!(
         "tinylet proxy daemon, nftables mode, manifest dir, own netns ({}):",
         bin.display()
@@ -558,7 +721,8 @@ fn main() {
             }
         };
 
-        // What the API mode adds to a change: its model reduced to a catalog.
+        // What the API mode added to a change when it kept the parsed objects: its model
+        // reduced to a whole new catalog.
         let t = Instant::now();
         let mut b = CatalogBuilder::default();
         s0.iter().for_each(|x| b.add_service(x));
@@ -604,6 +768,50 @@ fn main() {
             Ok(Outcome::Unchanged) => format!("0 msgs {}", ms(resync_time)),
             other => format!("{other:?}"),
         };
+        let split = |(compute, batch, lower, kernel): (Duration, Duration, Duration, Duration),
+                     msgs: usize| {
+            format!(
+                "{:>8} / {:>8} / {:>7} / {:>8} ({msgs} msgs)",
+                ms(compute),
+                ms(batch.saturating_sub(lower + kernel)),
+                ms(lower),
+                ms(kernel)
+            )
+        };
+        // The API source's change, event by event: the watch's EndpointSlice update folded
+        // into the catalog the daemon keeps (programmed as c0 now), its service's pieces
+        // built and diffed, one batch.
+        let mut live = LiveCatalog::default();
+        live.apply(WatchChange::Services(s0.clone()));
+        live.apply(WatchChange::Slices(e0.clone()));
+        drop(live.take_changes());
+        let event = WatchChange::Upsert(Object::EndpointSlice(e1[0].clone()));
+        syncer.kernel().reset();
+        let t = Instant::now();
+        live.apply(event);
+        let folded = t.elapsed();
+        let changes = live.take_changes();
+        let ids = changes.ids();
+        let deltas: Option<Vec<ServiceDelta>> = [Family::Ip, Family::Ip6]
+            .into_iter()
+            .map(|f| service_delta((&changes.before, &cfg), (live.catalog(), &cfg), &ids, f))
+            .collect();
+        let api_compute = t.elapsed();
+        let api_row = match deltas.map(|d| syncer.sync_services(&d)) {
+            Some(Ok(Some(Outcome::Partial { messages }))) if live.catalog() == &c1 => split(
+                (
+                    api_compute,
+                    t.elapsed() - api_compute,
+                    syncer.kernel().lower,
+                    syncer.kernel().kernel,
+                ),
+                messages,
+            ),
+            other => format!("(not the expected change: {other:?})"),
+        };
+        drop(ids);
+        drop((changes, live));
+
         // The kernel's part alone, for two batches of two messages: an element of a plain
         // set added and deleted (no verdict: nothing for the kernel to validate), and the
         // masquerading chain's rules flushed and put back (rules: the kernel validates
@@ -634,16 +842,6 @@ fn main() {
             });
         }
 
-        let split = |(compute, batch, lower, kernel): (Duration, Duration, Duration, Duration),
-                     msgs: usize| {
-            format!(
-                "{:>8} / {:>8} / {:>7} / {:>8} ({msgs} msgs)",
-                ms(compute),
-                ms(batch.saturating_sub(lower + kernel)),
-                ms(lower),
-                ms(kernel)
-            )
-        };
         println!(
             "{n:>7} | {:>9} + {:>9} = {:>9} | service by service {} | {resync_text:>14} | {up_full}, {up_change}, {up_rss}",
             ms(compute),
@@ -657,13 +855,16 @@ fn main() {
             "",
             split(whole, whole_msgs),
         );
+        println!("{:>7} | {:>31} |     API, one event {api_row} |", "", "");
         println!(
             "{:>7}   {messages} messages in one batch: {chains} chains, {rules} rules, no anonymous sets",
             ""
         );
         println!(
-            "{:>7}   the API source adds its model reduced to a catalog: {} per change",
+            "{:>7}   API source per change: the event folded into the catalog {:.3} ms (of the \
+             compute above); a catalog rebuilt from the parsed objects, as before, was {}",
             "",
+            folded.as_secs_f64() * 1000.0,
             ms(api_catalog)
         );
         println!(
@@ -680,4 +881,6 @@ fn main() {
         rss_kib("VmRSS:"),
         rss_kib("VmHWM:")
     );
+    // Last: the daemon programs this namespace's table, which the figures above used.
+    api_daemon_table(only);
 }
