@@ -1,8 +1,10 @@
 //! `tinylet proxy --proxy-mode=nftables` and `tinylet nft list`: wiring only.
 //!
-//! Reads the node's addresses, reduces the source's objects to records (a catalog), and hands
-//! the syncer either the pieces of the services that changed since the last sync or both
-//! whole tables; `--cleanup` removes our tables (and nothing else).
+//! Reads the node's addresses, reduces the source's objects to records (a catalog: read anew
+//! from the manifest directory at each change, or kept event by event from the API watch,
+//! which then keeps no parsed objects), and hands the syncer either the pieces of the
+//! services that changed since the last sync or both whole tables; `--cleanup` removes our
+//! tables (and nothing else).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
