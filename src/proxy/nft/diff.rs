@@ -70,6 +70,31 @@ fn empty_like(c: &Chain) -> Chain {
     }
 }
 
+/// A set the kernel does not have yet: created with the other new objects, its elements
+/// added with the other elements.
+fn new_set(name: &str, s: &Set, adds: &mut Vec<Change>, elements: &mut Vec<Change>) {
+    adds.push(Change::AddSet(name.to_string(), Set::new(s.kind)));
+    if !s.elements.is_empty() {
+        let els = s.elements.iter().map(|(k, v)| (*k, v.clone())).collect();
+        elements.push(Change::AddElements(name.to_string(), els));
+    }
+}
+
+/// A set's element changes, deletions first: a changed element is deleted and re-added.
+fn element_changes(
+    name: &str,
+    gone: Vec<Key>,
+    added: Vec<(Key, Option<Verdict>)>,
+    elements: &mut Vec<Change>,
+) {
+    if !gone.is_empty() {
+        elements.push(Change::DelElements(name.to_string(), gone));
+    }
+    if !added.is_empty() {
+        elements.push(Change::AddElements(name.to_string(), added));
+    }
+}
+
 fn create(t: &Table, changes: &mut Vec<Change>) {
     for (name, s) in &t.sets {
         changes.push(Change::AddSet(name.clone(), Set::new(s.kind)));
@@ -218,13 +243,7 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
     let mut removals = Vec::new();
     for (name, s) in &new.sets {
         match old.sets.get(name.as_str()) {
-            None => {
-                adds.push(Change::AddSet(name.clone(), Set::new(s.kind)));
-                if !s.elements.is_empty() {
-                    let els = s.elements.iter().map(|(k, v)| (*k, v.clone())).collect();
-                    elements.push(Change::AddElements(name.clone(), els));
-                }
-            }
+            None => new_set(name, s, &mut adds, &mut elements),
             Some((kind, _)) if *kind != s.kind => return None,
             Some((_, o)) => {
                 let gone: Vec<Key> = o
@@ -238,13 +257,7 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
                     .filter(|(k, v)| o.get(*k) != Some(&fingerprint(*v)))
                     .map(|(k, v)| (*k, v.clone()))
                     .collect();
-                // Deletions first within the set: a changed element is deleted and re-added.
-                if !gone.is_empty() {
-                    elements.push(Change::DelElements(name.clone(), gone));
-                }
-                if !added.is_empty() {
-                    elements.push(Change::AddElements(name.clone(), added));
-                }
+                element_changes(name, gone, added, &mut elements);
             }
         }
     }
@@ -352,21 +365,10 @@ pub fn service_changes(print: &Programmed, old: &Table, new: &Table) -> Option<T
                     .filter(|(k, v)| p.get(*k) != Some(&fingerprint(*v)))
                     .map(|(k, v)| (*k, v.clone()))
                     .collect();
-                if !gone.is_empty() {
-                    elements.push(Change::DelElements(name.clone(), gone));
-                }
-                if !added.is_empty() {
-                    elements.push(Change::AddElements(name.clone(), added));
-                }
+                element_changes(name, gone, added, &mut elements);
             }
             // New: must not exist yet.
-            (None, Some(n), None) => {
-                adds.push(Change::AddSet(name.clone(), Set::new(n.kind)));
-                if !n.elements.is_empty() {
-                    let els = n.elements.iter().map(|(k, v)| (*k, v.clone())).collect();
-                    elements.push(Change::AddElements(name.clone(), els));
-                }
-            }
+            (None, Some(n), None) => new_set(name, n, &mut adds, &mut elements),
             // Gone: was ours, with exactly the elements it had.
             (Some(o), None, Some((_, p))) => {
                 if p.len() != o.elements.len() || o.elements.keys().any(|k| !p.contains_key(k)) {

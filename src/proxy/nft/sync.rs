@@ -126,15 +126,7 @@ impl<K: Kernel> NftSyncer<K> {
         if txs.is_empty() {
             return Ok(Outcome::Unchanged);
         }
-        let messages = txs.iter().map(Transaction::len).sum();
-        let committed = self.kernel.commit(&txs);
-        drop(txs);
-        if let Err(e) = committed {
-            // Unknown what the kernel holds now: the next sync replaces our tables.
-            self.last.clear();
-            return Err(e);
-        }
-        self.batches += 1;
+        let messages = self.commit(txs)?;
         for t in &changed {
             prints.insert(t.family, Programmed::of(t));
         }
@@ -176,6 +168,20 @@ impl<K: Kernel> NftSyncer<K> {
         if txs.is_empty() {
             return Ok(Some(Outcome::Unchanged));
         }
+        let messages = self.commit(txs)?;
+        for d in deltas {
+            if let Some(print) = self.last.get_mut(&d.new.family) {
+                print.apply(&d.old, &d.new);
+            }
+        }
+        self.last_generation = self.kernel.generation().unwrap_or(None);
+        Ok(Some(Outcome::Partial { messages }))
+    }
+
+    /// Send `txs` as one batch; the number of messages it held. After a failed commit it is
+    /// unknown what the kernel holds, so the print is forgotten and the next sync replaces
+    /// our tables.
+    fn commit(&mut self, txs: Vec<Transaction>) -> Result<usize, String> {
         let messages = txs.iter().map(Transaction::len).sum();
         let committed = self.kernel.commit(&txs);
         drop(txs);
@@ -184,13 +190,7 @@ impl<K: Kernel> NftSyncer<K> {
             return Err(e);
         }
         self.batches += 1;
-        for d in deltas {
-            if let Some(print) = self.last.get_mut(&d.new.family) {
-                print.apply(&d.old, &d.new);
-            }
-        }
-        self.last_generation = self.kernel.generation().unwrap_or(None);
-        Ok(Some(Outcome::Partial { messages }))
+        Ok(messages)
     }
 
     /// Remove our tables in both families (one batch); forget what was programmed.
