@@ -175,13 +175,7 @@ fn catalog_of(s: &[Service], e: &[EndpointSlice]) -> Catalog {
 }
 
 fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status_kib(std::process::id(), field)
 }
 
 /// Where the heap bytes of a full sync at `n` services go, counted by this process's
@@ -325,13 +319,28 @@ fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<DaemonFigures, Stri
             .map_err(|e| e.to_string())?;
     }
     // `unshare -n` execs the daemon in a new network namespace, which goes with it.
-    let mut child = Command::new("unshare")
-        .arg("-n")
+    let mut cmd = Command::new("unshare");
+    cmd.arg("-n")
         .arg(bin)
         .args(["proxy", "--proxy-mode=nftables", "--hostname-override=n1"])
         .arg("--sync-period=1h")
         .arg("--proxy-manifest-path")
-        .arg(dir)
+        .arg(dir);
+    measure_daemon(cmd, bin, n, |second| {
+        std::fs::write(dir.join("s0.json"), daemon_manifest(0, second)).map_err(|e| e.to_string())
+    })
+}
+
+/// Start the daemon `cmd`, wait for its first sync, then make `DAEMON_CHANGES` endpoint
+/// changes with `change(second)` (service 0's second endpoint moving back and forth, each
+/// change one sync) and read its memory figures; the daemon is killed at the end.
+fn measure_daemon(
+    mut cmd: Command,
+    bin: &Path,
+    n: usize,
+    mut change: impl FnMut(usize) -> Result<(), String>,
+) -> Result<DaemonFigures, String> {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -355,11 +364,8 @@ fn daemon_rss_in(bin: &Path, n: usize, dir: &Path) -> Result<DaemonFigures, Stri
         std::thread::sleep(Duration::from_millis(300));
         let rss_first = status_kib(pid, "VmRSS:");
         let mut last = String::new();
-        // Service 0's second endpoint moves back and forth; each change is one sync.
         for c in 0..DAEMON_CHANGES.min(n) {
-            let second = if c % 2 == 0 { 250 } else { 2 };
-            std::fs::write(dir.join("s0.json"), daemon_manifest(0, second))
-                .map_err(|e| e.to_string())?;
+            change(if c % 2 == 0 { 250 } else { 2 })?;
             last = rx
                 .recv_timeout(Duration::from_secs(120))
                 .map_err(|_| format!("no sync for change {c} within 120 s"))?;
@@ -442,53 +448,16 @@ fn api_daemon_in(bin: &Path, n: usize, dir: &Path) -> Result<DaemonFigures, Stri
     let kubeconfig = dir.join("kubeconfig");
     tinylet::api::write_cert_kubeconfig(&kubeconfig, &srv.url(), &ca, &cert, &key)
         .map_err(|e| e.to_string())?;
-    let mut child = Command::new(bin)
-        .args(["proxy", "--proxy-mode=nftables", "--hostname-override=n1"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["proxy", "--proxy-mode=nftables", "--hostname-override=n1"])
         .arg("--sync-period=1h")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", bin.display()))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    if let Some(out) = child.stdout.take() {
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let pid = child.id();
-    let figures = (|| {
-        let first = rx
-            .recv_timeout(Duration::from_secs(300))
-            .map_err(|_| "no sync within 300 s".to_string())?;
-        std::thread::sleep(Duration::from_millis(300));
-        let rss_first = status_kib(pid, "VmRSS:");
-        let mut last = String::new();
-        for c in 0..DAEMON_CHANGES.min(n) {
-            let second = if c % 2 == 0 { 250 } else { 2 };
-            let (_, slice) = api_objects(0, second);
-            srv.update(&format!("{SLICES}/s0-1"), slice)
-                .map_err(|e| format!("update s0-1: {e:?}"))?;
-            last = rx
-                .recv_timeout(Duration::from_secs(120))
-                .map_err(|_| format!("no sync for change {c} within 120 s"))?;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(DaemonFigures {
-            rss_first,
-            rss_changed: status_kib(pid, "VmRSS:"),
-            hwm: status_kib(pid, "VmHWM:"),
-            first,
-            last,
-        })
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    figures
+        .arg(format!("--kubeconfig={}", kubeconfig.display()));
+    measure_daemon(cmd, bin, n, |second| {
+        let (_, slice) = api_objects(0, second);
+        srv.update(&format!("{SLICES}/s0-1"), slice)
+            .map(|_| ())
+            .map_err(|e| format!("update s0-1: {e:?}"))
+    })
 }
 
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
@@ -671,7 +640,15 @@ fn main() {
         "endpoint change: compute / diff+print / lower / kernel",
         "resync"
     );
-    for (n, up_full, up_change, up_rss) in UPSTREAM {
+    // With one size chosen, one row, beside upstream's figures for that size when it has them.
+    let rows: Vec<_> = match only {
+        None => UPSTREAM.iter().collect(),
+        Some(n) => vec![UPSTREAM
+            .iter()
+            .find(|(m, ..)| *m == n)
+            .unwrap_or(&(0, "-", "-", "-"))],
+    };
+    for (n, up_full, up_change, up_rss) in rows {
         let n = &only.unwrap_or(*n);
         let (s0, e0) = objects(*n, 0);
         let (s1, e1) = objects(*n, 1);
