@@ -522,7 +522,8 @@ fn run_api_loop_with<B: Backend>(
 }
 
 /// The API-watch driver every proxy mode shares: folds the watch's changes into what the
-/// mode keeps of the objects (`S`: the parsed objects, or records) and calls `sync(state, mode)` when the schedule says so (partial at once after a change, full
+/// mode keeps of the objects (`S`: the parsed objects, or records) and calls
+/// `sync(state, mode)` when the schedule says so (partial at once after a change, full
 /// every `period`), once both kinds have been listed. `sync` says whether it succeeded; with
 /// `once` the first sync's outcome is the exit code.
 pub(crate) fn api_watch_loop<S: Fold>(

@@ -168,30 +168,23 @@ fn sync_catalog(
     fresh: Option<Catalog>,
 ) -> bool {
     let started = Instant::now();
-    let ok = match &fresh {
-        Some(new) => {
-            let changed = changed_services(&last.catalog, new);
-            let change = Some((&last.catalog, changed.as_slice()));
-            sync_records(
-                syncer,
-                node,
-                resync,
-                &mut last.piecewise,
-                new,
-                change,
-                started,
-            )
-        }
-        None => sync_records(
-            syncer,
-            node,
-            resync,
-            &mut last.piecewise,
-            &last.catalog,
-            None,
-            started,
-        ),
+    let changed = fresh
+        .as_ref()
+        .map(|new| changed_services(&last.catalog, new));
+    let (now, change) = match (&fresh, &changed) {
+        (Some(new), Some(c)) => (new, Some((&last.catalog, c.as_slice()))),
+        _ => (&last.catalog, None),
     };
+    let ok = sync_records(
+        syncer,
+        node,
+        resync,
+        &mut last.piecewise,
+        now,
+        change,
+        started,
+    );
+    drop(changed);
     // The catalog read anew replaces the old one: give its pages back.
     last.adopt(fresh);
     release_free_memory();

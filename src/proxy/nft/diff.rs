@@ -81,12 +81,20 @@ fn new_set(name: &str, s: &Set, adds: &mut Vec<Change>, elements: &mut Vec<Chang
 }
 
 /// A set's element changes, deletions first: a changed element is deleted and re-added.
+/// `gone` are the keys to delete; every element of `new` whose fingerprint differs from
+/// the print's `printed` is added.
 fn element_changes(
     name: &str,
     gone: Vec<Key>,
-    added: Vec<(Key, Option<Verdict>)>,
+    new: &BTreeMap<Key, Option<Verdict>>,
+    printed: &BTreeMap<Key, u64>,
     elements: &mut Vec<Change>,
 ) {
+    let added: Vec<(Key, Option<Verdict>)> = new
+        .iter()
+        .filter(|(k, v)| printed.get(*k) != Some(&fingerprint(*v)))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
     if !gone.is_empty() {
         elements.push(Change::DelElements(name.to_string(), gone));
     }
@@ -251,13 +259,7 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
                     .filter(|(k, p)| s.elements.get(*k).map(fingerprint) != Some(**p))
                     .map(|(k, _)| *k)
                     .collect();
-                let added: Vec<(Key, Option<Verdict>)> = s
-                    .elements
-                    .iter()
-                    .filter(|(k, v)| o.get(*k) != Some(&fingerprint(*v)))
-                    .map(|(k, v)| (*k, v.clone()))
-                    .collect();
-                element_changes(name, gone, added, &mut elements);
+                element_changes(name, gone, &s.elements, o, &mut elements);
             }
         }
     }
@@ -359,13 +361,7 @@ pub fn service_changes(print: &Programmed, old: &Table, new: &Table) -> Option<T
                     .filter(|k| n.elements.get(*k).map(fingerprint) != p.get(*k).copied())
                     .copied()
                     .collect();
-                let added: Vec<(Key, Option<Verdict>)> = n
-                    .elements
-                    .iter()
-                    .filter(|(k, v)| p.get(*k) != Some(&fingerprint(*v)))
-                    .map(|(k, v)| (*k, v.clone()))
-                    .collect();
-                element_changes(name, gone, added, &mut elements);
+                element_changes(name, gone, &n.elements, p, &mut elements);
             }
             // New: must not exist yet.
             (None, Some(n), None) => new_set(name, n, &mut adds, &mut elements),
