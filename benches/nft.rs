@@ -464,48 +464,24 @@ const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslice
 
 /// The API-mode daemon's figures, a line per size.
 fn api_daemon_table(only: Option<usize>) {
-    let bin = daemon_bin();
-    println!(
-        "tinylet proxy daemon, nftables mode, API source (the project's API test server), \
-         this bench's netns:"
+    daemon_rows(
+        "API source (the project's API test server), this bench's netns",
+        only,
+        &[(1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
+        api_daemon,
     );
-    println!(
-        "{:>7} | {:>20} | {:>22} | {:>9} | kube-proxy nftables RSS",
-        "N",
-        "VmRSS after 1st sync",
-        format!("after {DAEMON_CHANGES} ep changes"),
-        "VmHWM"
-    );
-    let sizes: Vec<(usize, &str)> = match only {
-        Some(n) => vec![(n, "")],
-        None => vec![(1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
-    };
-    for (n, upstream) in sizes {
-        let m = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
-        match api_daemon(&bin, n) {
-            Ok(d) => println!(
-                "{n:>7} | {:>20} | {:>22} | {:>9} | {upstream}   [{}] [{}]",
-                m(d.rss_first),
-                m(d.rss_changed),
-                m(d.hwm),
-                d.first,
-                d.last,
-            ),
-            Err(e) => println!("{n:>7} | API daemon: {e}"),
-        }
-    }
 }
 
-fn daemon_bin() -> PathBuf {
-    std::env::var_os("TINYLET_NFT_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tinylet")))
-}
-
-fn daemon_table(only: Option<usize>) {
+/// A daemon's memory figures, a line per size (`only`, else `sizes`), measured by `measure`.
+fn daemon_rows(
+    source: &str,
+    only: Option<usize>,
+    sizes: &[(usize, &str)],
+    measure: fn(&Path, usize) -> Result<DaemonFigures, String>,
+) {
     let bin = daemon_bin();
     println!(
-        "tinylet proxy daemon, nftables mode, manifest dir, own netns ({}):",
+        "tinylet proxy daemon, nftables mode, {source} ({}):",
         bin.display()
     );
     println!(
@@ -517,11 +493,11 @@ fn daemon_table(only: Option<usize>) {
     );
     let sizes: Vec<(usize, &str)> = match only {
         Some(n) => vec![(n, "")],
-        None => vec![(0, ""), (1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
+        None => sizes.to_vec(),
     };
     for (n, upstream) in sizes {
         let m = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
-        match daemon_rss(&bin, n) {
+        match measure(&bin, n) {
             Ok(d) => println!(
                 "{n:>7} | {:>20} | {:>22} | {:>9} | {upstream}   [{}] [{}]",
                 m(d.rss_first),
@@ -533,6 +509,21 @@ fn daemon_table(only: Option<usize>) {
             Err(e) => println!("{n:>7} | daemon: {e}"),
         }
     }
+}
+
+fn daemon_bin() -> PathBuf {
+    std::env::var_os("TINYLET_NFT_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tinylet")))
+}
+
+fn daemon_table(only: Option<usize>) {
+    daemon_rows(
+        "manifest dir, own netns",
+        only,
+        &[(0, ""), (1_000, "77–81 MiB"), (10_000, "219–227 MiB")],
+        daemon_rss,
+    );
 }
 
 /// The netlink kernel with its two steps timed apart: lowering the transactions to one
