@@ -705,12 +705,12 @@ fn list_watch_bookmark_and_410_relist_against_fake() {
         |p| &p.metadata,
         Box::new(XorShift64::new(5)),
     );
-    let mut lw = ListWatch::new(
+    let mut lw = Mirrored::new(ListWatch::new(
         client(srv.port),
         "/api/v1/pods",
         ListParams::fields("spec.nodeName=test"),
         informer,
-    );
+    ));
     let mut sleeps = 0;
     let mut sleep = |_d: Duration| {
         sleeps += 1;
@@ -735,7 +735,7 @@ fn list_watch_bookmark_and_410_relist_against_fake() {
         InformerEvent::Deleted(p) => assert_eq!(p.metadata.name, "c"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(lw.informer().store().len(), 1);
+    assert_eq!(lw.names.len(), 1);
     assert_eq!(lw.informer().resource_version(), "21");
 
     let reqs = srv.requests();
@@ -764,10 +764,126 @@ fn list_watch_bookmark_and_410_relist_against_fake() {
     assert_eq!(sleeps, 0, "no back-off expected on a healthy stream");
 }
 
-/// A minimal typed object for the informer (the store keys by its metadata).
+/// A minimal typed object for the informer (it keys a resync by its metadata).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 struct TestPod {
     metadata: tinylet::k8s::meta::ObjectMeta,
+}
+
+/// A list+watch and what its consumer knows from its events: the names of the pods there.
+struct Mirrored {
+    lw: ListWatch<TestPod>,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Mirrored {
+    fn new(lw: ListWatch<TestPod>) -> Self {
+        Mirrored {
+            lw,
+            names: Default::default(),
+        }
+    }
+
+    fn next_event(
+        &mut self,
+        sleep: &mut dyn FnMut(Duration) -> bool,
+    ) -> Option<InformerEvent<TestPod>> {
+        let ev = self.lw.next_event(sleep)?;
+        match &ev {
+            InformerEvent::Resync(v) => {
+                self.names = v.iter().map(|p| p.metadata.name.clone()).collect();
+            }
+            InformerEvent::Applied(p) => {
+                self.names.insert(p.metadata.name.clone());
+            }
+            InformerEvent::Deleted(p) => {
+                self.names.remove(&p.metadata.name);
+            }
+        }
+        Some(ev)
+    }
+
+    fn informer(&self) -> &Informer<TestPod> {
+        self.lw.informer()
+    }
+}
+
+#[test]
+fn paged_lists_follow_continue_and_start_over_when_a_page_expires() {
+    let srv = FakeServer::start("server", |r, w| {
+        let list = |rv: &str, names: &[&str], next: &str| {
+            let items: Vec<String> = names.iter().map(|n| pod(n, "1")).collect();
+            format!(
+                r#"{{"kind":"PodList","metadata":{{"resourceVersion":"{rv}","continue":"{next}"}},"items":[{}]}}"#,
+                items.join(",")
+            )
+        };
+        let token = r.query("continue").unwrap_or_default();
+        let body = match (r.path(), token.as_str()) {
+            ("/api/v1/pods", "") => list("30", &["a", "b"], "t1"),
+            ("/api/v1/pods", "t1") => list("31", &["c", "d"], "t2"),
+            ("/api/v1/pods", "t2") => list("32", &["e"], ""),
+            ("/api/v1/namespaces/x/pods", "") if r.query("limit").is_none() => {
+                list("40", &["a", "b", "c"], "")
+            }
+            ("/api/v1/namespaces/x/pods", "") => list("35", &["a"], "t1"),
+            ("/api/v1/namespaces/x/pods", _) => {
+                let gone = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the provided continue parameter is too old","reason":"Expired","code":410}"#;
+                return respond(w, 410, "", gone);
+            }
+            _ => list("50", &["a"], "again"),
+        };
+        respond(w, 200, "", body.as_bytes());
+    });
+    let c = client(srv.port);
+    let names = |items: &[TestPod]| -> Vec<String> {
+        items.iter().map(|p| p.metadata.name.clone()).collect()
+    };
+    let pages = ListParams {
+        limit: Some(2),
+        ..Default::default()
+    };
+
+    // Three pages, one list at the first page's version.
+    let l = c.list::<TestPod>("/api/v1/pods", &pages).unwrap();
+    assert_eq!(names(&l.items), ["a", "b", "c", "d", "e"]);
+    assert_eq!(l.metadata.resource_version, "30");
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(seen
+        .iter()
+        .all(|r| r.query("limit").as_deref() == Some("2")));
+    assert_eq!(seen[1].query("continue").as_deref(), Some("t1"));
+    assert_eq!(seen[2].query("continue").as_deref(), Some("t2"));
+
+    // The second page expired: the list starts over in one request, without a limit.
+    let l = c
+        .list::<TestPod>("/api/v1/namespaces/x/pods", &pages)
+        .unwrap();
+    assert_eq!(names(&l.items), ["a", "b", "c"]);
+    assert_eq!(l.metadata.resource_version, "40");
+    assert_eq!(srv.requests().len(), 6);
+
+    // A server that answers every page with the same token is an error, not a loop.
+    let e = c
+        .list::<TestPod>("/api/v1/namespaces/loop/pods", &pages)
+        .unwrap_err();
+    assert!(e.to_string().contains("repeats its continue token"), "{e}");
+    assert_eq!(srv.requests().len(), 8);
+
+    // Informers list in pages of 500 unless told otherwise.
+    let informer = Informer::new(InformerConfig::default(), |p: &TestPod| &p.metadata);
+    let mut lw = ListWatch::new(c, "/api/v1/pods", ListParams::default(), informer);
+    let ev = lw.next_event(&mut |_| false);
+    let Some(InformerEvent::Resync(items)) = ev else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(names(&items), ["a", "b", "c", "d", "e"]);
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 11);
+    assert!(seen[8..]
+        .iter()
+        .all(|r| r.query("limit").as_deref() == Some("500")));
 }
 
 #[test]
@@ -1219,13 +1335,15 @@ fn test_server_list_watch_by_node_and_relist_after_compaction() {
             |p| &p.metadata,
             Box::new(XorShift64::new(9)),
         );
-        let mut lw = ListWatch::new(
-            node_client(&srv, "n1"),
-            "/api/v1/pods",
-            ListParams::fields("spec.nodeName=n1"),
-            informer,
-        )
-        .with_clock(clock);
+        let mut lw = Mirrored::new(
+            ListWatch::new(
+                node_client(&srv, "n1"),
+                "/api/v1/pods",
+                ListParams::fields("spec.nodeName=n1"),
+                informer,
+            )
+            .with_clock(clock),
+        );
         let mut sleep = |d: Duration| {
             *offset.lock().unwrap() += d;
             true
@@ -1262,7 +1380,7 @@ fn test_server_list_watch_by_node_and_relist_after_compaction() {
             InformerEvent::Applied(p) => assert_eq!(p.metadata.name, "late"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(lw.informer().store().len(), 10);
+        assert_eq!(lw.names.len(), 10);
     }
 }
 
@@ -1278,13 +1396,15 @@ fn test_server_faults_throttle_and_cut_watch_are_survived() {
         |p| &p.metadata,
         Box::new(XorShift64::new(11)),
     );
-    let mut lw = ListWatch::new(
-        node_client(&srv, "n1"),
-        "/api/v1/pods",
-        ListParams::fields("spec.nodeName=n1"),
-        informer,
-    )
-    .with_clock(clock);
+    let mut lw = Mirrored::new(
+        ListWatch::new(
+            node_client(&srv, "n1"),
+            "/api/v1/pods",
+            ListParams::fields("spec.nodeName=n1"),
+            informer,
+        )
+        .with_clock(clock),
+    );
     let slept2 = slept.clone();
     let mut sleep = move |d: Duration| {
         slept2.lock().unwrap().push(d);
@@ -1315,7 +1435,7 @@ fn test_server_faults_throttle_and_cut_watch_are_survived() {
         }
     }
     assert_eq!(seen, ["b", "c"]);
-    assert_eq!(lw.informer().store().len(), 3);
+    assert_eq!(lw.names.len(), 3);
 }
 
 #[test]

@@ -48,6 +48,10 @@ const MAX_TOKEN_FILE: u64 = 64 << 10;
 /// Error bodies are read only this far: enough for any Status, no more.
 const MAX_ERROR_BODY: u64 = 256 << 10;
 
+/// Most pages one [`Client::list`] follows: 5 million objects at 500 a page, and a bound
+/// on a server that never stops answering with another `continue`.
+const MAX_LIST_PAGES: usize = 10_000;
+
 /// Timeouts and limits of a [`Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -220,7 +224,7 @@ pub struct ListParams {
     pub field_selector: Option<String>,
     /// e.g. `app=web,tier!=db`.
     pub label_selector: Option<String>,
-    /// Page size (`limit`); continuation is not followed by `list`.
+    /// Page size of [`Client::list`] (`limit`); it follows `continue` to the end.
     pub limit: Option<u32>,
 }
 
@@ -246,9 +250,6 @@ impl ListParams {
         }
         if let Some(l) = &self.label_selector {
             q.push(("labelSelector", l.clone()));
-        }
-        if let Some(n) = self.limit {
-            q.push(("limit", n.to_string()));
         }
         q
     }
@@ -663,13 +664,65 @@ impl Client {
         self.request_json("GET", path, &[], None, Via::Link)
     }
 
-    /// GET a collection.
+    /// GET a collection: in pages of `params.limit` objects when it is set, following the
+    /// server's `continue` tokens to the end, so no answer holds more than one page. All pages
+    /// are one snapshot; the list carries the first page's resourceVersion. A token that
+    /// expires before the end (410) starts the list over in one request, as an expired
+    /// snapshot cannot be resumed.
     pub fn list<T: DeserializeOwned>(
         &self,
         path: &str,
         params: &ListParams,
     ) -> Result<List<T>, ApiError> {
-        self.request_json("GET", path, &params.pairs(), None, Via::Http1)
+        let Some(limit) = params.limit else {
+            return self.request_json("GET", path, &params.pairs(), None, Via::Http1);
+        };
+        let mut list: List<T> = List::default();
+        let mut token = String::new();
+        for page in 0..MAX_LIST_PAGES {
+            let mut q = params.pairs();
+            q.push(("limit", limit.to_string()));
+            if !token.is_empty() {
+                q.push(("continue", token.clone()));
+            }
+            let mut got: List<T> = match self.request_json("GET", path, &q, None, Via::Http1) {
+                Ok(got) => got,
+                Err(e) if page > 0 && e.is_gone() => {
+                    log::info!("list {path}: page {page} expired ({e}); listing it whole");
+                    return self.request_json("GET", path, &params.pairs(), None, Via::Http1);
+                }
+                Err(e) => return Err(e),
+            };
+            if page == 0 {
+                list.metadata.resource_version = std::mem::take(&mut got.metadata.resource_version);
+                list.items = got.items;
+            } else {
+                list.items.append(&mut got.items);
+            }
+            let next = got.metadata.continue_token;
+            if next.is_empty() {
+                return Ok(list);
+            }
+            if next == token {
+                return Err(ApiError::new(
+                    "GET",
+                    path,
+                    ApiErrorKind::Decode {
+                        what: "list".into(),
+                        message: format!("page {page} repeats its continue token"),
+                    },
+                ));
+            }
+            token = next;
+        }
+        Err(ApiError::new(
+            "GET",
+            path,
+            ApiErrorKind::Decode {
+                what: "list".into(),
+                message: format!("more than {MAX_LIST_PAGES} pages"),
+            },
+        ))
     }
 
     /// POST a new object.

@@ -226,7 +226,7 @@ pub struct Store<T> {
     meta: MetaFn<T>,
 }
 
-impl<T: Clone> Store<T> {
+impl<T> Store<T> {
     /// An empty store reading keys through `meta`.
     pub fn new(meta: MetaFn<T>) -> Self {
         Store {
@@ -274,6 +274,11 @@ impl<T: Clone> Store<T> {
         for o in items {
             self.apply(o);
         }
+    }
+
+    /// The objects in key order, the store used up.
+    pub fn into_items(self) -> Vec<T> {
+        self.objects.into_values().collect()
     }
 }
 
@@ -376,9 +381,13 @@ enum State {
 }
 
 /// The list+watch state machine (sans-I/O): feed it results, it says what to do next.
+///
+/// It keeps no copy of the objects: its consumer holds what it needs of them, and diffs a
+/// [`InformerEvent::Resync`] against that. Only a streaming list's initial set is held, until
+/// it is complete.
 pub struct Informer<T> {
     config: InformerConfig,
-    store: Store<T>,
+    meta: MetaFn<T>,
     resource_version: String,
     state: State,
     backoff: Backoff,
@@ -392,7 +401,7 @@ impl<T> fmt::Debug for Informer<T> {
         f.debug_struct("Informer")
             .field("state", &self.state)
             .field("resource_version", &self.resource_version)
-            .field("objects", &self.store.objects.len())
+            .field("initial", &self.initial.as_ref().map(Store::len))
             .finish()
     }
 }
@@ -411,18 +420,13 @@ impl<T: Clone> Informer<T> {
     ) -> Self {
         Informer {
             config,
-            store: Store::new(meta),
+            meta,
             resource_version: String::new(),
             state: State::Ready(Next::List),
             backoff: Backoff::new(config.backoff),
             rng,
             initial: None,
         }
-    }
-
-    /// The local cache.
-    pub fn store(&self) -> &Store<T> {
-        &self.store
     }
 
     /// The last resourceVersion seen (from a list, an event or a bookmark).
@@ -456,7 +460,7 @@ impl<T: Clone> Informer<T> {
         // over cleanly. A watch without a version would replay "now" and miss changes.
         if self.config.mode == WatchMode::StreamingList {
             self.state = State::Watching;
-            self.initial = Some(Store::new(self.store.meta));
+            self.initial = Some(Store::new(self.meta));
             return Action::WatchList {
                 timeout_seconds: self.watch_timeout(),
             };
@@ -486,7 +490,8 @@ impl<T: Clone> Informer<T> {
             Ok(list) => {
                 self.backoff.on_success(now);
                 self.resource_version = list.metadata.resource_version;
-                self.store.replace(list.items);
+                let mut set = Store::new(self.meta);
+                set.replace(list.items);
                 self.state = match self.config.mode {
                     WatchMode::Watch | WatchMode::StreamingList => State::Ready(Next::Watch),
                     WatchMode::Poll { interval } => State::Waiting {
@@ -495,7 +500,7 @@ impl<T: Clone> Informer<T> {
                         backoff: false,
                     },
                 };
-                Some(InformerEvent::Resync(self.store.iter().cloned().collect()))
+                Some(InformerEvent::Resync(set.into_items()))
             }
             Err(e) => {
                 self.fail(now, e.retry_after, Next::List);
@@ -516,12 +521,10 @@ impl<T: Clone> Informer<T> {
         match event {
             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                 self.note_version(&o);
-                self.store.apply(o.clone());
                 Some(InformerEvent::Applied(o))
             }
             WatchEvent::Deleted(o) => {
                 self.note_version(&o);
-                self.store.remove(&o);
                 Some(InformerEvent::Deleted(o))
             }
             WatchEvent::Bookmark(b) => {
@@ -549,10 +552,8 @@ impl<T: Clone> Informer<T> {
             WatchEvent::Deleted(o) => pending.remove(&o),
             WatchEvent::Bookmark(b) if b.is_initial_events_end() => {
                 self.resource_version = b.resource_version;
-                if let Some(done) = self.initial.take() {
-                    self.store = done;
-                }
-                return Some(InformerEvent::Resync(self.store.iter().cloned().collect()));
+                let done = self.initial.take().map(Store::into_items);
+                return Some(InformerEvent::Resync(done.unwrap_or_default()));
             }
             WatchEvent::Bookmark(_) => {}
             WatchEvent::Error(status) if status.code == 410 => self.gone(),
@@ -644,7 +645,7 @@ impl<T: Clone> Informer<T> {
     }
 
     fn note_version(&mut self, obj: &T) {
-        let rv = &(self.store.meta)(obj).resource_version;
+        let rv = &(self.meta)(obj).resource_version;
         if !rv.is_empty() {
             self.resource_version.clone_from(rv);
         }
@@ -671,13 +672,20 @@ pub struct ListWatch<T> {
     link: LinkCursor,
 }
 
+/// Objects per page of a [`ListWatch`]'s lists (client-go's informers ask for 500 too): an
+/// answer of a large cluster is read, decoded and freed a page at a time, not as one body of
+/// tens of megabytes.
+pub const LIST_PAGE: u32 = 500;
+
 /// Longest single sleep of a waiting [`ListWatch`]: how soon it notices that another client of
 /// the link got through.
 pub const LINK_CHECK: Duration = Duration::from_millis(250);
 
 impl<T: DeserializeOwned + Clone> ListWatch<T> {
-    /// Watches `path` (e.g. `/api/v1/pods`) with the given selectors.
-    pub fn new(client: Client, path: &str, params: ListParams, informer: Informer<T>) -> Self {
+    /// Watches `path` (e.g. `/api/v1/pods`) with the given selectors; lists in pages of
+    /// `params.limit`, [`LIST_PAGE`] when it is not set.
+    pub fn new(client: Client, path: &str, mut params: ListParams, informer: Informer<T>) -> Self {
+        params.limit = params.limit.or(Some(LIST_PAGE));
         ListWatch {
             link: client.link_health().cursor(),
             client,
@@ -1044,7 +1052,6 @@ mod tests {
             inf.watch_event(t0, WatchEvent::Added(b.clone())),
             Some(InformerEvent::Applied(b.clone()))
         );
-        assert_eq!(inf.store().len(), 2);
         assert_eq!(inf.resource_version(), "6");
         let bm = crate::k8s::list::Bookmark {
             resource_version: "8".into(),
@@ -1056,8 +1063,6 @@ mod tests {
             inf.watch_event(t0, WatchEvent::Deleted(obj("n", "a", "9", 1))),
             Some(InformerEvent::Deleted(obj("n", "a", "9", 1)))
         );
-        assert!(inf.store().get("n/a").is_none());
-        assert_eq!(inf.store().get("n/b"), Some(&b));
 
         // Server closes the stream at its timeout: re-watch at once from the last version.
         inf.watch_ended(t0, Ok(()));
@@ -1089,7 +1094,6 @@ mod tests {
             ev,
             Some(InformerEvent::Resync(vec![obj("n", "c", "49", 1)]))
         );
-        assert!(inf.store().get("n/a").is_none());
         assert!(
             matches!(inf.next_action(t0), Action::Watch { resource_version, .. } if resource_version == "50")
         );
@@ -1292,7 +1296,6 @@ mod tests {
             inf.watch_event(t0, WatchEvent::Modified(obj("n", "a", "5", 2))),
             None
         );
-        assert!(inf.store().is_empty());
         let plain = crate::k8s::list::Bookmark {
             resource_version: "5".into(),
             ..Default::default()
@@ -1338,9 +1341,15 @@ mod tests {
         // Closed cleanly but before the end bookmark: also a restart, never a half set.
         inf.watch_event(now, WatchEvent::Added(obj("n", "a", "3", 1)));
         inf.watch_ended(now, Ok(()));
-        assert!(inf.store().is_empty());
         let action = inf.next_action(now + Duration::from_secs(60));
         assert!(matches!(action, Action::WatchList { .. }), "{action:?}");
+        // The next initial set holds only what the new stream sends.
+        now += Duration::from_secs(60);
+        inf.watch_event(now, WatchEvent::Added(obj("n", "b", "4", 1)));
+        assert_eq!(
+            inf.watch_event(now, end_bookmark("5")),
+            Some(InformerEvent::Resync(vec![obj("n", "b", "4", 1)]))
+        );
     }
 
     #[test]
@@ -1370,7 +1379,10 @@ mod tests {
         );
         inf.watch_ended(t0, Err(transport()));
         assert_eq!(inf.next_action(t0), Action::List);
-        assert!(inf.store().is_empty());
+        assert_eq!(
+            inf.list_done(t0, Ok(list("2", vec![]))),
+            Some(InformerEvent::Resync(vec![]))
+        );
     }
 
     #[test]
@@ -1378,7 +1390,34 @@ mod tests {
         let t0 = Instant::now();
         let mut inf = informer(WatchMode::Watch);
         inf.next_action(t0);
-        inf.list_done(t0, Ok(list("1", vec![obj("", "node-1", "1", 0)])));
-        assert!(inf.store().get("node-1").is_some());
+        let items = vec![obj("", "node-1", "1", 0), obj("a", "node-1", "2", 0)];
+        assert_eq!(
+            inf.list_done(t0, Ok(list("3", items))),
+            Some(InformerEvent::Resync(vec![
+                obj("a", "node-1", "2", 0),
+                obj("", "node-1", "1", 0),
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_resync_is_in_key_order_with_one_object_per_key() {
+        let t0 = Instant::now();
+        let mut inf = informer(WatchMode::Watch);
+        inf.next_action(t0);
+        let items = vec![
+            obj("n", "b", "3", 1),
+            obj("", "n", "4", 1),
+            obj("n", "a", "2", 1),
+            obj("n", "b", "5", 2),
+        ];
+        assert_eq!(
+            inf.list_done(t0, Ok(list("6", items))),
+            Some(InformerEvent::Resync(vec![
+                obj("", "n", "4", 1),
+                obj("n", "a", "2", 1),
+                obj("n", "b", "5", 2),
+            ]))
+        );
     }
 }
