@@ -477,6 +477,7 @@ enum Source {
 }
 
 fn api_source(kubeconfig: &Path) -> Result<ApiSource, String> {
+    super::heap::one_arena();
     let cluster = Kubeconfig::load(kubeconfig, None).map_err(|e| e.to_string())?;
     let client = Client::new(&cluster, ClientConfig::default()).map_err(|e| e.to_string())?;
     ApiSource::start(client, InformerConfig::default())

@@ -3,7 +3,7 @@
 //! Layers: `source` (manifests → a [`source::Model`]), `desired` (model → desired
 //! [`table::State`], sans I/O), `diff` (two states → ops, sans I/O), `backend` (the
 //! [`backend::Backend`] seam, the IPVS backend and the syncer), `schedule` (when the loop
-//! syncs, sans I/O), `cmd` (the `tinylet proxy` and
+//! syncs, sans I/O), `heap` (the allocator's policy), `cmd` (the `tinylet proxy` and
 //! `tinylet ipvs` commands). Wire formats belong to `netlink`, not here.
 
 pub mod apisource;
@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cmd;
 pub mod desired;
 pub mod diff;
+pub mod heap;
 pub mod nft;
 pub mod schedule;
 pub mod source;

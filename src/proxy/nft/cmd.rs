@@ -19,6 +19,7 @@ use super::sync::{NftSyncer, Outcome};
 use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
 use crate::proxy::cmd::{Cidr as ArgCidr, ProxyArgs};
+use crate::proxy::heap::release_free_memory;
 use crate::proxy::schedule::Schedule;
 use crate::proxy::source::{dir_digest, load_dir_each};
 
@@ -59,20 +60,6 @@ impl Node {
             masquerade_all: self.masquerade_all,
             cluster_cidrs: self.cluster_cidrs.clone(),
         })
-    }
-}
-
-/// Give the heap's free pages back to the system. A sync builds the whole ruleset, and a
-/// full one its batch too (tens of MB at 10,000 services), then frees them; a change read
-/// from the manifest directory makes a new catalog and frees the old; glibc keeps
-/// freed memory inside its heap (and after one large free, serves later large requests
-/// from the heap too), so without this the process's RSS stays at the sync's peak.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel; it touches no memory
-    // the program holds and is safe to call at any time.
-    unsafe {
-        nix::libc::malloc_trim(0);
     }
 }
 
