@@ -9,7 +9,8 @@
 //! own, and the bench reports
 //! - start → all N services in the kernel: `nft list map ip kube-proxy service-ips` in the
 //!   namespace, polled, until all N service addresses are there;
-//! - VmRSS once settled;
+//! - VmRSS once settled, and where it is (`/proc/PID/smaps`: the main heap, anonymous
+//!   mappings such as other malloc arenas and large allocations, stacks, mapped files);
 //! - one endpoint added → in the kernel: the time just before the PATCH that adds a third
 //!   endpoint to one EndpointSlice, to the line of `nft monitor` (in the namespace) naming the
 //!   new address; 5 services, min–max and median.
@@ -463,7 +464,54 @@ struct Figures {
     polls: usize,
     rss_kib: u64,
     hwm_kib: u64,
+    /// Where the settled RSS is, as [`rss_by_mapping`] tells it.
+    rss_where: String,
     adds: Vec<Duration>,
+}
+
+/// The process's resident memory by kind of mapping (`/proc/PID/smaps`): the main heap,
+/// anonymous mappings (other threads' malloc arenas, large allocations), stacks, files.
+fn rss_by_mapping(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut heap, mut anon, mut stack, mut files) = (0u64, Vec::new(), 0u64, 0u64);
+    let (mut name, mut size) = (String::new(), 0u64);
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            name = words.nth(4).unwrap_or("").to_string();
+        } else if first == "Size:" {
+            size = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match name.as_str() {
+                "[heap]" => heap += kib,
+                "" => anon.push((kib, size)),
+                n if n.starts_with("[stack") => stack += kib,
+                n if n.starts_with('[') => {}
+                _ => files += kib,
+            }
+        }
+    }
+    anon.sort_unstable_by(|a, b| b.cmp(a));
+    let big: Vec<String> = anon
+        .iter()
+        .take_while(|(k, _)| *k >= 1024)
+        .map(|(k, size)| format!("{:.1} of {:.1}", *k as f64 / 1024.0, *size as f64 / 1024.0))
+        .collect();
+    format!(
+        "heap {:.1}, anonymous {:.1} ({} mappings; ≥ 1 MiB: {}), stack {:.1}, files {:.1} MiB",
+        heap as f64 / 1024.0,
+        anon.iter().map(|(k, _)| k).sum::<u64>() as f64 / 1024.0,
+        anon.len(),
+        if big.is_empty() {
+            "none".into()
+        } else {
+            big.join(", ")
+        },
+        stack as f64 / 1024.0,
+        files as f64 / 1024.0
+    )
 }
 
 fn run(assets: &Assets, bin: &Path, n: usize) -> Res<Figures> {
@@ -531,6 +579,7 @@ fn measure(c: &RealCluster, bin: &Path, n: usize, dir: &Path) -> Res<Figures> {
         }
     }
     let hwm_kib = status_kib(pid, "VmHWM:");
+    let rss_where = rss_by_mapping(pid);
 
     let (_mon, lines) = monitor(&ns)?;
     wait_monitoring(&ns, &lines)?;
@@ -569,6 +618,7 @@ fn measure(c: &RealCluster, bin: &Path, n: usize, dir: &Path) -> Res<Figures> {
         polls,
         rss_kib,
         hwm_kib,
+        rss_where,
         adds,
     })
 }
@@ -635,6 +685,7 @@ fn main() {
                     format!("{} (VmHWM {})", mib(f.rss_kib), mib(f.hwm_kib)),
                     upstream("77–81 MiB", "219–227 MiB")
                 );
+                println!("  {:<44} {}", "  of which", f.rss_where);
                 println!(
                     "  {:<44} {:>34} | {}",
                     "one endpoint added → in the kernel",
