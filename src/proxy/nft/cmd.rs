@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::catalog::{changed_services, Catalog, CatalogBuilder, LiveCatalog};
 use super::lower::NetlinkKernel;
 use super::model::{Cidr, Family};
-use super::ruleset::{build_records, service_delta, Config, TABLE};
+use super::ruleset::{build_records, chain_names, service_delta, Config, TABLE};
 use super::sync::{NftSyncer, Outcome};
 use crate::proxy::apisource::ApiSource;
 use crate::proxy::backend::SyncMode;
@@ -237,7 +237,12 @@ fn sync_records(
         overlap |= b.overlap;
         out.push(b.table);
     }
-    let result = syncer.sync(out, resync);
+    // The chains the changed services had, as they were programmed: what may go.
+    let gone = change.map_or_else(Vec::new, |(before, changed)| {
+        chain_names(before, piecewise.as_ref().unwrap_or(&cfg), changed)
+    });
+    let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+    let result = syncer.sync_naming(out, resync, &gone);
     *piecewise = match (&result, overlap) {
         (Ok(_), false) => Some(cfg),
         _ => None,

@@ -10,10 +10,9 @@
 //! every rule it programmed.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hash};
-use std::sync::OnceLock;
 
-use super::model::{Chain, Family, Hook, Key, Rule, Set, SetKind, Table, Verdict};
+use super::model::{Chain, Family, Key, Rule, Set, SetKind, Table, Verdict};
+use super::print::{fingerprint, name_key, Chains};
 
 /// One message of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,21 +168,14 @@ pub fn into_full(t: Table) -> Transaction {
     }
 }
 
-/// A 64-bit fingerprint of a value, keyed at random once per process: equal values always
-/// print alike; two different rule lists of one chain print alike with a chance of 2^-64.
-fn fingerprint<T: Hash + ?Sized>(v: &T) -> u64 {
-    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    KEYS.get_or_init(Default::default).hash_one(v)
-}
-
-/// What a table held, compactly: each chain's hook and a fingerprint of its rules, each set's
-/// kind and its elements' keys with a fingerprint of their verdicts. Everything a partial
-/// diff needs of the old side, at a fraction of the table's bytes.
+/// What a table held, compactly: each chain's name and rules as fingerprints, with its hook;
+/// each set's kind and its elements' keys with a fingerprint of their verdicts. Everything a
+/// partial diff needs of the old side, at a fraction of the table's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Programmed {
     family: Family,
     name: Box<str>,
-    chains: BTreeMap<Box<str>, (Option<Hook>, u64)>,
+    chains: Chains,
     sets: BTreeMap<Box<str>, (SetKind, BTreeMap<Key, u64>)>,
 }
 
@@ -193,11 +185,11 @@ impl Programmed {
         Programmed {
             family: t.family,
             name: t.name.as_str().into(),
-            chains: t
-                .chains
-                .iter()
-                .map(|(n, c)| (n.as_str().into(), (c.hook, fingerprint(&c.rules))))
-                .collect(),
+            chains: Chains::from_chains(
+                t.chains
+                    .iter()
+                    .map(|(n, c)| (n.as_str(), c.hook, fingerprint(&c.rules))),
+            ),
             sets: t
                 .sets
                 .iter()
@@ -237,11 +229,14 @@ pub fn remove(family: Family, name: &str) -> Transaction {
 /// The messages that turn `old` (what we programmed last) into `new`; `None` when the change
 /// cannot be made in place (a base chain's hook or a set's type changed): do a full sync.
 pub fn partial(old: &Table, new: &Table) -> Option<Transaction> {
-    changes(&Programmed::of(old), new)
+    let names: Vec<&str> = old.chains.keys().map(String::as_str).collect();
+    changes(&Programmed::of(old), new, &names)
 }
 
-/// [`partial`] from the print of what was programmed last.
-pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
+/// [`partial`] from the print of what was programmed last. The print keeps no chain names,
+/// so a chain to delete is named from `names` (the chains the services that changed had);
+/// `None` as well when one of them is not there.
+pub fn changes(old: &Programmed, new: &Table, names: &[&str]) -> Option<Transaction> {
     if old.family != new.family || *old.name != *new.name {
         return None;
     }
@@ -264,7 +259,7 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
         }
     }
     for (name, c) in &new.chains {
-        match old.chains.get(name.as_str()) {
+        match old.chains.get(name) {
             None => {
                 adds.push(Change::AddChain(name.clone(), empty_like(c)));
                 rules.extend(
@@ -273,8 +268,8 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
                         .map(|r| Change::AddRule(name.clone(), r.clone())),
                 );
             }
-            Some((hook, _)) if *hook != c.hook => return None,
-            Some((_, print)) if *print != fingerprint(&c.rules) => {
+            Some((hook, _)) if hook != c.hook => return None,
+            Some((_, print)) if print != fingerprint(&c.rules) => {
                 rules.push(Change::FlushChain(name.clone()));
                 rules.extend(
                     c.rules
@@ -286,12 +281,26 @@ pub fn changes(old: &Programmed, new: &Table) -> Option<Transaction> {
         }
     }
     // Removed chains are flushed before any is deleted: they may jump to each other.
-    let gone_chains: Vec<&str> = old
+    let kept: Vec<u64> = {
+        let mut k: Vec<u64> = new.chains.keys().map(|n| name_key(n)).collect();
+        k.sort_unstable();
+        k
+    };
+    let gone = old
         .chains
         .keys()
-        .map(|n| &**n)
-        .filter(|n| !new.chains.contains_key(*n))
+        .filter(|k| kept.binary_search(k).is_err())
+        .count();
+    let mut gone_chains: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !new.chains.contains_key(*n) && old.chains.contains_key(name_key(n)))
         .collect();
+    gone_chains.sort_unstable();
+    gone_chains.dedup();
+    if gone_chains.len() != gone {
+        return None;
+    }
     for n in &gone_chains {
         removals.push(Change::FlushChain((*n).to_string()));
     }
@@ -381,7 +390,7 @@ pub fn service_changes(print: &Programmed, old: &Table, new: &Table) -> Option<T
     let mut gone_chains = Vec::new();
     for name in chain_names {
         let (o, n) = (old.chains.get(name), new.chains.get(name));
-        let printed = print.chains.get(name.as_str());
+        let printed = print.chains.get(name);
         match (o, n, printed) {
             (None, Some(c), None) => {
                 adds.push(Change::AddChain(name.clone(), empty_like(c)));
@@ -392,10 +401,10 @@ pub fn service_changes(print: &Programmed, old: &Table, new: &Table) -> Option<T
                 );
             }
             (Some(_), Some(c), Some((hook, print))) => {
-                if *hook != c.hook {
+                if hook != c.hook {
                     return None;
                 }
-                if *print != fingerprint(&c.rules) {
+                if print != fingerprint(&c.rules) {
                     rules.push(Change::FlushChain(name.clone()));
                     rules.extend(
                         c.rules
@@ -434,17 +443,11 @@ impl Programmed {
     pub fn apply(&mut self, old: &Table, new: &Table) {
         for name in old.chains.keys() {
             if !new.chains.contains_key(name) {
-                self.chains.remove(name.as_str());
+                self.chains.remove(name);
             }
         }
         for (name, c) in &new.chains {
-            let print = (c.hook, fingerprint(&c.rules));
-            match self.chains.get_mut(name.as_str()) {
-                Some(p) => *p = print,
-                None => {
-                    self.chains.insert(name.as_str().into(), print);
-                }
-            }
+            self.chains.set(name, c.hook, fingerprint(&c.rules));
         }
         for (name, o) in &old.sets {
             match (new.sets.get(name), self.sets.get_mut(name.as_str())) {

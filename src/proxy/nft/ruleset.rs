@@ -371,6 +371,25 @@ pub const SHARED_MAPS: [&str; 4] = [
     NO_ENDPOINT_NODEPORTS,
 ];
 
+/// The names of the chains the services named in `changed` have in `catalog` under `cfg`,
+/// in both families: the chains a whole-table diff may have to delete once they changed
+/// (see [`super::diff::changes`]).
+pub fn chain_names(catalog: &Catalog, cfg: &Config, changed: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for family in [Family::Ip, Family::Ip6] {
+        for (ns, name) in changed {
+            let Some(svc) = catalog.service(ns, name) else {
+                continue;
+            };
+            let my_slices: Vec<&SliceRec> = catalog.slices_of(ns, name).iter().collect();
+            let mut p = pieces_table(family);
+            service_into(svc, &my_slices, cfg, family, &mut p, &mut Vec::new());
+            out.extend(p.chains.into_keys());
+        }
+    }
+    out
+}
+
 /// An empty table to hold services' pieces: their chains and sets, and the elements they
 /// put into the [`SHARED_MAPS`] (which it has, empty).
 pub fn pieces_table(family: Family) -> Table {

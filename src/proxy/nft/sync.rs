@@ -76,6 +76,14 @@ impl<K: Kernel> NftSyncer<K> {
         &mut self.kernel
     }
 
+    /// Copy the prints into new memory and free the old (see
+    /// [`super::catalog::LiveCatalog::compact`]): a full sync makes them between its tables.
+    pub fn compact(&mut self) {
+        let prints: BTreeMap<Family, Programmed> =
+            self.last.iter().map(|(f, p)| (*f, p.clone())).collect();
+        self.last = prints;
+    }
+
     /// Prints of the tables programmed last (empty until a sync succeeded).
     pub fn programmed(&self) -> impl Iterator<Item = &Programmed> {
         self.last.values()
@@ -84,6 +92,18 @@ impl<K: Kernel> NftSyncer<K> {
     /// Bring the kernel to `tables`. `resync` also checks that nobody changed the ruleset
     /// since our last commit (and replaces our tables if someone did).
     pub fn sync(&mut self, tables: Vec<Table>, resync: bool) -> Result<Outcome, String> {
+        self.sync_naming(tables, resync, &[])
+    }
+
+    /// [`NftSyncer::sync`], naming the chains that may have to go (those the services that
+    /// changed had: the print keeps no names). A table whose gone chains are not all named
+    /// is replaced whole.
+    pub fn sync_naming(
+        &mut self,
+        tables: Vec<Table>,
+        resync: bool,
+        names: &[&str],
+    ) -> Result<Outcome, String> {
         let mut drift = false;
         if resync && !self.last.is_empty() {
             if let Some(g) = self.kernel.generation()? {
@@ -101,7 +121,7 @@ impl<K: Kernel> NftSyncer<K> {
         for t in tables {
             families.insert(t.family);
             let tx = match (drift, self.last.get(&t.family)) {
-                (false, Some(old)) => changes(old, &t),
+                (false, Some(old)) => changes(old, &t, names),
                 _ => None,
             };
             match tx {

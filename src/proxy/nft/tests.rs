@@ -628,7 +628,19 @@ fn piecewise_equals_whole(before: &str, after: &str, c: &Config) -> (usize, Vec<
         let now = build_records(new.services(), new.slices(), c, f);
         assert!(!was.overlap && !now.overlap);
         let print = Programmed::of(&was.table);
-        let want = changes(&print, &now.table).unwrap();
+        // The whole-table diff names the chains to delete from the changed services' old
+        // pieces, as the daemon does; naming every old chain makes the same transaction.
+        let names = chain_names(&old, c, &changed);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let want = changes(&print, &now.table, &names).unwrap();
+        let every: Vec<&str> = was.table.chains.keys().map(String::as_str).collect();
+        assert_eq!(changes(&print, &now.table, &every).as_ref(), Some(&want));
+        // Without names, chains that go cannot be deleted: only then is it refused.
+        let deletes = want
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DelChain(_)));
+        assert_eq!(changes(&print, &now.table, &[]).is_none(), deletes);
         let d = service_delta((&old, c), (&new, c), &changed, f).unwrap();
         let got = service_changes(&print, &d.old, &d.new).unwrap();
         assert_eq!(got, want, "{f:?}: piecewise\n{got:#?}\nwhole\n{want:#?}");
@@ -726,9 +738,11 @@ fn piecewise_service_changes_equal_the_whole_diff() {
     let d = service_delta((&old, &c), (&new, &c), &changed, Family::Ip).unwrap();
     let print = Programmed::of(&was.table);
     let now = build_records(new.services(), new.slices(), &c, Family::Ip);
+    let names = chain_names(&old, &c, &changed);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     assert_eq!(
         service_changes(&print, &d.old, &d.new),
-        changes(&print, &now.table)
+        changes(&print, &now.table, &names)
     );
     // Node port changed, node port gone (ClusterIP), external policy Local.
     piecewise_equals_whole(
