@@ -595,6 +595,18 @@ impl LiveCatalog {
         &self.catalog
     }
 
+    /// Copy every record into new memory and free the old. Records made while a list was
+    /// decoded sit between its freed objects, one or two to a page, and keep those pages
+    /// resident; made again once that memory was handed back
+    /// ([`crate::proxy::heap::release_free_memory`]), they fill few pages.
+    pub fn compact(&mut self) {
+        let c = &mut self.catalog;
+        *c = Catalog {
+            services: c.services.to_vec(),
+            slices: c.slices.to_vec(),
+        };
+    }
+
     /// How many shared values (names, port lists) it keeps.
     pub fn kept_values(&self) -> usize {
         self.names.len()

@@ -335,6 +335,11 @@ fn api_loop(
         drop(ids);
         drop(changes);
         release_free_memory();
+        if mode == SyncMode::Full {
+            live.compact();
+            syncer.compact();
+            release_free_memory();
+        }
         ok
     })
 }
