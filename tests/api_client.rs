@@ -831,6 +831,15 @@ fn paged_lists_follow_continue_and_start_over_when_a_page_expires() {
                 let gone = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the provided continue parameter is too old","reason":"Expired","code":410}"#;
                 return respond(w, 410, "", gone);
             }
+            // A new token every time, each page as long as the last.
+            ("/api/v1/namespaces/endless/pods", t) => {
+                let n: u32 = t.trim_start_matches('t').parse().unwrap_or(0);
+                list(
+                    "60",
+                    &["a", "b", "c", "d", "e", "f"],
+                    &format!("t{}", n + 1),
+                )
+            }
             _ => list("50", &["a"], "again"),
         };
         respond(w, 200, "", body.as_bytes());
@@ -871,6 +880,25 @@ fn paged_lists_follow_continue_and_start_over_when_a_page_expires() {
     assert!(e.to_string().contains("repeats its continue token"), "{e}");
     assert_eq!(srv.requests().len(), 8);
 
+    // A server that never stops paging is stopped where one answer would be.
+    let small = Client::new(
+        &cluster(srv.port, "ca", true),
+        ClientConfig {
+            max_body: 2000,
+            ..fast_config()
+        },
+    )
+    .unwrap();
+    let e = small
+        .list::<TestPod>("/api/v1/namespaces/endless/pods", &pages)
+        .unwrap_err();
+    assert!(
+        matches!(e.kind, ApiErrorKind::TooLarge { limit: 2000 }),
+        "{e}"
+    );
+    let pages_read = srv.requests().len() - 8;
+    assert!((2..=5).contains(&pages_read), "{pages_read}");
+
     // Informers list in pages of 500 unless told otherwise.
     let informer = Informer::new(InformerConfig::default(), |p: &TestPod| &p.metadata);
     let mut lw = ListWatch::new(c, "/api/v1/pods", ListParams::default(), informer);
@@ -880,8 +908,8 @@ fn paged_lists_follow_continue_and_start_over_when_a_page_expires() {
     };
     assert_eq!(names(&items), ["a", "b", "c", "d", "e"]);
     let seen = srv.requests();
-    assert_eq!(seen.len(), 11);
-    assert!(seen[8..]
+    assert_eq!(seen.len(), 11 + pages_read);
+    assert!(seen[8 + pages_read..]
         .iter()
         .all(|r| r.query("limit").as_deref() == Some("500")));
 }

@@ -668,7 +668,8 @@ impl Client {
     /// server's `continue` tokens to the end, so no answer holds more than one page. All pages
     /// are one snapshot; the list carries the first page's resourceVersion. A token that
     /// expires before the end (410) starts the list over in one request, as an expired
-    /// snapshot cannot be resumed.
+    /// snapshot cannot be resumed. The pages together are held to `max_body`, as one answer
+    /// would be: a server cannot grow the list without end a page at a time.
     pub fn list<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -679,20 +680,32 @@ impl Client {
         };
         let mut list: List<T> = List::default();
         let mut token = String::new();
+        let mut bytes = 0u64;
         for page in 0..MAX_LIST_PAGES {
             let mut q = params.pairs();
             q.push(("limit", limit.to_string()));
             if !token.is_empty() {
                 q.push(("continue", token.clone()));
             }
-            let mut got: List<T> = match self.request_json("GET", path, &q, None, Via::Http1) {
-                Ok(got) => got,
+            let body = match self.request_bytes("GET", path, &q, None, None, Via::Http1) {
+                Ok((_, body)) => body,
                 Err(e) if page > 0 && e.is_gone() => {
                     log::info!("list {path}: page {page} expired ({e}); listing it whole");
                     return self.request_json("GET", path, &params.pairs(), None, Via::Http1);
                 }
                 Err(e) => return Err(e),
             };
+            bytes = bytes.saturating_add(body.len() as u64);
+            let max = self.inner.config.max_body;
+            if bytes > max {
+                return Err(ApiError::new(
+                    "GET",
+                    path,
+                    ApiErrorKind::TooLarge { limit: max },
+                ));
+            }
+            let mut got: List<T> = decode_json("GET", path, &body)?;
+            drop(body);
             if page == 0 {
                 list.metadata.resource_version = std::mem::take(&mut got.metadata.resource_version);
                 list.items = got.items;
@@ -895,16 +908,7 @@ impl Client {
         via: Via,
     ) -> Result<T, ApiError> {
         let (_, bytes) = self.request_bytes(method, path, query, body, None, via)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                method,
-                path,
-                ApiErrorKind::Decode {
-                    what: short_type_name::<T>(),
-                    message: e.to_string(),
-                },
-            )
-        })
+        decode_json(method, path, &bytes)
     }
 
     /// One bounded request; the answer's content type and body, or the error it maps to.
@@ -1261,6 +1265,20 @@ fn percent_encode_into(out: &mut String, v: &str) {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+}
+
+/// A JSON answer as `T`, or a decode error naming the request and the type.
+fn decode_json<T: DeserializeOwned>(method: &str, path: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            method,
+            path,
+            ApiErrorKind::Decode {
+                what: short_type_name::<T>(),
+                message: e.to_string(),
+            },
+        )
+    })
 }
 
 fn short_type_name<T>() -> String {
