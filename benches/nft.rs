@@ -48,8 +48,8 @@ use tinylet::proxy::nft::diff::{Change, Transaction};
 use tinylet::proxy::nft::lower::{each_message, NetlinkKernel};
 use tinylet::proxy::nft::model::{Family, Key, Stmt, Table};
 use tinylet::proxy::nft::ruleset::{
-    build_records, service_delta, Config, ServiceDelta, MARK_FOR_MASQUERADE, MASQ_MARK, NODE_IPS,
-    TABLE,
+    build_records, chain_names, service_delta, Config, ServiceDelta, MARK_FOR_MASQUERADE,
+    MASQ_MARK, NODE_IPS, TABLE,
 };
 use tinylet::proxy::nft::sync::{Kernel, NftSyncer, Outcome};
 use tinylet::proxy::source::{parse_manifest, Model, Object};
@@ -668,13 +668,16 @@ fn main() {
             return;
         };
 
-        // One endpoint change by whole tables: build both, diff against the print.
+        // One endpoint change by whole tables: build both, diff against the print (the
+        // chains that may go named from the changed services' old pieces, as the daemon does).
         syncer.kernel().reset();
         let t = Instant::now();
         let changed = catalog_tables(&c1, &cfg);
+        let gone = chain_names(&c0, &cfg, &changed_services(&c0, &c1));
+        let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
         let whole_compute = t.elapsed();
         let t = Instant::now();
-        let out = syncer.sync(changed, false);
+        let out = syncer.sync_naming(changed, false, &gone);
         let whole = (
             whole_compute,
             t.elapsed(),
