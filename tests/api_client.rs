@@ -1258,6 +1258,28 @@ fn server_pod(name: &str, node: &str) -> serde_json::Value {
 }
 
 /// Fake time for a ListWatch: `sleep` advances it instead of waiting.
+/// The list+watch of node n1's pods with a seeded informer on a fake clock.
+fn node_pods(
+    srv: &apiserver::ApiServer,
+    seed: u64,
+    clock: Box<dyn FnMut() -> Instant + Send>,
+) -> Mirrored {
+    let informer = Informer::<TestPod>::with_rng(
+        InformerConfig::default(),
+        |p| &p.metadata,
+        Box::new(XorShift64::new(seed)),
+    );
+    Mirrored::new(
+        ListWatch::new(
+            node_client(srv, "n1"),
+            "/api/v1/pods",
+            ListParams::fields("spec.nodeName=n1"),
+            informer,
+        )
+        .with_clock(clock),
+    )
+}
+
 fn fake_clock() -> (Box<dyn FnMut() -> Instant + Send>, Arc<Mutex<Duration>>) {
     let base = Instant::now();
     let offset = Arc::new(Mutex::new(Duration::ZERO));
@@ -1358,20 +1380,7 @@ fn test_server_list_watch_by_node_and_relist_after_compaction() {
         )
         .unwrap();
         let (clock, offset) = fake_clock();
-        let informer = Informer::<TestPod>::with_rng(
-            InformerConfig::default(),
-            |p| &p.metadata,
-            Box::new(XorShift64::new(9)),
-        );
-        let mut lw = Mirrored::new(
-            ListWatch::new(
-                node_client(&srv, "n1"),
-                "/api/v1/pods",
-                ListParams::fields("spec.nodeName=n1"),
-                informer,
-            )
-            .with_clock(clock),
-        );
+        let mut lw = node_pods(&srv, 9, clock);
         let mut sleep = |d: Duration| {
             *offset.lock().unwrap() += d;
             true
@@ -1419,20 +1428,7 @@ fn test_server_faults_throttle_and_cut_watch_are_survived() {
         .unwrap();
     let (clock, offset) = fake_clock();
     let slept = Arc::new(Mutex::new(Vec::new()));
-    let informer = Informer::<TestPod>::with_rng(
-        InformerConfig::default(),
-        |p| &p.metadata,
-        Box::new(XorShift64::new(11)),
-    );
-    let mut lw = Mirrored::new(
-        ListWatch::new(
-            node_client(&srv, "n1"),
-            "/api/v1/pods",
-            ListParams::fields("spec.nodeName=n1"),
-            informer,
-        )
-        .with_clock(clock),
-    );
+    let mut lw = node_pods(&srv, 11, clock);
     let slept2 = slept.clone();
     let mut sleep = move |d: Duration| {
         slept2.lock().unwrap().push(d);
