@@ -538,8 +538,13 @@ pub fn container_logs_rotate(c: &RealCluster, bed: Bed) {
     );
     let current = std::fs::metadata(log_dir.join("0.log")).map_or(0, |m| m.len());
     assert!(current < 1 << 20, "the current log stays small: {current}");
-    // kubectl logs: the current file, whole lines, the first ones rotated away.
-    let text = k.ok(&["logs", "chatty"]);
+    // kubectl logs: the current file, whole lines, the first ones rotated away. Just after
+    // a rotation the current file is new and may hold nothing yet: read until it has lines.
+    let text = poll(LIMIT, || {
+        let text = k.ok(&["logs", "chatty"]);
+        (!text.is_empty()).then_some(text)
+    })
+    .expect("the current log file has lines");
     assert!(
         first_line_number(&text) > 1,
         "{}",
