@@ -79,9 +79,7 @@ impl<K: Kernel> NftSyncer<K> {
     /// Copy the prints into new memory and free the old (see
     /// [`super::catalog::LiveCatalog::compact`]): a full sync makes them between its tables.
     pub fn compact(&mut self) {
-        let prints: BTreeMap<Family, Programmed> =
-            self.last.iter().map(|(f, p)| (*f, p.clone())).collect();
-        self.last = prints;
+        self.last = self.last.clone();
     }
 
     /// Prints of the tables programmed last (empty until a sync succeeded).
