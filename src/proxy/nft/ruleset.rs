@@ -345,13 +345,9 @@ pub fn service_delta(
             return Some(all);
         }
         for (ns, name) in changed {
-            let Some(svc) = catalog.service(ns, name) else {
+            let Some(p) = pieces_of(catalog, cfg, ns, name, family, warnings) else {
                 continue;
             };
-            let my_slices: Vec<&SliceRec> = catalog.slices_of(ns, name).iter().collect();
-            let my_slices = my_slices.as_slice();
-            let mut p = pieces_table(family);
-            service_into(svc, my_slices, cfg, family, &mut p, warnings);
             if merge(&mut all, p) {
                 return None;
             }
@@ -378,16 +374,28 @@ pub fn chain_names(catalog: &Catalog, cfg: &Config, changed: &[(&str, &str)]) ->
     let mut out = Vec::new();
     for family in [Family::Ip, Family::Ip6] {
         for (ns, name) in changed {
-            let Some(svc) = catalog.service(ns, name) else {
-                continue;
-            };
-            let my_slices: Vec<&SliceRec> = catalog.slices_of(ns, name).iter().collect();
-            let mut p = pieces_table(family);
-            service_into(svc, &my_slices, cfg, family, &mut p, &mut Vec::new());
-            out.extend(p.chains.into_keys());
+            if let Some(p) = pieces_of(catalog, cfg, ns, name, family, &mut Vec::new()) {
+                out.extend(p.chains.into_keys());
+            }
         }
     }
     out
+}
+
+/// The pieces of the service `ns`/`name` in `catalog` under `cfg`; `None` when it has none.
+fn pieces_of(
+    catalog: &Catalog,
+    cfg: &Config,
+    ns: &str,
+    name: &str,
+    family: Family,
+    warnings: &mut Vec<String>,
+) -> Option<Table> {
+    let svc = catalog.service(ns, name)?;
+    let my_slices: Vec<&SliceRec> = catalog.slices_of(ns, name).iter().collect();
+    let mut p = pieces_table(family);
+    service_into(svc, &my_slices, cfg, family, &mut p, warnings);
+    Some(p)
 }
 
 /// An empty table to hold services' pieces: their chains and sets, and the elements they
